@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+// Switchyard: distributed MoE training on CPU nodes. No Swift package dependencies;
+// Open MPI and OpenBLAS come from Debian (pkg-config names `ompi`, `openblas`).
+import PackageDescription
+
+// Hot loops are written over raw pointers; release builds drop bounds checks there.
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Switchyard",
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CMPIHeaders", path: "Sources/CMPIHeaders", pkgConfig: "ompi",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPI", dependencies: ["CMPIHeaders"]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .target(name: "Comm"),
+        .target(name: "CommMPI", dependencies: ["Comm", "CMPI"]),
+        .target(name: "Model", dependencies: ["Tensor", "Comm"], swiftSettings: kernelFlags),
+        .target(name: "Training", dependencies: ["Tensor", "Comm", "Model"], swiftSettings: kernelFlags),
+        .executableTarget(name: "switchyard", dependencies: ["Training", "Model", "Tensor", "Comm", "CommMPI"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "CommTests", dependencies: ["Comm"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Tensor", "Comm"]),
+        .testTarget(name: "SwitchyardTests", dependencies: []),
+    ]
+)

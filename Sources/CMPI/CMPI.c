@@ -1,0 +1,16 @@
+#include "CMPI.h"
+
+MPI_Comm CMPI_COMM_WORLD(void) { return MPI_COMM_WORLD; }
+MPI_Comm CMPI_COMM_NULL(void) { return MPI_COMM_NULL; }
+MPI_Datatype CMPI_FLOAT(void) { return MPI_FLOAT; }
+MPI_Datatype CMPI_DOUBLE(void) { return MPI_DOUBLE; }
+MPI_Datatype CMPI_INT64(void) { return MPI_INT64_T; }
+MPI_Datatype CMPI_BYTE(void) { return MPI_BYTE; }
+MPI_Op CMPI_SUM(void) { return MPI_SUM; }
+MPI_Op CMPI_MAX(void) { return MPI_MAX; }
+MPI_Errhandler CMPI_ERRORS_RETURN(void) { return MPI_ERRORS_RETURN; }
+int CMPI_THREAD_FUNNELED(void) { return MPI_THREAD_FUNNELED; }
+int CMPI_SUCCESS(void) { return MPI_SUCCESS; }
+int CMPI_UNDEFINED(void) { return MPI_UNDEFINED; }
+int CMPI_MAX_ERROR_STRING(void) { return MPI_MAX_ERROR_STRING; }
+void *CMPI_IN_PLACE(void) { return MPI_IN_PLACE; }

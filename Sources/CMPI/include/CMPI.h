@@ -1,0 +1,22 @@
+// CMPI: the parts of mpi.h that Swift cannot import (handle macros), as prefixed functions.
+// Everything else (MPI_Init_thread, MPI_Allreduce, ...) is imported from mpi.h directly.
+#ifndef CMPI_H
+#define CMPI_H
+#include <mpi.h>
+
+MPI_Comm CMPI_COMM_WORLD(void);
+MPI_Comm CMPI_COMM_NULL(void);
+MPI_Datatype CMPI_FLOAT(void);
+MPI_Datatype CMPI_DOUBLE(void);
+MPI_Datatype CMPI_INT64(void);
+MPI_Datatype CMPI_BYTE(void);
+MPI_Op CMPI_SUM(void);
+MPI_Op CMPI_MAX(void);
+MPI_Errhandler CMPI_ERRORS_RETURN(void);
+int CMPI_THREAD_FUNNELED(void);
+int CMPI_SUCCESS(void);
+int CMPI_UNDEFINED(void);
+/// MPI_Error_string into a caller buffer of at least CMPI_MAX_ERROR_STRING() bytes.
+int CMPI_MAX_ERROR_STRING(void);
+void *CMPI_IN_PLACE(void);
+#endif

@@ -1,0 +1,97 @@
+// The Communicator protocol: what the training step needs from a process group.
+// Two implementations: LocalCommunicator (threads as ranks, in this target, for fast
+// deterministic tests) and MPICommunicator (CommMPI, for real runs under mpirun).
+// Nothing above this target knows which one it has.
+
+/// Element types the collectives move.
+public enum CommType: Sendable { case float32, float64, int64 }
+
+/// A scalar a collective can move and reduce.
+public protocol CommScalar: Sendable, Comparable, AdditiveArithmetic {
+    static var commType: CommType { get }
+}
+extension Float: CommScalar { public static var commType: CommType { .float32 } }
+extension Double: CommScalar { public static var commType: CommType { .float64 } }
+extension Int64: CommScalar { public static var commType: CommType { .int64 } }
+
+/// A reduction applied element-wise by `allreduce`.
+public enum ReduceOp: Sendable { case sum, max }
+
+/// A failure of a collective, with the call and the reason.
+public struct CommError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A group of ranks that run collectives together.
+///
+/// Every rank of the group must call the same collectives in the same order with matching
+/// sizes (that is a programming error otherwise). Results are deterministic: the same inputs
+/// give bitwise-identical outputs on every run.
+public protocol Communicator: AnyObject, Sendable {
+    /// This process's rank in the group, 0..<size.
+    var rank: Int { get }
+    /// Number of ranks in the group.
+    var size: Int { get }
+    /// Waits until every rank has arrived.
+    func barrier() throws
+    /// Reduces `buffer` element-wise over all ranks, in place; every rank gets the result.
+    func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws
+    /// Copies `buffer` of rank `root` into `buffer` of every rank.
+    func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws
+    /// recv[r * send.count ..< (r+1) * send.count] = send of rank r. recv.count == send.count * size.
+    func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>) throws
+    /// Personalised exchange: rank r sends send[offset_d ..< offset_d + sendCounts[d]] to each rank d
+    /// (offsets are prefix sums of sendCounts), and receives recvCounts[s] elements from each rank s,
+    /// stored in rank order. Counts must agree pairwise.
+    func alltoallv<T: CommScalar>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
+                                  recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws
+    /// Splits into sub-groups of the ranks with equal `color` (>= 0), ranked by (key, rank).
+    func split(color: Int, key: Int) throws -> any Communicator
+}
+
+extension Communicator {
+    /// Allreduce over an array.
+    public func allreduce<T: CommScalar>(_ values: inout [T], op: ReduceOp = .sum) throws {
+        try values.withUnsafeMutableBufferPointer { try allreduce($0, op: op) }
+    }
+
+    /// Broadcast of an array (same count on every rank).
+    public func broadcast<T: CommScalar>(_ values: inout [T], root: Int) throws {
+        try values.withUnsafeMutableBufferPointer { try broadcast($0, root: root) }
+    }
+
+    /// Allgather of an array; returns size * values.count elements in rank order.
+    public func allgather<T: CommScalar>(_ values: [T]) throws -> [T] {
+        var out = [T](repeating: .zero, count: values.count * size)
+        try values.withUnsafeBufferPointer { s in
+            try out.withUnsafeMutableBufferPointer { try allgather(s, into: $0) }
+        }
+        return out
+    }
+
+    /// Alltoallv over arrays; returns the received elements in source-rank order.
+    public func alltoallv<T: CommScalar>(_ send: [T], sendCounts: [Int], recvCounts: [Int]) throws -> [T] {
+        var out = [T](repeating: .zero, count: recvCounts.reduce(0, +))
+        try send.withUnsafeBufferPointer { s in
+            try out.withUnsafeMutableBufferPointer {
+                try alltoallv(send: s, sendCounts: sendCounts, recv: $0, recvCounts: recvCounts)
+            }
+        }
+        return out
+    }
+
+    /// Checks the shared preconditions of alltoallv's arguments.
+    public func validateAlltoallv(sendCount: Int, sendCounts: [Int], recvCount: Int, recvCounts: [Int]) throws {
+        guard sendCounts.count == size, recvCounts.count == size else {
+            throw CommError("alltoallv: sendCounts/recvCounts need \(size) entries, got \(sendCounts.count)/\(recvCounts.count)")
+        }
+        guard sendCounts.allSatisfy({ $0 >= 0 }), recvCounts.allSatisfy({ $0 >= 0 }) else {
+            throw CommError("alltoallv: negative count")
+        }
+        guard sendCounts.reduce(0, +) <= sendCount, recvCounts.reduce(0, +) <= recvCount else {
+            throw CommError("alltoallv: counts exceed the buffers (send \(sendCount), recv \(recvCount))")
+        }
+    }
+}

@@ -1,0 +1,132 @@
+// MPICommunicator: the Communicator over Open MPI. Every MPI call goes through `check`,
+// which names the call and turns a non-success code into a thrown CommError (communicators
+// use MPI_ERRORS_RETURN). The executable turns an error on one rank into MPI_Abort, so a
+// failure never leaves the other ranks waiting.
+import CMPI
+import Comm
+
+/// A rank of an MPI communicator.
+public final class MPICommunicator: Communicator, @unchecked Sendable {
+    // MPI_Comm is an OpaquePointer (not Sendable); this class is the wrapper that owns it.
+    let comm: MPI_Comm
+    public let rank: Int
+    public let size: Int
+
+    init(comm: MPI_Comm) throws {
+        self.comm = comm
+        var r: Int32 = 0, s: Int32 = 0
+        try check(MPI_Comm_set_errhandler(comm, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
+        try check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
+        try check(MPI_Comm_size(comm, &s), "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    /// Initialises MPI (MPI_THREAD_FUNNELED: only the main thread calls MPI) and returns
+    /// MPI_COMM_WORLD. Works without mpirun too (a singleton world of size 1).
+    public static func initWorld() throws -> MPICommunicator {
+        var provided: Int32 = 0
+        try check(MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
+        return try MPICommunicator(comm: CMPI_COMM_WORLD())
+    }
+
+    /// MPI_Finalize; call once at a clean exit.
+    public static func finalize() { _ = MPI_Finalize() }
+
+    /// Whether MPI_Init has run (so an error path knows whether it may MPI_Abort).
+    public static var isInitialized: Bool {
+        var flag: Int32 = 0
+        _ = MPI_Initialized(&flag)
+        var fin: Int32 = 0
+        _ = MPI_Finalized(&fin)
+        return flag != 0 && fin == 0
+    }
+
+    /// Aborts every rank of MPI_COMM_WORLD with `code`.
+    public static func abortWorld(code: Int32) -> Never {
+        _ = MPI_Abort(CMPI_COMM_WORLD(), code)
+        fatalError("MPI_Abort returned")
+    }
+
+    public func barrier() throws { try check(MPI_Barrier(comm), "MPI_Barrier") }
+
+    public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+        guard buffer.count > 0 else { return }
+        try check(MPI_Allreduce(CMPI_IN_PLACE(), buffer.baseAddress, try count32(buffer.count, "MPI_Allreduce"),
+                                datatype(T.self), op == .sum ? CMPI_SUM() : CMPI_MAX(), comm), "MPI_Allreduce")
+    }
+
+    public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
+        guard root >= 0 && root < size else { throw CommError("broadcast: root \(root) outside 0..<\(size)") }
+        guard buffer.count > 0 else { return }
+        try check(MPI_Bcast(buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"), datatype(T.self),
+                            Int32(root), comm), "MPI_Bcast")
+    }
+
+    public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>) throws {
+        guard recv.count == send.count * size else {
+            throw CommError("allgather: recv holds \(recv.count) elements, needs \(send.count) x \(size)")
+        }
+        guard send.count > 0 else { return }
+        let c = try count32(send.count, "MPI_Allgather")
+        try check(MPI_Allgather(send.baseAddress, c, datatype(T.self), recv.baseAddress, c, datatype(T.self), comm),
+                  "MPI_Allgather")
+    }
+
+    public func alltoallv<T: CommScalar>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
+                                         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws {
+        try validateAlltoallv(sendCount: send.count, sendCounts: sendCounts, recvCount: recv.count, recvCounts: recvCounts)
+        let sc = try sendCounts.map { try count32($0, "MPI_Alltoallv") }
+        let rc = try recvCounts.map { try count32($0, "MPI_Alltoallv") }
+        let sd = try prefix(sc), rd = try prefix(rc)
+        // MPI wants non-null buffers even for zero counts.
+        var dummy = T.zero
+        try withUnsafeMutablePointer(to: &dummy) { d in
+            let sp = UnsafeRawPointer(send.baseAddress) ?? UnsafeRawPointer(d)
+            let rp = UnsafeMutableRawPointer(recv.baseAddress) ?? UnsafeMutableRawPointer(d)
+            try check(MPI_Alltoallv(sp, sc, sd, datatype(T.self), rp, rc, rd, datatype(T.self), comm), "MPI_Alltoallv")
+        }
+    }
+
+    public func split(color: Int, key: Int) throws -> any Communicator {
+        precondition(color >= 0, "split color must be >= 0")
+        var newComm: MPI_Comm? = nil
+        try check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
+        guard let c = newComm else { throw CommError("MPI_Comm_split returned no communicator") }
+        return try MPICommunicator(comm: c)
+    }
+
+    func datatype<T: CommScalar>(_ t: T.Type) -> MPI_Datatype {
+        switch T.commType {
+        case .float32: return CMPI_FLOAT()
+        case .float64: return CMPI_DOUBLE()
+        case .int64: return CMPI_INT64()
+        }
+    }
+
+    func prefix(_ counts: [Int32]) throws -> [Int32] {
+        var out: [Int32] = []
+        var acc: Int64 = 0
+        for c in counts {
+            guard acc <= Int64(Int32.max) else { throw CommError("MPI_Alltoallv: displacement over 2^31 elements") }
+            out.append(Int32(acc)); acc += Int64(c)
+        }
+        return out
+    }
+}
+
+/// Int to the Int32 count MPI takes, or a clear error.
+func count32(_ n: Int, _ call: String) throws -> Int32 {
+    guard n >= 0 && n <= Int(Int32.max) else { throw CommError("\(call): count \(n) does not fit MPI's int") }
+    return Int32(n)
+}
+
+/// The one checked wrapper for MPI return codes: names the call, gives MPI's own message.
+func check(_ rc: Int32, _ call: String) throws {
+    guard rc != CMPI_SUCCESS() else { return }
+    var buf = [CChar](repeating: 0, count: Int(CMPI_MAX_ERROR_STRING()) + 1)
+    var len: Int32 = 0
+    _ = MPI_Error_string(rc, &buf, &len)
+    let msg = String(decoding: buf.prefix(Int(len)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    throw CommError("\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network settings are right")
+}

@@ -1,0 +1,93 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter), over a contiguous range of
+// parameters with their gradients and moments.
+// p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p), with bias-corrected moments.
+
+/// AdamW's hyperparameters (the learning rate is passed per step: it follows the schedule).
+public struct AdamWConfig: Sendable, Equatable {
+    public var beta1: Float
+    public var beta2: Float
+    public var eps: Float
+    public var weightDecay: Float
+    public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-8, weightDecay: Float = 0.1) {
+        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+    }
+}
+
+public enum AdamW {
+    /// One update of `count` parameters. `step` is 1-based (bias correction);
+    /// `decay` says whether weight decay applies to this range (matrices: yes; norms: no).
+    public static func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+                              count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool) {
+        precondition(step >= 1, "AdamW step is 1-based")
+        let b1 = config.beta1, b2 = config.beta2
+        let c1 = 1 / (1 - Float(powDouble(Double(b1), step)))
+        let c2 = 1 / (1 - Float(powDouble(Double(b2), step)))
+        let wd = decay ? config.weightDecay : 0
+        let eps = config.eps
+        for i in 0..<count {
+            let g = grads[i]
+            let mi = b1 * m[i] + (1 - b1) * g
+            let vi = b2 * v[i] + (1 - b2) * g * g
+            m[i] = mi
+            v[i] = vi
+            let mhat = mi * c1, vhat = vi * c2
+            params[i] -= lr * (mhat / (vhat.squareRoot() + eps) + wd * params[i])
+        }
+    }
+
+    static func powDouble(_ x: Double, _ n: Int) -> Double {
+        var r = 1.0
+        for _ in 0..<n { r *= x }
+        return r
+    }
+}
+
+public enum GradClip {
+    /// The global L2 norm of `count` gradients, accumulated in Double.
+    public static func norm(_ grads: UnsafePointer<Float>, count: Int) -> Double {
+        var s: Double = 0
+        var i = 0
+        // Blocks of Float partial sums keep it fast; Double across blocks keeps it accurate.
+        while i < count {
+            let end = min(i + 4096, count)
+            var part: Float = 0
+            for j in i..<end { part += grads[j] * grads[j] }
+            s += Double(part)
+            i = end
+        }
+        return s.squareRoot()
+    }
+
+    /// Scales the gradients so their global norm is at most `maxNorm` (no-op if maxNorm <= 0).
+    /// Returns the norm before clipping.
+    @discardableResult
+    public static func clip(_ grads: UnsafeMutablePointer<Float>, count: Int, maxNorm: Double) -> Double {
+        let n = norm(grads, count: count)
+        if maxNorm > 0 && n > maxNorm {
+            let s = Float(maxNorm / (n + 1e-6))
+            for i in 0..<count { grads[i] *= s }
+        }
+        return n
+    }
+}
+
+/// Linear warmup from lr/warmup to lr over `warmup` steps, then cosine decay to minLr at `total`.
+public struct LRSchedule: Sendable, Equatable {
+    public var maxLR: Double
+    public var minLR: Double
+    public var warmup: Int
+    public var total: Int
+    public init(maxLR: Double, minLR: Double, warmup: Int, total: Int) {
+        self.maxLR = maxLR; self.minLR = minLR; self.warmup = warmup; self.total = total
+    }
+
+    /// Learning rate for 0-based `step`.
+    public func lr(at step: Int) -> Double {
+        if step < warmup { return maxLR * Double(step + 1) / Double(warmup) }
+        if step >= total { return minLR }
+        let span = max(total - warmup, 1)
+        let progress = Double(step - warmup) / Double(span)
+        return minLR + 0.5 * (maxLR - minLR) * (1 + cosDouble(Double.pi * progress))
+    }
+}

@@ -1,0 +1,37 @@
+// RMSNorm: y = x / sqrt(mean(x^2) + 1e-5) * w, no bias.
+// Shape legend: N rows (B*T tokens), C channels.
+// Backward *accumulates* into dx and dw.
+
+public enum RMSNorm {
+    public static let eps: Float = 1e-5
+
+    /// out[N, C] = x * rstd * w; rstd[N] is saved for backward.
+    public static func forward(out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                               x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int) {
+        for r in 0..<n {
+            let xr = x + r * c, o = out + r * c
+            var ss: Float = 0
+            for i in 0..<c { ss += xr[i] * xr[i] }
+            let s = 1 / (ss / Float(c) + eps).squareRoot()
+            rstd[r] = s
+            for i in 0..<c { o[i] = xr[i] * s * weight[i] }
+        }
+    }
+
+    /// dx += rstd * (w*dy - x * rstd^2 * mean(w*dy*x));  dw += dy * x * rstd.
+    public static func backward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+                                dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                rstd: UnsafePointer<Float>, n: Int, c: Int) {
+        for r in 0..<n {
+            let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
+            let s = rstd[r]
+            var dot: Float = 0
+            for i in 0..<c { dot += weight[i] * dy[i] * xr[i] }
+            let k = s * s * dot / Float(c)
+            for i in 0..<c {
+                dxr[i] += s * (weight[i] * dy[i] - xr[i] * k)
+                dWeight[i] += dy[i] * xr[i] * s
+            }
+        }
+    }
+}
