@@ -3,11 +3,12 @@
 
 public enum FastMath {
     /// e^x for Float, relative error < 3e-7 on [-87, 88] (tested against Foundation's exp);
-    /// returns 0 below -87 (the softmax's masked entries) and clamps above 88.
+    /// returns 0 below -87 (the softmax's masked entries), clamps above 88, keeps NaN.
     @inline(__always)
     public static func exp(_ v: Float) -> Float {
         // e^x = 2^n * e^r, n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2].
-        let x = v < -87.3 ? -87.3 : (v > 88.3 ? 88.3 : v)
+        // NaN fails both comparisons and takes the -87.3 branch; it is restored at the end.
+        let x = v > -87.3 ? (v < 88.3 ? v : 88.3) : -87.3
         let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
         let r = x - n * 0.693145751953125 - n * 1.42860682030941723212e-6
         // Minimax polynomial for e^r on [-ln2/2, ln2/2] (degree 6).
@@ -20,6 +21,6 @@ public enum FastMath {
         p = p * r + 1
         let bits = UInt32(bitPattern: Int32(n) &+ 127) << 23
         let result = p * Float(bitPattern: bits)
-        return v < -87.3 ? 0 : result
+        return v > -87.3 ? result : (v.isNaN ? v : 0)
     }
 }

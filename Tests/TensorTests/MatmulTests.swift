@@ -1,0 +1,56 @@
+import Tensor
+import XCTest
+
+final class MatmulTests: XCTestCase {
+    /// Every transpose combination of sgemm against a naive triple loop, with alpha and beta.
+    func testSgemmAllTransposesMatchNaive() {
+        let m = 5, n = 7, k = 3
+        for ta in [Transpose.no, .yes] {
+            for tb in [Transpose.no, .yes] {
+                let a = randomValues(m * k, seed: 1), b = randomValues(k * n, seed: 2)
+                let c0 = randomValues(m * n, seed: 3)
+                let lda = ta == .no ? k : m, ldb = tb == .no ? n : k
+                func A(_ i: Int, _ p: Int) -> Float { ta == .no ? a[i * lda + p] : a[p * lda + i] }
+                func B(_ p: Int, _ j: Int) -> Float { tb == .no ? b[p * ldb + j] : b[j * ldb + p] }
+                let c = FloatBuffer(c0)
+                a.withUnsafeBufferPointer { ap in
+                    b.withUnsafeBufferPointer { bp in
+                        sgemm(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: ap.baseAddress!, lda: lda,
+                              b: bp.baseAddress!, ldb: ldb, beta: 2, c: c.base, ldc: n)
+                    }
+                }
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s: Float = 0
+                        for p in 0..<k { s += A(i, p) * B(p, j) }
+                        XCTAssertEqual(c[i * n + j], 0.5 * s + 2 * c0[i * n + j], accuracy: 1e-5, "ta \(ta) tb \(tb) (\(i),\(j))")
+                    }
+                }
+            }
+        }
+    }
+
+    func testLinearBackwardMatchesFiniteDifferences() {
+        let n = 4, i = 6, o = 5
+        let x = randomValues(n * i, seed: 10), w = randomValues(o * i, seed: 11), r = randomValues(n * o, seed: 12)
+        func objective(_ x: [Float], _ w: [Float]) -> Double {
+            let out = FloatBuffer(count: n * o)
+            Linear.forward(out: out.base, inp: keep(x), weight: keep(w), n: n, inFeatures: i, outFeatures: o)
+            return dot(out, r)
+        }
+        let dx = FloatBuffer(count: n * i), dw = FloatBuffer(count: o * i)
+        Linear.backward(dInp: dx.base, dWeight: dw.base, dOut: keep(r), inp: keep(x),
+                        weight: keep(w), n: n, inFeatures: i, outFeatures: o)
+        assertGradient("Linear dx", x: x, analytic: dx.toArray()) { objective($0, w) }
+        assertGradient("Linear dW", x: w, analytic: dw.toArray()) { objective(x, $0) }
+    }
+
+    func testLinearBackwardAccumulates() {
+        let dx = FloatBuffer([1, 1]), dw = FloatBuffer([1, 1])
+        // n = 1, in = 2, out = 1: dx += dOut * w, dW += dOut * x.
+        Linear.backward(dInp: dx.base, dWeight: dw.base, dOut: keep([2]), inp: keep([3, 4]),
+                        weight: keep([5, 6]), n: 1, inFeatures: 2, outFeatures: 1)
+        XCTAssertEqual(dx.toArray(), [11, 13])
+        XCTAssertEqual(dw.toArray(), [7, 9])
+    }
+}

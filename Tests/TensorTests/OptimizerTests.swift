@@ -1,0 +1,69 @@
+import Tensor
+import XCTest
+
+final class OptimizerTests: XCTestCase {
+    func testAdamWFirstStepsClosedForm() {
+        let cfg = AdamWConfig(beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        let p = FloatBuffer([1, -2]), g = FloatBuffer([0.5, -0.25]), m = FloatBuffer(count: 2), v = FloatBuffer(count: 2)
+        AdamW.update(params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 1, config: cfg, decay: true)
+        // Step 1: mhat = g, vhat = g^2, so the Adam part is sign(g): p - lr * (sign(g) + wd * p).
+        XCTAssertEqual(p[0], 1 - 0.01 * (1 + 0.1 * 1), accuracy: 1e-6)
+        XCTAssertEqual(p[1], -2 - 0.01 * (-1 + 0.1 * -2), accuracy: 1e-6)
+        XCTAssertEqual(m[0], 0.05, accuracy: 1e-7)
+        XCTAssertEqual(v[0], 0.05 * 0.25, accuracy: 1e-7)
+        // Step 2 with the same gradient: mhat == g and vhat == g^2 again (bias correction).
+        let before = p[0]
+        AdamW.update(params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 2, config: cfg, decay: false)
+        XCTAssertEqual(p[0], before - 0.01 * 1, accuracy: 1e-6)
+    }
+
+    func testGradClipScalesToMaxNorm() {
+        let g = FloatBuffer([3, 4])
+        let n = GradClip.clip(g.base, count: 2, maxNorm: 1)
+        XCTAssertEqual(n, 5, accuracy: 1e-12)
+        XCTAssertEqual(g[0], 0.6, accuracy: 1e-6)
+        XCTAssertEqual(g[1], 0.8, accuracy: 1e-6)
+        let small = FloatBuffer([0.3, 0.4])
+        GradClip.clip(small.base, count: 2, maxNorm: 1)
+        XCTAssertEqual(small.toArray(), [0.3, 0.4])
+        // Long buffers accumulate across blocks.
+        let long = FloatBuffer([Float](repeating: 1, count: 10_000))
+        XCTAssertEqual(GradClip.norm(long.base, count: 10_000), 100, accuracy: 1e-9)
+    }
+
+    func testLRScheduleWarmupAndCosine() {
+        let s = LRSchedule(maxLR: 1e-3, minLR: 1e-4, warmup: 10, total: 110)
+        XCTAssertEqual(s.lr(at: 0), 1e-4, accuracy: 1e-12)
+        XCTAssertEqual(s.lr(at: 9), 1e-3, accuracy: 1e-12)
+        XCTAssertEqual(s.lr(at: 10), 1e-3, accuracy: 1e-12)
+        XCTAssertEqual(s.lr(at: 60), 0.5 * (1e-3 + 1e-4), accuracy: 1e-12)
+        XCTAssertEqual(s.lr(at: 110), 1e-4, accuracy: 1e-12)
+        XCTAssertGreaterThan(s.lr(at: 30), s.lr(at: 31))
+    }
+
+    func testCounterRNGIsAPureFunctionOfKeys() {
+        XCTAssertEqual(CounterRNG.hash(1, 2, 3), CounterRNG.hash(1, 2, 3))
+        XCTAssertNotEqual(CounterRNG.hash(1, 2, 3), CounterRNG.hash(1, 3, 2))
+        let draws = (0..<20_000).map { CounterRNG.normal(CounterRNG.hash(7, UInt64($0))) }
+        let mean = draws.map(Double.init).reduce(0, +) / Double(draws.count)
+        let variance = draws.map { Double($0) * Double($0) }.reduce(0, +) / Double(draws.count) - mean * mean
+        XCTAssertEqual(mean, 0, accuracy: 0.03)
+        XCTAssertEqual(variance, 1, accuracy: 0.05)
+        let below = (0..<1000).map { CounterRNG.below(10, CounterRNG.hash(9, UInt64($0))) }
+        XCTAssertTrue(below.allSatisfy { $0 >= 0 && $0 < 10 })
+        XCTAssertEqual(Set(below).count, 10)
+    }
+
+    func testBLASCoreDecision() {
+        let avx512: Set<String> = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"]
+        let avx2: Set<String> = ["avx2", "fma"]
+        XCTAssertEqual(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx512, userCoreType: nil), "SkylakeX")
+        XCTAssertEqual(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx2, userCoreType: nil), "Haswell")
+        XCTAssertNil(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx512, userCoreType: "Haswell"), "user's choice wins")
+        XCTAssertNil(BLASCore.decide(currentCore: "Zen", cpuFlags: avx2, userCoreType: nil), "a recognised core is kept")
+        XCTAssertNil(BLASCore.decide(currentCore: "SkylakeX", cpuFlags: avx512, userCoreType: nil))
+        XCTAssertNil(BLASCore.decide(currentCore: "Prescott", cpuFlags: ["sse2"], userCoreType: nil), "nothing better to pick")
+        let cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\nbogomips\t: 1\n"
+        XCTAssertEqual(BLASCore.flags(fromCPUInfo: cpuinfo), ["fpu", "sse2", "avx2", "fma", "avx512f"])
+    }
+}
