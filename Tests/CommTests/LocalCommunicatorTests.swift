@@ -1,0 +1,42 @@
+import Comm
+import XCTest
+
+final class LocalCommunicatorTests: XCTestCase {
+    /// The shared collective contract (rank-dependent inputs, closed-form results) at 1-4 ranks.
+    func testCollectiveChecksPassAtOneToFourRanks() throws {
+        for size in 1...4 {
+            let failures = try LocalCommunicator.run(size: size) { try CollectiveChecks.run($0) }
+            XCTAssertEqual(failures.flatMap { $0 }, [], "size \(size)")
+            XCTAssertEqual(failures.count, size)
+        }
+    }
+
+    /// A failing rank makes the others' collectives throw instead of hanging, and the real
+    /// error (not the echo) is what run() rethrows.
+    func testFailingRankAbortsTheOthers() {
+        struct Boom: Error {}
+        let start = Date()
+        XCTAssertThrowsError(try LocalCommunicator.run(size: 3) { comm -> Int in
+            if comm.rank == 1 { throw Boom() }
+            try comm.barrier()
+            return 0
+        }) { XCTAssertTrue($0 is Boom, "got \($0)") }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+    }
+
+    /// Mismatched sizes are reported, not silently misread.
+    func testAlltoallvCountMismatchIsAnError() {
+        XCTAssertThrowsError(try LocalCommunicator.run(size: 2) { comm -> [Float] in
+            // Both ranks send 1 element to each other but rank 1 expects 2 from rank 0.
+            try comm.alltoallv([1, 2], sendCounts: [1, 1], recvCounts: comm.rank == 1 ? [2, 1] : [1, 1])
+        })
+    }
+
+    /// A rank that never arrives is a timeout error, not a hang.
+    func testMissingRankTimesOut() {
+        XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
+            if comm.rank == 0 { try comm.barrier() }
+            return comm.rank
+        })
+    }
+}

@@ -1,0 +1,131 @@
+import Model
+import Tensor
+import XCTest
+
+final class TransformerTests: XCTestCase {
+    static let config = ModelConfig(vocabSize: 11, seqLen: 6, nLayer: 2, nEmbd: 8, nHead: 2,
+                                    nExpert: 3, topK: 2, ffHidden: 12, moeEvery: 2)
+
+    func batch(_ b: Int, _ t: Int, seed: UInt64) -> ([Int32], [Int32]) {
+        let toks = (0..<(b * t + 1)).map { Int32(CounterRNG.below(11, CounterRNG.hash(seed, UInt64($0)))) }
+        var x: [Int32] = [], y: [Int32] = []
+        for bi in 0..<b { for ti in 0..<t { x.append(toks[bi * t + ti]); y.append(toks[bi * t + ti + 1]) } }
+        return (x, y)
+    }
+
+    func testParameterNamesShapesAndContiguity() {
+        let s = ParameterStore(config: Self.config)
+        XCTAssertEqual(s.info("embed.weight")?.shape, [11, 8])
+        XCTAssertEqual(s.info("pos.weight")?.shape, [6, 8])
+        XCTAssertEqual(s.info("layers.0.ffn.w1.weight")?.shape, [12, 8])
+        XCTAssertNil(s.info("layers.0.moe.router.weight"), "layer 0 is dense with moeEvery = 2")
+        XCTAssertEqual(s.info("layers.1.moe.router.weight")?.shape, [3, 8])
+        XCTAssertEqual(s.info("layers.1.moe.experts.2.w2.weight")?.shape, [8, 12])
+        XCTAssertEqual(s.info("head.weight")?.shape, [11, 8])
+        // Views tile the buffer with no gaps or overlaps.
+        var next = 0
+        for info in s.infos { XCTAssertEqual(info.offset, next, info.name); next += info.count }
+        XCTAssertEqual(next, s.count)
+        XCTAssertEqual(s.infos.first?.name, "embed.weight")
+        XCTAssertEqual(s.infos.last?.name, "head.weight")
+    }
+
+    func testInitializationIsKeyedByNameAndSeed() {
+        let a = ParameterStore(config: Self.config), b = ParameterStore(config: Self.config)
+        a.initialize(seed: 5); b.initialize(seed: 5)
+        XCTAssertEqual(a.params.toArray(), b.params.toArray())
+        b.initialize(seed: 6)
+        XCTAssertNotEqual(a.params.toArray(), b.params.toArray())
+        XCTAssertEqual(a.pointer("norm.weight", in: a.params)[3], 1)
+        // A parameter's values do not depend on which other parameters exist (layout independence).
+        var deeper = Self.config
+        deeper.nLayer = 3
+        let c = ParameterStore(config: deeper)
+        c.initialize(seed: 5)
+        XCTAssertEqual(a.pointer("layers.1.moe.experts.0.w1.weight", in: a.params)[7],
+                       c.pointer("layers.1.moe.experts.0.w1.weight", in: c.params)[7])
+        let w = a.params.toArray()
+        let emb = Array(w[0..<88])
+        let std = (emb.map { Double($0 * $0) }.reduce(0, +) / Double(emb.count)).squareRoot()
+        XCTAssertEqual(std, 0.02, accuracy: 0.006)
+    }
+
+    func testInitialLossIsNearLogVocab() {
+        let m = Transformer(config: Self.config, maxBatch: 4)
+        m.store.initialize(seed: 1)
+        let (x, y) = batch(4, 6, seed: 2)
+        let loss = m.forward(tokens: x, targets: y, batch: 4, time: 6)
+        XCTAssertEqual(Double(loss), 2.3979, accuracy: 0.05) // ln 11
+        XCTAssertEqual(m.expertTokenCounts.count, 1)
+        XCTAssertEqual(m.expertTokenCounts[0].reduce(0, +), 4 * 6 * 2, "every token reaches K experts")
+        XCTAssertEqual(m.lastAux.count, 1)
+    }
+
+    /// The whole model's backward (every parameter tensor) against central finite differences.
+    func testWholeModelGradientsMatchFiniteDifferences() {
+        for moeEvery in [1, 2] {
+            var cfg = Self.config
+            cfg.moeEvery = moeEvery
+            let m = Transformer(config: cfg, maxBatch: 2)
+            let s = m.store
+            s.initialize(seed: 3)
+            // Larger weights than the 0.02 init so gradients are well above float noise.
+            for i in 0..<s.count { s.params.base[i] *= 15 }
+            let (x, y) = batch(2, 5, seed: 4)
+            let auxCoef: Float = 0.3
+            func objective() -> Double {
+                let l = m.forward(tokens: x, targets: y, batch: 2, time: 5)
+                return Double(l) + Double(auxCoef) * m.lastAux.map(Double.init).reduce(0, +)
+            }
+            _ = objective()
+            s.grads.zero()
+            m.backward(lossScale: 1 / 10, auxCoef: auxCoef)
+            let h: Float = 1e-3
+            var worst = 0.0
+            for info in s.infos {
+                for j in [0, info.count / 2, info.count - 1] {
+                    let i = info.offset + j
+                    let saved = s.params.base[i]
+                    s.params.base[i] = saved + h; let fp = objective()
+                    s.params.base[i] = saved - h; let fm = objective()
+                    s.params.base[i] = saved
+                    let fd = (fp - fm) / Double(2 * h)
+                    let an = Double(s.grads.base[i])
+                    worst = max(worst, abs(an - fd))
+                    XCTAssertEqual(an, fd, accuracy: 2e-3 + 2e-2 * abs(fd), "moeEvery \(moeEvery) \(info.name)[\(j)]")
+                }
+            }
+            XCTAssertGreaterThan(s.grads.toArray().map { abs($0) }.max()!, 1e-2)
+            print("whole-model gradcheck moeEvery=\(moeEvery): max |analytic - fd| = \(worst)")
+        }
+    }
+
+    func testForwardIsBitwiseDeterministic() {
+        let a = Transformer(config: Self.config, maxBatch: 2), b = Transformer(config: Self.config, maxBatch: 2)
+        a.store.initialize(seed: 9); b.store.initialize(seed: 9)
+        let (x, y) = batch(2, 6, seed: 1)
+        XCTAssertEqual(a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
+                       b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
+        a.backward(lossScale: 0.1, auxCoef: 0.01); b.backward(lossScale: 0.1, auxCoef: 0.01)
+        XCTAssertEqual(a.store.grads.toArray(), b.store.grads.toArray())
+    }
+
+    func testConfigValidationNamesTheField() {
+        var c = Self.config
+        c.nHead = 3
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".hasPrefix("model.nEmbd:"), "\($0)") }
+        c = Self.config; c.topK = 4; c.nExpert = 3
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("model.topK"), "\($0)") }
+        c = Self.config; c.nExpert = 1; c.topK = 2
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("exceeds model.nExpert"), "\($0)") }
+        XCTAssertNoThrow(try Self.config.validate())
+    }
+
+    func testFlopsPerTokenFormula() {
+        // small.json: L4 C256 H8 F512 E8 K2 V256 T256.
+        let c = ModelConfig(vocabSize: 256, seqLen: 256, nLayer: 4, nEmbd: 256, nHead: 8, nExpert: 8, topK: 2, ffHidden: 512, moeEvery: 1)
+        let perLayer = 4 * 256 * 256 + 2 * 256 + 256 * 8 + 2 * 2 * 256 * 512
+        XCTAssertEqual(c.activeNonEmbeddingParams, 4 * perLayer + 256 + 256 * 256)
+        XCTAssertEqual(c.flopsPerToken(seqLen: 256), 6 * Double(4 * perLayer + 256 + 65536) + 12 * 4 * 256 * 256)
+    }
+}
