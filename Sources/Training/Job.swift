@@ -1,1 +1,140 @@
-// placeholder
+// The job spec: every setting of a training run, with its default and a one-line comment.
+// A job file (JSON) overrides the defaults, `--set key=value` overrides the file. Unknown keys,
+// wrong types and invalid values are errors naming the key (Job+Parsing.swift).
+import Model
+
+/// Where the tokens come from.
+public struct DataSpec: Equatable, Sendable {
+    public var path = ""            // text file (bytes are tokens) or llm.c .bin token file; relative to the working directory
+    public var format = "auto"      // auto (".bin" suffix -> bin, else text) | text | bin
+    public var valFraction = 0.05   // share of the file's tail held out for evaluation (0 disables eval)
+}
+
+/// The optimisation settings.
+public struct TrainSpec: Equatable, Sendable {
+    public var steps = 300          // optimizer steps to run
+    public var batchSize = 8        // sequences per step (global batch, whatever the world size)
+    public var lr = 3e-3            // peak learning rate
+    public var minLr = 3e-4         // learning rate at the end of the cosine decay
+    public var warmupSteps = 20     // linear warmup steps
+    public var weightDecay = 0.1    // AdamW decoupled weight decay (matrices and embeddings only)
+    public var beta1 = 0.9          // AdamW first-moment decay
+    public var beta2 = 0.95         // AdamW second-moment decay
+    public var eps = 1e-8           // AdamW epsilon
+    public var gradClip = 1.0       // clip the global gradient norm to this (0 = no clipping)
+    public var auxLossCoef = 0.01   // weight of the load-balancing loss (summed over MoE blocks)
+    public var maxBadSteps = 3      // stop after this many consecutive non-finite steps
+    public var logEvery = 10        // print a progress line every N steps (the log gets every step)
+    public var evalEvery = 100      // evaluate on the held-out tail every N steps and at the end (0 = never)
+    public var evalWindows = 16     // number of fixed windows in an evaluation
+    public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
+}
+
+/// A whole training job.
+public struct Job: Equatable, Sendable {
+    public var name = "job"         // run name: the run directory is <runsDir>/<name>
+    public var runsDir = "runs"     // parent of run directories
+    public var seed = 1337          // keys every random draw (init, batches)
+    public var model = ModelConfig(vocabSize: 256, seqLen: 64, nLayer: 2, nEmbd: 64, nHead: 4,
+                                   nExpert: 4, topK: 2, ffHidden: 128, moeEvery: 1)
+    public var data = DataSpec()
+    public var train = TrainSpec()
+
+    public init() {}
+
+    /// The run directory, `<runsDir>/<name>`.
+    public var runDirectory: String { runsDir.hasSuffix("/") ? runsDir + name : runsDir + "/" + name }
+}
+
+/// A problem with a job spec: the key (or file) and what to do.
+public struct JobError: Error, CustomStringConvertible, Sendable {
+    public let key: String
+    public let message: String
+    public init(key: String, _ message: String) { self.key = key; self.message = message }
+    public var description: String { "\(key): \(message)" }
+}
+
+/// One settable key of the job: its dotted name, its place in Job, and its comment.
+public struct JobField: Sendable {
+    public enum Ref: Sendable {
+        case int(WritableKeyPath<Job, Int> & Sendable)
+        case double(WritableKeyPath<Job, Double> & Sendable)
+        case string(WritableKeyPath<Job, String> & Sendable)
+    }
+    public let key: String
+    public let ref: Ref
+    public let doc: String
+
+    public var typeName: String {
+        switch ref { case .int: return "integer"; case .double: return "number"; case .string: return "string" }
+    }
+}
+
+extension Job {
+    /// Every key a job file or `--set` may set, in the order job.json lists them.
+    public static let fields: [JobField] = [
+        JobField(key: "name", ref: .string(\.name), doc: "run name: the run directory is <runsDir>/<name>"),
+        JobField(key: "runsDir", ref: .string(\.runsDir), doc: "parent of run directories"),
+        JobField(key: "seed", ref: .int(\.seed), doc: "keys every random draw (init, batches)"),
+        JobField(key: "model.vocabSize", ref: .int(\.model.vocabSize), doc: "V: 256 for byte-level text; > every token id of a .bin"),
+        JobField(key: "model.seqLen", ref: .int(\.model.seqLen), doc: "T: sequence length (and learned positions)"),
+        JobField(key: "model.nLayer", ref: .int(\.model.nLayer), doc: "L: transformer blocks"),
+        JobField(key: "model.nEmbd", ref: .int(\.model.nEmbd), doc: "C: channels; divisible by nHead"),
+        JobField(key: "model.nHead", ref: .int(\.model.nHead), doc: "H: attention heads"),
+        JobField(key: "model.nExpert", ref: .int(\.model.nExpert), doc: "E: experts per MoE block"),
+        JobField(key: "model.topK", ref: .int(\.model.topK), doc: "K: experts per token, 1 or 2"),
+        JobField(key: "model.ffHidden", ref: .int(\.model.ffHidden), doc: "F: hidden width of each expert / dense FFN"),
+        JobField(key: "model.moeEvery", ref: .int(\.model.moeEvery), doc: "every n-th block is MoE (1: all; 0: none)"),
+        JobField(key: "data.path", ref: .string(\.data.path), doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
+        JobField(key: "data.format", ref: .string(\.data.format), doc: "auto (.bin suffix -> bin, else text) | text | bin"),
+        JobField(key: "data.valFraction", ref: .double(\.data.valFraction), doc: "share of the file's tail held out for eval (0 disables eval)"),
+        JobField(key: "train.steps", ref: .int(\.train.steps), doc: "optimizer steps"),
+        JobField(key: "train.batchSize", ref: .int(\.train.batchSize), doc: "sequences per step (global batch)"),
+        JobField(key: "train.lr", ref: .double(\.train.lr), doc: "peak learning rate"),
+        JobField(key: "train.minLr", ref: .double(\.train.minLr), doc: "learning rate at the end of the cosine decay"),
+        JobField(key: "train.warmupSteps", ref: .int(\.train.warmupSteps), doc: "linear warmup steps"),
+        JobField(key: "train.weightDecay", ref: .double(\.train.weightDecay), doc: "AdamW decoupled weight decay (not on norm weights)"),
+        JobField(key: "train.beta1", ref: .double(\.train.beta1), doc: "AdamW first-moment decay"),
+        JobField(key: "train.beta2", ref: .double(\.train.beta2), doc: "AdamW second-moment decay"),
+        JobField(key: "train.eps", ref: .double(\.train.eps), doc: "AdamW epsilon"),
+        JobField(key: "train.gradClip", ref: .double(\.train.gradClip), doc: "clip the global gradient norm (0: off)"),
+        JobField(key: "train.auxLossCoef", ref: .double(\.train.auxLossCoef), doc: "weight of the load-balancing loss"),
+        JobField(key: "train.maxBadSteps", ref: .int(\.train.maxBadSteps), doc: "stop after this many consecutive non-finite steps"),
+        JobField(key: "train.logEvery", ref: .int(\.train.logEvery), doc: "progress line every N steps"),
+        JobField(key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
+        JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
+        JobField(key: "train.peakGflops", ref: .double(\.train.peakGflops), doc: "per-rank sgemm peak for MFU (0: measure at start)"),
+    ]
+
+    /// Throws the first invalid value, naming its key.
+    public func validate() throws {
+        func bad(_ key: String, _ m: String) -> JobError { JobError(key: key, m) }
+        let nameOK = !name.isEmpty && name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)
+        } && name != "." && name != ".."
+        if !nameOK { throw bad("name", "'\(name)' must be letters, digits, '.', '_' or '-' (it names a folder)") }
+        if runsDir.isEmpty { throw bad("runsDir", "must not be empty") }
+        if seed < 0 { throw bad("seed", "must be >= 0, got \(seed)") }
+        do { try model.validate() } catch let e as ModelConfigError { throw bad("model." + e.field, e.message) }
+        if data.path.isEmpty { throw bad("data.path", "is required: the text or llm.c .bin file to train on") }
+        if !["auto", "text", "bin"].contains(data.format) { throw bad("data.format", "must be auto, text or bin, got '\(data.format)'") }
+        if !(data.valFraction >= 0 && data.valFraction <= 0.5) { throw bad("data.valFraction", "must be in 0...0.5, got \(data.valFraction)") }
+        let t = train
+        if t.steps < 1 { throw bad("train.steps", "must be >= 1, got \(t.steps)") }
+        if t.batchSize < 1 { throw bad("train.batchSize", "must be >= 1, got \(t.batchSize)") }
+        if !(t.lr > 0 && t.lr.isFinite) { throw bad("train.lr", "must be > 0, got \(t.lr)") }
+        if !(t.minLr >= 0 && t.minLr <= t.lr) { throw bad("train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)") }
+        if t.warmupSteps < 0 { throw bad("train.warmupSteps", "must be >= 0, got \(t.warmupSteps)") }
+        if !(t.weightDecay >= 0) { throw bad("train.weightDecay", "must be >= 0, got \(t.weightDecay)") }
+        if !(t.beta1 >= 0 && t.beta1 < 1) { throw bad("train.beta1", "must be in [0, 1), got \(t.beta1)") }
+        if !(t.beta2 >= 0 && t.beta2 < 1) { throw bad("train.beta2", "must be in [0, 1), got \(t.beta2)") }
+        if !(t.eps > 0) { throw bad("train.eps", "must be > 0, got \(t.eps)") }
+        if !(t.gradClip >= 0) { throw bad("train.gradClip", "must be >= 0 (0 disables clipping), got \(t.gradClip)") }
+        if !(t.auxLossCoef >= 0) { throw bad("train.auxLossCoef", "must be >= 0, got \(t.auxLossCoef)") }
+        if t.maxBadSteps < 1 { throw bad("train.maxBadSteps", "must be >= 1, got \(t.maxBadSteps)") }
+        if t.logEvery < 1 { throw bad("train.logEvery", "must be >= 1, got \(t.logEvery)") }
+        if t.evalEvery < 0 { throw bad("train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)") }
+        if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
+        if !(t.peakGflops >= 0) { throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)") }
+    }
+}

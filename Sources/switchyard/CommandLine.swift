@@ -1,0 +1,109 @@
+// Command-line parsing shared by the subcommands: one option table per command drives both
+// the parser and its --help, so the help cannot list an option the parser does not take.
+
+/// A usage problem: exit 64 with the command's usage.
+struct UsageError: Error {
+    let message: String
+    let command: String?
+}
+
+/// One option of a command.
+struct OptionSpec {
+    let names: [String]        // e.g. ["--set", "-s"]
+    let valueName: String?     // nil for a flag
+    let help: String
+    let repeatable: Bool
+    init(_ names: [String], value: String? = nil, repeatable: Bool = false, _ help: String) {
+        self.names = names; self.valueName = value; self.help = help; self.repeatable = repeatable
+    }
+}
+
+/// A subcommand's description: positional arguments, options, help text.
+struct CommandSpec {
+    let name: String
+    let summary: String
+    let positionals: [(name: String, help: String)]
+    let options: [OptionSpec]
+    let details: String
+
+    var usageLine: String {
+        let opts = options.isEmpty ? "" : " [options]"
+        return "switchyard \(name)\(opts)" + positionals.map { " \($0.name)" }.joined()
+    }
+
+    var help: String {
+        var s = "\(summary)\n\nUSAGE: \(usageLine)\n"
+        if !positionals.isEmpty {
+            s += "\nARGUMENTS:\n"
+            for p in positionals { s += "  " + pad(p.name, 24) + p.help + "\n" }
+        }
+        s += "\nOPTIONS:\n"
+        for o in options + [OptionSpec(["-h", "--help"], "Show this help")] {
+            let left = o.names.joined(separator: ", ") + (o.valueName.map { " " + $0 } ?? "")
+            s += "  " + pad(left, 24) + o.help + (o.repeatable ? " (repeatable)" : "") + "\n"
+        }
+        if !details.isEmpty { s += "\n" + details }
+        return s
+    }
+}
+
+func pad(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s + "  " : s + String(repeating: " ", count: width - s.count)
+}
+
+/// Parsed arguments of one command.
+struct ParsedArgs {
+    var positionals: [String] = []
+    var values: [String: [String]] = [:]   // canonical option name -> values
+    var flags: Set<String> = []
+    var wantsHelp = false
+
+    func value(_ name: String) -> String? { values[name]?.last }
+    func all(_ name: String) -> [String] { values[name] ?? [] }
+}
+
+/// Parses `args` (after the command name) against `spec`.
+func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
+    var out = ParsedArgs()
+    var i = 0
+    while i < args.count {
+        let a = args[i]
+        if a == "-h" || a == "--help" { out.wantsHelp = true; i += 1; continue }
+        if a.hasPrefix("-") && a.count > 1 {
+            var name = a, inline: String? = nil
+            if let eq = a.firstIndex(of: "="), a.hasPrefix("--") {
+                name = String(a[..<eq]); inline = String(a[a.index(after: eq)...])
+            }
+            guard let o = spec.options.first(where: { $0.names.contains(name) }) else {
+                throw UsageError(message: "unknown option '\(name)'", command: spec.name)
+            }
+            let canonical = o.names.first { $0.hasPrefix("--") } ?? o.names[0]
+            if o.valueName != nil {
+                let v: String
+                if let inline { v = inline } else {
+                    guard i + 1 < args.count else { throw UsageError(message: "option \(name) needs a value \(o.valueName!)", command: spec.name) }
+                    v = args[i + 1]; i += 1
+                }
+                if !o.repeatable && out.values[canonical] != nil {
+                    throw UsageError(message: "option \(name) given twice", command: spec.name)
+                }
+                out.values[canonical, default: []].append(v)
+            } else {
+                if inline != nil { throw UsageError(message: "option \(name) takes no value", command: spec.name) }
+                out.flags.insert(canonical)
+            }
+        } else {
+            out.positionals.append(a)
+        }
+        i += 1
+    }
+    if out.wantsHelp { return out }
+    if out.positionals.count < spec.positionals.count {
+        let missing = spec.positionals[out.positionals.count].name
+        throw UsageError(message: "missing argument \(missing)", command: spec.name)
+    }
+    if out.positionals.count > spec.positionals.count {
+        throw UsageError(message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
+    }
+    return out
+}

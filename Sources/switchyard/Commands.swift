@@ -1,0 +1,70 @@
+// The subcommands and the top-level help.
+import JSON
+import Training
+
+enum Commands {
+    static let train = CommandSpec(
+        name: "train",
+        summary: "Train a job: plain process, or one rank under mpirun.",
+        positionals: [("JOB", "job spec (JSON), e.g. jobs/tiny.json")],
+        options: [
+            OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
+            OptionSpec(["--threads"], value: "N", "BLAS threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
+        ],
+        details: jobKeysHelp + """
+
+            The run directory <runsDir>/<name> gets job.json (the resolved spec) and log.jsonl
+            (one JSON event per line: start, step, eval, warning, end). SIGINT/SIGTERM finish the
+            current step and stop. This build trains at world size 1 (mpirun -np 1); multi-rank
+            layouts and checkpoints/resume are not implemented yet.
+
+            Exit codes: 0 success, 1 failure (bad job, data or a training error), 64 usage error.
+
+            """)
+
+    static let selftest = CommandSpec(
+        name: "selftest",
+        summary: "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
+        positionals: [],
+        options: [],
+        details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n")
+
+    static let all = [train, selftest]
+
+    static var jobKeysHelp: String {
+        let defaults = Job().resolvedJSON
+        var s = "JOB KEYS (set in the job file, or with --set; defaults shown):\n"
+        for f in Job.fields {
+            var v: JSONValue? = defaults
+            for part in f.key.split(separator: ".") { v = v?[String(part)] }
+            s += "  " + pad("\(f.key) = \(v?.compact ?? "?")", 34) + f.doc + "\n"
+        }
+        return s
+    }
+
+    static let topHelp: String = {
+        var s = """
+            switchyard: trains mixture-of-experts transformer language models on CPU nodes under mpirun.
+
+            USAGE: switchyard <command> [options]
+
+            COMMANDS:
+
+            """
+        for c in all { s += "  " + pad(c.name, 12) + c.summary.split(separator: "\n")[0] + "\n" }
+        s += "  " + pad("help", 12) + "Show help for a command: switchyard help <command>\n"
+        s += """
+
+            OPTIONS:
+              -h, --help  Show this help
+              --version   Print the version
+
+            Run 'switchyard <command> --help' for a command's options.
+            Exit codes: 0 success, 1 failure, 64 usage error.
+
+            """
+        return s
+    }()
+
+    static let version = "switchyard 0.1.0"
+}

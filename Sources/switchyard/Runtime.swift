@@ -1,0 +1,63 @@
+// Process-level concerns: the BLAS core choice (re-exec before MPI_Init), BLAS threads,
+// signals, host facts, and how errors leave the process on one rank or many.
+import CommMPI
+import Foundation
+import Tensor
+import Training
+
+enum Runtime {
+    /// If OpenBLAS fell back to a generic core on a CPU it could drive better, set
+    /// OPENBLAS_CORETYPE and re-execute this program (OpenBLAS reads it only at load).
+    /// Runs before MPI_Init; a failed exec just continues with the detected core.
+    static func chooseBLASCore() {
+        let env = ProcessInfo.processInfo.environment
+        guard env["SWITCHYARD_BLAS_REEXEC"] == nil else { return }
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        guard let core = BLASCore.decide(currentCore: BLAS.coreName, cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo),
+                                         userCoreType: env["OPENBLAS_CORETYPE"]) else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        setenv("SWITCHYARD_BLAS_REEXEC", "\(BLAS.coreName)->\(core)", 1)
+        let args = CommandLine.arguments
+        var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", &cargs)
+        // Only reached if exec failed.
+        FileHandle.standardError.write(Data("switchyard: warning: could not re-execute with OPENBLAS_CORETYPE=\(core); continuing with \(BLAS.coreName)\n".utf8))
+    }
+
+    /// BLAS threads: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.
+    static func blasThreads(option: Int?) -> Int {
+        if let n = option { return n }
+        let env = ProcessInfo.processInfo.environment
+        if let s = env["OPENBLAS_NUM_THREADS"], let n = Int(s), n >= 1 { return n }
+        let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
+        return max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
+    }
+
+    /// The CPU model name from /proc/cpuinfo.
+    static var cpuModel: String {
+        let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+            if let c = line.firstIndex(of: ":") { return line[line.index(after: c)...].trimmingCharacters(in: .whitespaces) }
+        }
+        return "unknown"
+    }
+
+    static var hostName: String { ProcessInfo.processInfo.hostName }
+
+    /// This process's rank before MPI_Init (from the launcher's environment), for messages.
+    static var launchRank: Int { Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "") ?? 0 }
+
+    static func printError(_ message: String, rank: Int? = nil, world: Int = 1) {
+        let prefix = world > 1 ? "rank \(rank ?? launchRank): " : ""
+        FileHandle.standardError.write(Data("switchyard: error: \(prefix)\(message)\n".utf8))
+    }
+}
+
+/// Set by SIGINT/SIGTERM; the step loop checks it between steps.
+nonisolated(unsafe) var stopSignalCount: Int32 = 0
+
+func installStopSignals() {
+    let handler: @convention(c) (Int32) -> Void = { _ in stopSignalCount += 1 }
+    signal(SIGINT, handler)
+    signal(SIGTERM, handler)
+}

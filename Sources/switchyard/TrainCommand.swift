@@ -1,0 +1,107 @@
+// `switchyard train JOB [--set k=v]...`: validate everything on every rank before any
+// training, agree on failure, then run the step loop.
+import Comm
+import CommMPI
+import Foundation
+import Tensor
+import Training
+
+enum TrainCommand {
+    static func run(_ args: ParsedArgs) -> Int32 {
+        var threadsOption: Int? = nil
+        if let t = args.value("--threads") {
+            guard let n = Int(t), n >= 1 else {
+                return usage(UsageError(message: "--threads needs a whole number >= 1, got '\(t)'", command: "train"))
+            }
+            threadsOption = n
+        }
+        let threads = Runtime.blasThreads(option: threadsOption)
+        BLAS.setThreads(threads)
+
+        let world: MPICommunicator
+        do { world = try MPICommunicator.initWorld() } catch {
+            Runtime.printError("\(error)")
+            return 1
+        }
+        // Validate on every rank; a failure anywhere stops every rank before training.
+        var trainer: Trainer? = nil
+        var failure: String? = nil
+        do {
+            let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+            let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+            let log = world.rank == 0 ? try RunLog(job: job) : nil
+            let env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            trainer = try Trainer(job: job, comm: world, data: data, log: log, environment: env,
+                                  say: world.rank == 0 ? { say($0) } : { _ in })
+        } catch {
+            failure = "\(error)"
+        }
+        let failedRanks: [Int64]
+        do { failedRanks = try world.allgather([failure == nil ? 0 : 1]) } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
+        if let firstBad = failedRanks.firstIndex(of: 1) {
+            if world.rank == firstBad, let failure {
+                Runtime.printError(failure, rank: world.rank, world: world.size)
+            }
+            MPICommunicator.finalize()
+            return 1
+        }
+        installStopSignals()
+        do {
+            let summary = try trainer!.run(stopRequested: { stopSignalCount > 0 })
+            if world.rank == 0 {
+                let last = summary.losses.last { !$0.isNaN } ?? .nan
+                say(String(format: "switchyard: done: %d steps, final loss %.4f, %.0f tokens/s", summary.losses.count, last, summary.tokensPerSec)
+                    + (summary.stoppedEarly ? " (stopped by signal)" : "") + ". Log: \(trainer!.job.runDirectory)/log.jsonl")
+            }
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            if world.size > 1 { MPICommunicator.abortWorld(code: 1) }
+            MPICommunicator.finalize()
+            return 1
+        }
+        MPICommunicator.finalize()
+        return 0
+    }
+}
+
+enum SelftestCommand {
+    static func run(_ args: ParsedArgs) -> Int32 {
+        let world: MPICommunicator
+        do { world = try MPICommunicator.initWorld() } catch {
+            Runtime.printError("\(error)")
+            return 1
+        }
+        do {
+            let failures = try CollectiveChecks.run(world)
+            let all = try world.allgather([Int64(failures.count)])
+            for f in failures { Runtime.printError(f, rank: world.rank, world: world.size) }
+            if world.rank == 0 {
+                let bad = all.reduce(0, +)
+                print(bad == 0 ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split)"
+                               : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
+            }
+            MPICommunicator.finalize()
+            return all.reduce(0, +) == 0 ? 0 : 1
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
+    }
+}
+
+/// Writes a line to stdout unbuffered, so progress shows at once under mpirun and in pipes.
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+/// Prints a usage error with the command's usage and returns 64.
+func usage(_ e: UsageError) -> Int32 {
+    let spec = Commands.all.first { $0.name == e.command }
+    var text = "switchyard: error: \(e.message)\n"
+    if let spec { text += "USAGE: \(spec.usageLine)\nRun 'switchyard \(spec.name) --help' for the options.\n" } else {
+        text += "USAGE: switchyard <command> [options]\nRun 'switchyard --help' for the commands.\n"
+    }
+    if Runtime.launchRank == 0 { FileHandle.standardError.write(Data(text.utf8)) }
+    return 64
+}
