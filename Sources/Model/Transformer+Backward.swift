@@ -29,49 +29,67 @@ extension Transformer {
         let m = config, b = batch, t = time, n = b * t, c = m.nEmbd, f = m.ffHidden
         let s = scratch
         let g = store.grads, p = store.params
-        s.dLogits.base.update(repeating: 0, count: n * m.vocabSize)
-        targets.withUnsafeBufferPointer { tp in
-            CrossEntropy.backward(dLogits: s.dLogits.base, logits: logits.base, targets: tp.baseAddress!,
-                                  dLoss: lossScale, n: n, v: m.vocabSize)
+        timed(.headLoss) {
+            s.dLogits.base.update(repeating: 0, count: n * m.vocabSize)
+            targets.withUnsafeBufferPointer { tp in
+                CrossEntropy.backward(dLogits: s.dLogits.base, logits: logits.base, targets: tp.baseAddress!,
+                                      dLoss: lossScale, n: n, v: m.vocabSize)
+            }
+            zero(s.dLn, n * c)
+            Linear.backward(dInp: s.dLn.base, dWeight: store.pointer("head.weight", in: g), dOut: s.dLogits.base,
+                            inp: lnf.base, weight: store.pointer("head.weight", in: p), n: n, inFeatures: c, outFeatures: m.vocabSize)
         }
-        zero(s.dLn, n * c)
-        Linear.backward(dInp: s.dLn.base, dWeight: store.pointer("head.weight", in: g), dOut: s.dLogits.base,
-                        inp: lnf.base, weight: store.pointer("head.weight", in: p), n: n, inFeatures: c, outFeatures: m.vocabSize)
         zero(s.dResid, n * c)
-        RMSNorm.backward(dx: s.dResid.base, dWeight: store.pointer("norm.weight", in: g), dOut: s.dLn.base,
-                         x: resid[m.nLayer].base, weight: store.pointer("norm.weight", in: p), rstd: rstdf.base, n: n, c: c)
+        timed(.norms) {
+            RMSNorm.backward(dx: s.dResid.base, dWeight: store.pointer("norm.weight", in: g), dOut: s.dLn.base,
+                             x: resid[m.nLayer].base, weight: store.pointer("norm.weight", in: p), rstd: rstdf.base, n: n, c: c)
+        }
         for l in stride(from: m.nLayer - 1, through: 0, by: -1) {
             let w = weights[l], gw = gradients[l], a = blocks[l]
             // FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the FFN.
             zero(s.dLn, n * c)
             if let mw = w.moe, let mg = gw.moe, let ma = a.moe {
                 MoE.backward(dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, act: ma, scratch: s.ffn,
-                             auxCoef: auxCoef, n: n, c: c, f: f, e: m.nExpert, k: m.topK)
+                             auxCoef: auxCoef, n: n, c: c, f: f, e: m.nExpert, k: m.topK, profile: profile)
             } else {
-                MLP.backward(dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
-                             h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
-                             n: n, c: c, f: f)
+                timed(.denseFFN) {
+                    MLP.backward(dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
+                                 h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
+                                 n: n, c: c, f: f)
+                }
             }
-            RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
-                             rstd: a.rstd2.base, n: n, c: c)
+            timed(.norms) {
+                RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
+                                 rstd: a.rstd2.base, n: n, c: c)
+            }
             // Attention: mid = x + attn(rmsnorm1(x)) @ wo^T.
-            zero(s.dy, n * c)
-            Linear.backward(dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
-                            n: n, inFeatures: c, outFeatures: c)
-            zero(s.dq, n * c); zero(s.dk, n * c); zero(s.dv, n * c)
-            Attention.backward(dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
-                               v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
-                               b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
-            zero(s.dLn, n * c)
-            Linear.backward(dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
-            Linear.backward(dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
-            Linear.backward(dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
-            RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
-                             rstd: a.rstd1.base, n: n, c: c)
+            timed(.attnProjections) {
+                zero(s.dy, n * c)
+                Linear.backward(dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
+                                n: n, inFeatures: c, outFeatures: c)
+            }
+            timed(.attnCore) {
+                zero(s.dq, n * c); zero(s.dk, n * c); zero(s.dv, n * c)
+                Attention.backward(dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
+                                   v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
+                                   b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
+            }
+            timed(.attnProjections) {
+                zero(s.dLn, n * c)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
+            }
+            timed(.norms) {
+                RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
+                                 rstd: a.rstd1.base, n: n, c: c)
+            }
         }
-        tokens.withUnsafeBufferPointer { tp in
-            Embedding.backward(dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
-                               dOut: s.dResid.base, tokens: tp.baseAddress!, b: b, t: t, c: c)
+        timed(.embedding) {
+            tokens.withUnsafeBufferPointer { tp in
+                Embedding.backward(dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
+                                   dOut: s.dResid.base, tokens: tp.baseAddress!, b: b, t: t, c: c)
+            }
         }
     }
 

@@ -57,6 +57,9 @@ public final class Transformer: @unchecked Sendable {
     var batch = 0, time = 0
     var scratch: BackwardScratch
 
+    /// When set, forward and backward charge their time to regions (see `switchyard bench`).
+    public var profile: KernelProfile?
+
     /// Balance loss of each MoE block in the last forward (in block order).
     public private(set) var lastAux: [Float] = []
 
@@ -108,37 +111,51 @@ public final class Transformer: @unchecked Sendable {
         let n = b * t, c = m.nEmbd, f = m.ffHidden
         batch = b; time = t
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
-        tokens.withUnsafeBufferPointer { tp in
-            Embedding.forward(out: resid[0].base, tokens: tp.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
-                              wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
+        timed(.embedding) {
+            tokens.withUnsafeBufferPointer { tp in
+                Embedding.forward(out: resid[0].base, tokens: tp.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
+                                  wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
+            }
         }
         var aux: [Float] = []
         for l in 0..<m.nLayer {
             let w = weights[l], a = blocks[l], x = resid[l].base, out = resid[l + 1].base
-            RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c)
-            Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
-            Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
-            Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
-            Attention.forward(y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                              b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
-            a.mid.base.update(from: x, count: n * c)
-            Linear.forward(out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: c, outFeatures: c, accumulate: true)
-            RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
+            timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
+            timed(.attnProjections) {
+                Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
+                Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
+                Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
+            }
+            timed(.attnCore) {
+                Attention.forward(y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
+                                  b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
+            }
+            timed(.attnProjections) {
+                a.mid.base.update(from: x, count: n * c)
+                Linear.forward(out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: c, outFeatures: c, accumulate: true)
+            }
+            timed(.norms) { RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c) }
             out.update(from: a.mid.base, count: n * c)
             if let mw = w.moe, let ma = a.moe {
-                aux.append(MoE.forward(out: out, x: a.ln2.base, w: mw, act: ma, n: n, c: c, f: f, e: m.nExpert, k: m.topK))
+                aux.append(MoE.forward(out: out, x: a.ln2.base, w: mw, act: ma, n: n, c: c, f: f, e: m.nExpert, k: m.topK, profile: profile))
             } else {
-                MLP.forward(o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
-                            n: n, c: c, f: f, accumulate: true)
+                timed(.denseFFN) {
+                    MLP.forward(o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
+                                n: n, c: c, f: f, accumulate: true)
+                }
             }
         }
         lastAux = aux
-        RMSNorm.forward(out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
-                        weight: store.pointer("norm.weight", in: store.params), n: n, c: c)
-        Linear.forward(out: logits.base, inp: lnf.base, weight: store.pointer("head.weight", in: store.params),
-                       n: n, inFeatures: c, outFeatures: m.vocabSize)
-        targets.withUnsafeBufferPointer { tp in
-            CrossEntropy.forward(losses: losses.base, logits: logits.base, targets: tp.baseAddress!, n: n, v: m.vocabSize)
+        timed(.norms) {
+            RMSNorm.forward(out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
+                            weight: store.pointer("norm.weight", in: store.params), n: n, c: c)
+        }
+        timed(.headLoss) {
+            Linear.forward(out: logits.base, inp: lnf.base, weight: store.pointer("head.weight", in: store.params),
+                           n: n, inFeatures: c, outFeatures: m.vocabSize)
+            targets.withUnsafeBufferPointer { tp in
+                CrossEntropy.forward(losses: losses.base, logits: logits.base, targets: tp.baseAddress!, n: n, v: m.vocabSize)
+            }
         }
         var sum: Double = 0
         for i in 0..<n { sum += Double(losses.base[i]) }

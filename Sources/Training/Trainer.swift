@@ -43,6 +43,8 @@ public final class Trainer {
     let env: RunEnvironment
     let adam: AdamWConfig
     let schedule: LRSchedule
+    /// Wall-clock seconds of each applied step, in order.
+    public private(set) var stepSeconds: [Double] = []
     /// Per-rank sgemm peak (FLOP/s) used for MFU.
     public let peakFlops: Double
 
@@ -84,7 +86,9 @@ public final class Trainer {
             let loss = model.forward(tokens: x, targets: y, batch: t.batchSize, time: m.seqLen)
             model.store.grads.zero()
             model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(t.auxLossCoef))
+            let tClip = monotonicSeconds()
             let norm = GradClip.clip(model.store.grads.base, count: model.store.count, maxNorm: t.gradClip)
+            model.profile?.add(.optimizer, monotonicSeconds() - tClip)
             let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
             if !loss.isFinite || !norm.isFinite {
                 badInARow += 1
@@ -99,8 +103,11 @@ public final class Trainer {
             }
             badInARow = 0
             applied += 1
+            let tAdam = monotonicSeconds()
             applyAdamW(lr: Float(lr), step: applied)
+            model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
             let seconds = monotonicSeconds() - t0
+            stepSeconds.append(seconds)
             if step > 0 { timedSeconds += seconds; timedTokens += tokensPerStep }
             let tps = Double(tokensPerStep) / seconds
             let mflops = tps * flopsPerToken

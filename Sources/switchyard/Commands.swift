@@ -29,7 +29,7 @@ enum Commands {
         options: [],
         details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n")
 
-    static let all = [train, selftest]
+    static let all = [train, selftest, BenchCommand.spec]
 
     static var jobKeysHelp: String {
         let defaults = Job().resolvedJSON

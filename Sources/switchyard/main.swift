@@ -37,6 +37,7 @@ func dispatch(_ argv: [String]) -> Int32 {
         switch spec.name {
         case "train": return TrainCommand.run(args)
         case "selftest": return SelftestCommand.run(args)
+        case "bench": return BenchCommand.run(args)
         default: preconditionFailure("command \(spec.name) has no handler")
         }
     }

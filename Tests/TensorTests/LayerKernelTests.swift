@@ -117,3 +117,45 @@ final class LayerKernelTests: XCTestCase {
         assertGradient("Attention dv", x: v, analytic: dv.toArray()) { dot(run(q, k, $0).0, r) }
     }
 }
+
+final class AttentionBlockTests: XCTestCase {
+    /// T = 130 spans three causal row blocks (64, 64, 2): forward against a Double reference,
+    /// backward against finite differences; heads use a row stride larger than H*D (ldc).
+    func testBlockedCausalAttentionMatchesReference() {
+        let b = 1, t = 130, h = 2, d = 4, ldc = 10
+        let q = randomValues(b * t * ldc, seed: 60), k = randomValues(b * t * ldc, seed: 61)
+        let v = randomValues(b * t * ldc, seed: 62)
+        var rMask = randomValues(b * t * ldc, seed: 63)
+        for i in 0..<(b * t * ldc) where i % ldc >= h * d { rMask[i] = 0 }
+        let r = rMask
+        func run(_ q: [Float], _ k: [Float], _ v: [Float]) -> (FloatBuffer, FloatBuffer) {
+            let y = FloatBuffer(count: b * t * ldc), att = FloatBuffer(count: b * h * t * t)
+            Attention.forward(y: y.base, att: att.base, q: keep(q), k: keep(k), v: keep(v), b: b, t: t, h: h, d: d, ldc: ldc)
+            return (y, att)
+        }
+        let (y, att) = run(q, k, v)
+        var worst = 0.0
+        for hi in 0..<h {
+            for i in 0..<t {
+                var s = [Double](repeating: 0, count: i + 1)
+                for j in 0...i { for x in 0..<d { s[j] += Double(q[i * ldc + hi * d + x]) * Double(k[j * ldc + hi * d + x]) } }
+                let mx = s.max()!
+                let e = s.map { expDouble(($0 - mx) / Double(d).squareRoot()) }
+                let z = e.reduce(0, +)
+                for x in 0..<d {
+                    var want = 0.0
+                    for j in 0...i { want += e[j] / z * Double(v[j * ldc + hi * d + x]) }
+                    worst = max(worst, abs(want - Double(y[i * ldc + hi * d + x])))
+                }
+            }
+        }
+        XCTAssertLessThan(worst, 1e-5, "max |y - reference| = \(worst)")
+        let dq = FloatBuffer(count: b * t * ldc), dk = FloatBuffer(count: b * t * ldc), dv = FloatBuffer(count: b * t * ldc)
+        let scratch = FloatBuffer(count: t * t)
+        Attention.backward(dq: dq.base, dk: dk.base, dv: dv.base, dy: keep(r), q: keep(q), k: keep(k), v: keep(v),
+                           att: att.base, scratch: scratch.base, b: b, t: t, h: h, d: d, ldc: ldc)
+        assertGradient("blocked dq", x: q, analytic: dq.toArray(), samples: 40) { dot(run($0, k, v).0, r) }
+        assertGradient("blocked dk", x: k, analytic: dk.toArray(), samples: 40) { dot(run(q, $0, v).0, r) }
+        assertGradient("blocked dv", x: v, analytic: dv.toArray(), samples: 40) { dot(run(q, k, $0).0, r) }
+    }
+}

@@ -1,0 +1,94 @@
+// `switchyard bench`: this machine's single-rank sgemm peak and a job's training throughput,
+// measured in one run, with MFU = model FLOP/s / that peak and a per-region time breakdown.
+import Comm
+import Foundation
+import Model
+import Tensor
+import Training
+
+enum BenchCommand {
+    static let spec = CommandSpec(
+        name: "bench",
+        summary: "Measure sgemm peak and a job's training throughput and MFU on this machine, in one run.",
+        positionals: [("JOB", "job spec to train, e.g. jobs/small.json")],
+        options: [
+            OptionSpec(["--steps"], value: "N", "timed training steps after 2 warmup steps (default 10)"),
+            OptionSpec(["--threads"], value: "N", "BLAS threads (default 1)"),
+            OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
+            OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
+        ],
+        details: """
+            Runs as one plain process (no log, no run directory). Two training passes: one timed,
+            one with per-region clocks for the breakdown. MFU = model FLOP/s / sgemm peak, with
+            model FLOPs per token = 6 x active non-embedding parameters + 12 x L x C x T.
+
+            """)
+
+    static func intOption(_ args: ParsedArgs, _ name: String, _ def: Int) throws -> Int {
+        guard let s = args.value(name) else { return def }
+        guard let v = Int(s), v >= 1 else { throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: "bench") }
+        return v
+    }
+
+    static func run(_ args: ParsedArgs) -> Int32 {
+        let steps: Int, threads: Int, n: Int
+        do {
+            steps = try intOption(args, "--steps", 10)
+            threads = try intOption(args, "--threads", 1)
+            n = try intOption(args, "--sgemm-n", 2048)
+        } catch let e as UsageError { return usage(e) } catch { return 1 }
+        BLAS.setThreads(threads)
+        do {
+            var job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+            job.train.steps = steps + 2
+            job.train.evalEvery = 0
+            job.train.logEvery = Int.max / 2
+            let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+            let override = ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""
+            say("machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, host \(Runtime.hostName)")
+            say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
+            say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
+            let peak = SgemmPeak.measure(n: n, seconds: 2.0)
+            say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
+            job.train.peakGflops = peak / 1e9
+
+            let fpt = job.model.flopsPerToken(seqLen: job.model.seqLen)
+            let env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            let benchJob = job
+            let results = try LocalCommunicator.run(size: 1) { comm -> ([Double], [Double], [Double]) in
+                let job = benchJob
+                let timed = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+                _ = try timed.run()
+                let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+                let profile = KernelProfile()
+                profiled.model.profile = profile
+                _ = try profiled.run()
+                return (timed.stepSeconds, profiled.stepSeconds, profile.seconds)
+            }[0]
+            let timedSteps = Array(results.0.dropFirst(2))
+            let tokens = Double(job.train.batchSize * job.model.seqLen)
+            let meanStep = timedSteps.reduce(0, +) / Double(timedSteps.count)
+            let tps = tokens / meanStep
+            let mflops = tps * fpt
+            say("training \(args.positionals[0]): " + String(format: "%d tokens/step, %.2f MFLOP/token, %d timed steps (after 2 warmup)",
+                       Int(tokens), fpt / 1e6, timedSteps.count))
+            say(String(format: "  step %.1f ms (min %.1f, max %.1f) | %.0f tokens/s | model %.1f GFLOP/s | MFU %.3f",
+                       meanStep * 1000, timedSteps.min()! * 1000, timedSteps.max()! * 1000, tps, mflops / 1e9, mflops / peak))
+            let profiledTotal = results.1.reduce(0, +)
+            let regions = results.2
+            say(String(format: "where the time goes (profiled pass, %d steps, %.1f ms/step):", results.1.count, profiledTotal * 1000 / Double(results.1.count)))
+            let accounted = regions.reduce(0, +)
+            for r in ProfileRegion.allCases where r != .other {
+                let s = regions[r.rawValue]
+                if s == 0 { continue }
+                say("  " + pad(r.label, 44) + String(format: "%8.1f ms/step %6.1f%%", s * 1000 / Double(results.1.count), 100 * s / profiledTotal))
+            }
+            let rest = profiledTotal - accounted
+            say("  " + pad(ProfileRegion.other.label, 44) + String(format: "%8.1f ms/step %6.1f%%", rest * 1000 / Double(results.1.count), 100 * rest / profiledTotal))
+            return 0
+        } catch {
+            Runtime.printError("\(error)")
+            return 1
+        }
+    }
+}
