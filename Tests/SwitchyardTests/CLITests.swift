@@ -1,0 +1,79 @@
+import Foundation
+import Training
+import XCTest
+
+/// The command line: help that tells the truth, usage errors (64), bad input (1, one line).
+final class CLITests: XCTestCase {
+    func testTopLevelHelpListsEveryCommand() throws {
+        let r = try Harness.switchyard(["--help"])
+        XCTAssertEqual(r.status, 0)
+        for cmd in ["train", "selftest", "bench", "help"] { XCTAssertTrue(r.stdout.contains("  \(cmd) "), "help lacks \(cmd):\n\(r.stdout)") }
+        // Every command the help lists has its own help.
+        for line in r.stdout.split(separator: "\n") where line.hasPrefix("  ") && !line.hasPrefix("  -") {
+            let cmd = String(line.split(separator: " ")[0])
+            let h = try Harness.switchyard([cmd, "--help"])
+            XCTAssertEqual(h.status, 0, "\(cmd) --help: \(h.stderr)")
+        }
+        XCTAssertEqual(try Harness.switchyard(["--version"]).status, 0)
+    }
+
+    /// Every option a command's help shows is accepted by its parser, and the train help lists
+    /// every job key.
+    func testEachAdvertisedOptionIsAccepted() throws {
+        for cmd in ["train", "selftest", "bench"] {
+            let help = try Harness.switchyard([cmd, "--help"]).stdout
+            let options = Set(help.split(whereSeparator: { " ,\n".contains($0) }).map(String.init).filter {
+                $0.hasPrefix("--") && $0.count > 2 && $0.dropFirst(2).allSatisfy { $0.isLetter || $0 == "-" }
+            })
+            for o in options where o != "--help" {
+                let r = try Harness.switchyard([cmd, o, "1", "--help"])
+                XCTAssertEqual(r.status, 0, "\(cmd) \(o) is in the help but rejected: \(r.stderr)")
+            }
+        }
+        let trainHelp = try Harness.switchyard(["train", "--help"]).stdout
+        XCTAssertTrue(trainHelp.contains("--set KEY=VALUE"))
+        XCTAssertTrue(trainHelp.contains("--threads N"))
+        for f in Job.fields { XCTAssertTrue(trainHelp.contains("  \(f.key) = "), "train --help lacks job key \(f.key)") }
+    }
+
+    func testUsageErrorsExit64WithUsage() throws {
+        for args in [[], ["frobnicate"], ["train"], ["train", "a.json", "b.json"], ["train", "--bogus", "x", "a.json"],
+                     ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"]] {
+            let r = try Harness.switchyard(args)
+            XCTAssertEqual(r.status, 64, "args \(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("USAGE:") || r.stdout.contains("USAGE:"), "args \(args) shows no usage")
+        }
+    }
+
+    /// Each bad input: exit 1, one line naming the input, no crash trace.
+    func testBadInputsGiveOneLineErrors() throws {
+        let ws = Workspace()
+        let tiny = Harness.root + "/jobs/tiny.json"
+        let empty = ws.write("empty.txt", "")
+        let short = ws.write("short.txt", "too short for a sequence")
+        var badBin = Data(count: 1024 + 20)
+        badBin[0] = 7
+        try badBin.write(to: URL(fileURLWithPath: ws.dir + "/bad.bin"))
+        let cases: [(args: [String], expect: String)] = [
+            (["train", ws.dir + "/missing.json"], "job file not found"),
+            (["train", ws.write("unknown.json", #"{"data": {"path": "x"}, "train": {"stepz": 3}}"#)], "train.stepz: unknown key"),
+            (["train", ws.write("type.json", #"{"data": {"path": "x"}, "model": {"nHead": "four"}}"#)], "model.nHead: expected integer, got a string"),
+            (["train", tiny, "--set", "model.nHead=5"], "model.nEmbd: 64 is not divisible by model.nHead = 5"),
+            (["train", tiny, "--set", "model.nExpert=1"], "model.topK: 2 exceeds model.nExpert = 1"),
+            (["train", tiny, "--set", "data.path=\(ws.dir)/nothere.txt"], "file not found"),
+            (["train", tiny, "--set", "data.path=\(empty)"], "the file is empty"),
+            (["train", tiny, "--set", "data.path=\(short)"], "shorter than one training sequence"),
+            (["train", tiny, "--set", "data.path=\(ws.dir)/bad.bin"], "bad .bin header"),
+            (["train", ws.write("broken.json", "{\"name\": }")], "not valid JSON: line 1, column 10"),
+        ]
+        for c in cases {
+            let r = try Harness.switchyard(c.args + ["--set", "runsDir=\(ws.dir)/runs"], cwd: ws.dir)
+            XCTAssertEqual(r.status, 1, "\(c.args): \(r.stderr)")
+            let lines = r.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(c.args): expected one line, got:\n\(r.stderr)")
+            XCTAssertTrue(r.stderr.hasPrefix("switchyard: error: "), r.stderr)
+            XCTAssertTrue(r.stderr.contains(c.expect), "\(c.args): '\(r.stderr)' lacks '\(c.expect)'")
+            XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), r.stderr)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import XCTest
+
+/// The built binary as a plain process and under real mpirun.
+final class MultiRankTests: XCTestCase {
+    func testCollectivesPassUnderMpirunAtOneToFourRanks() throws {
+        for n in 1...4 {
+            let r = try Harness.mpi(n, ["selftest"], timeout: 90)
+            XCTAssertFalse(r.timedOut, "np \(n) timed out")
+            XCTAssertEqual(r.status, 0, "np \(n): \(r.stdout)\n\(r.stderr)")
+            XCTAssertTrue(r.stdout.contains("collectives ok on \(n) rank(s)"), r.stdout)
+        }
+    }
+
+    func testTrainingIsDeterministicAndMatchesUnderMpirun() throws {
+        let ws = Workspace()
+        let a = try Harness.switchyard(ws.tinyArgs(steps: 20), cwd: ws.dir)
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertTrue(a.stdout.contains("step     0/20"), a.stdout)
+        let first = try ws.lossBits()
+        XCTAssertEqual(first.count, 20)
+        XCTAssertEqual(Double(Float(bitPattern: first[0])), 5.545, accuracy: 0.15, "initial loss near ln 256")
+        XCTAssertLessThan(Float(bitPattern: first[19]), Float(bitPattern: first[0]) - 1, "loss falls")
+        // Same job again (the log appends a second run): bitwise-identical losses.
+        XCTAssertEqual(try Harness.switchyard(ws.tinyArgs(steps: 20), cwd: ws.dir).status, 0)
+        let both = try ws.lossBits()
+        XCTAssertEqual(Array(both[20..<40]), first)
+        // Under mpirun -np 1: the same losses again.
+        let m = try Harness.mpi(1, ws.tinyArgs(steps: 20), cwd: ws.dir)
+        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(Array(try ws.lossBits()[40..<60]), first)
+    }
+
+    /// A layout this build cannot run fails fast on every rank with one message.
+    func testUnsupportedWorldSizeFailsFastOnEveryRank() throws {
+        let ws = Workspace()
+        let r = try Harness.mpi(2, ws.tinyArgs(steps: 5), cwd: ws.dir, timeout: 60)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertLessThan(r.seconds, 30)
+        XCTAssertEqual(r.stderr.components(separatedBy: "switchyard: error:").count - 1, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("layout: this build trains at world size 1"), r.stderr)
+    }
+
+    /// A bad job under mpirun: every rank exits non-zero, one message, no hang.
+    func testBadJobUnderMpirunFailsOnEveryRank() throws {
+        let ws = Workspace()
+        let r = try Harness.mpi(3, ws.tinyArgs(steps: 5, extra: ["--set", "model.nHead=3"]), cwd: ws.dir, timeout: 60)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertEqual(r.stderr.components(separatedBy: "switchyard: error:").count - 1, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("model.nEmbd"), r.stderr)
+    }
+
+    /// SIGTERM finishes the step, writes the end event and exits 0.
+    func testSigtermStopsCleanly() throws {
+        let ws = Workspace()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.binary)
+        p.arguments = ws.tinyArgs(steps: 100000)
+        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let log = "\(ws.dir)/runs/tiny/log.jsonl"
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < 60 {
+            if let s = try? String(contentsOfFile: log, encoding: .utf8), s.contains("\"step\":3,") { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let last = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last ?? ""
+        XCTAssertTrue(last.contains("\"event\":\"end\"") && last.contains("\"reason\":\"signal\""), String(last))
+    }
+}
