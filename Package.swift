@@ -28,6 +28,6 @@ let package = Package(
         .testTarget(name: "CommTests", dependencies: ["Comm"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Tensor", "Comm", "JSON"]),
-        .testTarget(name: "SwitchyardTests", dependencies: ["Training"]),
+        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor"]),
     ]
 )

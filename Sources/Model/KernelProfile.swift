@@ -1,9 +1,6 @@
 // Optional wall-clock accounting per region of the step, for `switchyard bench`'s
 // "where the time goes" table. Off (nil) in normal training: no clock calls then.
 import Tensor
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The regions a step's time is split into.
 public enum ProfileRegion: Int, CaseIterable, Sendable {
@@ -35,11 +32,6 @@ public final class KernelProfile: @unchecked Sendable {
     public func add(_ r: ProfileRegion, _ s: Double) { seconds[r.rawValue] += s }
     public func reset() { seconds = [Double](repeating: 0, count: ProfileRegion.allCases.count) }
 
-    public static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
 }
 
 extension Transformer {
@@ -47,9 +39,9 @@ extension Transformer {
     @inline(__always)
     func timed<T>(_ region: ProfileRegion, _ body: () -> T) -> T {
         guard let p = profile else { return body() }
-        let t0 = KernelProfile.now()
+        let t0 = monotonicSeconds()
         let r = body()
-        p.add(region, KernelProfile.now() - t0)
+        p.add(region, monotonicSeconds() - t0)
         return r
     }
 }

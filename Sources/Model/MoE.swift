@@ -113,10 +113,10 @@ enum MoE {
 struct RegionClock {
     let profile: KernelProfile?
     var last: Double
-    init(_ p: KernelProfile?) { profile = p; last = p == nil ? 0 : KernelProfile.now() }
+    init(_ p: KernelProfile?) { profile = p; last = p == nil ? 0 : monotonicSeconds() }
     @inline(__always) mutating func lap(_ r: ProfileRegion) {
         guard let p = profile else { return }
-        let t = KernelProfile.now()
+        let t = monotonicSeconds()
         p.add(r, t - last)
         last = t
     }

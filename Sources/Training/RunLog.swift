@@ -44,10 +44,3 @@ public final class RunLog: @unchecked Sendable {
 
 /// Wall-clock seconds since the Unix epoch (for event timestamps).
 func unixTime() -> Double { Date().timeIntervalSince1970 }
-
-/// Monotonic seconds (for durations).
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}

@@ -10,6 +10,8 @@ import Tensor
 /// Facts about where the run executes, for the `start` event and MFU.
 public struct RunEnvironment: Sendable {
     public var blasCore: String
+    /// "Prescott->SkylakeX" when switchyard overrode OpenBLAS's generic fallback, else nil.
+    public var blasCoreOverride: String? = nil
     public var blasThreads: Int
     public var host: String
     public var cpu: String
@@ -168,7 +170,7 @@ public final class Trainer {
                 "parameters": .number(Double(model.store.count)),
                 "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
                 "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(job.train.batchSize * m.seqLen)),
-                "blasCore": .string(env.blasCore), "blasThreads": .number(Double(env.blasThreads)),
+                "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null, "blasThreads": .number(Double(env.blasThreads)),
                 "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
                 "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
                 "resumedFrom": .null]

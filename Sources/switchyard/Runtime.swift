@@ -13,10 +13,13 @@ enum Runtime {
         let env = ProcessInfo.processInfo.environment
         guard env["SWITCHYARD_BLAS_REEXEC"] == nil else { return }
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        guard let core = BLASCore.decide(currentCore: BLAS.coreName, cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo),
+        // SWITCHYARD_PRETEND_BLAS_CORE lets a test exercise the re-exec on a CPU that OpenBLAS
+        // recognises (it replaces only the detected core name in the decision).
+        let detected = env["SWITCHYARD_PRETEND_BLAS_CORE"] ?? BLAS.coreName
+        guard let core = BLASCore.decide(currentCore: detected, cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo),
                                          userCoreType: env["OPENBLAS_CORETYPE"]) else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)
-        setenv("SWITCHYARD_BLAS_REEXEC", "\(BLAS.coreName)->\(core)", 1)
+        setenv("SWITCHYARD_BLAS_REEXEC", "\(detected)->\(core)", 1)
         let args = CommandLine.arguments
         var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         execv("/proc/self/exe", &cargs)
@@ -41,6 +44,9 @@ enum Runtime {
         }
         return "unknown"
     }
+
+    /// "Prescott->SkylakeX" when this process was re-executed with a better core, else nil.
+    static var blasCoreOverride: String? { ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"] }
 
     static var hostName: String { ProcessInfo.processInfo.hostName }
 

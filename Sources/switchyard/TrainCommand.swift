@@ -30,7 +30,8 @@ enum TrainCommand {
             let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
             let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
             let log = world.rank == 0 ? try RunLog(job: job) : nil
-            let env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            var env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            env.blasCoreOverride = Runtime.blasCoreOverride
             trainer = try Trainer(job: job, comm: world, data: data, log: log, environment: env,
                                   say: world.rank == 0 ? { say($0) } : { _ in })
         } catch {

@@ -39,8 +39,8 @@ enum Harness {
         p.environment = e
         let outFile = NSTemporaryDirectory() + "sy-out-" + UUID().uuidString
         let errFile = NSTemporaryDirectory() + "sy-err-" + UUID().uuidString
-        FileManager.default.createFile(atPath: outFile, contents: nil)
-        FileManager.default.createFile(atPath: errFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: errFile, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: outFile); try? FileManager.default.removeItem(atPath: errFile) }
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errFile))

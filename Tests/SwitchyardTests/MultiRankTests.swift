@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 import XCTest
 
 /// The built binary as a plain process and under real mpirun.
@@ -50,6 +51,23 @@ final class MultiRankTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertEqual(r.stderr.components(separatedBy: "switchyard: error:").count - 1, 1, r.stderr)
         XCTAssertTrue(r.stderr.contains("model.nEmbd"), r.stderr)
+    }
+
+    /// When OpenBLAS reports a generic core, switchyard sets OPENBLAS_CORETYPE to the best core
+    /// the CPU supports and re-executes itself before MPI_Init; the start event shows the result.
+    /// (The generic detection is simulated with SWITCHYARD_PRETEND_BLAS_CORE on CPUs OpenBLAS knows.)
+    func testGenericBLASCoreIsReplacedByReexecUnderMpirun() throws {
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        guard let best = BLASCore.bestCore(cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo)) else {
+            throw XCTSkip("this CPU has neither AVX-512 nor AVX2+FMA: nothing better than the generic core")
+        }
+        let ws = Workspace()
+        let r = try Harness.run(Harness.mpirun ?? "/usr/bin/mpirun", ["--oversubscribe", "-np", "1", "-x", "SWITCHYARD_PRETEND_BLAS_CORE=Prescott",
+                                Harness.binary] + ws.tinyArgs(steps: 2), cwd: ws.dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let start = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8).split(separator: "\n")[0]
+        XCTAssertTrue(start.contains("\"blasCore\":\"\(best)\""), String(start))
+        XCTAssertTrue(start.contains("\"blasCoreOverride\":\"Prescott->\(best)\""), String(start))
     }
 
     /// SIGTERM finishes the step, writes the end event and exits 0.
