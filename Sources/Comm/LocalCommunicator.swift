@@ -85,6 +85,11 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         self.rank = rank
     }
 
+    /// A world of one rank on the calling thread (collectives return at once).
+    public static func single() -> LocalCommunicator {
+        LocalCommunicator(world: LocalWorld(size: 1, timeout: 120), rank: 0)
+    }
+
     /// Runs `body` on `size` threads, one per rank, and returns their results in rank order.
     /// If any rank throws, the others' collectives fail fast and the first real error is rethrown.
     /// `timeout` bounds each wait at a collective, so a mismatched program fails instead of hanging.

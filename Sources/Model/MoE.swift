@@ -1,111 +1,251 @@
-// The MoE FFN at one rank (all experts local): router -> top-k -> dropless dispatch
-// (tokens gathered per expert) -> one MLP sgemm pair per expert -> weighted combine.
-// Shape legend: N tokens, C channels, F hidden, E experts, K top-k, S = N*K slots.
+// The expert-parallel MoE FFN. Inside a tp group activations are replicated, so each tp rank
+// routes a disjoint slice of its rows. Dispatch: assignments are sorted by (destination rank,
+// expert, token), counts per (rank, expert) are exchanged, then rows go by alltoallv over the
+// world; each rank runs one MLP (sgemm pair) per local expert over every row it received, in
+// (expert, source rank, token) order; outputs return by the reverse alltoallv and are combined
+// per token in slot order (a fixed summation order). The slices are then all-gathered over tp.
+// At world size 1 the same code path sends everything to itself.
+// Shape legend: N rows (this rank's B_local*T), C channels, F hidden, E experts, K top-k,
+// S send rows (this rank's assignments), R received rows (assignments this rank's experts serve).
 // Forward *adds* into the residual stream; backward *accumulates* into dx and weight grads.
+import Placement
 import Tensor
 
-/// Pointers to one MoE block's weights (or their gradients) in a ParameterStore buffer.
+/// Pointers to one MoE block's router and local experts (params or grads).
 struct MoEWeights {
     let router: UnsafeMutablePointer<Float>   // [E, C]
-    let w1: [UnsafeMutablePointer<Float>]     // E x [F, C]
-    let w2: [UnsafeMutablePointer<Float>]     // E x [C, F]
+    let experts: [Int]                        // local expert ids, ascending
+    let w1: [UnsafeMutablePointer<Float>]     // per local expert: [F, C]
+    let w2: [UnsafeMutablePointer<Float>]     // per local expert: [C, F]
 }
 
-enum MoE {
-    /// out[N, C] += sum_k w[n, k] * expert_{i[n, k]}(x[n]); returns the balance loss aux.
-    static func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: MoEWeights,
-                        act: MoEActivations, n: Int, c: Int, f: Int, e: Int, k: Int, profile: KernelProfile? = nil) -> Float {
+/// Everything one MoE block keeps from forward for backward.
+final class MoEState {
+    let e: Int, k: Int
+    var rowStart = 0, rows = 0
+    let logits, probs: FloatBuffer            // [N, E] (first `rows` used)
+    let topIndex: UnsafeMutablePointer<Int32> // [N, K]
+    let topWeight: FloatBuffer                // [N, K]
+    let share: FloatBuffer                    // [E] global assignment shares
+    var globalCounts: [Int]                   // tokens per expert over the global batch
+    let sendSlot: UnsafeMutablePointer<Int32> // [N, K] -> row in send order
+    var sendRows: [Int] = [], recvRows: [Int] = []
+    var perm: [Int32] = []                    // expert-major row i <- received row perm[i]
+    var expertStart: [Int] = [], expertRows: [Int] = []
+    let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()   // [S, C], [S, C], [R, C]
+    let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()  // [R, C], [R, F], [R, F], [R, C]
+
+    init(n: Int, e: Int, k: Int) {
+        self.e = e; self.k = k
+        logits = FloatBuffer(count: n * e); probs = FloatBuffer(count: n * e)
+        topIndex = .allocate(capacity: n * k); topIndex.initialize(repeating: 0, count: n * k)
+        topWeight = FloatBuffer(count: n * k); share = FloatBuffer(count: e)
+        globalCounts = Array(repeating: 0, count: e)
+        sendSlot = .allocate(capacity: n * k); sendSlot.initialize(repeating: 0, count: n * k)
+    }
+    deinit { topIndex.deallocate(); sendSlot.deallocate() }
+}
+
+/// Backward scratch for MoE blocks.
+final class MoEScratch {
+    let dSend = GrowBuffer(), dRecv = GrowBuffer(), dXe = GrowBuffer(), dOe = GrowBuffer()
+    let dA = GrowBuffer(), dH = GrowBuffer()
+    let dLogits, dProbs, dTopWeight, rowScratch: FloatBuffer
+    init(n: Int, e: Int, k: Int) {
+        dLogits = FloatBuffer(count: n * e); dProbs = FloatBuffer(count: n * e)
+        dTopWeight = FloatBuffer(count: n * k); rowScratch = FloatBuffer(count: e)
+    }
+}
+
+struct MoELayer {
+    let ctx: ParallelContext
+    let layer: Int          // MoE layer index (placement row)
+    let c: Int, f: Int, e: Int, k: Int
+
+    /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
+    /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).
+    func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: MoEWeights, s: MoEState,
+                 n: Int, tokenOffset: Int, globalTokens: Int, gatherScratch: UnsafeMutablePointer<Float>,
+                 profile: KernelProfile?) throws -> Float {
         var clock = RegionClock(profile)
-        Linear.forward(out: act.logits.base, inp: x, weight: w.router, n: n, inFeatures: c, outFeatures: e)
-        Router.forward(probs: act.probs.base, topIndex: act.topIndex, topWeight: act.topWeight.base,
-                       logits: act.logits.base, n: n, e: e, k: k)
-        let aux = LoadBalance.forward(f: act.share.base, probs: act.probs.base, topIndex: act.topIndex, n: n, e: e, k: k)
+        let mine = ctx.tpRows(n, rank: ctx.comms.tp.rank)
+        s.rowStart = mine.start; s.rows = mine.end - mine.start
+        let rows = s.rows, xs = x + mine.start * c
+        // Route this rank's rows.
+        Linear.forward(out: s.logits.base, inp: xs, weight: w.router, n: rows, inFeatures: c, outFeatures: e)
+        Router.forward(probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows, e: e, k: k)
+        var sums = [Double](repeating: 0, count: 2 * e)
+        sums.withUnsafeMutableBufferPointer { p in
+            LoadBalance.accumulate(counts: p.baseAddress!, probSums: p.baseAddress! + e, probs: s.probs.base, topIndex: s.topIndex, n: rows, e: e, k: k)
+        }
+        try ctx.allreduceWorld(&sums)
+        for j in 0..<e { s.globalCounts[j] = Int(sums[j]) }
+        let aux = sums.withUnsafeBufferPointer { LoadBalance.loss(f: s.share.base, counts: $0.baseAddress!, probSums: $0.baseAddress! + e, tokens: globalTokens, e: e, k: k) }
         clock.lap(.router)
-        dispatch(act: act, x: x, n: n, c: c, e: e, k: k)
+
+        try dispatch(s: s, x: xs, experts: w.experts, tokenOffset: tokenOffset + mine.start)
         clock.lap(.dispatchCombine)
-        for ex in 0..<e where act.counts[ex] > 0 {
-            let s = act.offsets[ex]
-            MLP.forward(o: act.o.base + s * c, h: act.h.base + s * f, a: act.a.base + s * f,
-                        x: act.xe.base + s * c, w1: w.w1[ex], w2: w.w2[ex], n: act.counts[ex], c: c, f: f)
+        for (li, _) in w.experts.enumerated() where s.expertRows[li] > 0 {
+            let st = s.expertStart[li]
+            MLP.forward(o: s.o.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, x: s.xe.base + st * c,
+                        w1: w.w1[li], w2: w.w2[li], n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
-        // Combine in token order, slot order: a fixed summation order.
-        for r in 0..<n {
-            let dst = out + r * c
-            for j in 0..<k {
-                let wt = act.topWeight.base[r * k + j]
-                let src = act.o.base + Int(act.slotOf[r * k + j]) * c
-                for i in 0..<c { dst[i] += wt * src[i] }
-            }
-        }
+        try combine(s: s, out: out, n: n, gatherScratch: gatherScratch)
         clock.lap(.dispatchCombine)
         return aux
     }
 
-    /// Groups the N*K assignments by expert (token order inside each) and gathers inputs.
-    static func dispatch(act: MoEActivations, x: UnsafePointer<Float>, n: Int, c: Int, e: Int, k: Int) {
-        for ex in 0..<e { act.counts[ex] = 0 }
-        for i in 0..<(n * k) { act.counts[Int(act.topIndex[i])] += 1 }
-        var acc = 0
-        for ex in 0..<e { act.offsets[ex] = acc; acc += act.counts[ex] }
-        var fill = act.offsets
-        for r in 0..<n {
+    /// Sends each routed row of xs [rows, C] (routing in s.topIndex) to the rank serving its expert;
+    /// leaves the received rows in expert-major order in s.xe, with s.perm, s.expertStart/Rows set.
+    /// `tokenOffset`: global index of xs's first row (replica choice).
+    func dispatch(s: MoEState, x xs: UnsafePointer<Float>, experts: [Int], tokenOffset: Int) throws {
+        let world = ctx.comms.world.size, rows = s.rows
+        // Sort assignments by (destination, expert, token): counting sort over dest * E + expert.
+        var bucket = [Int](repeating: 0, count: world * e)
+        var destOf = [Int32](repeating: 0, count: rows * k)
+        for r in 0..<rows {
             for j in 0..<k {
-                let ex = Int(act.topIndex[r * k + j])
-                let slot = fill[ex]
-                fill[ex] += 1
-                act.slotOf[r * k + j] = Int32(slot)
-                act.tokenOf[slot] = Int32(r)
-                (act.xe.base + slot * c).update(from: x + r * c, count: c)
+                let ex = Int(s.topIndex[r * k + j])
+                let d = ctx.plan.rank(layer: layer, expert: ex, token: tokenOffset + r)
+                destOf[r * k + j] = Int32(d)
+                bucket[d * e + ex] += 1
             }
         }
+        let counts64 = bucket.map { Int64($0) }
+        s.sendRows = (0..<world).map { d in bucket[(d * e)..<((d + 1) * e)].reduce(0, +) }
+        var fill = [Int](repeating: 0, count: world * e)
+        var acc = 0
+        for i in 0..<(world * e) { fill[i] = acc; acc += bucket[i] }
+        let sendTotal = acc
+        s.send.reserve(sendTotal * c)
+        s.back.reserve(sendTotal * c)
+        for r in 0..<rows {
+            for j in 0..<k {
+                let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
+                let slot = fill[key]
+                fill[key] += 1
+                s.sendSlot[r * k + j] = Int32(slot)
+                (s.send.base + slot * c).update(from: xs + r * c, count: c)
+            }
+        }
+        // Exchange the (rank, expert) counts, then the rows.
+        var recvCounts64 = [Int64](repeating: 0, count: world * e)
+        try counts64.withUnsafeBufferPointer { sp in
+            try recvCounts64.withUnsafeMutableBufferPointer { rp in
+                try ctx.alltoallv(send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
+                                  recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
+            }
+        }
+        let recvCounts = recvCounts64.map { Int($0) }
+        s.recvRows = (0..<world).map { src in recvCounts[(src * e)..<((src + 1) * e)].reduce(0, +) }
+        let recvTotal = s.recvRows.reduce(0, +)
+        ctx.stats.expertRowsReceived += recvTotal
+        s.recv.reserve(recvTotal * c)
+        try ctx.alltoallv(send: s.send.base, sendCounts: s.sendRows.map { $0 * c },
+                          recv: s.recv.base, recvCounts: s.recvRows.map { $0 * c })
+
+        // Expert-major order: for each local expert, rows from source 0, 1, ... in token order.
+        var srcStart = [Int](repeating: 0, count: world)
+        acc = 0
+        for src in 0..<world { srcStart[src] = acc; acc += s.recvRows[src] }
+        s.perm = []
+        s.perm.reserveCapacity(recvTotal)
+        s.expertStart = []; s.expertRows = []
+        for ex in experts {
+            s.expertStart.append(s.perm.count)
+            for src in 0..<world {
+                let before = recvCounts[(src * e)..<(src * e + ex)].reduce(0, +)
+                let first = srcStart[src] + before
+                for i in 0..<recvCounts[src * e + ex] { s.perm.append(Int32(first + i)) }
+            }
+            s.expertRows.append(s.perm.count - s.expertStart.last!)
+        }
+        precondition(s.perm.count == recvTotal, "a rank received rows for an expert it does not hold")
+        s.xe.reserve(recvTotal * c); s.o.reserve(recvTotal * c)
+        s.h.reserve(recvTotal * f); s.a.reserve(recvTotal * f)
+        for i in 0..<recvTotal { (s.xe.base + i * c).update(from: s.recv.base + Int(s.perm[i]) * c, count: c) }
     }
 
-    /// Backward from dOut[N, C] (the residual gradient at the block output).
-    /// dx[N, C] += d(loss)/d(x); weight gradients accumulate into g. auxCoef is d(objective)/d(aux).
-    static func backward(dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                         w: MoEWeights, g: MoEWeights, act: MoEActivations, scratch: FFNScratch,
-                         auxCoef: Float, n: Int, c: Int, f: Int, e: Int, k: Int, profile: KernelProfile? = nil) {
-        var clock = RegionClock(profile)
-        let dO = scratch.dO.base, dTW = scratch.dTopWeight.base
-        for r in 0..<n {
-            let d = dOut + r * c
+    /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
+    /// sum_k w[n, k] * o into out's owned rows, in slot order; then all-gathers the rows over tp.
+    func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>) throws {
+        let recvTotal = s.recvRows.reduce(0, +)
+        // Outputs back to received order, then home.
+        for i in 0..<recvTotal { (s.recv.base + Int(s.perm[i]) * c).update(from: s.o.base + i * c, count: c) }
+        try ctx.alltoallv(send: s.recv.base, sendCounts: s.recvRows.map { $0 * c },
+                          recv: s.back.base, recvCounts: s.sendRows.map { $0 * c })
+        // Combine this rank's rows in slot order, into the residual; then share the rows over tp.
+        for r in 0..<s.rows {
+            let dst = out + (s.rowStart + r) * c
             for j in 0..<k {
-                let slot = Int(act.slotOf[r * k + j])
-                let o = act.o.base + slot * c, dst = dO + slot * c
-                let wt = act.topWeight.base[r * k + j]
+                let wt = s.topWeight.base[r * k + j]
+                let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
+                for i in 0..<c { dst[i] += wt * src[i] }
+            }
+        }
+        try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
+    }
+
+    /// Backward from dOut[N, C] (the residual gradient at the block output, same on every tp rank).
+    /// dx[N, C] (zero on entry) receives d(objective)/d(x) on every tp rank.
+    func backward(dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                  w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, n: Int, globalTokens: Int,
+                  gatherScratch: UnsafeMutablePointer<Float>, profile: KernelProfile?) throws {
+        var clock = RegionClock(profile)
+        let rows = s.rows, r0 = s.rowStart
+        let sendTotal = s.sendRows.reduce(0, +), recvTotal = s.recvRows.reduce(0, +)
+        sc.dSend.reserve(sendTotal * c)
+        let dTW = sc.dTopWeight.base
+        for r in 0..<rows {
+            let d = dOut + (r0 + r) * c
+            for j in 0..<k {
+                let slot = Int(s.sendSlot[r * k + j])
+                let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
+                let wt = s.topWeight.base[r * k + j]
                 var dot: Float = 0
                 for i in 0..<c { dot += d[i] * o[i]; dst[i] = wt * d[i] }
                 dTW[r * k + j] = dot
             }
         }
-        let dxe = scratch.dxe.base
-        dxe.update(repeating: 0, count: n * k * c)
+        sc.dRecv.reserve(recvTotal * c)
+        try ctx.alltoallv(send: sc.dSend.base, sendCounts: s.sendRows.map { $0 * c },
+                          recv: sc.dRecv.base, recvCounts: s.recvRows.map { $0 * c })
+        sc.dOe.reserve(recvTotal * c); sc.dXe.reserve(recvTotal * c)
+        for i in 0..<recvTotal { (sc.dOe.base + i * c).update(from: sc.dRecv.base + Int(s.perm[i]) * c, count: c) }
+        sc.dXe.base.update(repeating: 0, count: recvTotal * c)
         clock.lap(.dispatchCombine)
-        for ex in 0..<e where act.counts[ex] > 0 {
-            let s = act.offsets[ex]
-            MLP.backward(dx: dxe + s * c, dw1: g.w1[ex], dw2: g.w2[ex], dOut: dO + s * c, x: act.xe.base + s * c,
-                         h: act.h.base + s * f, a: act.a.base + s * f, w1: w.w1[ex], w2: w.w2[ex],
-                         dA: scratch.dA.base, dH: scratch.dH.base, n: act.counts[ex], c: c, f: f)
+        let maxRows = s.expertRows.max() ?? 0
+        sc.dA.reserve(maxRows * f); sc.dH.reserve(maxRows * f)
+        for (li, _) in w.experts.enumerated() where s.expertRows[li] > 0 {
+            let st = s.expertStart[li]
+            MLP.backward(dx: sc.dXe.base + st * c, dw1: g.w1[li], dw2: g.w2[li], dOut: sc.dOe.base + st * c,
+                         x: s.xe.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, w1: w.w1[li], w2: w.w2[li],
+                         dA: sc.dA.base, dH: sc.dH.base, n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
-        for r in 0..<n {
-            let d = dx + r * c
+        for i in 0..<recvTotal { (sc.dRecv.base + Int(s.perm[i]) * c).update(from: sc.dXe.base + i * c, count: c) }
+        try ctx.alltoallv(send: sc.dRecv.base, sendCounts: s.recvRows.map { $0 * c },
+                          recv: sc.dSend.base, recvCounts: s.sendRows.map { $0 * c })
+        let dxs = dx + r0 * c
+        for r in 0..<rows {
+            let d = dxs + r * c
             for j in 0..<k {
-                let src = dxe + Int(act.slotOf[r * k + j]) * c
+                let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
                 for i in 0..<c { d[i] += src[i] }
             }
         }
         clock.lap(.dispatchCombine)
-        scratch.dProbs.base.update(repeating: 0, count: n * e)
-        LoadBalance.backward(dProbs: scratch.dProbs.base, f: act.share.base, dAux: auxCoef, n: n, e: e)
-        scratch.dLogits.base.update(repeating: 0, count: n * e)
-        Router.backward(dLogits: scratch.dLogits.base, dTopWeight: dTW, dProbsExtra: scratch.dProbs.base,
-                        probs: act.probs.base, topIndex: act.topIndex, topWeight: act.topWeight.base,
-                        n: n, e: e, k: k, scratch: scratch.rowScratch.base)
-        Linear.backward(dInp: dx, dWeight: g.router, dOut: scratch.dLogits.base, inp: x, weight: w.router,
-                        n: n, inFeatures: c, outFeatures: e)
+        sc.dProbs.base.update(repeating: 0, count: rows * e)
+        LoadBalance.backward(dProbs: sc.dProbs.base, f: s.share.base, dAux: auxCoef, n: rows, e: e, tokens: globalTokens)
+        sc.dLogits.base.update(repeating: 0, count: rows * e)
+        Router.backward(dLogits: sc.dLogits.base, dTopWeight: dTW, dProbsExtra: sc.dProbs.base, probs: s.probs.base,
+                        topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k, scratch: sc.rowScratch.base)
+        Linear.backward(dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: x + r0 * c, weight: w.router,
+                        n: rows, inFeatures: c, outFeatures: e)
         clock.lap(.router)
+        try ctx.allgatherRowsTP(dx, n: n, c: c, scratch: gatherScratch)
+        clock.lap(.dispatchCombine)
     }
 }
 

@@ -67,6 +67,14 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         return n + c + vocabSize * c
     }
 
+    /// Every parameter of the model (all experts, embeddings included).
+    public var totalParams: Int {
+        let c = nEmbd, f = ffHidden
+        var n = vocabSize * c + seqLen * c
+        for l in 0..<nLayer { n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + nExpert * 2 * c * f : 2 * c * f) }
+        return n + c + vocabSize * c
+    }
+
     /// Model FLOPs per token for training at sequence length `t`:
     /// 6 x active non-embedding parameters + 12 x L x C x T (attention scores and values).
     public func flopsPerToken(seqLen t: Int) -> Double {

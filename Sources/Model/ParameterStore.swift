@@ -1,60 +1,133 @@
 // Named parameters in contiguous buffers: parameters, gradients and each AdamW moment are one
-// FloatBuffer each, and every named tensor is a view (offset, shape) into them. Gradient
-// reduction and checkpoint I/O can then be one call over a buffer.
+// FloatBuffer each, and every named tensor this rank holds is a view (offset, local shape) into
+// them. Each tensor declares its shard spec beside it: which dimension is split over the
+// tensor-parallel group, and over which group its gradient is reduced. Gradient reduction,
+// the norm for clipping and (later) checkpoint I/O read the spec; nothing else hard-codes sharding.
 // Matrices are row-major [out, in]; names match a PyTorch-style module tree (DESIGN.md).
+import Comm
+import Placement
 import Tensor
+
+/// Over which ranks a parameter's gradient is summed after backward.
+public enum ReduceGroup: Equatable, Sendable {
+    /// Replicated in the tp group (same tokens), different samples across dp: sum over dp.
+    case dp
+    /// Every rank computes it from a disjoint share of the tokens (the router): sum over the world.
+    case world
+    /// An expert: summed over the ranks holding a replica of it (nothing when there is one).
+    case replicas(layer: Int, expert: Int, ranks: [Int])
+}
+
+/// How a parameter is laid out over ranks.
+public struct ShardSpec: Equatable, Sendable {
+    /// The dimension split over the tp group (0: rows, 1: columns), or nil when every rank
+    /// holding the tensor holds all of it.
+    public let splitDim: Int?
+    public let reduce: ReduceGroup
+
+    public static let replicated = ShardSpec(splitDim: nil, reduce: .dp)
+}
 
 /// One named tensor's place in the contiguous buffers.
 public struct ParameterInfo: Equatable, Sendable {
     public let name: String
+    /// The shape of this rank's piece.
     public let shape: [Int]
+    /// The shape of the whole tensor.
+    public let globalShape: [Int]
+    /// Where this rank's piece starts along `shard.splitDim` in the whole tensor.
+    public let sliceStart: Int
     public let offset: Int
     public var count: Int { shape.reduce(1, *) }
+    public let shard: ShardSpec
     /// AdamW weight decay applies (matrices and embeddings: yes; norm weights: no).
     public let decay: Bool
     /// The initial standard deviation (0 means the tensor starts at ones: norm weights).
     public let initStd: Float
+    /// Whether this rank counts this piece in the global gradient norm (exactly one holder of
+    /// each element does).
+    public let countsInNorm: Bool
+
+    /// The element index in the whole (row-major) tensor of local element `i`.
+    @inline(__always)
+    public func globalIndex(_ i: Int) -> Int {
+        guard let dim = shard.splitDim else { return i }
+        let cols = shape[shape.count - 1]
+        let r = i / cols, c = i % cols
+        return dim == 0 ? (r + sliceStart) * globalShape[1] + c : r * globalShape[1] + c + sliceStart
+    }
 }
 
-/// The parameter list of a ModelConfig, in a fixed order, and the buffers behind it.
+/// Where this rank sits: its mesh position and the expert placement. World size 1 by default.
+public struct ShardLayout: Sendable {
+    public let mesh: Mesh
+    public let plan: PlacementPlan
+    public init(mesh: Mesh, plan: PlacementPlan) { self.mesh = mesh; self.plan = plan }
+
+    public static func single(_ c: ModelConfig) -> ShardLayout {
+        ShardLayout(mesh: Mesh(dp: 1, tp: 1, rank: 0),
+                    plan: .roundRobin(moeLayers: c.moeLayerCount, experts: c.nExpert, world: 1))
+    }
+}
+
+/// The parameters one rank holds, in a fixed order, and the buffers behind them.
 public final class ParameterStore: @unchecked Sendable {
     public let infos: [ParameterInfo]
     public let params: FloatBuffer
     public let grads: FloatBuffer
     public let adamM: FloatBuffer
     public let adamV: FloatBuffer
+    public let layout: ShardLayout
     private let indexByName: [String: Int]
 
     public var count: Int { params.count }
 
-    public init(config c: ModelConfig) {
+    public init(config c: ModelConfig, layout: ShardLayout? = nil) {
+        let layout = layout ?? .single(c)
+        self.layout = layout
+        let mesh = layout.mesh
         var infos: [ParameterInfo] = []
         var offset = 0
         // Output projections (wo, w2) start scaled by 1/sqrt(2L) (GPT-2's residual scaling).
         let std: Float = 0.02
         let outStd = std / Float(2 * c.nLayer).squareRoot()
-        func add(_ name: String, _ shape: [Int], decay: Bool = true, initStd: Float = std) {
-            let info = ParameterInfo(name: name, shape: shape, offset: offset, decay: decay, initStd: initStd)
+        let isFirst = mesh.rank == 0, isFirstDP = mesh.dpIndex == 0
+        func add(_ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
+                 initStd: Float = std, countsInNorm: Bool? = nil) {
+            var shape = global, start = 0
+            if let d = split {
+                shape[d] = global[d] / mesh.tp
+                start = mesh.tpIndex * shape[d]
+            }
+            let counts = countsInNorm ?? (split == nil ? isFirst : isFirstDP)
+            let info = ParameterInfo(name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
+                                     shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
+                                     countsInNorm: counts)
             infos.append(info)
             offset += info.count
         }
         let C = c.nEmbd, F = c.ffHidden
         add("embed.weight", [c.vocabSize, C])
         add("pos.weight", [c.seqLen, C])
+        var moeIndex = 0
         for l in 0..<c.nLayer {
             let p = "layers.\(l)."
             add(p + "norm1.weight", [C], decay: false, initStd: 0)
-            add(p + "attn.wq.weight", [C, C])
-            add(p + "attn.wk.weight", [C, C])
-            add(p + "attn.wv.weight", [C, C])
-            add(p + "attn.wo.weight", [C, C], initStd: outStd)
+            add(p + "attn.wq.weight", [C, C], split: 0)
+            add(p + "attn.wk.weight", [C, C], split: 0)
+            add(p + "attn.wv.weight", [C, C], split: 0)
+            add(p + "attn.wo.weight", [C, C], split: 1, initStd: outStd)
             add(p + "norm2.weight", [C], decay: false, initStd: 0)
             if c.isMoE(l) {
-                add(p + "moe.router.weight", [c.nExpert, C])
-                for e in 0..<c.nExpert {
-                    add(p + "moe.experts.\(e).w1.weight", [F, C])
-                    add(p + "moe.experts.\(e).w2.weight", [C, F], initStd: outStd)
+                add(p + "moe.router.weight", [c.nExpert, C], reduce: .world)
+                for e in layout.plan.localExperts(layer: moeIndex, rank: mesh.rank) {
+                    let ranks = layout.plan.layers[moeIndex][e]
+                    let first = ranks.min() == mesh.rank
+                    let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
+                    add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, countsInNorm: first)
+                    add(p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, countsInNorm: first)
                 }
+                moeIndex += 1
             } else {
                 add(p + "ffn.w1.weight", [F, C])
                 add(p + "ffn.w2.weight", [C, F], initStd: outStd)
@@ -72,18 +145,18 @@ public final class ParameterStore: @unchecked Sendable {
         adamV = FloatBuffer(count: offset)
     }
 
-    /// The info of a named tensor, or nil.
+    /// The info of a named tensor this rank holds, or nil.
     public func info(_ name: String) -> ParameterInfo? { indexByName[name].map { infos[$0] } }
 
     /// Pointer to a named tensor in `buffer` (params, grads, adamM or adamV).
     public func pointer(_ name: String, in buffer: FloatBuffer) -> UnsafeMutablePointer<Float> {
-        guard let i = indexByName[name] else { preconditionFailure("no parameter named \(name)") }
+        guard let i = indexByName[name] else { preconditionFailure("this rank holds no parameter named \(name)") }
         return buffer.base + infos[i].offset
     }
 
-    /// Deterministic initialisation keyed by (seed, parameter name, element index):
-    /// N(0, initStd) for matrices and embeddings, ones for norm weights. The same parameter gets
-    /// the same values whatever the layout or the order of initialisation.
+    /// Deterministic initialisation keyed by (seed, parameter name, element index in the whole
+    /// tensor): N(0, initStd) for matrices and embeddings, ones for norm weights. A parameter
+    /// gets the same values whatever the layout, the rank, or the order of initialisation.
     public func initialize(seed: UInt64) {
         for info in infos {
             let p = params.base + info.offset
@@ -93,7 +166,7 @@ public final class ParameterStore: @unchecked Sendable {
             }
             let key = CounterRNG.hash(seed, 0x494E4954 /* "INIT" */, CounterRNG.fnv1a(info.name))
             for i in 0..<info.count {
-                p[i] = info.initStd * CounterRNG.normal(CounterRNG.mix(key ^ CounterRNG.mix(UInt64(i))))
+                p[i] = info.initStd * CounterRNG.normal(CounterRNG.mix(key ^ CounterRNG.mix(UInt64(info.globalIndex(i)))))
             }
         }
         adamM.zero()

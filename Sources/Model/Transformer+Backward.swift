@@ -1,32 +1,36 @@
 // The backward pass of Transformer, in reverse block order. Gradients *accumulate* into
-// store.grads (callers zero them once per step).
+// store.grads (callers zero them once per step) and are this rank's partial sums until
+// `reduceGradients` (Transformer+Gradients.swift) sums them over the groups the shard specs name.
 // Shape legend: as in Transformer.swift.
 import Tensor
 
 /// Backward scratch, shared by all blocks.
 final class BackwardScratch {
-    let dResid, dLn, dq, dk, dv, dy: FloatBuffer  // [N, C]
+    let dResid, dLn: FloatBuffer                  // [N, C]
+    let dq, dk, dv, dy: FloatBuffer               // [N, Cl]
     let dH, dA: FloatBuffer                       // [N, F] dense FFN
     let attScratch: FloatBuffer                   // [T, T]
     let dLogits: FloatBuffer                      // [N, V]
-    let ffn: FFNScratch
-    init(config m: ModelConfig, n: Int) {
-        let c = m.nEmbd
+    let moe: MoEScratch
+    init(config m: ModelConfig, n: Int, tp: Int) {
+        let c = m.nEmbd, cl = c / tp
         dResid = FloatBuffer(count: n * c); dLn = FloatBuffer(count: n * c)
-        dq = FloatBuffer(count: n * c); dk = FloatBuffer(count: n * c)
-        dv = FloatBuffer(count: n * c); dy = FloatBuffer(count: n * c)
+        dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
+        dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
         dH = FloatBuffer(count: n * m.ffHidden); dA = FloatBuffer(count: n * m.ffHidden)
         attScratch = FloatBuffer(count: m.seqLen * m.seqLen)
         dLogits = FloatBuffer(count: n * m.vocabSize)
-        ffn = FFNScratch(n: n, c: c, f: m.ffHidden, e: m.nExpert, k: m.topK)
+        moe = MoEScratch(n: n, e: m.nExpert, k: m.topK)
     }
 }
 
 extension Transformer {
     /// Backpropagates the objective `lossScale * sum(token losses) + auxCoef * sum(block aux)`
-    /// of the last forward. For the mean loss over this batch, lossScale = 1 / (B*T).
-    public func backward(lossScale: Float, auxCoef: Float) {
+    /// of the last forward. For the mean loss over the global batch, lossScale = 1 / (global B*T).
+    /// Every rank of the world must call it (the MoE exchanges rows).
+    public func backward(lossScale: Float, auxCoef: Float) throws {
         let m = config, b = batch, t = time, n = b * t, c = m.nEmbd, f = m.ffHidden
+        let tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
         let s = scratch
         let g = store.grads, p = store.params
         timed(.headLoss) {
@@ -48,9 +52,10 @@ extension Transformer {
             let w = weights[l], gw = gradients[l], a = blocks[l]
             // FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the FFN.
             zero(s.dLn, n * c)
-            if let mw = w.moe, let mg = gw.moe, let ma = a.moe {
-                MoE.backward(dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, act: ma, scratch: s.ffn,
-                             auxCoef: auxCoef, n: n, c: c, f: f, e: m.nExpert, k: m.topK, profile: profile)
+            if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
+                try layer.backward(dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
+                                   auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
+                                   profile: profile)
             } else {
                 timed(.denseFFN) {
                     MLP.backward(dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
@@ -62,24 +67,26 @@ extension Transformer {
                 RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
                                  rstd: a.rstd2.base, n: n, c: c)
             }
-            // Attention: mid = x + attn(rmsnorm1(x)) @ wo^T.
+            // Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T).
             timed(.attnProjections) {
-                zero(s.dy, n * c)
+                zero(s.dy, n * cl)
                 Linear.backward(dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
-                                n: n, inFeatures: c, outFeatures: c)
+                                n: n, inFeatures: cl, outFeatures: c)
             }
             timed(.attnCore) {
-                zero(s.dq, n * c); zero(s.dk, n * c); zero(s.dv, n * c)
+                zero(s.dq, n * cl); zero(s.dk, n * cl); zero(s.dv, n * cl)
                 Attention.backward(dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
                                    v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
-                                   b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
+                                   b: b, t: t, h: hl, d: m.headSize, ldc: cl)
             }
             timed(.attnProjections) {
                 zero(s.dLn, n * c)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
+                Linear.backward(dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
             }
+            // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
+            try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)
             timed(.norms) {
                 RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
                                  rstd: a.rstd1.base, n: n, c: c)

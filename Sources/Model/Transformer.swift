@@ -1,34 +1,38 @@
 // The decoder-only MoE transformer at one rank: parameters, activations and the forward pass.
-// Shape legend: B batch, T time, N = B*T tokens, C channels, H heads, D = C/H, F FFN hidden,
-// E experts, K top-k, V vocab, L layers.
-// Block: x += attn(rmsnorm1(x)) @ wo^T; x += ffn(rmsnorm2(x)) (MoE or dense). Then final
-// rmsnorm, output head, cross-entropy. The backward pass is in Transformer+Backward.swift.
+// Shape legend: B batch (this rank's share), T time, N = B*T rows, C channels, H heads,
+// Hl = H/tp local heads, Cl = C/tp local channels, D = C/H, F FFN hidden, E experts,
+// K top-k, V vocab, L layers.
+// Block: x += allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T); x += ffn(rmsnorm2(x)) (MoE or
+// dense). Then final rmsnorm, output head, cross-entropy. Rows are replicated over the tp group;
+// the MoE routes a disjoint slice of them per tp rank (MoE.swift). Backward: Transformer+Backward.swift.
+import Comm
 import Tensor
 
 /// Weight pointers of one block (into params or into grads).
 struct BlockWeights {
-    let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>
+    let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
     let ffnW1, ffnW2: UnsafeMutablePointer<Float>?  // dense blocks
     let moe: MoEWeights?                              // MoE blocks
 }
 
-/// Activations of one block, sized for maxBatch x seqLen tokens.
+/// Activations of one block, sized for maxBatch x seqLen rows.
 final class BlockActivations {
-    let ln1, q, k, v, y, mid, ln2: FloatBuffer   // [N, C]
+    let ln1, mid, ln2, attnOut: FloatBuffer      // [N, C]
+    let q, k, v, y: FloatBuffer                  // [N, Cl]
     let rstd1, rstd2: FloatBuffer                // [N]
-    let att: FloatBuffer                         // [B, H, T, T]
+    let att: FloatBuffer                         // [B, Hl, T, T]
     let h, a: FloatBuffer?                       // [N, F] dense blocks
-    let moe: MoEActivations?
-    init(config m: ModelConfig, n: Int, b: Int, moe isMoE: Bool) {
-        let c = m.nEmbd
-        ln1 = FloatBuffer(count: n * c); q = FloatBuffer(count: n * c); k = FloatBuffer(count: n * c)
-        v = FloatBuffer(count: n * c); y = FloatBuffer(count: n * c); mid = FloatBuffer(count: n * c)
-        ln2 = FloatBuffer(count: n * c)
+    let moe: MoEState?
+    init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool) {
+        let c = m.nEmbd, cl = m.nEmbd / tp
+        ln1 = FloatBuffer(count: n * c); mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c)
+        attnOut = FloatBuffer(count: n * c)
+        q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl); y = FloatBuffer(count: n * cl)
         rstd1 = FloatBuffer(count: n); rstd2 = FloatBuffer(count: n)
-        att = FloatBuffer(count: b * m.nHead * m.seqLen * m.seqLen)
+        att = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen * m.seqLen)
         if isMoE {
             h = nil; a = nil
-            moe = MoEActivations(n: n, c: c, f: m.ffHidden, e: m.nExpert, k: m.topK)
+            moe = MoEState(n: n, e: m.nExpert, k: m.topK)
         } else {
             h = FloatBuffer(count: n * m.ffHidden); a = FloatBuffer(count: n * m.ffHidden)
             moe = nil
@@ -36,80 +40,99 @@ final class BlockActivations {
     }
 }
 
-/// The model at world size 1: forward computes the loss, backward accumulates gradients
-/// into `store.grads`.
+/// One rank's share of the model: forward computes the loss of its rows, backward accumulates
+/// gradients into `store.grads` (reduce them with `reduceGradients`).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     public let store: ParameterStore
+    public let ctx: ParallelContext
     /// The largest batch `forward` accepts (buffers are sized for maxBatch x seqLen).
     public let maxBatch: Int
+    /// When set, forward and backward charge their time to regions (see `switchyard bench`).
+    public var profile: KernelProfile?
 
     let weights: [BlockWeights]
     let gradients: [BlockWeights]
     let blocks: [BlockActivations]
+    let moeLayers: [MoELayer?]
     let resid: [FloatBuffer]          // L+1 x [N, C]: resid[l] is block l's input
     let lnf: FloatBuffer              // [N, C]
     let rstdf: FloatBuffer            // [N]
     let logits: FloatBuffer           // [N, V]
     let losses: FloatBuffer           // [N]
+    let gatherScratch: FloatBuffer    // tp all-gather of rows
     var tokens: [Int32]               // [N]
     var targets: [Int32]              // [N]
-    var batch = 0, time = 0
+    var batch = 0, time = 0, globalTokens = 0
     var scratch: BackwardScratch
 
-    /// When set, forward and backward charge their time to regions (see `switchyard bench`).
-    public var profile: KernelProfile?
-
-    /// Balance loss of each MoE block in the last forward (in block order).
+    /// Balance loss of each MoE block in the last forward (global, in block order).
     public private(set) var lastAux: [Float] = []
+    /// Sum of this rank's token losses in the last forward.
+    public private(set) var lastLossSum: Double = 0
 
-    public init(config: ModelConfig, maxBatch: Int, store: ParameterStore? = nil) {
+    /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
+    public init(config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil) {
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
+        let ctx = context ?? .single(config)
+        self.ctx = ctx
         self.config = config
         self.maxBatch = maxBatch
-        let store = store ?? ParameterStore(config: config)
+        let store = store ?? ParameterStore(config: config, layout: ctx.layout)
         self.store = store
-        let n = maxBatch * config.seqLen
-        var w: [BlockWeights] = [], g: [BlockWeights] = []
-        var acts: [BlockActivations] = []
+        let n = maxBatch * config.seqLen, tp = ctx.mesh.tp
+        var w: [BlockWeights] = [], g: [BlockWeights] = [], acts: [BlockActivations] = [], moes: [MoELayer?] = []
+        var moeIndex = 0
         for l in 0..<config.nLayer {
-            w.append(Transformer.blockWeights(store, store.params, layer: l, config: config))
-            g.append(Transformer.blockWeights(store, store.grads, layer: l, config: config))
-            acts.append(BlockActivations(config: config, n: n, b: maxBatch, moe: config.isMoE(l)))
+            let experts = config.isMoE(l) ? ctx.plan.localExperts(layer: moeIndex, rank: ctx.mesh.rank) : []
+            w.append(Transformer.blockWeights(store, store.params, layer: l, experts: experts, config: config))
+            g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
+            acts.append(BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE(l)))
+            if config.isMoE(l) {
+                moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK))
+                moeIndex += 1
+            } else {
+                moes.append(nil)
+            }
         }
-        weights = w; gradients = g; blocks = acts
+        weights = w; gradients = g; blocks = acts; moeLayers = moes
         resid = (0...config.nLayer).map { _ in FloatBuffer(count: n * config.nEmbd) }
         lnf = FloatBuffer(count: n * config.nEmbd)
         rstdf = FloatBuffer(count: n)
         logits = FloatBuffer(count: n * config.vocabSize)
         losses = FloatBuffer(count: n)
+        gatherScratch = FloatBuffer(count: 2 * tp * ((n + tp - 1) / tp) * config.nEmbd)
         tokens = Array(repeating: 0, count: n)
         targets = Array(repeating: 0, count: n)
-        scratch = BackwardScratch(config: config, n: n)
+        scratch = BackwardScratch(config: config, n: n, tp: tp)
     }
 
-    static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, config: ModelConfig) -> BlockWeights {
+    static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig) -> BlockWeights {
         let p = "layers.\(l)."
         func ptr(_ name: String) -> UnsafeMutablePointer<Float> { s.pointer(p + name, in: buf) }
         let moe: MoEWeights? = config.isMoE(l) ? MoEWeights(
-            router: ptr("moe.router.weight"),
-            w1: (0..<config.nExpert).map { ptr("moe.experts.\($0).w1.weight") },
-            w2: (0..<config.nExpert).map { ptr("moe.experts.\($0).w2.weight") }) : nil
+            router: ptr("moe.router.weight"), experts: experts,
+            w1: experts.map { ptr("moe.experts.\($0).w1.weight") },
+            w2: experts.map { ptr("moe.experts.\($0).w2.weight") }) : nil
         return BlockWeights(norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
                             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
                             ffnW1: moe == nil ? ptr("ffn.w1.weight") : nil,
                             ffnW2: moe == nil ? ptr("ffn.w2.weight") : nil, moe: moe)
     }
 
-    /// Runs the model on tokens [B, T] and returns the mean cross-entropy against targets [B, T].
-    /// Token ids must be < vocabSize (the data loader checks); B <= maxBatch, T <= seqLen.
+    /// Runs the model on tokens [B, T] and returns the mean cross-entropy of these rows against
+    /// targets [B, T]. Every rank of the world must call it (the MoE exchanges rows), tp ranks with
+    /// the same rows. `tokenOffset`: global index of this rank's first token; `globalTokens`: the
+    /// tokens of the whole batch (default B*T, world size 1).
     @discardableResult
-    public func forward(tokens tok: [Int32], targets tgt: [Int32], batch b: Int, time t: Int) -> Float {
+    public func forward(tokens tok: [Int32], targets tgt: [Int32], batch b: Int, time t: Int,
+                        tokenOffset: Int = 0, globalTokens: Int? = nil) throws -> Float {
         let m = config
         precondition(b >= 1 && b <= maxBatch && t >= 1 && t <= m.seqLen, "batch/time outside the allocated shape")
         precondition(tok.count == b * t && tgt.count == b * t, "tokens/targets must hold B*T entries")
-        let n = b * t, c = m.nEmbd, f = m.ffHidden
+        let n = b * t, c = m.nEmbd, f = m.ffHidden, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
         batch = b; time = t
+        self.globalTokens = globalTokens ?? n
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tp in
@@ -122,22 +145,29 @@ public final class Transformer: @unchecked Sendable {
             let w = weights[l], a = blocks[l], x = resid[l].base, out = resid[l + 1].base
             timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
             timed(.attnProjections) {
-                Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: c)
-                Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: c)
-                Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: c)
+                Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
+                Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
+                Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
             }
             timed(.attnCore) {
                 Attention.forward(y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                                  b: b, t: t, h: m.nHead, d: m.headSize, ldc: c)
+                                  b: b, t: t, h: hl, d: m.headSize, ldc: cl)
             }
-            timed(.attnProjections) {
-                a.mid.base.update(from: x, count: n * c)
-                Linear.forward(out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: c, outFeatures: c, accumulate: true)
+            if tp == 1 {
+                timed(.attnProjections) {
+                    a.mid.base.update(from: x, count: n * c)
+                    Linear.forward(out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c, accumulate: true)
+                }
+            } else {
+                timed(.attnProjections) { Linear.forward(out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c) }
+                try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
+                for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
             }
             timed(.norms) { RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c) }
             out.update(from: a.mid.base, count: n * c)
-            if let mw = w.moe, let ma = a.moe {
-                aux.append(MoE.forward(out: out, x: a.ln2.base, w: mw, act: ma, n: n, c: c, f: f, e: m.nExpert, k: m.topK, profile: profile))
+            if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
+                aux.append(try layer.forward(out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
+                                             globalTokens: self.globalTokens, gatherScratch: gatherScratch.base, profile: profile))
             } else {
                 timed(.denseFFN) {
                     MLP.forward(o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
@@ -159,11 +189,12 @@ public final class Transformer: @unchecked Sendable {
         }
         var sum: Double = 0
         for i in 0..<n { sum += Double(losses.base[i]) }
+        lastLossSum = sum
         return Float(sum / Double(n))
     }
 
-    /// Tokens routed to each expert in the last forward: [MoE block][expert].
-    public var expertTokenCounts: [[Int]] { blocks.compactMap { $0.moe?.counts } }
+    /// Tokens routed to each expert over the global batch in the last forward: [MoE block][expert].
+    public var expertTokenCounts: [[Int]] { blocks.compactMap { $0.moe?.globalCounts } }
 
     /// Per-token losses of the last forward, [B*T].
     public var lastTokenLosses: [Float] { Array(UnsafeBufferPointer(start: losses.base, count: batch * time)) }

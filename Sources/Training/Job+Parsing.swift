@@ -54,6 +54,10 @@ extension Job {
         }
         let value: JSONValue
         switch field.ref {
+        case .placement:
+            do { value = try JSONValue.parse(raw) } catch {
+                throw JobError(key: key, "--set value is not JSON: \(error); e.g. --set 'placement=[[0],[1],[0,1]]'")
+            }
         case .string: value = .string(raw)
         case .int, .double:
             guard let d = Double(raw), d.isFinite else {
@@ -78,7 +82,25 @@ extension Job {
         case .string(let kp):
             guard let s = v.stringValue else { throw wrongType() }
             self[keyPath: kp] = s
+        case .placement:
+            placement = try Job.parsePlacement(v, source: source)
         }
+    }
+
+    /// [[r, ...] per expert] (all MoE layers) or [[[r, ...] per expert] per MoE layer]; null clears.
+    static func parsePlacement(_ v: JSONValue, source: String) throws -> [[[Int]]]? {
+        if v == .null { return nil }
+        func fail(_ m: String) -> JobError { JobError(key: "placement", "\(m) (in \(source)); e.g. [[0], [1], [0, 1]]: expert 2 on ranks 0 and 1") }
+        func ranks(_ x: JSONValue) throws -> [Int] {
+            guard let a = x.arrayValue else { throw fail("each expert needs a list of ranks, got \(x.typeName)") }
+            return try a.map { guard let i = $0.intValue else { throw fail("ranks are integers, got \($0.typeName)") }; return i }
+        }
+        guard let top = v.arrayValue, !top.isEmpty else { throw fail("expected a non-empty list") }
+        let isLayered = top.allSatisfy { $0.arrayValue?.first?.arrayValue != nil }
+        if isLayered {
+            return try top.map { layer in try (layer.arrayValue ?? []).map(ranks) }
+        }
+        return [try top.map(ranks)]
     }
 
     static func suggestion(for key: String) -> String {
@@ -110,6 +132,8 @@ extension Job {
             case .int(let kp): v = .number(Double(self[keyPath: kp]))
             case .double(let kp): v = .number(self[keyPath: kp])
             case .string(let kp): v = .string(self[keyPath: kp])
+            case .placement:
+                v = placement.map { .array($0.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) } ?? .null
             }
             insert(f.key.split(separator: ".")[...], v, into: &root)
         }

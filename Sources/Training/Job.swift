@@ -2,6 +2,7 @@
 // A job file (JSON) overrides the defaults, `--set key=value` overrides the file. Unknown keys,
 // wrong types and invalid values are errors naming the key (Job+Parsing.swift).
 import Model
+import Placement
 
 /// Where the tokens come from.
 public struct DataSpec: Equatable, Sendable {
@@ -30,6 +31,12 @@ public struct TrainSpec: Equatable, Sendable {
     public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
 }
 
+/// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
+public struct LayoutSpec: Equatable, Sendable {
+    public var dp = 0               // data-parallel groups; 0 = world size / tp
+    public var tp = 1               // tensor-parallel ranks per group (attention heads are split over them)
+}
+
 /// A whole training job.
 public struct Job: Equatable, Sendable {
     public var name = "job"         // run name: the run directory is <runsDir>/<name>
@@ -39,6 +46,10 @@ public struct Job: Equatable, Sendable {
                                    nExpert: 4, topK: 2, ffHidden: 128, moeEvery: 1)
     public var data = DataSpec()
     public var train = TrainSpec()
+    public var layout = LayoutSpec()
+    /// Expert -> ranks: one list per expert for every MoE layer ([[0], [1, 2], ...]), or one such
+    /// list per MoE layer. nil: expert e on rank e % world.
+    public var placement: [[[Int]]]? = nil
 
     public init() {}
 
@@ -60,13 +71,19 @@ public struct JobField: Sendable {
         case int(WritableKeyPath<Job, Int> & Sendable)
         case double(WritableKeyPath<Job, Double> & Sendable)
         case string(WritableKeyPath<Job, String> & Sendable)
+        case placement
     }
     public let key: String
     public let ref: Ref
     public let doc: String
 
     public var typeName: String {
-        switch ref { case .int: return "integer"; case .double: return "number"; case .string: return "string" }
+        switch ref {
+        case .int: return "integer"
+        case .double: return "number"
+        case .string: return "string"
+        case .placement: return "list of rank lists"
+        }
     }
 }
 
@@ -104,6 +121,9 @@ extension Job {
         JobField(key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
         JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
         JobField(key: "train.peakGflops", ref: .double(\.train.peakGflops), doc: "per-rank sgemm peak for MFU (0: measure at start)"),
+        JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
+        JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),
+        JobField(key: "placement", ref: .placement, doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)"),
     ]
 
     /// Throws the first invalid value, naming its key.
@@ -136,5 +156,35 @@ extension Job {
         if t.evalEvery < 0 { throw bad("train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)") }
         if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
         if !(t.peakGflops >= 0) { throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)") }
+        if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
+        if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
+        if model.nHead % layout.tp != 0 {
+            throw bad("layout.tp", "\(layout.tp) does not divide model.nHead = \(model.nHead); attention heads are split over the tp ranks")
+        }
+    }
+
+    /// The (dp, tp) layout for `world` ranks and the expert placement, checked against the model
+    /// and the world. Pure: every rank computes the same answer (or error) before any collective.
+    public func resolveLayout(world: Int) throws -> (dp: Int, tp: Int, plan: PlacementPlan) {
+        let tp = layout.tp
+        if world % tp != 0 {
+            throw JobError(key: "layout.tp", "\(tp) does not divide the world size \(world) (mpirun -np); use a world size that is a multiple of layout.tp")
+        }
+        let dp = layout.dp == 0 ? world / tp : layout.dp
+        if dp * tp != world {
+            throw JobError(key: "layout", "dp \(dp) x tp \(tp) = \(dp * tp) ranks, but the world has \(world) (mpirun -np); make layout.dp x layout.tp equal the world size, or set layout.dp = 0")
+        }
+        if train.batchSize < dp {
+            throw JobError(key: "train.batchSize", "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize >= layout.dp")
+        }
+        let moe = model.moeLayerCount
+        var plan = PlacementPlan.roundRobin(moeLayers: moe, experts: model.nExpert, world: world)
+        if let p = placement {
+            plan = PlacementPlan(layers: p.count == 1 ? Array(repeating: p[0], count: moe) : p)
+        }
+        do { try plan.validate(moeLayers: moe, experts: model.nExpert, world: world) } catch let e as PlacementError {
+            throw JobError(key: "placement", e.message)
+        }
+        return (dp, tp, plan)
     }
 }

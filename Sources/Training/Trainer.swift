@@ -1,10 +1,11 @@
 // The step loop: batch -> forward -> backward -> clip -> AdamW, with logging, evaluation,
 // non-finite-step protection and a clean stop on request (SIGTERM/SIGINT).
-// This issue trains at world size 1; the Communicator is already threaded through so that
-// data, tensor and expert parallelism plug in without changing the loop's shape.
+// Every rank runs the loop: its dp group's slice of the global batch, the model share its
+// (dp, tp) position and the expert placement give it; gradients are reduced per shard spec.
 import Comm
 import JSON
 import Model
+import Placement
 import Tensor
 
 /// Facts about where the run executes, for the `start` event and MFU.
@@ -37,7 +38,7 @@ public struct TrainSummary: Sendable {
 
 public final class Trainer {
     public let job: Job
-    public let comm: any Communicator
+    public let ctx: ParallelContext
     public let model: Transformer
     public let sampler: BatchSampler
     let log: RunLog?
@@ -45,25 +46,38 @@ public final class Trainer {
     let env: RunEnvironment
     let adam: AdamWConfig
     let schedule: LRSchedule
+    /// This dp group's samples of every global batch: [sampleStart, sampleEnd).
+    public let sampleStart: Int, sampleEnd: Int
     /// Wall-clock seconds of each applied step, in order.
     public private(set) var stepSeconds: [Double] = []
     /// Per-rank sgemm peak (FLOP/s) used for MFU.
     public let peakFlops: Double
 
-    /// Builds the model and checks the job against the data and the world. Throws before any training.
+    /// Checks the job against the data and the world size without communicating, so every rank
+    /// reaches the same verdict before the first collective. Returns the layout and placement.
+    public static func validate(job: Job, data: TokenData, world: Int) throws -> (dp: Int, tp: Int, plan: PlacementPlan) {
+        let layout = try job.resolveLayout(world: world)
+        _ = try BatchSampler(data: data, seqLen: job.model.seqLen, seed: job.seed,
+                             valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
+        return layout
+    }
+
+    /// Builds this rank's share of the model. Collective over `comm` (it splits the mesh groups):
+    /// call it on every rank after `validate` passed everywhere.
     public init(job: Job, comm: any Communicator, data: TokenData, log: RunLog?, environment: RunEnvironment,
                 say: @escaping (String) -> Void = { print($0) }) throws {
-        guard comm.size == 1 else {
-            throw JobError(key: "layout", "this build trains at world size 1 (mpirun -np 1); got \(comm.size) ranks. Multi-rank layouts are not implemented yet")
-        }
+        let (dp, tp, plan) = try Trainer.validate(job: job, data: data, world: comm.size)
         self.job = job
-        self.comm = comm
         self.log = log
         self.say = say
         self.env = environment
+        ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan)
         sampler = try BatchSampler(data: data, seqLen: job.model.seqLen, seed: job.seed,
                                    valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
-        model = Transformer(config: job.model, maxBatch: job.train.batchSize)
+        let d = ctx.mesh.dpIndex, b = job.train.batchSize
+        sampleStart = d * b / dp
+        sampleEnd = (d + 1) * b / dp
+        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))
@@ -71,25 +85,42 @@ public final class Trainer {
         peakFlops = t.peakGflops > 0 ? t.peakGflops * 1e9 : SgemmPeak.measure(seconds: 0.3)
     }
 
-    /// Runs every step (or until `stopRequested` turns true between steps). Rank 0 logs.
+    var isLogRank: Bool { ctx.mesh.rank == 0 }
+
+    /// Runs every step (or until `stopRequested` turns true on any rank, between steps).
+    /// Rank 0 logs. Every rank of the world must call it.
     public func run(stopRequested: () -> Bool = { false }) throws -> TrainSummary {
         let t = job.train, m = job.model
         let tokensPerStep = t.batchSize * m.seqLen
+        let localB = sampleEnd - sampleStart
         let flopsPerToken = m.flopsPerToken(seqLen: m.seqLen)
         var summary = TrainSummary()
         log?.write(startEvent(flopsPerToken: flopsPerToken))
-        say("switchyard: training \(job.name) for \(t.steps) steps, \(model.store.count) parameters, \(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")")
+        say("switchyard: training \(job.name) for \(t.steps) steps on \(ctx.mesh.world) rank(s) (dp \(ctx.mesh.dp) x tp \(ctx.mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), \(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")")
         var applied = 0, badInARow = 0
         var timedSeconds = 0.0, timedTokens = 0
         for step in 0..<t.steps {
             let t0 = monotonicSeconds()
+            ctx.stats = CommStats()
             let lr = schedule.lr(at: step)
-            let (x, y) = sampler.batch(step: step, first: 0, count: t.batchSize)
-            let loss = model.forward(tokens: x, targets: y, batch: t.batchSize, time: m.seqLen)
+            let (x, y) = sampler.batch(step: step, first: sampleStart, count: localB)
+            _ = try model.forward(tokens: x, targets: y, batch: localB, time: m.seqLen,
+                                  tokenOffset: sampleStart * m.seqLen, globalTokens: tokensPerStep)
             model.store.grads.zero()
-            model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(t.auxLossCoef))
+            try model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(t.auxLossCoef))
             let tClip = monotonicSeconds()
-            let norm = GradClip.clip(model.store.grads.base, count: model.store.count, maxNorm: t.gradClip)
+            try model.reduceGradients()
+            let norm = try model.globalGradNorm()
+            // One world allreduce: the global loss (tp rank 0 of each dp group counts its rows) and the stop flag.
+            var shared = [ctx.mesh.tpIndex == 0 ? model.lastLossSum : 0, stopRequested() ? 1 : 0]
+            try ctx.allreduceWorld(&shared)
+            let loss = Float(shared[0] / Double(tokensPerStep))
+            let stop = shared[1] > 0
+            if t.gradClip > 0 && norm > t.gradClip && norm.isFinite {
+                let scale = Float(t.gradClip / (norm + 1e-6))
+                let g = model.store.grads.base
+                for i in 0..<model.store.count { g[i] *= scale }
+            }
             model.profile?.add(.optimizer, monotonicSeconds() - tClip)
             let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
             if !loss.isFinite || !norm.isFinite {
@@ -110,23 +141,28 @@ public final class Trainer {
             model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
             let seconds = monotonicSeconds() - t0
             stepSeconds.append(seconds)
-            if step > 0 { timedSeconds += seconds; timedTokens += tokensPerStep }
-            let tps = Double(tokensPerStep) / seconds
+            // Per-rank timings, gathered once per step.
+            let mine = [seconds * 1000, ctx.stats.alltoallvSeconds * 1000, ctx.stats.allreduceSeconds * 1000, Double(ctx.stats.expertRowsReceived)]
+            let all = try ctx.comms.world.allgather(mine)
+            let slowest = stride(from: 0, to: all.count, by: 4).map { all[$0] }.max()! / 1000
+            if step > 0 { timedSeconds += slowest; timedTokens += tokensPerStep }
+            let tps = Double(tokensPerStep) / slowest
             let mflops = tps * flopsPerToken
             summary.losses.append(loss)
-            log?.write(stepEvent(step: step, loss: loss, aux: aux, lr: lr, norm: norm, seconds: seconds, tps: tps, mflops: mflops))
+            log?.write(stepEvent(step: step, loss: loss, aux: aux, lr: lr, norm: norm, seconds: slowest, tps: tps,
+                                 mflops: mflops, ranks: all))
             if step % t.logEvery == 0 || step == t.steps - 1 {
                 say(String(format: "step %5d/%d | loss %.4f | aux %.3f | lr %.2e | gnorm %.3f | %6.0f ms | %7.0f tok/s | mfu %.2f",
-                           step, t.steps, loss, aux, lr, norm, seconds * 1000, tps, mflops / peakFlops))
+                           step, t.steps, loss, aux, lr, norm, slowest * 1000, tps, mflops / (peakFlops * Double(ctx.mesh.world))))
             }
             if t.evalEvery > 0 && ((step + 1) % t.evalEvery == 0 || step == t.steps - 1) {
-                let v = evaluate()
+                let v = try evaluate()
                 summary.evals.append((step, v))
                 log?.write(["event": "eval", "step": .number(Double(step)), "time": .number(unixTime()),
                             "valLoss": .number(v), "windows": .number(Double(t.evalWindows))])
                 say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
             }
-            if stopRequested() && step < t.steps - 1 {
+            if stop && step < t.steps - 1 {
                 summary.stoppedEarly = true
                 say("switchyard: stop requested; finished step \(step), stopping")
                 break
@@ -149,25 +185,40 @@ public final class Trainer {
         }
     }
 
-    /// Mean cross-entropy over the fixed held-out windows.
-    public func evaluate() -> Double {
-        let n = job.train.evalWindows, b = job.train.batchSize, t = job.model.seqLen
+    /// Mean cross-entropy over the fixed held-out windows. dp group d evaluates windows
+    /// [d*N/dp, (d+1)*N/dp); every rank makes the same number of forward calls (groups that run
+    /// out of windows repeat one and drop its loss), since each call exchanges rows.
+    public func evaluate() throws -> Double {
+        let n = job.train.evalWindows, t = job.model.seqLen
+        let dp = ctx.mesh.dp, d = ctx.mesh.dpIndex
+        let w0 = d * n / dp, w1 = (d + 1) * n / dp
+        let b = sampleEnd - sampleStart
+        let calls = (0..<dp).map { g -> Int in
+            let windows = (g + 1) * n / dp - g * n / dp
+            let batch = (g + 1) * job.train.batchSize / dp - g * job.train.batchSize / dp
+            return (windows + batch - 1) / batch
+        }.max()!
         var total = 0.0
-        var first = 0
-        while first < n {
-            let count = min(b, n - first)
-            let (x, y) = sampler.evalBatch(first: first, count: count, of: n)
-            total += Double(model.forward(tokens: x, targets: y, batch: count, time: t)) * Double(count)
-            first += count
+        for call in 0..<calls {
+            let first = w0 + call * b
+            let count = max(0, min(b, w1 - first))
+            let (x, y) = count > 0 ? sampler.evalBatch(first: first, count: count, of: n) : sampler.evalBatch(first: 0, count: 1, of: n)
+            _ = try model.forward(tokens: x, targets: y, batch: max(count, 1), time: t, tokenOffset: first * t,
+                                  globalTokens: n * t)
+            if count > 0 { total += model.lastLossSum }
         }
-        return total / Double(n)
+        var v = [ctx.mesh.tpIndex == 0 ? total : 0]
+        try ctx.allreduceWorld(&v)
+        return v[0] / Double(n * t)
     }
 
     func startEvent(flopsPerToken: Double) -> JSONValue {
         let m = job.model
         return ["event": "start", "time": .number(unixTime()), "job": .string(job.name),
-                "world": .number(Double(comm.size)), "totalSteps": .number(Double(job.train.steps)),
-                "parameters": .number(Double(model.store.count)),
+                "world": .number(Double(ctx.mesh.world)), "dp": .number(Double(ctx.mesh.dp)), "tp": .number(Double(ctx.mesh.tp)),
+                "placement": .array(ctx.plan.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
+                "totalSteps": .number(Double(job.train.steps)),
+                "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
                 "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
                 "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(job.train.batchSize * m.seqLen)),
                 "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null, "blasThreads": .number(Double(env.blasThreads)),
@@ -177,12 +228,14 @@ public final class Trainer {
     }
 
     func stepEvent(step: Int, loss: Float, aux: Double, lr: Double, norm: Double, seconds: Double,
-                   tps: Double, mflops: Double) -> JSONValue {
+                   tps: Double, mflops: Double, ranks: [Double]) -> JSONValue {
+        func column(_ i: Int) -> JSONValue { .array(stride(from: i, to: ranks.count, by: 4).map { .number(ranks[$0]) }) }
         let load: [JSONValue] = model.expertTokenCounts.map { .array($0.map { .number(Double($0)) }) }
         return ["event": "step", "step": .number(Double(step)), "time": .number(unixTime()),
                 "loss": .number(Double(loss)), "auxLoss": .number(aux), "lr": .number(lr), "gradNorm": .number(norm),
                 "stepMs": .number(seconds * 1000), "tokensPerSec": .number(tps), "modelFlopsPerSec": .number(mflops),
-                "mfu": .number(mflops / peakFlops), "expertLoad": .array(load),
-                "rankStepMs": [.number(seconds * 1000)]]
+                "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))), "expertLoad": .array(load),
+                "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
+                "rankExpertRows": column(3)]
     }
 }

@@ -13,10 +13,11 @@ enum Commands {
         ],
         details: jobKeysHelp + """
 
-            The run directory <runsDir>/<name> gets job.json (the resolved spec) and log.jsonl
-            (one JSON event per line: start, step, eval, warning, end). SIGINT/SIGTERM finish the
-            current step and stop. This build trains at world size 1 (mpirun -np 1); multi-rank
-            layouts and checkpoints/resume are not implemented yet.
+            Under mpirun -np N the world is layout.dp x layout.tp ranks: the global batch is split
+            over dp groups, attention heads over the tp ranks of a group, experts over all ranks
+            (placement). The run directory <runsDir>/<name> gets job.json (the resolved spec) and
+            log.jsonl (one JSON event per line: start, step, eval, warning, end). SIGINT/SIGTERM
+            finish the current step and stop. Checkpoints and resume are not implemented yet.
 
             Exit codes: 0 success, 1 failure (bad job, data or a training error), 64 usage error.
 

@@ -23,17 +23,15 @@ enum TrainCommand {
             Runtime.printError("\(error)")
             return 1
         }
-        // Validate on every rank; a failure anywhere stops every rank before training.
-        var trainer: Trainer? = nil
+        // Validate on every rank without communicating; a failure anywhere stops every rank
+        // before the first collective, with one message (from the lowest failing rank).
+        var prepared: (job: Job, data: TokenData, log: RunLog?)? = nil
         var failure: String? = nil
         do {
             let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
             let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-            let log = world.rank == 0 ? try RunLog(job: job) : nil
-            var env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
-            env.blasCoreOverride = Runtime.blasCoreOverride
-            trainer = try Trainer(job: job, comm: world, data: data, log: log, environment: env,
-                                  say: world.rank == 0 ? { say($0) } : { _ in })
+            _ = try Trainer.validate(job: job, data: data, world: world.size)
+            prepared = (job, data, world.rank == 0 ? try RunLog(job: job) : nil)
         } catch {
             failure = "\(error)"
         }
@@ -49,13 +47,23 @@ enum TrainCommand {
             MPICommunicator.finalize()
             return 1
         }
+        var env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+        env.blasCoreOverride = Runtime.blasCoreOverride
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(job: prepared!.job, comm: world, data: prepared!.data, log: prepared!.log, environment: env,
+                                  say: world.rank == 0 ? { say($0) } : { _ in })
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
         installStopSignals()
         do {
-            let summary = try trainer!.run(stopRequested: { stopSignalCount > 0 })
+            let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
             if world.rank == 0 {
                 let last = summary.losses.last { !$0.isNaN } ?? .nan
                 say(String(format: "switchyard: done: %d steps, final loss %.4f, %.0f tokens/s", summary.losses.count, last, summary.tokensPerSec)
-                    + (summary.stoppedEarly ? " (stopped by signal)" : "") + ". Log: \(trainer!.job.runDirectory)/log.jsonl")
+                    + (summary.stoppedEarly ? " (stopped by signal)" : "") + ". Log: \(trainer.job.runDirectory)/log.jsonl")
             }
         } catch {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)

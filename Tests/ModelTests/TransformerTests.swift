@@ -50,11 +50,11 @@ final class TransformerTests: XCTestCase {
         XCTAssertEqual(std, 0.02, accuracy: 0.006)
     }
 
-    func testInitialLossIsNearLogVocab() {
+    func testInitialLossIsNearLogVocab() throws {
         let m = Transformer(config: Self.config, maxBatch: 4)
         m.store.initialize(seed: 1)
         let (x, y) = batch(4, 6, seed: 2)
-        let loss = m.forward(tokens: x, targets: y, batch: 4, time: 6)
+        let loss = try m.forward(tokens: x, targets: y, batch: 4, time: 6)
         XCTAssertEqual(Double(loss), 2.3979, accuracy: 0.05) // ln 11
         XCTAssertEqual(m.expertTokenCounts.count, 1)
         XCTAssertEqual(m.expertTokenCounts[0].reduce(0, +), 4 * 6 * 2, "every token reaches K experts")
@@ -62,7 +62,7 @@ final class TransformerTests: XCTestCase {
     }
 
     /// The whole model's backward (every parameter tensor) against central finite differences.
-    func testWholeModelGradientsMatchFiniteDifferences() {
+    func testWholeModelGradientsMatchFiniteDifferences() throws {
         for moeEvery in [1, 2] {
             var cfg = Self.config
             cfg.moeEvery = moeEvery
@@ -74,12 +74,12 @@ final class TransformerTests: XCTestCase {
             let (x, y) = batch(2, 5, seed: 4)
             let auxCoef: Float = 0.3
             func objective() -> Double {
-                let l = m.forward(tokens: x, targets: y, batch: 2, time: 5)
+                let l = try! m.forward(tokens: x, targets: y, batch: 2, time: 5)
                 return Double(l) + Double(auxCoef) * m.lastAux.map(Double.init).reduce(0, +)
             }
             _ = objective()
             s.grads.zero()
-            m.backward(lossScale: 1 / 10, auxCoef: auxCoef)
+            try m.backward(lossScale: 1 / 10, auxCoef: auxCoef)
             let h: Float = 1e-3
             var worst = 0.0
             for info in s.infos {
@@ -100,13 +100,13 @@ final class TransformerTests: XCTestCase {
         }
     }
 
-    func testForwardIsBitwiseDeterministic() {
+    func testForwardIsBitwiseDeterministic() throws {
         let a = Transformer(config: Self.config, maxBatch: 2), b = Transformer(config: Self.config, maxBatch: 2)
         a.store.initialize(seed: 9); b.store.initialize(seed: 9)
         let (x, y) = batch(2, 6, seed: 1)
-        XCTAssertEqual(a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
-                       b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
-        a.backward(lossScale: 0.1, auxCoef: 0.01); b.backward(lossScale: 0.1, auxCoef: 0.01)
+        XCTAssertEqual(try a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
+                       try b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
+        try a.backward(lossScale: 0.1, auxCoef: 0.01); try b.backward(lossScale: 0.1, auxCoef: 0.01)
         XCTAssertEqual(a.store.grads.toArray(), b.store.grads.toArray())
     }
 

@@ -32,15 +32,63 @@ final class MultiRankTests: XCTestCase {
         XCTAssertEqual(Array(try ws.lossBits()[40..<60]), first)
     }
 
-    /// A layout this build cannot run fails fast on every rank with one message.
-    func testUnsupportedWorldSizeFailsFastOnEveryRank() throws {
+    /// The correctness contract under real mpirun: every layout's per-step losses and eval
+    /// losses match the single-rank run within 1e-4 (relative); the same layout twice is bitwise
+    /// identical. (Final parameters are compared with thread-ranks in ParallelLayoutTests.)
+    func testLayoutsUnderMpirunMatchOneRank() throws {
         let ws = Workspace()
-        let r = try Harness.mpi(2, ws.tinyArgs(steps: 5), cwd: ws.dir, timeout: 60)
+        func run(_ np: Int, _ name: String, _ extra: [String]) throws -> [UInt32] {
+            let r = try Harness.mpi(np, ws.tinyArgs(steps: 20, extra: ["--set", "name=\(name)"] + extra), cwd: ws.dir, timeout: 240)
+            XCTAssertFalse(r.timedOut, "\(name) timed out")
+            XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
+            return try ws.lossBits(run: name)
+        }
+        let ref = try run(1, "w1", [])
+        XCTAssertEqual(ref.count, 20)
+        let layouts: [(Int, String, [String])] = [
+            (2, "dp2", []), (2, "tp2", ["--set", "layout.tp=2"]), (4, "dp2xtp2", ["--set", "layout.tp=2"]),
+            (3, "dp3", []), (4, "w4", []),
+            (2, "replicas", ["--set", "placement=[[0,1],[1],[0],[0,1]]"]),
+        ]
+        for (np, name, extra) in layouts {
+            let got = try run(np, name, extra)
+            XCTAssertEqual(got.count, 20, name)
+            let worst = zip(got, ref).map { abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1)) }.max() ?? 1
+            XCTAssertLessThan(worst, 1e-4, "\(name): max relative loss difference \(worst)")
+            print("mpirun layout \(name) (np \(np)): max relative loss difference \(worst) vs np 1")
+        }
+        let again = try run(4, "dp2xtp2-again", ["--set", "layout.tp=2"])
+        XCTAssertEqual(again, try ws.lossBits(run: "dp2xtp2"), "same layout twice: bitwise-identical losses")
+    }
+
+    /// A layout that does not fit the world fails fast on every rank with one message.
+    func testLayoutNotMatchingWorldFailsFastOnEveryRank() throws {
+        let ws = Workspace()
+        let r = try Harness.mpi(2, ws.tinyArgs(steps: 5, extra: ["--set", "layout.dp=3"]), cwd: ws.dir, timeout: 60)
         XCTAssertFalse(r.timedOut)
         XCTAssertNotEqual(r.status, 0)
         XCTAssertLessThan(r.seconds, 30)
         XCTAssertEqual(r.stderr.components(separatedBy: "switchyard: error:").count - 1, 1, r.stderr)
-        XCTAssertTrue(r.stderr.contains("layout: this build trains at world size 1"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("layout: dp 3 x tp 1 = 3 ranks, but the world has 2"), r.stderr)
+    }
+
+    /// Each bad layout or placement under mpirun: one clear error, non-zero exit, within seconds.
+    func testBadPlacementsUnderMpirun() throws {
+        let ws = Workspace()
+        let cases: [(Int, [String], String)] = [
+            (2, ["--set", "layout.tp=3"], "layout.tp: 3 does not divide model.nHead = 4"),
+            (2, ["--set", "placement=[[0],[2],[1],[0]]"], "names rank 2"),
+            (2, ["--set", "placement=[[0],[1,1],[1],[0]]"], "listed twice on one rank"),
+            (2, ["--set", "placement=[[0],[],[1],[0]]"], "is on no rank"),
+        ]
+        for (np, extra, text) in cases {
+            let r = try Harness.mpi(np, ws.tinyArgs(steps: 5, extra: extra), cwd: ws.dir, timeout: 60)
+            XCTAssertFalse(r.timedOut)
+            XCTAssertNotEqual(r.status, 0, "\(extra)")
+            XCTAssertLessThan(r.seconds, 30)
+            XCTAssertEqual(r.stderr.components(separatedBy: "switchyard: error:").count - 1, 1, "\(extra): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(text), "\(extra): \(r.stderr)")
+        }
     }
 
     /// A bad job under mpirun: every rank exits non-zero, one message, no hang.

@@ -71,7 +71,7 @@ final class RouterTests: XCTestCase {
         }
         _ = objective(probs)
         let dp = FloatBuffer(count: n * e)
-        LoadBalance.backward(dProbs: dp.base, f: f.base, dAux: 1, n: n, e: e)
+        LoadBalance.backward(dProbs: dp.base, f: f.base, dAux: 1, n: n, e: e, tokens: n)
         assertGradient("LoadBalance dProbs", x: probs, analytic: dp.toArray(), h: 1e-3, atol: 1e-4) { objective($0) }
     }
 

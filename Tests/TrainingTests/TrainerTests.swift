@@ -95,11 +95,4 @@ final class TrainerTests: XCTestCase {
         j.train.warmupSteps = 0
         XCTAssertThrowsError(try train(j, d)) { XCTAssertTrue("\($0)".contains("3 consecutive non-finite steps"), "\($0)") }
     }
-
-    func testWorldLargerThanOneIsRejectedOnEveryRank() {
-        let (j, d) = job()
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 2) { comm in
-            _ = try Trainer(job: j, comm: comm, data: d, log: nil, environment: Self.env)
-        }) { XCTAssertTrue("\($0)".contains("layout"), "\($0)") }
-    }
 }

@@ -1,0 +1,77 @@
+// After backward: sum each parameter's gradient over the group its shard spec names, and the
+// global gradient norm (each element counted once, on the rank its spec says).
+import Comm
+import Tensor
+
+extension Transformer {
+    /// Sums gradients over their reduce groups: contiguous runs of `.dp` tensors over the dp group,
+    /// `.world` tensors (routers) over the world, replicated experts over their replica ranks.
+    public func reduceGradients() throws {
+        let g = store.grads
+        // Coalesce adjacent tensors of the same group into one call each.
+        var runStart = -1, runEnd = -1
+        var runGroup: ReduceGroup? = nil
+        func flush() throws {
+            guard let grp = runGroup, runEnd > runStart else { return }
+            switch grp {
+            case .dp: try ctx.allreduce(g.base + runStart, runEnd - runStart, over: ctx.comms.dp)
+            case .world: try ctx.allreduce(g.base + runStart, runEnd - runStart, over: ctx.comms.world)
+            case .replicas: break
+            }
+            runGroup = nil
+        }
+        for info in store.infos {
+            if case .replicas = info.shard.reduce { try flush(); continue }
+            if runGroup == info.shard.reduce && runEnd == info.offset {
+                runEnd = info.offset + info.count
+            } else {
+                try flush()
+                runGroup = info.shard.reduce; runStart = info.offset; runEnd = info.offset + info.count
+            }
+        }
+        try flush()
+        try reduceReplicatedExperts()
+    }
+
+    /// Replicated experts: every rank takes part in one world allreduce over a buffer holding all
+    /// replicated experts' gradients (zeros where this rank holds no replica). Replication is for
+    /// a few hot experts, so the buffer is small; one collective keeps every rank in step.
+    func reduceReplicatedExperts() throws {
+        let plan = ctx.plan
+        var segments: [(layer: Int, expert: Int, offset: Int)] = []
+        var total = 0
+        let perExpert = 2 * config.nEmbd * config.ffHidden
+        for (l, layer) in plan.layers.enumerated() {
+            for (e, ranks) in layer.enumerated() where ranks.count > 1 {
+                segments.append((l, e, total)); total += perExpert
+            }
+        }
+        guard total > 0 else { return }
+        let buf = FloatBuffer(count: total)
+        let moeBlocks = (0..<config.nLayer).filter(config.isMoE)
+        for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
+            let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
+            (buf.base + s.offset).update(from: store.pointer(name + "w1.weight", in: store.grads), count: perExpert / 2)
+            (buf.base + s.offset + perExpert / 2).update(from: store.pointer(name + "w2.weight", in: store.grads), count: perExpert / 2)
+        }
+        try ctx.allreduce(buf.base, total, over: ctx.comms.world)
+        for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
+            let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
+            store.pointer(name + "w1.weight", in: store.grads).update(from: buf.base + s.offset, count: perExpert / 2)
+            store.pointer(name + "w2.weight", in: store.grads).update(from: buf.base + s.offset + perExpert / 2, count: perExpert / 2)
+        }
+    }
+
+    /// The global L2 norm of the (reduced) gradients: each rank sums the squares of the pieces it
+    /// counts, then one world allreduce.
+    public func globalGradNorm() throws -> Double {
+        var local = 0.0
+        for info in store.infos where info.countsInNorm {
+            let n = GradClip.norm(store.grads.base + info.offset, count: info.count)
+            local += n * n
+        }
+        var v = [local]
+        try ctx.allreduceWorld(&v)
+        return v[0].squareRoot()
+    }
+}

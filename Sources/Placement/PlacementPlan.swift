@@ -1,0 +1,57 @@
+// Which rank holds which expert: for every MoE layer, expert -> [ranks] (one or more replicas).
+// Pure values, no MPI. The scheduler (a later issue) produces plans from measured load; this
+// file holds the plan, its default (round-robin) and its validation.
+
+/// A placement problem a user (job file or placement file) can cause; names the input.
+public struct PlacementError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "placement: \(message)" }
+}
+
+/// expert -> ranks for every MoE layer.
+public struct PlacementPlan: Equatable, Sendable {
+    /// layers[l][e] = ranks holding expert e of MoE layer l (sorted, distinct, non-empty).
+    public var layers: [[[Int]]]
+
+    public init(layers: [[[Int]]]) { self.layers = layers }
+
+    /// Expert e on rank e % world, for every layer.
+    public static func roundRobin(moeLayers: Int, experts: Int, world: Int) -> PlacementPlan {
+        PlacementPlan(layers: Array(repeating: (0..<experts).map { [$0 % world] }, count: moeLayers))
+    }
+
+    /// Checks the plan against the model and the world; the message says what to fix.
+    public func validate(moeLayers: Int, experts: Int, world: Int) throws {
+        guard layers.count == moeLayers else {
+            throw PlacementError("has \(layers.count) MoE layers, the model has \(moeLayers)")
+        }
+        for (l, layer) in layers.enumerated() {
+            guard layer.count == experts else {
+                throw PlacementError("MoE layer \(l) lists \(layer.count) experts, the model has model.nExpert = \(experts)")
+            }
+            for (e, ranks) in layer.enumerated() {
+                if ranks.isEmpty { throw PlacementError("expert \(e) of MoE layer \(l) is on no rank; give it at least one") }
+                if let bad = ranks.first(where: { $0 < 0 || $0 >= world }) {
+                    throw PlacementError("expert \(e) of MoE layer \(l) names rank \(bad), but the world has ranks 0..<\(world)")
+                }
+                if Set(ranks).count != ranks.count {
+                    throw PlacementError("expert \(e) of MoE layer \(l) is listed twice on one rank (\(ranks)); replicas must be on distinct ranks")
+                }
+            }
+        }
+    }
+
+    /// The experts of MoE layer `layer` held by `rank`, ascending.
+    public func localExperts(layer: Int, rank: Int) -> [Int] {
+        layers[layer].indices.filter { layers[layer][$0].contains(rank) }
+    }
+
+    /// The rank that serves global token `token` for expert `expert`: replicas split tokens
+    /// by token index modulo the replica count (deterministic, layout-independent order).
+    @inline(__always)
+    public func rank(layer: Int, expert: Int, token: Int) -> Int {
+        let r = layers[layer][expert]
+        return r.count == 1 ? r[0] : r[token % r.count]
+    }
+}

@@ -1,0 +1,129 @@
+import Comm
+import Foundation
+import Model
+import Training
+import XCTest
+
+/// The correctness contract (DESIGN.md, "Parallel layout"): for the same global batch, seed and
+/// step count, every layout gives the losses and final parameters of world size 1 up to float
+/// reassociation, and the same layout run twice is bitwise identical. Ranks are threads here;
+/// SwitchyardTests repeat a subset under real mpirun.
+final class ParallelLayoutTests: XCTestCase {
+    static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
+
+    /// A tiny MoE job: 4 heads (tp 2 splits them), 4 experts, top-2, a dense block, 20 steps.
+    func job(dp: Int = 0, tp: Int = 1, placement: [[[Int]]]? = nil) -> (Job, TokenData) {
+        var job = Job()
+        job.name = "layout"
+        job.model = .init(vocabSize: 256, seqLen: 16, nLayer: 3, nEmbd: 32, nHead: 4, nExpert: 4, topK: 2, ffHidden: 24, moeEvery: 1)
+        job.model.moeEvery = 1
+        job.train.steps = 20
+        job.train.batchSize = 6
+        job.train.warmupSteps = 3
+        job.train.lr = 1e-2
+        job.train.minLr = 1e-3
+        job.train.evalEvery = 10
+        job.train.evalWindows = 5
+        job.train.peakGflops = 50
+        job.train.auxLossCoef = 0.05
+        job.data.path = "mem"
+        job.layout.dp = dp
+        job.layout.tp = tp
+        job.placement = placement
+        var text = ""
+        for i in 0..<400 { text += ["the cat sat on the mat. ", "a dog ran far away! ", "birds sing at dawn; "][i % 3] + String(i % 7) }
+        return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
+    }
+
+    struct Outcome { var losses: [Float]; var evals: [Double]; var params: [String: [Float]] }
+
+    /// Trains on `world` thread-ranks; returns rank 0's losses and every tensor assembled whole
+    /// from the ranks' shards (checking that every copy of an element agrees bitwise).
+    func train(world: Int, _ job: Job, _ data: TokenData) throws -> Outcome {
+        let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [(ParameterInfo, [Float])]) in
+            let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            let s = try t.run()
+            let st = t.model.store
+            return (s, st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) })
+        }
+        var params: [String: [Float]] = [:]
+        var filled: [String: [Bool]] = [:]
+        for (_, tensors) in per {
+            for (info, values) in tensors {
+                let total = info.globalShape.reduce(1, *)
+                if params[info.name] == nil { params[info.name] = Array(repeating: .nan, count: total); filled[info.name] = Array(repeating: false, count: total) }
+                for i in 0..<values.count {
+                    let gi = info.globalIndex(i)
+                    if filled[info.name]![gi] {
+                        XCTAssertEqual(params[info.name]![gi].bitPattern, values[i].bitPattern, "copies of \(info.name)[\(gi)] disagree")
+                    }
+                    params[info.name]![gi] = values[i]
+                    filled[info.name]![gi] = true
+                }
+            }
+        }
+        for (name, f) in filled { XCTAssertTrue(f.allSatisfy { $0 }, "no rank holds part of \(name)") }
+        return Outcome(losses: per[0].0.losses, evals: per[0].0.evals.map { $0.loss }, params: params)
+    }
+
+    func assertMatches(_ o: Outcome, _ ref: Outcome, _ label: String) {
+        XCTAssertEqual(o.losses.count, ref.losses.count, label)
+        var worstLoss = 0.0, worstParam = 0.0
+        for (a, b) in zip(o.losses, ref.losses) { worstLoss = max(worstLoss, abs(Double(a - b)) / abs(Double(b))) }
+        XCTAssertLessThan(worstLoss, 1e-4, "\(label): per-step loss relative difference")
+        XCTAssertEqual(Set(o.params.keys), Set(ref.params.keys), label)
+        for (name, v) in ref.params {
+            for (a, b) in zip(o.params[name]!, v) { worstParam = max(worstParam, abs(Double(a - b))) }
+        }
+        XCTAssertLessThan(worstParam, 1e-4, "\(label): final parameters")
+        for (a, b) in zip(o.evals, ref.evals) { XCTAssertEqual(a, b, accuracy: 1e-4 * b, "\(label): eval loss") }
+        print("layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs world 1")
+    }
+
+    func testEveryLayoutMatchesWorldOne() throws {
+        let (j1, data) = job()
+        let ref = try train(world: 1, j1, data)
+        XCTAssertLessThan(ref.losses.last!, ref.losses.first! - 0.5, "the reference run learns")
+        let cases: [(String, Int, Job)] = [
+            ("dp2", 2, job(dp: 2).0),
+            ("tp2", 2, job(dp: 1, tp: 2).0),
+            ("dp2xtp2", 4, job(dp: 2, tp: 2).0),
+            ("dp3 (4 experts on 3 ranks)", 3, job(dp: 3).0),
+            ("world4 experts over 4 ranks", 4, job().0),
+            ("dp2 replicated experts", 2, job(placement: [[[0, 1], [1], [0], [0, 1]]]).0),
+            ("dp1xtp2 replicated, rank 1 holds all", 2, job(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0),
+        ]
+        for (label, world, j) in cases {
+            assertMatches(try train(world: world, j, data), ref, label)
+        }
+    }
+
+    func testSameLayoutTwiceIsBitwiseIdentical() throws {
+        let (j, data) = job(dp: 2, tp: 2)
+        let a = try train(world: 4, j, data), b = try train(world: 4, j, data)
+        XCTAssertEqual(a.losses.map(\.bitPattern), b.losses.map(\.bitPattern))
+        for (name, v) in a.params { XCTAssertEqual(v.map(\.bitPattern), b.params[name]!.map(\.bitPattern), name) }
+    }
+
+    func testBadLayoutsAreRejectedBeforeAnyCollective() {
+        let (j, data) = job()
+        func expect(_ world: Int, _ edit: (inout Job) -> Void, _ key: String, _ text: String) {
+            var job = j
+            edit(&job)
+            XCTAssertThrowsError(try Trainer.validate(job: job, data: data, world: world)) {
+                XCTAssertTrue("\($0)".hasPrefix(key + ":"), "\($0)")
+                XCTAssertTrue("\($0)".contains(text), "\($0)")
+            }
+        }
+        expect(4, { $0.layout.dp = 3 }, "layout", "dp 3 x tp 1 = 3 ranks, but the world has 4")
+        expect(3, { $0.layout.tp = 2 }, "layout.tp", "does not divide the world size 3")
+        expect(2, { $0.placement = [[[0], [2], [1], [0]]] }, "placement", "names rank 2, but the world has ranks 0..<2")
+        expect(2, { $0.placement = [[[0], [1, 1], [1], [0]]] }, "placement", "listed twice on one rank")
+        expect(2, { $0.placement = [[[0], [], [1], [0]]] }, "placement", "is on no rank")
+        expect(2, { $0.placement = [[[0], [1]]] }, "placement", "lists 2 experts, the model has model.nExpert = 4")
+        expect(8, { $0.layout.dp = 8; $0.train.batchSize = 6 }, "train.batchSize", "cannot be split over 8")
+        var bad = j
+        bad.layout.tp = 3
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("layout.tp: 3 does not divide model.nHead = 4"), "\($0)") }
+    }
+}
