@@ -120,6 +120,13 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
     public func barrier() throws { try world.barrier() }
 
     public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
+        if size == 1 { return }
+        // Float sums (gradients) take a concrete path: generic element arithmetic across the
+        // module boundary is not specialised and would cost a witness call per element.
+        if T.self == Float.self && op == .sum {
+            try sumFloats(UnsafeMutableRawBufferPointer(buffer).bindMemory(to: Float.self))
+            return
+        }
         world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: [buffer.count])
         try world.barrier()
         var acc = [T](repeating: .zero, count: buffer.count)
@@ -142,6 +149,23 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         for i in 0..<buffer.count { buffer[i] = acc[i] }
     }
 
+    func sumFloats(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: [buffer.count])
+        try world.barrier()
+        let acc = UnsafeMutablePointer<Float>.allocate(capacity: max(buffer.count, 1))
+        defer { acc.deallocate() }
+        for r in 0..<size {
+            let (p, c) = world.posted(r)
+            guard c.first == buffer.count else {
+                world.abort("allreduce count mismatch"); throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
+            }
+            guard let src = p?.assumingMemoryBound(to: Float.self) else { continue }
+            if r == 0 { acc.update(from: src, count: buffer.count) } else { for i in 0..<buffer.count { acc[i] += src[i] } }
+        }
+        try world.barrier()
+        if buffer.count > 0 { buffer.baseAddress!.update(from: acc, count: buffer.count) }
+    }
+
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         guard root >= 0 && root < size else { throw CommError("broadcast: root \(root) outside 0..<\(size)") }
         world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: [buffer.count])
@@ -150,8 +174,8 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         guard c.first == buffer.count else {
             world.abort("broadcast count mismatch"); throw CommError("broadcast: root has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
         }
-        if rank != root, let src = p?.assumingMemoryBound(to: T.self) {
-            for i in 0..<buffer.count { buffer[i] = src[i] }
+        if rank != root, let src = p, buffer.count > 0 {
+            UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: src, byteCount: buffer.count * MemoryLayout<T>.stride)
         }
         try world.barrier()
     }
@@ -167,8 +191,8 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             guard c.first == send.count else {
                 world.abort("allgather count mismatch"); throw CommError("allgather: rank \(r) sends \(c.first ?? -1), rank \(rank) sends \(send.count)")
             }
-            if let src = p?.assumingMemoryBound(to: T.self) {
-                for i in 0..<send.count { recv[r * send.count + i] = src[i] }
+            if let src = p, send.count > 0 {
+                UnsafeMutableRawPointer(recv.baseAddress! + r * send.count).copyMemory(from: src, byteCount: send.count * MemoryLayout<T>.stride)
             }
         }
         try world.barrier()
@@ -187,8 +211,9 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
                 throw CommError("alltoallv: rank \(s) sends \(counts[rank]) to rank \(rank), which expects \(recvCounts[s])")
             }
             let offset = counts[0..<rank].reduce(0, +)
-            if recvCounts[s] > 0, let src = p?.assumingMemoryBound(to: T.self) {
-                for i in 0..<recvCounts[s] { recv[out + i] = src[offset + i] }
+            if recvCounts[s] > 0, let src = p {
+                UnsafeMutableRawPointer(recv.baseAddress! + out).copyMemory(from: src + offset * MemoryLayout<T>.stride,
+                                                                            byteCount: recvCounts[s] * MemoryLayout<T>.stride)
             }
             out += recvCounts[s]
         }

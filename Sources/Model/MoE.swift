@@ -28,7 +28,10 @@ final class MoEState {
     let topWeight: FloatBuffer                // [N, K]
     let share: FloatBuffer                    // [E] global assignment shares
     var globalCounts: [Int]                   // tokens per expert over the global batch
-    let sendSlot: UnsafeMutablePointer<Int32> // [N, K] -> row in send order
+    let sendSlot: UnsafeMutablePointer<Int32> // [N, K] -> row in send order, or `dropped`
+    /// sendSlot of an assignment dropped by the capacity limit (the token skips that expert).
+    static let dropped: Int32 = -1
+    var droppedGlobal = 0                     // assignments dropped over the global batch
     var sendRows: [Int] = [], recvRows: [Int] = []
     var perm: [Int32] = []                    // expert-major row i <- received row perm[i]
     var expertStart: [Int] = [], expertRows: [Int] = []
@@ -61,6 +64,33 @@ struct MoELayer {
     let ctx: ParallelContext
     let layer: Int          // MoE layer index (placement row)
     let c: Int, f: Int, e: Int, k: Int
+    /// 0: dropless. Otherwise each expert serves at most ceil(capacityFactor * tokens * K / E)
+    /// assignments of the global batch; later ones (in global token order, then top-k order) are dropped.
+    var capacityFactor = 0.0
+
+    /// Marks assignments over capacity as dropped (sendSlot = dropped), identically on every layout:
+    /// ranks own consecutive token ranges in rank order, so an exclusive prefix over ranks of the
+    /// per-expert counts gives each assignment its position in the global order.
+    func applyCapacity(s: MoEState, globalTokens: Int) throws {
+        for i in 0..<(s.rows * k) { s.sendSlot[i] = 0 }
+        s.droppedGlobal = 0
+        guard capacityFactor > 0 else { return }
+        let capacity = Int((capacityFactor * Double(globalTokens * k) / Double(e)).rounded(.up))
+        var local = [Int64](repeating: 0, count: e)
+        for i in 0..<(s.rows * k) { local[Int(s.topIndex[i])] += 1 }
+        let all = try ctx.comms.world.allgather(local)
+        let me = ctx.comms.world.rank
+        var position = (0..<e).map { ex in (0..<me).reduce(0) { $0 + Int(all[$1 * e + ex]) } }
+        for i in 0..<(s.rows * k) {
+            let ex = Int(s.topIndex[i])
+            if position[ex] >= capacity { s.sendSlot[i] = MoEState.dropped }
+            position[ex] += 1
+        }
+        for ex in 0..<e {
+            let total = (0..<ctx.comms.world.size).reduce(0) { $0 + Int(all[$1 * e + ex]) }
+            s.droppedGlobal += max(0, total - capacity)
+        }
+    }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
     /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).
@@ -81,6 +111,7 @@ struct MoELayer {
         try ctx.allreduceWorld(&sums)
         for j in 0..<e { s.globalCounts[j] = Int(sums[j]) }
         let aux = sums.withUnsafeBufferPointer { LoadBalance.loss(f: s.share.base, counts: $0.baseAddress!, probSums: $0.baseAddress! + e, tokens: globalTokens, e: e, k: k) }
+        try applyCapacity(s: s, globalTokens: globalTokens)
         clock.lap(.router)
 
         try dispatch(s: s, x: xs, experts: w.experts, tokenOffset: tokenOffset + mine.start)
@@ -105,7 +136,7 @@ struct MoELayer {
         var bucket = [Int](repeating: 0, count: world * e)
         var destOf = [Int32](repeating: 0, count: rows * k)
         for r in 0..<rows {
-            for j in 0..<k {
+            for j in 0..<k where s.sendSlot[r * k + j] != MoEState.dropped {
                 let ex = Int(s.topIndex[r * k + j])
                 let d = ctx.plan.rank(layer: layer, expert: ex, token: tokenOffset + r)
                 destOf[r * k + j] = Int32(d)
@@ -121,7 +152,7 @@ struct MoELayer {
         s.send.reserve(sendTotal * c)
         s.back.reserve(sendTotal * c)
         for r in 0..<rows {
-            for j in 0..<k {
+            for j in 0..<k where s.sendSlot[r * k + j] != MoEState.dropped {
                 let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
                 let slot = fill[key]
                 fill[key] += 1
@@ -178,7 +209,7 @@ struct MoELayer {
         // Combine this rank's rows in slot order, into the residual; then share the rows over tp.
         for r in 0..<s.rows {
             let dst = out + (s.rowStart + r) * c
-            for j in 0..<k {
+            for j in 0..<k where s.sendSlot[r * k + j] != MoEState.dropped {
                 let wt = s.topWeight.base[r * k + j]
                 let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
                 for i in 0..<c { dst[i] += wt * src[i] }
@@ -200,6 +231,7 @@ struct MoELayer {
         for r in 0..<rows {
             let d = dOut + (r0 + r) * c
             for j in 0..<k {
+                if s.sendSlot[r * k + j] == MoEState.dropped { dTW[r * k + j] = 0; continue }
                 let slot = Int(s.sendSlot[r * k + j])
                 let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
                 let wt = s.topWeight.base[r * k + j]
@@ -230,7 +262,7 @@ struct MoELayer {
         let dxs = dx + r0 * c
         for r in 0..<rows {
             let d = dxs + r * c
-            for j in 0..<k {
+            for j in 0..<k where s.sendSlot[r * k + j] != MoEState.dropped {
                 let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
                 for i in 0..<c { d[i] += src[i] }
             }

@@ -72,7 +72,8 @@ public final class Transformer: @unchecked Sendable {
     public private(set) var lastLossSum: Double = 0
 
     /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
-    public init(config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil) {
+    public init(config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
+                capacityFactor: Double = 0) {
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
         self.ctx = ctx
@@ -89,7 +90,8 @@ public final class Transformer: @unchecked Sendable {
             g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
             acts.append(BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE(l)))
             if config.isMoE(l) {
-                moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK))
+                moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK,
+                                     capacityFactor: capacityFactor))
                 moeIndex += 1
             } else {
                 moes.append(nil)
@@ -192,6 +194,9 @@ public final class Transformer: @unchecked Sendable {
         lastLossSum = sum
         return Float(sum / Double(n))
     }
+
+    /// Assignments dropped by the capacity limit in the last forward, per MoE block (global).
+    public var droppedAssignments: [Int] { blocks.compactMap { $0.moe?.droppedGlobal } }
 
     /// Tokens routed to each expert over the global batch in the last forward: [MoE block][expert].
     public var expertTokenCounts: [[Int]] { blocks.compactMap { $0.moe?.globalCounts } }

@@ -29,6 +29,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var evalEvery = 100      // evaluate on the held-out tail every N steps and at the end (0 = never)
     public var evalWindows = 16     // number of fixed windows in an evaluation
     public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
+    public var capacityFactor = 0.0 // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
 }
 
 /// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
@@ -121,6 +122,7 @@ extension Job {
         JobField(key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
         JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
         JobField(key: "train.peakGflops", ref: .double(\.train.peakGflops), doc: "per-rank sgemm peak for MFU (0: measure at start)"),
+        JobField(key: "train.capacityFactor", ref: .double(\.train.capacityFactor), doc: "0: dropless; else expert capacity = ceil(f x tokens x K / E), overflow dropped"),
         JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
         JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),
         JobField(key: "placement", ref: .placement, doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)"),
@@ -156,6 +158,7 @@ extension Job {
         if t.evalEvery < 0 { throw bad("train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)") }
         if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
         if !(t.peakGflops >= 0) { throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)") }
+        if !(t.capacityFactor >= 0 && t.capacityFactor.isFinite) { throw bad("train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)") }
         if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
         if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
         if model.nHead % layout.tp != 0 {

@@ -77,7 +77,7 @@ public final class Trainer {
         let d = ctx.mesh.dpIndex, b = job.train.batchSize
         sampleStart = d * b / dp
         sampleEnd = (d + 1) * b / dp
-        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx)
+        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx, capacityFactor: job.train.capacityFactor)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))
@@ -235,6 +235,7 @@ public final class Trainer {
                 "loss": .number(Double(loss)), "auxLoss": .number(aux), "lr": .number(lr), "gradNorm": .number(norm),
                 "stepMs": .number(seconds * 1000), "tokensPerSec": .number(tps), "modelFlopsPerSec": .number(mflops),
                 "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))), "expertLoad": .array(load),
+                "droppedTokens": .array(model.droppedAssignments.map { .number(Double($0)) }),
                 "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
                 "rankExpertRows": column(3)]
     }

@@ -35,20 +35,21 @@ final class ParallelLayoutTests: XCTestCase {
         return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
     }
 
-    struct Outcome { var losses: [Float]; var evals: [Double]; var params: [String: [Float]] }
+    struct Outcome { var losses: [Float]; var evals: [Double]; var params: [String: [Float]]; var drops: [Int] }
 
     /// Trains on `world` thread-ranks; returns rank 0's losses and every tensor assembled whole
     /// from the ranks' shards (checking that every copy of an element agrees bitwise).
     func train(world: Int, _ job: Job, _ data: TokenData) throws -> Outcome {
-        let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [(ParameterInfo, [Float])]) in
+        let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [(ParameterInfo, [Float])], [Int]) in
             let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
             let s = try t.run()
             let st = t.model.store
-            return (s, st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) })
+            return (s, st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) },
+                    t.model.droppedAssignments)
         }
         var params: [String: [Float]] = [:]
         var filled: [String: [Bool]] = [:]
-        for (_, tensors) in per {
+        for (_, tensors, _) in per {
             for (info, values) in tensors {
                 let total = info.globalShape.reduce(1, *)
                 if params[info.name] == nil { params[info.name] = Array(repeating: .nan, count: total); filled[info.name] = Array(repeating: false, count: total) }
@@ -63,7 +64,7 @@ final class ParallelLayoutTests: XCTestCase {
             }
         }
         for (name, f) in filled { XCTAssertTrue(f.allSatisfy { $0 }, "no rank holds part of \(name)") }
-        return Outcome(losses: per[0].0.losses, evals: per[0].0.evals.map { $0.loss }, params: params)
+        return Outcome(losses: per[0].0.losses, evals: per[0].0.evals.map { $0.loss }, params: params, drops: per[0].2)
     }
 
     func assertMatches(_ o: Outcome, _ ref: Outcome, _ label: String) {
@@ -95,6 +96,21 @@ final class ParallelLayoutTests: XCTestCase {
         ]
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
+        }
+    }
+
+    /// With a capacity limit, the same assignments are dropped whatever the layout.
+    func testCapacityDropsAreLayoutIndependent() throws {
+        var (j1, data) = job()
+        j1.train.capacityFactor = 0.75
+        let ref = try train(world: 1, j1, data)
+        XCTAssertGreaterThan(ref.drops.reduce(0, +), 0, "capacity 0.75 drops some assignments")
+        for (label, world, dp, tp) in [("dp2", 2, 2, 1), ("dp2xtp2", 4, 2, 2), ("dp3", 3, 3, 1)] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp
+            let o = try train(world: world, j, data)
+            XCTAssertEqual(o.drops, ref.drops, "\(label): dropped assignments")
+            assertMatches(o, ref, "capacity 0.75 \(label)")
         }
     }
 
