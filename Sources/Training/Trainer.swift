@@ -48,6 +48,8 @@ public final class Trainer {
     let schedule: LRSchedule
     /// This dp group's samples of every global batch: [sampleStart, sampleEnd).
     public let sampleStart: Int, sampleEnd: Int
+    /// Called after every applied step with its index (benchmarks use it to skip warmup).
+    public var onStepEnd: ((Int) -> Void)?
     /// Wall-clock seconds of each applied step, in order.
     public private(set) var stepSeconds: [Double] = []
     /// Per-rank sgemm peak (FLOP/s) used for MFU.
@@ -149,6 +151,7 @@ public final class Trainer {
             let tps = Double(tokensPerStep) / slowest
             let mflops = tps * flopsPerToken
             summary.losses.append(loss)
+            onStepEnd?(step)
             log?.write(stepEvent(step: step, loss: loss, aux: aux, lr: lr, norm: norm, seconds: slowest, tps: tps,
                                  mflops: mflops, ranks: all))
             if step % t.logEvery == 0 || step == t.steps - 1 {

@@ -62,8 +62,10 @@ enum BenchCommand {
                 let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
                 let profile = KernelProfile()
                 profiled.model.profile = profile
+                // Warmup steps (first-touch page faults of the activation buffers) are not profiled.
+                profiled.onStepEnd = { if $0 == 1 { profile.reset() } }
                 _ = try profiled.run()
-                return (timed.stepSeconds, profiled.stepSeconds, profile.seconds)
+                return (timed.stepSeconds, Array(profiled.stepSeconds.dropFirst(2)), profile.seconds)
             }[0]
             let timedSteps = Array(results.0.dropFirst(2))
             let tokens = Double(job.train.batchSize * job.model.seqLen)
@@ -76,7 +78,7 @@ enum BenchCommand {
                        meanStep * 1000, timedSteps.min()! * 1000, timedSteps.max()! * 1000, tps, mflops / 1e9, mflops / peak))
             let profiledTotal = results.1.reduce(0, +)
             let regions = results.2
-            say(String(format: "where the time goes (profiled pass, %d steps, %.1f ms/step):", results.1.count, profiledTotal * 1000 / Double(results.1.count)))
+            say(String(format: "where the time goes (profiled pass, %d steps after 2 warmup, %.1f ms/step):", results.1.count, profiledTotal * 1000 / Double(results.1.count)))
             let accounted = regions.reduce(0, +)
             for r in ProfileRegion.allCases where r != .other {
                 let s = regions[r.rawValue]

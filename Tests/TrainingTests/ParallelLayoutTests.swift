@@ -97,6 +97,12 @@ final class ParallelLayoutTests: XCTestCase {
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
         }
+        // Dense FFN blocks (moeEvery 2) under dp x tp.
+        var dense1 = j1
+        dense1.model.moeEvery = 2
+        var dense4 = job(dp: 2, tp: 2).0
+        dense4.model.moeEvery = 2
+        assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "dp2xtp2 with dense blocks")
     }
 
     /// With a capacity limit, the same assignments are dropped whatever the layout.
