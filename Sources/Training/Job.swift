@@ -32,6 +32,14 @@ public struct TrainSpec: Equatable, Sendable {
     public var capacityFactor = 0.0 // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
 }
 
+/// When and how to save checkpoints.
+public struct CheckpointSpec: Equatable, Sendable {
+    public var every = 100          // save every N steps, at the end and on SIGTERM/SIGINT (0: never)
+    public var keep = 3             // keep the newest N checkpoints
+    public var keepEvery = 0        // also keep every checkpoint whose step is a multiple of N (0: none)
+    public var onError = "stop"     // a failed save (disk full...): stop | continue
+}
+
 /// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
 public struct LayoutSpec: Equatable, Sendable {
     public var dp = 0               // data-parallel groups; 0 = world size / tp
@@ -48,6 +56,7 @@ public struct Job: Equatable, Sendable {
     public var data = DataSpec()
     public var train = TrainSpec()
     public var layout = LayoutSpec()
+    public var checkpoint = CheckpointSpec()
     /// Expert -> ranks: one list per expert for every MoE layer ([[0], [1, 2], ...]), or one such
     /// list per MoE layer. nil: expert e on rank e % world.
     public var placement: [[[Int]]]? = nil
@@ -123,6 +132,10 @@ extension Job {
         JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
         JobField(key: "train.peakGflops", ref: .double(\.train.peakGflops), doc: "per-rank sgemm peak for MFU (0: measure at start)"),
         JobField(key: "train.capacityFactor", ref: .double(\.train.capacityFactor), doc: "0: dropless; else expert capacity = ceil(f x tokens x K / E), overflow dropped"),
+        JobField(key: "checkpoint.every", ref: .int(\.checkpoint.every), doc: "save every N steps, at the end and on SIGTERM (0: never)"),
+        JobField(key: "checkpoint.keep", ref: .int(\.checkpoint.keep), doc: "keep the newest N checkpoints"),
+        JobField(key: "checkpoint.keepEvery", ref: .int(\.checkpoint.keepEvery), doc: "also keep steps that are multiples of N (0: none)"),
+        JobField(key: "checkpoint.onError", ref: .string(\.checkpoint.onError), doc: "a failed save (disk full...): stop | continue"),
         JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
         JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),
         JobField(key: "placement", ref: .placement, doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)"),
@@ -159,6 +172,10 @@ extension Job {
         if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
         if !(t.peakGflops >= 0) { throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)") }
         if !(t.capacityFactor >= 0 && t.capacityFactor.isFinite) { throw bad("train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)") }
+        if checkpoint.every < 0 { throw bad("checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)") }
+        if checkpoint.keep < 1 { throw bad("checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
+        if checkpoint.keepEvery < 0 { throw bad("checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)") }
+        if !["stop", "continue"].contains(checkpoint.onError) { throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'") }
         if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
         if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
         if model.nHead % layout.tp != 0 {

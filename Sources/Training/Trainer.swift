@@ -2,6 +2,7 @@
 // non-finite-step protection and a clean stop on request (SIGTERM/SIGINT).
 // Every rank runs the loop: its dp group's slice of the global batch, the model share its
 // (dp, tp) position and the expert placement give it; gradients are reduced per shard spec.
+import Checkpoint
 import Comm
 import JSON
 import Model
@@ -30,7 +31,8 @@ public struct TrainError: Error, CustomStringConvertible, Sendable {
 
 /// What a run did.
 public struct TrainSummary: Sendable {
-    public var losses: [Float] = []          // per step (NaN for skipped steps)
+    public var firstStep = 0                 // the step this run started at (after resume)
+    public var losses: [Float] = []          // per step from firstStep (NaN for skipped steps)
     public var evals: [(step: Int, loss: Double)] = []
     public var stoppedEarly = false
     public var tokensPerSec = 0.0            // mean over the run, excluding the first step
@@ -48,6 +50,14 @@ public final class Trainer {
     let schedule: LRSchedule
     /// This dp group's samples of every global batch: [sampleStart, sampleEnd).
     public let sampleStart: Int, sampleEnd: Int
+    /// The first step to run (set by `resume`) and the AdamW updates applied so far.
+    public internal(set) var startStep = 0
+    public internal(set) var adamStep = 0
+    /// Saves checkpoints (nil when checkpoint.every is 0).
+    let writer: CheckpointWriter?
+    /// Set by `resume`, for the start event.
+    public var resumeInfo: ResumeInfo?
+
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
     /// Wall-clock seconds of each applied step, in order.
@@ -85,6 +95,9 @@ public final class Trainer {
         adam = AdamWConfig(beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))
         schedule = LRSchedule(maxLR: t.lr, minLR: t.minLr, warmup: t.warmupSteps, total: t.steps)
         peakFlops = t.peakGflops > 0 ? t.peakGflops * 1e9 : SgemmPeak.measure(seconds: 0.3)
+        writer = job.checkpoint.every > 0
+            ? CheckpointWriter(root: job.runDirectory + "/checkpoints", comm: comm, keep: job.checkpoint.keep, keepEvery: job.checkpoint.keepEvery)
+            : nil
     }
 
     var isLogRank: Bool { ctx.mesh.rank == 0 }
@@ -99,9 +112,12 @@ public final class Trainer {
         var summary = TrainSummary()
         log?.write(startEvent(flopsPerToken: flopsPerToken))
         say("switchyard: training \(job.name) for \(t.steps) steps on \(ctx.mesh.world) rank(s) (dp \(ctx.mesh.dp) x tp \(ctx.mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), \(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")")
-        var applied = 0, badInARow = 0
+        var badInARow = 0
         var timedSeconds = 0.0, timedTokens = 0
-        for step in 0..<t.steps {
+        summary.firstStep = startStep
+        var stoppedBy: String? = nil
+        for step in startStep..<t.steps {
+            guard try pollSave(block: false) else { stoppedBy = "checkpoint-error"; break }
             let t0 = monotonicSeconds()
             ctx.stats = CommStats()
             let lr = schedule.lr(at: step)
@@ -137,9 +153,9 @@ public final class Trainer {
                 continue
             }
             badInARow = 0
-            applied += 1
+            adamStep += 1
             let tAdam = monotonicSeconds()
-            applyAdamW(lr: Float(lr), step: applied)
+            applyAdamW(lr: Float(lr), step: adamStep)
             model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
             let seconds = monotonicSeconds() - t0
             stepSeconds.append(seconds)
@@ -165,17 +181,35 @@ public final class Trainer {
                             "valLoss": .number(v), "windows": .number(Double(t.evalWindows))])
                 say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
             }
-            if stop && step < t.steps - 1 {
+            let isLast = step == t.steps - 1
+            if stop && !isLast {
                 summary.stoppedEarly = true
-                say("switchyard: stop requested; finished step \(step), stopping")
-                break
+                say("switchyard: stop requested; finished step \(step)" + (writer == nil ? ", stopping (checkpoint.every = 0: nothing saved)" : ", saving and stopping"))
             }
+            if writer != nil && ((step + 1) % job.checkpoint.every == 0 || isLast || summary.stoppedEarly) {
+                // At most one save in flight: finish the previous one, then snapshot this state;
+                // the write goes on in the background. The last save (end or signal) is waited for.
+                guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
+                try startSave(steps: step + 1)
+                if isLast || summary.stoppedEarly {
+                    guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
+                }
+            }
+            if summary.stoppedEarly { break }
         }
+        if stoppedBy == nil, try !pollSave(block: true) { stoppedBy = "checkpoint-error" }
+        if stoppedBy != nil { return try finishWithError(summary) }
         summary.tokensPerSec = timedSeconds > 0 ? Double(timedTokens) / timedSeconds : 0
-        log?.write(["event": "end", "time": .number(unixTime()), "step": .number(Double(summary.losses.count - 1)),
+        log?.write(["event": "end", "time": .number(unixTime()), "step": .number(Double(summary.firstStep + summary.losses.count - 1)),
                     "reason": .string(summary.stoppedEarly ? "signal" : "completed"),
                     "tokensPerSec": .number(summary.tokensPerSec)])
         return summary
+    }
+
+    /// Ends a run stopped by a failed checkpoint (checkpoint.onError = stop).
+    func finishWithError(_ summary: TrainSummary) throws -> TrainSummary {
+        log?.write(["event": "end", "time": .number(unixTime()), "reason": "checkpoint-error"])
+        throw TrainError("a checkpoint could not be saved (see the warning above) and checkpoint.onError = stop; the last good checkpoint in \(checkpointRoot) is intact")
     }
 
     /// AdamW over every named tensor (decay only where the tensor asks for it).
@@ -227,7 +261,8 @@ public final class Trainer {
                 "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null, "blasThreads": .number(Double(env.blasThreads)),
                 "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
                 "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
-                "resumedFrom": .null]
+                "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
+                "checkpointSkipped": .array((resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })]
     }
 
     func stepEvent(step: Int, loss: Float, aux: Double, lr: Double, norm: Double, seconds: Double,

@@ -42,6 +42,7 @@ enum BenchCommand {
             var job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
             job.train.steps = steps + 2
             job.train.evalEvery = 0
+            job.checkpoint.every = 0
             job.train.logEvery = Int.max / 2
             let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
             let override = ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""

@@ -10,6 +10,8 @@ enum Commands {
         options: [
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
             OptionSpec(["--threads"], value: "N", "BLAS threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
+            OptionSpec(["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
+            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)"),
         ],
         details: jobKeysHelp + """
 
@@ -17,7 +19,9 @@ enum Commands {
             over dp groups, attention heads over the tp ranks of a group, experts over all ranks
             (placement). The run directory <runsDir>/<name> gets job.json (the resolved spec) and
             log.jsonl (one JSON event per line: start, step, eval, warning, end). SIGINT/SIGTERM
-            finish the current step and stop. Checkpoints and resume are not implemented yet.
+            finish the current step, save a checkpoint and stop (exit 0). `train` resumes from the
+            run's newest checkpoint that verifies (runs/<name>/checkpoints/LATEST), at any world size
+            or layout; the architecture comes from the checkpoint.
 
             Exit codes: 0 success, 1 failure (bad job, data or a training error), 64 usage error.
 

@@ -1,6 +1,7 @@
 // `switchyard train JOB [--set k=v]...`: validate everything on every rank before any
 // training, agree on failure, then run the step loop.
 import Comm
+import Checkpoint
 import CommMPI
 import Foundation
 import Tensor
@@ -47,6 +48,18 @@ enum TrainCommand {
             MPICommunicator.finalize()
             return 1
         }
+        let job = prepared!.job
+        let choice: ResumeChoice = args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
+        if choice == .none && world.rank == 0 {
+            // Starting over never deletes work: earlier checkpoints are moved aside.
+            let root = job.runDirectory + "/checkpoints"
+            if let items = try? FileManager.default.contentsOfDirectory(atPath: root), !items.isEmpty {
+                let aside = root + ".replaced-\(Int(Date().timeIntervalSince1970))"
+                if (try? FileManager.default.moveItem(atPath: root, toPath: aside)) != nil {
+                    say("switchyard: --no-resume: earlier checkpoints moved to \(aside)")
+                }
+            }
+        }
         var env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
         env.blasCoreOverride = Runtime.blasCoreOverride
         let trainer: Trainer
@@ -57,12 +70,34 @@ enum TrainCommand {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
         }
+        // Resume: every rank reads the same checkpoint, so a problem with it (a job that changes
+        // the architecture, a --resume-from that does not verify) is the same on every rank.
+        do {
+            if let info = try trainer.resume(choice) {
+                trainer.resumeInfo = info
+                for s in info.skipped where world.rank == 0 {
+                    say("warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one")
+                }
+                if world.rank == 0 { say("switchyard: resumed from \(info.path) (step \(info.step))") }
+            }
+        } catch let e as JobError {
+            if world.rank == 0 { Runtime.printError("\(e)") }
+            MPICommunicator.finalize()
+            return 1
+        } catch let e as CheckpointError {
+            if world.rank == 0 { Runtime.printError("\(e)") }
+            MPICommunicator.finalize()
+            return 1
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
         installStopSignals()
         do {
             let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
             if world.rank == 0 {
                 let last = summary.losses.last { !$0.isNaN } ?? .nan
-                say(String(format: "switchyard: done: %d steps, final loss %.4f, %.0f tokens/s", summary.losses.count, last, summary.tokensPerSec)
+                say(String(format: "switchyard: done: steps %d-%d, final loss %.4f, %.0f tokens/s", summary.firstStep, summary.firstStep + summary.losses.count - 1, last, summary.tokensPerSec)
                     + (summary.stoppedEarly ? " (stopped by signal)" : "") + ". Log: \(trainer.job.runDirectory)/log.jsonl")
             }
         } catch {

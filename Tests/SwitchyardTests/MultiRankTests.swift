@@ -22,14 +22,20 @@ final class MultiRankTests: XCTestCase {
         XCTAssertEqual(first.count, 20)
         XCTAssertEqual(Double(Float(bitPattern: first[0])), 5.545, accuracy: 0.15, "initial loss near ln 256")
         XCTAssertLessThan(Float(bitPattern: first[19]), Float(bitPattern: first[0]) - 1, "loss falls")
-        // Same job again (the log appends a second run): bitwise-identical losses.
-        XCTAssertEqual(try Harness.switchyard(ws.tinyArgs(steps: 20), cwd: ws.dir).status, 0)
+        // Same job again from step 0 (--no-resume; the log appends a second run): bitwise-identical losses.
+        XCTAssertEqual(try Harness.switchyard(ws.tinyArgs(steps: 20, extra: ["--no-resume"]), cwd: ws.dir).status, 0)
         let both = try ws.lossBits()
-        XCTAssertEqual(Array(both[20..<40]), first)
+        XCTAssertEqual(both.count, 40)
+        XCTAssertEqual(Array(both.suffix(20)), first)
         // Under mpirun -np 1: the same losses again.
-        let m = try Harness.mpi(1, ws.tinyArgs(steps: 20), cwd: ws.dir)
+        let m = try Harness.mpi(1, ws.tinyArgs(steps: 20, extra: ["--no-resume"]), cwd: ws.dir)
         XCTAssertEqual(m.status, 0, m.stderr)
-        XCTAssertEqual(Array(try ws.lossBits()[40..<60]), first)
+        let all = try ws.lossBits()
+        XCTAssertEqual(all.count, 60)
+        XCTAssertEqual(Array(all.suffix(20)), first)
+        // The earlier checkpoints were moved aside, not deleted.
+        let kept = try FileManager.default.contentsOfDirectory(atPath: "\(ws.dir)/runs/tiny").filter { $0.hasPrefix("checkpoints.replaced-") }
+        XCTAssertFalse(kept.isEmpty)
     }
 
     /// The correctness contract under real mpirun: every layout's per-step losses and eval

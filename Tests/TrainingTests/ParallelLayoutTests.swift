@@ -11,30 +11,6 @@ import XCTest
 final class ParallelLayoutTests: XCTestCase {
     static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
 
-    /// A tiny MoE job: 4 heads (tp 2 splits them), 4 experts, top-2, a dense block, 20 steps.
-    func job(dp: Int = 0, tp: Int = 1, placement: [[[Int]]]? = nil) -> (Job, TokenData) {
-        var job = Job()
-        job.name = "layout"
-        job.model = .init(vocabSize: 256, seqLen: 16, nLayer: 3, nEmbd: 32, nHead: 4, nExpert: 4, topK: 2, ffHidden: 24, moeEvery: 1)
-        job.model.moeEvery = 1
-        job.train.steps = 20
-        job.train.batchSize = 6
-        job.train.warmupSteps = 3
-        job.train.lr = 1e-2
-        job.train.minLr = 1e-3
-        job.train.evalEvery = 10
-        job.train.evalWindows = 5
-        job.train.peakGflops = 50
-        job.train.auxLossCoef = 0.05
-        job.data.path = "mem"
-        job.layout.dp = dp
-        job.layout.tp = tp
-        job.placement = placement
-        var text = ""
-        for i in 0..<400 { text += ["the cat sat on the mat. ", "a dog ran far away! ", "birds sing at dawn; "][i % 3] + String(i % 7) }
-        return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
-    }
-
     struct Outcome { var losses: [Float]; var evals: [Double]; var params: [String: [Float]]; var drops: [Int] }
 
     /// Trains on `world` thread-ranks; returns rank 0's losses and every tensor assembled whole
@@ -82,17 +58,17 @@ final class ParallelLayoutTests: XCTestCase {
     }
 
     func testEveryLayoutMatchesWorldOne() throws {
-        let (j1, data) = job()
+        let (j1, data) = layoutJob()
         let ref = try train(world: 1, j1, data)
         XCTAssertLessThan(ref.losses.last!, ref.losses.first! - 0.5, "the reference run learns")
         let cases: [(String, Int, Job)] = [
-            ("dp2", 2, job(dp: 2).0),
-            ("tp2", 2, job(dp: 1, tp: 2).0),
-            ("dp2xtp2", 4, job(dp: 2, tp: 2).0),
-            ("dp3 (4 experts on 3 ranks)", 3, job(dp: 3).0),
-            ("world4 experts over 4 ranks", 4, job().0),
-            ("dp2 replicated experts", 2, job(placement: [[[0, 1], [1], [0], [0, 1]]]).0),
-            ("dp1xtp2 replicated, rank 1 holds all", 2, job(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0),
+            ("dp2", 2, layoutJob(dp: 2).0),
+            ("tp2", 2, layoutJob(dp: 1, tp: 2).0),
+            ("dp2xtp2", 4, layoutJob(dp: 2, tp: 2).0),
+            ("dp3 (4 experts on 3 ranks)", 3, layoutJob(dp: 3).0),
+            ("world4 experts over 4 ranks", 4, layoutJob().0),
+            ("dp2 replicated experts", 2, layoutJob(placement: [[[0, 1], [1], [0], [0, 1]]]).0),
+            ("dp1xtp2 replicated, rank 1 holds all", 2, layoutJob(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0),
         ]
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
@@ -100,14 +76,14 @@ final class ParallelLayoutTests: XCTestCase {
         // Dense FFN blocks (moeEvery 2) under dp x tp.
         var dense1 = j1
         dense1.model.moeEvery = 2
-        var dense4 = job(dp: 2, tp: 2).0
+        var dense4 = layoutJob(dp: 2, tp: 2).0
         dense4.model.moeEvery = 2
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "dp2xtp2 with dense blocks")
     }
 
     /// With a capacity limit, the same assignments are dropped whatever the layout.
     func testCapacityDropsAreLayoutIndependent() throws {
-        var (j1, data) = job()
+        var (j1, data) = layoutJob()
         j1.train.capacityFactor = 0.75
         let ref = try train(world: 1, j1, data)
         XCTAssertGreaterThan(ref.drops.reduce(0, +), 0, "capacity 0.75 drops some assignments")
@@ -121,14 +97,14 @@ final class ParallelLayoutTests: XCTestCase {
     }
 
     func testSameLayoutTwiceIsBitwiseIdentical() throws {
-        let (j, data) = job(dp: 2, tp: 2)
+        let (j, data) = layoutJob(dp: 2, tp: 2)
         let a = try train(world: 4, j, data), b = try train(world: 4, j, data)
         XCTAssertEqual(a.losses.map(\.bitPattern), b.losses.map(\.bitPattern))
         for (name, v) in a.params { XCTAssertEqual(v.map(\.bitPattern), b.params[name]!.map(\.bitPattern), name) }
     }
 
     func testBadLayoutsAreRejectedBeforeAnyCollective() {
-        let (j, data) = job()
+        let (j, data) = layoutJob()
         func expect(_ world: Int, _ edit: (inout Job) -> Void, _ key: String, _ text: String) {
             var job = j
             edit(&job)

@@ -1,0 +1,231 @@
+// Saving: snapshot the shards into host memory (the step loop's only stall), write this rank's
+// safetensors file and a sidecar listing its slices on a background thread, then, at a step
+// boundary when every rank is done, rank 0 commits: manifest.json written and fsynced into
+// step-N.partial/, the directory renamed to step-N, the parent fsynced, LATEST replaced by
+// rename. A crash at any point leaves the previous checkpoint valid; a .partial is never loaded.
+// At most one save is in flight. `poll` is collective: every rank calls it at the same steps.
+import Comm
+import Foundation
+import JSON
+
+/// What a finished save reports (on every rank; bytes/seconds are this rank's).
+public struct SaveResult: Sendable {
+    public let step: Int
+    public let path: String
+    public let ok: Bool
+    public let message: String
+    /// Bytes written by all ranks, and the slowest rank's write time.
+    public let bytes: Int
+    public let writeSeconds: Double
+    /// Seconds the step loop stood still for this save (snapshot + waiting), this rank.
+    public let stallSeconds: Double
+    public let removed: [String]
+}
+
+public final class CheckpointWriter: @unchecked Sendable {
+    public let root: String
+    let comm: any Communicator
+    public let keep: Int
+    public let keepEvery: Int
+
+    private var pending: Pending?
+    private let lock = NSLock()
+
+    final class Pending: @unchecked Sendable {
+        let step: Int
+        let partial: String
+        let final: String
+        let manifestBase: Manifest
+        var done = false
+        var error: String?
+        var bytes = 0
+        var seconds = 0.0
+        var stall = 0.0
+        let finished = DispatchSemaphore(value: 0)
+        init(step: Int, partial: String, final: String, manifestBase: Manifest) {
+            self.step = step; self.partial = partial; self.final = final; self.manifestBase = manifestBase
+        }
+    }
+
+    public init(root: String, comm: any Communicator, keep: Int, keepEvery: Int) {
+        self.root = root; self.comm = comm; self.keep = keep; self.keepEvery = keepEvery
+    }
+
+    public var isSaving: Bool { pending != nil }
+
+    static func fileName(_ rank: Int) -> String { String(format: "rank-%05d.safetensors", rank) }
+    static func sidecarName(_ rank: Int) -> String { String(format: "rank-%05d.json", rank) }
+
+    /// Starts a save of `views` as step `step`: snapshots the pieces this rank writes, returns,
+    /// and writes them on a background thread. `manifest` carries everything but the tensors.
+    /// Call only when no save is in flight (`poll(block: true)` first).
+    public func start(step: Int, manifest: Manifest, views: [ShardView]) throws {
+        precondition(pending == nil, "a checkpoint save is already in flight")
+        let t0 = Date()
+        let name = CheckpointStore.stepName(step)
+        let partial = "\(root)/\(name).partial", final = "\(root)/\(name)"
+        do {
+            try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError("\(partial): cannot create: \(error.localizedDescription)")
+        }
+        if comm.rank == 0 { removeStalePartials(except: name + ".partial") }
+        // Snapshot: one host buffer for everything this rank writes.
+        let mine = views.filter(\.writes)
+        let total = mine.reduce(0) { $0 + $1.count }
+        let snapshot = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
+        var sources: [(ShardView, Int)] = []
+        var off = 0
+        for v in mine {
+            (snapshot + off).update(from: v.data, count: v.count)
+            sources.append((v, off))
+            off += v.count
+        }
+        let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
+        p.stall = Date().timeIntervalSince(t0)
+        pending = p
+        let rank = comm.rank
+        let job = Snapshot(base: snapshot, sources: sources)
+        let thread = Thread {
+            let snapshot = job.base, sources = job.sources
+            defer { snapshot.deallocate(); p.finished.signal() }
+            let w0 = Date()
+            do {
+                let file = CheckpointWriter.fileName(rank)
+                let written = try SafeTensors.write(sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
+                                                    to: partial + "/" + file)
+                // The sidecar tells rank 0 which slices this file holds, with their checksums.
+                let slices: [JSONValue] = zip(sources, written).map { src, w in
+                    ["name": .string(src.0.name), "shape": .array(src.0.globalShape.map { .number(Double($0)) }),
+                     "ranges": .array(src.0.ranges.map { .array($0.map { .number(Double($0)) }) }),
+                     "key": .string(w.0.name), "crc32c": .number(Double(w.1))]
+                }
+                let side = Array((JSONValue.object([("file", .string(file)), ("slices", .array(slices))]).compact + "\n").utf8)
+                try writeFileSynced(side, to: partial + "/" + CheckpointWriter.sidecarName(rank))
+                p.bytes = written.last.map { $0.0.end } ?? 0
+            } catch {
+                p.error = "\(error)"
+            }
+            p.seconds = Date().timeIntervalSince(w0)
+            p.done = true
+        }
+        thread.start()
+    }
+
+    /// Collective. Returns nil while some rank is still writing (unless `block`), else the
+    /// outcome after rank 0 committed (or discarded) the save. No-op (nil) without a save.
+    public func poll(block: Bool) throws -> SaveResult? {
+        guard let p = pending else { return nil }
+        let w0 = Date()
+        if block { p.finished.wait(); p.finished.signal() }
+        var state: [Int64] = [p.done ? 0 : 1, p.error == nil ? 0 : 1, Int64(p.bytes)]
+        try comm.allreduce(&state, op: .sum)
+        if state[0] > 0 { return nil }
+        var times = [p.seconds]
+        try comm.allreduce(&times, op: .max)
+        p.stall += Date().timeIntervalSince(w0)
+        var result = SaveResult(step: p.step, path: p.final, ok: false, message: "", bytes: Int(state[2]),
+                                writeSeconds: times[0], stallSeconds: p.stall, removed: [])
+        // Rank 0 commits or discards; everyone learns the outcome.
+        var outcome: [Int64] = [0]
+        var message = ""
+        var removed: [String] = []
+        if comm.rank == 0 {
+            if state[1] > 0 {
+                message = "rank(s) failed to write step \(p.step): \(p.error ?? "see the other ranks' errors"); the previous checkpoint stays valid"
+                try? FileManager.default.removeItem(atPath: p.partial)
+            } else {
+                do {
+                    try commit(p)
+                    outcome[0] = 1
+                    removed = retention()
+                } catch {
+                    message = "\(error); the previous checkpoint stays valid"
+                    try? FileManager.default.removeItem(atPath: p.partial)
+                }
+            }
+        } else if let e = p.error {
+            message = e
+        }
+        try comm.broadcast(&outcome, root: 0)
+        if outcome[0] == 0 && message.isEmpty { message = "checkpoint step \(p.step) was not committed (see rank 0's error)" }
+        result = SaveResult(step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: result.bytes,
+                            writeSeconds: result.writeSeconds, stallSeconds: p.stall + Date().timeIntervalSince(w0) * 0, removed: removed)
+        pending = nil
+        return result
+    }
+
+    /// Rank 0: merge the sidecars into manifest.json, then rename and publish.
+    func commit(_ p: Pending) throws {
+        var manifest = p.manifestBase
+        var tensors: [String: TensorRecord] = [:]
+        var order: [String] = []
+        for r in 0..<comm.size {
+            let path = p.partial + "/" + CheckpointWriter.sidecarName(r)
+            guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError("\(path): missing sidecar") }
+            let j = try JSONValue.parse(bytes: Array(data))
+            guard let file = j["file"]?.stringValue, let slices = j["slices"]?.arrayValue else { throw CheckpointError("\(path): bad sidecar") }
+            for s in slices {
+                guard let name = s["name"]?.stringValue, let key = s["key"]?.stringValue,
+                      let shape = s["shape"]?.arrayValue?.compactMap(\.intValue),
+                      let ranges = s["ranges"]?.arrayValue?.map({ $0.arrayValue?.compactMap(\.intValue) ?? [] }),
+                      let crc = s["crc32c"]?.intValue else { throw CheckpointError("\(path): bad slice entry") }
+                if tensors[name] == nil { tensors[name] = TensorRecord(name: name, shape: shape, slices: []); order.append(name) }
+                tensors[name]!.slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
+            }
+        }
+        manifest.tensors = order.map { tensors[$0]! }
+        try writeFileSynced(Array(manifest.json.compact.utf8), to: p.partial + "/manifest.json")
+        try? FileManager.default.removeItem(atPath: p.final)   // a leftover from an aborted commit
+        guard rename(p.partial, p.final) == 0 else {
+            throw CheckpointError("\(p.final): cannot rename from .partial: \(String(cString: strerror(errno)))")
+        }
+        try fsyncDirectory(root)
+        let name = (p.final as NSString).lastPathComponent
+        try writeFileSynced(Array((name + "\n").utf8), to: root + "/LATEST.tmp")
+        guard rename(root + "/LATEST.tmp", root + "/LATEST") == 0 else {
+            throw CheckpointError("\(root)/LATEST: cannot replace: \(String(cString: strerror(errno)))")
+        }
+        try fsyncDirectory(root)
+    }
+
+    /// Keeps the newest `keep` checkpoints and every `keepEvery`-th step; removes the rest.
+    func retention() -> [String] {
+        let all = CheckpointStore.list(root: root)
+        var removed: [String] = []
+        for (i, c) in all.enumerated() where i >= keep && !(keepEvery > 0 && c.step % keepEvery == 0) {
+            if (try? FileManager.default.removeItem(atPath: root + "/" + c.name)) != nil { removed.append(c.name) }
+        }
+        return removed
+    }
+
+    func removeStalePartials(except keepName: String) {
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where n.hasSuffix(".partial") && n != keepName {
+            try? FileManager.default.removeItem(atPath: root + "/" + n)
+        }
+    }
+}
+
+/// The host copy a background save writes from (owned by the writing thread once started).
+final class Snapshot: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    let sources: [(ShardView, Int)]
+    init(base: UnsafeMutablePointer<Float>, sources: [(ShardView, Int)]) { self.base = base; self.sources = sources }
+}
+
+/// Writes `bytes` to `path` (truncating) and fsyncs it.
+func writeFileSynced(_ bytes: [UInt8], to path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    try bytes.withUnsafeBytes { try SafeTensors.writeAll(fd, $0.baseAddress!, $0.count, path) }
+    guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+}
+
+/// fsyncs a directory so that renames inside it survive a crash.
+func fsyncDirectory(_ path: String) throws {
+    let fd = open(path, O_RDONLY | O_DIRECTORY)
+    guard fd >= 0 else { throw CheckpointError("\(path): cannot open directory: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+}

@@ -1,0 +1,167 @@
+// The safetensors file format: 8-byte little-endian header length N, N bytes of JSON header
+// ({"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}),
+// then the raw little-endian data; offsets are relative to the end of the header.
+// Nothing read is trusted: header length, JSON, dtype, shape x dtype size against the byte range,
+// and every range inside the file are checked, with errors naming the file and tensor.
+import Foundation
+import JSON
+
+/// A checkpoint file problem: names the file (and tensor) and what is wrong.
+public struct CheckpointError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One tensor's entry in a safetensors header.
+public struct SafeTensorEntry: Equatable, Sendable {
+    public let name: String
+    public let shape: [Int]
+    /// Byte range in the data section.
+    public let begin: Int, end: Int
+}
+
+/// A tensor to write: name, shape and where its Float32 data is.
+public struct SafeTensorSource {
+    public let name: String
+    public let shape: [Int]
+    public let data: UnsafePointer<Float>
+    public init(name: String, shape: [Int], data: UnsafePointer<Float>) { self.name = name; self.shape = shape; self.data = data }
+    var count: Int { shape.reduce(1, *) }
+}
+
+public enum SafeTensors {
+    /// Writes `tensors` to `path` (created or truncated) and fsyncs it. Returns each tensor's
+    /// entry and CRC32C of its bytes, in order. Errors (disk full...) name the file.
+    public static func write(_ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:]) throws -> [(SafeTensorEntry, UInt32)] {
+        var entries: [SafeTensorEntry] = []
+        var offset = 0
+        var header: [(String, JSONValue)] = []
+        if !metadata.isEmpty { header.append(("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))) }
+        for t in tensors {
+            let e = SafeTensorEntry(name: t.name, shape: t.shape, begin: offset, end: offset + 4 * t.count)
+            entries.append(e)
+            header.append((t.name, ["dtype": "F32", "shape": .array(t.shape.map { .number(Double($0)) }),
+                                    "data_offsets": [.number(Double(e.begin)), .number(Double(e.end))]]))
+            offset = e.end
+        }
+        var headerBytes = Array(JSONValue.object(header).compact.utf8)
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }   // pad with spaces, as the format allows
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var len = UInt64(headerBytes.count).littleEndian
+        try withUnsafeBytes(of: &len) { try writeAll(fd, $0.baseAddress!, 8, path) }
+        try headerBytes.withUnsafeBytes { try writeAll(fd, $0.baseAddress!, $0.count, path) }
+        var out: [(SafeTensorEntry, UInt32)] = []
+        for (t, e) in zip(tensors, entries) {
+            let bytes = UnsafeRawPointer(t.data)
+            try writeAll(fd, bytes, 4 * t.count, path)
+            out.append((e, CRC32C.checksum(bytes, count: 4 * t.count)))
+        }
+        guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+        return out
+    }
+
+    static func writeAll(_ fd: Int32, _ p: UnsafeRawPointer, _ count: Int, _ path: String) throws {
+        var done = 0
+        while done < count {
+            let n = Foundation.write(fd, p + done, min(count - done, 1 << 30))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError("\(path): write failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")")
+            }
+            done += n
+        }
+    }
+}
+
+/// A safetensors file opened for reading, with its header validated.
+public final class SafeTensorsFile {
+    public let path: String
+    public let entries: [String: SafeTensorEntry]
+    public let metadata: [String: String]
+    let fd: Int32
+    let dataStart: Int
+    public let fileSize: Int
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CheckpointError("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        self.fd = fd
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { close(fd); throw CheckpointError("\(path): cannot stat") }
+        fileSize = Int(st.st_size)
+        do {
+            guard fileSize >= 8 else { throw CheckpointError("\(path): \(fileSize) bytes is too short for a safetensors file (8-byte header length)") }
+            var len: UInt64 = 0
+            guard pread(fd, &len, 8, 0) == 8 else { throw CheckpointError("\(path): cannot read the header length") }
+            let n = UInt64(littleEndian: len)
+            guard n >= 2, n <= 100_000_000, Int(n) <= fileSize - 8 else {
+                throw CheckpointError("\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not safetensors")
+            }
+            var header = [UInt8](repeating: 0, count: Int(n))
+            guard pread(fd, &header, Int(n), 8) == Int(n) else { throw CheckpointError("\(path): cannot read the header") }
+            dataStart = 8 + Int(n)
+            let json: JSONValue
+            do { json = try JSONValue.parse(bytes: header) } catch {
+                throw CheckpointError("\(path): the header is not valid JSON (\(error)); the file is corrupt")
+            }
+            guard case .object(let members) = json else { throw CheckpointError("\(path): the header is not a JSON object") }
+            var entries: [String: SafeTensorEntry] = [:]
+            var meta: [String: String] = [:]
+            let dataSize = fileSize - dataStart
+            for (name, v) in members {
+                if name == "__metadata__" {
+                    if case .object(let m) = v { for (k, s) in m { meta[k] = s.stringValue ?? s.compact } }
+                    continue
+                }
+                func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): tensor \(name): \(m)") }
+                guard v["dtype"]?.stringValue == "F32" else { throw bad("dtype \(v["dtype"]?.compact ?? "missing") is not F32") }
+                guard let shapeJ = v["shape"]?.arrayValue, let shape = Optional(shapeJ.compactMap(\.intValue)),
+                      shape.count == shapeJ.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw bad("bad shape") }
+                guard let off = v["data_offsets"]?.arrayValue, off.count == 2, let b = off[0].intValue, let e = off[1].intValue else {
+                    throw bad("bad data_offsets")
+                }
+                guard b >= 0, e >= b, e <= dataSize else { throw bad("data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or corrupt") }
+                let expected = 4 * shape.reduce(1, *)
+                guard e - b == expected else { throw bad("shape \(shape) needs \(expected) bytes but data_offsets cover \(e - b)") }
+                entries[name] = SafeTensorEntry(name: name, shape: shape, begin: b, end: e)
+            }
+            self.entries = entries
+            metadata = meta
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Reads `count` floats of tensor `name` starting at element `first` into `into`.
+    public func read(_ name: String, first: Int = 0, count: Int, into: UnsafeMutablePointer<Float>) throws {
+        guard let e = entries[name] else { throw CheckpointError("\(path): no tensor named \(name)") }
+        guard first >= 0, count >= 0, 4 * (first + count) <= e.end - e.begin else {
+            throw CheckpointError("\(path): tensor \(name): elements \(first)..<\(first + count) outside its \((e.end - e.begin) / 4)")
+        }
+        var done = 0
+        let bytes = 4 * count, start = dataStart + e.begin + 4 * first
+        while done < bytes {
+            let n = pread(fd, UnsafeMutableRawPointer(into) + done, bytes - done, off_t(start + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw CheckpointError("\(path): tensor \(name): short read (the file is truncated)") }
+            done += n
+        }
+    }
+
+    /// CRC32C of a tensor's bytes.
+    public func checksum(_ name: String) throws -> UInt32 {
+        guard let e = entries[name] else { throw CheckpointError("\(path): no tensor named \(name)") }
+        let n = (e.end - e.begin) / 4
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+        defer { buf.deallocate() }
+        try read(name, count: n, into: buf)
+        return CRC32C.checksum(buf, count: 4 * n)
+    }
+}

@@ -1,0 +1,120 @@
+// Checkpoints in the step loop: the shard views of this rank's parameters and AdamW moments,
+// resume (newest checkpoint that verifies, any layout), and the save calls.
+import Checkpoint
+import Comm
+import Foundation
+import JSON
+import Model
+
+/// Where `train` resumes from.
+public enum ResumeChoice: Sendable, Equatable {
+    case latest            // the run's newest checkpoint that verifies, if any
+    case none              // start at step 0
+    case from(String)      // this checkpoint directory (an error if it does not verify)
+}
+
+/// What resume found, for the log.
+public struct ResumeInfo: Sendable {
+    public let path: String
+    public let step: Int
+    public let skipped: [(path: String, problem: String)]
+}
+
+extension Trainer {
+    public var checkpointRoot: String { job.runDirectory + "/checkpoints" }
+
+    /// This rank's parameters and both AdamW moments as checkpoint views (global names and ranges).
+    public func shardViews() -> [ShardView] {
+        let s = model.store
+        var views: [ShardView] = []
+        for (prefix, buf) in [("", s.params), ("optim.m.", s.adamM), ("optim.v.", s.adamV)] {
+            for info in s.infos {
+                var ranges = info.globalShape.map { [0, $0] }
+                if let d = info.shard.splitDim { ranges[d] = [info.sliceStart, info.sliceStart + info.shape[d]] }
+                views.append(ShardView(name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
+                                       data: buf.base + info.offset, writes: info.countsInNorm))
+            }
+        }
+        return views
+    }
+
+    /// Loads the checkpoint to resume from (collective: every rank verifies a share of the files
+    /// and all agree). A checkpoint that fails verification is skipped with a warning for the
+    /// previous one. Returns nil when starting fresh.
+    public func resume(_ choice: ResumeChoice) throws -> ResumeInfo? {
+        let dirs: [String]
+        switch choice {
+        case .none: return nil
+        case .from(let d): dirs = [d]
+        case .latest: dirs = CheckpointStore.candidates(root: checkpointRoot).map { checkpointRoot + "/" + $0 }
+        }
+        let world = ctx.comms.world
+        var skipped: [(String, String)] = []
+        for dir in dirs {
+            // Each rank checks the files i % world == rank; the verdict is shared.
+            var problems: [String] = []
+            if let m = try? CheckpointStore.readManifest(dir: dir) {
+                let files = Array(Set(m.tensors.flatMap { $0.slices.map(\.file) })).sorted()
+                let mine = Set(files.enumerated().filter { $0.offset % world.size == world.rank }.map(\.element))
+                problems = CheckpointStore.verify(dir: dir, files: mine)
+            } else {
+                problems = CheckpointStore.verify(dir: dir, files: [])
+            }
+            var bad: [Int64] = [problems.isEmpty ? 0 : 1]
+            try world.allreduce(&bad, op: .sum)
+            if bad[0] > 0 {
+                let reason = problems.first ?? "another rank found a problem"
+                skipped.append((dir, reason))
+                if case .from = choice { throw CheckpointError("\(dir) does not verify: \(reason)") }
+                continue
+            }
+            let manifest = try CheckpointStore.readManifest(dir: dir)
+            try checkArchitecture(manifest, dir: dir)
+            try CheckpointStore.load(dir: dir, manifest: manifest, views: shardViews())
+            startStep = manifest.step
+            adamStep = manifest.adamStep
+            return ResumeInfo(path: dir, step: manifest.step, skipped: skipped)
+        }
+        if !skipped.isEmpty {
+            throw CheckpointError("no checkpoint in \(checkpointRoot) verifies (\(skipped.map { "\($0.0): \($0.1)" }.joined(separator: "; "))); use --no-resume to start over (the old checkpoints are kept aside)")
+        }
+        return nil
+    }
+
+    /// The architecture comes from the checkpoint: a job that changes a shape is an error naming the field.
+    func checkArchitecture(_ m: Manifest, dir: String) throws {
+        let mine = job.resolvedJSON["model"], theirs = m.job["model"]
+        guard case .object(let fields)? = mine else { return }
+        for (k, v) in fields where theirs?[k] != v {
+            throw JobError(key: "model.\(k)", "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a new run (--no-resume or another name)")
+        }
+    }
+
+    /// Starts an asynchronous save of the state after `steps` steps.
+    func startSave(steps: Int) throws {
+        guard let w = writer else { return }
+        let m = Manifest(step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
+                         tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])
+        try w.start(step: steps, manifest: m, views: shardViews())
+    }
+
+    /// Finishes a pending save if every rank is done (or waits, with `block`); logs it.
+    /// Returns false when a failed save must stop training (checkpoint.onError = stop).
+    func pollSave(block: Bool) throws -> Bool {
+        guard let w = writer, let r = try w.poll(block: block) else { return true }
+        if r.ok {
+            let gbps = r.writeSeconds > 0 ? Double(r.bytes) / r.writeSeconds / 1e9 : 0
+            log?.write(["event": "checkpoint", "step": .number(Double(r.step)), "time": .number(unixTime()),
+                        "path": .string(r.path), "bytes": .number(Double(r.bytes)), "seconds": .number(r.writeSeconds),
+                        "GBps": .number(gbps), "stallMs": .number(r.stallSeconds * 1000),
+                        "removed": .array(r.removed.map { .string($0) })])
+            say(String(format: "checkpoint step %d: %.1f MB in %.2f s (%.2f GB/s), loop stalled %.1f ms -> %@",
+                       r.step, Double(r.bytes) / 1e6, r.writeSeconds, gbps, r.stallSeconds * 1000, r.path as NSString))
+            return true
+        }
+        log?.write(["event": job.checkpoint.onError == "stop" ? "error" : "warning", "step": .number(Double(r.step)),
+                    "time": .number(unixTime()), "message": .string("checkpoint failed: \(r.message)")])
+        say("warning: checkpoint step \(r.step) failed: \(r.message)")
+        return job.checkpoint.onError != "stop"
+    }
+}
