@@ -32,6 +32,6 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm", "Placement"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Comm", "JSON", "Tensor"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),
-        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor"]),
+        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor", "Checkpoint", "JSON"]),
     ]
 )

@@ -8,6 +8,7 @@ import Tensor
 public struct DataError: Error, CustomStringConvertible, Sendable {
     public let path: String
     public let message: String
+    public init(path: String, message: String) { self.path = path; self.message = message }
     public var description: String { "data.path \(path): \(message)" }
 }
 

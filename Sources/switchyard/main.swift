@@ -38,6 +38,8 @@ func dispatch(_ argv: [String]) -> Int32 {
         case "train": return TrainCommand.run(args)
         case "selftest": return SelftestCommand.run(args)
         case "bench": return BenchCommand.run(args)
+        case "ckpt": return CkptCommand.run(args)
+        case "eval": return EvalCommand.run(args)
         default: preconditionFailure("command \(spec.name) has no handler")
         }
     }
