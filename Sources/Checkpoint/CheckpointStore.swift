@@ -41,12 +41,11 @@ public enum CheckpointStore {
         return name
     }
 
-    /// Candidates for resume, best first: LATEST, then every other complete checkpoint, newest first.
+    /// Candidates for resume, newest step first: every complete checkpoint. (A crash between a
+    /// step directory's rename and LATEST's replacement leaves LATEST one behind; the newer,
+    /// complete checkpoint is still the one to resume from.)
     public static func candidates(root: String) -> [String] {
-        var out: [String] = []
-        if let l = latest(root: root) { out.append(l) }
-        for (n, _) in list(root: root) where !out.contains(n) { out.append(n) }
-        return out
+        list(root: root).map(\.name)
     }
 
     public static func readManifest(dir: String) throws -> Manifest {

@@ -103,5 +103,10 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(CheckpointStore.candidates(root: root), ["step-000000005", "step-000000004"])
         try save(world: 1, step: 6, keep: 2)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/step-000000009.partial"))
+        // A crash between a step directory's rename and LATEST's replacement leaves LATEST one
+        // behind: resume still takes the newest complete checkpoint.
+        try Data("step-000000005\n".utf8).write(to: URL(fileURLWithPath: root + "/LATEST"))
+        XCTAssertEqual(CheckpointStore.latest(root: root), "step-000000005")
+        XCTAssertEqual(CheckpointStore.candidates(root: root).first, "step-000000006")
     }
 }
