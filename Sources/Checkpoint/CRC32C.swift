@@ -1,7 +1,17 @@
-// CRC32C (Castagnoli), the checksum of every checkpoint slice. Slicing-by-8 tables: about
-// 1-2 GB/s in plain Swift, fast enough for asynchronous saves.
+// CRC32C (Castagnoli), the checksum of every checkpoint slice: the SSE4.2 instruction where the
+// CPU has it (CChecksum), else slicing-by-8 tables in Swift (about 1 GB/s). Both are tested
+// against each other and the standard check value.
+import CChecksum
 
 public enum CRC32C {
+    /// Whether the hardware path is used on this machine.
+    public static let hardware = cchecksum_has_hardware_crc32c() == 1
+
+    /// CRC32C of `count` bytes, continuing from `crc` (0 for a fresh checksum).
+    public static func checksum(_ bytes: UnsafeRawPointer, count: Int, crc: UInt32 = 0) -> UInt32 {
+        hardware ? cchecksum_crc32c_hw(crc, bytes, count) : software(bytes, count: count, crc: crc)
+    }
+
     static let tables: [[UInt32]] = {
         var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
         for i in 0..<256 {
@@ -15,8 +25,8 @@ public enum CRC32C {
         return t
     }()
 
-    /// CRC32C of `count` bytes, continuing from `crc` (0 for a fresh checksum).
-    public static func checksum(_ bytes: UnsafeRawPointer, count: Int, crc: UInt32 = 0) -> UInt32 {
+    /// The table-driven implementation (used without SSE4.2; tests compare it with the hardware).
+    public static func software(_ bytes: UnsafeRawPointer, count: Int, crc: UInt32 = 0) -> UInt32 {
         var c = ~crc
         var p = bytes, n = count
         tables.withUnsafeBufferPointer { tb in

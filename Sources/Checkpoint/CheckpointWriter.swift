@@ -29,7 +29,10 @@ public final class CheckpointWriter: @unchecked Sendable {
     public let keepEvery: Int
 
     private var pending: Pending?
-    private let lock = NSLock()
+    /// The host buffer snapshots go into, kept between saves: a fresh 100 MB allocation would
+    /// cost its page faults inside the step loop every time.
+    private var snapshotBuffer: UnsafeMutablePointer<Float>?
+    private var snapshotCapacity = 0
 
     final class Pending: @unchecked Sendable {
         let step: Int
@@ -49,6 +52,23 @@ public final class CheckpointWriter: @unchecked Sendable {
 
     public init(root: String, comm: any Communicator, keep: Int, keepEvery: Int) {
         self.root = root; self.comm = comm; self.keep = keep; self.keepEvery = keepEvery
+    }
+
+    /// Allocates (and touches) the snapshot buffer for `floats` values ahead of the first save,
+    /// so that its page faults happen at start-up rather than inside a training step.
+    public func reserve(floats: Int) {
+        guard snapshotBuffer == nil || floats > snapshotCapacity else { return }
+        precondition(pending == nil, "cannot grow the snapshot buffer during a save")
+        snapshotBuffer?.deallocate()
+        snapshotCapacity = max(floats, 1)
+        snapshotBuffer = .allocate(capacity: snapshotCapacity)
+        snapshotBuffer!.initialize(repeating: 0, count: snapshotCapacity)
+    }
+
+    deinit {
+        // A save in flight still reads the snapshot: wait for it before freeing.
+        if let p = pending { p.finished.wait() }
+        snapshotBuffer?.deallocate()
     }
 
     public var isSaving: Bool { pending != nil }
@@ -73,7 +93,8 @@ public final class CheckpointWriter: @unchecked Sendable {
         // Snapshot: one host buffer for everything this rank writes.
         let mine = views.filter(\.writes)
         let total = mine.reduce(0) { $0 + $1.count }
-        let snapshot = UnsafeMutablePointer<Float>.allocate(capacity: max(total, 1))
+        reserve(floats: total)
+        let snapshot = snapshotBuffer!
         var sources: [(ShardView, Int)] = []
         var off = 0
         for v in mine {
@@ -88,7 +109,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         let job = Snapshot(base: snapshot, sources: sources)
         let thread = Thread {
             let snapshot = job.base, sources = job.sources
-            defer { snapshot.deallocate(); p.finished.signal() }
+            defer { p.finished.signal() }
             let w0 = Date()
             do {
                 let file = CheckpointWriter.fileName(rank)

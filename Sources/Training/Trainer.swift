@@ -98,6 +98,7 @@ public final class Trainer {
         writer = job.checkpoint.every > 0
             ? CheckpointWriter(root: job.runDirectory + "/checkpoints", comm: comm, keep: job.checkpoint.keep, keepEvery: job.checkpoint.keepEvery)
             : nil
+        writer?.reserve(floats: 3 * model.store.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
     }
 
     var isLogRank: Bool { ctx.mesh.rank == 0 }

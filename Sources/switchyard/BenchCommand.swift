@@ -16,6 +16,7 @@ enum BenchCommand {
             OptionSpec(["--threads"], value: "N", "BLAS threads (default 1)"),
             OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
+            OptionSpec(["--checkpoints"], value: "DIR", "also measure checkpoint saves, writing in DIR (use the disk your runs use)"),
         ],
         details: """
             Runs as one plain process (no log, no run directory). Two training passes: one timed,
@@ -88,6 +89,11 @@ enum BenchCommand {
             }
             let rest = profiledTotal - accounted
             say("  " + pad(ProfileRegion.other.label, 44) + String(format: "%8.1f ms/step %6.1f%%", rest * 1000 / Double(results.1.count), 100 * rest / profiledTotal))
+            if let dir = args.value("--checkpoints") {
+                var j = job
+                j.checkpoint.every = 0
+                try checkpointBench(job: j, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
+            }
             return 0
         } catch {
             Runtime.printError("\(error)")

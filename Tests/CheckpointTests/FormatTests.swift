@@ -24,7 +24,10 @@ final class FormatTests: XCTestCase {
             var c: UInt32 = 0
             for b in bytes[0..<n] { c = [b].withUnsafeBytes { CRC32C.checksum($0.baseAddress!, count: 1, crc: c) } }
             XCTAssertEqual(whole, c, "length \(n)")
+            let soft = bytes.withUnsafeBytes { CRC32C.software($0.baseAddress!, count: n) }
+            XCTAssertEqual(whole, soft, "hardware and table paths, length \(n)")
         }
+        XCTAssertEqual(Array("123456789".utf8).withUnsafeBytes { CRC32C.software($0.baseAddress!, count: 9) }, 0xE306_9283)
     }
 
     func write(_ path: String, _ tensors: [(String, [Int], [Float])]) throws -> [(SafeTensorEntry, UInt32)] {

@@ -1,0 +1,105 @@
+// `switchyard bench --checkpoints`: checkpoint save throughput against an fsync'd plain write of
+// the same bytes on the same disk, the step-loop stall of an async save, and training throughput
+// over a window with saves against one without; all in one run.
+import Checkpoint
+import Comm
+import Foundation
+import Model
+import Tensor
+import Training
+
+extension BenchCommand {
+    static func checkpointBench(job base: Job, data: TokenData, env: RunEnvironment, dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        say("== checkpoints (in \(dir))")
+        // 1. Save throughput vs a plain write + fsync of the same number of bytes, alternating, 3 rounds each.
+        var job = base
+        job.runsDir = dir
+        job.name = "ckpt-bench"
+        job.checkpoint.every = 0
+        let jobCopy = job
+        let rows = try LocalCommunicator.run(size: 1) { comm -> [(Double, Double, Int)] in
+            let t = try Trainer(job: jobCopy, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+            let views = t.shardViews()
+            let bytes = views.reduce(0) { $0 + 4 * $1.count }
+            var out: [(Double, Double, Int)] = []
+            for round in 0..<3 {
+                let w = CheckpointWriter(root: dir + "/checkpoints", comm: comm, keep: 1, keepEvery: 0)
+                let m = Manifest(step: round + 1, adamStep: 0, job: jobCopy.resolvedJSON, world: 1, dp: 1, tp: 1, placement: [],
+                                 createdAt: 0, tensors: [])
+                let t0 = monotonicSeconds()
+                try w.start(step: round + 1, manifest: m, views: views)
+                _ = try w.poll(block: true)
+                let save = monotonicSeconds() - t0
+                let plain = try plainWrite(bytes: bytes, path: dir + "/plain.bin")
+                out.append((save, plain, bytes))
+            }
+            return out
+        }[0]
+        let bytes = rows[0].2
+        let save = rows.map(\.0).min()!, plain = rows.map(\.1).min()!
+        say(String(format: "  save of %.1f MB (parameters + AdamW moments): %.3f s = %.2f GB/s; plain write + fsync of the same bytes: %.3f s = %.2f GB/s; ratio %.2fx (best of 3 each)",
+                   Double(bytes) / 1e6, save, Double(bytes) / save / 1e9, plain, Double(bytes) / plain / 1e9, plain / save))
+
+        // 2. Training with an async save every 4 steps vs none, same steps, interleaved order.
+        var withSaves = base
+        withSaves.runsDir = dir
+        withSaves.train.steps = 14
+        withSaves.train.evalEvery = 0
+        withSaves.checkpoint.every = 4
+        withSaves.checkpoint.keep = 1
+        var without = withSaves
+        without.checkpoint.every = 0
+        func stepTimes(_ j: Job, name: String) throws -> ([Double], [Double]) {
+            var j = j
+            j.name = name
+            let jj = j
+            return try LocalCommunicator.run(size: 1) { comm -> ([Double], [Double]) in
+                let log = try RunLog(job: jj)
+                let t = try Trainer(job: jj, comm: comm, data: data, log: log, environment: env, say: { _ in })
+                _ = try t.run()
+                let text = try String(contentsOfFile: log.path, encoding: .utf8)
+                let stalls = text.split(separator: "\n").compactMap { line -> Double? in
+                    guard line.contains("\"event\":\"checkpoint\""), let r = line.range(of: "\"stallMs\":") else { return nil }
+                    return Double(line[r.upperBound...].prefix { "0123456789.e-".contains($0) })
+                }
+                return (Array(t.stepSeconds.dropFirst(2)), stalls)
+            }[0]
+        }
+        // Alternate the two configurations twice so that drift on a noisy machine hits both.
+        let (none1, _) = try stepTimes(without, name: "no-saves-1")
+        let (saving1, stalls1) = try stepTimes(withSaves, name: "saves-1")
+        let (none2, _) = try stepTimes(without, name: "no-saves-2")
+        let (saving2, stalls2) = try stepTimes(withSaves, name: "saves-2")
+        let none = none1 + none2, saving = saving1 + saving2
+        let stalls = Array(stalls1.dropLast()) + Array(stalls2.dropLast())
+        let meanNone = none.reduce(0, +) / Double(none.count), meanSaving = saving.reduce(0, +) / Double(saving.count)
+        let stall = stalls.isEmpty ? 0 : stalls.reduce(0, +) / Double(stalls.count)
+        say(String(format: "  async save stall in the step loop: %.1f ms mean over %d mid-run saves = %.1f%% of a %.0f ms step",
+                   stall, stalls.count, 100 * stall / (meanNone * 1000), meanNone * 1000))
+        say(String(format: "  throughput with a save every 4 steps vs none (steps 2-13, two runs each, alternated): %.3fx (%.0f vs %.0f ms/step)",
+                   meanNone / meanSaving, meanSaving * 1000, meanNone * 1000))
+    }
+
+    /// Seconds to write `bytes` bytes to `path` and fsync (one buffer, large writes).
+    static func plainWrite(bytes: Int, path: String) throws -> Double {
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { buf.deallocate() }
+        memset(buf, 0x5A, bytes)
+        let t0 = monotonicSeconds()
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CheckpointError("\(path): cannot create") }
+        var done = 0
+        while done < bytes {
+            let n = write(fd, buf + done, min(bytes - done, 1 << 30))
+            guard n > 0 else { close(fd); throw CheckpointError("\(path): write failed") }
+            done += n
+        }
+        fsync(fd)
+        close(fd)
+        let s = monotonicSeconds() - t0
+        unlink(path)
+        return s
+    }
+}
