@@ -29,6 +29,9 @@ public final class CheckpointWriter: @unchecked Sendable {
     public let keepEvery: Int
 
     private var pending: Pending?
+    /// Retention deletes old checkpoints here, one at a time, off the step loop.
+    private let deletions = DispatchQueue(label: "switchyard.checkpoint.retention")
+    private var cleanedOnce = false
     /// The host buffer snapshots go into, kept between saves: a fresh 100 MB allocation would
     /// cost its page faults inside the step loop every time.
     private var snapshotBuffer: UnsafeMutablePointer<Float>?
@@ -68,6 +71,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     deinit {
         // A save in flight still reads the snapshot: wait for it before freeing.
         if let p = pending { p.finished.wait() }
+        deletions.sync {}
         snapshotBuffer?.deallocate()
     }
 
@@ -89,7 +93,8 @@ public final class CheckpointWriter: @unchecked Sendable {
         } catch {
             throw CheckpointError("\(partial): cannot create: \(error.localizedDescription)")
         }
-        if comm.rank == 0 { removeStalePartials(except: name + ".partial") }
+        if comm.rank == 0 { removeStalePartials(except: name + ".partial", includingDeletions: !cleanedOnce) }
+        cleanedOnce = true
         // Snapshot: one host buffer for everything this rank writes.
         let mine = views.filter(\.writes)
         let total = mine.reduce(0) { $0 + $1.count }
@@ -144,7 +149,6 @@ public final class CheckpointWriter: @unchecked Sendable {
         if state[0] > 0 { return nil }
         var times = [p.seconds]
         try comm.allreduce(&times, op: .max)
-        p.stall += Date().timeIntervalSince(w0)
         var result = SaveResult(step: p.step, path: p.final, ok: false, message: "", bytes: Int(state[2]),
                                 writeSeconds: times[0], stallSeconds: p.stall, removed: [])
         // Rank 0 commits or discards; everyone learns the outcome.
@@ -170,8 +174,9 @@ public final class CheckpointWriter: @unchecked Sendable {
         }
         try comm.broadcast(&outcome, root: 0)
         if outcome[0] == 0 && message.isEmpty { message = "checkpoint step \(p.step) was not committed (see rank 0's error)" }
+        // The stall counts everything this call held the loop for, the commit included.
         result = SaveResult(step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: result.bytes,
-                            writeSeconds: result.writeSeconds, stallSeconds: p.stall + Date().timeIntervalSince(w0) * 0, removed: removed)
+                            writeSeconds: result.writeSeconds, stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
         pending = nil
         return result
     }
@@ -210,18 +215,27 @@ public final class CheckpointWriter: @unchecked Sendable {
         try fsyncDirectory(root)
     }
 
-    /// Keeps the newest `keep` checkpoints and every `keepEvery`-th step; removes the rest.
+    /// Keeps the newest `keep` checkpoints and every `keepEvery`-th step; the others are removed
+    /// on a background queue (deleting 100 MB of files must not hold the step loop). Each is first
+    /// renamed to a .partial name, so a half-deleted directory is never taken for a checkpoint.
     func retention() -> [String] {
         let all = CheckpointStore.list(root: root)
         var removed: [String] = []
         for (i, c) in all.enumerated() where i >= keep && !(keepEvery > 0 && c.step % keepEvery == 0) {
-            if (try? FileManager.default.removeItem(atPath: root + "/" + c.name)) != nil { removed.append(c.name) }
+            let doomed = root + "/" + c.name + ".deleting.partial"
+            if rename(root + "/" + c.name, doomed) == 0 {
+                removed.append(c.name)
+                deletions.async { try? FileManager.default.removeItem(atPath: doomed) }
+            }
         }
         return removed
     }
 
-    func removeStalePartials(except keepName: String) {
-        for n in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where n.hasSuffix(".partial") && n != keepName {
+    /// Removes leftovers of interrupted saves; at a run's first save also the leftovers of
+    /// interrupted retention (later ones may still be in this run's deletion queue).
+    func removeStalePartials(except keepName: String, includingDeletions: Bool) {
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        where n.hasSuffix(".partial") && n != keepName && (includingDeletions || !n.hasSuffix(".deleting.partial")) {
             try? FileManager.default.removeItem(atPath: root + "/" + n)
         }
     }

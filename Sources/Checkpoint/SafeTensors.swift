@@ -54,10 +54,17 @@ public enum SafeTensors {
         try withUnsafeBytes(of: &len) { try writeAll(fd, $0.baseAddress!, 8, path) }
         try headerBytes.withUnsafeBytes { try writeAll(fd, $0.baseAddress!, $0.count, path) }
         var out: [(SafeTensorEntry, UInt32)] = []
-        for (t, e) in zip(tensors, entries) {
-            let bytes = UnsafeRawPointer(t.data)
-            try writeAll(fd, bytes, 4 * t.count, path)
-            out.append((e, CRC32C.checksum(bytes, count: 4 * t.count)))
+        // Tensors that lie back to back in memory (a save's snapshot) go out in one write.
+        var runStart = 0
+        for i in 0..<tensors.count {
+            let t = tensors[i]
+            out.append((entries[i], CRC32C.checksum(UnsafeRawPointer(t.data), count: 4 * t.count)))
+            let last = i == tensors.count - 1
+            if last || tensors[i + 1].data != t.data + t.count {
+                let first = tensors[runStart]
+                try writeAll(fd, UnsafeRawPointer(first.data), 4 * (tensors[runStart...i].reduce(0) { $0 + $1.count }), path)
+                runStart = i + 1
+            }
         }
         guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
         return out
