@@ -127,7 +127,9 @@ public final class CheckpointWriter: @unchecked Sendable {
                      "key": .string(w.0.name), "crc32c": .number(Double(w.1))]
                 }
                 let side = Array((JSONValue.object([("file", .string(file)), ("slices", .array(slices))]).compact + "\n").utf8)
-                try writeFileSynced(side, to: partial + "/" + CheckpointWriter.sidecarName(rank))
+                // Not fsynced: only rank 0's commit reads it, and the fsynced manifest then holds
+                // the same facts; a crash before the commit discards the whole .partial anyway.
+                try writeFile(side, to: partial + "/" + CheckpointWriter.sidecarName(rank), sync: false)
                 p.bytes = written.last.map { $0.0.end } ?? 0
             } catch {
                 p.error = "\(error)"
@@ -249,12 +251,14 @@ final class Snapshot: @unchecked Sendable {
 }
 
 /// Writes `bytes` to `path` (truncating) and fsyncs it.
-func writeFileSynced(_ bytes: [UInt8], to path: String) throws {
+func writeFileSynced(_ bytes: [UInt8], to path: String) throws { try writeFile(bytes, to: path, sync: true) }
+
+func writeFile(_ bytes: [UInt8], to path: String, sync: Bool) throws {
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     try bytes.withUnsafeBytes { try SafeTensors.writeAll(fd, $0.baseAddress!, $0.count, path) }
-    guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+    if sync, fsync(fd) != 0 { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
 }
 
 /// fsyncs a directory so that renames inside it survive a crash.
