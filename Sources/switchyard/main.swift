@@ -40,6 +40,9 @@ func dispatch(_ argv: [String]) -> Int32 {
         case "bench": return BenchCommand.run(args)
         case "ckpt": return CkptCommand.run(args)
         case "eval": return EvalCommand.run(args)
+        case "tail": return MonitorCommands.runTail(args)
+        case "status": return MonitorCommands.runStatus(args)
+        case "plot": return MonitorCommands.runPlot(args)
         default: preconditionFailure("command \(spec.name) has no handler")
         }
     }

@@ -1,0 +1,102 @@
+// Turning events into text: one plain line per event (pipes, logs), or a compact dashboard
+// redrawn in place on a terminal. Colour only on a terminal and never with NO_COLOR.
+import Foundation
+
+public struct Style: Sendable {
+    public var color: Bool
+    public init(color: Bool) { self.color = color }
+    func paint(_ s: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(s)\u{1B}[0m" : s }
+    func dim(_ s: String) -> String { paint(s, "2") }
+    func bold(_ s: String) -> String { paint(s, "1") }
+    func red(_ s: String) -> String { paint(s, "31") }
+    func yellow(_ s: String) -> String { paint(s, "33") }
+    func green(_ s: String) -> String { paint(s, "32") }
+}
+
+public enum Render {
+    public static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        if t >= 3600 { return "\(t / 3600)h\(String(format: "%02d", (t % 3600) / 60))m" }
+        if t >= 60 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+        return "\(t)s"
+    }
+
+    public static func bar(_ fraction: Double, width: Int) -> String {
+        let f = min(max(fraction, 0), 1)
+        let full = Int((f * Double(width)).rounded(.down))
+        return String(repeating: "=", count: full) + (full < width ? ">" + String(repeating: " ", count: width - full - 1) : "")
+    }
+
+    static let sparks = Array("▁▂▃▄▅▆▇█")
+    public static func sparkline(_ values: [Double], width: Int) -> String {
+        guard !values.isEmpty else { return "" }
+        let v = values.count > width ? (0..<width).map { values[$0 * values.count / width] } : values
+        let lo = v.min()!, hi = v.max()!
+        return String(v.map { sparks[hi > lo ? Int(((($0 - lo) / (hi - lo)) * 7).rounded()) : 3] })
+    }
+
+    /// The plain line for an event, or nil for a step that `every` skips.
+    public static func line(_ e: LogEvent, state: RunState, every: Int, style: Style) -> String? {
+        switch e.kind {
+        case "start":
+            var s = "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, world \(e.json["world"]?.intValue ?? 1)"
+            if let dp = e.json["dp"]?.intValue, let tp = e.json["tp"]?.intValue { s += " (dp \(dp) x tp \(tp))" }
+            if let r = e.json["resumedFrom"]?["step"]?.intValue { s += ", resumed from step \(r)" }
+            return style.bold(s)
+        case "step":
+            guard let st = e.step else { return nil }
+            if every > 1 && st % every != 0 && st != state.totalSteps - 1 { return nil }
+            return stepLine(state, style: style)
+        case "eval":
+            return "== eval at step \(e.step ?? -1): val loss " + String(format: "%.4f", e.number("valLoss") ?? .nan)
+        case "checkpoint":
+            return String(format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
+                          e.step ?? -1, (e.number("bytes") ?? 0) / 1e6, e.number("GBps") ?? 0, e.number("stallMs") ?? 0)
+        case "placement": return "== placement changed at step \(e.step ?? -1)"
+        case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
+        case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
+        case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
+        default: return nil
+        }
+    }
+
+    public static func stepLine(_ s: RunState, style: Style) -> String {
+        let step = s.step ?? 0
+        let frac = s.totalSteps > 0 ? Double(step + 1) / Double(s.totalSteps) : 0
+        var out = "step \(step + 1)/\(s.totalSteps) [\(bar(frac, width: 20))] " + String(format: "%3.0f%%", 100 * frac)
+        out += " ETA " + (s.eta.map(duration) ?? "?")
+        out += String(format: " | loss %.4f (avg %.4f)", s.loss ?? .nan, s.lossAverage ?? .nan)
+        out += String(format: " | lr %.2e | %.0f tok/s | mfu %.2f | gnorm %.3f", s.lr ?? .nan, s.tokensPerSec ?? .nan, s.mfu ?? .nan, s.gradNorm ?? .nan)
+        return out
+    }
+
+    /// The dashboard: progress, loss sparkline, expert load per layer, per-rank step time.
+    public static func dashboard(_ s: RunState, path: String, style: Style, width: Int = 80) -> [String] {
+        var lines: [String] = []
+        lines.append(style.bold("switchyard tail \(path)") + style.dim("  (Ctrl-C to quit)"))
+        lines.append(stepLine(s, style: style))
+        lines.append("loss " + sparkline(s.recentLosses, width: min(60, width - 10)) + (s.valLoss.map { String(format: "  val %.4f", $0) } ?? ""))
+        for (l, load) in s.expertLoad.enumerated() {
+            let total = load.reduce(0, +), mean = total / Double(max(load.count, 1))
+            let imb = mean > 0 ? (load.max() ?? 0) / mean : 0
+            let bars = load.map { v -> String in
+                let share = total > 0 ? v / total : 0
+                return String(sparks[min(7, Int((share * Double(load.count) / 2 * 7).rounded()))])
+            }.joined()
+            let text = "moe \(l) experts " + bars + String(format: "  max/mean %.2f", imb)
+            lines.append(imb > 1.5 ? style.yellow(text) : text)
+        }
+        if !s.rankStepMs.isEmpty {
+            let sorted = s.rankStepMs.sorted(), median = sorted[sorted.count / 2]
+            let cells = s.rankStepMs.enumerated().map { r, ms -> String in
+                let t = String(format: "r%d %.0fms", r, ms)
+                return ms > 1.1 * median && s.rankStepMs.count > 1 ? style.red(t + "*") : t
+            }
+            let marked = s.rankStepMs.count > 1 && s.rankStepMs.contains { $0 > 1.1 * median }
+            lines.append("ranks " + cells.joined(separator: " ") + (marked ? style.dim("  (* straggler: >1.1x median)") : ""))
+        }
+        if let c = s.lastCheckpoint { lines.append("checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? "")) }
+        if let e = s.ended { lines.append(style.bold("ended: \(e)")) }
+        return lines
+    }
+}

@@ -1,0 +1,70 @@
+// What a log says about a run so far: progress, recent losses, throughput, the last events.
+
+public struct RunState: Sendable {
+    public var job = "?"
+    public var totalSteps = 0
+    public var step: Int?                 // the newest step logged
+    public var firstStepOfRun = 0
+    public var loss: Double?
+    public var lossAverage: Double?       // exponential moving average (0.9)
+    public var recentLosses: [Double] = []  // up to 200, for the sparkline
+    public var lr: Double?
+    public var tokensPerSec: Double?
+    public var mfu: Double?
+    public var gradNorm: Double?
+    public var expertLoad: [[Double]] = []
+    public var rankStepMs: [Double] = []
+    public var startTime: Double?
+    public var lastTime: Double?
+    public var stepTimes: [(step: Int, time: Double)] = []   // for the ETA
+    public var ended: String?             // reason of the `end` event
+    public var failed = false
+    public var lastCheckpoint: (step: Int, time: Double)?
+    public var valLoss: Double?
+
+    public init() {}
+
+    /// Folds one event in.
+    public mutating func apply(_ e: LogEvent) {
+        if let t = e.number("time") { lastTime = t }
+        switch e.kind {
+        case "start":
+            job = e.json["job"]?.stringValue ?? job
+            totalSteps = e.json["totalSteps"]?.intValue ?? totalSteps
+            startTime = e.number("time")
+            firstStepOfRun = e.json["resumedFrom"]?["step"]?.intValue ?? 0
+            ended = nil; failed = false; stepTimes = []
+        case "step":
+            guard let s = e.step, let l = e.number("loss") else { return }
+            step = s
+            loss = l
+            lossAverage = lossAverage.map { 0.9 * $0 + 0.1 * l } ?? l
+            recentLosses.append(l)
+            if recentLosses.count > 200 { recentLosses.removeFirst(recentLosses.count - 200) }
+            lr = e.number("lr") ?? lr
+            tokensPerSec = e.number("tokensPerSec") ?? tokensPerSec
+            mfu = e.number("mfu") ?? mfu
+            gradNorm = e.number("gradNorm") ?? gradNorm
+            if let load = e.json["expertLoad"]?.arrayValue { expertLoad = load.map { ($0.arrayValue ?? []).compactMap(\.doubleValue) } }
+            if let r = e.json["rankStepMs"]?.arrayValue { rankStepMs = r.compactMap(\.doubleValue) }
+            if let t = e.number("time") {
+                stepTimes.append((s, t))
+                if stepTimes.count > 50 { stepTimes.removeFirst() }
+            }
+        case "eval": valLoss = e.number("valLoss")
+        case "checkpoint": if let s = e.step { lastCheckpoint = (s, e.number("time") ?? 0) }
+        case "error": failed = true
+        case "end":
+            ended = e.json["reason"]?.stringValue ?? "completed"
+            if ended == "checkpoint-error" { failed = true }
+        default: break
+        }
+    }
+
+    /// Seconds left, from the rate over the recent steps.
+    public var eta: Double? {
+        guard let first = stepTimes.first, let last = stepTimes.last, last.step > first.step, let s = step, totalSteps > 0 else { return nil }
+        let rate = (last.time - first.time) / Double(last.step - first.step)
+        return max(0, Double(totalSteps - 1 - s)) * rate
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import JSON
+@testable import Monitor
+import XCTest
+
+final class MonitorTests: XCTestCase {
+    var dir = ""
+    override func setUp() {
+        dir = NSTemporaryDirectory() + "switchyard-monitor-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
+
+    static func start(total: Int = 20, resumedFrom: Int? = nil, world: Int = 1) -> String {
+        JSONValue.object([("event", "start"), ("job", "t"), ("time", 1000), ("totalSteps", .number(Double(total))), ("world", .number(Double(world))),
+                          ("resumedFrom", resumedFrom.map { ["step": .number(Double($0))] } ?? .null)]).compact
+    }
+    static func step(_ s: Int, loss: Double = 3, time: Double? = nil) -> String {
+        JSONValue.object([("event", "step"), ("step", .number(Double(s))), ("time", .number(time ?? 1000 + Double(s))), ("loss", .number(loss)),
+                          ("lr", 0.001), ("tokensPerSec", 5000), ("mfu", 0.5), ("gradNorm", 0.7),
+                          ("expertLoad", [[10, 30, 20, 4]]), ("rankStepMs", [100, 130, 101])]).compact
+    }
+
+    func append(_ path: String, _ text: String) { Self.append(path, text) }
+
+    static func append(_ path: String, _ text: String) {
+        let h = FileHandle(forWritingAtPath: path) ?? { FileManager.default.createFile(atPath: path, contents: nil); return FileHandle(forWritingAtPath: path)! }()
+        h.seekToEndOfFile(); h.write(Data(text.utf8)); try? h.close()
+    }
+
+    func testHalfWrittenLineWaitsForItsNewline() {
+        let p = dir + "/log.jsonl"
+        append(p, Self.start() + "\n" + Self.step(0) + "\n")
+        let line = Self.step(1)
+        append(p, String(line.prefix(20)))
+        let r = LogReader(path: p)
+        XCTAssertEqual(r.poll().events.map(\.kind), ["start", "step"])
+        XCTAssertEqual(r.poll().events.count, 0, "a half-written line is not shown")
+        append(p, String(line.dropFirst(20)) + "\n")
+        let more = r.poll()
+        XCTAssertEqual(more.events.map(\.step), [1])
+        XCTAssertEqual(more.warnings, [])
+    }
+
+    func testGrowingLogWrittenByAnotherThread() {
+        let p = dir + "/log.jsonl"
+        append(p, Self.start(total: 300) + "\n")
+        let writer = Thread {
+            for s in 0..<300 {
+                MonitorTests.append(p, MonitorTests.step(s))   // the newline comes separately, sometimes later
+                MonitorTests.append(p, "\n")
+                if s % 50 == 0 { usleep(2000) }
+            }
+        }
+        writer.start()
+        let r = LogReader(path: p)
+        var steps: [Int] = []
+        let deadline = Date().addingTimeInterval(20)
+        while steps.count < 300 && Date() < deadline {
+            let got = r.poll()
+            XCTAssertEqual(got.warnings, [])
+            steps += got.events.compactMap { $0.kind == "step" ? $0.step : nil }
+            usleep(1000)
+        }
+        XCTAssertEqual(steps, Array(0..<300), "every step once, in order")
+    }
+
+    func testGarbageLinesAndUnknownEventsAreWarnings() {
+        let p = dir + "/log.jsonl"
+        append(p, Self.start() + "\n{not json\n" + #"{"event":"mystery"}"# + "\n[1,2]\n" + Self.step(0) + "\n")
+        let r = LogReader(path: p).poll()
+        XCTAssertEqual(r.events.map(\.kind), ["start", "step"])
+        XCTAssertEqual(r.warnings.count, 3, "\(r.warnings)")
+        XCTAssertTrue(r.warnings[0].contains("line 2 is not a JSON object"), r.warnings[0])
+        XCTAssertTrue(r.warnings[1].contains("unknown event 'mystery'"), r.warnings[1])
+        // A step without a loss does not crash the state either.
+        var s = RunState()
+        s.apply(LogEvent(json: ["event": "step", "step": 3]))
+        XCTAssertNil(s.loss)
+    }
+
+    func testTruncationAndReplacementAreNoticed() throws {
+        let p = dir + "/log.jsonl"
+        append(p, Self.start() + "\n" + Self.step(0) + "\n" + Self.step(1) + "\n")
+        let r = LogReader(path: p)
+        XCTAssertEqual(r.poll().events.count, 3)
+        try Data((Self.start() + "\n").utf8).write(to: URL(fileURLWithPath: p))   // truncated to one line
+        let again = r.poll()
+        XCTAssertTrue(again.restarted)
+        XCTAssertEqual(again.events.map(\.kind), ["start"])
+        // Replaced by a new file (another inode) of the same length or longer.
+        try Data((Self.start() + "\n" + Self.step(7) + "\n").utf8).write(to: URL(fileURLWithPath: p + ".new"))
+        XCTAssertEqual(rename(p + ".new", p), 0)
+        let replaced = r.poll()
+        XCTAssertTrue(replaced.restarted)
+        XCTAssertEqual(replaced.events.compactMap(\.step), [7])
+    }
+
+    func testRenderedLinesForStepsEventsAndResume() {
+        var s = RunState()
+        let plain = Style(color: false)
+        var out: [String] = []
+        let events = [Self.start(), Self.step(0, loss: 5.5), Self.step(9, loss: 4.0),
+                      #"{"event":"checkpoint","step":10,"time":1011,"bytes":2400000,"GBps":0.5,"stallMs":3.2}"#,
+                      #"{"event":"warning","step":10,"message":"non-finite loss"}"#,
+                      #"{"event":"end","reason":"signal"}"#, Self.start(resumedFrom: 10), Self.step(10, loss: 3.5)]
+        for line in events {
+            let e = LogEvent(json: try! JSONValue.parse(line))
+            s.apply(e)
+            if let l = Render.line(e, state: s, every: 1, style: plain) { out.append(l) }
+        }
+        XCTAssertEqual(out[0], "== start: job t, 20 steps, world 1")
+        XCTAssertTrue(out[1].hasPrefix("step 1/20 [=>                  ]   5% ETA ? | loss 5.5000 (avg 5.5000)"), out[1])
+        XCTAssertTrue(out[2].hasPrefix("step 10/20 [==========>         ]  50% ETA 10s | loss 4.0000 (avg 5.3500)"), out[2])
+        XCTAssertTrue(out[2].contains("| lr 1.00e-03 | 5000 tok/s | mfu 0.50 | gnorm 0.700"), out[2])
+        XCTAssertEqual(out[3], "== checkpoint step 10 saved: 2.4 MB, 0.50 GB/s, loop stalled 3.2 ms")
+        XCTAssertEqual(out[4], "!! warning: non-finite loss")
+        XCTAssertEqual(out[5], "== end: signal")
+        XCTAssertEqual(out[6], "== start: job t, 20 steps, world 1, resumed from step 10")
+        XCTAssertTrue(out[7].hasPrefix("step 11/20"), out[7])
+        // --every 5 shows steps 0, 5, ... and the last.
+        XCTAssertNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(3))), state: s, every: 5, style: plain))
+        XCTAssertNotNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(19))), state: s, every: 5, style: plain))
+        // The dashboard: expert load bars with max/mean, the straggler marked.
+        let d = Render.dashboard(s, path: "p", style: plain).joined(separator: "\n")
+        XCTAssertTrue(d.contains("moe 0 experts") && d.contains("max/mean 1.88"), d)
+        XCTAssertTrue(d.contains("r1 130ms*"), d)
+        XCTAssertFalse(d.contains("\u{1B}["), "no colour when not asked")
+        XCTAssertTrue(Render.dashboard(s, path: "p", style: Style(color: true)).joined().contains("\u{1B}[31m"))
+    }
+
+    /// A log of a million steps (~100 MB) starts in well under a second: the reader takes the
+    /// first line and the tail, it does not parse everything.
+    func testMillionStepLogStartsFast() throws {
+        let p = dir + "/big.jsonl"
+        FileManager.default.createFile(atPath: p, contents: nil)
+        let h = FileHandle(forWritingAtPath: p)!
+        h.write(Data((Self.start(total: 1_000_000) + "\n").utf8))
+        var chunk = ""
+        for s in 0..<1_000_000 {
+            chunk += "{\"event\":\"step\",\"step\":\(s),\"time\":\(1000 + s),\"loss\":2.5,\"lr\":0.001,\"tokensPerSec\":5000,\"mfu\":0.5,\"gradNorm\":0.7}\n"
+            if s % 20000 == 19999 { h.write(Data(chunk.utf8)); chunk = "" }
+        }
+        try h.close()
+        let size = (try FileManager.default.attributesOfItem(atPath: p)[.size] as! Int)
+        XCTAssertGreaterThan(size, 90_000_000)
+        let t0 = Date()
+        let r = LogReader(path: p).poll()
+        var s = RunState()
+        r.events.forEach { s.apply($0) }
+        let line = Render.stepLine(s, style: Style(color: false))
+        let seconds = Date().timeIntervalSince(t0)
+        XCTAssertEqual(s.totalSteps, 1_000_000)
+        XCTAssertEqual(s.step, 999_999)
+        XCTAssertTrue(line.hasPrefix("step 1000000/1000000"), line)
+        XCTAssertLessThan(seconds, 1.0)
+        print("million-step log (\(size / 1_000_000) MB): first view in \(String(format: "%.3f", seconds)) s")
+    }
+
+    func testSVGParsesWithOnePointPerStep() throws {
+        let events = ([Self.start()] + (0..<37).map { Self.step($0, loss: 5 - Double($0) * 0.05) }).map { LogEvent(json: try! JSONValue.parse($0)) }
+        for (metric, series) in [("loss", 1), ("rankStepMs", 3), ("mfu", 1)] {
+            let svg = try Plot.svg(events: events, metric: metric, title: "t: \(metric)")
+            let counter = SVGCounter()
+            let parser = XMLParser(data: Data(svg.utf8))
+            parser.delegate = counter
+            XCTAssertTrue(parser.parse(), "\(metric): the SVG is well-formed XML: \(String(describing: parser.parserError))")
+            XCTAssertEqual(counter.polylines, series, metric)
+            XCTAssertEqual(counter.points, 37 * series, metric)
+            XCTAssertEqual(counter.ticks, 12, "\(metric): 6 ticks per axis")
+            XCTAssertTrue(counter.texts.contains(metric) && counter.texts.contains("step"), "\(metric): axis labels and legend")
+        }
+        let heat = try Plot.svg(events: events, metric: "expertLoad", title: "t")
+        let counter = SVGCounter()
+        let parser = XMLParser(data: Data(heat.utf8))
+        parser.delegate = counter
+        XCTAssertTrue(parser.parse())
+        XCTAssertEqual(counter.cells, 37 * 4, "one cell per step and expert")
+        XCTAssertThrowsError(try Plot.svg(events: [], metric: "loss", title: "t"))
+    }
+}
+
+final class SVGCounter: NSObject, XMLParserDelegate {
+    var polylines = 0, points = 0, ticks = 0, cells = 0
+    var texts: [String] = []
+    var inText = false
+    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+        if name == "polyline" { polylines += 1; points += (attributes["points"] ?? "").split(separator: " ").count }
+        if name == "line" && attributes["class"] == "tick" { ticks += 1 }
+        if name == "rect" && attributes["class"] == "cell" { cells += 1 }
+        inText = name == "text"
+    }
+    func parser(_ parser: XMLParser, foundCharacters string: String) { if inText { texts.append(string) } }
+    func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) { inText = false }
+}
