@@ -25,18 +25,12 @@ enum BenchCommand {
 
             """)
 
-    static func intOption(_ args: ParsedArgs, _ name: String, _ def: Int) throws -> Int {
-        guard let s = args.value(name) else { return def }
-        guard let v = Int(s), v >= 1 else { throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: "bench") }
-        return v
-    }
-
     static func run(_ args: ParsedArgs) -> Int32 {
         let steps: Int, threads: Int, n: Int
         do {
-            steps = try intOption(args, "--steps", 10)
-            threads = try intOption(args, "--threads", 1)
-            n = try intOption(args, "--sgemm-n", 2048)
+            steps = try args.positiveInt("--steps", command: "bench") ?? 10
+            threads = try args.positiveInt("--threads", command: "bench") ?? 1
+            n = try args.positiveInt("--sgemm-n", command: "bench") ?? 2048
         } catch let e as UsageError { return usage(e) } catch { return 1 }
         BLAS.setThreads(threads)
         do {

@@ -107,3 +107,12 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
     }
     return out
 }
+
+extension ParsedArgs {
+    /// The value of option `name` as a whole number >= 1, nil when absent; a usage error otherwise.
+    func positiveInt(_ name: String, command: String) throws -> Int? {
+        guard let s = value(name) else { return nil }
+        guard let v = Int(s), v >= 1 else { throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: command) }
+        return v
+    }
+}

@@ -21,11 +21,8 @@ enum EvalCommand {
 
     static func run(_ args: ParsedArgs) -> Int32 {
         guard let dataPath = args.value("--data") else { return usage(UsageError(message: "eval needs --data FILE", command: "eval")) }
-        var windows = 64
-        if let w = args.value("--windows") {
-            guard let n = Int(w), n >= 1 else { return usage(UsageError(message: "--windows needs a whole number >= 1, got '\(w)'", command: "eval")) }
-            windows = n
-        }
+        let windows: Int
+        do { windows = try args.positiveInt("--windows", command: "eval") ?? 64 } catch let e as UsageError { return usage(e) } catch { return 1 }
         do {
             var dir = args.positionals[0]
             if !FileManager.default.fileExists(atPath: dir + "/manifest.json") {

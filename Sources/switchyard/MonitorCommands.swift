@@ -35,11 +35,8 @@ enum MonitorCommands {
     static func logPath(_ p: String) -> String { p.hasSuffix(".jsonl") ? p : p + "/log.jsonl" }
 
     static func runTail(_ args: ParsedArgs) -> Int32 {
-        var every = 1
-        if let e = args.value("--every") {
-            guard let n = Int(e), n >= 1 else { return usage(UsageError(message: "--every needs a whole number >= 1, got '\(e)'", command: "tail")) }
-            every = n
-        }
+        let every: Int
+        do { every = try args.positiveInt("--every", command: "tail") ?? 1 } catch let e as UsageError { return usage(e) } catch { return 1 }
         let path = logPath(args.positionals[0])
         let follow = args.flags.contains("--follow"), json = args.flags.contains("--json")
         let terminal = isatty(1) == 1

@@ -9,13 +9,8 @@ import Training
 
 enum TrainCommand {
     static func run(_ args: ParsedArgs) -> Int32 {
-        var threadsOption: Int? = nil
-        if let t = args.value("--threads") {
-            guard let n = Int(t), n >= 1 else {
-                return usage(UsageError(message: "--threads needs a whole number >= 1, got '\(t)'", command: "train"))
-            }
-            threadsOption = n
-        }
+        let threadsOption: Int?
+        do { threadsOption = try args.positiveInt("--threads", command: "train") } catch let e as UsageError { return usage(e) } catch { return 1 }
         let threads = Runtime.blasThreads(option: threadsOption)
         BLAS.setThreads(threads)
 

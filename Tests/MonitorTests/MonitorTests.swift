@@ -196,3 +196,28 @@ final class SVGCounter: NSObject, XMLParserDelegate {
     func parser(_ parser: XMLParser, foundCharacters string: String) { if inText { texts.append(string) } }
     func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) { inText = false }
 }
+
+final class StatusTests: XCTestCase {
+    func testRunningFinishedFailedAndStale() throws {
+        let root = NSTemporaryDirectory() + "switchyard-status-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        func run(_ name: String, _ lines: [String]) -> String {
+            let d = root + "/" + name
+            try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            try! Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: d + "/log.jsonl"))
+            return d
+        }
+        let steps = (0..<5).map { MonitorTests.step($0, loss: 2.5) }
+        let running = run("a-running", [MonitorTests.start()] + steps)
+        let finished = run("b-finished", [MonitorTests.start()] + steps + [#"{"event":"end","reason":"completed"}"#])
+        let failed = run("c-failed", [MonitorTests.start()] + steps + [#"{"event":"error","message":"boom"}"#])
+        let now = Date().timeIntervalSince1970
+        XCTAssertTrue(RunStatus.line(runDir: running, now: now)!.contains("running"))
+        XCTAssertTrue(RunStatus.line(runDir: running, now: now + 1000, staleAfter: 300)!.contains("stale"), "no growth and no end for a while")
+        let f = RunStatus.line(runDir: finished, now: now)!
+        XCTAssertTrue(f.hasPrefix("b-finished") && f.contains("finished") && f.contains("step 5/20") && f.contains("loss 2.5000")
+                      && f.contains("5000 tok/s") && f.contains("no checkpoint"), f)
+        XCTAssertTrue(RunStatus.line(runDir: failed, now: now)!.contains("failed"))
+        XCTAssertNil(RunStatus.line(runDir: root + "/none", now: now))
+    }
+}
