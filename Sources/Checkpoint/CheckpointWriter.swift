@@ -83,7 +83,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// Starts a save of `views` as step `step`: snapshots the pieces this rank writes, returns,
     /// and writes them on a background thread. `manifest` carries everything but the tensors.
     /// Call only when no save is in flight (`poll(block: true)` first).
-    public func start(step: Int, manifest: Manifest, views: [ShardView]) throws {
+    public func start(step: Int, manifest: Manifest, views: [ShardView]) {
         precondition(pending == nil, "a checkpoint save is already in flight")
         let t0 = Date()
         let name = CheckpointStore.stepName(step)
@@ -91,7 +91,14 @@ public final class CheckpointWriter: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError("\(partial): cannot create: \(error.localizedDescription)")
+            // Not thrown: every rank must reach the same collective `poll`, which then reports
+            // the failure on all of them.
+            let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
+            p.error = "\(partial): cannot create: \(error.localizedDescription)"
+            p.done = true
+            p.finished.signal()
+            pending = p
+            return
         }
         if comm.rank == 0 { removeStalePartials(except: name + ".partial", includingDeletions: !cleanedOnce) }
         cleanedOnce = true

@@ -91,11 +91,11 @@ extension Trainer {
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.
-    func startSave(steps: Int) throws {
+    func startSave(steps: Int) {
         guard let w = writer else { return }
         let m = Manifest(step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
                          tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])
-        try w.start(step: steps, manifest: m, views: shardViews())
+        w.start(step: steps, manifest: m, views: shardViews())
     }
 
     /// Finishes a pending save if every rank is done (or waits, with `block`); logs it.

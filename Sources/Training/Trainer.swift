@@ -151,6 +151,9 @@ public final class Trainer {
                 if badInARow >= t.maxBadSteps {
                     throw TrainError("\(badInARow) consecutive non-finite steps (train.maxBadSteps = \(t.maxBadSteps)) ending at step \(step); lower train.lr or check the data")
                 }
+                // A stop request still ends the run here (no checkpoint: the state did not change
+                // since the last one, and a checkpoint is never written from non-finite state).
+                if stop { summary.stoppedEarly = true; break }
                 continue
             }
             badInARow = 0
@@ -164,7 +167,7 @@ public final class Trainer {
             let mine = [seconds * 1000, ctx.stats.alltoallvSeconds * 1000, ctx.stats.allreduceSeconds * 1000, Double(ctx.stats.expertRowsReceived)]
             let all = try ctx.comms.world.allgather(mine)
             let slowest = stride(from: 0, to: all.count, by: 4).map { all[$0] }.max()! / 1000
-            if step > 0 { timedSeconds += slowest; timedTokens += tokensPerStep }
+            if step > startStep { timedSeconds += slowest; timedTokens += tokensPerStep }   // the first step warms up
             let tps = Double(tokensPerStep) / slowest
             let mflops = tps * flopsPerToken
             summary.losses.append(loss)
@@ -191,7 +194,7 @@ public final class Trainer {
                 // At most one save in flight: finish the previous one, then snapshot this state;
                 // the write goes on in the background. The last save (end or signal) is waited for.
                 guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
-                try startSave(steps: step + 1)
+                startSave(steps: step + 1)
                 if isLast || summary.stoppedEarly {
                     guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
                 }

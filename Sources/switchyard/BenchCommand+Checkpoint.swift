@@ -31,7 +31,7 @@ extension BenchCommand {
                 let m = Manifest(step: round + 1, adamStep: 0, job: jobCopy.resolvedJSON, world: 1, dp: 1, tp: 1, placement: [],
                                  createdAt: 0, tensors: [])
                 let t0 = monotonicSeconds()
-                try w.start(step: round + 1, manifest: m, views: views)
+                w.start(step: round + 1, manifest: m, views: views)
                 let snapshot = monotonicSeconds() - t0
                 let r = try w.poll(block: true)
                 let save = monotonicSeconds() - t0

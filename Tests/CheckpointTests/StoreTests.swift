@@ -31,7 +31,7 @@ final class StoreTests: XCTestCase {
             let w = CheckpointWriter(root: root, comm: comm, keep: keep, keepEvery: 0)
             let manifest = Manifest(step: step, adamStep: step, job: ["name": .string(d)], world: world, dp: world, tp: 1,
                                     placement: [], createdAt: 0, tensors: [])
-            try w.start(step: step, manifest: manifest, views: views)
+            w.start(step: step, manifest: manifest, views: views)
             var result: SaveResult? = nil
             while result == nil { result = try w.poll(block: false) }
             XCTAssertTrue(result!.ok, result!.message)
@@ -108,5 +108,26 @@ final class StoreTests: XCTestCase {
         try Data("step-000000005\n".utf8).write(to: URL(fileURLWithPath: root + "/LATEST"))
         XCTAssertEqual(CheckpointStore.latest(root: root), "step-000000005")
         XCTAssertEqual(CheckpointStore.candidates(root: root).first, "step-000000006")
+    }
+}
+
+final class WriterFailureTests: XCTestCase {
+    /// A save that cannot even create its directory fails the same way on every rank (no hang),
+    /// and says why.
+    func testUncreatableDirectoryFailsOnEveryRank() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data("not a directory".utf8).write(to: URL(fileURLWithPath: dir + "/checkpoints"))
+        let results = try LocalCommunicator.run(size: 2, timeout: 20) { comm -> String in
+            let v = UnsafeMutablePointer<Float>.allocate(capacity: 4)
+            defer { v.deallocate() }
+            v.initialize(repeating: 1, count: 4)
+            let w = CheckpointWriter(root: dir + "/checkpoints", comm: comm, keep: 1, keepEvery: 0)
+            let m = Manifest(step: 1, adamStep: 1, job: [:], world: 2, dp: 2, tp: 1, placement: [], createdAt: 0, tensors: [])
+            w.start(step: 1, manifest: m, views: [ShardView(name: "v", globalShape: [4], ranges: [[0, 4]], data: v, writes: comm.rank == 0)])
+            let r = try w.poll(block: true)!
+            return r.ok ? "ok" : r.message
+        }
+        for m in results { XCTAssertTrue(m.contains("cannot create") || m.contains("failed to write"), m) }
     }
 }
