@@ -43,6 +43,7 @@ func dispatch(_ argv: [String]) -> Int32 {
         case "tail": return MonitorCommands.runTail(args)
         case "status": return MonitorCommands.runStatus(args)
         case "plot": return MonitorCommands.runPlot(args)
+        case "plan": return PlanCommand.run(args)
         default: preconditionFailure("command \(spec.name) has no handler")
         }
     }

@@ -1,0 +1,178 @@
+// The scheduler's planner and cost model: replicate hot experts (greedy by load per replica),
+// assign expert replicas longest-processing-time first under per-rank memory limits, and
+// predict the step time of a placement from load, cluster rates and link bandwidths.
+// Pure and deterministic: the same inputs give the same plan.
+
+/// What the planner needs to know about the model.
+public struct MoEShape: Sendable, Equatable {
+    public var nEmbd: Int
+    public var ffHidden: Int
+    public var nExpert: Int
+    public var moeLayers: Int
+    /// FLOPs per token of everything but the experts (attention, dense layers, head), training.
+    public var denseFlopsPerToken: Double
+    /// Bytes every rank holds besides its experts (replicated parameters and their moments).
+    public var baseBytesPerRank: Double
+    public init(nEmbd: Int, ffHidden: Int, nExpert: Int, moeLayers: Int, denseFlopsPerToken: Double, baseBytesPerRank: Double) {
+        self.nEmbd = nEmbd; self.ffHidden = ffHidden; self.nExpert = nExpert; self.moeLayers = moeLayers
+        self.denseFlopsPerToken = denseFlopsPerToken; self.baseBytesPerRank = baseBytesPerRank
+    }
+    /// Training FLOPs of one routed token in one expert: forward 2 x 2CF, backward twice that.
+    public var expertFlopsPerAssignment: Double { 12 * Double(nEmbd * ffHidden) }
+    /// Bytes of one expert with its AdamW moments (Float32).
+    public var bytesPerExpert: Double { 3 * 2 * Double(nEmbd * ffHidden) * 4 }
+}
+
+/// Predicted cost of a placement.
+public struct Prediction: Sendable, Equatable {
+    public var stepSeconds: Double          // the slowest rank
+    public var rankSeconds: [Double]
+    public var rankLoad: [Double]           // routed assignments served per step, all layers
+    public var rankBytes: [Double]          // memory per rank
+}
+
+public enum Planner {
+    /// Predicted step time of `plan` for `load[layer][expert]` assignments per step and
+    /// `tokens` tokens per step. Dispatch and combine (forward and backward: 4 exchanges of C
+    /// floats per assignment) cost bytes / bandwidth, on the slower link when the token's source
+    /// and the expert's rank are on different nodes; sources are spread evenly over the ranks.
+    public static func predict(plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
+                               nodeOf: [Int]) -> Prediction {
+        let world = nodeOf.count
+        let rate = cluster.gflopsPerSlot * 1e9
+        var compute = [Double](repeating: shape.denseFlopsPerToken * tokens / Double(world) / rate, count: world)
+        var comm = [Double](repeating: 0, count: world)
+        var served = [Double](repeating: 0, count: world)
+        var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
+        let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
+        for (l, layer) in plan.layers.enumerated() {
+            for (e, ranks) in layer.enumerated() {
+                let share = (l < load.count && e < load[l].count ? load[l][e] : 0) / Double(ranks.count)
+                for r in ranks {
+                    served[r] += share
+                    compute[r] += share * shape.expertFlopsPerAssignment / rate
+                    bytes[r] += shape.bytesPerExpert
+                    // Rows arrive from every rank in equal parts.
+                    var t = 0.0
+                    for s in 0..<world where s != r {
+                        let b = share / Double(world) * rowBytes
+                        t += nodeOf[s] == nodeOf[r] ? b / (cluster.intraNodeGBps * 1e9) : b / (cluster.interNodeGBps * 1e9)
+                    }
+                    comm[r] += t
+                }
+            }
+            let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
+            for r in 0..<world { comm[r] += 4 * latency }
+        }
+        let per = (0..<world).map { compute[$0] + comm[$0] }
+        return Prediction(stepSeconds: per.max() ?? 0, rankSeconds: per, rankLoad: served, rankBytes: bytes)
+    }
+
+    /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
+    /// allows), then longest-processing-time-first assignment of replica shares to the least
+    /// loaded rank that has memory and does not hold that expert yet (lowest rank on ties).
+    public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil) throws -> PlacementPlan {
+        let nodeOf = try cluster.nodeOfRank(world: world)
+        let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
+        let perRankSlots = memory.map { Int(max(0, ($0 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
+        let totalSlots = perRankSlots.reduce(0, +)
+        let needed = shape.moeLayers * shape.nExpert
+        guard totalSlots >= needed else {
+            throw PlacementError("memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model has \(needed); use more ranks or ranks with more memory")
+        }
+        var free = perRankSlots
+        var layers: [[[Int]]] = []
+        var extraBudget = totalSlots - needed
+        for l in 0..<shape.moeLayers {
+            let ld = (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
+            let fair = ld.reduce(0, +) / Double(world)
+            var replicas = [Int](repeating: 1, count: shape.nExpert)
+            // Replicate the expert with the largest load per replica while it exceeds a fair share.
+            let cap = min(world, maxReplicas ?? world)
+            var heap = MaxHeap<(Double, Int)>(by: { a, b in a.0 != b.0 ? a.0 < b.0 : a.1 > b.1 })
+            for e in 0..<shape.nExpert { heap.push((ld[e], e)) }
+            let budgetHere = extraBudget / max(1, shape.moeLayers - l)
+            var used = 0
+            while let (perReplica, e) = heap.pop(), perReplica > fair * 1.0001, replicas[e] < cap, used < budgetHere {
+                replicas[e] += 1
+                used += 1
+                heap.push((ld[e] / Double(replicas[e]), e))
+            }
+            extraBudget -= used
+            // LPT over replica shares.
+            var items: [(share: Double, expert: Int)] = []
+            for e in 0..<shape.nExpert { for _ in 0..<replicas[e] { items.append((ld[e] / Double(replicas[e]), e)) } }
+            items.sort { $0.share != $1.share ? $0.share > $1.share : $0.expert < $1.expert }
+            var rankLoad = [Double](repeating: 0, count: world)
+            var holders = [[Int]](repeating: [], count: shape.nExpert)
+            for item in items {
+                var best = -1
+                for r in 0..<world where free[r] > 0 && !holders[item.expert].contains(r) {
+                    if best < 0 || rankLoad[r] < rankLoad[best] - 1e-12 { best = r }
+                }
+                guard best >= 0 else {
+                    throw PlacementError("memory: no rank has room for expert \(item.expert) of MoE layer \(l)")
+                }
+                holders[item.expert].append(best)
+                rankLoad[best] += item.share
+                free[best] -= 1
+            }
+            layers.append(holders.map { $0.sorted() })
+        }
+        return PlacementPlan(layers: layers)
+    }
+
+    /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica
+    /// that appears on a rank that did not hold it).
+    public static func migrationBytes(from old: PlacementPlan, to new: PlacementPlan, shape: MoEShape) -> Double {
+        var n = 0
+        for (l, layer) in new.layers.enumerated() {
+            for (e, ranks) in layer.enumerated() {
+                let before = l < old.layers.count && e < old.layers[l].count ? Set(old.layers[l][e]) : []
+                n += ranks.filter { !before.contains($0) }.count
+            }
+        }
+        return Double(n) * shape.bytesPerExpert
+    }
+
+    /// Whether to adopt `proposed`: its predicted gain over `horizon` steps must beat the time
+    /// to move the weights and moments (over the slower link).
+    public static func shouldAdopt(current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
+                                   cluster: Cluster, nodeOf: [Int], horizon: Int) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
+        let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        let gain = (now - then) * Double(horizon)
+        let move = migrationBytes(from: current, to: proposed, shape: shape) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9)
+        return (proposed != current && gain > move, gain, move)
+    }
+}
+
+/// A binary max-heap ordered by `less`.
+struct MaxHeap<T> {
+    var items: [T] = []
+    let less: (T, T) -> Bool
+    init(by less: @escaping (T, T) -> Bool) { self.less = less }
+    mutating func push(_ x: T) {
+        items.append(x)
+        var i = items.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if less(items[p], items[i]) { items.swapAt(p, i); i = p } else { break }
+        }
+    }
+    mutating func pop() -> T? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let a = 2 * i + 1, b = a + 1
+            var m = i
+            if a < items.count && less(items[m], items[a]) { m = a }
+            if b < items.count && less(items[m], items[b]) { m = b }
+            if m == i { break }
+            items.swapAt(i, m); i = m
+        }
+        return top
+    }
+}

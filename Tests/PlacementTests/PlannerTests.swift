@@ -1,0 +1,72 @@
+import Placement
+import XCTest
+
+final class PlannerTests: XCTestCase {
+    static let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 16, moeLayers: 2, denseFlopsPerToken: 1e7, baseBytesPerRank: 50e6)
+    static func cluster(nodes: Int = 2, slots: Int = 2, gb: Double = 16) -> Cluster {
+        Cluster(nodes: (0..<nodes).map { ClusterNode(name: "n\($0)", slots: slots, memoryPerSlotGB: gb) }, intraNodeGBps: 10,
+                interNodeGBps: 1, intraNodeLatencyUs: 5, interNodeLatencyUs: 50, gflopsPerSlot: 100)
+    }
+    static func zipf(_ s: Double, experts: Int, total: Double) -> [Double] {
+        let w = (0..<experts).map { 1 / pow(Double($0 + 1), s) }
+        let z = w.reduce(0, +)
+        return w.map { total * $0 / z }
+    }
+
+    func testPlansPlaceEveryExpertOnDistinctRanksWithinMemoryDeterministically() throws {
+        let load = [Self.zipf(1.2, experts: 16, total: 4096), Self.zipf(0.5, experts: 16, total: 4096)]
+        let c = Self.cluster()
+        let p = try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4)
+        XCTAssertNoThrow(try p.validate(moeLayers: 2, experts: 16, world: 4), "every expert on >= 1 rank, replicas distinct, ranks in range")
+        XCTAssertEqual(try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4), p, "deterministic")
+        XCTAssertGreaterThan(p.layers[0][0].count, 1, "the hottest expert of a Zipf(1.2) layer is replicated")
+        let pred = Planner.predict(plan: p, load: load, tokens: 2048, shape: Self.shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
+        for b in pred.rankBytes { XCTAssertLessThanOrEqual(b, 16e9) }
+        // Tight memory: each rank fits base + 9 experts; 32 experts need 4 ranks x 8 -> few replicas.
+        let tight = Self.cluster(gb: (50e6 + 9 * Self.shape.bytesPerExpert) / 1e9)
+        let q = try Planner.plan(load: load, shape: Self.shape, cluster: tight, world: 4)
+        let perRank = (0..<4).map { r in q.layers.flatMap { $0 }.filter { $0.contains(r) }.count }
+        XCTAssertTrue(perRank.allSatisfy { $0 <= 9 }, "memory limit respected: \(perRank)")
+    }
+
+    func testZipfLoadOn4RanksIsWithinTenPercentOfTheIdealMean() throws {
+        let load = [Self.zipf(1.2, experts: 16, total: 4096)]
+        var shape = Self.shape
+        shape.moeLayers = 1
+        let c = Self.cluster()
+        let p = try Planner.plan(load: load, shape: shape, cluster: c, world: 4)
+        let pred = Planner.predict(plan: p, load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
+        let mean = 4096.0 / 4, worst = pred.rankLoad.max()!
+        print("Zipf(1.2), 16 experts, 4 ranks: max rank load \(worst) vs ideal mean \(mean) (+\(String(format: "%.1f", 100 * (worst / mean - 1)))%); round-robin: \(Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4)).rankLoad.max()!)")
+        XCTAssertLessThanOrEqual(worst, 1.10 * mean)
+        let rr = Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c,
+                                 nodeOf: try c.nodeOfRank(world: 4))
+        XCTAssertLessThan(pred.stepSeconds, rr.stepSeconds, "the plan beats round-robin under skew")
+    }
+
+    func testUniformLoadMovesNothing() throws {
+        let load = [[Double]](repeating: [Double](repeating: 256, count: 16), count: 2)
+        let c = Self.cluster()
+        let current = PlacementPlan.roundRobin(moeLayers: 2, experts: 16, world: 4)
+        let proposed = try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4)
+        let d = Planner.shouldAdopt(current: current, proposed: proposed, load: load, tokens: 2048, shape: Self.shape, cluster: c,
+                                    nodeOf: try c.nodeOfRank(world: 4), horizon: 100)
+        XCTAssertFalse(d.adopt, "gain \(d.gainSeconds) s vs migration \(d.migrationSeconds) s")
+        // Under skew, a long enough horizon pays for the move.
+        let skew = [Self.zipf(1.2, experts: 16, total: 4096), Self.zipf(1.2, experts: 16, total: 4096)]
+        let better = try Planner.plan(load: skew, shape: Self.shape, cluster: c, world: 4)
+        XCTAssertTrue(Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
+                                          nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000).adopt)
+    }
+
+    func testImpossibleClustersAreClearErrors() {
+        XCTAssertThrowsError(try Planner.plan(load: [], shape: Self.shape, cluster: Self.cluster(nodes: 1, slots: 2), world: 4)) {
+            XCTAssertTrue("\($0)".contains("the cluster has 2 slots but the job needs 4 ranks"), "\($0)")
+        }
+        XCTAssertThrowsError(try Planner.plan(load: [], shape: Self.shape, cluster: Self.cluster(gb: 0.06), world: 4)) {
+            XCTAssertTrue("\($0)".contains("room for") && "\($0)".contains("experts"), "\($0)")
+        }
+    }
+}
+
+import Foundation
