@@ -67,6 +67,9 @@ struct MoELayer {
     /// 0: dropless. Otherwise each expert serves at most ceil(capacityFactor * tokens * K / E)
     /// assignments of the global batch; later ones (in global token order, then top-k order) are dropped.
     var capacityFactor = 0.0
+    /// Skews routing on purpose (tests, benchmarks): adds -routerSkew * ln(e + 1) to expert e's
+    /// logit, so low-numbered experts get more tokens. A constant: backward is unchanged.
+    var routerSkew = 0.0
 
     /// Marks assignments over capacity as dropped (sendSlot = dropped), identically on every layout:
     /// ranks own consecutive token ranges in rank order, so an exclusive prefix over ranks of the
@@ -103,6 +106,12 @@ struct MoELayer {
         let rows = s.rows, xs = x + mine.start * c
         // Route this rank's rows.
         Linear.forward(out: s.logits.base, inp: xs, weight: w.router, n: rows, inFeatures: c, outFeatures: e)
+        if routerSkew != 0 {
+            for j in 0..<e {
+                let bias = Float(-routerSkew * logDouble(Double(j + 1)))
+                for r in 0..<rows { s.logits.base[r * e + j] += bias }
+            }
+        }
         Router.forward(probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows, e: e, k: k)
         var sums = [Double](repeating: 0, count: 2 * e)
         sums.withUnsafeMutableBufferPointer { p in

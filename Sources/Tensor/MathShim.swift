@@ -5,7 +5,8 @@ import Glibc
 import Darwin
 #endif
 
-@inline(__always) func logDouble(_ x: Double) -> Double { Glibc.log(x) }
+/// Double-precision natural log.
+@inline(__always) public func logDouble(_ x: Double) -> Double { Glibc.log(x) }
 
 /// Double-precision erf (reference for tests and for non-hot code).
 public func erfDouble(_ x: Double) -> Double { Glibc.erf(x) }

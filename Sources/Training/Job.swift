@@ -30,6 +30,14 @@ public struct TrainSpec: Equatable, Sendable {
     public var evalWindows = 16     // number of fixed windows in an evaluation
     public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
     public var capacityFactor = 0.0 // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
+    public var routerSkew = 0.0     // skew routing on purpose: expert e's logit gets -routerSkew * ln(e + 1) (0: none)
+}
+
+/// Online re-placement of experts from measured routing load.
+public struct ReplanSpec: Equatable, Sendable {
+    public var every = 0            // plan from measured load every N steps (0: never)
+    public var horizon = 100        // steps over which a new plan's predicted gain must beat the migration cost
+    public var emaDecay = 0.9       // weight of the past in the measured load (exponential moving average)
 }
 
 /// When and how to save checkpoints.
@@ -57,6 +65,7 @@ public struct Job: Equatable, Sendable {
     public var train = TrainSpec()
     public var layout = LayoutSpec()
     public var checkpoint = CheckpointSpec()
+    public var replan = ReplanSpec()
     /// Expert -> ranks: one list per expert for every MoE layer ([[0], [1, 2], ...]), or one such
     /// list per MoE layer. nil: expert e on rank e % world.
     public var placement: [[[Int]]]? = nil
@@ -136,6 +145,10 @@ extension Job {
         JobField(key: "checkpoint.keep", ref: .int(\.checkpoint.keep), doc: "keep the newest N checkpoints"),
         JobField(key: "checkpoint.keepEvery", ref: .int(\.checkpoint.keepEvery), doc: "also keep steps that are multiples of N (0: none)"),
         JobField(key: "checkpoint.onError", ref: .string(\.checkpoint.onError), doc: "a failed save (disk full...): stop | continue"),
+        JobField(key: "train.routerSkew", ref: .double(\.train.routerSkew), doc: "skew routing on purpose: logit of expert e gets -s x ln(e+1) (0: none)"),
+        JobField(key: "replan.every", ref: .int(\.replan.every), doc: "re-place experts from measured load every N steps (0: never)"),
+        JobField(key: "replan.horizon", ref: .int(\.replan.horizon), doc: "steps over which a plan's gain must beat its migration cost"),
+        JobField(key: "replan.emaDecay", ref: .double(\.replan.emaDecay), doc: "weight of the past in the measured load (EMA)"),
         JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
         JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),
         JobField(key: "placement", ref: .placement, doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)"),
@@ -176,6 +189,10 @@ extension Job {
         if checkpoint.keep < 1 { throw bad("checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
         if checkpoint.keepEvery < 0 { throw bad("checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)") }
         if !["stop", "continue"].contains(checkpoint.onError) { throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'") }
+        if !t.routerSkew.isFinite { throw bad("train.routerSkew", "must be a finite number, got \(t.routerSkew)") }
+        if replan.every < 0 { throw bad("replan.every", "must be >= 0 (0: never), got \(replan.every)") }
+        if replan.horizon < 1 { throw bad("replan.horizon", "must be >= 1, got \(replan.horizon)") }
+        if !(replan.emaDecay >= 0 && replan.emaDecay < 1) { throw bad("replan.emaDecay", "must be in [0, 1), got \(replan.emaDecay)") }
         if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
         if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
         if model.nHead % layout.tp != 0 {

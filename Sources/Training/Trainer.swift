@@ -40,8 +40,8 @@ public struct TrainSummary: Sendable {
 
 public final class Trainer {
     public let job: Job
-    public let ctx: ParallelContext
-    public let model: Transformer
+    public internal(set) var ctx: ParallelContext
+    public internal(set) var model: Transformer
     public let sampler: BatchSampler
     let log: RunLog?
     let say: (String) -> Void
@@ -57,6 +57,12 @@ public final class Trainer {
     let writer: CheckpointWriter?
     /// Set by `resume`, for the start event.
     public var resumeInfo: ResumeInfo?
+
+    /// Measured routing load: an exponential moving average of tokens per expert per MoE layer.
+    public internal(set) var loadEMA: [[Double]] = []
+    /// Step times since the last re-placement decision (ms), and a plan waiting for its measurement.
+    var windowStepMs: [Double] = []
+    var adoptedAwaitingMeasure: (step: Int, predictedMs: Double)?
 
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
@@ -89,7 +95,8 @@ public final class Trainer {
         let d = ctx.mesh.dpIndex, b = job.train.batchSize
         sampleStart = d * b / dp
         sampleEnd = (d + 1) * b / dp
-        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx, capacityFactor: job.train.capacityFactor)
+        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx, capacityFactor: job.train.capacityFactor,
+                            routerSkew: job.train.routerSkew)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))
@@ -171,6 +178,7 @@ public final class Trainer {
             let tps = Double(tokensPerStep) / slowest
             let mflops = tps * flopsPerToken
             summary.losses.append(loss)
+            updateLoad(stepMs: slowest * 1000)
             onStepEnd?(step)
             log?.write(stepEvent(step: step, loss: loss, aux: aux, lr: lr, norm: norm, seconds: slowest, tps: tps,
                                  mflops: mflops, ranks: all))
@@ -186,6 +194,10 @@ public final class Trainer {
                 say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
             }
             let isLast = step == t.steps - 1
+            if job.replan.every > 0 && (step + 1) % job.replan.every == 0 && !isLast {
+                guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
+                try replan(step: step)
+            }
             if stop && !isLast {
                 summary.stoppedEarly = true
                 say("switchyard: stop requested; finished step \(step)" + (writer == nil ? ", stopping (checkpoint.every = 0: nothing saved)" : ", saving and stopping"))

@@ -1,0 +1,128 @@
+// Online re-placement: measured routing load (an EMA of tokens per expert), a plan from the
+// scheduler's planner every `replan.every` steps, adopted only when its predicted gain over
+// `replan.horizon` steps beats the predicted migration cost; migration moves each expert's
+// weights and both AdamW moments to its new ranks exactly (alltoallv of raw floats), so training
+// continues as if it had resumed from a checkpoint with the new placement.
+import Comm
+import Foundation
+import JSON
+import Model
+import Placement
+
+extension Trainer {
+    /// Folds this step's global expert counts into the load EMA.
+    func updateLoad(stepMs: Double) {
+        let counts = model.expertTokenCounts.map { $0.map(Double.init) }
+        let d = job.replan.emaDecay
+        if loadEMA.count != counts.count { loadEMA = counts } else {
+            for l in 0..<counts.count { for e in 0..<counts[l].count { loadEMA[l][e] = d * loadEMA[l][e] + (1 - d) * counts[l][e] } }
+        }
+        windowStepMs.append(stepMs)
+    }
+
+    /// The cost model's view of this run: one node of `world` slots at the measured sgemm rate.
+    func costInputs() -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
+        let m = job.model
+        let world = ctx.mesh.world
+        let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
+        let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
+                             denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
+        let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: 8, interNodeGBps: 8,
+                              intraNodeLatencyUs: 5, interNodeLatencyUs: 5, gflopsPerSlot: peakFlops / 1e9)
+        return (shape, cluster, Array(repeating: 0, count: world))
+    }
+
+    /// Plans from the measured load and, if it pays, migrates. Collective; every rank decides the
+    /// same (the load is the same global counts everywhere).
+    func replan(step: Int) throws {
+        let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
+        windowStepMs = []
+        if let a = adoptedAwaitingMeasure {
+            log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
+                        "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs), "measuredStepMs": .number(measured)])
+            adoptedAwaitingMeasure = nil
+        }
+        guard !loadEMA.isEmpty else { return }
+        let (shape, cluster, nodeOf) = costInputs()
+        let tokens = Double(job.train.batchSize * job.model.seqLen)
+        let proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
+        let d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
+                                    cluster: cluster, nodeOf: nodeOf, horizon: job.replan.horizon)
+        let before = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        let after = Planner.predict(plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        func plan(_ p: PlacementPlan) -> JSONValue { .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
+        log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
+                    "adopted": .bool(d.adopt), "oldPlan": plan(ctx.plan), "newPlan": plan(proposed),
+                    "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
+                    "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
+                    "migrationBytes": .number(Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape)),
+                    "predictedMigrationMs": .number(d.migrationSeconds * 1000),
+                    "load": .array(loadEMA.map { .array($0.map { .number($0) }) })])
+        guard d.adopt else { return }
+        say(String(format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
+                   step, before * 1000, after * 1000, measured, Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape) / 1e6))
+        try migrate(to: proposed)
+        adoptedAwaitingMeasure = (step, after * 1000)
+    }
+
+    /// Moves every expert replica to its new ranks with its AdamW moments, bit for bit, and
+    /// rebuilds this rank's model share for the new placement.
+    func migrate(to newPlan: PlacementPlan) throws {
+        let old = model.store, oldPlan = ctx.plan
+        let newCtx = ParallelContext(comms: ctx.comms, plan: newPlan)
+        let fresh = ParameterStore(config: job.model, layout: newCtx.layout)
+        // Everything but the experts keeps its layout.
+        for info in fresh.infos where !info.name.contains(".moe.experts.") {
+            guard let o = old.info(info.name) else { continue }
+            for (a, b) in [(old.params, fresh.params), (old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
+                (b.base + info.offset).update(from: a.base + o.offset, count: info.count)
+            }
+        }
+        // Experts: the lowest old holder sends to every new holder.
+        let world = ctx.comms.world.size, me = ctx.comms.world.rank
+        let moeBlocks = (0..<job.model.nLayer).filter(job.model.isMoE)
+        let half = job.model.nEmbd * job.model.ffHidden
+        let packet = 6 * half
+        var sendLists = [[(Int, Int)]](repeating: [], count: world), recvLists = [[(Int, Int)]](repeating: [], count: world)
+        for (l, layer) in newPlan.layers.enumerated() {
+            for (e, ranks) in layer.enumerated() {
+                let src = oldPlan.layers[l][e].min()!
+                for d in ranks {
+                    if src == me { sendLists[d].append((l, e)) }
+                    if d == me { recvLists[src].append((l, e)) }
+                }
+            }
+        }
+        func names(_ l: Int, _ e: Int) -> [String] {
+            let p = "layers.\(moeBlocks[l]).moe.experts.\(e)."
+            return [p + "w1.weight", p + "w2.weight"]
+        }
+        var send = [Float](), recv = [Float](repeating: 0, count: recvLists.reduce(0) { $0 + $1.count } * packet)
+        send.reserveCapacity(sendLists.reduce(0) { $0 + $1.count } * packet)
+        for d in 0..<world {
+            for (l, e) in sendLists[d] {
+                for buf in [old.params, old.adamM, old.adamV] {
+                    for n in names(l, e) { send.append(contentsOf: UnsafeBufferPointer(start: old.pointer(n, in: buf), count: half)) }
+                }
+            }
+        }
+        recv = try ctx.comms.world.alltoallv(send, sendCounts: sendLists.map { $0.count * packet }, recvCounts: recvLists.map { $0.count * packet })
+        var at = 0
+        for s in 0..<world {
+            for (l, e) in recvLists[s] {
+                for buf in [fresh.params, fresh.adamM, fresh.adamV] {
+                    for n in names(l, e) {
+                        recv.withUnsafeBufferPointer { fresh.pointer(n, in: buf).update(from: $0.baseAddress! + at, count: half) }
+                        at += half
+                    }
+                }
+            }
+        }
+        let profile = model.profile
+        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: newCtx, store: fresh,
+                            capacityFactor: job.train.capacityFactor, routerSkew: job.train.routerSkew)
+        model.profile = profile
+        ctx = newCtx
+        writer?.reserve(floats: 3 * fresh.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
+    }
+}

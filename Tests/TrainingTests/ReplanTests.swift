@@ -1,0 +1,66 @@
+import Checkpoint
+import Comm
+import Foundation
+import JSON
+import Model
+import Placement
+import Training
+import XCTest
+
+/// Online re-placement: under skewed routing a plan is adopted, experts and their AdamW moments
+/// migrate, and training continues exactly as a run that resumed from a checkpoint at that step
+/// with the new placement.
+final class ReplanTests: XCTestCase {
+    static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
+
+    func testReplacementMatchesAResumeWithTheNewPlacementBitwise() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var (job, tokens) = layoutJob(steps: 20)
+        let data = tokens
+        job.runsDir = dir
+        job.train.routerSkew = 3
+        job.train.evalEvery = 0
+        job.replan.every = 10
+        job.replan.horizon = 1_000_000
+        // A: re-placement at step 10, on 2 ranks.
+        var a = job
+        a.name = "replan"
+        let ja = a
+        let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]]) in
+            let t = try Trainer(job: ja, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: ja) : nil,
+                                environment: Self.env, say: { _ in })
+            return (try t.run(), t.ctx.plan.layers)
+        }
+        let newPlan = runA[0].1
+        XCTAssertNotEqual(newPlan, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted under skew")
+        let log = try String(contentsOfFile: "\(dir)/replan/log.jsonl", encoding: .utf8)
+        let decision = try log.split(separator: "\n").map { try JSONValue.parse(String($0)) }.first { $0["event"] == "placement" }
+        XCTAssertEqual(decision?["adopted"], true)
+        XCTAssertNotNil(decision?["predictedStepMsBefore"]?.doubleValue)
+        XCTAssertNotNil(decision?["predictedMigrationMs"]?.doubleValue)
+        // B: the same job without re-placement, checkpoint at step 10, resume with A's new plan.
+        var b = job
+        b.name = "resumed"
+        b.replan.every = 0
+        b.checkpoint.every = 10
+        let jb = b
+        _ = try LocalCommunicator.run(size: 2) { comm -> Int in
+            let t = try Trainer(job: jb, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            let calls = Counter()
+            _ = try t.run(stopRequested: { calls.next() >= 10 })
+            return 0
+        }
+        var b2 = jb
+        b2.placement = newPlan
+        let jb2 = b2
+        let runB = try LocalCommunicator.run(size: 2) { comm -> TrainSummary in
+            let t = try Trainer(job: jb2, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            XCTAssertEqual(try t.resume(.latest)?.step, 10)
+            return try t.run()
+        }
+        XCTAssertEqual(runB[0].firstStep, 10)
+        XCTAssertEqual(runB[0].losses.map(\.bitPattern), Array(runA[0].0.losses[10..<20]).map(\.bitPattern),
+                       "steps 10-19 after migration equal a resume with the new placement, bitwise")
+    }
+}
