@@ -20,15 +20,19 @@ extension Trainer {
         windowStepMs.append(stepMs)
     }
 
-    /// The cost model's view of this run: one node of `world` slots at the measured sgemm rate.
-    func costInputs() -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
+    /// The cost model's view of this run: one node of `world` slots. The compute rate is
+    /// calibrated from the measured step time of the last window (model FLOPs per rank / seconds),
+    /// or the sgemm peak before there is a measurement.
+    func costInputs(measuredMs: Double) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
         let m = job.model
         let world = ctx.mesh.world
         let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
         let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
                              denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
+        let tokens = Double(job.train.batchSize * m.seqLen)
+        let rate = measuredMs > 0 ? m.flopsPerToken(seqLen: m.seqLen) * tokens / Double(world) / (measuredMs / 1000) : peakFlops
         let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: 8, interNodeGBps: 8,
-                              intraNodeLatencyUs: 5, interNodeLatencyUs: 5, gflopsPerSlot: peakFlops / 1e9)
+                              intraNodeLatencyUs: 5, interNodeLatencyUs: 5, gflopsPerSlot: rate / 1e9)
         return (shape, cluster, Array(repeating: 0, count: world))
     }
 
@@ -43,7 +47,7 @@ extension Trainer {
             adoptedAwaitingMeasure = nil
         }
         guard !loadEMA.isEmpty else { return }
-        let (shape, cluster, nodeOf) = costInputs()
+        let (shape, cluster, nodeOf) = costInputs(measuredMs: measured)
         let tokens = Double(job.train.batchSize * job.model.seqLen)
         let proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
         let d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
