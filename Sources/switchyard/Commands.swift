@@ -34,7 +34,7 @@ enum Commands {
         options: [],
         details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n")
 
-    static let all = [train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status, MonitorCommands.plot, PlanCommand.spec, BenchCommand.spec]
+    static let all = [train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status, MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec]
 
     static var jobKeysHelp: String {
         let defaults = Job().resolvedJSON

@@ -44,6 +44,7 @@ func dispatch(_ argv: [String]) -> Int32 {
         case "status": return MonitorCommands.runStatus(args)
         case "plot": return MonitorCommands.runPlot(args)
         case "plan": return PlanCommand.run(args)
+        case "calibrate": return CalibrateCommand.run(args)
         default: preconditionFailure("command \(spec.name) has no handler")
         }
     }

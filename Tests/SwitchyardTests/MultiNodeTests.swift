@@ -35,5 +35,10 @@ final class MultiNodeTests: XCTestCase {
         let worst = zip(a, b).map { abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $0)) }.max()!
         XCTAssertLessThan(worst, 1e-4, "2 nodes x 2 ranks vs single node: max relative loss difference \(worst)")
         print("multi-node (2 netns nodes x 2 ranks, dp2 x tp2): max relative loss difference \(worst) vs 1 rank")
+        // calibrate sees two nodes (by hostname) and measures the link between them.
+        let cal = try Harness.run(netns, Array(args.prefix(while: { $0 != Harness.binary })) + [Harness.binary, "calibrate", "--out", ws.dir + "/cal.json"],
+                                  cwd: ws.dir, timeout: 120)
+        XCTAssertEqual(cal.status, 0, cal.stdout + cal.stderr)
+        XCTAssertTrue(cal.stdout.contains("4 rank(s) on 2 node(s)"), cal.stdout)
     }
 }

@@ -22,6 +22,22 @@ final class PlanCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("layout: dp 4 x tp 1 = 4 ranks, but the world has 1"), bad.stderr)
     }
 
+    /// calibrate under mpirun writes a cluster file that plan reads.
+    func testCalibrateWritesAClusterFilePlanAccepts() throws {
+        let ws = Workspace()
+        let out = ws.dir + "/measured.json"
+        let r = try Harness.mpi(2, ["calibrate", "--out", out], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("2 rank(s) on 1 node(s)"), r.stdout)
+        let j = try JSONValue.parse(String(contentsOfFile: out, encoding: .utf8))
+        XCTAssertEqual(j["nodes"]?.arrayValue?.first?["slots"]?.intValue, 2)
+        XCTAssertGreaterThan(j["gflopsPerSlot"]?.doubleValue ?? 0, 1)
+        XCTAssertGreaterThan(j["intraNodeGBps"]?.doubleValue ?? 0, 0)
+        let plan = try Harness.switchyard(["plan", Harness.root + "/jobs/small.json", "--cluster", out])
+        XCTAssertEqual(plan.status, 0, plan.stderr)
+        XCTAssertTrue(plan.stdout.contains("best: dp"), plan.stdout)
+    }
+
     func testBadClustersAndLoadsAreClearErrors() throws {
         let ws = Workspace()
         let job = Harness.root + "/jobs/small.json"
