@@ -5,7 +5,7 @@ import Training
 enum Commands {
     static let train = CommandSpec(
         name: "train",
-        summary: "Train a job: plain process, or one rank under mpirun.",
+        summary: "Train a job as a plain process or under mpirun -np N; resumes from the run's newest checkpoint.",
         positionals: [("JOB", "job spec (JSON), e.g. jobs/tiny.json")],
         options: [
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),

@@ -19,7 +19,7 @@ enum PlanCommand {
             OptionSpec(["--load"], value: "FILE", "routing load: JSON [[tokens per expert] per MoE layer]"),
             OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")"),
         ],
-        details: "Measured load from a run, online re-placement and `calibrate` are not implemented yet.\n")
+        details: "A measured load: the `expertLoad` of a run's step event (e.g. jq -c 'select(.event==\"step\") | .expertLoad' runs/NAME/log.jsonl | tail -1).\nCluster files come from `switchyard calibrate` or are written by hand (cluster/local.json).\n")
 
     static func run(_ args: ParsedArgs) -> Int32 {
         guard let clusterPath = args.value("--cluster") else { return usage(UsageError(message: "plan needs --cluster FILE", command: "plan")) }
