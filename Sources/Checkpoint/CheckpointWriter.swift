@@ -42,7 +42,6 @@ public final class CheckpointWriter: @unchecked Sendable {
         let partial: String
         let final: String
         let manifestBase: Manifest
-        var done = false
         var error: String?
         var bytes = 0
         var seconds = 0.0
@@ -95,7 +94,6 @@ public final class CheckpointWriter: @unchecked Sendable {
             // the failure on all of them.
             let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
             p.error = "\(partial): cannot create: \(error.localizedDescription)"
-            p.done = true
             p.finished.signal()
             pending = p
             return
@@ -142,7 +140,6 @@ public final class CheckpointWriter: @unchecked Sendable {
                 p.error = "\(error)"
             }
             p.seconds = Date().timeIntervalSince(w0)
-            p.done = true
         }
         thread.start()
     }
@@ -152,14 +149,15 @@ public final class CheckpointWriter: @unchecked Sendable {
     public func poll(block: Bool) throws -> SaveResult? {
         guard let p = pending else { return nil }
         let w0 = Date()
-        if block { p.finished.wait(); p.finished.signal() }
-        var state: [Int64] = [p.done ? 0 : 1, p.error == nil ? 0 : 1, Int64(p.bytes)]
+        // The semaphore is the only synchronisation with the writer thread: its fields are read
+        // only after it has signalled (and the signal is put back for later polls).
+        let finished = block ? { p.finished.wait(); return true }() : p.finished.wait(timeout: .now()) == .success
+        if finished { p.finished.signal() }
+        var state: [Int64] = [finished ? 0 : 1, finished && p.error != nil ? 1 : 0, finished ? Int64(p.bytes) : 0]
         try comm.allreduce(&state, op: .sum)
         if state[0] > 0 { return nil }
         var times = [p.seconds]
         try comm.allreduce(&times, op: .max)
-        var result = SaveResult(step: p.step, path: p.final, ok: false, message: "", bytes: Int(state[2]),
-                                writeSeconds: times[0], stallSeconds: p.stall, removed: [])
         // Rank 0 commits or discards; everyone learns the outcome.
         var outcome: [Int64] = [0]
         var message = ""
@@ -183,11 +181,10 @@ public final class CheckpointWriter: @unchecked Sendable {
         }
         try comm.broadcast(&outcome, root: 0)
         if outcome[0] == 0 && message.isEmpty { message = "checkpoint step \(p.step) was not committed (see rank 0's error)" }
-        // The stall counts everything this call held the loop for, the commit included.
-        result = SaveResult(step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: result.bytes,
-                            writeSeconds: result.writeSeconds, stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
         pending = nil
-        return result
+        // The stall counts the snapshot and everything this call held the loop for, the commit included.
+        return SaveResult(step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: Int(state[2]),
+                          writeSeconds: times[0], stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
     }
 
     /// Rank 0: merge the sidecars into manifest.json, then rename and publish.
