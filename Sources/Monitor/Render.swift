@@ -52,7 +52,18 @@ public enum Render {
         case "checkpoint":
             return String(format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
                           e.step ?? -1, (e.number("bytes") ?? 0) / 1e6, e.number("GBps") ?? 0, e.number("stallMs") ?? 0)
-        case "placement": return "== placement changed at step \(e.step ?? -1)"
+        case "placement":
+            let at = e.step ?? -1
+            if e.json["phase"]?.stringValue == "measured" {
+                return String(format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f", e.json["adoptedAtStep"]?.intValue ?? -1,
+                              e.number("predictedStepMs") ?? .nan, e.number("measuredStepMs") ?? .nan)
+            }
+            if e.json["adopted"]?.boolValue == true {
+                return String(format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
+                              e.number("predictedStepMsBefore") ?? .nan, e.number("predictedStepMsAfter") ?? .nan, (e.number("migrationBytes") ?? 0) / 1e6)
+            }
+            return String(format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
+                          e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
         case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
         case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
         case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
