@@ -67,9 +67,11 @@ struct MoELayer {
     /// 0: dropless. Otherwise each expert serves at most ceil(capacityFactor * tokens * K / E)
     /// assignments of the global batch; later ones (in global token order, then top-k order) are dropped.
     var capacityFactor = 0.0
-    /// Skews routing on purpose (tests, benchmarks): adds -routerSkew * ln(e + 1) to expert e's
-    /// logit, so low-numbered experts get more tokens. A constant: backward is unchanged.
+    /// Skews routing on purpose (tests, benchmarks): adds -routerSkew * ln(p(e) + 1) to expert e's
+    /// logit, where p orders the experts 0, s, 2s, ..., 1, 1+s, ... for stride s = routerSkewStride
+    /// (s = 1: low-numbered experts get the most tokens). A constant: backward is unchanged.
     var routerSkew = 0.0
+    var routerSkewStride = 1
 
     /// Marks assignments over capacity as dropped (sendSlot = dropped), identically on every layout:
     /// ranks own consecutive token ranges in rank order, so an exclusive prefix over ranks of the
@@ -108,7 +110,9 @@ struct MoELayer {
         Linear.forward(out: s.logits.base, inp: xs, weight: w.router, n: rows, inFeatures: c, outFeatures: e)
         if routerSkew != 0 {
             for j in 0..<e {
-                let bias = Float(-routerSkew * logDouble(Double(j + 1)))
+                let st = e % routerSkewStride == 0 ? routerSkewStride : 1
+                let position = (j % st) * (e / st) + j / st
+                let bias = Float(-routerSkew * logDouble(Double(position + 1)))
                 for r in 0..<rows { s.logits.base[r * e + j] += bias }
             }
         }

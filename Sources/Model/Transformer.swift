@@ -73,7 +73,7 @@ public final class Transformer: @unchecked Sendable {
 
     /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
     public init(config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
-                capacityFactor: Double = 0, routerSkew: Double = 0) {
+                capacityFactor: Double = 0, routerSkew: Double = 0, routerSkewStride: Int = 1) {
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
         self.ctx = ctx
@@ -91,7 +91,7 @@ public final class Transformer: @unchecked Sendable {
             acts.append(BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE(l)))
             if config.isMoE(l) {
                 moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK,
-                                     capacityFactor: capacityFactor, routerSkew: routerSkew))
+                                     capacityFactor: capacityFactor, routerSkew: routerSkew, routerSkewStride: routerSkewStride))
                 moeIndex += 1
             } else {
                 moes.append(nil)

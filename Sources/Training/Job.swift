@@ -30,7 +30,8 @@ public struct TrainSpec: Equatable, Sendable {
     public var evalWindows = 16     // number of fixed windows in an evaluation
     public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
     public var capacityFactor = 0.0 // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
-    public var routerSkew = 0.0     // skew routing on purpose: expert e's logit gets -routerSkew * ln(e + 1) (0: none)
+    public var routerSkew = 0.0     // skew routing on purpose: expert e's logit gets -routerSkew * ln(p(e) + 1) (0: none)
+    public var routerSkewStride = 1 // p orders experts 0, s, 2s, ..., 1, 1+s, ...: the hottest are multiples of s
 }
 
 /// Online re-placement of experts from measured routing load.
@@ -145,7 +146,8 @@ extension Job {
         JobField(key: "checkpoint.keep", ref: .int(\.checkpoint.keep), doc: "keep the newest N checkpoints"),
         JobField(key: "checkpoint.keepEvery", ref: .int(\.checkpoint.keepEvery), doc: "also keep steps that are multiples of N (0: none)"),
         JobField(key: "checkpoint.onError", ref: .string(\.checkpoint.onError), doc: "a failed save (disk full...): stop | continue"),
-        JobField(key: "train.routerSkew", ref: .double(\.train.routerSkew), doc: "skew routing on purpose: logit of expert e gets -s x ln(e+1) (0: none)"),
+        JobField(key: "train.routerSkew", ref: .double(\.train.routerSkew), doc: "skew routing on purpose: logit of expert e gets -s x ln(p(e)+1) (0: none)"),
+        JobField(key: "train.routerSkewStride", ref: .int(\.train.routerSkewStride), doc: "p orders experts 0, k, 2k, ..., 1, 1+k, ...: the hottest are multiples of k"),
         JobField(key: "replan.every", ref: .int(\.replan.every), doc: "re-place experts from measured load every N steps (0: never)"),
         JobField(key: "replan.horizon", ref: .int(\.replan.horizon), doc: "steps over which a plan's gain must beat its migration cost"),
         JobField(key: "replan.emaDecay", ref: .double(\.replan.emaDecay), doc: "weight of the past in the measured load (EMA)"),
@@ -189,6 +191,9 @@ extension Job {
         if checkpoint.keep < 1 { throw bad("checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
         if checkpoint.keepEvery < 0 { throw bad("checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)") }
         if !["stop", "continue"].contains(checkpoint.onError) { throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'") }
+        if t.routerSkewStride < 1 || model.nExpert % t.routerSkewStride != 0 {
+            throw bad("train.routerSkewStride", "must be >= 1 and divide model.nExpert = \(model.nExpert), got \(t.routerSkewStride)")
+        }
         if !t.routerSkew.isFinite { throw bad("train.routerSkew", "must be a finite number, got \(t.routerSkew)") }
         if replan.every < 0 { throw bad("replan.every", "must be >= 0 (0: never), got \(replan.every)") }
         if replan.horizon < 1 { throw bad("replan.horizon", "must be >= 1, got \(replan.horizon)") }

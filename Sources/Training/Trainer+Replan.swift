@@ -20,17 +20,13 @@ extension Trainer {
         windowStepMs.append(stepMs)
     }
 
-    /// The cost model's view of this run: one node of `world` slots. The compute rate is
-    /// calibrated from the measured step time of the last window (model FLOPs per rank / seconds),
-    /// or the sgemm peak before there is a measurement.
-    func costInputs(measuredMs: Double) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
+    /// The cost model's view of this run: one node of `world` slots computing at `rate` FLOP/s.
+    func costInputs(rate: Double) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
         let m = job.model
         let world = ctx.mesh.world
         let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
         let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
                              denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
-        let tokens = Double(job.train.batchSize * m.seqLen)
-        let rate = measuredMs > 0 ? m.flopsPerToken(seqLen: m.seqLen) * tokens / Double(world) / (measuredMs / 1000) : peakFlops
         let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: 8, interNodeGBps: 8,
                               intraNodeLatencyUs: 5, interNodeLatencyUs: 5, gflopsPerSlot: rate / 1e9)
         return (shape, cluster, Array(repeating: 0, count: world))
@@ -47,8 +43,14 @@ extension Trainer {
             adoptedAwaitingMeasure = nil
         }
         guard !loadEMA.isEmpty else { return }
-        let (shape, cluster, nodeOf) = costInputs(measuredMs: measured)
+        // Calibrate the rate on the current placement: the rate at which the model predicts the
+        // step time just measured (the sgemm peak overstates what training kernels reach).
         let tokens = Double(job.train.batchSize * job.model.seqLen)
+        var (shape, cluster, nodeOf) = costInputs(rate: peakFlops)
+        if measured > 0 {
+            let atPeak = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+            (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000))
+        }
         let proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
         let d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
                                     cluster: cluster, nodeOf: nodeOf, horizon: job.replan.horizon)
@@ -124,7 +126,8 @@ extension Trainer {
         }
         let profile = model.profile
         model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: newCtx, store: fresh,
-                            capacityFactor: job.train.capacityFactor, routerSkew: job.train.routerSkew)
+                            capacityFactor: job.train.capacityFactor, routerSkew: job.train.routerSkew,
+                            routerSkewStride: job.train.routerSkewStride)
         model.profile = profile
         ctx = newCtx
         writer?.reserve(floats: 3 * fresh.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })

@@ -96,7 +96,8 @@ public final class Trainer {
         sampleStart = d * b / dp
         sampleEnd = (d + 1) * b / dp
         model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx, capacityFactor: job.train.capacityFactor,
-                            routerSkew: job.train.routerSkew)
+                            routerSkew: job.train.routerSkew,
+                            routerSkewStride: job.train.routerSkewStride)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))

@@ -63,6 +63,7 @@ final class JobTests: XCTestCase {
         assertJobError("{\(base), \"train\": {\"minLr\": 1}}", key: "train.minLr", contains: "train.lr")
         assertJobError("{\(base), \"name\": \"../x\"}", key: "name", contains: "folder")
         assertJobError("{}", key: "data.path", contains: "required")
+        assertJobError("{\(base)}", ["train.routerSkewStride=3"], key: "train.routerSkewStride", contains: "divide model.nExpert = 4")
         assertJobError("{\(base)}", ["train.steps"], key: "--set", contains: "key=value")
         assertJobError("{\(base)}", ["train.stepz=3"], key: "train.stepz", contains: "unknown key in --set")
         assertJobError("{\(base)}", ["train.steps=abc"], key: "train.steps", contains: "not a number")
