@@ -74,6 +74,13 @@ enum TrainCommand {
                     say("warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one")
                 }
                 if world.rank == 0 { say("switchyard: resumed from \(info.path) (step \(info.step))") }
+                if info.step >= job.train.steps {
+                    if world.rank == 0 {
+                        say("switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); raise train.steps to go on, or --no-resume to start over")
+                    }
+                    MPICommunicator.finalize()
+                    return 0
+                }
             }
         } catch let e as JobError {
             if world.rank == 0 { Runtime.printError("\(e)") }

@@ -65,6 +65,10 @@ final class CheckpointCLITests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stdout.contains("head.weight: checksum mismatch"), bad.stdout)
         XCTAssertEqual(try Harness.switchyard(["ckpt", "export", step20, "--out", out]).status, 1)
+        // Running a finished job again says so and does nothing.
+        let again = try Harness.switchyard(ws.tinyArgs(steps: 10, extra: ["--set", "checkpoint.every=10"]), cwd: ws.dir)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stdout.contains("already complete (10 of train.steps = 10)"), again.stdout)
         // Training resumes from the previous one, with a warning.
         let resumed = try Harness.switchyard(ws.tinyArgs(steps: 22, extra: ["--set", "checkpoint.every=10"]), cwd: ws.dir)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
