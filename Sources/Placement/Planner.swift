@@ -69,8 +69,9 @@ public enum Planner {
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
-    /// allows), then longest-processing-time-first assignment of replica shares to the least
-    /// loaded rank that has memory and does not hold that expert yet (lowest rank on ties).
+    /// allows), longest-processing-time-first assignment of replica shares to the least loaded
+    /// rank that has memory and does not hold that expert yet (lowest rank on ties), then more
+    /// replicas while one lowers the busiest rank's load by at least 1%.
     public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil) throws -> PlacementPlan {
         let nodeOf = try cluster.nodeOfRank(world: world)
         let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
@@ -98,28 +99,54 @@ public enum Planner {
                 used += 1
                 heap.push((ld[e] / Double(replicas[e]), e))
             }
-            extraBudget -= used
-            // LPT over replica shares.
-            var items: [(share: Double, expert: Int)] = []
-            for e in 0..<shape.nExpert { for _ in 0..<replicas[e] { items.append((ld[e] / Double(replicas[e]), e)) } }
-            items.sort { $0.share != $1.share ? $0.share > $1.share : $0.expert < $1.expert }
-            var rankLoad = [Double](repeating: 0, count: world)
-            var holders = [[Int]](repeating: [], count: shape.nExpert)
-            for item in items {
-                var best = -1
-                for r in 0..<world where free[r] > 0 && !holders[item.expert].contains(r) {
-                    if best < 0 || rankLoad[r] < rankLoad[best] - 1e-12 { best = r }
-                }
-                guard best >= 0 else {
-                    throw PlacementError("memory: no rank has room for expert \(item.expert) of MoE layer \(l)")
-                }
-                holders[item.expert].append(best)
-                rankLoad[best] += item.share
-                free[best] -= 1
+            // LPT; then, while memory allows, add the replica that lowers the busiest rank's load
+            // most (by at least 1%): a few hot experts often cannot be balanced by placement alone.
+            guard var best = lpt(ld, replicas: replicas, free: free, world: world) else {
+                throw PlacementError("memory: no rank has room for the experts of MoE layer \(l)")
             }
+            while used < budgetHere {
+                var improved: (Int, Assignment)? = nil
+                for e in 0..<shape.nExpert where replicas[e] < cap {
+                    var trial = replicas
+                    trial[e] += 1
+                    if let a = lpt(ld, replicas: trial, free: free, world: world),
+                       a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99) { improved = (e, a) }
+                }
+                guard let (e, a) = improved else { break }
+                replicas[e] += 1
+                used += 1
+                best = a
+            }
+            extraBudget -= used
+            free = best.free
+            let holders = best.holders
             layers.append(holders.map { $0.sorted() })
         }
         return PlacementPlan(layers: layers)
+    }
+
+    /// Replica shares of one layer assigned longest-processing-time first to the least loaded rank
+    /// with room that does not hold that expert yet (lowest rank on ties); nil if room runs out.
+    struct Assignment { var holders: [[Int]]; var maxLoad: Double; var free: [Int] }
+
+    static func lpt(_ ld: [Double], replicas: [Int], free start: [Int], world: Int) -> Assignment? {
+        var items: [(share: Double, expert: Int)] = []
+        for e in 0..<ld.count { for _ in 0..<replicas[e] { items.append((ld[e] / Double(replicas[e]), e)) } }
+        items.sort { $0.share != $1.share ? $0.share > $1.share : $0.expert < $1.expert }
+        var rankLoad = [Double](repeating: 0, count: world)
+        var holders = [[Int]](repeating: [], count: ld.count)
+        var free = start
+        for item in items {
+            var best = -1
+            for r in 0..<world where free[r] > 0 && !holders[item.expert].contains(r) {
+                if best < 0 || rankLoad[r] < rankLoad[best] - 1e-12 { best = r }
+            }
+            guard best >= 0 else { return nil }
+            holders[item.expert].append(best)
+            rankLoad[best] += item.share
+            free[best] -= 1
+        }
+        return Assignment(holders: holders, maxLoad: rankLoad.max() ?? 0, free: free)
     }
 
     /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica
