@@ -47,7 +47,11 @@ extension Transformer {
             }
         }
         guard total > 0 else { return }
-        let buf = FloatBuffer(count: total)
+        // Reused every step (a fresh buffer would be allocated and zeroed per step); ranks
+        // without a replica must contribute zeros, so it is cleared each time.
+        if replicaGradScratch?.count != total { replicaGradScratch = FloatBuffer(count: total) }
+        let buf = replicaGradScratch!
+        buf.zero()
         let moeBlocks = (0..<config.nLayer).filter(config.isMoE)
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
             let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."

@@ -65,6 +65,8 @@ public final class Transformer: @unchecked Sendable {
     var targets: [Int32]              // [N]
     var batch = 0, time = 0, globalTokens = 0
     var scratch: BackwardScratch
+    /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
+    var replicaGradScratch: FloatBuffer?
 
     /// Balance loss of each MoE block in the last forward (global, in block order).
     public private(set) var lastAux: [Float] = []

@@ -64,11 +64,17 @@ public enum GradClip {
     @discardableResult
     public static func clip(_ grads: UnsafeMutablePointer<Float>, count: Int, maxNorm: Double) -> Double {
         let n = norm(grads, count: count)
-        if maxNorm > 0 && n > maxNorm {
-            let s = Float(maxNorm / (n + 1e-6))
-            for i in 0..<count { grads[i] *= s }
-        }
+        scale(grads, count: count, norm: n, maxNorm: maxNorm)
         return n
+    }
+
+    /// Scales gradients whose (already known, e.g. global) norm is `norm` down to `maxNorm`.
+    /// No-op when maxNorm <= 0, when the norm is within it, or when it is not finite (the
+    /// caller skips such a step).
+    public static func scale(_ grads: UnsafeMutablePointer<Float>, count: Int, norm n: Double, maxNorm: Double) {
+        guard maxNorm > 0 && n > maxNorm && n.isFinite else { return }
+        let s = Float(maxNorm / (n + 1e-6))
+        for i in 0..<count { grads[i] *= s }
     }
 }
 

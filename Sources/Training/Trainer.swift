@@ -143,11 +143,7 @@ public final class Trainer {
             try ctx.allreduceWorld(&shared)
             let loss = Float(shared[0] / Double(tokensPerStep))
             let stop = shared[1] > 0
-            if t.gradClip > 0 && norm > t.gradClip && norm.isFinite {
-                let scale = Float(t.gradClip / (norm + 1e-6))
-                let g = model.store.grads.base
-                for i in 0..<model.store.count { g[i] *= scale }
-            }
+            GradClip.scale(model.store.grads.base, count: model.store.count, norm: norm, maxNorm: t.gradClip)
             model.profile?.add(.optimizer, monotonicSeconds() - tClip)
             let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
             if !loss.isFinite || !norm.isFinite {
