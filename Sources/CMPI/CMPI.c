@@ -1,4 +1,5 @@
 #include "CMPI.h"
+#include <stdlib.h>
 
 MPI_Comm CMPI_COMM_WORLD(void) { return MPI_COMM_WORLD; }
 MPI_Comm CMPI_COMM_NULL(void) { return MPI_COMM_NULL; }
@@ -14,3 +15,15 @@ int CMPI_SUCCESS(void) { return MPI_SUCCESS; }
 int CMPI_UNDEFINED(void) { return MPI_UNDEFINED; }
 int CMPI_MAX_ERROR_STRING(void) { return MPI_MAX_ERROR_STRING; }
 void *CMPI_IN_PLACE(void) { return MPI_IN_PLACE; }
+
+int CMPI_Waitall(int n, MPI_Request *requests, MPI_Datatype type, int *counts) {
+    if (n <= 0) return MPI_SUCCESS;
+    MPI_Status *st = malloc(sizeof(MPI_Status) * (size_t)n);
+    if (!st) return MPI_ERR_NO_MEM;
+    int rc = MPI_Waitall(n, requests, st);
+    if (rc == MPI_SUCCESS && counts) {
+        for (int i = 0; i < n && rc == MPI_SUCCESS; i++) rc = MPI_Get_count(&st[i], type, &counts[i]);
+    }
+    free(st);
+    return rc;
+}

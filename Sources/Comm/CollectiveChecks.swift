@@ -48,6 +48,31 @@ public enum CollectiveChecks {
         let want = (0..<n).flatMap { s in (0..<((s + r) % 3)).map { Float(s * 1000 + r * 10 + $0) } }
         expect(got == want, "alltoallv = \(got), want \(want)")
 
+        // exchange (point-to-point): a ring both ways plus a message to itself; rank s sends
+        // (s % 3) + 1 messages to its right neighbour, of lengths 0, 1, 2 ... (order preserved),
+        // and one of length 4 to its left; values s * 1000 + message * 10 + j.
+        let right = (r + 1) % n, left = (r + n - 1) % n
+        func message(_ s: Int, _ m: Int, _ len: Int) -> [Double] { (0..<len).map { Double(s * 1000 + m * 10 + $0) } }
+        let toRight = (0...(r % 3)).map { message(r, $0, $0) }, toLeft = message(r, 9, 4), toSelf = message(r, 5, 3)
+        let fromLeftCount = left % 3 + 1
+        var fromLeft = (0..<fromLeftCount).map { [Double](repeating: -1, count: $0) }
+        var fromRight = [Double](repeating: -1, count: 4), fromSelf = [Double](repeating: -1, count: 3)
+        try withBuffers(toRight + [toLeft, toSelf]) { out in
+            try withMutableBuffers(&fromLeft) { inLeft in
+                try fromRight.withUnsafeMutableBufferPointer { inRight in
+                    try fromSelf.withUnsafeMutableBufferPointer { inSelf in
+                        let sends = out.enumerated().map { PeerBuffer(peer: $0.offset < toRight.count ? right : ($0.offset == toRight.count ? left : r), buffer: $0.element) }
+                        let receives = inLeft.map { PeerMutableBuffer(peer: left, buffer: $0) }
+                            + [PeerMutableBuffer(peer: right, buffer: inRight), PeerMutableBuffer(peer: r, buffer: inSelf)]
+                        try comm.exchange(sends: sends, receives: receives)
+                    }
+                }
+            }
+        }
+        expect(fromLeft == (0..<fromLeftCount).map { message(left, $0, $0) }, "exchange from the left = \(fromLeft)")
+        expect(fromRight == message(right, 9, 4), "exchange from the right = \(fromRight)")
+        expect(fromSelf == toSelf, "exchange with itself = \(fromSelf)")
+
         // split by parity, keys reversed: new rank counts down; a sum over the sub-group
         // adds exactly the ranks of this parity.
         let sub = try comm.split(color: r % 2, key: -r)
@@ -61,4 +86,25 @@ public enum CollectiveChecks {
         try comm.barrier()
         return failures
     }
+}
+
+/// Calls `body` with buffer pointers to every array (kept alive for the call).
+func withBuffers<T, R>(_ arrays: [[T]], _ body: ([UnsafeBufferPointer<T>]) throws -> R) rethrows -> R {
+    func go(_ i: Int, _ acc: [UnsafeBufferPointer<T>]) throws -> R {
+        if i == arrays.count { return try body(acc) }
+        return try arrays[i].withUnsafeBufferPointer { try go(i + 1, acc + [$0]) }
+    }
+    return try go(0, [])
+}
+
+/// Calls `body` with mutable buffer pointers to every array (kept alive for the call).
+func withMutableBuffers<T, R>(_ arrays: inout [[T]], _ body: ([UnsafeMutableBufferPointer<T>]) throws -> R) rethrows -> R {
+    let p = UnsafeMutablePointer<[T]>.allocate(capacity: arrays.count)
+    p.initialize(from: arrays, count: arrays.count)
+    defer { arrays = Array(UnsafeBufferPointer(start: p, count: arrays.count)); p.deinitialize(count: arrays.count); p.deallocate() }
+    func go(_ i: Int, _ acc: [UnsafeMutableBufferPointer<T>]) throws -> R {
+        if i == arrays.count { return try body(acc) }
+        return try p[i].withUnsafeMutableBufferPointer { try go(i + 1, acc + [$0]) }
+    }
+    return try go(0, [])
 }

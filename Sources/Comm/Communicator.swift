@@ -49,6 +49,25 @@ public protocol Communicator: AnyObject, Sendable {
                                   recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws
     /// Splits into sub-groups of the ranks with equal `color` (>= 0), ranked by (key, rank).
     func split(color: Int, key: Int) throws -> any Communicator
+    /// Point-to-point: sends every `sends` buffer to its rank and fills every `receives` buffer
+    /// from its rank, returning when all are done. Not collective: only ranks that exchange
+    /// messages take part. Messages from one rank to another match in the order they are listed
+    /// on both sides and must agree in length; a rank may send to itself.
+    func exchange<T: CommScalar>(sends: [PeerBuffer<T>], receives: [PeerMutableBuffer<T>]) throws
+}
+
+/// A message to send to `peer`.
+public struct PeerBuffer<T: CommScalar> {
+    public var peer: Int
+    public var buffer: UnsafeBufferPointer<T>
+    public init(peer: Int, buffer: UnsafeBufferPointer<T>) { self.peer = peer; self.buffer = buffer }
+}
+
+/// A message to receive from `peer`.
+public struct PeerMutableBuffer<T: CommScalar> {
+    public var peer: Int
+    public var buffer: UnsafeMutableBufferPointer<T>
+    public init(peer: Int, buffer: UnsafeMutableBufferPointer<T>) { self.peer = peer; self.buffer = buffer }
 }
 
 extension Communicator {
@@ -80,6 +99,13 @@ extension Communicator {
             }
         }
         return out
+    }
+
+    /// Checks that every peer of an exchange is a rank of this group.
+    public func validateExchange(peers: [Int]) throws {
+        if let bad = peers.first(where: { $0 < 0 || $0 >= size }) {
+            throw CommError("exchange: peer \(bad) outside 0..<\(size)")
+        }
     }
 
     /// Checks the shared preconditions of alltoallv's arguments.

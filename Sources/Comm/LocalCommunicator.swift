@@ -15,6 +15,7 @@ final class LocalWorld: @unchecked Sendable {
     private var posts: [UnsafeRawPointer?]
     private var postCounts: [[Int]]
     private var children: [Int: LocalWorld] = [:]
+    private var mailboxes: [Int: [[UInt8]]] = [:]   // src * size + dst -> messages in order
     private var allChildren: [LocalWorld] = []
 
     init(size: Int, timeout: TimeInterval) {
@@ -62,6 +63,26 @@ final class LocalWorld: @unchecked Sendable {
     func posted(_ rank: Int) -> (UnsafeRawPointer?, [Int]) {
         cond.lock(); defer { cond.unlock() }
         return (posts[rank], postCounts[rank])
+    }
+
+    /// Queues a copy of a point-to-point message (sends never wait).
+    func deliver(from src: Int, to dst: Int, _ bytes: [UInt8]) {
+        cond.lock(); mailboxes[src * size + dst, default: []].append(bytes); cond.broadcast(); cond.unlock()
+    }
+
+    /// The next message from `src` to `dst`, waiting for it (bounded by the timeout, or an abort).
+    func take(from src: Int, to dst: Int) throws -> [UInt8] {
+        cond.lock()
+        defer { cond.unlock() }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while aborted == nil && (mailboxes[src * size + dst]?.isEmpty ?? true) {
+            if !cond.wait(until: deadline) {
+                aborted = "rank \(dst) waited more than \(Int(timeout)) s for a message from rank \(src)"
+                cond.broadcast()
+            }
+        }
+        if let a = aborted { throw CommError("aborted: \(a)") }
+        return mailboxes[src * size + dst]!.removeFirst()
     }
 
     func publishChild(_ leader: Int, _ w: LocalWorld) {
@@ -218,6 +239,19 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             out += recvCounts[s]
         }
         try world.barrier()
+    }
+
+    public func exchange<T: CommScalar>(sends: [PeerBuffer<T>], receives: [PeerMutableBuffer<T>]) throws {
+        try validateExchange(peers: sends.map(\.peer) + receives.map(\.peer))
+        for s in sends { world.deliver(from: rank, to: s.peer, Array(UnsafeRawBufferPointer(s.buffer))) }
+        for r in receives {
+            let bytes = try world.take(from: r.peer, to: rank)
+            guard bytes.count == r.buffer.count * MemoryLayout<T>.stride else {
+                world.abort("exchange length mismatch")
+                throw CommError("exchange: rank \(r.peer) sent \(bytes.count / MemoryLayout<T>.stride) elements to rank \(rank), which expects \(r.buffer.count)")
+            }
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(r.buffer).copyMemory(from: $0) }
+        }
     }
 
     public func split(color: Int, key: Int) throws -> any Communicator {

@@ -88,6 +88,33 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    public func exchange<T: CommScalar>(sends: [PeerBuffer<T>], receives: [PeerMutableBuffer<T>]) throws {
+        try validateExchange(peers: sends.map(\.peer) + receives.map(\.peer))
+        // Every receive is posted before any send, so no order of peers can deadlock; MPI keeps
+        // messages of one (source, tag, communicator) in order, which is the pairing contract.
+        var dummy = T.zero
+        try withUnsafeMutablePointer(to: &dummy) { d in
+            var recvRequests = [MPI_Request?](repeating: nil, count: receives.count)
+            var sendRequests = [MPI_Request?](repeating: nil, count: sends.count)
+            for (i, r) in receives.enumerated() {
+                try check(MPI_Irecv(UnsafeMutableRawPointer(r.buffer.baseAddress) ?? UnsafeMutableRawPointer(d),
+                                    try count32(r.buffer.count, "MPI_Irecv"), datatype(T.self), Int32(r.peer), 7, comm,
+                                    &recvRequests[i]), "MPI_Irecv")
+            }
+            for (i, s) in sends.enumerated() {
+                try check(MPI_Isend(UnsafeRawPointer(s.buffer.baseAddress) ?? UnsafeRawPointer(d),
+                                    try count32(s.buffer.count, "MPI_Isend"), datatype(T.self), Int32(s.peer), 7, comm,
+                                    &sendRequests[i]), "MPI_Isend")
+            }
+            var counts = [Int32](repeating: 0, count: receives.count)
+            try check(CMPI_Waitall(Int32(receives.count), &recvRequests, datatype(T.self), &counts), "MPI_Waitall (receives)")
+            try check(CMPI_Waitall(Int32(sends.count), &sendRequests, datatype(T.self), nil), "MPI_Waitall (sends)")
+            if let i = receives.indices.first(where: { Int(counts[$0]) != receives[$0].buffer.count }) {
+                throw CommError("exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which expects \(receives[i].buffer.count)")
+            }
+        }
+    }
+
     public func split(color: Int, key: Int) throws -> any Communicator {
         precondition(color >= 0, "split color must be >= 0")
         var newComm: MPI_Comm? = nil

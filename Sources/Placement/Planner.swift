@@ -25,8 +25,8 @@ public struct MoEShape: Sendable, Equatable {
 
 /// Predicted cost of a placement.
 public struct Prediction: Sendable, Equatable {
-    public var stepSeconds: Double          // the slowest rank
-    public var rankSeconds: [Double]
+    public var stepSeconds: Double          // dense share + the slowest rank of each MoE layer
+    public var rankSeconds: [Double]        // each rank's own work (without waiting for others)
     public var rankLoad: [Double]           // routed assignments served per step, all layers
     public var rankBytes: [Double]          // memory per rank
 }
@@ -36,36 +36,39 @@ public enum Planner {
     /// `tokens` tokens per step. Dispatch and combine (forward and backward: 4 exchanges of C
     /// floats per assignment) cost bytes / bandwidth, on the slower link when the token's source
     /// and the expert's rank are on different nodes; sources are spread evenly over the ranks.
+    /// Every MoE layer's alltoallv is a barrier, so the step takes the dense share plus, per
+    /// layer, the time of that layer's slowest rank (an imbalance in one layer is not made up by
+    /// the opposite imbalance in another).
     public static func predict(plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
                                nodeOf: [Int]) -> Prediction {
         let world = nodeOf.count
         let rate = cluster.gflopsPerSlot * 1e9
-        var compute = [Double](repeating: shape.denseFlopsPerToken * tokens / Double(world) / rate, count: world)
-        var comm = [Double](repeating: 0, count: world)
+        let dense = shape.denseFlopsPerToken * tokens / Double(world) / rate
+        var busy = [Double](repeating: dense, count: world)
+        var step = dense
         var served = [Double](repeating: 0, count: world)
         var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
         let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
+        let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
         for (l, layer) in plan.layers.enumerated() {
+            var layerTime = [Double](repeating: 4 * latency, count: world)
             for (e, ranks) in layer.enumerated() {
                 let share = (l < load.count && e < load[l].count ? load[l][e] : 0) / Double(ranks.count)
                 for r in ranks {
                     served[r] += share
-                    compute[r] += share * shape.expertFlopsPerAssignment / rate
                     bytes[r] += shape.bytesPerExpert
+                    layerTime[r] += share * shape.expertFlopsPerAssignment / rate
                     // Rows arrive from every rank in equal parts.
-                    var t = 0.0
                     for s in 0..<world where s != r {
                         let b = share / Double(world) * rowBytes
-                        t += nodeOf[s] == nodeOf[r] ? b / (cluster.intraNodeGBps * 1e9) : b / (cluster.interNodeGBps * 1e9)
+                        layerTime[r] += nodeOf[s] == nodeOf[r] ? b / (cluster.intraNodeGBps * 1e9) : b / (cluster.interNodeGBps * 1e9)
                     }
-                    comm[r] += t
                 }
             }
-            let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
-            for r in 0..<world { comm[r] += 4 * latency }
+            for r in 0..<world { busy[r] += layerTime[r] }
+            step += layerTime.max() ?? 0
         }
-        let per = (0..<world).map { compute[$0] + comm[$0] }
-        return Prediction(stepSeconds: per.max() ?? 0, rankSeconds: per, rankLoad: served, rankBytes: bytes)
+        return Prediction(stepSeconds: step, rankSeconds: busy, rankLoad: served, rankBytes: bytes)
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory

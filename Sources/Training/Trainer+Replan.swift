@@ -1,7 +1,7 @@
 // Online re-placement: measured routing load (an EMA of tokens per expert), a plan from the
 // scheduler's planner every `replan.every` steps, adopted only when its predicted gain over
 // `replan.horizon` steps beats the predicted migration cost; migration moves each expert's
-// weights and both AdamW moments to its new ranks exactly (alltoallv of raw floats), so training
+// weights and both AdamW moments to its new ranks exactly (point-to-point, raw floats), so training
 // continues as if it had resumed from a checkpoint with the new placement.
 import Comm
 import Foundation
@@ -84,46 +84,33 @@ extension Trainer {
                 (b.base + info.offset).update(from: a.base + o.offset, count: info.count)
             }
         }
-        // Experts: the lowest old holder sends to every new holder.
-        let world = ctx.comms.world.size, me = ctx.comms.world.rank
+        // Experts: a rank that already held an expert keeps its copy (replicas are bitwise equal);
+        // a new holder receives weights and moments from the lowest old holder, point-to-point,
+        // straight from the old store into the new one (no staging buffers).
+        let me = ctx.comms.world.rank
         let moeBlocks = (0..<job.model.nLayer).filter(job.model.isMoE)
         let half = job.model.nEmbd * job.model.ffHidden
-        let packet = 6 * half
-        var sendLists = [[(Int, Int)]](repeating: [], count: world), recvLists = [[(Int, Int)]](repeating: [], count: world)
+        var sends: [PeerBuffer<Float>] = [], receives: [PeerMutableBuffer<Float>] = []
         for (l, layer) in newPlan.layers.enumerated() {
             for (e, ranks) in layer.enumerated() {
-                let src = oldPlan.layers[l][e].min()!
+                let held = oldPlan.layers[l][e], src = held.min()!
+                let p = "layers.\(moeBlocks[l]).moe.experts.\(e)."
                 for d in ranks {
-                    if src == me { sendLists[d].append((l, e)) }
-                    if d == me { recvLists[src].append((l, e)) }
-                }
-            }
-        }
-        func names(_ l: Int, _ e: Int) -> [String] {
-            let p = "layers.\(moeBlocks[l]).moe.experts.\(e)."
-            return [p + "w1.weight", p + "w2.weight"]
-        }
-        var send = [Float](), recv = [Float](repeating: 0, count: recvLists.reduce(0) { $0 + $1.count } * packet)
-        send.reserveCapacity(sendLists.reduce(0) { $0 + $1.count } * packet)
-        for d in 0..<world {
-            for (l, e) in sendLists[d] {
-                for buf in [old.params, old.adamM, old.adamV] {
-                    for n in names(l, e) { send.append(contentsOf: UnsafeBufferPointer(start: old.pointer(n, in: buf), count: half)) }
-                }
-            }
-        }
-        recv = try ctx.comms.world.alltoallv(send, sendCounts: sendLists.map { $0.count * packet }, recvCounts: recvLists.map { $0.count * packet })
-        var at = 0
-        for s in 0..<world {
-            for (l, e) in recvLists[s] {
-                for buf in [fresh.params, fresh.adamM, fresh.adamV] {
-                    for n in names(l, e) {
-                        recv.withUnsafeBufferPointer { fresh.pointer(n, in: buf).update(from: $0.baseAddress! + at, count: half) }
-                        at += half
+                    for (from, to) in [(old.params, fresh.params), (old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
+                        for n in [p + "w1.weight", p + "w2.weight"] {
+                            if d == me && held.contains(me) {
+                                fresh.pointer(n, in: to).update(from: old.pointer(n, in: from), count: half)
+                            } else if d == me {
+                                receives.append(PeerMutableBuffer(peer: src, buffer: .init(start: fresh.pointer(n, in: to), count: half)))
+                            } else if src == me && !held.contains(d) {
+                                sends.append(PeerBuffer(peer: d, buffer: .init(start: old.pointer(n, in: from), count: half)))
+                            }
+                        }
                     }
                 }
             }
         }
+        try ctx.comms.world.exchange(sends: sends, receives: receives)
         let profile = model.profile
         model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: newCtx, store: fresh,
                             capacityFactor: job.train.capacityFactor, routerSkew: job.train.routerSkew,

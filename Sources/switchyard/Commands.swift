@@ -29,7 +29,7 @@ enum Commands {
 
     static let selftest = CommandSpec(
         name: "selftest",
-        summary: "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
+        summary: "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
         positionals: [],
         options: [],
         details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n")

@@ -126,7 +126,7 @@ enum SelftestCommand {
             for f in failures { Runtime.printError(f, rank: world.rank, world: world.size) }
             if world.rank == 0 {
                 let bad = all.reduce(0, +)
-                print(bad == 0 ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split)"
+                print(bad == 0 ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split, point-to-point)"
                                : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
             }
             MPICommunicator.finalize()

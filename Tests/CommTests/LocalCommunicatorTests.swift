@@ -32,6 +32,32 @@ final class LocalCommunicatorTests: XCTestCase {
         })
     }
 
+    /// A point-to-point message of the wrong length is an error on the receiver; one that never
+    /// comes is a timeout, not a hang.
+    func testExchangeLengthMismatchAndMissingMessageAreErrors() {
+        XCTAssertThrowsError(try LocalCommunicator.run(size: 2) { comm -> Int in
+            let other = 1 - comm.rank
+            let out: [Float] = [1, 2, 3]
+            var into = [Float](repeating: 0, count: comm.rank == 1 ? 2 : 3)
+            try out.withUnsafeBufferPointer { s in
+                try into.withUnsafeMutableBufferPointer { r in
+                    try comm.exchange(sends: [PeerBuffer(peer: other, buffer: s)], receives: [PeerMutableBuffer(peer: other, buffer: r)])
+                }
+            }
+            return 0
+        }) { XCTAssertTrue("\($0)".contains("rank 0 sent 3 elements to rank 1, which expects 2"), "\($0)") }
+        XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
+            var into = [Float](repeating: 0, count: 1)
+            if comm.rank == 0 {
+                try into.withUnsafeMutableBufferPointer { try comm.exchange(sends: [], receives: [PeerMutableBuffer(peer: 1, buffer: $0)]) }
+            }
+            return 0
+        }) { XCTAssertTrue("\($0)".contains("waited more than 0 s for a message from rank 1"), "\($0)") }
+        XCTAssertThrowsError(try LocalCommunicator.single().exchange(sends: [PeerBuffer<Float>](), receives: [PeerMutableBuffer(peer: 1, buffer: .init(start: nil, count: 0))])) {
+            XCTAssertTrue("\($0)".contains("peer 1 outside 0..<1"), "\($0)")
+        }
+    }
+
     /// A rank that never arrives is a timeout error, not a hang.
     func testMissingRankTimesOut() {
         XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in

@@ -44,6 +44,26 @@ final class PlannerTests: XCTestCase {
         XCTAssertLessThan(pred.stepSeconds, rr.stepSeconds, "the plan beats round-robin under skew")
     }
 
+    /// Each MoE layer's alltoallv is a barrier: the step pays every layer's slowest rank, so two
+    /// layers with opposite imbalances cost twice the heavy side, not heavy + light.
+    func testStepTimeSumsTheSlowestRankOfEachLayer() throws {
+        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 2, moeLayers: 2, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
+        let c = Cluster(nodes: [ClusterNode(name: "n", slots: 2, memoryPerSlotGB: 16)], intraNodeGBps: 1e9, interNodeGBps: 1e9,
+                        intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
+        let load: [[Double]] = [[3000, 1000], [1000, 3000]]
+        let plan = PlacementPlan(layers: [[[0], [1]], [[0], [1]]])
+        let p = Planner.predict(plan: plan, load: load, tokens: 1000, shape: shape, cluster: c, nodeOf: [0, 0])
+        let dense = 1e6 * 1000 / 2 / 100e9, perRow = shape.expertFlopsPerAssignment / 100e9
+        XCTAssertEqual(p.stepSeconds, dense + 3000 * perRow + 3000 * perRow, accuracy: 1e-9)
+        XCTAssertEqual(p.rankSeconds[0], dense + 4000 * perRow, accuracy: 1e-9, "a rank's own work excludes waiting")
+        XCTAssertEqual(p.rankLoad, [4000, 4000])
+        // The planner balances each layer on its own: 3000 | 1000 cannot be split without replicas,
+        // with one replica of the hot expert it can (2000 | 2000 in both layers).
+        let q = try Planner.plan(load: load, shape: shape, cluster: c, world: 2)
+        let pq = Planner.predict(plan: q, load: load, tokens: 1000, shape: shape, cluster: c, nodeOf: [0, 0])
+        XCTAssertEqual(pq.stepSeconds, dense + 2000 * perRow + 2000 * perRow, accuracy: 1e-9, "\(q.layers)")
+    }
+
     func testUniformLoadMovesNothing() throws {
         let load = [[Double]](repeating: [Double](repeating: 256, count: 16), count: 2)
         let c = Self.cluster()

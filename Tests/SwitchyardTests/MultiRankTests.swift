@@ -67,6 +67,27 @@ final class MultiRankTests: XCTestCase {
         XCTAssertEqual(again, try ws.lossBits(run: "dp2xtp2"), "same layout twice: bitwise-identical losses")
     }
 
+    /// Online re-placement under real mpirun: a plan is adopted, experts and moments move
+    /// point-to-point (MPI_Isend/Irecv), and the losses still match the one-rank run.
+    func testReplacementUnderMpirunMatchesOneRank() throws {
+        let ws = Workspace()
+        let skew = ["--set", "train.routerSkew=3", "--set", "train.routerSkewStride=2"]
+        let one = try Harness.mpi(1, ws.tinyArgs(steps: 20, extra: ["--set", "name=w1"] + skew), cwd: ws.dir, timeout: 120)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let r = try Harness.mpi(2, ws.tinyArgs(steps: 20, extra: ["--set", "name=replan", "--set", "replan.every=5",
+                                                                   "--set", "replan.horizon=1000000"] + skew), cwd: ws.dir, timeout: 120)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("placement: step 4: predicted"), r.stdout)
+        let log = try String(contentsOfFile: "\(ws.dir)/runs/replan/log.jsonl", encoding: .utf8)
+        XCTAssertTrue(log.contains("\"adopted\":true"), "a plan was adopted")
+        let got = try ws.lossBits(run: "replan"), ref = try ws.lossBits(run: "w1")
+        XCTAssertEqual(got.count, 20)
+        let worst = zip(got, ref).map { abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1)) }.max() ?? 1
+        XCTAssertLessThan(worst, 1e-4, "max relative loss difference \(worst)")
+        print("mpirun -np 2 with re-placement: max relative loss difference \(worst) vs np 1")
+    }
+
     /// A layout that does not fit the world fails fast on every rank with one message.
     func testLayoutNotMatchingWorldFailsFastOnEveryRank() throws {
         let ws = Workspace()

@@ -27,10 +27,10 @@ final class ReplanTests: XCTestCase {
         var a = job
         a.name = "replan"
         let ja = a
-        let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]]) in
+        let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]], [UInt32]) in
             let t = try Trainer(job: ja, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: ja) : nil,
                                 environment: Self.env, say: { _ in })
-            return (try t.run(), t.ctx.plan.layers)
+            return (try t.run(), t.ctx.plan.layers, Self.state(t))
         }
         let newPlan = runA[0].1
         XCTAssertNotEqual(newPlan, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted under skew")
@@ -54,13 +54,23 @@ final class ReplanTests: XCTestCase {
         var b2 = jb
         b2.placement = newPlan
         let jb2 = b2
-        let runB = try LocalCommunicator.run(size: 2) { comm -> TrainSummary in
+        let runB = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [UInt32]) in
             let t = try Trainer(job: jb2, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
             XCTAssertEqual(try t.resume(.latest)?.step, 10)
-            return try t.run()
+            return (try t.run(), Self.state(t))
         }
-        XCTAssertEqual(runB[0].firstStep, 10)
-        XCTAssertEqual(runB[0].losses.map(\.bitPattern), Array(runA[0].0.losses[10..<20]).map(\.bitPattern),
+        XCTAssertEqual(runB[0].0.firstStep, 10)
+        XCTAssertEqual(runB[0].0.losses.map(\.bitPattern), Array(runA[0].0.losses[10..<20]).map(\.bitPattern),
                        "steps 10-19 after migration equal a resume with the new placement, bitwise")
+        for r in 0..<2 {
+            XCTAssertEqual(runA[r].2.count, runB[r].1.count)
+            XCTAssertTrue(runA[r].2 == runB[r].1, "rank \(r): every parameter and both moments at step 20 equal, bitwise")
+        }
+    }
+
+    /// Every float this rank holds (parameters, then both AdamW moments) as bit patterns.
+    static func state(_ t: Trainer) -> [UInt32] {
+        let s = t.model.store
+        return [s.params, s.adamM, s.adamV].flatMap { b in (0..<s.count).map { b.base[$0].bitPattern } }
     }
 }

@@ -19,4 +19,7 @@ int CMPI_UNDEFINED(void);
 /// MPI_Error_string into a caller buffer of at least CMPI_MAX_ERROR_STRING() bytes.
 int CMPI_MAX_ERROR_STRING(void);
 void *CMPI_IN_PLACE(void);
+/// MPI_Waitall over `n` requests; for receives, `counts` (n entries, or NULL) gets the number of
+/// `type` elements that arrived in each (MPI_Get_count), so a short message is noticed.
+int CMPI_Waitall(int n, MPI_Request *requests, MPI_Datatype type, int *counts);
 #endif
