@@ -82,7 +82,9 @@ public final class ParameterStore: @unchecked Sendable {
 
     public var count: Int { params.count }
 
-    public init(config c: ModelConfig, layout: ShardLayout? = nil) {
+    /// `zeroed: false` leaves params and both moments unwritten (not even paged in): for a caller
+    /// that overwrites every element, as migration does. Gradients are always zeroed.
+    public init(config c: ModelConfig, layout: ShardLayout? = nil, zeroed: Bool = true) {
         let layout = layout ?? .single(c)
         self.layout = layout
         let mesh = layout.mesh
@@ -139,10 +141,10 @@ public final class ParameterStore: @unchecked Sendable {
         var idx: [String: Int] = [:]
         for (i, info) in infos.enumerated() { idx[info.name] = i }
         indexByName = idx
-        params = FloatBuffer(count: offset)
+        params = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
         grads = FloatBuffer(count: offset)
-        adamM = FloatBuffer(count: offset)
-        adamV = FloatBuffer(count: offset)
+        adamM = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
+        adamV = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
     }
 
     /// The info of a named tensor this rank holds, or nil.

@@ -111,6 +111,34 @@ public final class Transformer: @unchecked Sendable {
         scratch = BackwardScratch(config: config, n: n, tp: tp)
     }
 
+    /// The same model share under a new placement: `store` (laid out for `context`, whose mesh
+    /// must be `other`'s) replaces `other`'s parameters, and `other`'s activation and scratch
+    /// buffers are reused, since none of them depends on the placement (re-placement would
+    /// otherwise allocate and page in hundreds of MB per migration). `other` must not be used
+    /// afterwards.
+    public init(rebinding other: Transformer, context: ParallelContext, store: ParameterStore) {
+        precondition(context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh")
+        config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
+        var w: [BlockWeights] = [], g: [BlockWeights] = [], moes: [MoELayer?] = []
+        var moeIndex = 0
+        for l in 0..<config.nLayer {
+            let experts = config.isMoE(l) ? context.plan.localExperts(layer: moeIndex, rank: context.mesh.rank) : []
+            w.append(Transformer.blockWeights(store, store.params, layer: l, experts: experts, config: config))
+            g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
+            if let old = other.moeLayers[l] {
+                moes.append(MoELayer(ctx: context, layer: old.layer, c: old.c, f: old.f, e: old.e, k: old.k, capacityFactor: old.capacityFactor,
+                                     routerSkew: old.routerSkew, routerSkewStride: old.routerSkewStride))
+                moeIndex += 1
+            } else {
+                moes.append(nil)
+            }
+        }
+        weights = w; gradients = g; moeLayers = moes
+        blocks = other.blocks; resid = other.resid; lnf = other.lnf; rstdf = other.rstdf; logits = other.logits
+        losses = other.losses; gatherScratch = other.gatherScratch; tokens = other.tokens; targets = other.targets
+        scratch = other.scratch
+    }
+
     static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig) -> BlockWeights {
         let p = "layers.\(l)."
         func ptr(_ name: String) -> UnsafeMutablePointer<Float> { s.pointer(p + name, in: buf) }

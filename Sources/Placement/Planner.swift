@@ -38,7 +38,8 @@ public enum Planner {
     /// and the expert's rank are on different nodes; sources are spread evenly over the ranks.
     /// Every MoE layer's alltoallv is a barrier, so the step takes the dense share plus, per
     /// layer, the time of that layer's slowest rank (an imbalance in one layer is not made up by
-    /// the opposite imbalance in another).
+    /// the opposite imbalance in another). Replicated experts add one world allreduce of their
+    /// gradients (2CF floats each; a ring moves 2(w-1)/w of the bytes over the slowest link).
     public static func predict(plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
                                nodeOf: [Int]) -> Prediction {
         let world = nodeOf.count
@@ -68,13 +69,21 @@ public enum Planner {
             for r in 0..<world { busy[r] += layerTime[r] }
             step += layerTime.max() ?? 0
         }
+        let replicated = plan.layers.reduce(0) { $0 + $1.filter { $0.count > 1 }.count }
+        if replicated > 0 && world > 1 {
+            let gb = nodeOf.contains { $0 != nodeOf[0] } ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
+            let sync = 2 * Double(world - 1) / Double(world) * Double(replicated) * replicaGradientBytes(shape) / (gb * 1e9) + 2 * latency
+            step += sync
+            for r in 0..<world { busy[r] += sync }
+        }
         return Prediction(stepSeconds: step, rankSeconds: busy, rankLoad: served, rankBytes: bytes)
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
     /// allows), longest-processing-time-first assignment of replica shares to the least loaded
     /// rank that has memory and does not hold that expert yet (lowest rank on ties), then more
-    /// replicas while one lowers the busiest rank's load by at least 1%.
+    /// replicas while one lowers the busiest rank's load by at least 1%. The result is the
+    /// better, by `predict`, of that plan and the same assignment without replicas.
     public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil) throws -> PlacementPlan {
         let nodeOf = try cluster.nodeOfRank(world: world)
         let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
@@ -125,7 +134,22 @@ public enum Planner {
             let holders = best.holders
             layers.append(holders.map { $0.sorted() })
         }
-        return PlacementPlan(layers: layers)
+        // Replicas cost a gradient allreduce every step: keep them only if the cost model says
+        // they pay for it against the best plan without any.
+        let replicated = PlacementPlan(layers: layers)
+        guard layers.contains(where: { $0.contains { $0.count > 1 } }) else { return replicated }
+        var single: [[[Int]]] = []
+        var freeSingle = perRankSlots
+        for l in 0..<shape.moeLayers {
+            let ld = (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
+            guard let a = lpt(ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world) else { return replicated }
+            freeSingle = a.free
+            single.append(a.holders.map { $0.sorted() })
+        }
+        let plain = PlacementPlan(layers: single)
+        let withReplicas = predict(plan: replicated, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        return without <= withReplicas ? plain : replicated
     }
 
     /// Replica shares of one layer assigned longest-processing-time first to the least loaded rank
@@ -151,6 +175,9 @@ public enum Planner {
         }
         return Assignment(holders: holders, maxLoad: rankLoad.max() ?? 0, free: free)
     }
+
+    /// Bytes of one expert's gradient (w1 and w2, Float32), summed over its replicas every step.
+    public static func replicaGradientBytes(_ shape: MoEShape) -> Double { 2 * Double(shape.nEmbd * shape.ffHidden) * 4 }
 
     /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica
     /// that appears on a rank that did not hold it).

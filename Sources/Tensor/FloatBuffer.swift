@@ -17,6 +17,14 @@ public final class FloatBuffer: @unchecked Sendable {
         base.initialize(repeating: 0, count: max(count, 1))
     }
 
+    /// Allocated but not written: every element must be written before it is read.
+    public init(uninitializedCount count: Int) {
+        precondition(count >= 0, "FloatBuffer count must be >= 0")
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
     public convenience init(_ values: [Float]) {
         self.init(count: values.count)
         for i in 0..<values.count { base[i] = values[i] }

@@ -8,6 +8,7 @@ import Foundation
 import JSON
 import Model
 import Placement
+import Tensor
 
 extension Trainer {
     /// Folds this step's global expert counts into the load EMA.
@@ -20,21 +21,26 @@ extension Trainer {
         windowStepMs.append(stepMs)
     }
 
-    /// The cost model's view of this run: one node of `world` slots computing at `rate` FLOP/s.
-    func costInputs(rate: Double) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
+    /// The cost model's view of this run: one node of `world` slots computing at `rate` FLOP/s,
+    /// linked at the measured alltoallv bandwidth and latency.
+    func costInputs(rate: Double, link: (gbps: Double, latencyUs: Double)) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
         let m = job.model
         let world = ctx.mesh.world
         let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
         let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
                              denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
-        let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: 8, interNodeGBps: 8,
-                              intraNodeLatencyUs: 5, interNodeLatencyUs: 5, gflopsPerSlot: rate / 1e9)
+        let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: link.gbps,
+                              interNodeGBps: link.gbps, intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs,
+                              gflopsPerSlot: rate / 1e9)
         return (shape, cluster, Array(repeating: 0, count: world))
     }
 
     /// Plans from the measured load and, if it pays, migrates. Collective; every rank decides the
-    /// same (the load is the same global counts everywhere).
-    func replan(step: Int) throws {
+    /// same (the load is the same global counts everywhere). Returns the seconds it took on the
+    /// slowest rank (planning and migration), which the run counts as training time.
+    @discardableResult
+    func replan(step: Int) throws -> Double {
+        let t0 = monotonicSeconds()
         let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
         windowStepMs = []
         if let a = adoptedAwaitingMeasure {
@@ -42,33 +48,73 @@ extension Trainer {
                         "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs), "measuredStepMs": .number(measured)])
             adoptedAwaitingMeasure = nil
         }
-        guard !loadEMA.isEmpty else { return }
+        guard !loadEMA.isEmpty else { return 0 }
+        if link == nil {
+            // Measured once, with this run's ranks (0 GB/s at world 1: no peers, nothing moves).
+            let all = [Int](repeating: 0, count: ctx.mesh.world)
+            let gbps = try LinkProbe.alltoallvGBps(ctx.comms.world, nodeOf: all, sameNode: true, floatsPerPeer: 1 << 18)
+            link = (gbps > 0 ? gbps : 1e3, try LinkProbe.alltoallvLatencyUs(ctx.comms.world, rounds: 50))
+        }
         // Calibrate the rate on the current placement: the rate at which the model predicts the
         // step time just measured (the sgemm peak overstates what training kernels reach).
         let tokens = Double(job.train.batchSize * job.model.seqLen)
-        var (shape, cluster, nodeOf) = costInputs(rate: peakFlops)
+        var (shape, cluster, nodeOf) = costInputs(rate: peakFlops, link: link!)
         if measured > 0 {
             let atPeak = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-            (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000))
+            (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000), link: link!)
         }
-        let proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
-        let d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
-                                    cluster: cluster, nodeOf: nodeOf, horizon: job.replan.horizon)
+        // Migration moves bytes at the alltoallv bandwidth until one has been measured; then at
+        // the last migration's effective rate (allocation and copies included).
+        var moveCluster = cluster
+        if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
+        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
+        var d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
+                                    cluster: moveCluster, nodeOf: nodeOf, horizon: job.replan.horizon)
+        // Every rank computed the same from the same global counts, unless a rate differs in the
+        // last bit; rank 0's decision is the one every rank carries out.
+        (proposed, d.adopt) = try agree(plan: proposed, adopt: d.adopt)
         let before = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         let after = Planner.predict(plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         func plan(_ p: PlacementPlan) -> JSONValue { .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
+        if d.adopt {
+            say(String(format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
+                       step, before * 1000, after * 1000, measured, Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape) / 1e6))
+        }
+        let oldPlan = ctx.plan
+        let tMove = monotonicSeconds()
+        if d.adopt {
+            try migrate(to: proposed)
+            adoptedAwaitingMeasure = (step, after * 1000)
+        }
+        // Wall time of this re-plan on the slowest rank: planning, and migration if adopted.
+        var took = [monotonicSeconds() - tMove, monotonicSeconds() - t0]
+        try ctx.comms.world.allreduce(&took, op: .max)
+        let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
+        if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = moved / took[0] / 1e9 }
         log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
-                    "adopted": .bool(d.adopt), "oldPlan": plan(ctx.plan), "newPlan": plan(proposed),
+                    "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
                     "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
                     "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
-                    "migrationBytes": .number(Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape)),
-                    "predictedMigrationMs": .number(d.migrationSeconds * 1000),
+                    "migrationBytes": .number(Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)),
+                    "predictedMigrationMs": .number(d.migrationSeconds * 1000), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
+                    "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.gbps), "alltoallvLatencyUs": .number(link!.latencyUs),
+                    "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
                     "load": .array(loadEMA.map { .array($0.map { .number($0) }) })])
-        guard d.adopt else { return }
-        say(String(format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
-                   step, before * 1000, after * 1000, measured, Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape) / 1e6))
-        try migrate(to: proposed)
-        adoptedAwaitingMeasure = (step, after * 1000)
+        return took[1]
+    }
+
+    /// Rank 0's plan and adoption, broadcast: (adopt, then for every layer, expert and rank
+    /// whether that rank holds the expert).
+    func agree(plan: PlacementPlan, adopt: Bool) throws -> (PlacementPlan, Bool) {
+        let world = ctx.mesh.world
+        var flat: [Int64] = [adopt ? 1 : 0]
+        for layer in plan.layers { for ranks in layer { for r in 0..<world { flat.append(ranks.contains(r) ? 1 : 0) } } }
+        try ctx.comms.world.broadcast(&flat, root: 0)
+        var at = 1
+        let layers = plan.layers.map { layer in
+            layer.map { _ in (0..<world).filter { r in defer { at += 1 }; return flat[at] == 1 } }
+        }
+        return (PlacementPlan(layers: layers), flat[0] == 1)
     }
 
     /// Moves every expert replica to its new ranks with its AdamW moments, bit for bit, and
@@ -76,7 +122,7 @@ extension Trainer {
     func migrate(to newPlan: PlacementPlan) throws {
         let old = model.store, oldPlan = ctx.plan
         let newCtx = ParallelContext(comms: ctx.comms, plan: newPlan)
-        let fresh = ParameterStore(config: job.model, layout: newCtx.layout)
+        let fresh = ParameterStore(config: job.model, layout: newCtx.layout, zeroed: false)
         // Everything but the experts keeps its layout.
         for info in fresh.infos where !info.name.contains(".moe.experts.") {
             guard let o = old.info(info.name) else { continue }
@@ -111,11 +157,7 @@ extension Trainer {
             }
         }
         try ctx.comms.world.exchange(sends: sends, receives: receives)
-        let profile = model.profile
-        model = Transformer(config: job.model, maxBatch: sampleEnd - sampleStart, context: newCtx, store: fresh,
-                            capacityFactor: job.train.capacityFactor, routerSkew: job.train.routerSkew,
-                            routerSkewStride: job.train.routerSkewStride)
-        model.profile = profile
+        model = Transformer(rebinding: model, context: newCtx, store: fresh)
         ctx = newCtx
         writer?.reserve(floats: 3 * fresh.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
     }

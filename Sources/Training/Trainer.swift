@@ -63,6 +63,10 @@ public final class Trainer {
     /// Step times since the last re-placement decision (ms), and a plan waiting for its measurement.
     var windowStepMs: [Double] = []
     var adoptedAwaitingMeasure: (step: Int, predictedMs: Double)?
+    /// The world's alltoallv bandwidth (GB/s) and latency (us), measured at the first re-plan.
+    var link: (gbps: Double, latencyUs: Double)?
+    /// Effective GB/s of the last migration (allocation and copies included); nil before one.
+    var migrationGBps: Double?
 
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
@@ -193,7 +197,8 @@ public final class Trainer {
             let isLast = step == t.steps - 1
             if job.replan.every > 0 && (step + 1) % job.replan.every == 0 && !isLast {
                 guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
-                try replan(step: step)
+                // Planning and migration are training time: the run's tokens/s pays for them.
+                timedSeconds += try replan(step: step)
             }
             if stop && !isLast {
                 summary.stoppedEarly = true

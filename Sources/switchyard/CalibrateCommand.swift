@@ -42,9 +42,9 @@ enum CalibrateCommand {
             try world.allreduce(&negRate, op: .max)
             let gflops = (-negRate[0] * 10).rounded() / 10
 
-            let intra = try bandwidth(world, nodeOf: nodeOf, sameNode: true)
-            let inter = nodeNames.count > 1 ? try bandwidth(world, nodeOf: nodeOf, sameNode: false) : intra
-            let latency = try latencyUs(world)
+            let intra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
+            let inter = nodeNames.count > 1 ? try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false) : intra
+            let latency = try LinkProbe.alltoallvLatencyUs(world)
 
             if world.rank == 0 {
                 let memGB = physicalMemoryGB()
@@ -52,12 +52,12 @@ enum CalibrateCommand {
                     let slots = nodeOf.filter { $0 == i }.count
                     return ["name": .string(n), "slots": .number(Double(slots)), "memoryPerSlotGB": .number((memGB / Double(slots) * 10).rounded() / 10)]
                 }
-                let j: JSONValue = ["nodes": .array(nodes), "intraNodeGBps": .number(intra.gbps), "interNodeGBps": .number(inter.gbps),
-                                    "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(nodeNames.count > 1 ? inter.latencyUs : latency),
+                let j: JSONValue = ["nodes": .array(nodes), "intraNodeGBps": .number(intra), "interNodeGBps": .number(inter),
+                                    "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(latency),
                                     "gflopsPerSlot": .number(gflops)]
                 try Data(j.pretty.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
                 say(String(format: "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node, %.2f GB/s across; latency %.1f us. Wrote %@",
-                           world.size, nodeNames.count, gflops, intra.gbps, inter.gbps, latency, out as NSString))
+                           world.size, nodeNames.count, gflops, intra, inter, latency, out as NSString))
             }
             MPICommunicator.finalize()
             return 0
@@ -65,45 +65,6 @@ enum CalibrateCommand {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
         }
-    }
-
-    /// Bytes per second each rank moves to the others (same node, or other nodes only) in an alltoallv.
-    static func bandwidth(_ comm: any Communicator, nodeOf: [Int], sameNode: Bool) throws -> (gbps: Double, latencyUs: Double) {
-        let n = comm.size, me = comm.rank
-        let per = 1 << 20   // floats per destination (4 MB)
-        let dests = (0..<n).map { d in d != me && ((nodeOf[d] == nodeOf[me]) == sameNode) }
-        let counts = dests.map { $0 ? per : 0 }
-        var recvCounts = [Int](repeating: 0, count: n)
-        for s in 0..<n where s != me && ((nodeOf[s] == nodeOf[me]) == sameNode) { recvCounts[s] = per }
-        let send = [Float](repeating: 1, count: counts.reduce(0, +))
-        _ = try comm.alltoallv(send, sendCounts: counts, recvCounts: recvCounts)
-        var best = Double.infinity
-        for _ in 0..<5 {
-            try comm.barrier()
-            let t0 = monotonicSeconds()
-            _ = try comm.alltoallv(send, sendCounts: counts, recvCounts: recvCounts)
-            var t = [monotonicSeconds() - t0]
-            try comm.allreduce(&t, op: .max)
-            best = min(best, t[0])
-        }
-        // The slowest rank's rate; a rank with nothing to send reports no limit.
-        let bytes = Double(counts.reduce(0, +) * 4)
-        var negRate = [bytes > 0 ? -(bytes / best / 1e9) : -Double.greatestFiniteMagnitude]
-        try comm.allreduce(&negRate, op: .max)
-        let gbps = negRate[0] == -Double.greatestFiniteMagnitude ? 0 : -negRate[0]
-        return ((gbps * 100).rounded() / 100, 0)
-    }
-
-    /// Mean microseconds of a one-float alltoallv over the world.
-    static func latencyUs(_ comm: any Communicator) throws -> Double {
-        let counts = [Int](repeating: 1, count: comm.size)
-        let send = [Float](repeating: 0, count: comm.size)
-        try comm.barrier()
-        let t0 = monotonicSeconds()
-        for _ in 0..<200 { _ = try comm.alltoallv(send, sendCounts: counts, recvCounts: counts) }
-        var t = [(monotonicSeconds() - t0) / 200 * 1e6]
-        try comm.allreduce(&t, op: .max)
-        return (t[0] * 10).rounded() / 10
     }
 
     static func physicalMemoryGB() -> Double { Double(ProcessInfo.processInfo.physicalMemory) / 1e9 }

@@ -58,6 +58,22 @@ final class LocalCommunicatorTests: XCTestCase {
         }
     }
 
+    /// The link probe measures something positive where ranks have peers of the asked kind, and
+    /// reports 0 GB/s where none has (one node asked for other nodes); every rank gets the same.
+    func testLinkProbeMeasuresPeersOnly() throws {
+        let r = try LocalCommunicator.run(size: 2) { comm -> [Double] in
+            [try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: true, floatsPerPeer: 1 << 14),
+             try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: false, floatsPerPeer: 1 << 14),
+             try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 1], sameNode: false, floatsPerPeer: 1 << 14),
+             try LinkProbe.alltoallvLatencyUs(comm, rounds: 20)]
+        }
+        XCTAssertGreaterThan(r[0][0], 0)
+        XCTAssertEqual(r[0][1], 0, "no rank has a peer on another node")
+        XCTAssertGreaterThan(r[0][2], 0)
+        XCTAssertGreaterThan(r[0][3], 0)
+        XCTAssertEqual(r[0], r[1], "every rank reports the slowest rank's figures")
+    }
+
     /// A rank that never arrives is a timeout error, not a hang.
     func testMissingRankTimesOut() {
         XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in

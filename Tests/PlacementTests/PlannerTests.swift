@@ -61,7 +61,17 @@ final class PlannerTests: XCTestCase {
         // with one replica of the hot expert it can (2000 | 2000 in both layers).
         let q = try Planner.plan(load: load, shape: shape, cluster: c, world: 2)
         let pq = Planner.predict(plan: q, load: load, tokens: 1000, shape: shape, cluster: c, nodeOf: [0, 0])
-        XCTAssertEqual(pq.stepSeconds, dense + 2000 * perRow + 2000 * perRow, accuracy: 1e-9, "\(q.layers)")
+        let sync = 2 * 0.5 * 2 * Planner.replicaGradientBytes(shape) / 1e18
+        XCTAssertEqual(q.layers, [[[0, 1], [0, 1]], [[0, 1], [0, 1]]])
+        XCTAssertEqual(pq.stepSeconds, dense + 2000 * perRow + 2000 * perRow + 4 * sync, accuracy: 1e-9, "4 replicated experts: one allreduce")
+        // Where compute is cheap and experts are big, the replicas' gradient allreduce (2CF floats
+        // each) costs more than the alltoallv and compute they save: no replicas.
+        var fast = c, big = shape
+        fast.intraNodeGBps = 1
+        fast.gflopsPerSlot = 1e6
+        big.ffHidden = 4096
+        let r = try Planner.plan(load: load, shape: big, cluster: fast, world: 2)
+        XCTAssertTrue(r.layers.allSatisfy { $0.allSatisfy { $0.count == 1 } }, "\(r.layers)")
     }
 
     func testUniformLoadMovesNothing() throws {
