@@ -142,16 +142,19 @@ struct MoELayer {
 
     /// Sends each routed row of xs [rows, C] (routing in s.topIndex) to the rank serving its expert;
     /// leaves the received rows in expert-major order in s.xe, with s.perm, s.expertStart/Rows set.
-    /// `tokenOffset`: global index of xs's first row (replica choice).
+    /// `tokenOffset`: global index of xs's first row (replica choice among the replicas that
+    /// serve this rank: those on its node if any, else all).
     func dispatch(s: MoEState, x xs: UnsafePointer<Float>, experts: [Int], tokenOffset: Int) throws {
         let world = ctx.comms.world.size, rows = s.rows
         // Sort assignments by (destination, expert, token): counting sort over dest * E + expert.
         var bucket = [Int](repeating: 0, count: world * e)
         var destOf = [Int32](repeating: 0, count: rows * k)
+        let servers = ctx.servers[layer]
         for r in 0..<rows {
             for j in 0..<k where s.sendSlot[r * k + j] != MoEState.dropped {
                 let ex = Int(s.topIndex[r * k + j])
-                let d = ctx.plan.rank(layer: layer, expert: ex, token: tokenOffset + r)
+                let to = servers[ex]
+                let d = to.count == 1 ? to[0] : to[(tokenOffset + r) % to.count]
                 destOf[r * k + j] = Int32(d)
                 bucket[d * e + ex] += 1
             }

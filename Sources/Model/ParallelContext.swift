@@ -16,14 +16,26 @@ public struct CommStats: Sendable {
 public final class ParallelContext: @unchecked Sendable {
     public let comms: MeshComms
     public let plan: PlacementPlan
+    /// Node of every world rank (ranks on one host share a node); all 0 on one machine.
+    public let nodeOf: [Int]
+    /// servers[layer][expert]: the ranks that serve this rank's tokens for that expert (its
+    /// replicas on this rank's node, or all of them; see PlacementPlan.servers).
+    let servers: [[[Int]]]
     public var stats = CommStats()
 
     public var mesh: Mesh { comms.mesh }
     public var layout: ShardLayout { ShardLayout(mesh: comms.mesh, plan: plan) }
 
-    public init(comms: MeshComms, plan: PlacementPlan) {
+    public init(comms: MeshComms, plan: PlacementPlan, nodeOf: [Int]? = nil) {
         self.comms = comms
         self.plan = plan
+        let nodes = nodeOf ?? [Int](repeating: 0, count: comms.world.size)
+        precondition(nodes.count == comms.world.size, "nodeOf needs one entry per world rank")
+        self.nodeOf = nodes
+        let mine = nodes[comms.world.rank]
+        servers = plan.layers.indices.map { l in
+            plan.layers[l].indices.map { plan.servers(layer: l, expert: $0, node: mine, nodeOf: nodes) }
+        }
     }
 
     /// World size 1 on the calling thread, experts all local.

@@ -54,4 +54,13 @@ public struct PlacementPlan: Equatable, Sendable {
         let r = layers[layer][expert]
         return r.count == 1 ? r[0] : r[token % r.count]
     }
+
+    /// The replicas of `expert` that serve tokens sent from a rank on node `node` (`nodeOf[r]` is
+    /// rank r's node): the ones on that node, so the traffic stays inside it, or every replica if
+    /// the node holds none. Among them tokens split by index, as in `rank(layer:expert:token:)`.
+    public func servers(layer: Int, expert: Int, node: Int, nodeOf: [Int]) -> [Int] {
+        let all = layers[layer][expert]
+        let near = all.filter { nodeOf[$0] == node }
+        return near.isEmpty ? all : near
+    }
 }

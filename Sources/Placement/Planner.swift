@@ -35,7 +35,8 @@ public enum Planner {
     /// Predicted step time of `plan` for `load[layer][expert]` assignments per step and
     /// `tokens` tokens per step. Dispatch and combine (forward and backward: 4 exchanges of C
     /// floats per assignment) cost bytes / bandwidth, on the slower link when the token's source
-    /// and the expert's rank are on different nodes; sources are spread evenly over the ranks.
+    /// and the expert's rank are on different nodes; sources are spread evenly over the ranks, and
+    /// a replicated expert serves each source from the replicas on its node when there are any.
     /// Every MoE layer's alltoallv is a barrier, so the step takes the dense share plus, per
     /// layer, the time of that layer's slowest rank (an imbalance in one layer is not made up by
     /// the opposite imbalance in another). Replicated experts add one world allreduce of their
@@ -54,15 +55,19 @@ public enum Planner {
         for (l, layer) in plan.layers.enumerated() {
             var layerTime = [Double](repeating: 4 * latency, count: world)
             for (e, ranks) in layer.enumerated() {
-                let share = (l < load.count && e < load[l].count ? load[l][e] : 0) / Double(ranks.count)
-                for r in ranks {
-                    served[r] += share
-                    bytes[r] += shape.bytesPerExpert
-                    layerTime[r] += share * shape.expertFlopsPerAssignment / rate
-                    // Rows arrive from every rank in equal parts.
-                    for s in 0..<world where s != r {
-                        let b = share / Double(world) * rowBytes
-                        layerTime[r] += nodeOf[s] == nodeOf[r] ? b / (cluster.intraNodeGBps * 1e9) : b / (cluster.interNodeGBps * 1e9)
+                let le = l < load.count && e < load[l].count ? load[l][e] : 0
+                for r in ranks { bytes[r] += shape.bytesPerExpert }
+                // Tokens come from every rank in equal parts; each source sends to the replicas
+                // that serve it (those on its node, else all: PlacementPlan.servers).
+                for s in 0..<world {
+                    let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
+                    let part = le / Double(world) / Double(to.count)
+                    for r in to {
+                        served[r] += part
+                        layerTime[r] += part * shape.expertFlopsPerAssignment / rate
+                        if s != r {
+                            layerTime[r] += part * rowBytes / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
+                        }
                     }
                 }
             }
@@ -84,8 +89,11 @@ public enum Planner {
     /// rank that has memory and does not hold that expert yet (lowest rank on ties), then more
     /// replicas while one lowers the busiest rank's load by at least 1%. The result is the
     /// better, by `predict`, of that plan and the same assignment without replicas.
-    public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil) throws -> PlacementPlan {
-        let nodeOf = try cluster.nodeOfRank(world: world)
+    /// `nodeOf` gives each rank's node when ranks do not fill the cluster's nodes in order.
+    public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil,
+                            nodeOf given: [Int]? = nil) throws -> PlacementPlan {
+        let nodeOf = try given ?? cluster.nodeOfRank(world: world)
+        precondition(nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count }, "nodeOf: one node of the cluster per rank")
         let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
         let perRankSlots = memory.map { Int(max(0, ($0 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
         let totalSlots = perRankSlots.reduce(0, +)
@@ -113,7 +121,7 @@ public enum Planner {
             }
             // LPT; then, while memory allows, add the replica that lowers the busiest rank's load
             // most (by at least 1%): a few hot experts often cannot be balanced by placement alone.
-            guard var best = lpt(ld, replicas: replicas, free: free, world: world) else {
+            guard var best = lpt(ld, replicas: replicas, free: free, world: world, nodeOf: nodeOf) else {
                 throw PlacementError("memory: no rank has room for the experts of MoE layer \(l)")
             }
             while used < budgetHere {
@@ -121,7 +129,7 @@ public enum Planner {
                 for e in 0..<shape.nExpert where replicas[e] < cap {
                     var trial = replicas
                     trial[e] += 1
-                    if let a = lpt(ld, replicas: trial, free: free, world: world),
+                    if let a = lpt(ld, replicas: trial, free: free, world: world, nodeOf: nodeOf),
                        a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99) { improved = (e, a) }
                 }
                 guard let (e, a) = improved else { break }
@@ -142,7 +150,7 @@ public enum Planner {
         var freeSingle = perRankSlots
         for l in 0..<shape.moeLayers {
             let ld = (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
-            guard let a = lpt(ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world) else { return replicated }
+            guard let a = lpt(ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world, nodeOf: nodeOf) else { return replicated }
             freeSingle = a.free
             single.append(a.holders.map { $0.sorted() })
         }
@@ -153,10 +161,11 @@ public enum Planner {
     }
 
     /// Replica shares of one layer assigned longest-processing-time first to the least loaded rank
-    /// with room that does not hold that expert yet (lowest rank on ties); nil if room runs out.
+    /// with room that does not hold that expert yet (lowest rank on ties), preferring a node that
+    /// holds no replica of it yet; nil if room runs out.
     struct Assignment { var holders: [[Int]]; var maxLoad: Double; var free: [Int] }
 
-    static func lpt(_ ld: [Double], replicas: [Int], free start: [Int], world: Int) -> Assignment? {
+    static func lpt(_ ld: [Double], replicas: [Int], free start: [Int], world: Int, nodeOf: [Int]) -> Assignment? {
         var items: [(share: Double, expert: Int)] = []
         for e in 0..<ld.count { for _ in 0..<replicas[e] { items.append((ld[e] / Double(replicas[e]), e)) } }
         items.sort { $0.share != $1.share ? $0.share > $1.share : $0.expert < $1.expert }
@@ -164,9 +173,12 @@ public enum Planner {
         var holders = [[Int]](repeating: [], count: ld.count)
         var free = start
         for item in items {
-            var best = -1
+            // A replica goes to a node without one first (replicas serve their own node's tokens).
+            let held = Set(holders[item.expert].map { nodeOf[$0] })
+            var best = -1, bestNew = false
             for r in 0..<world where free[r] > 0 && !holders[item.expert].contains(r) {
-                if best < 0 || rankLoad[r] < rankLoad[best] - 1e-12 { best = r }
+                let new = !held.contains(nodeOf[r])
+                if best < 0 || (new && !bestNew) || (new == bestNew && rankLoad[r] < rankLoad[best] - 1e-12) { best = r; bestNew = new }
             }
             guard best >= 0 else { return nil }
             holders[item.expert].append(best)

@@ -21,18 +21,32 @@ extension Trainer {
         windowStepMs.append(stepMs)
     }
 
-    /// The cost model's view of this run: one node of `world` slots computing at `rate` FLOP/s,
-    /// linked at the measured alltoallv bandwidth and latency.
-    func costInputs(rate: Double, link: (gbps: Double, latencyUs: Double)) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
+    /// Measured links of this run's world (see LinkProbe).
+    struct Link { var intraGBps: Double, interGBps: Double, latencyUs: Double }
+
+    /// Measures the world's links: alltoallv bandwidth inside a node and across nodes, latency.
+    func measureLink() throws -> Link {
+        let world = ctx.comms.world, nodeOf = ctx.nodeOf
+        let intra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true, floatsPerPeer: 1 << 18)
+        let inter = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false, floatsPerPeer: 1 << 18)
+        let latency = try LinkProbe.alltoallvLatencyUs(world, rounds: 50)
+        // No peer of a kind (one node; one rank per node): nothing moves over that link.
+        return Link(intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency)
+    }
+
+    /// The cost model's view of this run: its nodes (by host name), each rank computing at `rate`
+    /// FLOP/s, linked at the measured bandwidths and latency.
+    func costInputs(rate: Double, link: Link) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
         let m = job.model
-        let world = ctx.mesh.world
         let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
         let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
                              denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
-        let cluster = Cluster(nodes: [ClusterNode(name: "this", slots: world, memoryPerSlotGB: 1e6)], intraNodeGBps: link.gbps,
-                              interNodeGBps: link.gbps, intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs,
-                              gflopsPerSlot: rate / 1e9)
-        return (shape, cluster, Array(repeating: 0, count: world))
+        let nodes = (0...(ctx.nodeOf.max() ?? 0)).map { n in
+            ClusterNode(name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6)
+        }
+        let cluster = Cluster(nodes: nodes, intraNodeGBps: link.intraGBps, interNodeGBps: link.interGBps,
+                              intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs, gflopsPerSlot: rate / 1e9)
+        return (shape, cluster, ctx.nodeOf)
     }
 
     /// Plans from the measured load and, if it pays, migrates. Collective; every rank decides the
@@ -49,12 +63,7 @@ extension Trainer {
             adoptedAwaitingMeasure = nil
         }
         guard !loadEMA.isEmpty else { return 0 }
-        if link == nil {
-            // Measured once, with this run's ranks (0 GB/s at world 1: no peers, nothing moves).
-            let all = [Int](repeating: 0, count: ctx.mesh.world)
-            let gbps = try LinkProbe.alltoallvGBps(ctx.comms.world, nodeOf: all, sameNode: true, floatsPerPeer: 1 << 18)
-            link = (gbps > 0 ? gbps : 1e3, try LinkProbe.alltoallvLatencyUs(ctx.comms.world, rounds: 50))
-        }
+        if link == nil { link = try measureLink() }
         // Calibrate the rate on the current placement: the rate at which the model predicts the
         // step time just measured (the sgemm peak overstates what training kernels reach).
         let tokens = Double(job.train.batchSize * job.model.seqLen)
@@ -67,7 +76,7 @@ extension Trainer {
         // the last migration's effective rate (allocation and copies included).
         var moveCluster = cluster
         if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
-        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world)
+        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf)
         var d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
                                     cluster: moveCluster, nodeOf: nodeOf, horizon: job.replan.horizon)
         // Every rank computed the same from the same global counts, unless a rate differs in the
@@ -97,7 +106,8 @@ extension Trainer {
                     "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
                     "migrationBytes": .number(Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)),
                     "predictedMigrationMs": .number(d.migrationSeconds * 1000), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
-                    "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.gbps), "alltoallvLatencyUs": .number(link!.latencyUs),
+                    "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps), "alltoallvInterNodeGBps": .number(link!.interGBps),
+                    "alltoallvLatencyUs": .number(link!.latencyUs),
                     "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
                     "load": .array(loadEMA.map { .array($0.map { .number($0) }) })])
         return took[1]
@@ -121,7 +131,7 @@ extension Trainer {
     /// rebuilds this rank's model share for the new placement.
     func migrate(to newPlan: PlacementPlan) throws {
         let old = model.store, oldPlan = ctx.plan
-        let newCtx = ParallelContext(comms: ctx.comms, plan: newPlan)
+        let newCtx = ParallelContext(comms: ctx.comms, plan: newPlan, nodeOf: ctx.nodeOf)
         let fresh = ParameterStore(config: job.model, layout: newCtx.layout, zeroed: false)
         // Everything but the experts keeps its layout.
         for info in fresh.infos where !info.name.contains(".moe.experts.") {

@@ -63,8 +63,9 @@ public final class Trainer {
     /// Step times since the last re-placement decision (ms), and a plan waiting for its measurement.
     var windowStepMs: [Double] = []
     var adoptedAwaitingMeasure: (step: Int, predictedMs: Double)?
-    /// The world's alltoallv bandwidth (GB/s) and latency (us), measured at the first re-plan.
-    var link: (gbps: Double, latencyUs: Double)?
+    /// The world's alltoallv bandwidth (GB/s) inside and across nodes and its latency (us),
+    /// measured at the first re-plan.
+    var link: Link?
     /// Effective GB/s of the last migration (allocation and copies included); nil before one.
     var migrationGBps: Double?
 
@@ -86,14 +87,17 @@ public final class Trainer {
 
     /// Builds this rank's share of the model. Collective over `comm` (it splits the mesh groups):
     /// call it on every rank after `validate` passed everywhere.
+    /// `nodeOf` (tests) overrides the node of each rank, which is otherwise found by host name:
+    /// replicated experts serve the tokens of their own node.
     public init(job: Job, comm: any Communicator, data: TokenData, log: RunLog?, environment: RunEnvironment,
-                say: @escaping (String) -> Void = { print($0) }) throws {
+                say: @escaping (String) -> Void = { print($0) }, nodeOf: [Int]? = nil) throws {
         let (dp, tp, plan) = try Trainer.validate(job: job, data: data, world: comm.size)
         self.job = job
         self.log = log
         self.say = say
         self.env = environment
-        ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan)
+        let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
+        ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes)
         sampler = try BatchSampler(data: data, seqLen: job.model.seqLen, seed: job.seed,
                                    valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
         let d = ctx.mesh.dpIndex, b = job.train.batchSize
@@ -271,6 +275,7 @@ public final class Trainer {
         let m = job.model
         return ["event": "start", "time": .number(unixTime()), "job": .string(job.name),
                 "world": .number(Double(ctx.mesh.world)), "dp": .number(Double(ctx.mesh.dp)), "tp": .number(Double(ctx.mesh.tp)),
+                "nodeOfRank": .array(ctx.nodeOf.map { .number(Double($0)) }),
                 "placement": .array(ctx.plan.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
                 "totalSteps": .number(Double(job.train.steps)),
                 "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),

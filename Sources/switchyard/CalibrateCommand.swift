@@ -26,16 +26,7 @@ enum CalibrateCommand {
         do { world = try MPICommunicator.initWorld() } catch { Runtime.printError("\(error)"); return 1 }
         do {
             // Nodes: ranks with the same hostname.
-            let name = Array(Runtime.hostName.utf8.prefix(63)) + [UInt8](repeating: 0, count: 64 - min(63, Runtime.hostName.utf8.count))
-            let packed = stride(from: 0, to: 64, by: 8).map { i in (0..<8).reduce(Int64(0)) { $0 | Int64(name[i + $1]) << (8 * $1) } }
-            let all = try world.allgather(packed)
-            let names = (0..<world.size).map { r -> String in
-                let bytes = (0..<64).map { UInt8(truncatingIfNeeded: all[r * 8 + $0 / 8] >> (8 * ($0 % 8))) }
-                return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            var nodeNames: [String] = []
-            for n in names where !nodeNames.contains(n) { nodeNames.append(n) }
-            let nodeOf = names.map { nodeNames.firstIndex(of: $0)! }
+            let (nodeOf, nodeNames) = try NodeMap.byHost(world, host: Runtime.hostName)
 
             // The slowest rank's sgemm rate (min = -max of negatives).
             var negRate = [-SgemmPeak.measure(n: 1024, seconds: 1.0) / 1e9]

@@ -7,10 +7,11 @@ import XCTest
 /// Expert-parallel dispatch and combine over real thread-ranks: tokens are conserved, every row
 /// reaches the rank that holds its expert, and combine(dispatch(x)) == x with identity experts.
 final class DispatchTests: XCTestCase {
-    func check(world: Int, experts e: Int, plan: PlacementPlan, seed: UInt64) throws {
+    func check(world: Int, experts e: Int, plan: PlacementPlan, seed: UInt64, nodeOf: [Int]? = nil) throws {
         let c = 3, k = 2
+        let nodes = nodeOf ?? [Int](repeating: 0, count: world)
         let results = try LocalCommunicator.run(size: world) { comm -> (sent: Int, received: Int, ok: Bool) in
-            let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan)
+            let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: nodes)
             let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k)
             let rows = 5 + comm.rank                       // ranks hold different row counts
             let s = MoEState(n: rows, e: e, k: k)
@@ -37,7 +38,10 @@ final class DispatchTests: XCTestCase {
                     let first = CounterRNG.below(e - 1, h)
                     let second = (first + 1 + CounterRNG.below(e - 2, CounterRNG.mix(h))) % (e - 1)
                     if ex != first && ex != second { ok = false }
-                    if plan.rank(layer: 0, expert: ex, token: src * 1000 + row) != comm.rank { ok = false }
+                    // The row came to the replica its token index picks among those serving src's node.
+                    let servers = plan.servers(layer: 0, expert: ex, node: nodes[src], nodeOf: nodes)
+                    if servers[(src * 1000 + row) % servers.count] != comm.rank { ok = false }
+                    if nodeOf == nil && plan.rank(layer: 0, expert: ex, token: src * 1000 + row) != comm.rank { ok = false }
                     if s.xe.base[i * c + 2] != Float(src * 100 + row) { ok = false }
                 }
             }
@@ -68,5 +72,15 @@ final class DispatchTests: XCTestCase {
         // World 4: every expert replicated twice.
         let plan4 = PlacementPlan(layers: [[[0, 1], [2, 3], [0, 3], [1, 2], [0, 2]]])
         try check(world: 4, experts: 5, plan: plan4, seed: 12)
+    }
+
+    /// Two nodes of two ranks: a replicated expert serves each node's tokens from the replica on
+    /// that node (none crosses), an expert with replicas on one node only serves everyone.
+    func testReplicasServeTheirOwnNode() throws {
+        let plan = PlacementPlan(layers: [[[0, 2], [1, 3], [0, 1], [3], [2]]])
+        try check(world: 4, experts: 5, plan: plan, seed: 13, nodeOf: [0, 0, 1, 1])
+        XCTAssertEqual(plan.servers(layer: 0, expert: 0, node: 1, nodeOf: [0, 0, 1, 1]), [2])
+        XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 1, nodeOf: [0, 0, 1, 1]), [0, 1], "no replica on node 1: all")
+        XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 0, nodeOf: [0, 0, 0, 0]), [0, 1])
     }
 }

@@ -74,6 +74,30 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(r.layers.allSatisfy { $0.allSatisfy { $0.count == 1 } }, "\(r.layers)")
     }
 
+    /// Two nodes: a replica serves its own node's tokens, so an expert replicated on both nodes
+    /// sends nothing across; the planner puts a hot expert's replicas on different nodes.
+    func testReplicasKeepTrafficInsideTheirNode() throws {
+        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 0, baseBytesPerRank: 0)
+        let c = Self.cluster()                        // 2 nodes x 2 slots, 10 GB/s inside, 1 GB/s across
+        let nodeOf = try c.nodeOfRank(world: 4)
+        XCTAssertEqual(nodeOf, [0, 0, 1, 1])
+        let load: [[Double]] = [[4000, 0, 0, 0]]
+        let rowBytes = 16.0 * 256, perRow = shape.expertFlopsPerAssignment / 100e9
+        let spread = PlacementPlan(layers: [[[0, 2], [1], [3], [3]]])
+        let p = Planner.predict(plan: spread, load: load, tokens: 0, shape: shape, cluster: c, nodeOf: nodeOf)
+        // Rank 0 serves node 0's 2000 tokens (1000 its own, 1000 from rank 1 inside the node).
+        XCTAssertEqual(p.rankLoad, [2000, 0, 2000, 0])
+        let sync = 2 * 0.75 * Planner.replicaGradientBytes(shape) / 1e9 + 2 * 50e-6
+        XCTAssertEqual(p.stepSeconds, 4 * 50e-6 + 2000 * perRow + 1000 * rowBytes / 10e9 + sync, accuracy: 1e-9)
+        let together = PlacementPlan(layers: [[[0, 1], [2], [3], [3]]])
+        let q = Planner.predict(plan: together, load: load, tokens: 0, shape: shape, cluster: c, nodeOf: nodeOf)
+        XCTAssertGreaterThan(q.stepSeconds, p.stepSeconds, "replicas on one node: node 1's tokens cross the slow link")
+        // Expert 0 needs 2 replicas for a fair share (1000 each): one per node, not ranks 0 and 1.
+        let plan = try Planner.plan(load: [[2000, 1000, 500, 500]], shape: shape, cluster: c, world: 4)
+        XCTAssertEqual(plan.layers[0][0].count, 2, "\(plan.layers)")
+        XCTAssertEqual(Set(plan.layers[0][0].map { nodeOf[$0] }), [0, 1], "the hot expert has a replica on each node: \(plan.layers)")
+    }
+
     func testUniformLoadMovesNothing() throws {
         let load = [[Double]](repeating: [Double](repeating: 256, count: 16), count: 2)
         let c = Self.cluster()

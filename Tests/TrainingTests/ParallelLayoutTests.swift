@@ -15,9 +15,9 @@ final class ParallelLayoutTests: XCTestCase {
 
     /// Trains on `world` thread-ranks; returns rank 0's losses and every tensor assembled whole
     /// from the ranks' shards (checking that every copy of an element agrees bitwise).
-    func train(world: Int, _ job: Job, _ data: TokenData) throws -> Outcome {
+    func train(world: Int, _ job: Job, _ data: TokenData, nodeOf: [Int]? = nil) throws -> Outcome {
         let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [(ParameterInfo, [Float])], [Int]) in
-            let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in }, nodeOf: nodeOf)
             let s = try t.run()
             let st = t.model.store
             return (s, st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) },
@@ -73,6 +73,9 @@ final class ParallelLayoutTests: XCTestCase {
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
         }
+        // Two nodes of two ranks: replicated experts serve their own node's tokens.
+        assertMatches(try train(world: 4, layoutJob(placement: [[[0, 2], [1, 3], [0, 3], [1]]]).0, data, nodeOf: [0, 0, 1, 1]), ref,
+                      "world4 on 2 nodes, replicas serve their node")
         // Dense FFN blocks (moeEvery 2) under dp x tp.
         var dense1 = j1
         dense1.model.moeEvery = 2
