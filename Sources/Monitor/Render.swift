@@ -61,7 +61,9 @@ public enum Render {
             if e.json["adopted"]?.boolValue == true {
                 return String(format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
                               e.number("predictedStepMsBefore") ?? .nan, e.number("predictedStepMsAfter") ?? .nan, (e.number("migrationBytes") ?? 0) / 1e6)
+                    + (e.number("migrationMs").map { String(format: " (took %.0f ms)", $0) } ?? "")
             }
+            if e.number("migrationBytes") == 0 { return "== placement kept at step \(at): the plan for the measured load is the current one" }
             return String(format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
                           e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
         case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))

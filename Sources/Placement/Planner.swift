@@ -206,12 +206,16 @@ public enum Planner {
 
     /// Whether to adopt `proposed`: its predicted gain over `horizon` steps must beat the time
     /// to move the weights and moments (over the slower link).
+    /// `rebuildBytes`: bytes every migration handles whatever moves (a rank rebuilding its
+    /// parameter store copies all of it), charged at the same rate.
     public static func shouldAdopt(current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
-                                   cluster: Cluster, nodeOf: [Int], horizon: Int) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
+                                   cluster: Cluster, nodeOf: [Int], horizon: Int,
+                                   rebuildBytes: Double = 0) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
         let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         let gain = (now - then) * Double(horizon)
-        let move = migrationBytes(from: current, to: proposed, shape: shape) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9)
+        let moved = migrationBytes(from: current, to: proposed, shape: shape)
+        let move = moved > 0 ? (moved + rebuildBytes) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9) : 0
         return (proposed != current && gain > move, gain, move)
     }
 }

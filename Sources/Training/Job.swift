@@ -37,7 +37,7 @@ public struct TrainSpec: Equatable, Sendable {
 /// Online re-placement of experts from measured routing load.
 public struct ReplanSpec: Equatable, Sendable {
     public var every = 0            // plan from measured load every N steps (0: never)
-    public var horizon = 100        // steps over which a new plan's predicted gain must beat the migration cost
+    public var horizon = 100        // steps over which a new plan's predicted gain must beat the migration cost (at most the steps left)
     public var emaDecay = 0.9       // weight of the past in the measured load (exponential moving average)
 }
 
@@ -149,7 +149,7 @@ extension Job {
         JobField(key: "train.routerSkew", ref: .double(\.train.routerSkew), doc: "skew routing on purpose: logit of expert e gets -s x ln(p(e)+1) (0: none)"),
         JobField(key: "train.routerSkewStride", ref: .int(\.train.routerSkewStride), doc: "p orders experts 0, k, 2k, ..., 1, 1+k, ...: the hottest are multiples of k"),
         JobField(key: "replan.every", ref: .int(\.replan.every), doc: "re-place experts from measured load every N steps (0: never)"),
-        JobField(key: "replan.horizon", ref: .int(\.replan.horizon), doc: "steps over which a plan's gain must beat its migration cost"),
+        JobField(key: "replan.horizon", ref: .int(\.replan.horizon), doc: "steps over which a plan's gain must beat its migration cost (at most the steps left)"),
         JobField(key: "replan.emaDecay", ref: .double(\.replan.emaDecay), doc: "weight of the past in the measured load (EMA)"),
         JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
         JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),

@@ -72,13 +72,17 @@ extension Trainer {
             let atPeak = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
             (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000), link: link!)
         }
-        // Migration moves bytes at the alltoallv bandwidth until one has been measured; then at
-        // the last migration's effective rate (allocation and copies included).
+        // Migration moves bytes and rebuilds each rank's store (parameters and both moments are
+        // copied): predicted at the alltoallv bandwidth until one has been measured, then at the
+        // last migration's effective rate over those bytes (allocation and page faults included).
+        let rebuild = 12 * Double(model.store.count)
         var moveCluster = cluster
         if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
         var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf)
+        // A gain accrues only over the steps this run still has.
+        let horizon = min(job.replan.horizon, job.train.steps - step - 1)
         var d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
-                                    cluster: moveCluster, nodeOf: nodeOf, horizon: job.replan.horizon)
+                                    cluster: moveCluster, nodeOf: nodeOf, horizon: horizon, rebuildBytes: rebuild)
         // Every rank computed the same from the same global counts, unless a rate differs in the
         // last bit; rank 0's decision is the one every rank carries out.
         (proposed, d.adopt) = try agree(plan: proposed, adopt: d.adopt)
@@ -99,13 +103,13 @@ extension Trainer {
         var took = [monotonicSeconds() - tMove, monotonicSeconds() - t0]
         try ctx.comms.world.allreduce(&took, op: .max)
         let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
-        if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = moved / took[0] / 1e9 }
+        if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = (moved + rebuild) / took[0] / 1e9 }
         log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
                     "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
                     "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
                     "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
                     "migrationBytes": .number(Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)),
-                    "predictedMigrationMs": .number(d.migrationSeconds * 1000), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
+                    "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
                     "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps), "alltoallvInterNodeGBps": .number(link!.interGBps),
                     "alltoallvLatencyUs": .number(link!.latencyUs),
                     "computeGflopsPerRank": .number(cluster.gflopsPerSlot),

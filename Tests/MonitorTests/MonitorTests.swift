@@ -123,10 +123,14 @@ final class MonitorTests: XCTestCase {
         XCTAssertTrue(out[7].hasPrefix("step 11/20"), out[7])
         // Placement decisions and their measurement are distinct lines.
         let placements = [#"{"event":"placement","step":9,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000}"#,
+                          #"{"event":"placement","step":14,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000,"migrationMs":212.4}"#,
+                          #"{"event":"placement","step":14,"phase":"decision","adopted":false,"predictedGainMs":0,"predictedMigrationMs":0,"migrationBytes":0}"#,
                           #"{"event":"placement","step":19,"phase":"decision","adopted":false,"predictedGainMs":12,"predictedMigrationMs":40}"#,
                           #"{"event":"placement","step":19,"phase":"measured","adoptedAtStep":9,"predictedStepMs":430,"measuredStepMs":426.3}"#]
         let rendered = placements.map { Render.line(LogEvent(json: try! JSONValue.parse($0)), state: s, every: 1, style: plain)! }
         XCTAssertEqual(rendered, ["== placement changed at step 9: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB",
+                                  "== placement changed at step 14: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB (took 212 ms)",
+                                  "== placement kept at step 14: the plan for the measured load is the current one",
                                   "== placement kept at step 19: predicted gain 12 ms does not pay for moving (40 ms)",
                                   "== placement adopted at step 9: predicted 430.0 ms/step, measured 426.3"])
         // --every 5 shows steps 0, 5, ... and the last.

@@ -109,8 +109,16 @@ final class PlannerTests: XCTestCase {
         // Under skew, a long enough horizon pays for the move.
         let skew = [Self.zipf(1.2, experts: 16, total: 4096), Self.zipf(1.2, experts: 16, total: 4096)]
         let better = try Planner.plan(load: skew, shape: Self.shape, cluster: c, world: 4)
-        XCTAssertTrue(Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
-                                          nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000).adopt)
+        let yes = Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
+                                      nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000)
+        XCTAssertTrue(yes.adopt)
+        XCTAssertEqual(yes.migrationSeconds, Planner.migrationBytes(from: current, to: better, shape: Self.shape) / 1e9, accuracy: 1e-12,
+                       "moved bytes over the slower link (1 GB/s)")
+        // Rebuilding every rank's store is part of a migration's cost: a large one does not pay.
+        let costly = Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
+                                         nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000, rebuildBytes: 1e15)
+        XCTAssertFalse(costly.adopt)
+        XCTAssertEqual(costly.migrationSeconds, yes.migrationSeconds + 1e6, accuracy: 1e-3)
     }
 
     func testImpossibleClustersAreClearErrors() {
