@@ -11,15 +11,14 @@ import Placement
 import Tensor
 
 extension Trainer {
-    /// Folds this step's global expert counts into the load EMA.
+    /// Folds this step's global expert counts into the load statistics.
     func updateLoad(stepMs: Double) {
-        let counts = model.expertTokenCounts.map { $0.map(Double.init) }
-        let d = job.replan.emaDecay
-        if loadEMA.count != counts.count { loadEMA = counts } else {
-            for l in 0..<counts.count { for e in 0..<counts[l].count { loadEMA[l][e] = d * loadEMA[l][e] + (1 - d) * counts[l][e] } }
-        }
+        load.add(model.expertTokenCounts)
         windowStepMs.append(stepMs)
     }
+
+    /// The measured load the planner uses: the moving average of tokens per expert per layer.
+    public var loadEMA: [[Double]] { load.mean }
 
     /// Measured links of this run's world (see LinkProbe).
     struct Link { var intraGBps: Double, interGBps: Double, latencyUs: Double }

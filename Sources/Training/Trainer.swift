@@ -59,7 +59,7 @@ public final class Trainer {
     public var resumeInfo: ResumeInfo?
 
     /// Measured routing load: an exponential moving average of tokens per expert per MoE layer.
-    public internal(set) var loadEMA: [[Double]] = []
+    var load: LoadStats
     /// Step times since the last re-placement decision (ms), and a plan waiting for its measurement.
     var windowStepMs: [Double] = []
     var adoptedAwaitingMeasure: (step: Int, predictedMs: Double)?
@@ -79,6 +79,7 @@ public final class Trainer {
     /// Checks the job against the data and the world size without communicating, so every rank
     /// reaches the same verdict before the first collective. Returns the layout and placement.
     public static func validate(job: Job, data: TokenData, world: Int) throws -> (dp: Int, tp: Int, plan: PlacementPlan) {
+        try job.validate()
         let layout = try job.resolveLayout(world: world)
         _ = try BatchSampler(data: data, seqLen: job.model.seqLen, seed: job.seed,
                              valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
@@ -96,6 +97,7 @@ public final class Trainer {
         self.log = log
         self.say = say
         self.env = environment
+        load = LoadStats(decay: job.replan.emaDecay)
         let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
         ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes)
         sampler = try BatchSampler(data: data, seqLen: job.model.seqLen, seed: job.seed,

@@ -132,3 +132,23 @@ final class PlannerTests: XCTestCase {
 }
 
 import Foundation
+
+/// The measured load: an exponential moving average per expert per layer.
+final class LoadStatsTests: XCTestCase {
+    func testMovingAverageTakesTheFirstSampleAndWeighsLaterOnes() {
+        var s = LoadStats(decay: 0.75)
+        XCTAssertEqual(s.mean, [])
+        s.add([[100, 0], [40, 60]])
+        XCTAssertEqual(s.mean, [[100, 0], [40, 60]], "the first sample as is, not pulled toward 0")
+        s.add([[0, 100], [40, 60]])
+        XCTAssertEqual(s.mean, [[75, 25], [40, 60]])
+        s.add([[0, 100], [40, 60]])
+        XCTAssertEqual(s.mean[0][0], 56.25, accuracy: 1e-12)
+        XCTAssertEqual(s.samples, 3)
+        s.add([[1, 2, 3]])
+        XCTAssertEqual(s.mean, [[1, 2, 3]], "another shape restarts")
+        var last = LoadStats(decay: 0)
+        last.add([[5, 5]]); last.add([[9, 1]])
+        XCTAssertEqual(last.mean, [[9, 1]], "decay 0 keeps only the last step")
+    }
+}
