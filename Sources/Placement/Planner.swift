@@ -90,8 +90,19 @@ public enum Planner {
     /// replicas while one lowers the busiest rank's load by at least 1%. The result is the
     /// better, by `predict`, of that plan and the same assignment without replicas.
     /// `nodeOf` gives each rank's node when ranks do not fill the cluster's nodes in order.
+    /// With `current`, each layer's ranks are relabelled within their nodes so that as many
+    /// experts as possible stay where they are (`keepingRanks`): the same loads, less to move.
     public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil,
-                            nodeOf given: [Int]? = nil) throws -> PlacementPlan {
+                            nodeOf given: [Int]? = nil, current: PlacementPlan? = nil) throws -> PlacementPlan {
+        let chosen = try balancedPlan(load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given)
+        guard let current else { return chosen }
+        let nodeOf = try given ?? cluster.nodeOfRank(world: world)
+        let slots = nodeOf.map { Int(max(0, (cluster.nodes[$0].memoryPerSlotGB * 1e9 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
+        return keepingRanks(chosen, current: current, nodeOf: nodeOf, slots: slots)
+    }
+
+    static func balancedPlan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int?,
+                             nodeOf given: [Int]?) throws -> PlacementPlan {
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
         precondition(nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count }, "nodeOf: one node of the cluster per rank")
         let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
@@ -186,37 +197,6 @@ public enum Planner {
             free[best] -= 1
         }
         return Assignment(holders: holders, maxLoad: rankLoad.max() ?? 0, free: free)
-    }
-
-    /// Bytes of one expert's gradient (w1 and w2, Float32), summed over its replicas every step.
-    public static func replicaGradientBytes(_ shape: MoEShape) -> Double { 2 * Double(shape.nEmbd * shape.ffHidden) * 4 }
-
-    /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica
-    /// that appears on a rank that did not hold it).
-    public static func migrationBytes(from old: PlacementPlan, to new: PlacementPlan, shape: MoEShape) -> Double {
-        var n = 0
-        for (l, layer) in new.layers.enumerated() {
-            for (e, ranks) in layer.enumerated() {
-                let before = l < old.layers.count && e < old.layers[l].count ? Set(old.layers[l][e]) : []
-                n += ranks.filter { !before.contains($0) }.count
-            }
-        }
-        return Double(n) * shape.bytesPerExpert
-    }
-
-    /// Whether to adopt `proposed`: its predicted gain over `horizon` steps must beat the time
-    /// to move the weights and moments (over the slower link).
-    /// `rebuildBytes`: bytes every migration handles whatever moves (a rank rebuilding its
-    /// parameter store copies all of it), charged at the same rate.
-    public static func shouldAdopt(current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
-                                   cluster: Cluster, nodeOf: [Int], horizon: Int,
-                                   rebuildBytes: Double = 0) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
-        let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        let gain = (now - then) * Double(horizon)
-        let moved = migrationBytes(from: current, to: proposed, shape: shape)
-        let move = moved > 0 ? (moved + rebuildBytes) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9) : 0
-        return (proposed != current && gain > move, gain, move)
     }
 }
 

@@ -77,7 +77,7 @@ extension Trainer {
         let rebuild = 12 * Double(model.store.count)
         var moveCluster = cluster
         if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
-        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf)
+        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf, current: ctx.plan)
         // A gain accrues only over the steps this run still has.
         let horizon = min(job.replan.horizon, job.train.steps - step - 1)
         var d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
