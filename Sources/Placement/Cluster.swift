@@ -5,7 +5,12 @@ public struct ClusterNode: Equatable, Sendable {
     public var name: String
     public var slots: Int
     public var memoryPerSlotGB: Double
-    public init(name: String, slots: Int, memoryPerSlotGB: Double) { self.name = name; self.slots = slots; self.memoryPerSlotGB = memoryPerSlotGB }
+    /// Cores the node's ranks share (each rank computing on one); nil: one per slot. With more
+    /// busy ranks than cores, the cost model shares the cores among them.
+    public var cores: Int?
+    public init(name: String, slots: Int, memoryPerSlotGB: Double, cores: Int? = nil) {
+        self.name = name; self.slots = slots; self.memoryPerSlotGB = memoryPerSlotGB; self.cores = cores
+    }
 }
 
 public struct Cluster: Equatable, Sendable {
@@ -39,6 +44,7 @@ public struct Cluster: Equatable, Sendable {
         for n in nodes {
             if n.slots < 1 { throw PlacementError("cluster: node \(n.name): slots must be >= 1") }
             if !(n.memoryPerSlotGB > 0) { throw PlacementError("cluster: node \(n.name): memoryPerSlotGB must be > 0") }
+            if let c = n.cores, c < 1 { throw PlacementError("cluster: node \(n.name): cores must be >= 1") }
         }
         for (k, v) in [("intraNodeGBps", intraNodeGBps), ("interNodeGBps", interNodeGBps), ("gflopsPerSlot", gflopsPerSlot)] where !(v > 0) {
             throw PlacementError("cluster: \(k) must be > 0, got \(v)")

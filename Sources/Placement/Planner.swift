@@ -41,19 +41,33 @@ public enum Planner {
     /// layer, the time of that layer's slowest rank (an imbalance in one layer is not made up by
     /// the opposite imbalance in another). Replicated experts add one world allreduce of their
     /// gradients (2CF floats each; a ring moves 2(w-1)/w of the bytes over the slowest link).
+    /// Where a node has fewer cores than busy ranks, they share the cores.
     public static func predict(plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
                                nodeOf: [Int]) -> Prediction {
         let world = nodeOf.count
         let rate = cluster.gflopsPerSlot * 1e9
         let dense = shape.denseFlopsPerToken * tokens / Double(world) / rate
+        // Busy ranks of a node share its cores: k jobs of work w_r on c < k cores take
+        // max(max w_r, sum w_r / c) (processor sharing); with a core per rank, max w_r.
+        let nodes = Set(nodeOf)
+        func shared(_ work: [Double], plus extra: [Double]) -> Double {
+            nodes.map { n -> Double in
+                let ranks = (0..<world).filter { nodeOf[$0] == n }
+                let cores = cluster.nodes[n].cores ?? ranks.count
+                let alone = ranks.map { work[$0] + extra[$0] }.max() ?? 0
+                guard cores < ranks.count else { return alone }
+                return max(alone, ranks.reduce(0) { $0 + work[$1] } / Double(cores) + (ranks.map { extra[$0] }.max() ?? 0))
+            }.max() ?? 0
+        }
+        let zero = [Double](repeating: 0, count: world)
         var busy = [Double](repeating: dense, count: world)
-        var step = dense
+        var step = shared([Double](repeating: dense, count: world), plus: zero)
         var served = [Double](repeating: 0, count: world)
         var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
         let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
         let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
         for (l, layer) in plan.layers.enumerated() {
-            var layerTime = [Double](repeating: 4 * latency, count: world)
+            var compute = zero, comm = [Double](repeating: 4 * latency, count: world)
             for (e, ranks) in layer.enumerated() {
                 let le = l < load.count && e < load[l].count ? load[l][e] : 0
                 for r in ranks { bytes[r] += shape.bytesPerExpert }
@@ -64,15 +78,15 @@ public enum Planner {
                     let part = le / Double(world) / Double(to.count)
                     for r in to {
                         served[r] += part
-                        layerTime[r] += part * shape.expertFlopsPerAssignment / rate
+                        compute[r] += part * shape.expertFlopsPerAssignment / rate
                         if s != r {
-                            layerTime[r] += part * rowBytes / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
+                            comm[r] += part * rowBytes / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
                         }
                     }
                 }
             }
-            for r in 0..<world { busy[r] += layerTime[r] }
-            step += layerTime.max() ?? 0
+            for r in 0..<world { busy[r] += compute[r] + comm[r] }
+            step += shared(compute, plus: comm)
         }
         let replicated = plan.layers.reduce(0) { $0 + $1.filter { $0.count > 1 }.count }
         if replicated > 0 && world > 1 {

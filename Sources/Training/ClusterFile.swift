@@ -1,5 +1,6 @@
-// Reading cluster/*.json: every field required, unknown fields are errors naming the file.
-//   {"nodes": [{"name": "n0", "slots": 2, "memoryPerSlotGB": 12}], "intraNodeGBps": 8,
+// Reading cluster/*.json: every field required (but a node's `cores`, default one per slot),
+// unknown fields are errors naming the file.
+//   {"nodes": [{"name": "n0", "slots": 2, "memoryPerSlotGB": 12, "cores": 2}], "intraNodeGBps": 8,
 //    "interNodeGBps": 1, "intraNodeLatencyUs": 2, "interNodeLatencyUs": 30, "gflopsPerSlot": 95}
 import Foundation
 import JSON
@@ -25,13 +26,18 @@ public enum ClusterFile {
         var nodes: [ClusterNode] = []
         for (i, n) in nodesJ.enumerated() {
             guard case .object(let fields) = n else { throw JobError(key: "\(path): nodes[\(i)]", "not an object") }
-            if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB"].contains($0.0) }) {
-                throw JobError(key: "\(path): nodes[\(i)].\(bad.0)", "unknown field; known fields: name, slots, memoryPerSlotGB")
+            if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB", "cores"].contains($0.0) }) {
+                throw JobError(key: "\(path): nodes[\(i)].\(bad.0)", "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
             }
             guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue, let mem = n["memoryPerSlotGB"]?.doubleValue else {
                 throw JobError(key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
             }
-            nodes.append(ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem))
+            var cores: Int? = nil
+            if let c = n["cores"] {
+                guard let v = c.intValue else { throw JobError(key: "\(path): nodes[\(i)].cores", "not an integer") }
+                cores = v
+            }
+            nodes.append(ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem, cores: cores))
         }
         let c = Cluster(nodes: nodes, intraNodeGBps: try number("intraNodeGBps"), interNodeGBps: try number("interNodeGBps"),
                         intraNodeLatencyUs: try number("intraNodeLatencyUs"), interNodeLatencyUs: try number("interNodeLatencyUs"),

@@ -20,17 +20,22 @@ extension Trainer {
     /// The measured load the planner uses: the moving average of tokens per expert per layer.
     public var loadEMA: [[Double]] { load.mean }
 
-    /// Measured links of this run's world (see LinkProbe).
-    struct Link { var intraGBps: Double, interGBps: Double, latencyUs: Double }
+    /// Measured links of this run's world (see LinkProbe), and the cores each node's ranks share.
+    struct Link { var intraGBps: Double, interGBps: Double, latencyUs: Double, cores: [Int] }
 
-    /// Measures the world's links: alltoallv bandwidth inside a node and across nodes, latency.
+    /// Measures the world's links (alltoallv bandwidth inside a node and across nodes, latency)
+    /// and counts each node's cores (online processors / BLAS threads per rank, the least any
+    /// of its ranks reports).
     func measureLink() throws -> Link {
         let world = ctx.comms.world, nodeOf = ctx.nodeOf
         let intra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true, floatsPerPeer: 1 << 18)
         let inter = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false, floatsPerPeer: 1 << 18)
         let latency = try LinkProbe.alltoallvLatencyUs(world, rounds: 50)
+        let mine = Int64(max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, env.blasThreads)))
+        let all = try world.allgather([mine])
+        let cores = (0...(nodeOf.max() ?? 0)).map { n in Int((0..<nodeOf.count).filter { nodeOf[$0] == n }.map { all[$0] }.min() ?? 1) }
         // No peer of a kind (one node; one rank per node): nothing moves over that link.
-        return Link(intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency)
+        return Link(intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency, cores: cores)
     }
 
     /// The cost model's view of this run: its nodes (by host name), each rank computing at `rate`
@@ -41,7 +46,7 @@ extension Trainer {
         let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
                              denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
         let nodes = (0...(ctx.nodeOf.max() ?? 0)).map { n in
-            ClusterNode(name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6)
+            ClusterNode(name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6, cores: link.cores[n])
         }
         let cluster = Cluster(nodes: nodes, intraNodeGBps: link.intraGBps, interNodeGBps: link.interGBps,
                               intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs, gflopsPerSlot: rate / 1e9)
@@ -110,7 +115,7 @@ extension Trainer {
                     "migrationBytes": .number(Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)),
                     "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
                     "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps), "alltoallvInterNodeGBps": .number(link!.interGBps),
-                    "alltoallvLatencyUs": .number(link!.latencyUs),
+                    "alltoallvLatencyUs": .number(link!.latencyUs), "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),
                     "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
                     "load": .array(loadEMA.map { .array($0.map { .number($0) }) })])
         return took[1]

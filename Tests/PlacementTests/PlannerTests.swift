@@ -98,6 +98,23 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(Set(plan.layers[0][0].map { nodeOf[$0] }), [0, 1], "the hot expert has a replica on each node: \(plan.layers)")
     }
 
+    /// Four ranks on a node with two cores: busy ranks share the cores (processor sharing), so
+    /// the dense part takes twice as long and a layer takes max(largest rank, all work / 2).
+    func testRanksShareANodesCores() throws {
+        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
+        var c = Cluster(nodes: [ClusterNode(name: "n", slots: 4, memoryPerSlotGB: 16, cores: 2)], intraNodeGBps: 1e9, interNodeGBps: 1e9,
+                        intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
+        let dense = 1e6 * 4000 / 4 / 100e9, perRow = shape.expertFlopsPerAssignment / 100e9
+        let spread = PlacementPlan(layers: [[[0], [1], [2], [3]]])
+        let even = Planner.predict(plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        XCTAssertEqual(even.stepSeconds, 2 * dense + 2 * 1000 * perRow, accuracy: 1e-9)
+        let one = Planner.predict(plan: spread, load: [[4000, 0, 0, 0]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        XCTAssertEqual(one.stepSeconds, 2 * dense + 4000 * perRow, accuracy: 1e-9, "one busy rank has a core to itself")
+        c.nodes[0].cores = nil
+        let own = Planner.predict(plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        XCTAssertEqual(own.stepSeconds, dense + 1000 * perRow, accuracy: 1e-9, "a core per rank by default")
+    }
+
     func testUniformLoadMovesNothing() throws {
         let load = [[Double]](repeating: [Double](repeating: 256, count: 16), count: 2)
         let c = Self.cluster()

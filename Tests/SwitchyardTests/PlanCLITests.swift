@@ -48,6 +48,8 @@ final class PlanCLITests: XCTestCase {
             (["--cluster", ws.write("unknown.json", #"{"nodes": [], "speed": 3, "# + base + "}")], "speed: unknown field"),
             (["--cluster", ws.write("node.json", #"{"nodes": [{"name": "a", "slots": 2, "memoryPerSlotGB": 4, "gpus": 8}], "# + base + "}")], "nodes[0].gpus: unknown field"),
             (["--cluster", Harness.root + "/cluster/local.json", "--load", ws.write("load.json", "[[1, 2, 3]]")], "the model has 4 MoE layers x 8 experts"),
+            (["--cluster", ws.write("cores.json", #"{"nodes": [{"name": "a", "slots": 2, "memoryPerSlotGB": 4, "cores": 0}], "# + base + "}")], "node a: cores must be >= 1"),
+            (["--cluster", ws.write("cores2.json", #"{"nodes": [{"name": "a", "slots": 2, "memoryPerSlotGB": 4, "cores": "two"}], "# + base + "}")], "nodes[0].cores: not an integer"),
         ]
         for (extra, text) in cases {
             let r = try Harness.switchyard(["plan", job] + extra)
