@@ -73,4 +73,45 @@ final class ReplanTests: XCTestCase {
         let s = t.model.store
         return [s.params, s.adamM, s.adamV].flatMap { b in (0..<s.count).map { b.base[$0].bitPattern } }
     }
+
+    /// Checkpoints saved after a re-placement carry the new placement and resume anywhere: a
+    /// 2-rank run that migrates at step 10 and saves every 5 steps, resumed at world 1 from its
+    /// step-15 checkpoint, continues with the same losses.
+    func testCheckpointAfterReplacementResumesAtAnotherWorldSize() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var (job, tokens) = layoutJob(steps: 20)
+        let data = tokens
+        job.runsDir = dir
+        job.name = "moved"
+        job.train.routerSkew = 3
+        job.train.evalEvery = 0
+        job.replan.every = 10
+        job.replan.horizon = 1_000_000
+        job.checkpoint.every = 5
+        let ja = job
+        let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]]) in
+            let t = try Trainer(job: ja, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            return (try t.run(), t.ctx.plan.layers)
+        }
+        XCTAssertNotEqual(runA[0].1, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted")
+        let manifest = try String(contentsOfFile: "\(dir)/moved/checkpoints/step-000000015/manifest.json", encoding: .utf8)
+        let placement = try JSONValue.parse(manifest)["placement"]
+        XCTAssertEqual(placement, .array(runA[0].1.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
+                       "the checkpoint records the placement in force")
+        var b = job
+        b.name = "resumed"
+        b.replan.every = 0
+        b.checkpoint.every = 0
+        let jb = b
+        let runB = try LocalCommunicator.run(size: 1) { comm -> TrainSummary in
+            let t = try Trainer(job: jb, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            XCTAssertEqual(try t.resume(.from("\(dir)/moved/checkpoints/step-000000015"))?.step, 15)
+            return try t.run()
+        }
+        XCTAssertEqual(runB[0].firstStep, 15)
+        let worst = zip(runB[0].losses, runA[0].0.losses[15..<20]).map { abs(Double($0 - $1)) / Double($1) }.max() ?? 1
+        XCTAssertEqual(runB[0].losses.count, 5)
+        XCTAssertLessThan(worst, 1e-5, "steps 15-19 at world 1 after a resume from the migrated run")
+    }
 }
