@@ -40,8 +40,12 @@ enum CalibrateCommand {
             try world.allreduce(&negRate, op: .max)
             let gflops = (-negRate[0] * 10).rounded() / 10
 
-            let intra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
-            let inter = nodeNames.count > 1 ? try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false) : intra
+            let measuredIntra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
+            let measuredInter = nodeNames.count > 1 ? try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false) : 0
+            // A link no two ranks use (one rank per node, or one node) cannot be measured; the
+            // file gets the other link's figure, or 1000 GB/s (nothing will cross it in this layout).
+            let intra = measuredIntra > 0 ? measuredIntra : (measuredInter > 0 ? measuredInter : 1000)
+            let inter = measuredInter > 0 ? measuredInter : intra
             let latency = try LinkProbe.alltoallvLatencyUs(world)
             // Cores per node: online processors / BLAS threads, the least any of its ranks reports.
             let cpus = try world.allgather([Int64(max(1, ProcessInfo.processInfo.activeProcessorCount / threads))])
@@ -58,8 +62,9 @@ enum CalibrateCommand {
                                     "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(latency),
                                     "gflopsPerSlot": .number(gflops)]
                 try Data(j.pretty.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
-                say(String(format: "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node, %.2f GB/s across; latency %.1f us. Wrote %@",
-                           world.size, nodeNames.count, gflops, intra, inter, latency, out as NSString))
+                say(String(format: "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node%@, %.2f GB/s across%@; latency %.1f us. Wrote %@",
+                           world.size, nodeNames.count, gflops, intra, (measuredIntra > 0 ? "" : " (not measured: no two ranks share a node)") as NSString,
+                           inter, (measuredInter > 0 ? "" : " (not measured)") as NSString, latency, out as NSString))
             }
             MPICommunicator.finalize()
             return 0

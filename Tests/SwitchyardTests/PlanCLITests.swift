@@ -33,9 +33,16 @@ final class PlanCLITests: XCTestCase {
         XCTAssertEqual(j["nodes"]?.arrayValue?.first?["slots"]?.intValue, 2)
         XCTAssertGreaterThan(j["gflopsPerSlot"]?.doubleValue ?? 0, 1)
         XCTAssertGreaterThan(j["intraNodeGBps"]?.doubleValue ?? 0, 0)
+        XCTAssertEqual(j["nodes"]?.arrayValue?.first?["cores"]?.intValue, ProcessInfo.processInfo.activeProcessorCount)
+        XCTAssertTrue(r.stdout.contains("across (not measured)"), "one node: no inter-node link to measure")
         let plan = try Harness.switchyard(["plan", Harness.root + "/jobs/small.json", "--cluster", out])
         XCTAssertEqual(plan.status, 0, plan.stderr)
         XCTAssertTrue(plan.stdout.contains("best: dp"), plan.stdout)
+        // One rank has no link to measure at all: the file still is one plan accepts, and says so.
+        let one = try Harness.mpi(1, ["calibrate", "--out", ws.dir + "/one.json"], timeout: 120)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertTrue(one.stdout.contains("not measured: no two ranks share a node"), one.stdout)
+        XCTAssertEqual(try Harness.switchyard(["plan", Harness.root + "/jobs/small.json", "--cluster", ws.dir + "/one.json", "--world", "1"]).status, 0)
     }
 
     func testBadClustersAndLoadsAreClearErrors() throws {
