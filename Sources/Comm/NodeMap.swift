@@ -1,5 +1,6 @@
 // NodeMap: which ranks share a machine. Ranks that report the same host name form a node;
 // nodes are numbered in order of their lowest rank. Collective (one allgather).
+import Foundation
 
 public enum NodeMap {
     /// (node of every rank, node names in node order) for this rank's `host`.
@@ -16,5 +17,13 @@ public enum NodeMap {
         var nodeNames: [String] = []
         for n in names where !nodeNames.contains(n) { nodeNames.append(n) }
         return (names.map { nodeNames.firstIndex(of: $0)! }, nodeNames)
+    }
+
+    /// Cores of every node for ranks running `threadsPerRank` threads each: this machine's online
+    /// processors / threads per rank, the least any rank of the node reports. Collective.
+    public static func cores(_ comm: any Communicator, nodeOf: [Int], threadsPerRank: Int) throws -> [Int] {
+        let mine = Int64(max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, threadsPerRank)))
+        let all = try comm.allgather([mine])
+        return (0...(nodeOf.max() ?? 0)).map { n in Int((0..<nodeOf.count).filter { nodeOf[$0] == n }.map { all[$0] }.min() ?? 1) }
     }
 }

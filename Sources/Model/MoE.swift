@@ -61,7 +61,7 @@ final class MoEScratch {
 }
 
 struct MoELayer {
-    let ctx: ParallelContext
+    var ctx: ParallelContext   // replaced when a re-placement rebinds the model
     let layer: Int          // MoE layer index (placement row)
     let c: Int, f: Int, e: Int, k: Int
     /// 0: dropless. Otherwise each expert serves at most ceil(capacityFactor * tokens * K / E)

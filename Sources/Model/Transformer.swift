@@ -84,13 +84,11 @@ public final class Transformer: @unchecked Sendable {
         let store = store ?? ParameterStore(config: config, layout: ctx.layout)
         self.store = store
         let n = maxBatch * config.seqLen, tp = ctx.mesh.tp
-        var w: [BlockWeights] = [], g: [BlockWeights] = [], acts: [BlockActivations] = [], moes: [MoELayer?] = []
+        (weights, gradients) = Transformer.bind(store, config: config, context: ctx)
+        blocks = (0..<config.nLayer).map { BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE($0)) }
+        var moes: [MoELayer?] = []
         var moeIndex = 0
         for l in 0..<config.nLayer {
-            let experts = config.isMoE(l) ? ctx.plan.localExperts(layer: moeIndex, rank: ctx.mesh.rank) : []
-            w.append(Transformer.blockWeights(store, store.params, layer: l, experts: experts, config: config))
-            g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
-            acts.append(BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE(l)))
             if config.isMoE(l) {
                 moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK,
                                      capacityFactor: capacityFactor, routerSkew: routerSkew, routerSkewStride: routerSkewStride))
@@ -99,7 +97,7 @@ public final class Transformer: @unchecked Sendable {
                 moes.append(nil)
             }
         }
-        weights = w; gradients = g; blocks = acts; moeLayers = moes
+        moeLayers = moes
         resid = (0...config.nLayer).map { _ in FloatBuffer(count: n * config.nEmbd) }
         lnf = FloatBuffer(count: n * config.nEmbd)
         rstdf = FloatBuffer(count: n)
@@ -119,24 +117,25 @@ public final class Transformer: @unchecked Sendable {
     public init(rebinding other: Transformer, context: ParallelContext, store: ParameterStore) {
         precondition(context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh")
         config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
-        var w: [BlockWeights] = [], g: [BlockWeights] = [], moes: [MoELayer?] = []
-        var moeIndex = 0
-        for l in 0..<config.nLayer {
-            let experts = config.isMoE(l) ? context.plan.localExperts(layer: moeIndex, rank: context.mesh.rank) : []
-            w.append(Transformer.blockWeights(store, store.params, layer: l, experts: experts, config: config))
-            g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
-            if let old = other.moeLayers[l] {
-                moes.append(MoELayer(ctx: context, layer: old.layer, c: old.c, f: old.f, e: old.e, k: old.k, capacityFactor: old.capacityFactor,
-                                     routerSkew: old.routerSkew, routerSkewStride: old.routerSkewStride))
-                moeIndex += 1
-            } else {
-                moes.append(nil)
-            }
-        }
-        weights = w; gradients = g; moeLayers = moes
+        (weights, gradients) = Transformer.bind(store, config: config, context: context)
+        moeLayers = other.moeLayers.map { $0.map { var m = $0; m.ctx = context; return m } }
         blocks = other.blocks; resid = other.resid; lnf = other.lnf; rstdf = other.rstdf; logits = other.logits
         losses = other.losses; gatherScratch = other.gatherScratch; tokens = other.tokens; targets = other.targets
         scratch = other.scratch
+    }
+
+    /// Pointers of every block into `store`'s parameters and gradients, with the local experts
+    /// of `context`'s placement.
+    static func bind(_ store: ParameterStore, config: ModelConfig, context: ParallelContext) -> ([BlockWeights], [BlockWeights]) {
+        var w: [BlockWeights] = [], g: [BlockWeights] = []
+        var moeIndex = 0
+        for l in 0..<config.nLayer {
+            let experts = config.isMoE(l) ? context.plan.localExperts(layer: moeIndex, rank: context.mesh.rank) : []
+            if config.isMoE(l) { moeIndex += 1 }
+            w.append(Transformer.blockWeights(store, store.params, layer: l, experts: experts, config: config))
+            g.append(Transformer.blockWeights(store, store.grads, layer: l, experts: experts, config: config))
+        }
+        return (w, g)
     }
 
     static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig) -> BlockWeights {

@@ -28,6 +28,7 @@ public struct Prediction: Sendable, Equatable {
     public var stepSeconds: Double          // dense share + the slowest rank of each MoE layer
     public var rankSeconds: [Double]        // each rank's own work (without waiting for others)
     public var rankLoad: [Double]           // routed assignments served per step, all layers
+    public var layerRankLoad: [[Double]]    // the same per MoE layer: [layer][rank]
     public var rankBytes: [Double]          // memory per rank
 }
 
@@ -62,12 +63,12 @@ public enum Planner {
         let zero = [Double](repeating: 0, count: world)
         var busy = [Double](repeating: dense, count: world)
         var step = shared([Double](repeating: dense, count: world), plus: zero)
-        var served = [Double](repeating: 0, count: world)
+        var served = [[Double]]()
         var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
         let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
         let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
         for (l, layer) in plan.layers.enumerated() {
-            var compute = zero, comm = [Double](repeating: 4 * latency, count: world)
+            var compute = zero, comm = [Double](repeating: 4 * latency, count: world), servedHere = zero
             for (e, ranks) in layer.enumerated() {
                 let le = l < load.count && e < load[l].count ? load[l][e] : 0
                 for r in ranks { bytes[r] += shape.bytesPerExpert }
@@ -77,7 +78,7 @@ public enum Planner {
                     let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
                     let part = le / Double(world) / Double(to.count)
                     for r in to {
-                        served[r] += part
+                        servedHere[r] += part
                         compute[r] += part * shape.expertFlopsPerAssignment / rate
                         if s != r {
                             comm[r] += part * rowBytes / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
@@ -87,6 +88,7 @@ public enum Planner {
             }
             for r in 0..<world { busy[r] += compute[r] + comm[r] }
             step += shared(compute, plus: comm)
+            served.append(servedHere)
         }
         let replicated = plan.layers.reduce(0) { $0 + $1.filter { $0.count > 1 }.count }
         if replicated > 0 && world > 1 {
@@ -95,7 +97,8 @@ public enum Planner {
             step += sync
             for r in 0..<world { busy[r] += sync }
         }
-        return Prediction(stepSeconds: step, rankSeconds: busy, rankLoad: served, rankBytes: bytes)
+        let total = (0..<world).map { r in served.reduce(0) { $0 + $1[r] } }
+        return Prediction(stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
@@ -111,16 +114,16 @@ public enum Planner {
         let chosen = try balancedPlan(load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given)
         guard let current else { return chosen }
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
-        let slots = nodeOf.map { Int(max(0, (cluster.nodes[$0].memoryPerSlotGB * 1e9 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
-        return keepingRanks(chosen, current: current, nodeOf: nodeOf, slots: slots)
+        return keepingRanks(chosen, current: current, nodeOf: nodeOf, slots: expertSlots(cluster, nodeOf: nodeOf, shape: shape))
     }
 
     static func balancedPlan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int?,
                              nodeOf given: [Int]?) throws -> PlacementPlan {
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
         precondition(nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count }, "nodeOf: one node of the cluster per rank")
-        let memory = nodeOf.map { cluster.nodes[$0].memoryPerSlotGB * 1e9 }
-        let perRankSlots = memory.map { Int(max(0, ($0 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
+        let perRankSlots = expertSlots(cluster, nodeOf: nodeOf, shape: shape)
+        // One layer's load, missing entries 0 and negatives clamped.
+        func layerLoad(_ l: Int) -> [Double] { (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 } }
         let totalSlots = perRankSlots.reduce(0, +)
         let needed = shape.moeLayers * shape.nExpert
         guard totalSlots >= needed else {
@@ -130,7 +133,7 @@ public enum Planner {
         var layers: [[[Int]]] = []
         var extraBudget = totalSlots - needed
         for l in 0..<shape.moeLayers {
-            let ld = (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
+            let ld = layerLoad(l)
             let fair = ld.reduce(0, +) / Double(world)
             var replicas = [Int](repeating: 1, count: shape.nExpert)
             // Replicate the expert with the largest load per replica while it exceeds a fair share.
@@ -174,7 +177,7 @@ public enum Planner {
         var single: [[[Int]]] = []
         var freeSingle = perRankSlots
         for l in 0..<shape.moeLayers {
-            let ld = (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
+            let ld = layerLoad(l)
             guard let a = lpt(ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world, nodeOf: nodeOf) else { return replicated }
             freeSingle = a.free
             single.append(a.holders.map { $0.sorted() })
@@ -183,6 +186,11 @@ public enum Planner {
         let withReplicas = predict(plan: replicated, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         return without <= withReplicas ? plain : replicated
+    }
+
+    /// Experts (with their AdamW moments) each rank's memory holds besides its base bytes.
+    static func expertSlots(_ cluster: Cluster, nodeOf: [Int], shape: MoEShape) -> [Int] {
+        nodeOf.map { Int(max(0, (cluster.nodes[$0].memoryPerSlotGB * 1e9 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
     }
 
     /// Replica shares of one layer assigned longest-processing-time first to the least loaded rank

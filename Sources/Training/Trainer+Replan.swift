@@ -31,9 +31,7 @@ extension Trainer {
         let intra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true, floatsPerPeer: 1 << 18)
         let inter = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false, floatsPerPeer: 1 << 18)
         let latency = try LinkProbe.alltoallvLatencyUs(world, rounds: 50)
-        let mine = Int64(max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, env.blasThreads)))
-        let all = try world.allgather([mine])
-        let cores = (0...(nodeOf.max() ?? 0)).map { n in Int((0..<nodeOf.count).filter { nodeOf[$0] == n }.map { all[$0] }.min() ?? 1) }
+        let cores = try NodeMap.cores(world, nodeOf: nodeOf, threadsPerRank: env.blasThreads)
         // No peer of a kind (one node; one rank per node): nothing moves over that link.
         return Link(intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency, cores: cores)
     }
@@ -93,11 +91,12 @@ extension Trainer {
         let before = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         let after = Planner.predict(plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
         func plan(_ p: PlacementPlan) -> JSONValue { .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
+        let oldPlan = ctx.plan
+        let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
         if d.adopt {
             say(String(format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
-                       step, before * 1000, after * 1000, measured, Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape) / 1e6))
+                       step, before * 1000, after * 1000, measured, moved / 1e6))
         }
-        let oldPlan = ctx.plan
         let tMove = monotonicSeconds()
         if d.adopt {
             try migrate(to: proposed)
@@ -106,13 +105,12 @@ extension Trainer {
         // Wall time of this re-plan on the slowest rank: planning, and migration if adopted.
         var took = [monotonicSeconds() - tMove, monotonicSeconds() - t0]
         try ctx.comms.world.allreduce(&took, op: .max)
-        let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
         if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = (moved + rebuild) / took[0] / 1e9 }
         log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
                     "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
                     "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
                     "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
-                    "migrationBytes": .number(Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)),
+                    "migrationBytes": .number(moved),
                     "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
                     "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps), "alltoallvInterNodeGBps": .number(link!.interGBps),
                     "alltoallvLatencyUs": .number(link!.latencyUs), "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),

@@ -47,16 +47,14 @@ enum CalibrateCommand {
             let intra = measuredIntra > 0 ? measuredIntra : (measuredInter > 0 ? measuredInter : 1000)
             let inter = measuredInter > 0 ? measuredInter : intra
             let latency = try LinkProbe.alltoallvLatencyUs(world)
-            // Cores per node: online processors / BLAS threads, the least any of its ranks reports.
-            let cpus = try world.allgather([Int64(max(1, ProcessInfo.processInfo.activeProcessorCount / threads))])
+            let cores = try NodeMap.cores(world, nodeOf: nodeOf, threadsPerRank: threads)
 
             if world.rank == 0 {
                 let memGB = physicalMemoryGB()
                 let nodes: [JSONValue] = nodeNames.enumerated().map { i, n in
                     let slots = nodeOf.filter { $0 == i }.count
-                    let cores = (0..<world.size).filter { nodeOf[$0] == i }.map { cpus[$0] }.min() ?? 1
                     return ["name": .string(n), "slots": .number(Double(slots)), "memoryPerSlotGB": .number((memGB / Double(slots) * 10).rounded() / 10),
-                            "cores": .number(Double(cores))]
+                            "cores": .number(Double(cores[i]))]
                 }
                 let j: JSONValue = ["nodes": .array(nodes), "intraNodeGBps": .number(intra), "interNodeGBps": .number(inter),
                                     "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(latency),

@@ -84,13 +84,7 @@ enum PlanCommand {
                 say("  MoE layer \(l):")
                 for r in 0..<world {
                     let mine = layer.indices.filter { layer[$0].contains(r) }
-                    // Tokens from every rank in equal parts, each to the replicas serving its node.
-                    let served = mine.reduce(0.0) { acc, e in
-                        acc + (0..<world).reduce(0.0) { part, s in
-                            let to = best.plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
-                            return part + (to.contains(r) ? load[l][e] / Double(world) / Double(to.count) : 0)
-                        }
-                    }
+                    let served = best.pred.layerRankLoad[l][r]
                     say("    rank \(r): experts \(mine.map { layer[$0].count > 1 ? "\($0)(1/\(layer[$0].count))" : "\($0)" }.joined(separator: " "))"
                         + String(format: "  predicted load %.0f tokens", served))
                 }
