@@ -9,11 +9,12 @@ let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(c
 let package = Package(
     name: "Switchyard",
     products: [
-        .executable(name: "switchyard", targets: ["switchyard"]),
+        .executable(name: "switchyard", targets: ["switchyard"])
     ],
     targets: [
-        .systemLibrary(name: "CMPIHeaders", path: "Sources/CMPIHeaders", pkgConfig: "ompi",
-                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(
+            name: "CMPIHeaders", path: "Sources/CMPIHeaders", pkgConfig: "ompi",
+            providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CMPI", dependencies: ["CMPIHeaders"]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
@@ -25,8 +26,14 @@ let package = Package(
         .target(name: "Monitor", dependencies: ["JSON"]),
         .target(name: "CChecksum"),
         .target(name: "Checkpoint", dependencies: ["CChecksum", "Tensor", "Comm", "JSON"]),
-        .target(name: "Training", dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON"], swiftSettings: kernelFlags),
-        .executableTarget(name: "switchyard", dependencies: ["Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON"]),
+        .target(
+            name: "Training", dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON"],
+            swiftSettings: kernelFlags),
+        .executableTarget(
+            name: "switchyard",
+            dependencies: [
+                "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON"
+            ]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         .testTarget(name: "CommTests", dependencies: ["Comm"]),
@@ -34,7 +41,9 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm", "Placement"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Comm", "JSON", "Tensor"]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "JSON"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),
-        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor", "Checkpoint", "JSON"]),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),
+        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor", "Checkpoint", "JSON"])
     ]
 )

@@ -31,21 +31,37 @@ public enum CRC32C {
         var p = bytes, n = count
         tables.withUnsafeBufferPointer { tb in
             let t0 = tb[0], t1 = tb[1], t2 = tb[2], t3 = tb[3], t4 = tb[4], t5 = tb[5], t6 = tb[6], t7 = tb[7]
-            t0.withUnsafeBufferPointer { t0 in t1.withUnsafeBufferPointer { t1 in t2.withUnsafeBufferPointer { t2 in
-            t3.withUnsafeBufferPointer { t3 in t4.withUnsafeBufferPointer { t4 in t5.withUnsafeBufferPointer { t5 in
-            t6.withUnsafeBufferPointer { t6 in t7.withUnsafeBufferPointer { t7 in
-                while n >= 8 {
-                    let lo = p.loadUnaligned(as: UInt32.self).littleEndian ^ c
-                    let hi = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
-                    c = t7[Int(lo & 0xFF)] ^ t6[Int((lo >> 8) & 0xFF)] ^ t5[Int((lo >> 16) & 0xFF)] ^ t4[Int(lo >> 24)]
-                        ^ t3[Int(hi & 0xFF)] ^ t2[Int((hi >> 8) & 0xFF)] ^ t1[Int((hi >> 16) & 0xFF)] ^ t0[Int(hi >> 24)]
-                    p += 8; n -= 8
+            t0.withUnsafeBufferPointer { t0 in
+                t1.withUnsafeBufferPointer { t1 in
+                    t2.withUnsafeBufferPointer { t2 in
+                        t3.withUnsafeBufferPointer { t3 in
+                            t4.withUnsafeBufferPointer { t4 in
+                                t5.withUnsafeBufferPointer { t5 in
+                                    t6.withUnsafeBufferPointer { t6 in
+                                        t7.withUnsafeBufferPointer { t7 in
+                                            while n >= 8 {
+                                                let lo = p.loadUnaligned(as: UInt32.self).littleEndian ^ c
+                                                let hi = p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                                                    .littleEndian
+                                                c =
+                                                    t7[Int(lo & 0xFF)] ^ t6[Int((lo >> 8) & 0xFF)]
+                                                    ^ t5[Int((lo >> 16) & 0xFF)] ^ t4[Int(lo >> 24)]
+                                                    ^ t3[Int(hi & 0xFF)] ^ t2[Int((hi >> 8) & 0xFF)]
+                                                    ^ t1[Int((hi >> 16) & 0xFF)] ^ t0[Int(hi >> 24)]
+                                                p += 8; n -= 8
+                                            }
+                                            while n > 0 {
+                                                c = t0[Int((c ^ UInt32(p.load(as: UInt8.self))) & 0xFF)] ^ (c >> 8)
+                                                p += 1; n -= 1
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
-                while n > 0 {
-                    c = t0[Int((c ^ UInt32(p.load(as: UInt8.self))) & 0xFF)] ^ (c >> 8)
-                    p += 1; n -= 1
-                }
-            }}}}}}}}
+            }
         }
         return ~c
     }

@@ -7,9 +7,9 @@ import JSON
 
 /// One tensor piece a rank holds: the checkpoint's view of a parameter or AdamW moment shard.
 public struct ShardView {
-    public let name: String                    // "layers.0.attn.wq.weight", "optim.m.<name>", ...
+    public let name: String  // "layers.0.attn.wq.weight", "optim.m.<name>", ...
     public let globalShape: [Int]
-    public let ranges: [[Int]]                 // this rank's piece, per dim [begin, end)
+    public let ranges: [[Int]]  // this rank's piece, per dim [begin, end)
     public let data: UnsafeMutablePointer<Float>
     /// This rank writes the piece (exactly one rank per element of every tensor).
     public let writes: Bool
@@ -28,7 +28,8 @@ public enum CheckpointStore {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
         return names.compactMap { n -> (String, Int)? in
             guard n.hasPrefix("step-"), !n.hasSuffix(".partial"), let s = Int(n.dropFirst(5)),
-                  FileManager.default.fileExists(atPath: "\(root)/\(n)/manifest.json") else { return nil }
+                FileManager.default.fileExists(atPath: "\(root)/\(n)/manifest.json")
+            else { return nil }
             return (n, s)
         }.sorted { $0.1 > $1.1 }
     }
@@ -37,7 +38,9 @@ public enum CheckpointStore {
     public static func latest(root: String) -> String? {
         guard let s = try? String(contentsOfFile: root + "/LATEST", encoding: .utf8) else { return nil }
         let name = s.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard name.hasPrefix("step-"), !name.contains("/"), FileManager.default.fileExists(atPath: "\(root)/\(name)/manifest.json") else { return nil }
+        guard name.hasPrefix("step-"), !name.contains("/"),
+            FileManager.default.fileExists(atPath: "\(root)/\(name)/manifest.json")
+        else { return nil }
         return name
     }
 
@@ -50,7 +53,9 @@ public enum CheckpointStore {
 
     public static func readManifest(dir: String) throws -> Manifest {
         let path = dir + "/manifest.json"
-        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError("\(path): cannot read the manifest") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError("\(path): cannot read the manifest")
+        }
         return try Manifest.parse(Array(data), path: path)
     }
 
@@ -76,16 +81,27 @@ public enum CheckpointStore {
                 if unreadable.contains(s.file) { continue }
                 let path = dir + "/" + s.file
                 let f: SafeTensorsFile
-                if let o = opened[s.file] { f = o } else {
+                if let o = opened[s.file] {
+                    f = o
+                } else {
                     do { f = try SafeTensorsFile(path: path); opened[s.file] = f } catch {
                         problems.append("\(error)"); unreadable.insert(s.file); continue
                     }
                 }
-                guard let e = f.entries[s.key] else { problems.append("\(path): tensor \(t.name): no key \(s.key)"); continue }
-                if e.shape.reduce(1, *) != s.count { problems.append("\(path): tensor \(t.name): \(e.shape) does not match its slice \(s.ranges)"); continue }
+                guard let e = f.entries[s.key] else {
+                    problems.append("\(path): tensor \(t.name): no key \(s.key)"); continue
+                }
+                if e.shape.reduce(1, *) != s.count {
+                    problems.append("\(path): tensor \(t.name): \(e.shape) does not match its slice \(s.ranges)");
+                    continue
+                }
                 do {
                     let crc = try f.checksum(s.key)
-                    if crc != s.crc32c { problems.append("\(path): tensor \(t.name): checksum mismatch (crc32c \(crc), manifest says \(s.crc32c)); the file is corrupt") }
+                    if crc != s.crc32c {
+                        problems.append(
+                            "\(path): tensor \(t.name): checksum mismatch (crc32c \(crc), manifest says \(s.crc32c)); the file is corrupt"
+                        )
+                    }
                 } catch { problems.append("\(error)") }
             }
         }
@@ -109,9 +125,12 @@ public enum CheckpointStore {
             return f
         }
         for v in views {
-            guard let t = byName[v.name] else { throw CheckpointError("\(dir): the checkpoint has no tensor \(v.name)") }
+            guard let t = byName[v.name] else {
+                throw CheckpointError("\(dir): the checkpoint has no tensor \(v.name)")
+            }
             guard t.shape == v.globalShape else {
-                throw CheckpointError("\(dir): tensor \(v.name) has shape \(t.shape) in the checkpoint, the model needs \(v.globalShape)")
+                throw CheckpointError(
+                    "\(dir): tensor \(v.name) has shape \(t.shape) in the checkpoint, the model needs \(v.globalShape)")
             }
             var filled = 0
             for s in t.slices {
@@ -124,18 +143,21 @@ public enum CheckpointStore {
                 let ir = inter.count == 2 ? inter[0] : [0, 1], ic = inter.last!
                 let sw = sc[1] - sc[0], vw = vc[1] - vc[0], w = ic[1] - ic[0]
                 if w == sw && w == vw {
-                    try f.read(s.key, first: (ir[0] - sr[0]) * sw, count: (ir[1] - ir[0]) * w,
-                               into: v.data + (ir[0] - vr[0]) * vw)
+                    try f.read(
+                        s.key, first: (ir[0] - sr[0]) * sw, count: (ir[1] - ir[0]) * w,
+                        into: v.data + (ir[0] - vr[0]) * vw)
                 } else {
                     for r in ir[0]..<ir[1] {
-                        try f.read(s.key, first: (r - sr[0]) * sw + (ic[0] - sc[0]), count: w,
-                                   into: v.data + (r - vr[0]) * vw + (ic[0] - vc[0]))
+                        try f.read(
+                            s.key, first: (r - sr[0]) * sw + (ic[0] - sc[0]), count: w,
+                            into: v.data + (r - vr[0]) * vw + (ic[0] - vc[0]))
                     }
                 }
                 filled += (ir[1] - ir[0]) * w
             }
             guard filled == v.count else {
-                throw CheckpointError("\(dir): tensor \(v.name): the slices cover \(filled) of the \(v.count) elements this rank needs")
+                throw CheckpointError(
+                    "\(dir): tensor \(v.name): the slices cover \(filled) of the \(v.count) elements this rank needs")
             }
         }
     }

@@ -123,15 +123,19 @@ public final class CheckpointWriter: @unchecked Sendable {
             let w0 = Date()
             do {
                 let file = CheckpointWriter.fileName(rank)
-                let written = try SafeTensors.write(sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
-                                                    to: partial + "/" + file)
+                let written = try SafeTensors.write(
+                    sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
+                    to: partial + "/" + file)
                 // The sidecar tells rank 0 which slices this file holds, with their checksums.
                 let slices: [JSONValue] = zip(sources, written).map { src, w in
-                    ["name": .string(src.0.name), "shape": .array(src.0.globalShape.map { .number(Double($0)) }),
-                     "ranges": .array(src.0.ranges.map { .array($0.map { .number(Double($0)) }) }),
-                     "key": .string(w.0.name), "crc32c": .number(Double(w.1))]
+                    [
+                        "name": .string(src.0.name), "shape": .array(src.0.globalShape.map { .number(Double($0)) }),
+                        "ranges": .array(src.0.ranges.map { .array($0.map { .number(Double($0)) }) }),
+                        "key": .string(w.0.name), "crc32c": .number(Double(w.1))
+                    ]
                 }
-                let side = Array((JSONValue.object([("file", .string(file)), ("slices", .array(slices))]).compact + "\n").utf8)
+                let side = Array(
+                    (JSONValue.object([("file", .string(file)), ("slices", .array(slices))]).compact + "\n").utf8)
                 // Not fsynced: only rank 0's commit reads it, and the fsynced manifest then holds
                 // the same facts; a crash before the commit discards the whole .partial anyway.
                 try writeFile(side, to: partial + "/" + CheckpointWriter.sidecarName(rank), sync: false)
@@ -151,7 +155,11 @@ public final class CheckpointWriter: @unchecked Sendable {
         let w0 = Date()
         // The semaphore is the only synchronisation with the writer thread: its fields are read
         // only after it has signalled (and the signal is put back for later polls).
-        let finished = block ? { p.finished.wait(); return true }() : p.finished.wait(timeout: .now()) == .success
+        let finished =
+            block
+            ? {
+                p.finished.wait(); return true
+            }() : p.finished.wait(timeout: .now()) == .success
         if finished { p.finished.signal() }
         var state: [Int64] = [finished ? 0 : 1, finished && p.error != nil ? 1 : 0, finished ? Int64(p.bytes) : 0]
         try comm.allreduce(&state, op: .sum)
@@ -164,7 +172,8 @@ public final class CheckpointWriter: @unchecked Sendable {
         var removed: [String] = []
         if comm.rank == 0 {
             if state[1] > 0 {
-                message = "rank(s) failed to write step \(p.step): \(p.error ?? "see the other ranks' errors"); the previous checkpoint stays valid"
+                message =
+                    "rank(s) failed to write step \(p.step): \(p.error ?? "see the other ranks' errors"); the previous checkpoint stays valid"
                 try? FileManager.default.removeItem(atPath: p.partial)
             } else {
                 do {
@@ -180,11 +189,14 @@ public final class CheckpointWriter: @unchecked Sendable {
             message = e
         }
         try comm.broadcast(&outcome, root: 0)
-        if outcome[0] == 0 && message.isEmpty { message = "checkpoint step \(p.step) was not committed (see rank 0's error)" }
+        if outcome[0] == 0 && message.isEmpty {
+            message = "checkpoint step \(p.step) was not committed (see rank 0's error)"
+        }
         pending = nil
         // The stall counts the snapshot and everything this call held the loop for, the commit included.
-        return SaveResult(step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: Int(state[2]),
-                          writeSeconds: times[0], stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
+        return SaveResult(
+            step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: Int(state[2]),
+            writeSeconds: times[0], stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
     }
 
     /// Rank 0: merge the sidecars into manifest.json, then rename and publish.
@@ -194,21 +206,28 @@ public final class CheckpointWriter: @unchecked Sendable {
         var order: [String] = []
         for r in 0..<comm.size {
             let path = p.partial + "/" + CheckpointWriter.sidecarName(r)
-            guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError("\(path): missing sidecar") }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CheckpointError("\(path): missing sidecar")
+            }
             let j = try JSONValue.parse(bytes: Array(data))
-            guard let file = j["file"]?.stringValue, let slices = j["slices"]?.arrayValue else { throw CheckpointError("\(path): bad sidecar") }
+            guard let file = j["file"]?.stringValue, let slices = j["slices"]?.arrayValue else {
+                throw CheckpointError("\(path): bad sidecar")
+            }
             for s in slices {
                 guard let name = s["name"]?.stringValue, let key = s["key"]?.stringValue,
-                      let shape = s["shape"]?.arrayValue?.compactMap(\.intValue),
-                      let ranges = s["ranges"]?.arrayValue?.map({ $0.arrayValue?.compactMap(\.intValue) ?? [] }),
-                      let crc = s["crc32c"]?.intValue else { throw CheckpointError("\(path): bad slice entry") }
-                if tensors[name] == nil { tensors[name] = TensorRecord(name: name, shape: shape, slices: []); order.append(name) }
+                    let shape = s["shape"]?.arrayValue?.compactMap(\.intValue),
+                    let ranges = s["ranges"]?.arrayValue?.map({ $0.arrayValue?.compactMap(\.intValue) ?? [] }),
+                    let crc = s["crc32c"]?.intValue
+                else { throw CheckpointError("\(path): bad slice entry") }
+                if tensors[name] == nil {
+                    tensors[name] = TensorRecord(name: name, shape: shape, slices: []); order.append(name)
+                }
                 tensors[name]!.slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
             }
         }
         manifest.tensors = order.map { tensors[$0]! }
         try writeFileSynced(Array(manifest.json.compact.utf8), to: p.partial + "/manifest.json")
-        try? FileManager.default.removeItem(atPath: p.final)   // a leftover from an aborted commit
+        try? FileManager.default.removeItem(atPath: p.final)  // a leftover from an aborted commit
         guard rename(p.partial, p.final) == 0 else {
             throw CheckpointError("\(p.final): cannot rename from .partial: \(String(cString: strerror(errno)))")
         }

@@ -11,7 +11,7 @@ import JSON
 public struct SliceRecord: Equatable, Sendable {
     public var file: String
     public var key: String
-    public var ranges: [[Int]]      // per dimension [begin, end)
+    public var ranges: [[Int]]  // per dimension [begin, end)
     public var crc32c: UInt32
     public init(file: String, key: String, ranges: [[Int]], crc32c: UInt32) {
         self.file = file; self.key = key; self.ranges = ranges; self.crc32c = crc32c
@@ -24,7 +24,9 @@ public struct TensorRecord: Equatable, Sendable {
     public var name: String
     public var shape: [Int]
     public var slices: [SliceRecord]
-    public init(name: String, shape: [Int], slices: [SliceRecord]) { self.name = name; self.shape = shape; self.slices = slices }
+    public init(name: String, shape: [Int], slices: [SliceRecord]) {
+        self.name = name; self.shape = shape; self.slices = slices
+    }
 }
 
 public struct Manifest: Equatable, Sendable {
@@ -37,45 +39,64 @@ public struct Manifest: Equatable, Sendable {
     public var createdAt: Double
     public var tensors: [TensorRecord]
 
-    public init(step: Int, adamStep: Int, job: JSONValue, world: Int, dp: Int, tp: Int, placement: [[[Int]]],
-                createdAt: Double, tensors: [TensorRecord]) {
+    public init(
+        step: Int, adamStep: Int, job: JSONValue, world: Int, dp: Int, tp: Int, placement: [[[Int]]],
+        createdAt: Double, tensors: [TensorRecord]
+    ) {
         self.step = step; self.adamStep = adamStep; self.job = job; self.world = world; self.dp = dp; self.tp = tp
         self.placement = placement; self.createdAt = createdAt; self.tensors = tensors
     }
 
     public var json: JSONValue {
         func ints(_ a: [Int]) -> JSONValue { .array(a.map { .number(Double($0)) }) }
-        return ["format": .number(Double(Manifest.formatVersion)), "step": .number(Double(step)),
-                "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
-                "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
-                "placement": .array(placement.map { .array($0.map(ints)) }),
-                "tensors": .array(tensors.map { t in
-                    ["name": .string(t.name), "shape": ints(t.shape),
-                     "slices": .array(t.slices.map { s in
-                         ["file": .string(s.file), "key": .string(s.key), "ranges": .array(s.ranges.map(ints)),
-                          "crc32c": .number(Double(s.crc32c))] })]
-                })]
+        return [
+            "format": .number(Double(Manifest.formatVersion)), "step": .number(Double(step)),
+            "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
+            "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
+            "placement": .array(placement.map { .array($0.map(ints)) }),
+            "tensors": .array(
+                tensors.map { t in
+                    [
+                        "name": .string(t.name), "shape": ints(t.shape),
+                        "slices": .array(
+                            t.slices.map { s in
+                                [
+                                    "file": .string(s.file), "key": .string(s.key),
+                                    "ranges": .array(s.ranges.map(ints)),
+                                    "crc32c": .number(Double(s.crc32c))
+                                ]
+                            })
+                    ]
+                })
+        ]
     }
 
     /// Parses and checks a manifest; `path` names it in errors.
     public static func parse(_ text: [UInt8], path: String) throws -> Manifest {
         func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): \(m)") }
         let j: JSONValue
-        do { j = try JSONValue.parse(bytes: text) } catch { throw bad("not valid JSON (\(error)); the manifest is corrupt") }
+        do { j = try JSONValue.parse(bytes: text) } catch {
+            throw bad("not valid JSON (\(error)); the manifest is corrupt")
+        }
         guard let format = j["format"]?.intValue else { throw bad("no format version") }
-        guard format == formatVersion else { throw bad("format version \(format); this switchyard reads version \(formatVersion)") }
+        guard format == formatVersion else {
+            throw bad("format version \(format); this switchyard reads version \(formatVersion)")
+        }
         func int(_ k: String, _ v: JSONValue? = nil) throws -> Int {
             guard let i = (v ?? j[k])?.intValue, i >= 0 else { throw bad("missing or bad '\(k)'") }
             return i
         }
         func intList(_ v: JSONValue?, _ what: String) throws -> [Int] {
             guard let a = v?.arrayValue else { throw bad("bad \(what)") }
-            return try a.map { guard let i = $0.intValue, i >= 0 else { throw bad("bad \(what)") }; return i }
+            return try a.map {
+                guard let i = $0.intValue, i >= 0 else { throw bad("bad \(what)") }; return i
+            }
         }
         guard let job = j["job"], case .object = job else { throw bad("missing 'job'") }
         guard let layout = j["layout"] else { throw bad("missing 'layout'") }
         guard let placementJ = j["placement"]?.arrayValue else { throw bad("missing 'placement'") }
-        let placement = try placementJ.map { layer in try (layer.arrayValue ?? []).map { try intList($0, "placement") } }
+        let placement = try placementJ.map { layer in try (layer.arrayValue ?? []).map { try intList($0, "placement") }
+        }
         guard let tensorsJ = j["tensors"]?.arrayValue else { throw bad("missing 'tensors'") }
         var tensors: [TensorRecord] = []
         for t in tensorsJ {
@@ -85,19 +106,25 @@ public struct Manifest: Equatable, Sendable {
             var slices: [SliceRecord] = []
             for s in slicesJ {
                 guard let file = s["file"]?.stringValue, let key = s["key"]?.stringValue,
-                      !file.contains("/"), file.hasSuffix(".safetensors") else { throw bad("tensor \(name): bad slice file") }
-                guard let rangesJ = s["ranges"]?.arrayValue, rangesJ.count == shape.count else { throw bad("tensor \(name): slice ranges do not match its shape") }
+                    !file.contains("/"), file.hasSuffix(".safetensors")
+                else { throw bad("tensor \(name): bad slice file") }
+                guard let rangesJ = s["ranges"]?.arrayValue, rangesJ.count == shape.count else {
+                    throw bad("tensor \(name): slice ranges do not match its shape")
+                }
                 let ranges = try rangesJ.map { try intList($0, "ranges of \(name)") }
                 for (d, r) in ranges.enumerated() where r.count != 2 || r[0] > r[1] || r[1] > shape[d] {
                     throw bad("tensor \(name): slice range \(r) outside dimension \(d) of size \(shape[d])")
                 }
-                guard let crc = s["crc32c"]?.intValue, crc >= 0, crc <= Int(UInt32.max) else { throw bad("tensor \(name): bad crc32c") }
+                guard let crc = s["crc32c"]?.intValue, crc >= 0, crc <= Int(UInt32.max) else {
+                    throw bad("tensor \(name): bad crc32c")
+                }
                 slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
             }
             tensors.append(TensorRecord(name: name, shape: shape, slices: slices))
         }
-        return Manifest(step: try int("step"), adamStep: try int("adamStep"), job: job,
-                        world: try int("world", layout["world"]), dp: try int("dp", layout["dp"]), tp: try int("tp", layout["tp"]),
-                        placement: placement, createdAt: j["createdAt"]?.doubleValue ?? 0, tensors: tensors)
+        return Manifest(
+            step: try int("step"), adamStep: try int("adamStep"), job: job,
+            world: try int("world", layout["world"]), dp: try int("dp", layout["dp"]), tp: try int("tp", layout["tp"]),
+            placement: placement, createdAt: j["createdAt"]?.doubleValue ?? 0, tensors: tensors)
     }
 }

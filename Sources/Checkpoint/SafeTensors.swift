@@ -26,27 +26,40 @@ public struct SafeTensorSource {
     public let name: String
     public let shape: [Int]
     public let data: UnsafePointer<Float>
-    public init(name: String, shape: [Int], data: UnsafePointer<Float>) { self.name = name; self.shape = shape; self.data = data }
+    public init(name: String, shape: [Int], data: UnsafePointer<Float>) {
+        self.name = name; self.shape = shape; self.data = data
+    }
     var count: Int { shape.reduce(1, *) }
 }
 
 public enum SafeTensors {
     /// Writes `tensors` to `path` (created or truncated) and fsyncs it. Returns each tensor's
     /// entry and CRC32C of its bytes, in order. Errors (disk full...) name the file.
-    public static func write(_ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:]) throws -> [(SafeTensorEntry, UInt32)] {
+    public static func write(_ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:]) throws
+        -> [(SafeTensorEntry, UInt32)]
+    {
         var entries: [SafeTensorEntry] = []
         var offset = 0
         var header: [(String, JSONValue)] = []
-        if !metadata.isEmpty { header.append(("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }))) }
+        if !metadata.isEmpty {
+            header.append(
+                ("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+        }
         for t in tensors {
             let e = SafeTensorEntry(name: t.name, shape: t.shape, begin: offset, end: offset + 4 * t.count)
             entries.append(e)
-            header.append((t.name, ["dtype": "F32", "shape": .array(t.shape.map { .number(Double($0)) }),
-                                    "data_offsets": [.number(Double(e.begin)), .number(Double(e.end))]]))
+            header.append(
+                (
+                    t.name,
+                    [
+                        "dtype": "F32", "shape": .array(t.shape.map { .number(Double($0)) }),
+                        "data_offsets": [.number(Double(e.begin)), .number(Double(e.end))]
+                    ]
+                ))
             offset = e.end
         }
         var headerBytes = Array(JSONValue.object(header).compact.utf8)
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }   // pad with spaces, as the format allows
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }  // pad with spaces, as the format allows
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -62,11 +75,14 @@ public enum SafeTensors {
             let last = i == tensors.count - 1
             if last || tensors[i + 1].data != t.data + t.count {
                 let first = tensors[runStart]
-                try writeAll(fd, UnsafeRawPointer(first.data), 4 * (tensors[runStart...i].reduce(0) { $0 + $1.count }), path)
+                try writeAll(
+                    fd, UnsafeRawPointer(first.data), 4 * (tensors[runStart...i].reduce(0) { $0 + $1.count }), path)
                 runStart = i + 1
             }
         }
-        guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else {
+            throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))")
+        }
         return out
     }
 
@@ -76,7 +92,9 @@ public enum SafeTensors {
             let n = Foundation.write(fd, p + done, min(count - done, 1 << 30))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CheckpointError("\(path): write failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")")
+                throw CheckpointError(
+                    "\(path): write failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")"
+                )
             }
             done += n
         }
@@ -101,21 +119,30 @@ public final class SafeTensorsFile {
         guard fstat(fd, &st) == 0 else { close(fd); throw CheckpointError("\(path): cannot stat") }
         fileSize = Int(st.st_size)
         do {
-            guard fileSize >= 8 else { throw CheckpointError("\(path): \(fileSize) bytes is too short for a safetensors file (8-byte header length)") }
+            guard fileSize >= 8 else {
+                throw CheckpointError(
+                    "\(path): \(fileSize) bytes is too short for a safetensors file (8-byte header length)")
+            }
             var len: UInt64 = 0
             guard pread(fd, &len, 8, 0) == 8 else { throw CheckpointError("\(path): cannot read the header length") }
             let n = UInt64(littleEndian: len)
             guard n >= 2, n <= 100_000_000, Int(n) <= fileSize - 8 else {
-                throw CheckpointError("\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not safetensors")
+                throw CheckpointError(
+                    "\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not safetensors"
+                )
             }
             var header = [UInt8](repeating: 0, count: Int(n))
-            guard pread(fd, &header, Int(n), 8) == Int(n) else { throw CheckpointError("\(path): cannot read the header") }
+            guard pread(fd, &header, Int(n), 8) == Int(n) else {
+                throw CheckpointError("\(path): cannot read the header")
+            }
             dataStart = 8 + Int(n)
             let json: JSONValue
             do { json = try JSONValue.parse(bytes: header) } catch {
                 throw CheckpointError("\(path): the header is not valid JSON (\(error)); the file is corrupt")
             }
-            guard case .object(let members) = json else { throw CheckpointError("\(path): the header is not a JSON object") }
+            guard case .object(let members) = json else {
+                throw CheckpointError("\(path): the header is not a JSON object")
+            }
             var entries: [String: SafeTensorEntry] = [:]
             var meta: [String: String] = [:]
             let dataSize = fileSize - dataStart
@@ -125,15 +152,26 @@ public final class SafeTensorsFile {
                     continue
                 }
                 func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): tensor \(name): \(m)") }
-                guard v["dtype"]?.stringValue == "F32" else { throw bad("dtype \(v["dtype"]?.compact ?? "missing") is not F32") }
+                guard v["dtype"]?.stringValue == "F32" else {
+                    throw bad("dtype \(v["dtype"]?.compact ?? "missing") is not F32")
+                }
                 guard let shapeJ = v["shape"]?.arrayValue, let shape = Optional(shapeJ.compactMap(\.intValue)),
-                      shape.count == shapeJ.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 }) else { throw bad("bad shape") }
-                guard let off = v["data_offsets"]?.arrayValue, off.count == 2, let b = off[0].intValue, let e = off[1].intValue else {
+                    shape.count == shapeJ.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 })
+                else { throw bad("bad shape") }
+                guard let off = v["data_offsets"]?.arrayValue, off.count == 2, let b = off[0].intValue,
+                    let e = off[1].intValue
+                else {
                     throw bad("bad data_offsets")
                 }
-                guard b >= 0, e >= b, e <= dataSize else { throw bad("data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or corrupt") }
+                guard b >= 0, e >= b, e <= dataSize else {
+                    throw bad(
+                        "data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or corrupt"
+                    )
+                }
                 let expected = 4 * shape.reduce(1, *)
-                guard e - b == expected else { throw bad("shape \(shape) needs \(expected) bytes but data_offsets cover \(e - b)") }
+                guard e - b == expected else {
+                    throw bad("shape \(shape) needs \(expected) bytes but data_offsets cover \(e - b)")
+                }
                 entries[name] = SafeTensorEntry(name: name, shape: shape, begin: b, end: e)
             }
             self.entries = entries
@@ -150,7 +188,8 @@ public final class SafeTensorsFile {
     public func read(_ name: String, first: Int = 0, count: Int, into: UnsafeMutablePointer<Float>) throws {
         guard let e = entries[name] else { throw CheckpointError("\(path): no tensor named \(name)") }
         guard first >= 0, count >= 0, 4 * (first + count) <= e.end - e.begin else {
-            throw CheckpointError("\(path): tensor \(name): elements \(first)..<\(first + count) outside its \((e.end - e.begin) / 4)")
+            throw CheckpointError(
+                "\(path): tensor \(name): elements \(first)..<\(first + count) outside its \((e.end - e.begin) / 4)")
         }
         var done = 0
         let bytes = 4 * count, start = dataStart + e.begin + 4 * first

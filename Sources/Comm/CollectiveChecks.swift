@@ -61,9 +61,17 @@ public enum CollectiveChecks {
             try withMutableBuffers(&fromLeft) { inLeft in
                 try fromRight.withUnsafeMutableBufferPointer { inRight in
                     try fromSelf.withUnsafeMutableBufferPointer { inSelf in
-                        let sends = out.enumerated().map { PeerBuffer(peer: $0.offset < toRight.count ? right : ($0.offset == toRight.count ? left : r), buffer: $0.element) }
-                        let receives = inLeft.map { PeerMutableBuffer(peer: left, buffer: $0) }
-                            + [PeerMutableBuffer(peer: right, buffer: inRight), PeerMutableBuffer(peer: r, buffer: inSelf)]
+                        let sends = out.enumerated().map {
+                            PeerBuffer(
+                                peer: $0.offset < toRight.count ? right : ($0.offset == toRight.count ? left : r),
+                                buffer: $0.element)
+                        }
+                        let receives =
+                            inLeft.map { PeerMutableBuffer(peer: left, buffer: $0) }
+                            + [
+                                PeerMutableBuffer(peer: right, buffer: inRight),
+                                PeerMutableBuffer(peer: r, buffer: inSelf)
+                            ]
                         try comm.exchange(sends: sends, receives: receives)
                     }
                 }
@@ -98,10 +106,15 @@ func withBuffers<T, R>(_ arrays: [[T]], _ body: ([UnsafeBufferPointer<T>]) throw
 }
 
 /// Calls `body` with mutable buffer pointers to every array (kept alive for the call).
-func withMutableBuffers<T, R>(_ arrays: inout [[T]], _ body: ([UnsafeMutableBufferPointer<T>]) throws -> R) rethrows -> R {
+func withMutableBuffers<T, R>(_ arrays: inout [[T]], _ body: ([UnsafeMutableBufferPointer<T>]) throws -> R) rethrows
+    -> R
+{
     let p = UnsafeMutablePointer<[T]>.allocate(capacity: arrays.count)
     p.initialize(from: arrays, count: arrays.count)
-    defer { arrays = Array(UnsafeBufferPointer(start: p, count: arrays.count)); p.deinitialize(count: arrays.count); p.deallocate() }
+    defer {
+        arrays = Array(UnsafeBufferPointer(start: p, count: arrays.count)); p.deinitialize(count: arrays.count);
+        p.deallocate()
+    }
     func go(_ i: Int, _ acc: [UnsafeMutableBufferPointer<T>]) throws -> R {
         if i == arrays.count { return try body(acc) }
         return try p[i].withUnsafeMutableBufferPointer { try go(i + 1, acc + [$0]) }

@@ -45,8 +45,9 @@ public protocol Communicator: AnyObject, Sendable {
     /// Personalised exchange: rank r sends send[offset_d ..< offset_d + sendCounts[d]] to each rank d
     /// (offsets are prefix sums of sendCounts), and receives recvCounts[s] elements from each rank s,
     /// stored in rank order. Counts must agree pairwise.
-    func alltoallv<T: CommScalar>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
-                                  recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws
+    func alltoallv<T: CommScalar>(
+        send: UnsafeBufferPointer<T>, sendCounts: [Int],
+        recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws
     /// Splits into sub-groups of the ranks with equal `color` (>= 0), ranked by (key, rank).
     func split(color: Int, key: Int) throws -> any Communicator
     /// Point-to-point: sends every `sends` buffer to its rank and fills every `receives` buffer
@@ -111,7 +112,8 @@ extension Communicator {
     /// Checks the shared preconditions of alltoallv's arguments.
     public func validateAlltoallv(sendCount: Int, sendCounts: [Int], recvCount: Int, recvCounts: [Int]) throws {
         guard sendCounts.count == size, recvCounts.count == size else {
-            throw CommError("alltoallv: sendCounts/recvCounts need \(size) entries, got \(sendCounts.count)/\(recvCounts.count)")
+            throw CommError(
+                "alltoallv: sendCounts/recvCounts need \(size) entries, got \(sendCounts.count)/\(recvCounts.count)")
         }
         guard sendCounts.allSatisfy({ $0 >= 0 }), recvCounts.allSatisfy({ $0 >= 0 }) else {
             throw CommError("alltoallv: negative count")

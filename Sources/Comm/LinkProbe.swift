@@ -7,7 +7,9 @@ public enum LinkProbe {
     /// GB/s the slowest rank sends in an alltoallv of `floatsPerPeer` floats to every peer that is
     /// on the same node (`sameNode`) or on another node (`!sameNode`): the best of 5 timed rounds
     /// after one warm-up. 0 when no rank has such a peer. `nodeOf[r]` is rank r's node.
-    public static func alltoallvGBps(_ comm: any Communicator, nodeOf: [Int], sameNode: Bool, floatsPerPeer: Int = 1 << 20) throws -> Double {
+    public static func alltoallvGBps(
+        _ comm: any Communicator, nodeOf: [Int], sameNode: Bool, floatsPerPeer: Int = 1 << 20
+    ) throws -> Double {
         let n = comm.size, me = comm.rank
         func peer(_ r: Int) -> Bool { r != me && ((nodeOf[r] == nodeOf[me]) == sameNode) }
         let counts = (0..<n).map { peer($0) ? floatsPerPeer : 0 }

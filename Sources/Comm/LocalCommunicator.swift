@@ -15,7 +15,7 @@ final class LocalWorld: @unchecked Sendable {
     private var posts: [UnsafeRawPointer?]
     private var postCounts: [[Int]]
     private var children: [Int: LocalWorld] = [:]
-    private var mailboxes: [Int: [[UInt8]]] = [:]   // src * size + dst -> messages in order
+    private var mailboxes: [Int: [[UInt8]]] = [:]  // src * size + dst -> messages in order
     private var allChildren: [LocalWorld] = []
 
     init(size: Int, timeout: TimeInterval) {
@@ -114,8 +114,10 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
     /// Runs `body` on `size` threads, one per rank, and returns their results in rank order.
     /// If any rank throws, the others' collectives fail fast and the first real error is rethrown.
     /// `timeout` bounds each wait at a collective, so a mismatched program fails instead of hanging.
-    public static func run<R: Sendable>(size: Int, timeout: TimeInterval = 120,
-                                        _ body: @escaping @Sendable (LocalCommunicator) throws -> R) throws -> [R] {
+    public static func run<R: Sendable>(
+        size: Int, timeout: TimeInterval = 120,
+        _ body: @escaping @Sendable (LocalCommunicator) throws -> R
+    ) throws -> [R] {
         precondition(size >= 1, "LocalCommunicator.run needs size >= 1")
         let world = LocalWorld(size: size, timeout: timeout)
         let results = ResultBox<R>(size: size)
@@ -154,7 +156,8 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         for r in 0..<size {
             let (p, c) = world.posted(r)
             guard c.first == buffer.count else {
-                world.abort("allreduce count mismatch"); throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
+                world.abort("allreduce count mismatch");
+                throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
             }
             guard let src = p?.assumingMemoryBound(to: T.self) else { continue }
             if r == 0 {
@@ -178,10 +181,15 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         for r in 0..<size {
             let (p, c) = world.posted(r)
             guard c.first == buffer.count else {
-                world.abort("allreduce count mismatch"); throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
+                world.abort("allreduce count mismatch");
+                throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
             }
             guard let src = p?.assumingMemoryBound(to: Float.self) else { continue }
-            if r == 0 { acc.update(from: src, count: buffer.count) } else { for i in 0..<buffer.count { acc[i] += src[i] } }
+            if r == 0 {
+                acc.update(from: src, count: buffer.count)
+            } else {
+                for i in 0..<buffer.count { acc[i] += src[i] }
+            }
         }
         try world.barrier()
         if buffer.count > 0 { buffer.baseAddress!.update(from: acc, count: buffer.count) }
@@ -193,15 +201,19 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         try world.barrier()
         let (p, c) = world.posted(root)
         guard c.first == buffer.count else {
-            world.abort("broadcast count mismatch"); throw CommError("broadcast: root has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
+            world.abort("broadcast count mismatch");
+            throw CommError("broadcast: root has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
         }
         if rank != root, let src = p, buffer.count > 0 {
-            UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: src, byteCount: buffer.count * MemoryLayout<T>.stride)
+            UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(
+                from: src, byteCount: buffer.count * MemoryLayout<T>.stride)
         }
         try world.barrier()
     }
 
-    public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>) throws {
+    public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>)
+        throws
+    {
         guard recv.count == send.count * size else {
             throw CommError("allgather: recv holds \(recv.count) elements, needs \(send.count) x \(size)")
         }
@@ -210,18 +222,23 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         for r in 0..<size {
             let (p, c) = world.posted(r)
             guard c.first == send.count else {
-                world.abort("allgather count mismatch"); throw CommError("allgather: rank \(r) sends \(c.first ?? -1), rank \(rank) sends \(send.count)")
+                world.abort("allgather count mismatch");
+                throw CommError("allgather: rank \(r) sends \(c.first ?? -1), rank \(rank) sends \(send.count)")
             }
             if let src = p, send.count > 0 {
-                UnsafeMutableRawPointer(recv.baseAddress! + r * send.count).copyMemory(from: src, byteCount: send.count * MemoryLayout<T>.stride)
+                UnsafeMutableRawPointer(recv.baseAddress! + r * send.count).copyMemory(
+                    from: src, byteCount: send.count * MemoryLayout<T>.stride)
             }
         }
         try world.barrier()
     }
 
-    public func alltoallv<T: CommScalar>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
-                                         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws {
-        try validateAlltoallv(sendCount: send.count, sendCounts: sendCounts, recvCount: recv.count, recvCounts: recvCounts)
+    public func alltoallv<T: CommScalar>(
+        send: UnsafeBufferPointer<T>, sendCounts: [Int],
+        recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]
+    ) throws {
+        try validateAlltoallv(
+            sendCount: send.count, sendCounts: sendCounts, recvCount: recv.count, recvCounts: recvCounts)
         world.post(rank, UnsafeRawPointer(send.baseAddress), counts: sendCounts)
         try world.barrier()
         var out = 0
@@ -229,12 +246,14 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             let (p, counts) = world.posted(s)
             guard counts[rank] == recvCounts[s] else {
                 world.abort("alltoallv count mismatch")
-                throw CommError("alltoallv: rank \(s) sends \(counts[rank]) to rank \(rank), which expects \(recvCounts[s])")
+                throw CommError(
+                    "alltoallv: rank \(s) sends \(counts[rank]) to rank \(rank), which expects \(recvCounts[s])")
             }
             let offset = counts[0..<rank].reduce(0, +)
             if recvCounts[s] > 0, let src = p {
-                UnsafeMutableRawPointer(recv.baseAddress! + out).copyMemory(from: src + offset * MemoryLayout<T>.stride,
-                                                                            byteCount: recvCounts[s] * MemoryLayout<T>.stride)
+                UnsafeMutableRawPointer(recv.baseAddress! + out).copyMemory(
+                    from: src + offset * MemoryLayout<T>.stride,
+                    byteCount: recvCounts[s] * MemoryLayout<T>.stride)
             }
             out += recvCounts[s]
         }
@@ -248,7 +267,9 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             let bytes = try world.take(from: r.peer, to: rank)
             guard bytes.count == r.buffer.count * MemoryLayout<T>.stride else {
                 world.abort("exchange length mismatch")
-                throw CommError("exchange: rank \(r.peer) sent \(bytes.count / MemoryLayout<T>.stride) elements to rank \(rank), which expects \(r.buffer.count)")
+                throw CommError(
+                    "exchange: rank \(r.peer) sent \(bytes.count / MemoryLayout<T>.stride) elements to rank \(rank), which expects \(r.buffer.count)"
+                )
             }
             bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(r.buffer).copyMemory(from: $0) }
         }

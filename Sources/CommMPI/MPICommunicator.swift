@@ -52,30 +52,40 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         guard buffer.count > 0 else { return }
-        try check(MPI_Allreduce(CMPI_IN_PLACE(), buffer.baseAddress, try count32(buffer.count, "MPI_Allreduce"),
-                                datatype(T.self), op == .sum ? CMPI_SUM() : CMPI_MAX(), comm), "MPI_Allreduce")
+        try check(
+            MPI_Allreduce(
+                CMPI_IN_PLACE(), buffer.baseAddress, try count32(buffer.count, "MPI_Allreduce"),
+                datatype(T.self), op == .sum ? CMPI_SUM() : CMPI_MAX(), comm), "MPI_Allreduce")
     }
 
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         guard root >= 0 && root < size else { throw CommError("broadcast: root \(root) outside 0..<\(size)") }
         guard buffer.count > 0 else { return }
-        try check(MPI_Bcast(buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"), datatype(T.self),
-                            Int32(root), comm), "MPI_Bcast")
+        try check(
+            MPI_Bcast(
+                buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"), datatype(T.self),
+                Int32(root), comm), "MPI_Bcast")
     }
 
-    public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>) throws {
+    public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>)
+        throws
+    {
         guard recv.count == send.count * size else {
             throw CommError("allgather: recv holds \(recv.count) elements, needs \(send.count) x \(size)")
         }
         guard send.count > 0 else { return }
         let c = try count32(send.count, "MPI_Allgather")
-        try check(MPI_Allgather(send.baseAddress, c, datatype(T.self), recv.baseAddress, c, datatype(T.self), comm),
-                  "MPI_Allgather")
+        try check(
+            MPI_Allgather(send.baseAddress, c, datatype(T.self), recv.baseAddress, c, datatype(T.self), comm),
+            "MPI_Allgather")
     }
 
-    public func alltoallv<T: CommScalar>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
-                                         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws {
-        try validateAlltoallv(sendCount: send.count, sendCounts: sendCounts, recvCount: recv.count, recvCounts: recvCounts)
+    public func alltoallv<T: CommScalar>(
+        send: UnsafeBufferPointer<T>, sendCounts: [Int],
+        recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]
+    ) throws {
+        try validateAlltoallv(
+            sendCount: send.count, sendCounts: sendCounts, recvCount: recv.count, recvCounts: recvCounts)
         let sc = try sendCounts.map { try count32($0, "MPI_Alltoallv") }
         let rc = try recvCounts.map { try count32($0, "MPI_Alltoallv") }
         let sd = try prefix(sc), rd = try prefix(rc)
@@ -97,20 +107,27 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             var recvRequests = [MPI_Request?](repeating: nil, count: receives.count)
             var sendRequests = [MPI_Request?](repeating: nil, count: sends.count)
             for (i, r) in receives.enumerated() {
-                try check(MPI_Irecv(UnsafeMutableRawPointer(r.buffer.baseAddress) ?? UnsafeMutableRawPointer(d),
-                                    try count32(r.buffer.count, "MPI_Irecv"), datatype(T.self), Int32(r.peer), 7, comm,
-                                    &recvRequests[i]), "MPI_Irecv")
+                try check(
+                    MPI_Irecv(
+                        UnsafeMutableRawPointer(r.buffer.baseAddress) ?? UnsafeMutableRawPointer(d),
+                        try count32(r.buffer.count, "MPI_Irecv"), datatype(T.self), Int32(r.peer), 7, comm,
+                        &recvRequests[i]), "MPI_Irecv")
             }
             for (i, s) in sends.enumerated() {
-                try check(MPI_Isend(UnsafeRawPointer(s.buffer.baseAddress) ?? UnsafeRawPointer(d),
-                                    try count32(s.buffer.count, "MPI_Isend"), datatype(T.self), Int32(s.peer), 7, comm,
-                                    &sendRequests[i]), "MPI_Isend")
+                try check(
+                    MPI_Isend(
+                        UnsafeRawPointer(s.buffer.baseAddress) ?? UnsafeRawPointer(d),
+                        try count32(s.buffer.count, "MPI_Isend"), datatype(T.self), Int32(s.peer), 7, comm,
+                        &sendRequests[i]), "MPI_Isend")
             }
             var counts = [Int32](repeating: 0, count: receives.count)
-            try check(CMPI_Waitall(Int32(receives.count), &recvRequests, datatype(T.self), &counts), "MPI_Waitall (receives)")
+            try check(
+                CMPI_Waitall(Int32(receives.count), &recvRequests, datatype(T.self), &counts), "MPI_Waitall (receives)")
             try check(CMPI_Waitall(Int32(sends.count), &sendRequests, datatype(T.self), nil), "MPI_Waitall (sends)")
             if let i = receives.indices.first(where: { Int(counts[$0]) != receives[$0].buffer.count }) {
-                throw CommError("exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which expects \(receives[i].buffer.count)")
+                throw CommError(
+                    "exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which expects \(receives[i].buffer.count)"
+                )
             }
         }
     }
@@ -155,5 +172,7 @@ func check(_ rc: Int32, _ call: String) throws {
     var len: Int32 = 0
     _ = MPI_Error_string(rc, &buf, &len)
     let msg = String(decoding: buf.prefix(Int(len)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    throw CommError("\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network settings are right")
+    throw CommError(
+        "\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network settings are right"
+    )
 }

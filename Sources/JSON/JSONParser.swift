@@ -80,7 +80,9 @@ struct Parser {
         if pos < bytes.count && bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object([]) }
         while true {
             skipSpace()
-            guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else { throw error("expected a key in double quotes") }
+            guard pos < bytes.count, bytes[pos] == UInt8(ascii: "\"") else {
+                throw error("expected a key in double quotes")
+            }
             let key = try string()
             if members.contains(where: { $0.0 == key }) { throw error("duplicate key '\(key)'") }
             try expect(":")
@@ -133,7 +135,8 @@ struct Parser {
                 case UInt8(ascii: "u"):
                     var code = try hex4()
                     if (0xD800..<0xDC00).contains(code), pos + 1 < bytes.count,
-                       bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") {
+                        bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u")
+                    {
                         pos += 2
                         let low = try hex4()
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)

@@ -55,7 +55,8 @@ public enum JSONValue: Equatable, Sendable {
 }
 
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
-    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
+{
     public init(stringLiteral v: String) { self = .string(v) }
     public init(integerLiteral v: Int) { self = .number(Double(v)) }
     public init(floatLiteral v: Double) { self = .number(v) }
@@ -90,7 +91,11 @@ extension JSONValue {
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
             // Arrays of numbers stay on one line even when pretty.
-            let flat = indent == nil || items.allSatisfy { if case .number = $0 { return true }; return false }
+            let flat =
+                indent == nil
+                || items.allSatisfy {
+                    if case .number = $0 { return true }; return false
+                }
             out += "["
             for (i, v) in items.enumerated() {
                 if i > 0 { out += flat && indent != nil ? ", " : "," }

@@ -13,29 +13,29 @@ import Tensor
 
 /// Pointers to one MoE block's router and local experts (params or grads).
 struct MoEWeights {
-    let router: UnsafeMutablePointer<Float>   // [E, C]
-    let experts: [Int]                        // local expert ids, ascending
-    let w1: [UnsafeMutablePointer<Float>]     // per local expert: [F, C]
-    let w2: [UnsafeMutablePointer<Float>]     // per local expert: [C, F]
+    let router: UnsafeMutablePointer<Float>  // [E, C]
+    let experts: [Int]  // local expert ids, ascending
+    let w1: [UnsafeMutablePointer<Float>]  // per local expert: [F, C]
+    let w2: [UnsafeMutablePointer<Float>]  // per local expert: [C, F]
 }
 
 /// Everything one MoE block keeps from forward for backward.
 final class MoEState {
     let e: Int, k: Int
     var rowStart = 0, rows = 0
-    let logits, probs: FloatBuffer            // [N, E] (first `rows` used)
-    let topIndex: UnsafeMutablePointer<Int32> // [N, K]
-    let topWeight: FloatBuffer                // [N, K]
-    let share: FloatBuffer                    // [E] global assignment shares
-    var globalCounts: [Int]                   // tokens per expert over the global batch
-    let sendSlot: UnsafeMutablePointer<Int32> // [N, K] -> row in send order, or `dropped`
+    let logits, probs: FloatBuffer  // [N, E] (first `rows` used)
+    let topIndex: UnsafeMutablePointer<Int32>  // [N, K]
+    let topWeight: FloatBuffer  // [N, K]
+    let share: FloatBuffer  // [E] global assignment shares
+    var globalCounts: [Int]  // tokens per expert over the global batch
+    let sendSlot: UnsafeMutablePointer<Int32>  // [N, K] -> row in send order, or `dropped`
     /// sendSlot of an assignment dropped by the capacity limit (the token skips that expert).
     static let dropped: Int32 = -1
-    var droppedGlobal = 0                     // assignments dropped over the global batch
+    var droppedGlobal = 0  // assignments dropped over the global batch
     var sendRows: [Int] = [], recvRows: [Int] = []
-    var perm: [Int32] = []                    // expert-major row i <- received row perm[i]
+    var perm: [Int32] = []  // expert-major row i <- received row perm[i]
     var expertStart: [Int] = [], expertRows: [Int] = []
-    let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()   // [S, C], [S, C], [R, C]
+    let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()  // [S, C], [S, C], [R, C]
     let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()  // [R, C], [R, F], [R, F], [R, C]
 
     init(n: Int, e: Int, k: Int) {
@@ -61,8 +61,8 @@ final class MoEScratch {
 }
 
 struct MoELayer {
-    var ctx: ParallelContext   // replaced when a re-placement rebinds the model
-    let layer: Int          // MoE layer index (placement row)
+    var ctx: ParallelContext  // replaced when a re-placement rebinds the model
+    let layer: Int  // MoE layer index (placement row)
     let c: Int, f: Int, e: Int, k: Int
     /// 0: dropless. Otherwise each expert serves at most ceil(capacityFactor * tokens * K / E)
     /// assignments of the global batch; later ones (in global token order, then top-k order) are dropped.
@@ -99,9 +99,11 @@ struct MoELayer {
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
     /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).
-    func forward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: MoEWeights, s: MoEState,
-                 n: Int, tokenOffset: Int, globalTokens: Int, gatherScratch: UnsafeMutablePointer<Float>,
-                 profile: KernelProfile?) throws -> Float {
+    func forward(
+        out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: MoEWeights, s: MoEState,
+        n: Int, tokenOffset: Int, globalTokens: Int, gatherScratch: UnsafeMutablePointer<Float>,
+        profile: KernelProfile?
+    ) throws -> Float {
         var clock = RegionClock(profile)
         let mine = ctx.tpRows(n, rank: ctx.comms.tp.rank)
         s.rowStart = mine.start; s.rows = mine.end - mine.start
@@ -116,14 +118,22 @@ struct MoELayer {
                 for r in 0..<rows { s.logits.base[r * e + j] += bias }
             }
         }
-        Router.forward(probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows, e: e, k: k)
+        Router.forward(
+            probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows,
+            e: e, k: k)
         var sums = [Double](repeating: 0, count: 2 * e)
         sums.withUnsafeMutableBufferPointer { p in
-            LoadBalance.accumulate(counts: p.baseAddress!, probSums: p.baseAddress! + e, probs: s.probs.base, topIndex: s.topIndex, n: rows, e: e, k: k)
+            LoadBalance.accumulate(
+                counts: p.baseAddress!, probSums: p.baseAddress! + e, probs: s.probs.base, topIndex: s.topIndex,
+                n: rows, e: e, k: k)
         }
         try ctx.allreduceWorld(&sums)
         for j in 0..<e { s.globalCounts[j] = Int(sums[j]) }
-        let aux = sums.withUnsafeBufferPointer { LoadBalance.loss(f: s.share.base, counts: $0.baseAddress!, probSums: $0.baseAddress! + e, tokens: globalTokens, e: e, k: k) }
+        let aux = sums.withUnsafeBufferPointer {
+            LoadBalance.loss(
+                f: s.share.base, counts: $0.baseAddress!, probSums: $0.baseAddress! + e, tokens: globalTokens, e: e,
+                k: k)
+        }
         try applyCapacity(s: s, globalTokens: globalTokens)
         clock.lap(.router)
 
@@ -131,8 +141,9 @@ struct MoELayer {
         clock.lap(.dispatchCombine)
         for (li, _) in w.experts.enumerated() where s.expertRows[li] > 0 {
             let st = s.expertStart[li]
-            MLP.forward(o: s.o.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, x: s.xe.base + st * c,
-                        w1: w.w1[li], w2: w.w2[li], n: s.expertRows[li], c: c, f: f)
+            MLP.forward(
+                o: s.o.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, x: s.xe.base + st * c,
+                w1: w.w1[li], w2: w.w2[li], n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
         try combine(s: s, out: out, n: n, gatherScratch: gatherScratch)
@@ -180,8 +191,9 @@ struct MoELayer {
         var recvCounts64 = [Int64](repeating: 0, count: world * e)
         try counts64.withUnsafeBufferPointer { sp in
             try recvCounts64.withUnsafeMutableBufferPointer { rp in
-                try ctx.alltoallv(send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
-                                  recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
+                try ctx.alltoallv(
+                    send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
+                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
             }
         }
         let recvCounts = recvCounts64.map { Int($0) }
@@ -189,8 +201,9 @@ struct MoELayer {
         let recvTotal = s.recvRows.reduce(0, +)
         ctx.stats.expertRowsReceived += recvTotal
         s.recv.reserve(recvTotal * c)
-        try ctx.alltoallv(send: s.send.base, sendCounts: s.sendRows.map { $0 * c },
-                          recv: s.recv.base, recvCounts: s.recvRows.map { $0 * c })
+        try ctx.alltoallv(
+            send: s.send.base, sendCounts: s.sendRows.map { $0 * c },
+            recv: s.recv.base, recvCounts: s.recvRows.map { $0 * c })
 
         // Expert-major order: for each local expert, rows from source 0, 1, ... in token order.
         var srcStart = [Int](repeating: 0, count: world)
@@ -216,12 +229,15 @@ struct MoELayer {
 
     /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
     /// sum_k w[n, k] * o into out's owned rows, in slot order; then all-gathers the rows over tp.
-    func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>) throws {
+    func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>)
+        throws
+    {
         let recvTotal = s.recvRows.reduce(0, +)
         // Outputs back to received order, then home.
         for i in 0..<recvTotal { (s.recv.base + Int(s.perm[i]) * c).update(from: s.o.base + i * c, count: c) }
-        try ctx.alltoallv(send: s.recv.base, sendCounts: s.recvRows.map { $0 * c },
-                          recv: s.back.base, recvCounts: s.sendRows.map { $0 * c })
+        try ctx.alltoallv(
+            send: s.recv.base, sendCounts: s.recvRows.map { $0 * c },
+            recv: s.back.base, recvCounts: s.sendRows.map { $0 * c })
         // Combine this rank's rows in slot order, into the residual; then share the rows over tp.
         for r in 0..<s.rows {
             let dst = out + (s.rowStart + r) * c
@@ -236,9 +252,11 @@ struct MoELayer {
 
     /// Backward from dOut[N, C] (the residual gradient at the block output, same on every tp rank).
     /// dx[N, C] (zero on entry) receives d(objective)/d(x) on every tp rank.
-    func backward(dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                  w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, n: Int, globalTokens: Int,
-                  gatherScratch: UnsafeMutablePointer<Float>, profile: KernelProfile?) throws {
+    func backward(
+        dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
+        w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, n: Int, globalTokens: Int,
+        gatherScratch: UnsafeMutablePointer<Float>, profile: KernelProfile?
+    ) throws {
         var clock = RegionClock(profile)
         let rows = s.rows, r0 = s.rowStart
         let sendTotal = s.sendRows.reduce(0, +), recvTotal = s.recvRows.reduce(0, +)
@@ -257,8 +275,9 @@ struct MoELayer {
             }
         }
         sc.dRecv.reserve(recvTotal * c)
-        try ctx.alltoallv(send: sc.dSend.base, sendCounts: s.sendRows.map { $0 * c },
-                          recv: sc.dRecv.base, recvCounts: s.recvRows.map { $0 * c })
+        try ctx.alltoallv(
+            send: sc.dSend.base, sendCounts: s.sendRows.map { $0 * c },
+            recv: sc.dRecv.base, recvCounts: s.recvRows.map { $0 * c })
         sc.dOe.reserve(recvTotal * c); sc.dXe.reserve(recvTotal * c)
         for i in 0..<recvTotal { (sc.dOe.base + i * c).update(from: sc.dRecv.base + Int(s.perm[i]) * c, count: c) }
         sc.dXe.base.update(repeating: 0, count: recvTotal * c)
@@ -267,14 +286,16 @@ struct MoELayer {
         sc.dA.reserve(maxRows * f); sc.dH.reserve(maxRows * f)
         for (li, _) in w.experts.enumerated() where s.expertRows[li] > 0 {
             let st = s.expertStart[li]
-            MLP.backward(dx: sc.dXe.base + st * c, dw1: g.w1[li], dw2: g.w2[li], dOut: sc.dOe.base + st * c,
-                         x: s.xe.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, w1: w.w1[li], w2: w.w2[li],
-                         dA: sc.dA.base, dH: sc.dH.base, n: s.expertRows[li], c: c, f: f)
+            MLP.backward(
+                dx: sc.dXe.base + st * c, dw1: g.w1[li], dw2: g.w2[li], dOut: sc.dOe.base + st * c,
+                x: s.xe.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, w1: w.w1[li], w2: w.w2[li],
+                dA: sc.dA.base, dH: sc.dH.base, n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
         for i in 0..<recvTotal { (sc.dRecv.base + Int(s.perm[i]) * c).update(from: sc.dXe.base + i * c, count: c) }
-        try ctx.alltoallv(send: sc.dRecv.base, sendCounts: s.recvRows.map { $0 * c },
-                          recv: sc.dSend.base, recvCounts: s.sendRows.map { $0 * c })
+        try ctx.alltoallv(
+            send: sc.dRecv.base, sendCounts: s.recvRows.map { $0 * c },
+            recv: sc.dSend.base, recvCounts: s.sendRows.map { $0 * c })
         let dxs = dx + r0 * c
         for r in 0..<rows {
             let d = dxs + r * c
@@ -285,12 +306,15 @@ struct MoELayer {
         }
         clock.lap(.dispatchCombine)
         sc.dProbs.base.update(repeating: 0, count: rows * e)
-        LoadBalance.backward(dProbs: sc.dProbs.base, f: s.share.base, dAux: auxCoef, n: rows, e: e, tokens: globalTokens)
+        LoadBalance.backward(
+            dProbs: sc.dProbs.base, f: s.share.base, dAux: auxCoef, n: rows, e: e, tokens: globalTokens)
         sc.dLogits.base.update(repeating: 0, count: rows * e)
-        Router.backward(dLogits: sc.dLogits.base, dTopWeight: dTW, dProbsExtra: sc.dProbs.base, probs: s.probs.base,
-                        topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k, scratch: sc.rowScratch.base)
-        Linear.backward(dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: x + r0 * c, weight: w.router,
-                        n: rows, inFeatures: c, outFeatures: e)
+        Router.backward(
+            dLogits: sc.dLogits.base, dTopWeight: dTW, dProbsExtra: sc.dProbs.base, probs: s.probs.base,
+            topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k, scratch: sc.rowScratch.base)
+        Linear.backward(
+            dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: x + r0 * c, weight: w.router,
+            n: rows, inFeatures: c, outFeatures: e)
         clock.lap(.router)
         try ctx.allgatherRowsTP(dx, n: n, c: c, scratch: gatherScratch)
         clock.lap(.dispatchCombine)

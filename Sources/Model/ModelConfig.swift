@@ -11,18 +11,20 @@ public struct ModelConfigError: Error, CustomStringConvertible, Sendable {
 
 /// The architecture. Every field is a plain number so a job file can set it.
 public struct ModelConfig: Equatable, Sendable, Codable {
-    public var vocabSize: Int   // V
-    public var seqLen: Int      // T (max positions)
-    public var nLayer: Int      // L
-    public var nEmbd: Int       // C
-    public var nHead: Int       // H
-    public var nExpert: Int     // E
-    public var topK: Int        // K
-    public var ffHidden: Int    // F
-    public var moeEvery: Int    // 1: every block is MoE; n: every n-th block (1-based); 0: all dense
+    public var vocabSize: Int  // V
+    public var seqLen: Int  // T (max positions)
+    public var nLayer: Int  // L
+    public var nEmbd: Int  // C
+    public var nHead: Int  // H
+    public var nExpert: Int  // E
+    public var topK: Int  // K
+    public var ffHidden: Int  // F
+    public var moeEvery: Int  // 1: every block is MoE; n: every n-th block (1-based); 0: all dense
 
-    public init(vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
-                nExpert: Int, topK: Int, ffHidden: Int, moeEvery: Int) {
+    public init(
+        vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
+        nExpert: Int, topK: Int, ffHidden: Int, moeEvery: Int
+    ) {
         self.vocabSize = vocabSize; self.seqLen = seqLen; self.nLayer = nLayer; self.nEmbd = nEmbd
         self.nHead = nHead; self.nExpert = nExpert; self.topK = topK; self.ffHidden = ffHidden
         self.moeEvery = moeEvery
@@ -52,7 +54,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         if moeEvery < 0 { throw fail("moeEvery", "must be >= 0 (0 = no MoE blocks), got \(moeEvery)") }
         if nExpert < 1 { throw fail("nExpert", "must be >= 1, got \(nExpert)") }
         if topK < 1 || topK > 2 { throw fail("topK", "must be 1 or 2, got \(topK)") }
-        if topK > nExpert { throw fail("topK", "\(topK) exceeds model.nExpert = \(nExpert); k experts must exist to choose from") }
+        if topK > nExpert {
+            throw fail("topK", "\(topK) exceeds model.nExpert = \(nExpert); k experts must exist to choose from")
+        }
     }
 
     /// Parameters a token passes through, excluding the token and position embeddings:

@@ -41,7 +41,8 @@ public final class ParallelContext: @unchecked Sendable {
     /// World size 1 on the calling thread, experts all local.
     public static func single(_ config: ModelConfig) -> ParallelContext {
         let comms = try! MeshComms(world: LocalCommunicator.single(), dp: 1, tp: 1)
-        return ParallelContext(comms: comms, plan: .roundRobin(moeLayers: config.moeLayerCount, experts: config.nExpert, world: 1))
+        return ParallelContext(
+            comms: comms, plan: .roundRobin(moeLayers: config.moeLayerCount, experts: config.nExpert, world: 1))
     }
 
     /// Sums `count` floats over `group` in place (nothing to do for a group of one).
@@ -68,7 +69,9 @@ public final class ParallelContext: @unchecked Sendable {
 
     /// Gathers each tp rank's owned rows of `full` [n, c] into `full` on every tp rank.
     /// `scratch` must hold 2 * tp * ceil(n / tp) * c floats.
-    func allgatherRowsTP(_ full: UnsafeMutablePointer<Float>, n: Int, c: Int, scratch: UnsafeMutablePointer<Float>) throws {
+    func allgatherRowsTP(_ full: UnsafeMutablePointer<Float>, n: Int, c: Int, scratch: UnsafeMutablePointer<Float>)
+        throws
+    {
         let tp = comms.tp.size
         guard tp > 1 else { return }
         let maxRows = (n + tp - 1) / tp
@@ -76,8 +79,9 @@ public final class ParallelContext: @unchecked Sendable {
         let send = scratch, recv = scratch + maxRows * c
         send.update(from: full + mine.start * c, count: (mine.end - mine.start) * c)
         let t0 = monotonicSeconds()
-        try comms.tp.allgather(UnsafeBufferPointer(start: send, count: maxRows * c),
-                               into: UnsafeMutableBufferPointer(start: recv, count: tp * maxRows * c))
+        try comms.tp.allgather(
+            UnsafeBufferPointer(start: send, count: maxRows * c),
+            into: UnsafeMutableBufferPointer(start: recv, count: tp * maxRows * c))
         stats.allreduceSeconds += monotonicSeconds() - t0
         for r in 0..<tp {
             let rows = tpRows(n, rank: r)
@@ -86,15 +90,18 @@ public final class ParallelContext: @unchecked Sendable {
     }
 
     /// alltoallv over the world, timed.
-    func alltoallv<T: CommScalar>(send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int]) throws {
+    func alltoallv<T: CommScalar>(
+        send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int]
+    ) throws {
         if comms.world.size == 1 {
             precondition(sendCounts == recvCounts, "alltoallv to self with different counts")
             recv.update(from: send, count: sendCounts[0])
             return
         }
         let t0 = monotonicSeconds()
-        try comms.world.alltoallv(send: UnsafeBufferPointer(start: send, count: sendCounts.reduce(0, +)), sendCounts: sendCounts,
-                                  recv: UnsafeMutableBufferPointer(start: recv, count: recvCounts.reduce(0, +)), recvCounts: recvCounts)
+        try comms.world.alltoallv(
+            send: UnsafeBufferPointer(start: send, count: sendCounts.reduce(0, +)), sendCounts: sendCounts,
+            recv: UnsafeMutableBufferPointer(start: recv, count: recvCounts.reduce(0, +)), recvCounts: recvCounts)
         stats.alltoallvSeconds += monotonicSeconds() - t0
     }
 }

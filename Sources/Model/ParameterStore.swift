@@ -65,8 +65,9 @@ public struct ShardLayout: Sendable {
     public init(mesh: Mesh, plan: PlacementPlan) { self.mesh = mesh; self.plan = plan }
 
     public static func single(_ c: ModelConfig) -> ShardLayout {
-        ShardLayout(mesh: Mesh(dp: 1, tp: 1, rank: 0),
-                    plan: .roundRobin(moeLayers: c.moeLayerCount, experts: c.nExpert, world: 1))
+        ShardLayout(
+            mesh: Mesh(dp: 1, tp: 1, rank: 0),
+            plan: .roundRobin(moeLayers: c.moeLayerCount, experts: c.nExpert, world: 1))
     }
 }
 
@@ -94,17 +95,20 @@ public final class ParameterStore: @unchecked Sendable {
         let std: Float = 0.02
         let outStd = std / Float(2 * c.nLayer).squareRoot()
         let isFirst = mesh.rank == 0, isFirstDP = mesh.dpIndex == 0
-        func add(_ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
-                 initStd: Float = std, countsInNorm: Bool? = nil) {
+        func add(
+            _ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
+            initStd: Float = std, countsInNorm: Bool? = nil
+        ) {
             var shape = global, start = 0
             if let d = split {
                 shape[d] = global[d] / mesh.tp
                 start = mesh.tpIndex * shape[d]
             }
             let counts = countsInNorm ?? (split == nil ? isFirst : isFirstDP)
-            let info = ParameterInfo(name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
-                                     shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
-                                     countsInNorm: counts)
+            let info = ParameterInfo(
+                name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
+                shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
+                countsInNorm: counts)
             infos.append(info)
             offset += info.count
         }
@@ -168,7 +172,8 @@ public final class ParameterStore: @unchecked Sendable {
             }
             let key = CounterRNG.hash(seed, 0x494E4954 /* "INIT" */, CounterRNG.fnv1a(info.name))
             for i in 0..<info.count {
-                p[i] = info.initStd * CounterRNG.normal(CounterRNG.mix(key ^ CounterRNG.mix(UInt64(info.globalIndex(i)))))
+                p[i] =
+                    info.initStd * CounterRNG.normal(CounterRNG.mix(key ^ CounterRNG.mix(UInt64(info.globalIndex(i)))))
             }
         }
         adamM.zero()

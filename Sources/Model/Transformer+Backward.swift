@@ -6,11 +6,11 @@ import Tensor
 
 /// Backward scratch, shared by all blocks.
 final class BackwardScratch {
-    let dResid, dLn: FloatBuffer                  // [N, C]
-    let dq, dk, dv, dy: FloatBuffer               // [N, Cl]
-    let dH, dA: FloatBuffer                       // [N, F] dense FFN
-    let attScratch: FloatBuffer                   // [T, T]
-    let dLogits: FloatBuffer                      // [N, V]
+    let dResid, dLn: FloatBuffer  // [N, C]
+    let dq, dk, dv, dy: FloatBuffer  // [N, Cl]
+    let dH, dA: FloatBuffer  // [N, F] dense FFN
+    let attScratch: FloatBuffer  // [T, T]
+    let dLogits: FloatBuffer  // [N, V]
     let moe: MoEScratch
     init(config m: ModelConfig, n: Int, tp: Int) {
         let c = m.nEmbd, cl = c / tp
@@ -36,66 +36,83 @@ extension Transformer {
         timed(.headLoss) {
             s.dLogits.base.update(repeating: 0, count: n * m.vocabSize)
             targets.withUnsafeBufferPointer { tp in
-                CrossEntropy.backward(dLogits: s.dLogits.base, logits: logits.base, targets: tp.baseAddress!,
-                                      dLoss: lossScale, n: n, v: m.vocabSize)
+                CrossEntropy.backward(
+                    dLogits: s.dLogits.base, logits: logits.base, targets: tp.baseAddress!,
+                    dLoss: lossScale, n: n, v: m.vocabSize)
             }
             zero(s.dLn, n * c)
-            Linear.backward(dInp: s.dLn.base, dWeight: store.pointer("head.weight", in: g), dOut: s.dLogits.base,
-                            inp: lnf.base, weight: store.pointer("head.weight", in: p), n: n, inFeatures: c, outFeatures: m.vocabSize)
+            Linear.backward(
+                dInp: s.dLn.base, dWeight: store.pointer("head.weight", in: g), dOut: s.dLogits.base,
+                inp: lnf.base, weight: store.pointer("head.weight", in: p), n: n, inFeatures: c,
+                outFeatures: m.vocabSize)
         }
         zero(s.dResid, n * c)
         timed(.norms) {
-            RMSNorm.backward(dx: s.dResid.base, dWeight: store.pointer("norm.weight", in: g), dOut: s.dLn.base,
-                             x: resid[m.nLayer].base, weight: store.pointer("norm.weight", in: p), rstd: rstdf.base, n: n, c: c)
+            RMSNorm.backward(
+                dx: s.dResid.base, dWeight: store.pointer("norm.weight", in: g), dOut: s.dLn.base,
+                x: resid[m.nLayer].base, weight: store.pointer("norm.weight", in: p), rstd: rstdf.base, n: n, c: c)
         }
         for l in stride(from: m.nLayer - 1, through: 0, by: -1) {
             let w = weights[l], gw = gradients[l], a = blocks[l]
             // FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the FFN.
             zero(s.dLn, n * c)
             if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
-                try layer.backward(dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
-                                   auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
-                                   profile: profile)
+                try layer.backward(
+                    dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
+                    auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
+                    profile: profile)
             } else {
                 timed(.denseFFN) {
-                    MLP.backward(dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
-                                 h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
-                                 n: n, c: c, f: f)
+                    MLP.backward(
+                        dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
+                        h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
+                        n: n, c: c, f: f)
                 }
             }
             timed(.norms) {
-                RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
-                                 rstd: a.rstd2.base, n: n, c: c)
+                RMSNorm.backward(
+                    dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
+                    rstd: a.rstd2.base, n: n, c: c)
             }
             // Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T).
             timed(.attnProjections) {
                 zero(s.dy, n * cl)
-                Linear.backward(dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
-                                n: n, inFeatures: cl, outFeatures: c)
+                Linear.backward(
+                    dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
+                    n: n, inFeatures: cl, outFeatures: c)
             }
             timed(.attnCore) {
                 zero(s.dq, n * cl); zero(s.dk, n * cl); zero(s.dv, n * cl)
-                Attention.backward(dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
-                                   v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
-                                   b: b, t: t, h: hl, d: m.headSize, ldc: cl)
+                Attention.backward(
+                    dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
+                    v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
+                    b: b, t: t, h: hl, d: m.headSize, ldc: cl)
             }
             timed(.attnProjections) {
                 zero(s.dLn, n * c)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
-                Linear.backward(dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
+                Linear.backward(
+                    dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n,
+                    inFeatures: c, outFeatures: cl)
+                Linear.backward(
+                    dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n,
+                    inFeatures: c, outFeatures: cl)
+                Linear.backward(
+                    dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n,
+                    inFeatures: c, outFeatures: cl)
             }
             // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
             try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)
             timed(.norms) {
-                RMSNorm.backward(dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
-                                 rstd: a.rstd1.base, n: n, c: c)
+                RMSNorm.backward(
+                    dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
+                    rstd: a.rstd1.base, n: n, c: c)
             }
         }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tp in
-                Embedding.backward(dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
-                                   dOut: s.dResid.base, tokens: tp.baseAddress!, b: b, t: t, c: c)
+                Embedding.backward(
+                    dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
+                    dOut: s.dResid.base, tokens: tp.baseAddress!, b: b, t: t, c: c)
             }
         }
     }

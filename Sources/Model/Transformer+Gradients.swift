@@ -56,13 +56,15 @@ extension Transformer {
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
             let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
             (buf.base + s.offset).update(from: store.pointer(name + "w1.weight", in: store.grads), count: perExpert / 2)
-            (buf.base + s.offset + perExpert / 2).update(from: store.pointer(name + "w2.weight", in: store.grads), count: perExpert / 2)
+            (buf.base + s.offset + perExpert / 2).update(
+                from: store.pointer(name + "w2.weight", in: store.grads), count: perExpert / 2)
         }
         try ctx.allreduce(buf.base, total, over: ctx.comms.world)
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
             let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
             store.pointer(name + "w1.weight", in: store.grads).update(from: buf.base + s.offset, count: perExpert / 2)
-            store.pointer(name + "w2.weight", in: store.grads).update(from: buf.base + s.offset + perExpert / 2, count: perExpert / 2)
+            store.pointer(name + "w2.weight", in: store.grads).update(
+                from: buf.base + s.offset + perExpert / 2, count: perExpert / 2)
         }
     }
 

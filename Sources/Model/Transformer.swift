@@ -12,22 +12,23 @@ import Tensor
 struct BlockWeights {
     let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
     let ffnW1, ffnW2: UnsafeMutablePointer<Float>?  // dense blocks
-    let moe: MoEWeights?                              // MoE blocks
+    let moe: MoEWeights?  // MoE blocks
 }
 
 /// Activations of one block, sized for maxBatch x seqLen rows.
 final class BlockActivations {
-    let ln1, mid, ln2, attnOut: FloatBuffer      // [N, C]
-    let q, k, v, y: FloatBuffer                  // [N, Cl]
-    let rstd1, rstd2: FloatBuffer                // [N]
-    let att: FloatBuffer                         // [B, Hl, T, T]
-    let h, a: FloatBuffer?                       // [N, F] dense blocks
+    let ln1, mid, ln2, attnOut: FloatBuffer  // [N, C]
+    let q, k, v, y: FloatBuffer  // [N, Cl]
+    let rstd1, rstd2: FloatBuffer  // [N]
+    let att: FloatBuffer  // [B, Hl, T, T]
+    let h, a: FloatBuffer?  // [N, F] dense blocks
     let moe: MoEState?
     init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool) {
         let c = m.nEmbd, cl = m.nEmbd / tp
         ln1 = FloatBuffer(count: n * c); mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c)
         attnOut = FloatBuffer(count: n * c)
-        q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl); y = FloatBuffer(count: n * cl)
+        q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl);
+        y = FloatBuffer(count: n * cl)
         rstd1 = FloatBuffer(count: n); rstd2 = FloatBuffer(count: n)
         att = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen * m.seqLen)
         if isMoE {
@@ -55,14 +56,14 @@ public final class Transformer: @unchecked Sendable {
     let gradients: [BlockWeights]
     let blocks: [BlockActivations]
     let moeLayers: [MoELayer?]
-    let resid: [FloatBuffer]          // L+1 x [N, C]: resid[l] is block l's input
-    let lnf: FloatBuffer              // [N, C]
-    let rstdf: FloatBuffer            // [N]
-    let logits: FloatBuffer           // [N, V]
-    let losses: FloatBuffer           // [N]
-    let gatherScratch: FloatBuffer    // tp all-gather of rows
-    var tokens: [Int32]               // [N]
-    var targets: [Int32]              // [N]
+    let resid: [FloatBuffer]  // L+1 x [N, C]: resid[l] is block l's input
+    let lnf: FloatBuffer  // [N, C]
+    let rstdf: FloatBuffer  // [N]
+    let logits: FloatBuffer  // [N, V]
+    let losses: FloatBuffer  // [N]
+    let gatherScratch: FloatBuffer  // tp all-gather of rows
+    var tokens: [Int32]  // [N]
+    var targets: [Int32]  // [N]
     var batch = 0, time = 0, globalTokens = 0
     var scratch: BackwardScratch
     /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
@@ -74,8 +75,10 @@ public final class Transformer: @unchecked Sendable {
     public private(set) var lastLossSum: Double = 0
 
     /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
-    public init(config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
-                capacityFactor: Double = 0, routerSkew: Double = 0, routerSkewStride: Int = 1) {
+    public init(
+        config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
+        capacityFactor: Double = 0, routerSkew: Double = 0, routerSkewStride: Int = 1
+    ) {
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
         self.ctx = ctx
@@ -85,13 +88,18 @@ public final class Transformer: @unchecked Sendable {
         self.store = store
         let n = maxBatch * config.seqLen, tp = ctx.mesh.tp
         (weights, gradients) = Transformer.bind(store, config: config, context: ctx)
-        blocks = (0..<config.nLayer).map { BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE($0)) }
+        blocks = (0..<config.nLayer).map {
+            BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE($0))
+        }
         var moes: [MoELayer?] = []
         var moeIndex = 0
         for l in 0..<config.nLayer {
             if config.isMoE(l) {
-                moes.append(MoELayer(ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert, k: config.topK,
-                                     capacityFactor: capacityFactor, routerSkew: routerSkew, routerSkewStride: routerSkewStride))
+                moes.append(
+                    MoELayer(
+                        ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert,
+                        k: config.topK,
+                        capacityFactor: capacityFactor, routerSkew: routerSkew, routerSkewStride: routerSkewStride))
                 moeIndex += 1
             } else {
                 moes.append(nil)
@@ -115,10 +123,16 @@ public final class Transformer: @unchecked Sendable {
     /// otherwise allocate and page in hundreds of MB per migration). `other` must not be used
     /// afterwards.
     public init(rebinding other: Transformer, context: ParallelContext, store: ParameterStore) {
-        precondition(context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh")
+        precondition(
+            context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh"
+        )
         config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
         (weights, gradients) = Transformer.bind(store, config: config, context: context)
-        moeLayers = other.moeLayers.map { $0.map { var m = $0; m.ctx = context; return m } }
+        moeLayers = other.moeLayers.map {
+            $0.map {
+                var m = $0; m.ctx = context; return m
+            }
+        }
         blocks = other.blocks; resid = other.resid; lnf = other.lnf; rstdf = other.rstdf; logits = other.logits
         losses = other.losses; gatherScratch = other.gatherScratch; tokens = other.tokens; targets = other.targets
         scratch = other.scratch
@@ -126,7 +140,9 @@ public final class Transformer: @unchecked Sendable {
 
     /// Pointers of every block into `store`'s parameters and gradients, with the local experts
     /// of `context`'s placement.
-    static func bind(_ store: ParameterStore, config: ModelConfig, context: ParallelContext) -> ([BlockWeights], [BlockWeights]) {
+    static func bind(_ store: ParameterStore, config: ModelConfig, context: ParallelContext) -> (
+        [BlockWeights], [BlockWeights]
+    ) {
         var w: [BlockWeights] = [], g: [BlockWeights] = []
         var moeIndex = 0
         for l in 0..<config.nLayer {
@@ -138,17 +154,22 @@ public final class Transformer: @unchecked Sendable {
         return (w, g)
     }
 
-    static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig) -> BlockWeights {
+    static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig)
+        -> BlockWeights
+    {
         let p = "layers.\(l)."
         func ptr(_ name: String) -> UnsafeMutablePointer<Float> { s.pointer(p + name, in: buf) }
-        let moe: MoEWeights? = config.isMoE(l) ? MoEWeights(
-            router: ptr("moe.router.weight"), experts: experts,
-            w1: experts.map { ptr("moe.experts.\($0).w1.weight") },
-            w2: experts.map { ptr("moe.experts.\($0).w2.weight") }) : nil
-        return BlockWeights(norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
-                            wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
-                            ffnW1: moe == nil ? ptr("ffn.w1.weight") : nil,
-                            ffnW2: moe == nil ? ptr("ffn.w2.weight") : nil, moe: moe)
+        let moe: MoEWeights? =
+            config.isMoE(l)
+            ? MoEWeights(
+                router: ptr("moe.router.weight"), experts: experts,
+                w1: experts.map { ptr("moe.experts.\($0).w1.weight") },
+                w2: experts.map { ptr("moe.experts.\($0).w2.weight") }) : nil
+        return BlockWeights(
+            norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
+            wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
+            ffnW1: moe == nil ? ptr("ffn.w1.weight") : nil,
+            ffnW2: moe == nil ? ptr("ffn.w2.weight") : nil, moe: moe)
     }
 
     /// Runs the model on tokens [B, T] and returns the mean cross-entropy of these rows against
@@ -156,8 +177,10 @@ public final class Transformer: @unchecked Sendable {
     /// the same rows. `tokenOffset`: global index of this rank's first token; `globalTokens`: the
     /// tokens of the whole batch (default B*T, world size 1).
     @discardableResult
-    public func forward(tokens tok: [Int32], targets tgt: [Int32], batch b: Int, time t: Int,
-                        tokenOffset: Int = 0, globalTokens: Int? = nil) throws -> Float {
+    public func forward(
+        tokens tok: [Int32], targets tgt: [Int32], batch b: Int, time t: Int,
+        tokenOffset: Int = 0, globalTokens: Int? = nil
+    ) throws -> Float {
         let m = config
         precondition(b >= 1 && b <= maxBatch && t >= 1 && t <= m.seqLen, "batch/time outside the allocated shape")
         precondition(tok.count == b * t && tgt.count == b * t, "tokens/targets must hold B*T entries")
@@ -167,8 +190,9 @@ public final class Transformer: @unchecked Sendable {
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tp in
-                Embedding.forward(out: resid[0].base, tokens: tp.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
-                                  wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
+                Embedding.forward(
+                    out: resid[0].base, tokens: tp.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
+                    wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
             }
         }
         var aux: [Float] = []
@@ -181,41 +205,55 @@ public final class Transformer: @unchecked Sendable {
                 Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
             }
             timed(.attnCore) {
-                Attention.forward(y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                                  b: b, t: t, h: hl, d: m.headSize, ldc: cl)
+                Attention.forward(
+                    y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
+                    b: b, t: t, h: hl, d: m.headSize, ldc: cl)
             }
             if tp == 1 {
                 timed(.attnProjections) {
                     a.mid.base.update(from: x, count: n * c)
-                    Linear.forward(out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c, accumulate: true)
+                    Linear.forward(
+                        out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
+                        accumulate: true)
                 }
             } else {
-                timed(.attnProjections) { Linear.forward(out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c) }
+                timed(.attnProjections) {
+                    Linear.forward(
+                        out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+                }
                 try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
                 for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
             }
-            timed(.norms) { RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c) }
+            timed(.norms) {
+                RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
+            }
             out.update(from: a.mid.base, count: n * c)
             if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
-                aux.append(try layer.forward(out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
-                                             globalTokens: self.globalTokens, gatherScratch: gatherScratch.base, profile: profile))
+                aux.append(
+                    try layer.forward(
+                        out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
+                        globalTokens: self.globalTokens, gatherScratch: gatherScratch.base, profile: profile))
             } else {
                 timed(.denseFFN) {
-                    MLP.forward(o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
-                                n: n, c: c, f: f, accumulate: true)
+                    MLP.forward(
+                        o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
+                        n: n, c: c, f: f, accumulate: true)
                 }
             }
         }
         lastAux = aux
         timed(.norms) {
-            RMSNorm.forward(out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
-                            weight: store.pointer("norm.weight", in: store.params), n: n, c: c)
+            RMSNorm.forward(
+                out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
+                weight: store.pointer("norm.weight", in: store.params), n: n, c: c)
         }
         timed(.headLoss) {
-            Linear.forward(out: logits.base, inp: lnf.base, weight: store.pointer("head.weight", in: store.params),
-                           n: n, inFeatures: c, outFeatures: m.vocabSize)
+            Linear.forward(
+                out: logits.base, inp: lnf.base, weight: store.pointer("head.weight", in: store.params),
+                n: n, inFeatures: c, outFeatures: m.vocabSize)
             targets.withUnsafeBufferPointer { tp in
-                CrossEntropy.forward(losses: losses.base, logits: logits.base, targets: tp.baseAddress!, n: n, v: m.vocabSize)
+                CrossEntropy.forward(
+                    losses: losses.base, logits: logits.base, targets: tp.baseAddress!, n: n, v: m.vocabSize)
             }
         }
         var sum: Double = 0

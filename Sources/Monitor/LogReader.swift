@@ -26,7 +26,9 @@ public struct ReadResult: Sendable {
 /// Follows one log file.
 public final class LogReader {
     public let path: String
-    public static let knownEvents: Set<String> = ["start", "step", "eval", "checkpoint", "placement", "warning", "error", "end"]
+    public static let knownEvents: Set<String> = [
+        "start", "step", "eval", "checkpoint", "placement", "warning", "error", "end"
+    ]
     var offset: UInt64 = 0
     var inode: UInt64 = 0
     var pending = Data()
@@ -60,7 +62,7 @@ public final class LogReader {
             let from = size - tailBytes
             try? h.seek(toOffset: from)
             var tail = (try? h.readToEnd()) ?? Data()
-            if let nl = tail.firstIndex(of: 0x0A) { tail = Data(tail[(nl + 1)...]) }   // drop the partial first line
+            if let nl = tail.firstIndex(of: 0x0A) { tail = Data(tail[(nl + 1)...]) }  // drop the partial first line
             offset = size
             lineNumber = -1
             split(tail, into: &result)

@@ -15,10 +15,16 @@ public enum Plot {
         if metric == "rankStepMs" {
             let ranks = steps.compactMap { $0.json["rankStepMs"]?.arrayValue?.count }.max() ?? 0
             for r in 0..<ranks {
-                series.append(("rank \(r)", steps.compactMap { e in
-                    guard let v = e.json["rankStepMs"]?.arrayValue, r < v.count, let y = v[r].doubleValue else { return nil }
-                    return (Double(e.step!), y)
-                }))
+                series.append(
+                    (
+                        "rank \(r)",
+                        steps.compactMap { e in
+                            guard let v = e.json["rankStepMs"]?.arrayValue, r < v.count, let y = v[r].doubleValue else {
+                                return nil
+                            }
+                            return (Double(e.step!), y)
+                        }
+                    ))
             }
         } else {
             series.append((metric, steps.compactMap { e in e.number(metric).map { (Double(e.step!), $0) } }))
@@ -33,15 +39,22 @@ public enum Plot {
         func px(_ x: Double) -> Double { L + (x - x0) / (x1 - x0) * (W - L - R) }
         func py(_ y: Double) -> Double { H - B - (y - y0) / (y1 - y0) * (H - T - B) }
         var s = header(W, H, title)
-        s += axes(W: W, H: H, L: L, R: R, T: T, B: B, x0: x0, x1: x1, y0: y0, y1: y1, xLabel: "step", yLabel: metric, px: px, py: py)
+        s += axes(
+            W: W, H: H, L: L, R: R, T: T, B: B, x0: x0, x1: x1, y0: y0, y1: y1, xLabel: "step", yLabel: metric, px: px,
+            py: py)
         let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
         for (i, (name, pts)) in series.enumerated() {
             let c = colors[i % colors.count]
             let d = pts.map { String(format: "%.2f,%.2f", px($0.0), py($0.1)) }.joined(separator: " ")
-            s += "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" stroke-width=\"1.5\" points=\"\(d)\"/>\n"
+            s +=
+                "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" stroke-width=\"1.5\" points=\"\(d)\"/>\n"
             let ly = T + 16 * Double(i)
-            s += String(format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%@\" stroke-width=\"3\"/>", W - R + 10, ly, W - R + 30, ly, c as NSString)
-            s += String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" dominant-baseline=\"middle\">%@</text>\n", W - R + 36, ly, esc(name) as NSString)
+            s += String(
+                format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%@\" stroke-width=\"3\"/>",
+                W - R + 10, ly, W - R + 30, ly, c as NSString)
+            s += String(
+                format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" dominant-baseline=\"middle\">%@</text>\n",
+                W - R + 36, ly, esc(name) as NSString)
         }
         return s + "</svg>\n"
     }
@@ -65,47 +78,77 @@ public enum Plot {
                 let total = load[l].reduce(0, +)
                 for e in 0..<min(experts, load[l].count) {
                     let share = total > 0 ? load[l][e] / total : 0
-                    let t = min(1, share * Double(experts) / 2)   // 1/E (balanced) -> mid colour
-                    let color = String(format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
-                    s += String(format: "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%@\"/>", L + Double(ci) * cw,
-                                T + Double(l * experts + e) * ch, cw + 0.3, ch + 0.3, color as NSString)
+                    let t = min(1, share * Double(experts) / 2)  // 1/E (balanced) -> mid colour
+                    let color = String(
+                        format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
+                    s += String(
+                        format:
+                            "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%@\"/>",
+                        L + Double(ci) * cw,
+                        T + Double(l * experts + e) * ch, cw + 0.3, ch + 0.3, color as NSString)
                 }
             }
             s += "\n"
         }
         for l in 0..<layers {
-            s += String(format: "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">moe %d e0..%d</text>\n",
-                        L - 6, T + (Double(l * experts) + Double(experts) / 2) * ch, l, experts - 1)
+            s += String(
+                format:
+                    "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">moe %d e0..%d</text>\n",
+                L - 6, T + (Double(l * experts) + Double(experts) / 2) * ch, l, experts - 1)
         }
-        s += String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">step (%.0f to %.0f)</text>\n", (L + W - R) / 2, H - 20, x0, x1)
+        s += String(
+            format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">step (%.0f to %.0f)</text>\n",
+            (L + W - R) / 2, H - 20, x0, x1)
         s += String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">share of tokens:</text>", W - R + 8, T + 10)
         for (i, (label, t)) in [("0", 0.0), ("1/E", 0.5), (">=2/E", 1.0)].enumerated() {
-            let color = String(format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
-            s += String(format: "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"12\" fill=\"%@\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" dominant-baseline=\"middle\">%@</text>\n",
-                        W - R + 10, T + 22 + Double(i) * 18, color as NSString, W - R + 30, T + 28 + Double(i) * 18, label as NSString)
+            let color = String(
+                format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
+            s += String(
+                format:
+                    "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"12\" fill=\"%@\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" dominant-baseline=\"middle\">%@</text>\n",
+                W - R + 10, T + 22 + Double(i) * 18, color as NSString, W - R + 30, T + 28 + Double(i) * 18,
+                label as NSString)
         }
         return s + "</svg>\n"
     }
 
     static func header(_ w: Double, _ h: Double, _ title: String) -> String {
-        String(format: "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">%@</text>\n",
-               w, h, w, h, w / 2, esc(title) as NSString)
+        String(
+            format:
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">%@</text>\n",
+            w, h, w, h, w / 2, esc(title) as NSString)
     }
 
-    static func axes(W: Double, H: Double, L: Double, R: Double, T: Double, B: Double, x0: Double, x1: Double, y0: Double, y1: Double,
-                     xLabel: String, yLabel: String, px: (Double) -> Double, py: (Double) -> Double) -> String {
-        var s = String(format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>", L, H - B, W - R, H - B)
-        s += String(format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B)
+    static func axes(
+        W: Double, H: Double, L: Double, R: Double, T: Double, B: Double, x0: Double, x1: Double, y0: Double,
+        y1: Double,
+        xLabel: String, yLabel: String, px: (Double) -> Double, py: (Double) -> Double
+    ) -> String {
+        var s = String(
+            format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>", L, H - B, W - R, H - B)
+        s += String(
+            format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B)
         for i in 0...5 {
             let x = x0 + (x1 - x0) * Double(i) / 5, y = y0 + (y1 - y0) * Double(i) / 5
-            s += String(format: "<line class=\"tick\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/><text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>",
-                        px(x), H - B, px(x), H - B + 5, px(x), H - B + 18, tick(x) as NSString)
-            s += String(format: "<line class=\"tick\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">%@</text>",
-                        L - 5, py(y), L, py(y), L - 8, py(y), tick(y) as NSString)
-            s += String(format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, py(y), W - R, py(y))
+            s += String(
+                format:
+                    "<line class=\"tick\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/><text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>",
+                px(x), H - B, px(x), H - B + 5, px(x), H - B + 18, tick(x) as NSString)
+            s += String(
+                format:
+                    "<line class=\"tick\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">%@</text>",
+                L - 5, py(y), L, py(y), L - 8, py(y), tick(y) as NSString)
+            s += String(
+                format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, py(y), W - R,
+                py(y))
         }
-        s += String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">%@</text>\n", (L + W - R) / 2, H - 20, xLabel as NSString)
-        s += String(format: "<text x=\"18\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.0f)\">%@</text>\n", (T + H - B) / 2, (T + H - B) / 2, esc(yLabel) as NSString)
+        s += String(
+            format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">%@</text>\n", (L + W - R) / 2,
+            H - 20, xLabel as NSString)
+        s += String(
+            format:
+                "<text x=\"18\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.0f)\">%@</text>\n",
+            (T + H - B) / 2, (T + H - B) / 2, esc(yLabel) as NSString)
         return s
     }
 
@@ -121,7 +164,9 @@ public enum Plot {
     }
 
     static func esc(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(
+            of: ">", with: "&gt;"
+        ).replacingOccurrences(of: "\"", with: "&quot;")
     }
 }
 

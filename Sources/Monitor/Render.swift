@@ -24,7 +24,8 @@ public enum Render {
     public static func bar(_ fraction: Double, width: Int) -> String {
         let f = min(max(fraction, 0), 1)
         let full = Int((f * Double(width)).rounded(.down))
-        return String(repeating: "=", count: full) + (full < width ? ">" + String(repeating: " ", count: width - full - 1) : "")
+        return String(repeating: "=", count: full)
+            + (full < width ? ">" + String(repeating: " ", count: width - full - 1) : "")
     }
 
     static let sparks = Array("▁▂▃▄▅▆▇█")
@@ -39,7 +40,8 @@ public enum Render {
     public static func line(_ e: LogEvent, state: RunState, every: Int, style: Style) -> String? {
         switch e.kind {
         case "start":
-            var s = "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, world \(e.json["world"]?.intValue ?? 1)"
+            var s =
+                "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, world \(e.json["world"]?.intValue ?? 1)"
             if let dp = e.json["dp"]?.intValue, let tp = e.json["tp"]?.intValue { s += " (dp \(dp) x tp \(tp))" }
             if let r = e.json["resumedFrom"]?["step"]?.intValue { s += ", resumed from step \(r)" }
             return style.bold(s)
@@ -50,22 +52,30 @@ public enum Render {
         case "eval":
             return "== eval at step \(e.step ?? -1): val loss " + String(format: "%.4f", e.number("valLoss") ?? .nan)
         case "checkpoint":
-            return String(format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
-                          e.step ?? -1, (e.number("bytes") ?? 0) / 1e6, e.number("GBps") ?? 0, e.number("stallMs") ?? 0)
+            return String(
+                format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
+                e.step ?? -1, (e.number("bytes") ?? 0) / 1e6, e.number("GBps") ?? 0, e.number("stallMs") ?? 0)
         case "placement":
             let at = e.step ?? -1
             if e.json["phase"]?.stringValue == "measured" {
-                return String(format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f", e.json["adoptedAtStep"]?.intValue ?? -1,
-                              e.number("predictedStepMs") ?? .nan, e.number("measuredStepMs") ?? .nan)
+                return String(
+                    format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f",
+                    e.json["adoptedAtStep"]?.intValue ?? -1,
+                    e.number("predictedStepMs") ?? .nan, e.number("measuredStepMs") ?? .nan)
             }
             if e.json["adopted"]?.boolValue == true {
-                return String(format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
-                              e.number("predictedStepMsBefore") ?? .nan, e.number("predictedStepMsAfter") ?? .nan, (e.number("migrationBytes") ?? 0) / 1e6)
+                return String(
+                    format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
+                    e.number("predictedStepMsBefore") ?? .nan, e.number("predictedStepMsAfter") ?? .nan,
+                    (e.number("migrationBytes") ?? 0) / 1e6)
                     + (e.number("migrationMs").map { String(format: " (took %.0f ms)", $0) } ?? "")
             }
-            if e.number("migrationBytes") == 0 { return "== placement kept at step \(at): the plan for the measured load is the current one" }
-            return String(format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
-                          e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
+            if e.number("migrationBytes") == 0 {
+                return "== placement kept at step \(at): the plan for the measured load is the current one"
+            }
+            return String(
+                format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
+                e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
         case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
         case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
         case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
@@ -79,7 +89,9 @@ public enum Render {
         var out = "step \(step + 1)/\(s.totalSteps) [\(bar(frac, width: 20))] " + String(format: "%3.0f%%", 100 * frac)
         out += " ETA " + (s.eta.map(duration) ?? "?")
         out += String(format: " | loss %.4f (avg %.4f)", s.loss ?? .nan, s.lossAverage ?? .nan)
-        out += String(format: " | lr %.2e | %.0f tok/s | mfu %.2f | gnorm %.3f", s.lr ?? .nan, s.tokensPerSec ?? .nan, s.mfu ?? .nan, s.gradNorm ?? .nan)
+        out += String(
+            format: " | lr %.2e | %.0f tok/s | mfu %.2f | gnorm %.3f", s.lr ?? .nan, s.tokensPerSec ?? .nan,
+            s.mfu ?? .nan, s.gradNorm ?? .nan)
         return out
     }
 
@@ -88,7 +100,9 @@ public enum Render {
         var lines: [String] = []
         lines.append(style.bold("switchyard tail \(path)") + style.dim("  (Ctrl-C to quit)"))
         lines.append(stepLine(s, style: style))
-        lines.append("loss " + sparkline(s.recentLosses, width: min(60, width - 10)) + (s.valLoss.map { String(format: "  val %.4f", $0) } ?? ""))
+        lines.append(
+            "loss " + sparkline(s.recentLosses, width: min(60, width - 10))
+                + (s.valLoss.map { String(format: "  val %.4f", $0) } ?? ""))
         for (l, load) in s.expertLoad.enumerated() {
             let total = load.reduce(0, +), mean = total / Double(max(load.count, 1))
             let imb = mean > 0 ? (load.max() ?? 0) / mean : 0
@@ -106,9 +120,13 @@ public enum Render {
                 return ms > 1.1 * median && s.rankStepMs.count > 1 ? style.red(t + "*") : t
             }
             let marked = s.rankStepMs.count > 1 && s.rankStepMs.contains { $0 > 1.1 * median }
-            lines.append("ranks " + cells.joined(separator: " ") + (marked ? style.dim("  (* straggler: >1.1x median)") : ""))
+            lines.append(
+                "ranks " + cells.joined(separator: " ") + (marked ? style.dim("  (* straggler: >1.1x median)") : ""))
         }
-        if let c = s.lastCheckpoint { lines.append("checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? "")) }
+        if let c = s.lastCheckpoint {
+            lines.append(
+                "checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? ""))
+        }
         if let e = s.ended { lines.append(style.bold("ended: \(e)")) }
         return lines
     }

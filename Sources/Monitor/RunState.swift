@@ -3,10 +3,10 @@
 public struct RunState: Sendable {
     public var job = "?"
     public var totalSteps = 0
-    public var step: Int?                 // the newest step logged
+    public var step: Int?  // the newest step logged
     public var firstStepOfRun = 0
     public var loss: Double?
-    public var lossAverage: Double?       // exponential moving average (0.9)
+    public var lossAverage: Double?  // exponential moving average (0.9)
     public var recentLosses: [Double] = []  // up to 200, for the sparkline
     public var lr: Double?
     public var tokensPerSec: Double?
@@ -16,8 +16,8 @@ public struct RunState: Sendable {
     public var rankStepMs: [Double] = []
     public var startTime: Double?
     public var lastTime: Double?
-    public var stepTimes: [(step: Int, time: Double)] = []   // for the ETA
-    public var ended: String?             // reason of the `end` event
+    public var stepTimes: [(step: Int, time: Double)] = []  // for the ETA
+    public var ended: String?  // reason of the `end` event
     public var failed = false
     public var lastCheckpoint: (step: Int, time: Double)?
     public var valLoss: Double?
@@ -45,7 +45,9 @@ public struct RunState: Sendable {
             tokensPerSec = e.number("tokensPerSec") ?? tokensPerSec
             mfu = e.number("mfu") ?? mfu
             gradNorm = e.number("gradNorm") ?? gradNorm
-            if let load = e.json["expertLoad"]?.arrayValue { expertLoad = load.map { ($0.arrayValue ?? []).compactMap(\.doubleValue) } }
+            if let load = e.json["expertLoad"]?.arrayValue {
+                expertLoad = load.map { ($0.arrayValue ?? []).compactMap(\.doubleValue) }
+            }
             if let r = e.json["rankStepMs"]?.arrayValue { rankStepMs = r.compactMap(\.doubleValue) }
             if let t = e.number("time") {
                 stepTimes.append((s, t))
@@ -63,7 +65,9 @@ public struct RunState: Sendable {
 
     /// Seconds left, from the rate over the recent steps.
     public var eta: Double? {
-        guard let first = stepTimes.first, let last = stepTimes.last, last.step > first.step, let s = step, totalSteps > 0 else { return nil }
+        guard let first = stepTimes.first, let last = stepTimes.last, last.step > first.step, let s = step,
+            totalSteps > 0
+        else { return nil }
         let rate = (last.time - first.time) / Double(last.step - first.step)
         return max(0, Double(totalSteps - 1 - s)) * rate
     }

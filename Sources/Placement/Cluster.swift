@@ -21,10 +21,13 @@ public struct Cluster: Equatable, Sendable {
     public var interNodeLatencyUs: Double
     public var gflopsPerSlot: Double
 
-    public init(nodes: [ClusterNode], intraNodeGBps: Double, interNodeGBps: Double, intraNodeLatencyUs: Double,
-                interNodeLatencyUs: Double, gflopsPerSlot: Double) {
+    public init(
+        nodes: [ClusterNode], intraNodeGBps: Double, interNodeGBps: Double, intraNodeLatencyUs: Double,
+        interNodeLatencyUs: Double, gflopsPerSlot: Double
+    ) {
         self.nodes = nodes; self.intraNodeGBps = intraNodeGBps; self.interNodeGBps = interNodeGBps
-        self.intraNodeLatencyUs = intraNodeLatencyUs; self.interNodeLatencyUs = interNodeLatencyUs; self.gflopsPerSlot = gflopsPerSlot
+        self.intraNodeLatencyUs = intraNodeLatencyUs; self.interNodeLatencyUs = interNodeLatencyUs;
+        self.gflopsPerSlot = gflopsPerSlot
     }
 
     public var slots: Int { nodes.reduce(0) { $0 + $1.slots } }
@@ -32,7 +35,9 @@ public struct Cluster: Equatable, Sendable {
     /// Rank -> node index for `world` ranks filled node by node (mpirun's default by-slot mapping).
     public func nodeOfRank(world: Int) throws -> [Int] {
         guard world <= slots else {
-            throw PlacementError("the cluster has \(slots) slots but the job needs \(world) ranks; add nodes or slots, or use fewer ranks")
+            throw PlacementError(
+                "the cluster has \(slots) slots but the job needs \(world) ranks; add nodes or slots, or use fewer ranks"
+            )
         }
         var out: [Int] = []
         for (i, n) in nodes.enumerated() { out += Array(repeating: i, count: n.slots) }
@@ -46,10 +51,13 @@ public struct Cluster: Equatable, Sendable {
             if !(n.memoryPerSlotGB > 0) { throw PlacementError("cluster: node \(n.name): memoryPerSlotGB must be > 0") }
             if let c = n.cores, c < 1 { throw PlacementError("cluster: node \(n.name): cores must be >= 1") }
         }
-        for (k, v) in [("intraNodeGBps", intraNodeGBps), ("interNodeGBps", interNodeGBps), ("gflopsPerSlot", gflopsPerSlot)] where !(v > 0) {
+        for (k, v) in [
+            ("intraNodeGBps", intraNodeGBps), ("interNodeGBps", interNodeGBps), ("gflopsPerSlot", gflopsPerSlot)
+        ] where !(v > 0) {
             throw PlacementError("cluster: \(k) must be > 0, got \(v)")
         }
-        for (k, v) in [("intraNodeLatencyUs", intraNodeLatencyUs), ("interNodeLatencyUs", interNodeLatencyUs)] where !(v >= 0) {
+        for (k, v) in [("intraNodeLatencyUs", intraNodeLatencyUs), ("interNodeLatencyUs", interNodeLatencyUs)]
+        where !(v >= 0) {
             throw PlacementError("cluster: \(k) must be >= 0, got \(v)")
         }
     }

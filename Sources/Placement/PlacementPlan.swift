@@ -28,15 +28,21 @@ public struct PlacementPlan: Equatable, Sendable {
         }
         for (l, layer) in layers.enumerated() {
             guard layer.count == experts else {
-                throw PlacementError("MoE layer \(l) lists \(layer.count) experts, the model has model.nExpert = \(experts)")
+                throw PlacementError(
+                    "MoE layer \(l) lists \(layer.count) experts, the model has model.nExpert = \(experts)")
             }
             for (e, ranks) in layer.enumerated() {
-                if ranks.isEmpty { throw PlacementError("expert \(e) of MoE layer \(l) is on no rank; give it at least one") }
+                if ranks.isEmpty {
+                    throw PlacementError("expert \(e) of MoE layer \(l) is on no rank; give it at least one")
+                }
                 if let bad = ranks.first(where: { $0 < 0 || $0 >= world }) {
-                    throw PlacementError("expert \(e) of MoE layer \(l) names rank \(bad), but the world has ranks 0..<\(world)")
+                    throw PlacementError(
+                        "expert \(e) of MoE layer \(l) names rank \(bad), but the world has ranks 0..<\(world)")
                 }
                 if Set(ranks).count != ranks.count {
-                    throw PlacementError("expert \(e) of MoE layer \(l) is listed twice on one rank (\(ranks)); replicas must be on distinct ranks")
+                    throw PlacementError(
+                        "expert \(e) of MoE layer \(l) is listed twice on one rank (\(ranks)); replicas must be on distinct ranks"
+                    )
                 }
             }
         }

@@ -3,7 +3,9 @@
 
 extension Planner {
     /// Bytes of one expert's gradient (w1 and w2, Float32), summed over its replicas every step.
-    public static func replicaGradientBytes(_ shape: MoEShape) -> Double { 2 * Double(shape.nEmbd * shape.ffHidden) * 4 }
+    public static func replicaGradientBytes(_ shape: MoEShape) -> Double {
+        2 * Double(shape.nEmbd * shape.ffHidden) * 4
+    }
 
     /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica
     /// that appears on a rank that did not hold it).
@@ -22,11 +24,15 @@ extension Planner {
     /// to move the weights and moments (over the slower link).
     /// `rebuildBytes`: bytes every migration handles whatever moves (a rank rebuilding its
     /// parameter store copies all of it), charged at the same rate.
-    public static func shouldAdopt(current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
-                                   cluster: Cluster, nodeOf: [Int], horizon: Int,
-                                   rebuildBytes: Double = 0) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
-        let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+    public static func shouldAdopt(
+        current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
+        cluster: Cluster, nodeOf: [Int], horizon: Int,
+        rebuildBytes: Double = 0
+    ) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
+        let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
+            .stepSeconds
+        let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
+            .stepSeconds
         let gain = (now - then) * Double(horizon)
         let moved = migrationBytes(from: current, to: proposed, shape: shape)
         let move = moved > 0 ? (moved + rebuildBytes) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9) : 0
@@ -39,7 +45,9 @@ extension Planner {
     /// interchangeable (same link, same memory), so loads and the predicted step time are
     /// unchanged. If the relabelled plan would put more experts on a rank than `slots` allows,
     /// `plan` is returned as is.
-    public static func keepingRanks(_ plan: PlacementPlan, current: PlacementPlan, nodeOf: [Int], slots: [Int]) -> PlacementPlan {
+    public static func keepingRanks(_ plan: PlacementPlan, current: PlacementPlan, nodeOf: [Int], slots: [Int])
+        -> PlacementPlan
+    {
         let world = nodeOf.count
         guard current.layers.count == plan.layers.count else { return plan }
         var layers: [[[Int]]] = []
@@ -49,7 +57,11 @@ extension Planner {
             let bins = (0..<world).map { r in Set(layer.indices.filter { layer[$0].contains(r) }) }
             let had = (0..<world).map { r in Set(old.indices.filter { old[$0].contains(r) }) }
             var pairs: [(overlap: Int, bin: Int, rank: Int)] = []
-            for b in 0..<world { for r in 0..<world where nodeOf[b] == nodeOf[r] { pairs.append((bins[b].intersection(had[r]).count, b, r)) } }
+            for b in 0..<world {
+                for r in 0..<world where nodeOf[b] == nodeOf[r] {
+                    pairs.append((bins[b].intersection(had[r]).count, b, r))
+                }
+            }
             pairs.sort { ($0.overlap, -$0.bin, -$0.rank) > ($1.overlap, -$1.bin, -$1.rank) }
             var to = [Int](repeating: -1, count: world), taken = [Bool](repeating: false, count: world)
             for p in pairs where to[p.bin] < 0 && !taken[p.rank] { to[p.bin] = p.rank; taken[p.rank] = true }

@@ -13,7 +13,9 @@ public struct MoEShape: Sendable, Equatable {
     public var denseFlopsPerToken: Double
     /// Bytes every rank holds besides its experts (replicated parameters and their moments).
     public var baseBytesPerRank: Double
-    public init(nEmbd: Int, ffHidden: Int, nExpert: Int, moeLayers: Int, denseFlopsPerToken: Double, baseBytesPerRank: Double) {
+    public init(
+        nEmbd: Int, ffHidden: Int, nExpert: Int, moeLayers: Int, denseFlopsPerToken: Double, baseBytesPerRank: Double
+    ) {
         self.nEmbd = nEmbd; self.ffHidden = ffHidden; self.nExpert = nExpert; self.moeLayers = moeLayers
         self.denseFlopsPerToken = denseFlopsPerToken; self.baseBytesPerRank = baseBytesPerRank
     }
@@ -25,11 +27,11 @@ public struct MoEShape: Sendable, Equatable {
 
 /// Predicted cost of a placement.
 public struct Prediction: Sendable, Equatable {
-    public var stepSeconds: Double          // dense share + the slowest rank of each MoE layer
-    public var rankSeconds: [Double]        // each rank's own work (without waiting for others)
-    public var rankLoad: [Double]           // routed assignments served per step, all layers
-    public var layerRankLoad: [[Double]]    // the same per MoE layer: [layer][rank]
-    public var rankBytes: [Double]          // memory per rank
+    public var stepSeconds: Double  // dense share + the slowest rank of each MoE layer
+    public var rankSeconds: [Double]  // each rank's own work (without waiting for others)
+    public var rankLoad: [Double]  // routed assignments served per step, all layers
+    public var layerRankLoad: [[Double]]  // the same per MoE layer: [layer][rank]
+    public var rankBytes: [Double]  // memory per rank
 }
 
 public enum Planner {
@@ -43,8 +45,10 @@ public enum Planner {
     /// the opposite imbalance in another). Replicated experts add one world allreduce of their
     /// gradients (2CF floats each; a ring moves 2(w-1)/w of the bytes over the slowest link).
     /// Where a node has fewer cores than busy ranks, they share the cores.
-    public static func predict(plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
-                               nodeOf: [Int]) -> Prediction {
+    public static func predict(
+        plan: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape, cluster: Cluster,
+        nodeOf: [Int]
+    ) -> Prediction {
         let world = nodeOf.count
         let rate = cluster.gflopsPerSlot * 1e9
         let dense = shape.denseFlopsPerToken * tokens / Double(world) / rate
@@ -57,7 +61,8 @@ public enum Planner {
                 let cores = cluster.nodes[n].cores ?? ranks.count
                 let alone = ranks.map { work[$0] + extra[$0] }.max() ?? 0
                 guard cores < ranks.count else { return alone }
-                return max(alone, ranks.reduce(0) { $0 + work[$1] } / Double(cores) + (ranks.map { extra[$0] }.max() ?? 0))
+                return max(
+                    alone, ranks.reduce(0) { $0 + work[$1] } / Double(cores) + (ranks.map { extra[$0] }.max() ?? 0))
             }.max() ?? 0
         }
         let zero = [Double](repeating: 0, count: world)
@@ -66,7 +71,8 @@ public enum Planner {
         var served = [[Double]]()
         var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
         let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
-        let latency = (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
+        let latency =
+            (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
         for (l, layer) in plan.layers.enumerated() {
             var compute = zero, comm = [Double](repeating: 4 * latency, count: world), servedHere = zero
             for (e, ranks) in layer.enumerated() {
@@ -75,13 +81,16 @@ public enum Planner {
                 // Tokens come from every rank in equal parts; each source sends to the replicas
                 // that serve it (those on its node, else all: PlacementPlan.servers).
                 for s in 0..<world {
-                    let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
+                    let to =
+                        ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
                     let part = le / Double(world) / Double(to.count)
                     for r in to {
                         servedHere[r] += part
                         compute[r] += part * shape.expertFlopsPerAssignment / rate
                         if s != r {
-                            comm[r] += part * rowBytes / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
+                            comm[r] +=
+                                part * rowBytes
+                                / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
                         }
                     }
                 }
@@ -92,13 +101,18 @@ public enum Planner {
         }
         let replicated = plan.layers.reduce(0) { $0 + $1.filter { $0.count > 1 }.count }
         if replicated > 0 && world > 1 {
-            let gb = nodeOf.contains { $0 != nodeOf[0] } ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
-            let sync = 2 * Double(world - 1) / Double(world) * Double(replicated) * replicaGradientBytes(shape) / (gb * 1e9) + 2 * latency
+            let gb =
+                nodeOf.contains { $0 != nodeOf[0] }
+                ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
+            let sync =
+                2 * Double(world - 1) / Double(world) * Double(replicated) * replicaGradientBytes(shape) / (gb * 1e9)
+                + 2 * latency
             step += sync
             for r in 0..<world { busy[r] += sync }
         }
         let total = (0..<world).map { r in served.reduce(0) { $0 + $1[r] } }
-        return Prediction(stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
+        return Prediction(
+            stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
@@ -109,25 +123,37 @@ public enum Planner {
     /// `nodeOf` gives each rank's node when ranks do not fill the cluster's nodes in order.
     /// With `current`, each layer's ranks are relabelled within their nodes so that as many
     /// experts as possible stay where they are (`keepingRanks`): the same loads, less to move.
-    public static func plan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil,
-                            nodeOf given: [Int]? = nil, current: PlacementPlan? = nil) throws -> PlacementPlan {
-        let chosen = try balancedPlan(load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given)
+    public static func plan(
+        load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil,
+        nodeOf given: [Int]? = nil, current: PlacementPlan? = nil
+    ) throws -> PlacementPlan {
+        let chosen = try balancedPlan(
+            load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given)
         guard let current else { return chosen }
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
-        return keepingRanks(chosen, current: current, nodeOf: nodeOf, slots: expertSlots(cluster, nodeOf: nodeOf, shape: shape))
+        return keepingRanks(
+            chosen, current: current, nodeOf: nodeOf, slots: expertSlots(cluster, nodeOf: nodeOf, shape: shape))
     }
 
-    static func balancedPlan(load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int?,
-                             nodeOf given: [Int]?) throws -> PlacementPlan {
+    static func balancedPlan(
+        load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int?,
+        nodeOf given: [Int]?
+    ) throws -> PlacementPlan {
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
-        precondition(nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count }, "nodeOf: one node of the cluster per rank")
+        precondition(
+            nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count },
+            "nodeOf: one node of the cluster per rank")
         let perRankSlots = expertSlots(cluster, nodeOf: nodeOf, shape: shape)
         // One layer's load, missing entries 0 and negatives clamped.
-        func layerLoad(_ l: Int) -> [Double] { (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 } }
+        func layerLoad(_ l: Int) -> [Double] {
+            (0..<shape.nExpert).map { l < load.count && $0 < load[l].count ? max(0, load[l][$0]) : 0 }
+        }
         let totalSlots = perRankSlots.reduce(0, +)
         let needed = shape.moeLayers * shape.nExpert
         guard totalSlots >= needed else {
-            throw PlacementError("memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model has \(needed); use more ranks or ranks with more memory")
+            throw PlacementError(
+                "memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model has \(needed); use more ranks or ranks with more memory"
+            )
         }
         var free = perRankSlots
         var layers: [[[Int]]] = []
@@ -158,7 +184,10 @@ public enum Planner {
                     var trial = replicas
                     trial[e] += 1
                     if let a = lpt(ld, replicas: trial, free: free, world: world, nodeOf: nodeOf),
-                       a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99) { improved = (e, a) }
+                        a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99)
+                    {
+                        improved = (e, a)
+                    }
                 }
                 guard let (e, a) = improved else { break }
                 replicas[e] += 1
@@ -178,19 +207,28 @@ public enum Planner {
         var freeSingle = perRankSlots
         for l in 0..<shape.moeLayers {
             let ld = layerLoad(l)
-            guard let a = lpt(ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world, nodeOf: nodeOf) else { return replicated }
+            guard
+                let a = lpt(
+                    ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world,
+                    nodeOf: nodeOf)
+            else { return replicated }
             freeSingle = a.free
             single.append(a.holders.map { $0.sorted() })
         }
         let plain = PlacementPlan(layers: single)
-        let withReplicas = predict(plan: replicated, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+        let withReplicas = predict(
+            plan: replicated, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf
+        ).stepSeconds
+        let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf)
+            .stepSeconds
         return without <= withReplicas ? plain : replicated
     }
 
     /// Experts (with their AdamW moments) each rank's memory holds besides its base bytes.
     static func expertSlots(_ cluster: Cluster, nodeOf: [Int], shape: MoEShape) -> [Int] {
-        nodeOf.map { Int(max(0, (cluster.nodes[$0].memoryPerSlotGB * 1e9 - shape.baseBytesPerRank) / shape.bytesPerExpert)) }
+        nodeOf.map {
+            Int(max(0, (cluster.nodes[$0].memoryPerSlotGB * 1e9 - shape.baseBytesPerRank) / shape.bytesPerExpert))
+        }
     }
 
     /// Replica shares of one layer assigned longest-processing-time first to the least loaded rank
@@ -211,7 +249,9 @@ public enum Planner {
             var best = -1, bestNew = false
             for r in 0..<world where free[r] > 0 && !holders[item.expert].contains(r) {
                 let new = !held.contains(nodeOf[r])
-                if best < 0 || (new && !bestNew) || (new == bestNew && rankLoad[r] < rankLoad[best] - 1e-12) { best = r; bestNew = new }
+                if best < 0 || (new && !bestNew) || (new == bestNew && rankLoad[r] < rankLoad[best] - 1e-12) {
+                    best = r; bestNew = new
+                }
             }
             guard best >= 0 else { return nil }
             holders[item.expert].append(best)

@@ -16,9 +16,11 @@ public struct AdamWConfig: Sendable, Equatable {
 public enum AdamW {
     /// One update of `count` parameters. `step` is 1-based (bias correction);
     /// `decay` says whether weight decay applies to this range (matrices: yes; norms: no).
-    public static func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
-                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-                              count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool) {
+    public static func update(
+        params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool
+    ) {
         precondition(step >= 1, "AdamW step is 1-based")
         let b1 = config.beta1, b2 = config.beta2
         let c1 = 1 / (1 - Float(powDouble(Double(b1), step)))

@@ -9,9 +9,11 @@
 
 public enum Attention {
     /// y = softmax(mask(q k^T * scale)) v, per (b, h). Saves att for backward.
-    public static func forward(y: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
-                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                               b: Int, t: Int, h: Int, d: Int, ldc: Int) {
+    public static func forward(
+        y: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
+        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+        b: Int, t: Int, h: Int, d: Int, ldc: Int
+    ) {
         let scale = 1 / Float(d).squareRoot()
         for bi in 0..<b {
             for hi in 0..<h {
@@ -20,11 +22,13 @@ public enum Attention {
                 for r0 in stride(from: 0, to: t, by: blockRows) {
                     let rows = min(blockRows, t - r0), keys = r0 + rows
                     let ab = a + r0 * t
-                    sgemm(.no, .yes, m: rows, n: keys, k: d, alpha: scale, a: q + off + r0 * ldc, lda: ldc,
-                          b: k + off, ldb: ldc, beta: 0, c: ab, ldc: t)
+                    sgemm(
+                        .no, .yes, m: rows, n: keys, k: d, alpha: scale, a: q + off + r0 * ldc, lda: ldc,
+                        b: k + off, ldb: ldc, beta: 0, c: ab, ldc: t)
                     for i in 0..<rows { softmaxCausalRow(ab + i * t, length: r0 + i + 1, rowCount: t) }
-                    sgemm(.no, .no, m: rows, n: d, k: keys, a: ab, lda: t, b: v + off, ldb: ldc,
-                          beta: 0, c: y + off + r0 * ldc, ldc: ldc)
+                    sgemm(
+                        .no, .no, m: rows, n: d, k: keys, a: ab, lda: t, b: v + off, ldb: ldc,
+                        beta: 0, c: y + off + r0 * ldc, ldc: ldc)
                 }
             }
         }
@@ -50,11 +54,13 @@ public enum Attention {
 
     /// Backward through the core. `scratch` holds T*T floats.
     /// dv += att^T dy; dS = att * (datt - rowsum(att * datt)); dq += dS k * scale; dk += dS^T q * scale.
-    public static func backward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
-                                dv: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
-                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                att: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-                                b: Int, t: Int, h: Int, d: Int, ldc: Int) {
+    public static func backward(
+        dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+        dv: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+        att: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+        b: Int, t: Int, h: Int, d: Int, ldc: Int
+    ) {
         let scale = 1 / Float(d).squareRoot()
         for bi in 0..<b {
             for hi in 0..<h {
@@ -65,10 +71,12 @@ public enum Attention {
                     let ab = a + r0 * t, sb = scratch + r0 * t
                     let dyb = dy + off + r0 * ldc
                     // datt[rows, keys] = dy v^T;  dv[keys] += att^T dy.
-                    sgemm(.no, .yes, m: rows, n: keys, k: d, a: dyb, lda: ldc, b: v + off, ldb: ldc,
-                          beta: 0, c: sb, ldc: t)
-                    sgemm(.yes, .no, m: keys, n: d, k: rows, a: ab, lda: t, b: dyb, ldb: ldc,
-                          beta: 1, c: dv + off, ldc: ldc)
+                    sgemm(
+                        .no, .yes, m: rows, n: keys, k: d, a: dyb, lda: ldc, b: v + off, ldb: ldc,
+                        beta: 0, c: sb, ldc: t)
+                    sgemm(
+                        .yes, .no, m: keys, n: d, k: rows, a: ab, lda: t, b: dyb, ldb: ldc,
+                        beta: 1, c: dv + off, ldc: ldc)
                     for r in 0..<rows {
                         let i = r0 + r
                         let ar = ab + r * t, dr = sb + r * t
@@ -77,10 +85,12 @@ public enum Attention {
                         for j in 0...i { dr[j] = ar[j] * (dr[j] - dot) }
                         for j in (i + 1)..<keys { dr[j] = 0 }
                     }
-                    sgemm(.no, .no, m: rows, n: d, k: keys, alpha: scale, a: sb, lda: t, b: k + off, ldb: ldc,
-                          beta: 1, c: dq + off + r0 * ldc, ldc: ldc)
-                    sgemm(.yes, .no, m: keys, n: d, k: rows, alpha: scale, a: sb, lda: t, b: q + off + r0 * ldc, ldb: ldc,
-                          beta: 1, c: dk + off, ldc: ldc)
+                    sgemm(
+                        .no, .no, m: rows, n: d, k: keys, alpha: scale, a: sb, lda: t, b: k + off, ldb: ldc,
+                        beta: 1, c: dq + off + r0 * ldc, ldc: ldc)
+                    sgemm(
+                        .yes, .no, m: keys, n: d, k: rows, alpha: scale, a: sb, lda: t, b: q + off + r0 * ldc, ldb: ldc,
+                        beta: 1, c: dk + off, ldc: ldc)
                 }
             }
         }

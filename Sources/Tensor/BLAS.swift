@@ -26,8 +26,10 @@ public enum BLAS {
 /// The decision whether to override OpenBLAS's core choice.
 public enum BLASCore {
     /// Cores OpenBLAS reports when it did not recognise the CPU (its generic fallbacks).
-    static let genericCores: Set<String> = ["prescott", "core2", "katmai", "coppermine", "northwood",
-                                            "banias", "atom", "generic", "unknown"]
+    static let genericCores: Set<String> = [
+        "prescott", "core2", "katmai", "coppermine", "northwood",
+        "banias", "atom", "generic", "unknown"
+    ]
 
     /// The best core this CPU supports, from its feature flags (as in /proc/cpuinfo), or nil.
     public static func bestCore(cpuFlags: Set<String>) -> String? {

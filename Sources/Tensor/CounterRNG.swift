@@ -15,7 +15,7 @@ public enum CounterRNG {
     /// A 64-bit hash of the keys, in order.
     @inline(__always)
     public static func hash(_ keys: UInt64...) -> UInt64 {
-        var h: UInt64 = 0x5157_4954_4348_5944 // "SWITCHYD"
+        var h: UInt64 = 0x5157_4954_4348_5944  // "SWITCHYD"
         for k in keys { h = mix(h ^ mix(k)) }
         return h
     }

@@ -4,8 +4,10 @@
 
 public enum CrossEntropy {
     /// losses[N] = logsumexp(logits[n]) - logits[n, target[n]].
-    public static func forward(losses: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-                               targets: UnsafePointer<Int32>, n: Int, v: Int) {
+    public static func forward(
+        losses: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
+        targets: UnsafePointer<Int32>, n: Int, v: Int
+    ) {
         for r in 0..<n {
             let l = logits + r * v
             var mx = -Float.infinity
@@ -18,8 +20,10 @@ public enum CrossEntropy {
 
     /// dLogits[n, j] += dLoss[n] * (softmax(logits[n])_j - [j == target[n]]).
     /// dLoss is one scalar per token (the same for all tokens of a mean loss).
-    public static func backward(dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-                                targets: UnsafePointer<Int32>, dLoss: Float, n: Int, v: Int) {
+    public static func backward(
+        dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
+        targets: UnsafePointer<Int32>, dLoss: Float, n: Int, v: Int
+    ) {
         for r in 0..<n {
             let l = logits + r * v, d = dLogits + r * v
             var mx = -Float.infinity

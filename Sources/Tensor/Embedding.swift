@@ -4,8 +4,10 @@
 
 public enum Embedding {
     /// out[B, T, C] = wte[tokens[b, t]] + wpe[t].  wte: [V, C], wpe: [maxT, C].
-    public static func forward(out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
-                               wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>, b: Int, t: Int, c: Int) {
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
+        wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>, b: Int, t: Int, c: Int
+    ) {
         for bi in 0..<b {
             for ti in 0..<t {
                 let o = out + (bi * t + ti) * c
@@ -17,8 +19,10 @@ public enum Embedding {
     }
 
     /// dwte[tok] += dOut[b, t];  dwpe[t] += dOut[b, t].
-    public static func backward(dwte: UnsafeMutablePointer<Float>, dwpe: UnsafeMutablePointer<Float>,
-                                dOut: UnsafePointer<Float>, tokens: UnsafePointer<Int32>, b: Int, t: Int, c: Int) {
+    public static func backward(
+        dwte: UnsafeMutablePointer<Float>, dwpe: UnsafeMutablePointer<Float>,
+        dOut: UnsafePointer<Float>, tokens: UnsafePointer<Int32>, b: Int, t: Int, c: Int
+    ) {
         for bi in 0..<b {
             for ti in 0..<t {
                 let d = dOut + (bi * t + ti) * c

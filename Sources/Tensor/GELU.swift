@@ -38,8 +38,10 @@ public enum GELU {
     }
 
     /// dInp[i] += dOut[i] * gelu'(inp[i]), gelu'(x) = Phi(x) + x * phi(x).
-    public static func backward(dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                                inp: UnsafePointer<Float>, count: Int) {
+    public static func backward(
+        dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+        inp: UnsafePointer<Float>, count: Int
+    ) {
         for i in 0..<count {
             let x = inp[i]
             let cdf = 0.5 * (1 + erf(x * invSqrt2))

@@ -1,8 +1,8 @@
 // The few libm calls the kernels need, without importing Foundation into the hot files.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Double-precision natural log.

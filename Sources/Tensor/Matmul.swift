@@ -10,44 +10,54 @@ public enum Transpose: Sendable { case no, yes }
 ///
 /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored (before op).
 @inline(__always)
-public func sgemm(_ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
-                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
-                  b: UnsafePointer<Float>, ldb: Int,
-                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+public func sgemm(
+    _ transA: Transpose, _ transB: Transpose, m: Int, n: Int, k: Int,
+    alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
     if m == 0 || n == 0 { return }
     if k == 0 {
         // BLAS leaves C * beta; make that explicit so empty experts behave.
         for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : c[i * ldc + j] * beta } }
         return
     }
-    cblas_sgemm(CblasRowMajor,
-                transA == .no ? CblasNoTrans : CblasTrans,
-                transB == .no ? CblasNoTrans : CblasTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    cblas_sgemm(
+        CblasRowMajor,
+        transA == .no ? CblasNoTrans : CblasTrans,
+        transB == .no ? CblasNoTrans : CblasTrans,
+        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
 /// A linear layer without bias: out[N, O] = inp[N, I] @ W[O, I]^T.
 public enum Linear {
     /// out[N, O] = inp[N, I] @ w[O, I]^T; with `accumulate`, adds into out.
-    public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-                               weight: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int,
-                               accumulate: Bool = false) {
-        sgemm(.no, .yes, m: n, n: outFeatures, k: inFeatures, a: inp, lda: inFeatures,
-              b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out, ldc: outFeatures)
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int,
+        accumulate: Bool = false
+    ) {
+        sgemm(
+            .no, .yes, m: n, n: outFeatures, k: inFeatures, a: inp, lda: inFeatures,
+            b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out, ldc: outFeatures)
     }
 
     /// dInp[N, I] += dOut[N, O] @ w[O, I];  dW[O, I] += dOut^T @ inp.
     /// Pass nil for a gradient that is not needed.
-    public static func backward(dInp: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
-                                dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                                n: Int, inFeatures: Int, outFeatures: Int) {
+    public static func backward(
+        dInp: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+        dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        n: Int, inFeatures: Int, outFeatures: Int
+    ) {
         if let dInp {
-            sgemm(.no, .no, m: n, n: inFeatures, k: outFeatures, a: dOut, lda: outFeatures,
-                  b: weight, ldb: inFeatures, beta: 1, c: dInp, ldc: inFeatures)
+            sgemm(
+                .no, .no, m: n, n: inFeatures, k: outFeatures, a: dOut, lda: outFeatures,
+                b: weight, ldb: inFeatures, beta: 1, c: dInp, ldc: inFeatures)
         }
         if let dWeight {
-            sgemm(.yes, .no, m: outFeatures, n: inFeatures, k: n, a: dOut, lda: outFeatures,
-                  b: inp, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+            sgemm(
+                .yes, .no, m: outFeatures, n: inFeatures, k: n, a: dOut, lda: outFeatures,
+                b: inp, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
         }
     }
 }

@@ -6,8 +6,10 @@ public enum RMSNorm {
     public static let eps: Float = 1e-5
 
     /// out[N, C] = x * rstd * w; rstd[N] is saved for backward.
-    public static func forward(out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                               x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int) {
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int
+    ) {
         for r in 0..<n {
             let xr = x + r * c, o = out + r * c
             var ss: Float = 0
@@ -19,9 +21,11 @@ public enum RMSNorm {
     }
 
     /// dx += rstd * (w*dy - x * rstd^2 * mean(w*dy*x));  dw += dy * x * rstd.
-    public static func backward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-                                dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                                rstd: UnsafePointer<Float>, n: Int, c: Int) {
+    public static func backward(
+        dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+        dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rstd: UnsafePointer<Float>, n: Int, c: Int
+    ) {
         for r in 0..<n {
             let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
             let s = rstd[r]

@@ -5,9 +5,11 @@
 
 public enum Router {
     /// probs[N, E] = softmax(logits); topIndex[N, K], topWeight[N, K] (renormalised).
-    public static func forward(probs: UnsafeMutablePointer<Float>, topIndex: UnsafeMutablePointer<Int32>,
-                               topWeight: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-                               n: Int, e: Int, k: Int) {
+    public static func forward(
+        probs: UnsafeMutablePointer<Float>, topIndex: UnsafeMutablePointer<Int32>,
+        topWeight: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
+        n: Int, e: Int, k: Int
+    ) {
         precondition(k >= 1 && k <= e, "top-k must satisfy 1 <= k <= E")
         for r in 0..<n {
             let l = logits + r * e, p = probs + r * e
@@ -38,10 +40,12 @@ public enum Router {
     /// Backward from dTopWeight[N, K] (and optional dProbsExtra[N, E], e.g. the balance loss)
     /// to dLogits[N, E]. Through the renormalisation w_j = p_j / S:
     /// dp_i = (dw_i - sum_j dw_j w_j) / S for chosen i; then the softmax backward.
-    public static func backward(dLogits: UnsafeMutablePointer<Float>, dTopWeight: UnsafePointer<Float>,
-                                dProbsExtra: UnsafePointer<Float>?, probs: UnsafePointer<Float>,
-                                topIndex: UnsafePointer<Int32>, topWeight: UnsafePointer<Float>,
-                                n: Int, e: Int, k: Int, scratch: UnsafeMutablePointer<Float>) {
+    public static func backward(
+        dLogits: UnsafeMutablePointer<Float>, dTopWeight: UnsafePointer<Float>,
+        dProbsExtra: UnsafePointer<Float>?, probs: UnsafePointer<Float>,
+        topIndex: UnsafePointer<Int32>, topWeight: UnsafePointer<Float>,
+        n: Int, e: Int, k: Int, scratch: UnsafeMutablePointer<Float>
+    ) {
         for r in 0..<n {
             let p = probs + r * e, dp = scratch
             if let dProbsExtra {

@@ -1,6 +1,6 @@
 // A quick measurement of this process's sgemm rate, the denominator of MFU.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public enum SgemmPeak {

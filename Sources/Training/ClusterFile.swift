@@ -12,9 +12,13 @@ public enum ClusterFile {
             throw JobError(key: path, "cluster file not found or unreadable (see cluster/local.json for the format)")
         }
         let j: JSONValue
-        do { j = try JSONValue.parse(bytes: Array(data)) } catch { throw JobError(key: path, "not valid JSON: \(error)") }
+        do { j = try JSONValue.parse(bytes: Array(data)) } catch {
+            throw JobError(key: path, "not valid JSON: \(error)")
+        }
         guard case .object(let top) = j else { throw JobError(key: path, "the cluster must be a JSON object") }
-        let known = ["nodes", "intraNodeGBps", "interNodeGBps", "intraNodeLatencyUs", "interNodeLatencyUs", "gflopsPerSlot"]
+        let known = [
+            "nodes", "intraNodeGBps", "interNodeGBps", "intraNodeLatencyUs", "interNodeLatencyUs", "gflopsPerSlot"
+        ]
         if let bad = top.first(where: { !known.contains($0.0) }) {
             throw JobError(key: "\(path): \(bad.0)", "unknown field; known fields: \(known.joined(separator: ", "))")
         }
@@ -22,15 +26,22 @@ public enum ClusterFile {
             guard let v = j[k]?.doubleValue else { throw JobError(key: "\(path): \(k)", "missing or not a number") }
             return v
         }
-        guard let nodesJ = j["nodes"]?.arrayValue else { throw JobError(key: "\(path): nodes", "missing or not a list") }
+        guard let nodesJ = j["nodes"]?.arrayValue else {
+            throw JobError(key: "\(path): nodes", "missing or not a list")
+        }
         var nodes: [ClusterNode] = []
         for (i, n) in nodesJ.enumerated() {
             guard case .object(let fields) = n else { throw JobError(key: "\(path): nodes[\(i)]", "not an object") }
             if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB", "cores"].contains($0.0) }) {
-                throw JobError(key: "\(path): nodes[\(i)].\(bad.0)", "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
+                throw JobError(
+                    key: "\(path): nodes[\(i)].\(bad.0)",
+                    "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
             }
-            guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue, let mem = n["memoryPerSlotGB"]?.doubleValue else {
-                throw JobError(key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
+            guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue,
+                let mem = n["memoryPerSlotGB"]?.doubleValue
+            else {
+                throw JobError(
+                    key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
             }
             var cores: Int? = nil
             if let c = n["cores"] {
@@ -39,9 +50,10 @@ public enum ClusterFile {
             }
             nodes.append(ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem, cores: cores))
         }
-        let c = Cluster(nodes: nodes, intraNodeGBps: try number("intraNodeGBps"), interNodeGBps: try number("interNodeGBps"),
-                        intraNodeLatencyUs: try number("intraNodeLatencyUs"), interNodeLatencyUs: try number("interNodeLatencyUs"),
-                        gflopsPerSlot: try number("gflopsPerSlot"))
+        let c = Cluster(
+            nodes: nodes, intraNodeGBps: try number("intraNodeGBps"), interNodeGBps: try number("interNodeGBps"),
+            intraNodeLatencyUs: try number("intraNodeLatencyUs"), interNodeLatencyUs: try number("interNodeLatencyUs"),
+            gflopsPerSlot: try number("gflopsPerSlot"))
         do { try c.validate() } catch let e as PlacementError { throw JobError(key: path, e.message) }
         return c
     }

@@ -25,7 +25,9 @@ extension Job {
 
     /// Overrides defaults with a parsed job document (an object, sections nested).
     public mutating func apply(_ json: JSONValue, file: String) throws {
-        guard case .object = json else { throw JobError(key: file, "the job must be a JSON object, got \(json.typeName)") }
+        guard case .object = json else {
+            throw JobError(key: file, "the job must be a JSON object, got \(json.typeName)")
+        }
         try apply(json, prefix: "", file: file)
     }
 
@@ -90,10 +92,14 @@ extension Job {
     /// [[r, ...] per expert] (all MoE layers) or [[[r, ...] per expert] per MoE layer]; null clears.
     static func parsePlacement(_ v: JSONValue, source: String) throws -> [[[Int]]]? {
         if v == .null { return nil }
-        func fail(_ m: String) -> JobError { JobError(key: "placement", "\(m) (in \(source)); e.g. [[0], [1], [0, 1]]: expert 2 on ranks 0 and 1") }
+        func fail(_ m: String) -> JobError {
+            JobError(key: "placement", "\(m) (in \(source)); e.g. [[0], [1], [0, 1]]: expert 2 on ranks 0 and 1")
+        }
         func ranks(_ x: JSONValue) throws -> [Int] {
             guard let a = x.arrayValue else { throw fail("each expert needs a list of ranks, got \(x.typeName)") }
-            return try a.map { guard let i = $0.intValue else { throw fail("ranks are integers, got \($0.typeName)") }; return i }
+            return try a.map {
+                guard let i = $0.intValue else { throw fail("ranks are integers, got \($0.typeName)") }; return i
+            }
         }
         guard let top = v.arrayValue, !top.isEmpty else { throw fail("expected a non-empty list") }
         let isLayered = top.allSatisfy { $0.arrayValue?.first?.arrayValue != nil }
@@ -133,7 +139,9 @@ extension Job {
             case .double(let kp): v = .number(self[keyPath: kp])
             case .string(let kp): v = .string(self[keyPath: kp])
             case .placement:
-                v = placement.map { .array($0.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) } ?? .null
+                v =
+                    placement.map { .array($0.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
+                    ?? .null
             }
             insert(f.key.split(separator: ".")[...], v, into: &root)
         }

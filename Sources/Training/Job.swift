@@ -6,62 +6,63 @@ import Placement
 
 /// Where the tokens come from.
 public struct DataSpec: Equatable, Sendable {
-    public var path = ""            // text file (bytes are tokens) or llm.c .bin token file; relative to the working directory
-    public var format = "auto"      // auto (".bin" suffix -> bin, else text) | text | bin
-    public var valFraction = 0.05   // share of the file's tail held out for evaluation (0 disables eval)
+    public var path = ""  // text file (bytes are tokens) or llm.c .bin token file; relative to the working directory
+    public var format = "auto"  // auto (".bin" suffix -> bin, else text) | text | bin
+    public var valFraction = 0.05  // share of the file's tail held out for evaluation (0 disables eval)
 }
 
 /// The optimisation settings.
 public struct TrainSpec: Equatable, Sendable {
-    public var steps = 300          // optimizer steps to run
-    public var batchSize = 8        // sequences per step (global batch, whatever the world size)
-    public var lr = 3e-3            // peak learning rate
-    public var minLr = 3e-4         // learning rate at the end of the cosine decay
-    public var warmupSteps = 20     // linear warmup steps
-    public var weightDecay = 0.1    // AdamW decoupled weight decay (matrices and embeddings only)
-    public var beta1 = 0.9          // AdamW first-moment decay
-    public var beta2 = 0.95         // AdamW second-moment decay
-    public var eps = 1e-8           // AdamW epsilon
-    public var gradClip = 1.0       // clip the global gradient norm to this (0 = no clipping)
-    public var auxLossCoef = 0.01   // weight of the load-balancing loss (summed over MoE blocks)
-    public var maxBadSteps = 3      // stop after this many consecutive non-finite steps
-    public var logEvery = 10        // print a progress line every N steps (the log gets every step)
-    public var evalEvery = 100      // evaluate on the held-out tail every N steps and at the end (0 = never)
-    public var evalWindows = 16     // number of fixed windows in an evaluation
-    public var peakGflops = 0.0     // per-rank sgemm peak for MFU; 0 = measure at start
-    public var capacityFactor = 0.0 // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
-    public var routerSkew = 0.0     // skew routing on purpose: expert e's logit gets -routerSkew * ln(p(e) + 1) (0: none)
-    public var routerSkewStride = 1 // p orders experts 0, s, 2s, ..., 1, 1+s, ...: the hottest are multiples of s
+    public var steps = 300  // optimizer steps to run
+    public var batchSize = 8  // sequences per step (global batch, whatever the world size)
+    public var lr = 3e-3  // peak learning rate
+    public var minLr = 3e-4  // learning rate at the end of the cosine decay
+    public var warmupSteps = 20  // linear warmup steps
+    public var weightDecay = 0.1  // AdamW decoupled weight decay (matrices and embeddings only)
+    public var beta1 = 0.9  // AdamW first-moment decay
+    public var beta2 = 0.95  // AdamW second-moment decay
+    public var eps = 1e-8  // AdamW epsilon
+    public var gradClip = 1.0  // clip the global gradient norm to this (0 = no clipping)
+    public var auxLossCoef = 0.01  // weight of the load-balancing loss (summed over MoE blocks)
+    public var maxBadSteps = 3  // stop after this many consecutive non-finite steps
+    public var logEvery = 10  // print a progress line every N steps (the log gets every step)
+    public var evalEvery = 100  // evaluate on the held-out tail every N steps and at the end (0 = never)
+    public var evalWindows = 16  // number of fixed windows in an evaluation
+    public var peakGflops = 0.0  // per-rank sgemm peak for MFU; 0 = measure at start
+    public var capacityFactor = 0.0  // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
+    public var routerSkew = 0.0  // skew routing on purpose: expert e's logit gets -routerSkew * ln(p(e) + 1) (0: none)
+    public var routerSkewStride = 1  // p orders experts 0, s, 2s, ..., 1, 1+s, ...: the hottest are multiples of s
 }
 
 /// Online re-placement of experts from measured routing load.
 public struct ReplanSpec: Equatable, Sendable {
-    public var every = 0            // plan from measured load every N steps (0: never)
-    public var horizon = 100        // steps over which a new plan's predicted gain must beat the migration cost (at most the steps left)
-    public var emaDecay = 0.9       // weight of the past in the measured load (exponential moving average)
+    public var every = 0  // plan from measured load every N steps (0: never)
+    public var horizon = 100  // steps over which a new plan's predicted gain must beat the migration cost (at most the steps left)
+    public var emaDecay = 0.9  // weight of the past in the measured load (exponential moving average)
 }
 
 /// When and how to save checkpoints.
 public struct CheckpointSpec: Equatable, Sendable {
-    public var every = 100          // save every N steps, at the end and on SIGTERM/SIGINT (0: never)
-    public var keep = 3             // keep the newest N checkpoints
-    public var keepEvery = 0        // also keep every checkpoint whose step is a multiple of N (0: none)
-    public var onError = "stop"     // a failed save (disk full...): stop | continue
+    public var every = 100  // save every N steps, at the end and on SIGTERM/SIGINT (0: never)
+    public var keep = 3  // keep the newest N checkpoints
+    public var keepEvery = 0  // also keep every checkpoint whose step is a multiple of N (0: none)
+    public var onError = "stop"  // a failed save (disk full...): stop | continue
 }
 
 /// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
 public struct LayoutSpec: Equatable, Sendable {
-    public var dp = 0               // data-parallel groups; 0 = world size / tp
-    public var tp = 1               // tensor-parallel ranks per group (attention heads are split over them)
+    public var dp = 0  // data-parallel groups; 0 = world size / tp
+    public var tp = 1  // tensor-parallel ranks per group (attention heads are split over them)
 }
 
 /// A whole training job.
 public struct Job: Equatable, Sendable {
-    public var name = "job"         // run name: the run directory is <runsDir>/<name>
-    public var runsDir = "runs"     // parent of run directories
-    public var seed = 1337          // keys every random draw (init, batches)
-    public var model = ModelConfig(vocabSize: 256, seqLen: 64, nLayer: 2, nEmbd: 64, nHead: 4,
-                                   nExpert: 4, topK: 2, ffHidden: 128, moeEvery: 1)
+    public var name = "job"  // run name: the run directory is <runsDir>/<name>
+    public var runsDir = "runs"  // parent of run directories
+    public var seed = 1337  // keys every random draw (init, batches)
+    public var model = ModelConfig(
+        vocabSize: 256, seqLen: 64, nLayer: 2, nEmbd: 64, nHead: 4,
+        nExpert: 4, topK: 2, ffHidden: 128, moeEvery: 1)
     public var data = DataSpec()
     public var train = TrainSpec()
     public var layout = LayoutSpec()
@@ -113,7 +114,9 @@ extension Job {
         JobField(key: "name", ref: .string(\.name), doc: "run name: the run directory is <runsDir>/<name>"),
         JobField(key: "runsDir", ref: .string(\.runsDir), doc: "parent of run directories"),
         JobField(key: "seed", ref: .int(\.seed), doc: "keys every random draw (init, batches)"),
-        JobField(key: "model.vocabSize", ref: .int(\.model.vocabSize), doc: "V: 256 for byte-level text; > every token id of a .bin"),
+        JobField(
+            key: "model.vocabSize", ref: .int(\.model.vocabSize),
+            doc: "V: 256 for byte-level text; > every token id of a .bin"),
         JobField(key: "model.seqLen", ref: .int(\.model.seqLen), doc: "T: sequence length (and learned positions)"),
         JobField(key: "model.nLayer", ref: .int(\.model.nLayer), doc: "L: transformer blocks"),
         JobField(key: "model.nEmbd", ref: .int(\.model.nEmbd), doc: "C: channels; divisible by nHead"),
@@ -122,58 +125,99 @@ extension Job {
         JobField(key: "model.topK", ref: .int(\.model.topK), doc: "K: experts per token, 1 or 2"),
         JobField(key: "model.ffHidden", ref: .int(\.model.ffHidden), doc: "F: hidden width of each expert / dense FFN"),
         JobField(key: "model.moeEvery", ref: .int(\.model.moeEvery), doc: "every n-th block is MoE (1: all; 0: none)"),
-        JobField(key: "data.path", ref: .string(\.data.path), doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
-        JobField(key: "data.format", ref: .string(\.data.format), doc: "auto (.bin suffix -> bin, else text) | text | bin"),
-        JobField(key: "data.valFraction", ref: .double(\.data.valFraction), doc: "share of the file's tail held out for eval (0 disables eval)"),
+        JobField(
+            key: "data.path", ref: .string(\.data.path),
+            doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
+        JobField(
+            key: "data.format", ref: .string(\.data.format), doc: "auto (.bin suffix -> bin, else text) | text | bin"),
+        JobField(
+            key: "data.valFraction", ref: .double(\.data.valFraction),
+            doc: "share of the file's tail held out for eval (0 disables eval)"),
         JobField(key: "train.steps", ref: .int(\.train.steps), doc: "optimizer steps"),
         JobField(key: "train.batchSize", ref: .int(\.train.batchSize), doc: "sequences per step (global batch)"),
         JobField(key: "train.lr", ref: .double(\.train.lr), doc: "peak learning rate"),
         JobField(key: "train.minLr", ref: .double(\.train.minLr), doc: "learning rate at the end of the cosine decay"),
         JobField(key: "train.warmupSteps", ref: .int(\.train.warmupSteps), doc: "linear warmup steps"),
-        JobField(key: "train.weightDecay", ref: .double(\.train.weightDecay), doc: "AdamW decoupled weight decay (not on norm weights)"),
+        JobField(
+            key: "train.weightDecay", ref: .double(\.train.weightDecay),
+            doc: "AdamW decoupled weight decay (not on norm weights)"),
         JobField(key: "train.beta1", ref: .double(\.train.beta1), doc: "AdamW first-moment decay"),
         JobField(key: "train.beta2", ref: .double(\.train.beta2), doc: "AdamW second-moment decay"),
         JobField(key: "train.eps", ref: .double(\.train.eps), doc: "AdamW epsilon"),
         JobField(key: "train.gradClip", ref: .double(\.train.gradClip), doc: "clip the global gradient norm (0: off)"),
         JobField(key: "train.auxLossCoef", ref: .double(\.train.auxLossCoef), doc: "weight of the load-balancing loss"),
-        JobField(key: "train.maxBadSteps", ref: .int(\.train.maxBadSteps), doc: "stop after this many consecutive non-finite steps"),
+        JobField(
+            key: "train.maxBadSteps", ref: .int(\.train.maxBadSteps),
+            doc: "stop after this many consecutive non-finite steps"),
         JobField(key: "train.logEvery", ref: .int(\.train.logEvery), doc: "progress line every N steps"),
-        JobField(key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
+        JobField(
+            key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
         JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
-        JobField(key: "train.peakGflops", ref: .double(\.train.peakGflops), doc: "per-rank sgemm peak for MFU (0: measure at start)"),
-        JobField(key: "train.capacityFactor", ref: .double(\.train.capacityFactor), doc: "0: dropless; else expert capacity = ceil(f x tokens x K / E), overflow dropped"),
-        JobField(key: "checkpoint.every", ref: .int(\.checkpoint.every), doc: "save every N steps, at the end and on SIGTERM (0: never)"),
+        JobField(
+            key: "train.peakGflops", ref: .double(\.train.peakGflops),
+            doc: "per-rank sgemm peak for MFU (0: measure at start)"),
+        JobField(
+            key: "train.capacityFactor", ref: .double(\.train.capacityFactor),
+            doc: "0: dropless; else expert capacity = ceil(f x tokens x K / E), overflow dropped"),
+        JobField(
+            key: "checkpoint.every", ref: .int(\.checkpoint.every),
+            doc: "save every N steps, at the end and on SIGTERM (0: never)"),
         JobField(key: "checkpoint.keep", ref: .int(\.checkpoint.keep), doc: "keep the newest N checkpoints"),
-        JobField(key: "checkpoint.keepEvery", ref: .int(\.checkpoint.keepEvery), doc: "also keep steps that are multiples of N (0: none)"),
-        JobField(key: "checkpoint.onError", ref: .string(\.checkpoint.onError), doc: "a failed save (disk full...): stop | continue"),
-        JobField(key: "train.routerSkew", ref: .double(\.train.routerSkew), doc: "skew routing on purpose: logit of expert e gets -s x ln(p(e)+1) (0: none)"),
-        JobField(key: "train.routerSkewStride", ref: .int(\.train.routerSkewStride), doc: "p orders experts 0, k, 2k, ..., 1, 1+k, ...: the hottest are multiples of k"),
-        JobField(key: "replan.every", ref: .int(\.replan.every), doc: "re-place experts from measured load every N steps (0: never)"),
-        JobField(key: "replan.horizon", ref: .int(\.replan.horizon), doc: "steps over which a plan's gain must beat its migration cost (at most the steps left)"),
-        JobField(key: "replan.emaDecay", ref: .double(\.replan.emaDecay), doc: "weight of the past in the measured load (EMA)"),
+        JobField(
+            key: "checkpoint.keepEvery", ref: .int(\.checkpoint.keepEvery),
+            doc: "also keep steps that are multiples of N (0: none)"),
+        JobField(
+            key: "checkpoint.onError", ref: .string(\.checkpoint.onError),
+            doc: "a failed save (disk full...): stop | continue"),
+        JobField(
+            key: "train.routerSkew", ref: .double(\.train.routerSkew),
+            doc: "skew routing on purpose: logit of expert e gets -s x ln(p(e)+1) (0: none)"),
+        JobField(
+            key: "train.routerSkewStride", ref: .int(\.train.routerSkewStride),
+            doc: "p orders experts 0, k, 2k, ..., 1, 1+k, ...: the hottest are multiples of k"),
+        JobField(
+            key: "replan.every", ref: .int(\.replan.every),
+            doc: "re-place experts from measured load every N steps (0: never)"),
+        JobField(
+            key: "replan.horizon", ref: .int(\.replan.horizon),
+            doc: "steps over which a plan's gain must beat its migration cost (at most the steps left)"),
+        JobField(
+            key: "replan.emaDecay", ref: .double(\.replan.emaDecay),
+            doc: "weight of the past in the measured load (EMA)"),
         JobField(key: "layout.dp", ref: .int(\.layout.dp), doc: "data-parallel groups (0: world size / layout.tp)"),
         JobField(key: "layout.tp", ref: .int(\.layout.tp), doc: "tensor-parallel ranks per group; divides model.nHead"),
-        JobField(key: "placement", ref: .placement, doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)"),
+        JobField(
+            key: "placement", ref: .placement,
+            doc: "expert -> ranks, e.g. [[0],[1],[0,1]] (null: expert e on rank e % world)")
     ]
 
     /// Throws the first invalid value, naming its key.
     public func validate() throws {
         func bad(_ key: String, _ m: String) -> JobError { JobError(key: key, m) }
-        let nameOK = !name.isEmpty && name.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)
-        } && name != "." && name != ".."
+        let nameOK =
+            !name.isEmpty
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                    || "._-".unicodeScalars.contains($0)
+            } && name != "." && name != ".."
         if !nameOK { throw bad("name", "'\(name)' must be letters, digits, '.', '_' or '-' (it names a folder)") }
         if runsDir.isEmpty { throw bad("runsDir", "must not be empty") }
         if seed < 0 { throw bad("seed", "must be >= 0, got \(seed)") }
         do { try model.validate() } catch let e as ModelConfigError { throw bad("model." + e.field, e.message) }
         if data.path.isEmpty { throw bad("data.path", "is required: the text or llm.c .bin file to train on") }
-        if !["auto", "text", "bin"].contains(data.format) { throw bad("data.format", "must be auto, text or bin, got '\(data.format)'") }
-        if !(data.valFraction >= 0 && data.valFraction <= 0.5) { throw bad("data.valFraction", "must be in 0...0.5, got \(data.valFraction)") }
+        if !["auto", "text", "bin"].contains(data.format) {
+            throw bad("data.format", "must be auto, text or bin, got '\(data.format)'")
+        }
+        if !(data.valFraction >= 0 && data.valFraction <= 0.5) {
+            throw bad("data.valFraction", "must be in 0...0.5, got \(data.valFraction)")
+        }
         let t = train
         if t.steps < 1 { throw bad("train.steps", "must be >= 1, got \(t.steps)") }
         if t.batchSize < 1 { throw bad("train.batchSize", "must be >= 1, got \(t.batchSize)") }
         if !(t.lr > 0 && t.lr.isFinite) { throw bad("train.lr", "must be > 0, got \(t.lr)") }
-        if !(t.minLr >= 0 && t.minLr <= t.lr) { throw bad("train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)") }
+        if !(t.minLr >= 0 && t.minLr <= t.lr) {
+            throw bad("train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)")
+        }
         if t.warmupSteps < 0 { throw bad("train.warmupSteps", "must be >= 0, got \(t.warmupSteps)") }
         if !(t.weightDecay >= 0) { throw bad("train.weightDecay", "must be >= 0, got \(t.weightDecay)") }
         if !(t.beta1 >= 0 && t.beta1 < 1) { throw bad("train.beta1", "must be in [0, 1), got \(t.beta1)") }
@@ -185,23 +229,36 @@ extension Job {
         if t.logEvery < 1 { throw bad("train.logEvery", "must be >= 1, got \(t.logEvery)") }
         if t.evalEvery < 0 { throw bad("train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)") }
         if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
-        if !(t.peakGflops >= 0) { throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)") }
-        if !(t.capacityFactor >= 0 && t.capacityFactor.isFinite) { throw bad("train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)") }
+        if !(t.peakGflops >= 0) {
+            throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)")
+        }
+        if !(t.capacityFactor >= 0 && t.capacityFactor.isFinite) {
+            throw bad("train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)")
+        }
         if checkpoint.every < 0 { throw bad("checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)") }
         if checkpoint.keep < 1 { throw bad("checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
         if checkpoint.keepEvery < 0 { throw bad("checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)") }
-        if !["stop", "continue"].contains(checkpoint.onError) { throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'") }
+        if !["stop", "continue"].contains(checkpoint.onError) {
+            throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'")
+        }
         if t.routerSkewStride < 1 || model.nExpert % t.routerSkewStride != 0 {
-            throw bad("train.routerSkewStride", "must be >= 1 and divide model.nExpert = \(model.nExpert), got \(t.routerSkewStride)")
+            throw bad(
+                "train.routerSkewStride",
+                "must be >= 1 and divide model.nExpert = \(model.nExpert), got \(t.routerSkewStride)")
         }
         if !t.routerSkew.isFinite { throw bad("train.routerSkew", "must be a finite number, got \(t.routerSkew)") }
         if replan.every < 0 { throw bad("replan.every", "must be >= 0 (0: never), got \(replan.every)") }
         if replan.horizon < 1 { throw bad("replan.horizon", "must be >= 1, got \(replan.horizon)") }
-        if !(replan.emaDecay >= 0 && replan.emaDecay < 1) { throw bad("replan.emaDecay", "must be in [0, 1), got \(replan.emaDecay)") }
+        if !(replan.emaDecay >= 0 && replan.emaDecay < 1) {
+            throw bad("replan.emaDecay", "must be in [0, 1), got \(replan.emaDecay)")
+        }
         if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
         if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
         if model.nHead % layout.tp != 0 {
-            throw bad("layout.tp", "\(layout.tp) does not divide model.nHead = \(model.nHead); attention heads are split over the tp ranks")
+            throw bad(
+                "layout.tp",
+                "\(layout.tp) does not divide model.nHead = \(model.nHead); attention heads are split over the tp ranks"
+            )
         }
     }
 
@@ -210,14 +267,23 @@ extension Job {
     public func resolveLayout(world: Int) throws -> (dp: Int, tp: Int, plan: PlacementPlan) {
         let tp = layout.tp
         if world % tp != 0 {
-            throw JobError(key: "layout.tp", "\(tp) does not divide the world size \(world) (mpirun -np); use a world size that is a multiple of layout.tp")
+            throw JobError(
+                key: "layout.tp",
+                "\(tp) does not divide the world size \(world) (mpirun -np); use a world size that is a multiple of layout.tp"
+            )
         }
         let dp = layout.dp == 0 ? world / tp : layout.dp
         if dp * tp != world {
-            throw JobError(key: "layout", "dp \(dp) x tp \(tp) = \(dp * tp) ranks, but the world has \(world) (mpirun -np); make layout.dp x layout.tp equal the world size, or set layout.dp = 0")
+            throw JobError(
+                key: "layout",
+                "dp \(dp) x tp \(tp) = \(dp * tp) ranks, but the world has \(world) (mpirun -np); make layout.dp x layout.tp equal the world size, or set layout.dp = 0"
+            )
         }
         if train.batchSize < dp {
-            throw JobError(key: "train.batchSize", "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize >= layout.dp")
+            throw JobError(
+                key: "train.batchSize",
+                "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize >= layout.dp"
+            )
         }
         let moe = model.moeLayerCount
         var plan = PlacementPlan.roundRobin(moeLayers: moe, experts: model.nExpert, world: world)

@@ -17,7 +17,8 @@ public final class RunLog: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw JobError(key: "runsDir", "cannot create the run directory \(directory): \(error.localizedDescription)")
+            throw JobError(
+                key: "runsDir", "cannot create the run directory \(directory): \(error.localizedDescription)")
         }
         let jobPath = directory + "/job.json"
         do {

@@ -29,32 +29,49 @@ public struct TokenData: Sendable {
             throw fail("file not found (set data.path in the job or with --set data.path=FILE)")
         }
         if isDir.boolValue { throw fail("is a directory; data.path must be a file") }
-        guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot read the file (permissions?)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw fail("cannot read the file (permissions?)")
+        }
         if data.isEmpty { throw fail("the file is empty") }
         let fmt = format == "auto" ? (path.hasSuffix(".bin") ? "bin" : "text") : format
         var tokens: [UInt16]
         if fmt == "text" {
-            if vocabSize < 256 { throw fail("text data has byte tokens 0...255 but model.vocabSize is \(vocabSize); set it to 256") }
+            if vocabSize < 256 {
+                throw fail("text data has byte tokens 0...255 but model.vocabSize is \(vocabSize); set it to 256")
+            }
             tokens = data.map { UInt16($0) }
         } else {
             guard data.count >= binHeaderBytes else {
-                throw fail("too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text file? set data.format=text")
+                throw fail(
+                    "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text file? set data.format=text"
+                )
             }
-            let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) } }
+            let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in
+                (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+            }
             guard header[0] == binMagic else {
-                throw fail("bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set data.format=text")
+                throw fail(
+                    "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set data.format=text"
+                )
             }
-            guard header[1] == 1 else { throw fail("unsupported .bin version \(header[1]); only version 1 (uint16 tokens) is read") }
+            guard header[1] == 1 else {
+                throw fail("unsupported .bin version \(header[1]); only version 1 (uint16 tokens) is read")
+            }
             let n = Int(header[2])
             guard n >= 0, data.count == binHeaderBytes + 2 * n else {
-                throw fail("header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file has \(data.count) bytes; the file is truncated or corrupt")
+                throw fail(
+                    "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file has \(data.count) bytes; the file is truncated or corrupt"
+                )
             }
             if n == 0 { throw fail("the .bin file holds no tokens") }
             tokens = data.withUnsafeBytes { raw in
-                (0..<n).map { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: binHeaderBytes + 2 * $0, as: UInt16.self)) }
+                (0..<n).map {
+                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: binHeaderBytes + 2 * $0, as: UInt16.self))
+                }
             }
             if let i = tokens.firstIndex(where: { Int($0) >= vocabSize }) {
-                throw fail("token \(tokens[i]) at index \(i) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize")
+                throw fail(
+                    "token \(tokens[i]) at index \(i) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize")
             }
         }
         return TokenData(path: path, format: fmt, tokens: tokens)
@@ -92,10 +109,18 @@ public struct BatchSampler: Sendable {
         self.seed = UInt64(seed)
         self.trainEnd = n - held
         if trainEnd < seqLen + 1 {
-            throw DataError(path: data.path, message: "\(n) tokens\(held > 0 ? " (\(trainEnd) after holding out data.valFraction)" : "") is shorter than one training sequence (model.seqLen + 1 = \(seqLen + 1)); use more data or a smaller model.seqLen")
+            throw DataError(
+                path: data.path,
+                message:
+                    "\(n) tokens\(held > 0 ? " (\(trainEnd) after holding out data.valFraction)" : "") is shorter than one training sequence (model.seqLen + 1 = \(seqLen + 1)); use more data or a smaller model.seqLen"
+            )
         }
         if needsEval && held < seqLen + 1 {
-            throw DataError(path: data.path, message: "the held-out tail (data.valFraction = \(valFraction)) has \(held) tokens, fewer than model.seqLen + 1 = \(seqLen + 1); raise data.valFraction or set train.evalEvery=0")
+            throw DataError(
+                path: data.path,
+                message:
+                    "the held-out tail (data.valFraction = \(valFraction)) has \(held) tokens, fewer than model.seqLen + 1 = \(seqLen + 1); raise data.valFraction or set train.evalEvery=0"
+            )
         }
     }
 

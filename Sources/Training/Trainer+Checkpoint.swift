@@ -8,9 +8,9 @@ import Model
 
 /// Where `train` resumes from.
 public enum ResumeChoice: Sendable, Equatable {
-    case latest            // the run's newest checkpoint that verifies, if any
-    case none              // start at step 0
-    case from(String)      // this checkpoint directory (an error if it does not verify)
+    case latest  // the run's newest checkpoint that verifies, if any
+    case none  // start at step 0
+    case from(String)  // this checkpoint directory (an error if it does not verify)
 }
 
 /// What resume found, for the log.
@@ -31,8 +31,10 @@ extension Trainer {
             for info in s.infos {
                 var ranges = info.globalShape.map { [0, $0] }
                 if let d = info.shard.splitDim { ranges[d] = [info.sliceStart, info.sliceStart + info.shape[d]] }
-                views.append(ShardView(name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
-                                       data: buf.base + info.offset, writes: info.countsInNorm))
+                views.append(
+                    ShardView(
+                        name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
+                        data: buf.base + info.offset, writes: info.countsInNorm))
             }
         }
         return views
@@ -76,7 +78,9 @@ extension Trainer {
             return ResumeInfo(path: dir, step: manifest.step, skipped: skipped)
         }
         if !skipped.isEmpty {
-            throw CheckpointError("no checkpoint in \(checkpointRoot) verifies (\(skipped.map { "\($0.0): \($0.1)" }.joined(separator: "; "))); use --no-resume to start over (the old checkpoints are kept aside)")
+            throw CheckpointError(
+                "no checkpoint in \(checkpointRoot) verifies (\(skipped.map { "\($0.0): \($0.1)" }.joined(separator: "; "))); use --no-resume to start over (the old checkpoints are kept aside)"
+            )
         }
         return nil
     }
@@ -86,15 +90,19 @@ extension Trainer {
         let mine = job.resolvedJSON["model"], theirs = m.job["model"]
         guard case .object(let fields)? = mine else { return }
         for (k, v) in fields where theirs?[k] != v {
-            throw JobError(key: "model.\(k)", "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a new run (--no-resume or another name)")
+            throw JobError(
+                key: "model.\(k)",
+                "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a new run (--no-resume or another name)"
+            )
         }
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.
     func startSave(steps: Int) {
         guard let w = writer else { return }
-        let m = Manifest(step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
-                         tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])
+        let m = Manifest(
+            step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
+            tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])
         w.start(step: steps, manifest: m, views: shardViews())
     }
 
@@ -104,16 +112,22 @@ extension Trainer {
         guard let w = writer, let r = try w.poll(block: block) else { return true }
         if r.ok {
             let gbps = r.writeSeconds > 0 ? Double(r.bytes) / r.writeSeconds / 1e9 : 0
-            log?.write(["event": "checkpoint", "step": .number(Double(r.step)), "time": .number(unixTime()),
-                        "path": .string(r.path), "bytes": .number(Double(r.bytes)), "seconds": .number(r.writeSeconds),
-                        "GBps": .number(gbps), "stallMs": .number(r.stallSeconds * 1000),
-                        "removed": .array(r.removed.map { .string($0) })])
-            say(String(format: "checkpoint step %d: %.1f MB in %.2f s (%.2f GB/s), loop stalled %.1f ms -> %@",
-                       r.step, Double(r.bytes) / 1e6, r.writeSeconds, gbps, r.stallSeconds * 1000, r.path as NSString))
+            log?.write([
+                "event": "checkpoint", "step": .number(Double(r.step)), "time": .number(unixTime()),
+                "path": .string(r.path), "bytes": .number(Double(r.bytes)), "seconds": .number(r.writeSeconds),
+                "GBps": .number(gbps), "stallMs": .number(r.stallSeconds * 1000),
+                "removed": .array(r.removed.map { .string($0) })
+            ])
+            say(
+                String(
+                    format: "checkpoint step %d: %.1f MB in %.2f s (%.2f GB/s), loop stalled %.1f ms -> %@",
+                    r.step, Double(r.bytes) / 1e6, r.writeSeconds, gbps, r.stallSeconds * 1000, r.path as NSString))
             return true
         }
-        log?.write(["event": job.checkpoint.onError == "stop" ? "error" : "warning", "step": .number(Double(r.step)),
-                    "time": .number(unixTime()), "message": .string("checkpoint failed: \(r.message)")])
+        log?.write([
+            "event": job.checkpoint.onError == "stop" ? "error" : "warning", "step": .number(Double(r.step)),
+            "time": .number(unixTime()), "message": .string("checkpoint failed: \(r.message)")
+        ])
         say("warning: checkpoint step \(r.step) failed: \(r.message)")
         return job.checkpoint.onError != "stop"
     }

@@ -33,7 +33,8 @@ extension Trainer {
         let latency = try LinkProbe.alltoallvLatencyUs(world, rounds: 50)
         let cores = try NodeMap.cores(world, nodeOf: nodeOf, threadsPerRank: env.blasThreads)
         // No peer of a kind (one node; one rank per node): nothing moves over that link.
-        return Link(intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency, cores: cores)
+        return Link(
+            intraGBps: intra > 0 ? intra : 1e3, interGBps: inter > 0 ? inter : 1e3, latencyUs: latency, cores: cores)
     }
 
     /// The cost model's view of this run: its nodes (by host name), each rank computing at `rate`
@@ -41,13 +42,17 @@ extension Trainer {
     func costInputs(rate: Double, link: Link) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
         let m = job.model
         let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
-        let shape = MoEShape(nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
-                             denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
+        let shape = MoEShape(
+            nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
+            denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
         let nodes = (0...(ctx.nodeOf.max() ?? 0)).map { n in
-            ClusterNode(name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6, cores: link.cores[n])
+            ClusterNode(
+                name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6, cores: link.cores[n]
+            )
         }
-        let cluster = Cluster(nodes: nodes, intraNodeGBps: link.intraGBps, interNodeGBps: link.interGBps,
-                              intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs, gflopsPerSlot: rate / 1e9)
+        let cluster = Cluster(
+            nodes: nodes, intraNodeGBps: link.intraGBps, interNodeGBps: link.interGBps,
+            intraNodeLatencyUs: link.latencyUs, interNodeLatencyUs: link.latencyUs, gflopsPerSlot: rate / 1e9)
         return (shape, cluster, ctx.nodeOf)
     }
 
@@ -60,8 +65,11 @@ extension Trainer {
         let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
         windowStepMs = []
         if let a = adoptedAwaitingMeasure {
-            log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
-                        "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs), "measuredStepMs": .number(measured)])
+            log?.write([
+                "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
+                "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs),
+                "measuredStepMs": .number(measured)
+            ])
             adoptedAwaitingMeasure = nil
         }
         guard !loadEMA.isEmpty else { return 0 }
@@ -71,7 +79,9 @@ extension Trainer {
         let tokens = Double(job.train.batchSize * job.model.seqLen)
         var (shape, cluster, nodeOf) = costInputs(rate: peakFlops, link: link!)
         if measured > 0 {
-            let atPeak = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
+            let atPeak = Planner.predict(
+                plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
+            ).stepSeconds
             (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000), link: link!)
         }
         // Migration moves bytes and rebuilds each rank's store (parameters and both moments are
@@ -80,22 +90,32 @@ extension Trainer {
         let rebuild = 12 * Double(model.store.count)
         var moveCluster = cluster
         if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
-        var proposed = try Planner.plan(load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf, current: ctx.plan)
+        var proposed = try Planner.plan(
+            load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf, current: ctx.plan)
         // A gain accrues only over the steps this run still has.
         let horizon = min(job.replan.horizon, job.train.steps - step - 1)
-        var d = Planner.shouldAdopt(current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
-                                    cluster: moveCluster, nodeOf: nodeOf, horizon: horizon, rebuildBytes: rebuild)
+        var d = Planner.shouldAdopt(
+            current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
+            cluster: moveCluster, nodeOf: nodeOf, horizon: horizon, rebuildBytes: rebuild)
         // Every rank computed the same from the same global counts, unless a rate differs in the
         // last bit; rank 0's decision is the one every rank carries out.
         (proposed, d.adopt) = try agree(plan: proposed, adopt: d.adopt)
-        let before = Planner.predict(plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        let after = Planner.predict(plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf).stepSeconds
-        func plan(_ p: PlacementPlan) -> JSONValue { .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
+        let before = Planner.predict(
+            plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
+        ).stepSeconds
+        let after = Planner.predict(
+            plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
+        ).stepSeconds
+        func plan(_ p: PlacementPlan) -> JSONValue {
+            .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) })
+        }
         let oldPlan = ctx.plan
         let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
         if d.adopt {
-            say(String(format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
-                       step, before * 1000, after * 1000, measured, moved / 1e6))
+            say(
+                String(
+                    format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
+                    step, before * 1000, after * 1000, measured, moved / 1e6))
         }
         let tMove = monotonicSeconds()
         if d.adopt {
@@ -106,16 +126,21 @@ extension Trainer {
         var took = [monotonicSeconds() - tMove, monotonicSeconds() - t0]
         try ctx.comms.world.allreduce(&took, op: .max)
         if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = (moved + rebuild) / took[0] / 1e9 }
-        log?.write(["event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
-                    "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
-                    "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
-                    "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
-                    "migrationBytes": .number(moved),
-                    "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)), "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
-                    "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps), "alltoallvInterNodeGBps": .number(link!.interGBps),
-                    "alltoallvLatencyUs": .number(link!.latencyUs), "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),
-                    "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
-                    "load": .array(loadEMA.map { .array($0.map { .number($0) }) })])
+        log?.write([
+            "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
+            "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
+            "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
+            "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
+            "migrationBytes": .number(moved),
+            "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)),
+            "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
+            "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps),
+            "alltoallvInterNodeGBps": .number(link!.interGBps),
+            "alltoallvLatencyUs": .number(link!.latencyUs),
+            "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),
+            "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
+            "load": .array(loadEMA.map { .array($0.map { .number($0) }) })
+        ])
         return took[1]
     }
 
@@ -124,11 +149,17 @@ extension Trainer {
     func agree(plan: PlacementPlan, adopt: Bool) throws -> (PlacementPlan, Bool) {
         let world = ctx.mesh.world
         var flat: [Int64] = [adopt ? 1 : 0]
-        for layer in plan.layers { for ranks in layer { for r in 0..<world { flat.append(ranks.contains(r) ? 1 : 0) } } }
+        for layer in plan.layers {
+            for ranks in layer { for r in 0..<world { flat.append(ranks.contains(r) ? 1 : 0) } }
+        }
         try ctx.comms.world.broadcast(&flat, root: 0)
         var at = 1
         let layers = plan.layers.map { layer in
-            layer.map { _ in (0..<world).filter { r in defer { at += 1 }; return flat[at] == 1 } }
+            layer.map { _ in
+                (0..<world).filter { r in
+                    defer { at += 1 }; return flat[at] == 1
+                }
+            }
         }
         return (PlacementPlan(layers: layers), flat[0] == 1)
     }
@@ -163,9 +194,12 @@ extension Trainer {
                             if d == me && held.contains(me) {
                                 fresh.pointer(n, in: to).update(from: old.pointer(n, in: from), count: half)
                             } else if d == me {
-                                receives.append(PeerMutableBuffer(peer: src, buffer: .init(start: fresh.pointer(n, in: to), count: half)))
+                                receives.append(
+                                    PeerMutableBuffer(
+                                        peer: src, buffer: .init(start: fresh.pointer(n, in: to), count: half)))
                             } else if src == me && !held.contains(d) {
-                                sends.append(PeerBuffer(peer: d, buffer: .init(start: old.pointer(n, in: from), count: half)))
+                                sends.append(
+                                    PeerBuffer(peer: d, buffer: .init(start: old.pointer(n, in: from), count: half)))
                             }
                         }
                     }

@@ -28,8 +28,9 @@ extension BenchCommand {
             let w = CheckpointWriter(root: dir + "/checkpoints", comm: comm, keep: 1, keepEvery: 0)
             w.reserve(floats: bytes / 4)
             for round in 0..<3 {
-                let m = Manifest(step: round + 1, adamStep: 0, job: jobCopy.resolvedJSON, world: 1, dp: 1, tp: 1, placement: [],
-                                 createdAt: 0, tensors: [])
+                let m = Manifest(
+                    step: round + 1, adamStep: 0, job: jobCopy.resolvedJSON, world: 1, dp: 1, tp: 1, placement: [],
+                    createdAt: 0, tensors: [])
                 let t0 = monotonicSeconds()
                 w.start(step: round + 1, manifest: m, views: views)
                 let snapshot = monotonicSeconds() - t0
@@ -43,10 +44,17 @@ extension BenchCommand {
         let bytes = rows[0].2
         let save = rows.map(\.0).min()!, plain = rows.map(\.1).min()!
         let best = rows.min { $0.0 < $1.0 }!
-        say(String(format: "  save of %.1f MB (parameters + AdamW moments): %.3f s = %.2f GB/s; plain write + fsync of the same bytes: %.3f s = %.2f GB/s; ratio %.2fx (best of 3 each)",
-                   Double(bytes) / 1e6, save, Double(bytes) / save / 1e9, plain, Double(bytes) / plain / 1e9, plain / save))
-        say(String(format: "    of which: snapshot %.0f ms (in the step loop), write + checksum + fsync %.0f ms (background), commit %.0f ms",
-                   best.3 * 1000, best.4 * 1000, (best.0 - best.3 - best.4) * 1000))
+        say(
+            String(
+                format:
+                    "  save of %.1f MB (parameters + AdamW moments): %.3f s = %.2f GB/s; plain write + fsync of the same bytes: %.3f s = %.2f GB/s; ratio %.2fx (best of 3 each)",
+                Double(bytes) / 1e6, save, Double(bytes) / save / 1e9, plain, Double(bytes) / plain / 1e9, plain / save)
+        )
+        say(
+            String(
+                format:
+                    "    of which: snapshot %.0f ms (in the step loop), write + checksum + fsync %.0f ms (background), commit %.0f ms",
+                best.3 * 1000, best.4 * 1000, (best.0 - best.3 - best.4) * 1000))
 
         // 2. Training with an async save every 4 steps vs none, same steps, interleaved order.
         var withSaves = base
@@ -67,7 +75,9 @@ extension BenchCommand {
                 _ = try t.run()
                 let text = try String(contentsOfFile: log.path, encoding: .utf8)
                 let stalls = text.split(separator: "\n").compactMap { line -> Double? in
-                    guard line.contains("\"event\":\"checkpoint\""), let r = line.range(of: "\"stallMs\":") else { return nil }
+                    guard line.contains("\"event\":\"checkpoint\""), let r = line.range(of: "\"stallMs\":") else {
+                        return nil
+                    }
                     return Double(line[r.upperBound...].prefix { "0123456789.e-".contains($0) })
                 }
                 return (Array(t.stepSeconds.dropFirst(2)), stalls)
@@ -82,10 +92,16 @@ extension BenchCommand {
         let stalls = Array(stalls1.dropLast()) + Array(stalls2.dropLast())
         let meanNone = none.reduce(0, +) / Double(none.count), meanSaving = saving.reduce(0, +) / Double(saving.count)
         let stall = stalls.isEmpty ? 0 : stalls.reduce(0, +) / Double(stalls.count)
-        say(String(format: "  async save stall in the step loop: %.1f ms mean over %d mid-run saves = %.1f%% of a %.0f ms step",
-                   stall, stalls.count, 100 * stall / (meanNone * 1000), meanNone * 1000))
-        say(String(format: "  throughput with a save every 4 steps vs none (steps 2-13, two runs each, alternated): %.3fx (%.0f vs %.0f ms/step)",
-                   meanNone / meanSaving, meanSaving * 1000, meanNone * 1000))
+        say(
+            String(
+                format:
+                    "  async save stall in the step loop: %.1f ms mean over %d mid-run saves = %.1f%% of a %.0f ms step",
+                stall, stalls.count, 100 * stall / (meanNone * 1000), meanNone * 1000))
+        say(
+            String(
+                format:
+                    "  throughput with a save every 4 steps vs none (steps 2-13, two runs each, alternated): %.3fx (%.0f vs %.0f ms/step)",
+                meanNone / meanSaving, meanSaving * 1000, meanNone * 1000))
     }
 
     /// Seconds to write `bytes` bytes to `path` and fsync (one buffer, large writes).

@@ -16,7 +16,9 @@ enum BenchCommand {
             OptionSpec(["--threads"], value: "N", "BLAS threads (default 1)"),
             OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
-            OptionSpec(["--checkpoints"], value: "DIR", "also measure checkpoint saves, writing in DIR (use the disk your runs use)"),
+            OptionSpec(
+                ["--checkpoints"], value: "DIR",
+                "also measure checkpoint saves, writing in DIR (use the disk your runs use)")
         ],
         details: """
             Runs as one plain process (no log, no run directory). Two training passes: one timed,
@@ -40,8 +42,12 @@ enum BenchCommand {
             job.checkpoint.every = 0
             job.train.logEvery = Int.max / 2
             let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-            let override = ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""
-            say("machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, host \(Runtime.hostName)")
+            let override =
+                ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" }
+                ?? ""
+            say(
+                "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, host \(Runtime.hostName)"
+            )
             say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
             say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
             let peak = SgemmPeak.measure(n: n, seconds: 2.0)
@@ -49,7 +55,8 @@ enum BenchCommand {
             job.train.peakGflops = peak / 1e9
 
             let fpt = job.model.flopsPerToken(seqLen: job.model.seqLen)
-            let env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            let env = RunEnvironment(
+                blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
             let benchJob = job
             let results = try LocalCommunicator.run(size: 1) { comm -> ([Double], [Double], [Double]) in
                 let job = benchJob
@@ -68,21 +75,38 @@ enum BenchCommand {
             let meanStep = timedSteps.reduce(0, +) / Double(timedSteps.count)
             let tps = tokens / meanStep
             let mflops = tps * fpt
-            say("training \(args.positionals[0]): " + String(format: "%d tokens/step, %.2f MFLOP/token, %d timed steps (after 2 warmup)",
-                       Int(tokens), fpt / 1e6, timedSteps.count))
-            say(String(format: "  step %.1f ms (min %.1f, max %.1f) | %.0f tokens/s | model %.1f GFLOP/s | MFU %.3f",
-                       meanStep * 1000, timedSteps.min()! * 1000, timedSteps.max()! * 1000, tps, mflops / 1e9, mflops / peak))
+            say(
+                "training \(args.positionals[0]): "
+                    + String(
+                        format: "%d tokens/step, %.2f MFLOP/token, %d timed steps (after 2 warmup)",
+                        Int(tokens), fpt / 1e6, timedSteps.count))
+            say(
+                String(
+                    format: "  step %.1f ms (min %.1f, max %.1f) | %.0f tokens/s | model %.1f GFLOP/s | MFU %.3f",
+                    meanStep * 1000, timedSteps.min()! * 1000, timedSteps.max()! * 1000, tps, mflops / 1e9,
+                    mflops / peak))
             let profiledTotal = results.1.reduce(0, +)
             let regions = results.2
-            say(String(format: "where the time goes (profiled pass, %d steps after 2 warmup, %.1f ms/step):", results.1.count, profiledTotal * 1000 / Double(results.1.count)))
+            say(
+                String(
+                    format: "where the time goes (profiled pass, %d steps after 2 warmup, %.1f ms/step):",
+                    results.1.count, profiledTotal * 1000 / Double(results.1.count)))
             let accounted = regions.reduce(0, +)
             for r in ProfileRegion.allCases where r != .other {
                 let s = regions[r.rawValue]
                 if s == 0 { continue }
-                say("  " + pad(r.label, 44) + String(format: "%8.1f ms/step %6.1f%%", s * 1000 / Double(results.1.count), 100 * s / profiledTotal))
+                say(
+                    "  " + pad(r.label, 44)
+                        + String(
+                            format: "%8.1f ms/step %6.1f%%", s * 1000 / Double(results.1.count), 100 * s / profiledTotal
+                        ))
             }
             let rest = profiledTotal - accounted
-            say("  " + pad(ProfileRegion.other.label, 44) + String(format: "%8.1f ms/step %6.1f%%", rest * 1000 / Double(results.1.count), 100 * rest / profiledTotal))
+            say(
+                "  " + pad(ProfileRegion.other.label, 44)
+                    + String(
+                        format: "%8.1f ms/step %6.1f%%", rest * 1000 / Double(results.1.count),
+                        100 * rest / profiledTotal))
             if let dir = args.value("--checkpoints") {
                 var j = job
                 j.checkpoint.every = 0

@@ -9,18 +9,24 @@ import Tensor
 enum CalibrateCommand {
     static let spec = CommandSpec(
         name: "calibrate",
-        summary: "Measure sgemm rate (rank by rank), cores per node, alltoallv bandwidth and latency under mpirun;\nwrite a cluster file.",
+        summary:
+            "Measure sgemm rate (rank by rank), cores per node, alltoallv bandwidth and latency under mpirun;\nwrite a cluster file.",
         positionals: [],
         options: [
             OptionSpec(["--out"], value: "FILE", "the cluster file to write (required), e.g. cluster/measured.json"),
-            OptionSpec(["--threads"], value: "N", "BLAS threads per rank while measuring sgemm (default 1)"),
+            OptionSpec(["--threads"], value: "N", "BLAS threads per rank while measuring sgemm (default 1)")
         ],
-        details: "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n")
+        details:
+            "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n")
 
     static func run(_ args: ParsedArgs) -> Int32 {
-        guard let out = args.value("--out") else { return usage(UsageError(message: "calibrate needs --out FILE", command: "calibrate")) }
+        guard let out = args.value("--out") else {
+            return usage(UsageError(message: "calibrate needs --out FILE", command: "calibrate"))
+        }
         let threads: Int
-        do { threads = try args.positiveInt("--threads", command: "calibrate") ?? 1 } catch let e as UsageError { return usage(e) } catch { return 1 }
+        do { threads = try args.positiveInt("--threads", command: "calibrate") ?? 1 } catch let e as UsageError {
+            return usage(e)
+        } catch { return 1 }
         BLAS.setThreads(threads)
         let world: MPICommunicator
         do { world = try MPICommunicator.initWorld() } catch { Runtime.printError("\(error)"); return 1 }
@@ -41,7 +47,8 @@ enum CalibrateCommand {
             let gflops = (-negRate[0] * 10).rounded() / 10
 
             let measuredIntra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
-            let measuredInter = nodeNames.count > 1 ? try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false) : 0
+            let measuredInter =
+                nodeNames.count > 1 ? try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: false) : 0
             // A link no two ranks use (one rank per node, or one node) cannot be measured; the
             // file gets the other link's figure, or 1000 GB/s (nothing will cross it in this layout).
             let intra = measuredIntra > 0 ? measuredIntra : (measuredInter > 0 ? measuredInter : 1000)
@@ -53,16 +60,25 @@ enum CalibrateCommand {
                 let memGB = physicalMemoryGB()
                 let nodes: [JSONValue] = nodeNames.enumerated().map { i, n in
                     let slots = nodeOf.filter { $0 == i }.count
-                    return ["name": .string(n), "slots": .number(Double(slots)), "memoryPerSlotGB": .number((memGB / Double(slots) * 10).rounded() / 10),
-                            "cores": .number(Double(cores[i]))]
+                    return [
+                        "name": .string(n), "slots": .number(Double(slots)),
+                        "memoryPerSlotGB": .number((memGB / Double(slots) * 10).rounded() / 10),
+                        "cores": .number(Double(cores[i]))
+                    ]
                 }
-                let j: JSONValue = ["nodes": .array(nodes), "intraNodeGBps": .number(intra), "interNodeGBps": .number(inter),
-                                    "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(latency),
-                                    "gflopsPerSlot": .number(gflops)]
+                let j: JSONValue = [
+                    "nodes": .array(nodes), "intraNodeGBps": .number(intra), "interNodeGBps": .number(inter),
+                    "intraNodeLatencyUs": .number(latency), "interNodeLatencyUs": .number(latency),
+                    "gflopsPerSlot": .number(gflops)
+                ]
                 try Data(j.pretty.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
-                say(String(format: "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node%@, %.2f GB/s across%@; latency %.1f us. Wrote %@",
-                           world.size, nodeNames.count, gflops, intra, (measuredIntra > 0 ? "" : " (not measured: no two ranks share a node)") as NSString,
-                           inter, (measuredInter > 0 ? "" : " (not measured)") as NSString, latency, out as NSString))
+                say(
+                    String(
+                        format:
+                            "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node%@, %.2f GB/s across%@; latency %.1f us. Wrote %@",
+                        world.size, nodeNames.count, gflops, intra,
+                        (measuredIntra > 0 ? "" : " (not measured: no two ranks share a node)") as NSString,
+                        inter, (measuredInter > 0 ? "" : " (not measured)") as NSString, latency, out as NSString))
             }
             MPICommunicator.finalize()
             return 0

@@ -8,10 +8,13 @@ enum CkptCommand {
     static let spec = CommandSpec(
         name: "ckpt",
         summary: "List, verify, inspect and export checkpoints.",
-        positionals: [("ACTION", "list | verify | inspect | export"), ("PATH", "a run directory (runs/<name>) or a checkpoint directory (.../checkpoints/step-N)")],
+        positionals: [
+            ("ACTION", "list | verify | inspect | export"),
+            ("PATH", "a run directory (runs/<name>) or a checkpoint directory (.../checkpoints/step-N)")
+        ],
         options: [
             OptionSpec(["--tensor"], value: "NAME", "inspect: show one tensor's slices and statistics"),
-            OptionSpec(["--out"], value: "FILE", "export: the safetensors file to write (whole tensors, weights only)"),
+            OptionSpec(["--out"], value: "FILE", "export: the safetensors file to write (whole tensors, weights only)")
         ],
         details: """
             ACTIONS:
@@ -30,9 +33,13 @@ enum CkptCommand {
             case "verify": return try verify(path)
             case "inspect": return try inspect(path, tensor: args.value("--tensor"))
             case "export":
-                guard let out = args.value("--out") else { return usage(UsageError(message: "export needs --out FILE", command: "ckpt")) }
+                guard let out = args.value("--out") else {
+                    return usage(UsageError(message: "export needs --out FILE", command: "ckpt"))
+                }
                 return try export(path, out: out)
-            default: return usage(UsageError(message: "unknown action '\(action)' (list, verify, inspect, export)", command: "ckpt"))
+            default:
+                return usage(
+                    UsageError(message: "unknown action '\(action)' (list, verify, inspect, export)", command: "ckpt"))
             }
         } catch {
             Runtime.printError("\(error)")
@@ -49,37 +56,54 @@ enum CkptCommand {
 
     static func list(_ path: String) throws -> Int32 {
         let r = root(path)
-        guard FileManager.default.fileExists(atPath: r) else { throw CheckpointError("\(path): no checkpoints directory (is it a run directory?)") }
+        guard FileManager.default.fileExists(atPath: r) else {
+            throw CheckpointError("\(path): no checkpoints directory (is it a run directory?)")
+        }
         let latest = CheckpointStore.latest(root: r)
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: r)) ?? []).filter { $0.hasPrefix("step-") }.sorted(by: >)
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: r)) ?? []).filter { $0.hasPrefix("step-") }
+            .sorted(by: >)
         if names.isEmpty { say("\(r): no checkpoints"); return 0 }
         say(pad("checkpoint", 26) + pad("step", 10) + pad("size", 12) + "age")
         for n in names {
             let dir = r + "/" + n
             let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-            let bytes = files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: dir + "/" + $1)[.size] as? Int) ?? 0) }
+            let bytes = files.reduce(0) {
+                $0 + ((try? FileManager.default.attributesOfItem(atPath: dir + "/" + $1)[.size] as? Int) ?? 0)
+            }
             let mtime = (try? FileManager.default.attributesOfItem(atPath: dir)[.modificationDate] as? Date) ?? Date()
             let step = n.hasSuffix(".partial") ? "-" : String(Int(n.dropFirst(5).prefix(9)) ?? 0)
-            let state = n.hasSuffix(".partial") ? "  (incomplete: never loaded)" : (isCheckpoint(dir) ? (n == latest ? "  <- LATEST" : "") : "  (no manifest: not a checkpoint)")
-            say(pad(n, 26) + pad(step, 10) + pad(String(format: "%.1f MB", Double(bytes) / 1e6), 12) + age(Date().timeIntervalSince(mtime)) + state)
+            let state =
+                n.hasSuffix(".partial")
+                ? "  (incomplete: never loaded)"
+                : (isCheckpoint(dir) ? (n == latest ? "  <- LATEST" : "") : "  (no manifest: not a checkpoint)")
+            say(
+                pad(n, 26) + pad(step, 10) + pad(String(format: "%.1f MB", Double(bytes) / 1e6), 12)
+                    + age(Date().timeIntervalSince(mtime)) + state)
         }
         return 0
     }
 
     static func age(_ s: Double) -> String {
-        s < 120 ? "\(Int(s)) s" : s < 7200 ? "\(Int(s / 60)) min" : s < 172_800 ? "\(Int(s / 3600)) h" : "\(Int(s / 86400)) d"
+        s < 120
+            ? "\(Int(s)) s"
+            : s < 7200 ? "\(Int(s / 60)) min" : s < 172_800 ? "\(Int(s / 3600)) h" : "\(Int(s / 86400)) d"
     }
 
     static func verify(_ path: String) throws -> Int32 {
-        let dirs = isCheckpoint(path) ? [path] : CheckpointStore.list(root: root(path)).map { root(path) + "/" + $0.name }
-        guard !dirs.isEmpty else { throw CheckpointError("\(path): no checkpoint to verify (give a step directory or a run directory)") }
+        let dirs =
+            isCheckpoint(path) ? [path] : CheckpointStore.list(root: root(path)).map { root(path) + "/" + $0.name }
+        guard !dirs.isEmpty else {
+            throw CheckpointError("\(path): no checkpoint to verify (give a step directory or a run directory)")
+        }
         var bad = 0
         for d in dirs {
             let problems = CheckpointStore.verify(dir: d)
             if problems.isEmpty {
                 let m = try CheckpointStore.readManifest(dir: d)
                 let slices = m.tensors.reduce(0) { $0 + $1.slices.count }
-                say("ok      \(d): step \(m.step), \(m.tensors.count) tensors, \(slices) slices, every checksum and element checked")
+                say(
+                    "ok      \(d): step \(m.step), \(m.tensors.count) tensors, \(slices) slices, every checksum and element checked"
+                )
             } else {
                 bad += 1
                 say("FAILED  \(d):")
@@ -98,18 +122,29 @@ enum CkptCommand {
             }
             let values = try whole(t, dir: dir, manifest: m)
             say("\(t.name): shape \(t.shape), \(t.slices.count) slice(s)")
-            for s in t.slices { say("  \(s.file) key \(s.key) ranges \(s.ranges) crc32c \(String(format: "%08x", s.crc32c))") }
+            for s in t.slices {
+                say("  \(s.file) key \(s.key) ranges \(s.ranges) crc32c \(String(format: "%08x", s.crc32c))")
+            }
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(max(values.count, 1))
-            let sd = (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(max(values.count, 1))).squareRoot()
-            say(String(format: "  min %.6g  max %.6g  mean %.6g  std %.6g", Double(values.min() ?? 0), Double(values.max() ?? 0), mean, sd))
+            let sd =
+                (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(max(values.count, 1)))
+                .squareRoot()
+            say(
+                String(
+                    format: "  min %.6g  max %.6g  mean %.6g  std %.6g", Double(values.min() ?? 0),
+                    Double(values.max() ?? 0), mean, sd))
             say("  first values: " + values.prefix(8).map { String(format: "%.6g", Double($0)) }.joined(separator: " "))
             return 0
         }
         let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
         say("checkpoint \(dir)")
-        say("  step \(m.step) (AdamW updates \(m.adamStep)), job \(m.job["name"]?.stringValue ?? "?"), layout world \(m.world) = dp \(m.dp) x tp \(m.tp)")
+        say(
+            "  step \(m.step) (AdamW updates \(m.adamStep)), job \(m.job["name"]?.stringValue ?? "?"), layout world \(m.world) = dp \(m.dp) x tp \(m.tp)"
+        )
         say("  model \(m.job["model"]?.compact ?? "?")")
-        say("  \(weights.count) weight tensors, \(weights.reduce(0) { $0 + $1.shape.reduce(1, *) }) parameters; \(m.tensors.count - weights.count) optimizer tensors")
+        say(
+            "  \(weights.count) weight tensors, \(weights.reduce(0) { $0 + $1.shape.reduce(1, *) }) parameters; \(m.tensors.count - weights.count) optimizer tensors"
+        )
         for t in weights { say("  " + pad(t.name, 40) + pad("\(t.shape)", 14) + "\(t.slices.count) slice(s)") }
         return 0
     }
@@ -118,8 +153,13 @@ enum CkptCommand {
     static func whole(_ t: TensorRecord, dir: String, manifest: Manifest) throws -> [Float] {
         var values = [Float](repeating: 0, count: t.shape.reduce(1, *))
         try values.withUnsafeMutableBufferPointer { buf in
-            try CheckpointStore.load(dir: dir, manifest: manifest, views: [
-                ShardView(name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: buf.baseAddress!, writes: false)])
+            try CheckpointStore.load(
+                dir: dir, manifest: manifest,
+                views: [
+                    ShardView(
+                        name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: buf.baseAddress!,
+                        writes: false)
+                ])
         }
         return values
     }
@@ -132,14 +172,20 @@ enum CkptCommand {
         let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
         let arrays = try weights.map { try whole($0, dir: dir, manifest: m) }
         let ptrs = arrays.map { a -> UnsafeMutablePointer<Float> in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(a.count, 1)); p.update(from: a, count: a.count); return p
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(a.count, 1)); p.update(from: a, count: a.count);
+            return p
         }
         defer { ptrs.forEach { $0.deallocate() } }
         let tmp = out + ".tmp"
-        _ = try SafeTensors.write(zip(weights, ptrs).map { SafeTensorSource(name: $0.0.name, shape: $0.0.shape, data: $0.1) }, to: tmp,
-                                  metadata: ["format": "switchyard", "step": String(m.step), "model": m.job["model"]?.compact ?? ""])
-        guard rename(tmp, out) == 0 else { throw CheckpointError("\(out): cannot write: \(String(cString: strerror(errno)))") }
-        say("exported \(weights.count) tensors (\(arrays.reduce(0) { $0 + $1.count }) parameters) of step \(m.step) to \(out)")
+        _ = try SafeTensors.write(
+            zip(weights, ptrs).map { SafeTensorSource(name: $0.0.name, shape: $0.0.shape, data: $0.1) }, to: tmp,
+            metadata: ["format": "switchyard", "step": String(m.step), "model": m.job["model"]?.compact ?? ""])
+        guard rename(tmp, out) == 0 else {
+            throw CheckpointError("\(out): cannot write: \(String(cString: strerror(errno)))")
+        }
+        say(
+            "exported \(weights.count) tensors (\(arrays.reduce(0) { $0 + $1.count }) parameters) of step \(m.step) to \(out)"
+        )
         return 0
     }
 }

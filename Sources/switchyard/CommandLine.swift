@@ -9,8 +9,8 @@ struct UsageError: Error {
 
 /// One option of a command.
 struct OptionSpec {
-    let names: [String]        // e.g. ["--set", "-s"]
-    let valueName: String?     // nil for a flag
+    let names: [String]  // e.g. ["--set", "-s"]
+    let valueName: String?  // nil for a flag
     let help: String
     let repeatable: Bool
     init(_ names: [String], value: String? = nil, repeatable: Bool = false, _ help: String) {
@@ -54,7 +54,7 @@ func pad(_ s: String, _ width: Int) -> String {
 /// Parsed arguments of one command.
 struct ParsedArgs {
     var positionals: [String] = []
-    var values: [String: [String]] = [:]   // canonical option name -> values
+    var values: [String: [String]] = [:]  // canonical option name -> values
     var flags: Set<String> = []
     var wantsHelp = false
 
@@ -80,8 +80,12 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
             let canonical = o.names.first { $0.hasPrefix("--") } ?? o.names[0]
             if o.valueName != nil {
                 let v: String
-                if let inline { v = inline } else {
-                    guard i + 1 < args.count else { throw UsageError(message: "option \(name) needs a value \(o.valueName!)", command: spec.name) }
+                if let inline {
+                    v = inline
+                } else {
+                    guard i + 1 < args.count else {
+                        throw UsageError(message: "option \(name) needs a value \(o.valueName!)", command: spec.name)
+                    }
                     v = args[i + 1]; i += 1
                 }
                 if !o.repeatable && out.values[canonical] != nil {
@@ -103,7 +107,8 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
         throw UsageError(message: "missing argument \(missing)", command: spec.name)
     }
     if out.positionals.count > spec.positionals.count {
-        throw UsageError(message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
+        throw UsageError(
+            message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
     }
     return out
 }
@@ -112,7 +117,9 @@ extension ParsedArgs {
     /// The value of option `name` as a whole number >= 1, nil when absent; a usage error otherwise.
     func positiveInt(_ name: String, command: String) throws -> Int? {
         guard let s = value(name) else { return nil }
-        guard let v = Int(s), v >= 1 else { throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: command) }
+        guard let v = Int(s), v >= 1 else {
+            throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: command)
+        }
         return v
     }
 }

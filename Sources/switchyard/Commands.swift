@@ -8,10 +8,14 @@ enum Commands {
         summary: "Train a job as a plain process or under mpirun -np N; resumes from the run's newest checkpoint.",
         positionals: [("JOB", "job spec (JSON), e.g. jobs/tiny.json")],
         options: [
-            OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
-            OptionSpec(["--threads"], value: "N", "BLAS threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
-            OptionSpec(["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
-            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)"),
+            OptionSpec(
+                ["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
+            OptionSpec(
+                ["--threads"], value: "N",
+                "BLAS threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
+            OptionSpec(
+                ["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
+            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)")
         ],
         details: jobKeysHelp + """
 
@@ -29,12 +33,16 @@ enum Commands {
 
     static let selftest = CommandSpec(
         name: "selftest",
-        summary: "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
+        summary:
+            "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
         positionals: [],
         options: [],
         details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n")
 
-    static let all = [train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status, MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec]
+    static let all = [
+        train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status,
+        MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec
+    ]
 
     static var jobKeysHelp: String {
         let defaults = Job().resolvedJSON

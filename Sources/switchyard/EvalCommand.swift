@@ -15,19 +15,27 @@ enum EvalCommand {
         options: [
             OptionSpec(["--data"], value: "FILE", "text (bytes) or llm.c .bin file to evaluate on (required)"),
             OptionSpec(["--windows"], value: "N", "number of windows (default 64)"),
-            OptionSpec(["--seq"], value: "T", "window length, at most the model's seqLen (default: seqLen)"),
+            OptionSpec(["--seq"], value: "T", "window length, at most the model's seqLen (default: seqLen)")
         ],
-        details: "Window i of N starts at token i * (len - T - 1) / N (integer division); each predicts its T next tokens.\n")
+        details:
+            "Window i of N starts at token i * (len - T - 1) / N (integer division); each predicts its T next tokens.\n"
+    )
 
     static func run(_ args: ParsedArgs) -> Int32 {
-        guard let dataPath = args.value("--data") else { return usage(UsageError(message: "eval needs --data FILE", command: "eval")) }
+        guard let dataPath = args.value("--data") else {
+            return usage(UsageError(message: "eval needs --data FILE", command: "eval"))
+        }
         let windows: Int
-        do { windows = try args.positiveInt("--windows", command: "eval") ?? 64 } catch let e as UsageError { return usage(e) } catch { return 1 }
+        do { windows = try args.positiveInt("--windows", command: "eval") ?? 64 } catch let e as UsageError {
+            return usage(e)
+        } catch { return 1 }
         do {
             var dir = args.positionals[0]
             if !FileManager.default.fileExists(atPath: dir + "/manifest.json") {
                 let root = CkptCommand.root(dir)
-                guard let latest = CheckpointStore.latest(root: root) else { throw CheckpointError("\(dir): no checkpoint (no manifest.json, no LATEST)") }
+                guard let latest = CheckpointStore.latest(root: root) else {
+                    throw CheckpointError("\(dir): no checkpoint (no manifest.json, no LATEST)")
+                }
                 dir = root + "/" + latest
             }
             let problems = CheckpointStore.verify(dir: dir)
@@ -39,19 +47,25 @@ enum EvalCommand {
             var t = cfg.seqLen
             if let s = args.value("--seq") {
                 guard let n = Int(s), n >= 1, n <= cfg.seqLen else {
-                    return usage(UsageError(message: "--seq must be in 1...\(cfg.seqLen) (the model's seqLen), got '\(s)'", command: "eval"))
+                    return usage(
+                        UsageError(
+                            message: "--seq must be in 1...\(cfg.seqLen) (the model's seqLen), got '\(s)'",
+                            command: "eval"))
                 }
                 t = n
             }
             let data = try TokenData.load(path: dataPath, format: "auto", vocabSize: cfg.vocabSize)
             guard data.tokens.count >= t + 1 else {
-                throw DataError(path: dataPath, message: "\(data.tokens.count) tokens is shorter than one window (T + 1 = \(t + 1))")
+                throw DataError(
+                    path: dataPath, message: "\(data.tokens.count) tokens is shorter than one window (T + 1 = \(t + 1))"
+                )
             }
             let batch = 8
             let model = Transformer(config: cfg, maxBatch: batch)
             let views = model.store.infos.map { info in
-                ShardView(name: info.name, globalShape: info.globalShape, ranges: info.globalShape.map { [0, $0] },
-                          data: model.store.params.base + info.offset, writes: false)
+                ShardView(
+                    name: info.name, globalShape: info.globalShape, ranges: info.globalShape.map { [0, $0] },
+                    data: model.store.params.base + info.offset, writes: false)
             }
             try CheckpointStore.load(dir: dir, manifest: m, views: views)
             let len = data.tokens.count
@@ -69,8 +83,10 @@ enum EvalCommand {
                 first += count
             }
             let loss = total / Double(windows * t)
-            say(String(format: "eval %@ on %@: mean cross-entropy %.6f over %d windows of %d tokens (step %d)",
-                       dir as NSString, dataPath as NSString, loss, windows, t, m.step))
+            say(
+                String(
+                    format: "eval %@ on %@: mean cross-entropy %.6f over %d windows of %d tokens (step %d)",
+                    dir as NSString, dataPath as NSString, loss, windows, t, m.step))
             return 0
         } catch {
             Runtime.printError("\(error)")

@@ -9,17 +9,25 @@ enum MonitorCommands {
         summary: "Show a run's progress from its log; --follow keeps watching as it grows.",
         positionals: [("RUN", "a run directory (runs/<name>) or its log.jsonl")],
         options: [
-            OptionSpec(["--follow", "-f"], "keep reading as the log grows (waits for it to appear; exits 0 at the run's end or on Ctrl-C)"),
+            OptionSpec(
+                ["--follow", "-f"],
+                "keep reading as the log grows (waits for it to appear; exits 0 at the run's end or on Ctrl-C)"),
             OptionSpec(["--every"], value: "N", "show every N-th step (default 1)"),
-            OptionSpec(["--json"], "print the events as JSON lines instead of text"),
+            OptionSpec(["--json"], "print the events as JSON lines instead of text")
         ],
-        details: "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step time);\npiped, it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n")
+        details:
+            "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step time);\npiped, it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n"
+    )
 
     static let status = CommandSpec(
         name: "status",
         summary: "One line per run: state (running, finished, failed, stale), step, loss, tokens/s, newest checkpoint.",
         positionals: [("PATH", "a run directory or a directory of runs (e.g. runs)")],
-        options: [OptionSpec(["--stale-after"], value: "S", "seconds without log growth before a run without `end` is stale (default 300)")],
+        options: [
+            OptionSpec(
+                ["--stale-after"], value: "S",
+                "seconds without log growth before a run without `end` is stale (default 300)")
+        ],
         details: "")
 
     static let plot = CommandSpec(
@@ -28,7 +36,7 @@ enum MonitorCommands {
         positionals: [("RUN", "a run directory or its log.jsonl")],
         options: [
             OptionSpec(["--out"], value: "FILE", "the SVG file to write (required)"),
-            OptionSpec(["--metric"], value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)"),
+            OptionSpec(["--metric"], value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
         ],
         details: "")
 
@@ -36,7 +44,9 @@ enum MonitorCommands {
 
     static func runTail(_ args: ParsedArgs) -> Int32 {
         let every: Int
-        do { every = try args.positiveInt("--every", command: "tail") ?? 1 } catch let e as UsageError { return usage(e) } catch { return 1 }
+        do { every = try args.positiveInt("--every", command: "tail") ?? 1 } catch let e as UsageError {
+            return usage(e)
+        } catch { return 1 }
         let path = logPath(args.positionals[0])
         let follow = args.flags.contains("--follow"), json = args.flags.contains("--json")
         let terminal = isatty(1) == 1
@@ -52,15 +62,24 @@ enum MonitorCommands {
         var waited = false
         while true {
             if !reader.exists {
-                if !waited { FileHandle.standardError.write(Data("switchyard tail: waiting for \(path) to appear...\n".utf8)); waited = true }
+                if !waited {
+                    FileHandle.standardError.write(Data("switchyard tail: waiting for \(path) to appear...\n".utf8));
+                    waited = true
+                }
             } else {
                 let r = reader.poll()
-                if r.restarted { state = RunState(); if !dashboard { say("== the log was truncated or replaced; reading it again") } }
+                if r.restarted {
+                    state = RunState(); if !dashboard { say("== the log was truncated or replaced; reading it again") }
+                }
                 for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
                 for e in r.events {
                     state.apply(e)
                     if dashboard { continue }
-                    if json { say(e.json.compact) } else if let line = Render.line(e, state: state, every: every, style: style) { say(line) }
+                    if json {
+                        say(e.json.compact)
+                    } else if let line = Render.line(e, state: state, every: every, style: style) {
+                        say(line)
+                    }
                 }
                 if dashboard && (!r.events.isEmpty || r.restarted) {
                     say("\u{1B}[H\u{1B}[2J" + Render.dashboard(state, path: path, style: style).joined(separator: "\n"))
@@ -74,12 +93,16 @@ enum MonitorCommands {
     static func runStatus(_ args: ParsedArgs) -> Int32 {
         var stale = 300.0
         if let s = args.value("--stale-after") {
-            guard let v = Double(s), v > 0 else { return usage(UsageError(message: "--stale-after needs seconds > 0, got '\(s)'", command: "status")) }
+            guard let v = Double(s), v > 0 else {
+                return usage(UsageError(message: "--stale-after needs seconds > 0, got '\(s)'", command: "status"))
+            }
             stale = v
         }
         let path = args.positionals[0]
         var dirs: [String] = []
-        if FileManager.default.fileExists(atPath: path + "/log.jsonl") { dirs = [path] } else {
+        if FileManager.default.fileExists(atPath: path + "/log.jsonl") {
+            dirs = [path]
+        } else {
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
             dirs = names.map { path + "/" + $0 }.filter { FileManager.default.fileExists(atPath: $0 + "/log.jsonl") }
         }
@@ -92,15 +115,20 @@ enum MonitorCommands {
     }
 
     static func runPlot(_ args: ParsedArgs) -> Int32 {
-        guard let out = args.value("--out") else { return usage(UsageError(message: "plot needs --out FILE.svg", command: "plot")) }
+        guard let out = args.value("--out") else {
+            return usage(UsageError(message: "plot needs --out FILE.svg", command: "plot"))
+        }
         let metric = args.value("--metric") ?? "loss"
         guard Plot.metrics.contains(metric) else {
-            return usage(UsageError(message: "--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'", command: "plot"))
+            return usage(
+                UsageError(
+                    message: "--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'",
+                    command: "plot"))
         }
         let path = logPath(args.positionals[0])
         let reader = LogReader(path: path)
         guard reader.exists else { Runtime.printError("\(path): no such log"); return 1 }
-        reader.seekThreshold = UInt64.max   // a plot wants every point
+        reader.seekThreshold = UInt64.max  // a plot wants every point
         let r = reader.poll()
         for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
         do {

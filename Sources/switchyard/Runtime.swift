@@ -16,15 +16,21 @@ enum Runtime {
         // SWITCHYARD_PRETEND_BLAS_CORE lets a test exercise the re-exec on a CPU that OpenBLAS
         // recognises (it replaces only the detected core name in the decision).
         let detected = env["SWITCHYARD_PRETEND_BLAS_CORE"] ?? BLAS.coreName
-        guard let core = BLASCore.decide(currentCore: detected, cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo),
-                                         userCoreType: env["OPENBLAS_CORETYPE"]) else { return }
+        guard
+            let core = BLASCore.decide(
+                currentCore: detected, cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo),
+                userCoreType: env["OPENBLAS_CORETYPE"])
+        else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)
         setenv("SWITCHYARD_BLAS_REEXEC", "\(detected)->\(core)", 1)
         let args = CommandLine.arguments
         var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         execv("/proc/self/exe", &cargs)
         // Only reached if exec failed.
-        FileHandle.standardError.write(Data("switchyard: warning: could not re-execute with OPENBLAS_CORETYPE=\(core); continuing with \(BLAS.coreName)\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "switchyard: warning: could not re-execute with OPENBLAS_CORETYPE=\(core); continuing with \(BLAS.coreName)\n"
+                    .utf8))
     }
 
     /// BLAS threads: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.
@@ -40,7 +46,9 @@ enum Runtime {
     static var cpuModel: String {
         let text = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix("model name") {
-            if let c = line.firstIndex(of: ":") { return line[line.index(after: c)...].trimmingCharacters(in: .whitespaces) }
+            if let c = line.firstIndex(of: ":") {
+                return line[line.index(after: c)...].trimmingCharacters(in: .whitespaces)
+            }
         }
         return "unknown"
     }

@@ -1,7 +1,7 @@
+import Checkpoint
 // `switchyard train JOB [--set k=v]...`: validate everything on every rank before any
 // training, agree on failure, then run the step loop.
 import Comm
-import Checkpoint
 import CommMPI
 import Foundation
 import Tensor
@@ -10,7 +10,9 @@ import Training
 enum TrainCommand {
     static func run(_ args: ParsedArgs) -> Int32 {
         let threadsOption: Int?
-        do { threadsOption = try args.positiveInt("--threads", command: "train") } catch let e as UsageError { return usage(e) } catch { return 1 }
+        do { threadsOption = try args.positiveInt("--threads", command: "train") } catch let e as UsageError {
+            return usage(e)
+        } catch { return 1 }
         let threads = Runtime.blasThreads(option: threadsOption)
         BLAS.setThreads(threads)
 
@@ -44,7 +46,8 @@ enum TrainCommand {
             return 1
         }
         let job = prepared!.job
-        let choice: ResumeChoice = args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
+        let choice: ResumeChoice =
+            args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
         if choice == .none && world.rank == 0 {
             // Starting over never deletes work: earlier checkpoints are moved aside.
             let root = job.runDirectory + "/checkpoints"
@@ -55,12 +58,14 @@ enum TrainCommand {
                 }
             }
         }
-        var env = RunEnvironment(blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+        var env = RunEnvironment(
+            blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
         env.blasCoreOverride = Runtime.blasCoreOverride
         let trainer: Trainer
         do {
-            trainer = try Trainer(job: prepared!.job, comm: world, data: prepared!.data, log: prepared!.log, environment: env,
-                                  say: world.rank == 0 ? { say($0) } : { _ in })
+            trainer = try Trainer(
+                job: prepared!.job, comm: world, data: prepared!.data, log: prepared!.log, environment: env,
+                say: world.rank == 0 ? { say($0) } : { _ in })
         } catch {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
@@ -71,12 +76,16 @@ enum TrainCommand {
             if let info = try trainer.resume(choice) {
                 trainer.resumeInfo = info
                 for s in info.skipped where world.rank == 0 {
-                    say("warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one")
+                    say(
+                        "warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one"
+                    )
                 }
                 if world.rank == 0 { say("switchyard: resumed from \(info.path) (step \(info.step))") }
                 if info.step >= job.train.steps {
                     if world.rank == 0 {
-                        say("switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); raise train.steps to go on, or --no-resume to start over")
+                        say(
+                            "switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); raise train.steps to go on, or --no-resume to start over"
+                        )
                     }
                     MPICommunicator.finalize()
                     return 0
@@ -99,8 +108,12 @@ enum TrainCommand {
             let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
             if world.rank == 0 {
                 let last = summary.losses.last { !$0.isNaN } ?? .nan
-                say(String(format: "switchyard: done: steps %d-%d, final loss %.4f, %.0f tokens/s", summary.firstStep, summary.firstStep + summary.losses.count - 1, last, summary.tokensPerSec)
-                    + (summary.stoppedEarly ? " (stopped by signal)" : "") + ". Log: \(trainer.job.runDirectory)/log.jsonl")
+                say(
+                    String(
+                        format: "switchyard: done: steps %d-%d, final loss %.4f, %.0f tokens/s", summary.firstStep,
+                        summary.firstStep + summary.losses.count - 1, last, summary.tokensPerSec)
+                        + (summary.stoppedEarly ? " (stopped by signal)" : "")
+                        + ". Log: \(trainer.job.runDirectory)/log.jsonl")
             }
         } catch {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
@@ -126,8 +139,10 @@ enum SelftestCommand {
             for f in failures { Runtime.printError(f, rank: world.rank, world: world.size) }
             if world.rank == 0 {
                 let bad = all.reduce(0, +)
-                print(bad == 0 ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split, point-to-point)"
-                               : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
+                print(
+                    bad == 0
+                        ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split, point-to-point)"
+                        : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
             }
             MPICommunicator.finalize()
             return all.reduce(0, +) == 0 ? 0 : 1
@@ -145,7 +160,9 @@ func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").ut
 func usage(_ e: UsageError) -> Int32 {
     let spec = Commands.all.first { $0.name == e.command }
     var text = "switchyard: error: \(e.message)\n"
-    if let spec { text += "USAGE: \(spec.usageLine)\nRun 'switchyard \(spec.name) --help' for the options.\n" } else {
+    if let spec {
+        text += "USAGE: \(spec.usageLine)\nRun 'switchyard \(spec.name) --help' for the options.\n"
+    } else {
         text += "USAGE: switchyard <command> [options]\nRun 'switchyard --help' for the commands.\n"
     }
     if Runtime.launchRank == 0 { FileHandle.standardError.write(Data(text.utf8)) }

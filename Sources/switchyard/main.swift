@@ -17,7 +17,9 @@ func dispatch(_ argv: [String]) -> Int32 {
         print(Commands.version)
         return 0
     case "help":
-        guard argv.count > 1, argv[1] != "-h", argv[1] != "--help" else { print(Commands.topHelp, terminator: ""); return 0 }
+        guard argv.count > 1, argv[1] != "-h", argv[1] != "--help" else {
+            print(Commands.topHelp, terminator: ""); return 0
+        }
         guard let spec = Commands.all.first(where: { $0.name == argv[1] }) else {
             return usage(UsageError(message: "unknown command '\(argv[1])'", command: nil))
         }

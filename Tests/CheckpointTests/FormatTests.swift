@@ -27,16 +27,19 @@ final class FormatTests: XCTestCase {
             let soft = bytes.withUnsafeBytes { CRC32C.software($0.baseAddress!, count: n) }
             XCTAssertEqual(whole, soft, "hardware and table paths, length \(n)")
         }
-        XCTAssertEqual(Array("123456789".utf8).withUnsafeBytes { CRC32C.software($0.baseAddress!, count: 9) }, 0xE306_9283)
+        XCTAssertEqual(
+            Array("123456789".utf8).withUnsafeBytes { CRC32C.software($0.baseAddress!, count: 9) }, 0xE306_9283)
     }
 
     func write(_ path: String, _ tensors: [(String, [Int], [Float])]) throws -> [(SafeTensorEntry, UInt32)] {
         let bufs = tensors.map { $0.2 }
         let ptrs = bufs.map { b -> UnsafeMutablePointer<Float> in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(b.count, 1)); p.update(from: b, count: b.count); return p
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(b.count, 1)); p.update(from: b, count: b.count);
+            return p
         }
         defer { ptrs.forEach { $0.deallocate() } }
-        return try SafeTensors.write(zip(tensors, ptrs).map { SafeTensorSource(name: $0.0.0, shape: $0.0.1, data: $0.1) }, to: path)
+        return try SafeTensors.write(
+            zip(tensors, ptrs).map { SafeTensorSource(name: $0.0.0, shape: $0.0.1, data: $0.1) }, to: path)
     }
 
     func testSafeTensorsRoundTrip() throws {
@@ -61,7 +64,8 @@ final class FormatTests: XCTestCase {
         let path = dir + "/good.safetensors"
         _ = try write(path, [("w", [4], [1, 2, 3, 4])])
         let good = try Data(contentsOf: URL(fileURLWithPath: path))
-        func damaged(_ name: String, _ bytes: Data, _ text: String, file: StaticString = #filePath, line: UInt = #line) {
+        func damaged(_ name: String, _ bytes: Data, _ text: String, file: StaticString = #filePath, line: UInt = #line)
+        {
             let p = dir + "/" + name
             try! bytes.write(to: URL(fileURLWithPath: p))
             XCTAssertThrowsError(try SafeTensorsFile(path: p), file: file, line: line) {
@@ -82,23 +86,40 @@ final class FormatTests: XCTestCase {
             while b.count % 8 != 0 { b.append(0x20) }
             return withUnsafeBytes(of: UInt64(b.count).littleEndian) { Data($0) } + Data(b) + Data(count: 16)
         }
-        damaged("past", withHeader(#"{"w":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}}"#), "outside the 16 data bytes")
+        damaged(
+            "past", withHeader(#"{"w":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}}"#), "outside the 16 data bytes"
+        )
         damaged("dtype", withHeader(#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#), "is not F32")
         damaged("shape", withHeader(#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#), "needs 12 bytes")
     }
 
     func testManifestRoundTripAndErrors() throws {
-        let m = Manifest(step: 20, adamStep: 19, job: ["name": "x"], world: 2, dp: 2, tp: 1, placement: [[[0], [1, 0]]],
-                         createdAt: 1, tensors: [TensorRecord(name: "w", shape: [4, 2], slices: [
-                            SliceRecord(file: "rank-00000.safetensors", key: "w", ranges: [[0, 2], [0, 2]], crc32c: 7),
-                            SliceRecord(file: "rank-00001.safetensors", key: "w", ranges: [[2, 4], [0, 2]], crc32c: 9)])])
+        let m = Manifest(
+            step: 20, adamStep: 19, job: ["name": "x"], world: 2, dp: 2, tp: 1, placement: [[[0], [1, 0]]],
+            createdAt: 1,
+            tensors: [
+                TensorRecord(
+                    name: "w", shape: [4, 2],
+                    slices: [
+                        SliceRecord(file: "rank-00000.safetensors", key: "w", ranges: [[0, 2], [0, 2]], crc32c: 7),
+                        SliceRecord(file: "rank-00001.safetensors", key: "w", ranges: [[2, 4], [0, 2]], crc32c: 9)
+                    ])
+            ])
         XCTAssertEqual(try Manifest.parse(Array(m.json.compact.utf8), path: "m"), m)
-        XCTAssertThrowsError(try Manifest.parse(Array("{".utf8), path: "m.json")) { XCTAssertTrue("\($0)".contains("m.json: not valid JSON"), "\($0)") }
+        XCTAssertThrowsError(try Manifest.parse(Array("{".utf8), path: "m.json")) {
+            XCTAssertTrue("\($0)".contains("m.json: not valid JSON"), "\($0)")
+        }
         var j = m.json.compact.replacingOccurrences(of: "\"format\":1", with: "\"format\":9")
-        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) { XCTAssertTrue("\($0)".contains("format version 9"), "\($0)") }
+        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
+            XCTAssertTrue("\($0)".contains("format version 9"), "\($0)")
+        }
         j = m.json.compact.replacingOccurrences(of: "[[2,4],[0,2]]", with: "[[2,5],[0,2]]")
-        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) { XCTAssertTrue("\($0)".contains("outside dimension 0"), "\($0)") }
+        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
+            XCTAssertTrue("\($0)".contains("outside dimension 0"), "\($0)")
+        }
         j = m.json.compact.replacingOccurrences(of: "rank-00001.safetensors", with: "../etc/passwd")
-        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) { XCTAssertTrue("\($0)".contains("bad slice file"), "\($0)") }
+        XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
+            XCTAssertTrue("\($0)".contains("bad slice file"), "\($0)")
+        }
     }
 }

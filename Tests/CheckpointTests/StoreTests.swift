@@ -21,16 +21,22 @@ final class StoreTests: XCTestCase {
             let r = comm.rank
             let rows = byColumns ? [0, 6] : [r * 6 / world, (r + 1) * 6 / world]
             let cols = byColumns ? [r * 4 / world, (r + 1) * 4 / world] : [0, 4]
-            let m = UnsafeMutablePointer<Float>.allocate(capacity: 24), v = UnsafeMutablePointer<Float>.allocate(capacity: 5)
+            let m = UnsafeMutablePointer<Float>.allocate(capacity: 24),
+                v = UnsafeMutablePointer<Float>.allocate(capacity: 5)
             defer { m.deallocate(); v.deallocate() }
             var i = 0
-            for row in rows[0]..<rows[1] { for col in cols[0]..<cols[1] { m[i] = StoreTests.matrix(row, col) + Float(step); i += 1 } }
+            for row in rows[0]..<rows[1] {
+                for col in cols[0]..<cols[1] { m[i] = StoreTests.matrix(row, col) + Float(step); i += 1 }
+            }
             for j in 0..<5 { v[j] = Float(j) }
-            let views = [ShardView(name: "m", globalShape: [6, 4], ranges: [rows, cols], data: m, writes: true),
-                         ShardView(name: "v", globalShape: [5], ranges: [[0, 5]], data: v, writes: r == 0)]
+            let views = [
+                ShardView(name: "m", globalShape: [6, 4], ranges: [rows, cols], data: m, writes: true),
+                ShardView(name: "v", globalShape: [5], ranges: [[0, 5]], data: v, writes: r == 0)
+            ]
             let w = CheckpointWriter(root: root, comm: comm, keep: keep, keepEvery: 0)
-            let manifest = Manifest(step: step, adamStep: step, job: ["name": .string(d)], world: world, dp: world, tp: 1,
-                                    placement: [], createdAt: 0, tensors: [])
+            let manifest = Manifest(
+                step: step, adamStep: step, job: ["name": .string(d)], world: world, dp: world, tp: 1,
+                placement: [], createdAt: 0, tensors: [])
             w.start(step: step, manifest: manifest, views: views)
             var result: SaveResult? = nil
             while result == nil { result = try w.poll(block: false) }
@@ -50,8 +56,9 @@ final class StoreTests: XCTestCase {
             let n = (rows[1] - rows[0]) * (cols[1] - cols[0])
             let m = UnsafeMutablePointer<Float>.allocate(capacity: n)
             defer { m.deallocate() }
-            try CheckpointStore.load(dir: root + "/" + name, manifest: manifest,
-                                     views: [ShardView(name: "m", globalShape: [6, 4], ranges: [rows, cols], data: m, writes: false)])
+            try CheckpointStore.load(
+                dir: root + "/" + name, manifest: manifest,
+                views: [ShardView(name: "m", globalShape: [6, 4], ranges: [rows, cols], data: m, writes: false)])
             return Array(UnsafeBufferPointer(start: m, count: n))
         }
     }
@@ -99,7 +106,8 @@ final class StoreTests: XCTestCase {
         XCTAssertEqual(CheckpointStore.latest(root: root), "step-000000005")
         XCTAssertEqual(CheckpointStore.candidates(root: root), ["step-000000005", "step-000000004"])
         // A leftover .partial (a crash mid-save) is never a candidate and is removed by the next save.
-        try FileManager.default.createDirectory(atPath: root + "/step-000000009.partial", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: root + "/step-000000009.partial", withIntermediateDirectories: true)
         XCTAssertEqual(CheckpointStore.candidates(root: root), ["step-000000005", "step-000000004"])
         try save(world: 1, step: 6, keep: 2)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/step-000000009.partial"))
@@ -123,8 +131,11 @@ final class WriterFailureTests: XCTestCase {
             defer { v.deallocate() }
             v.initialize(repeating: 1, count: 4)
             let w = CheckpointWriter(root: dir + "/checkpoints", comm: comm, keep: 1, keepEvery: 0)
-            let m = Manifest(step: 1, adamStep: 1, job: [:], world: 2, dp: 2, tp: 1, placement: [], createdAt: 0, tensors: [])
-            w.start(step: 1, manifest: m, views: [ShardView(name: "v", globalShape: [4], ranges: [[0, 4]], data: v, writes: comm.rank == 0)])
+            let m = Manifest(
+                step: 1, adamStep: 1, job: [:], world: 2, dp: 2, tp: 1, placement: [], createdAt: 0, tensors: [])
+            w.start(
+                step: 1, manifest: m,
+                views: [ShardView(name: "v", globalShape: [4], ranges: [[0, 4]], data: v, writes: comm.rank == 0)])
             let r = try w.poll(block: true)!
             return r.ok ? "ok" : r.message
         }

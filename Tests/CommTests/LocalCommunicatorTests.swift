@@ -16,44 +16,59 @@ final class LocalCommunicatorTests: XCTestCase {
     func testFailingRankAbortsTheOthers() {
         struct Boom: Error {}
         let start = Date()
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 3) { comm -> Int in
-            if comm.rank == 1 { throw Boom() }
-            try comm.barrier()
-            return 0
-        }) { XCTAssertTrue($0 is Boom, "got \($0)") }
+        XCTAssertThrowsError(
+            try LocalCommunicator.run(size: 3) { comm -> Int in
+                if comm.rank == 1 { throw Boom() }
+                try comm.barrier()
+                return 0
+            }
+        ) { XCTAssertTrue($0 is Boom, "got \($0)") }
         XCTAssertLessThan(Date().timeIntervalSince(start), 5)
     }
 
     /// Mismatched sizes are reported, not silently misread.
     func testAlltoallvCountMismatchIsAnError() {
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 2) { comm -> [Float] in
-            // Both ranks send 1 element to each other but rank 1 expects 2 from rank 0.
-            try comm.alltoallv([1, 2], sendCounts: [1, 1], recvCounts: comm.rank == 1 ? [2, 1] : [1, 1])
-        })
+        XCTAssertThrowsError(
+            try LocalCommunicator.run(size: 2) { comm -> [Float] in
+                // Both ranks send 1 element to each other but rank 1 expects 2 from rank 0.
+                try comm.alltoallv([1, 2], sendCounts: [1, 1], recvCounts: comm.rank == 1 ? [2, 1] : [1, 1])
+            })
     }
 
     /// A point-to-point message of the wrong length is an error on the receiver; one that never
     /// comes is a timeout, not a hang.
     func testExchangeLengthMismatchAndMissingMessageAreErrors() {
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 2) { comm -> Int in
-            let other = 1 - comm.rank
-            let out: [Float] = [1, 2, 3]
-            var into = [Float](repeating: 0, count: comm.rank == 1 ? 2 : 3)
-            try out.withUnsafeBufferPointer { s in
-                try into.withUnsafeMutableBufferPointer { r in
-                    try comm.exchange(sends: [PeerBuffer(peer: other, buffer: s)], receives: [PeerMutableBuffer(peer: other, buffer: r)])
+        XCTAssertThrowsError(
+            try LocalCommunicator.run(size: 2) { comm -> Int in
+                let other = 1 - comm.rank
+                let out: [Float] = [1, 2, 3]
+                var into = [Float](repeating: 0, count: comm.rank == 1 ? 2 : 3)
+                try out.withUnsafeBufferPointer { s in
+                    try into.withUnsafeMutableBufferPointer { r in
+                        try comm.exchange(
+                            sends: [PeerBuffer(peer: other, buffer: s)],
+                            receives: [PeerMutableBuffer(peer: other, buffer: r)])
+                    }
                 }
+                return 0
             }
-            return 0
-        }) { XCTAssertTrue("\($0)".contains("rank 0 sent 3 elements to rank 1, which expects 2"), "\($0)") }
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
-            var into = [Float](repeating: 0, count: 1)
-            if comm.rank == 0 {
-                try into.withUnsafeMutableBufferPointer { try comm.exchange(sends: [], receives: [PeerMutableBuffer(peer: 1, buffer: $0)]) }
+        ) { XCTAssertTrue("\($0)".contains("rank 0 sent 3 elements to rank 1, which expects 2"), "\($0)") }
+        XCTAssertThrowsError(
+            try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
+                var into = [Float](repeating: 0, count: 1)
+                if comm.rank == 0 {
+                    try into.withUnsafeMutableBufferPointer {
+                        try comm.exchange(sends: [], receives: [PeerMutableBuffer(peer: 1, buffer: $0)])
+                    }
+                }
+                return 0
             }
-            return 0
-        }) { XCTAssertTrue("\($0)".contains("waited more than 0 s for a message from rank 1"), "\($0)") }
-        XCTAssertThrowsError(try LocalCommunicator.single().exchange(sends: [PeerBuffer<Float>](), receives: [PeerMutableBuffer(peer: 1, buffer: .init(start: nil, count: 0))])) {
+        ) { XCTAssertTrue("\($0)".contains("waited more than 0 s for a message from rank 1"), "\($0)") }
+        XCTAssertThrowsError(
+            try LocalCommunicator.single().exchange(
+                sends: [PeerBuffer<Float>](),
+                receives: [PeerMutableBuffer(peer: 1, buffer: .init(start: nil, count: 0))])
+        ) {
             XCTAssertTrue("\($0)".contains("peer 1 outside 0..<1"), "\($0)")
         }
     }
@@ -62,10 +77,12 @@ final class LocalCommunicatorTests: XCTestCase {
     /// reports 0 GB/s where none has (one node asked for other nodes); every rank gets the same.
     func testLinkProbeMeasuresPeersOnly() throws {
         let r = try LocalCommunicator.run(size: 2) { comm -> [Double] in
-            [try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: true, floatsPerPeer: 1 << 14),
-             try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: false, floatsPerPeer: 1 << 14),
-             try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 1], sameNode: false, floatsPerPeer: 1 << 14),
-             try LinkProbe.alltoallvLatencyUs(comm, rounds: 20)]
+            [
+                try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: true, floatsPerPeer: 1 << 14),
+                try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 0], sameNode: false, floatsPerPeer: 1 << 14),
+                try LinkProbe.alltoallvGBps(comm, nodeOf: [0, 1], sameNode: false, floatsPerPeer: 1 << 14),
+                try LinkProbe.alltoallvLatencyUs(comm, rounds: 20)
+            ]
         }
         XCTAssertGreaterThan(r[0][0], 0)
         XCTAssertEqual(r[0][1], 0, "no rank has a peer on another node")
@@ -76,9 +93,10 @@ final class LocalCommunicatorTests: XCTestCase {
 
     /// A rank that never arrives is a timeout error, not a hang.
     func testMissingRankTimesOut() {
-        XCTAssertThrowsError(try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
-            if comm.rank == 0 { try comm.barrier() }
-            return comm.rank
-        })
+        XCTAssertThrowsError(
+            try LocalCommunicator.run(size: 2, timeout: 0.5) { comm -> Int in
+                if comm.rank == 0 { try comm.barrier() }
+                return comm.rank
+            })
     }
 }

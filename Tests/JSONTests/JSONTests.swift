@@ -24,7 +24,9 @@ final class JSONTests: XCTestCase {
     }
 
     func testRoundTripsThroughCompactAndPretty() throws {
-        let v: JSONValue = ["step": 12, "loss": 2.718281828459045, "tiny": 1e-300, "s": "q\"\\\t", "arr": [[1, 2], []], "o": [:]]
+        let v: JSONValue = [
+            "step": 12, "loss": 2.718281828459045, "tiny": 1e-300, "s": "q\"\\\t", "arr": [[1, 2], []], "o": [:]
+        ]
         XCTAssertEqual(try JSONValue.parse(v.compact), v)
         XCTAssertEqual(try JSONValue.parse(v.pretty), v)
         XCTAssertEqual(JSONValue.number(3).compact, "3")

@@ -1,8 +1,9 @@
-@testable import Model
 import Comm
 import Placement
 import Tensor
 import XCTest
+
+@testable import Model
 
 /// Expert-parallel dispatch and combine over real thread-ranks: tokens are conserved, every row
 /// reaches the rank that holds its expert, and combine(dispatch(x)) == x with identity experts.
@@ -13,12 +14,14 @@ final class DispatchTests: XCTestCase {
         let results = try LocalCommunicator.run(size: world) { comm -> (sent: Int, received: Int, ok: Bool) in
             let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: nodes)
             let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k)
-            let rows = 5 + comm.rank                       // ranks hold different row counts
+            let rows = 5 + comm.rank  // ranks hold different row counts
             let s = MoEState(n: rows, e: e, k: k)
             s.rowStart = 0; s.rows = rows
             // Rows encode (rank, row): x[r] = [rank, row, rank * 100 + row].
             let x = FloatBuffer(count: rows * c)
-            for r in 0..<rows { x[r * c] = Float(comm.rank); x[r * c + 1] = Float(r); x[r * c + 2] = Float(comm.rank * 100 + r) }
+            for r in 0..<rows {
+                x[r * c] = Float(comm.rank); x[r * c + 1] = Float(r); x[r * c + 2] = Float(comm.rank * 100 + r)
+            }
             // Random top-2 routing with distinct experts; expert e-1 never chosen (no tokens).
             for r in 0..<rows {
                 let h = CounterRNG.hash(seed, UInt64(comm.rank), UInt64(r))
@@ -41,7 +44,9 @@ final class DispatchTests: XCTestCase {
                     // The row came to the replica its token index picks among those serving src's node.
                     let servers = plan.servers(layer: 0, expert: ex, node: nodes[src], nodeOf: nodes)
                     if servers[(src * 1000 + row) % servers.count] != comm.rank { ok = false }
-                    if nodeOf == nil && plan.rank(layer: 0, expert: ex, token: src * 1000 + row) != comm.rank { ok = false }
+                    if nodeOf == nil && plan.rank(layer: 0, expert: ex, token: src * 1000 + row) != comm.rank {
+                        ok = false
+                    }
                     if s.xe.base[i * c + 2] != Float(src * 100 + row) { ok = false }
                 }
             }
@@ -55,13 +60,17 @@ final class DispatchTests: XCTestCase {
             if out.toArray() != x.toArray() { ok = false }
             return (rows * k, received, ok)
         }
-        XCTAssertEqual(results.map { $0.sent }.reduce(0, +), results.map { $0.received }.reduce(0, +), "tokens conserved, world \(world)")
+        XCTAssertEqual(
+            results.map { $0.sent }.reduce(0, +), results.map { $0.received }.reduce(0, +),
+            "tokens conserved, world \(world)")
         XCTAssertTrue(results.allSatisfy { $0.ok }, "world \(world): a row went astray or combine(dispatch(x)) != x")
     }
 
     func testDispatchCombineAtOneToFourRanks() throws {
         for world in 1...4 {
-            try check(world: world, experts: 5, plan: .roundRobin(moeLayers: 1, experts: 5, world: world), seed: UInt64(world))
+            try check(
+                world: world, experts: 5, plan: .roundRobin(moeLayers: 1, experts: 5, world: world), seed: UInt64(world)
+            )
         }
     }
 
@@ -80,7 +89,8 @@ final class DispatchTests: XCTestCase {
         let plan = PlacementPlan(layers: [[[0, 2], [1, 3], [0, 1], [3], [2]]])
         try check(world: 4, experts: 5, plan: plan, seed: 13, nodeOf: [0, 0, 1, 1])
         XCTAssertEqual(plan.servers(layer: 0, expert: 0, node: 1, nodeOf: [0, 0, 1, 1]), [2])
-        XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 1, nodeOf: [0, 0, 1, 1]), [0, 1], "no replica on node 1: all")
+        XCTAssertEqual(
+            plan.servers(layer: 0, expert: 2, node: 1, nodeOf: [0, 0, 1, 1]), [0, 1], "no replica on node 1: all")
         XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 0, nodeOf: [0, 0, 0, 0]), [0, 1])
     }
 }

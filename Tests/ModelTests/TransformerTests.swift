@@ -3,8 +3,9 @@ import Tensor
 import XCTest
 
 final class TransformerTests: XCTestCase {
-    static let config = ModelConfig(vocabSize: 11, seqLen: 6, nLayer: 2, nEmbd: 8, nHead: 2,
-                                    nExpert: 3, topK: 2, ffHidden: 12, moeEvery: 2)
+    static let config = ModelConfig(
+        vocabSize: 11, seqLen: 6, nLayer: 2, nEmbd: 8, nHead: 2,
+        nExpert: 3, topK: 2, ffHidden: 12, moeEvery: 2)
 
     func batch(_ b: Int, _ t: Int, seed: UInt64) -> ([Int32], [Int32]) {
         let toks = (0..<(b * t + 1)).map { Int32(CounterRNG.below(11, CounterRNG.hash(seed, UInt64($0)))) }
@@ -42,8 +43,9 @@ final class TransformerTests: XCTestCase {
         deeper.nLayer = 3
         let c = ParameterStore(config: deeper)
         c.initialize(seed: 5)
-        XCTAssertEqual(a.pointer("layers.1.moe.experts.0.w1.weight", in: a.params)[7],
-                       c.pointer("layers.1.moe.experts.0.w1.weight", in: c.params)[7])
+        XCTAssertEqual(
+            a.pointer("layers.1.moe.experts.0.w1.weight", in: a.params)[7],
+            c.pointer("layers.1.moe.experts.0.w1.weight", in: c.params)[7])
         let w = a.params.toArray()
         let emb = Array(w[0..<88])
         let std = (emb.map { Double($0 * $0) }.reduce(0, +) / Double(emb.count)).squareRoot()
@@ -55,7 +57,7 @@ final class TransformerTests: XCTestCase {
         m.store.initialize(seed: 1)
         let (x, y) = batch(4, 6, seed: 2)
         let loss = try m.forward(tokens: x, targets: y, batch: 4, time: 6)
-        XCTAssertEqual(Double(loss), 2.3979, accuracy: 0.05) // ln 11
+        XCTAssertEqual(Double(loss), 2.3979, accuracy: 0.05)  // ln 11
         XCTAssertEqual(m.expertTokenCounts.count, 1)
         XCTAssertEqual(m.expertTokenCounts[0].reduce(0, +), 4 * 6 * 2, "every token reaches K experts")
         XCTAssertEqual(m.lastAux.count, 1)
@@ -104,8 +106,9 @@ final class TransformerTests: XCTestCase {
         let a = Transformer(config: Self.config, maxBatch: 2), b = Transformer(config: Self.config, maxBatch: 2)
         a.store.initialize(seed: 9); b.store.initialize(seed: 9)
         let (x, y) = batch(2, 6, seed: 1)
-        XCTAssertEqual(try a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
-                       try b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
+        XCTAssertEqual(
+            try a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
+            try b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
         try a.backward(lossScale: 0.1, auxCoef: 0.01); try b.backward(lossScale: 0.1, auxCoef: 0.01)
         XCTAssertEqual(a.store.grads.toArray(), b.store.grads.toArray())
     }
@@ -123,7 +126,9 @@ final class TransformerTests: XCTestCase {
 
     func testFlopsPerTokenFormula() {
         // small.json: L4 C256 H8 F512 E8 K2 V256 T256.
-        let c = ModelConfig(vocabSize: 256, seqLen: 256, nLayer: 4, nEmbd: 256, nHead: 8, nExpert: 8, topK: 2, ffHidden: 512, moeEvery: 1)
+        let c = ModelConfig(
+            vocabSize: 256, seqLen: 256, nLayer: 4, nEmbd: 256, nHead: 8, nExpert: 8, topK: 2, ffHidden: 512,
+            moeEvery: 1)
         let perLayer = 4 * 256 * 256 + 2 * 256 + 256 * 8 + 2 * 2 * 256 * 512
         XCTAssertEqual(c.activeNonEmbeddingParams, 4 * perLayer + 256 + 256 * 256)
         XCTAssertEqual(c.flopsPerToken(seqLen: 256), 6 * Double(4 * perLayer + 256 + 65536) + 12 * 4 * 256 * 256)

@@ -1,10 +1,12 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import JSON
-@testable import Monitor
 import XCTest
+
+@testable import Monitor
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 final class MonitorTests: XCTestCase {
     var dir = ""
@@ -15,19 +17,29 @@ final class MonitorTests: XCTestCase {
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
 
     static func start(total: Int = 20, resumedFrom: Int? = nil, world: Int = 1) -> String {
-        JSONValue.object([("event", "start"), ("job", "t"), ("time", 1000), ("totalSteps", .number(Double(total))), ("world", .number(Double(world))),
-                          ("resumedFrom", resumedFrom.map { ["step": .number(Double($0))] } ?? .null)]).compact
+        JSONValue.object([
+            ("event", "start"), ("job", "t"), ("time", 1000), ("totalSteps", .number(Double(total))),
+            ("world", .number(Double(world))),
+            ("resumedFrom", resumedFrom.map { ["step": .number(Double($0))] } ?? .null)
+        ]).compact
     }
     static func step(_ s: Int, loss: Double = 3, time: Double? = nil) -> String {
-        JSONValue.object([("event", "step"), ("step", .number(Double(s))), ("time", .number(time ?? 1000 + Double(s))), ("loss", .number(loss)),
-                          ("lr", 0.001), ("tokensPerSec", 5000), ("mfu", 0.5), ("gradNorm", 0.7),
-                          ("expertLoad", [[10, 30, 20, 4]]), ("rankStepMs", [100, 130, 101])]).compact
+        JSONValue.object([
+            ("event", "step"), ("step", .number(Double(s))), ("time", .number(time ?? 1000 + Double(s))),
+            ("loss", .number(loss)),
+            ("lr", 0.001), ("tokensPerSec", 5000), ("mfu", 0.5), ("gradNorm", 0.7),
+            ("expertLoad", [[10, 30, 20, 4]]), ("rankStepMs", [100, 130, 101])
+        ]).compact
     }
 
     func append(_ path: String, _ text: String) { Self.append(path, text) }
 
     static func append(_ path: String, _ text: String) {
-        let h = FileHandle(forWritingAtPath: path) ?? { FileManager.default.createFile(atPath: path, contents: nil); return FileHandle(forWritingAtPath: path)! }()
+        let h =
+            FileHandle(forWritingAtPath: path)
+            ?? {
+                FileManager.default.createFile(atPath: path, contents: nil); return FileHandle(forWritingAtPath: path)!
+            }()
         h.seekToEndOfFile(); h.write(Data(text.utf8)); try? h.close()
     }
 
@@ -50,7 +62,7 @@ final class MonitorTests: XCTestCase {
         append(p, Self.start(total: 300) + "\n")
         let writer = Thread {
             for s in 0..<300 {
-                MonitorTests.append(p, MonitorTests.step(s))   // the newline comes separately, sometimes later
+                MonitorTests.append(p, MonitorTests.step(s))  // the newline comes separately, sometimes later
                 MonitorTests.append(p, "\n")
                 if s % 50 == 0 { usleep(2000) }
             }
@@ -87,7 +99,7 @@ final class MonitorTests: XCTestCase {
         append(p, Self.start() + "\n" + Self.step(0) + "\n" + Self.step(1) + "\n")
         let r = LogReader(path: p)
         XCTAssertEqual(r.poll().events.count, 3)
-        try Data((Self.start() + "\n").utf8).write(to: URL(fileURLWithPath: p))   // truncated to one line
+        try Data((Self.start() + "\n").utf8).write(to: URL(fileURLWithPath: p))  // truncated to one line
         let again = r.poll()
         XCTAssertTrue(again.restarted)
         XCTAssertEqual(again.events.map(\.kind), ["start"])
@@ -103,18 +115,22 @@ final class MonitorTests: XCTestCase {
         var s = RunState()
         let plain = Style(color: false)
         var out: [String] = []
-        let events = [Self.start(), Self.step(0, loss: 5.5), Self.step(9, loss: 4.0),
-                      #"{"event":"checkpoint","step":10,"time":1011,"bytes":2400000,"GBps":0.5,"stallMs":3.2}"#,
-                      #"{"event":"warning","step":10,"message":"non-finite loss"}"#,
-                      #"{"event":"end","reason":"signal"}"#, Self.start(resumedFrom: 10), Self.step(10, loss: 3.5)]
+        let events = [
+            Self.start(), Self.step(0, loss: 5.5), Self.step(9, loss: 4.0),
+            #"{"event":"checkpoint","step":10,"time":1011,"bytes":2400000,"GBps":0.5,"stallMs":3.2}"#,
+            #"{"event":"warning","step":10,"message":"non-finite loss"}"#,
+            #"{"event":"end","reason":"signal"}"#, Self.start(resumedFrom: 10), Self.step(10, loss: 3.5)
+        ]
         for line in events {
             let e = LogEvent(json: try! JSONValue.parse(line))
             s.apply(e)
             if let l = Render.line(e, state: s, every: 1, style: plain) { out.append(l) }
         }
         XCTAssertEqual(out[0], "== start: job t, 20 steps, world 1")
-        XCTAssertTrue(out[1].hasPrefix("step 1/20 [=>                  ]   5% ETA ? | loss 5.5000 (avg 5.5000)"), out[1])
-        XCTAssertTrue(out[2].hasPrefix("step 10/20 [==========>         ]  50% ETA 10s | loss 4.0000 (avg 5.3500)"), out[2])
+        XCTAssertTrue(
+            out[1].hasPrefix("step 1/20 [=>                  ]   5% ETA ? | loss 5.5000 (avg 5.5000)"), out[1])
+        XCTAssertTrue(
+            out[2].hasPrefix("step 10/20 [==========>         ]  50% ETA 10s | loss 4.0000 (avg 5.3500)"), out[2])
         XCTAssertTrue(out[2].contains("| lr 1.00e-03 | 5000 tok/s | mfu 0.50 | gnorm 0.700"), out[2])
         XCTAssertEqual(out[3], "== checkpoint step 10 saved: 2.4 MB, 0.50 GB/s, loop stalled 3.2 ms")
         XCTAssertEqual(out[4], "!! warning: non-finite loss")
@@ -122,20 +138,29 @@ final class MonitorTests: XCTestCase {
         XCTAssertEqual(out[6], "== start: job t, 20 steps, world 1, resumed from step 10")
         XCTAssertTrue(out[7].hasPrefix("step 11/20"), out[7])
         // Placement decisions and their measurement are distinct lines.
-        let placements = [#"{"event":"placement","step":9,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000}"#,
-                          #"{"event":"placement","step":14,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000,"migrationMs":212.4}"#,
-                          #"{"event":"placement","step":14,"phase":"decision","adopted":false,"predictedGainMs":0,"predictedMigrationMs":0,"migrationBytes":0}"#,
-                          #"{"event":"placement","step":19,"phase":"decision","adopted":false,"predictedGainMs":12,"predictedMigrationMs":40}"#,
-                          #"{"event":"placement","step":19,"phase":"measured","adoptedAtStep":9,"predictedStepMs":430,"measuredStepMs":426.3}"#]
-        let rendered = placements.map { Render.line(LogEvent(json: try! JSONValue.parse($0)), state: s, every: 1, style: plain)! }
-        XCTAssertEqual(rendered, ["== placement changed at step 9: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB",
-                                  "== placement changed at step 14: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB (took 212 ms)",
-                                  "== placement kept at step 14: the plan for the measured load is the current one",
-                                  "== placement kept at step 19: predicted gain 12 ms does not pay for moving (40 ms)",
-                                  "== placement adopted at step 9: predicted 430.0 ms/step, measured 426.3"])
+        let placements = [
+            #"{"event":"placement","step":9,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000}"#,
+            #"{"event":"placement","step":14,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000,"migrationMs":212.4}"#,
+            #"{"event":"placement","step":14,"phase":"decision","adopted":false,"predictedGainMs":0,"predictedMigrationMs":0,"migrationBytes":0}"#,
+            #"{"event":"placement","step":19,"phase":"decision","adopted":false,"predictedGainMs":12,"predictedMigrationMs":40}"#,
+            #"{"event":"placement","step":19,"phase":"measured","adoptedAtStep":9,"predictedStepMs":430,"measuredStepMs":426.3}"#
+        ]
+        let rendered = placements.map {
+            Render.line(LogEvent(json: try! JSONValue.parse($0)), state: s, every: 1, style: plain)!
+        }
+        XCTAssertEqual(
+            rendered,
+            [
+                "== placement changed at step 9: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB",
+                "== placement changed at step 14: predicted 445.0 -> 430.0 ms/step, moving 50.3 MB (took 212 ms)",
+                "== placement kept at step 14: the plan for the measured load is the current one",
+                "== placement kept at step 19: predicted gain 12 ms does not pay for moving (40 ms)",
+                "== placement adopted at step 9: predicted 430.0 ms/step, measured 426.3"
+            ])
         // --every 5 shows steps 0, 5, ... and the last.
         XCTAssertNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(3))), state: s, every: 5, style: plain))
-        XCTAssertNotNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(19))), state: s, every: 5, style: plain))
+        XCTAssertNotNil(
+            Render.line(LogEvent(json: try! JSONValue.parse(Self.step(19))), state: s, every: 5, style: plain))
         // The dashboard: expert load bars with max/mean, the straggler marked.
         let d = Render.dashboard(s, path: "p", style: plain).joined(separator: "\n")
         XCTAssertTrue(d.contains("moe 0 experts") && d.contains("max/mean 1.88"), d)
@@ -153,7 +178,8 @@ final class MonitorTests: XCTestCase {
         h.write(Data((Self.start(total: 1_000_000) + "\n").utf8))
         var chunk = ""
         for s in 0..<1_000_000 {
-            chunk += "{\"event\":\"step\",\"step\":\(s),\"time\":\(1000 + s),\"loss\":2.5,\"lr\":0.001,\"tokensPerSec\":5000,\"mfu\":0.5,\"gradNorm\":0.7}\n"
+            chunk +=
+                "{\"event\":\"step\",\"step\":\(s),\"time\":\(1000 + s),\"loss\":2.5,\"lr\":0.001,\"tokensPerSec\":5000,\"mfu\":0.5,\"gradNorm\":0.7}\n"
             if s % 20000 == 19999 { h.write(Data(chunk.utf8)); chunk = "" }
         }
         try h.close()
@@ -173,17 +199,21 @@ final class MonitorTests: XCTestCase {
     }
 
     func testSVGParsesWithOnePointPerStep() throws {
-        let events = ([Self.start()] + (0..<37).map { Self.step($0, loss: 5 - Double($0) * 0.05) }).map { LogEvent(json: try! JSONValue.parse($0)) }
+        let events = ([Self.start()] + (0..<37).map { Self.step($0, loss: 5 - Double($0) * 0.05) }).map {
+            LogEvent(json: try! JSONValue.parse($0))
+        }
         for (metric, series) in [("loss", 1), ("rankStepMs", 3), ("mfu", 1)] {
             let svg = try Plot.svg(events: events, metric: metric, title: "t: \(metric)")
             let counter = SVGCounter()
             let parser = XMLParser(data: Data(svg.utf8))
             parser.delegate = counter
-            XCTAssertTrue(parser.parse(), "\(metric): the SVG is well-formed XML: \(String(describing: parser.parserError))")
+            XCTAssertTrue(
+                parser.parse(), "\(metric): the SVG is well-formed XML: \(String(describing: parser.parserError))")
             XCTAssertEqual(counter.polylines, series, metric)
             XCTAssertEqual(counter.points, 37 * series, metric)
             XCTAssertEqual(counter.ticks, 12, "\(metric): 6 ticks per axis")
-            XCTAssertTrue(counter.texts.contains(metric) && counter.texts.contains("step"), "\(metric): axis labels and legend")
+            XCTAssertTrue(
+                counter.texts.contains(metric) && counter.texts.contains("step"), "\(metric): axis labels and legend")
         }
         let heat = try Plot.svg(events: events, metric: "expertLoad", title: "t")
         let counter = SVGCounter()
@@ -199,14 +229,19 @@ final class SVGCounter: NSObject, XMLParserDelegate {
     var polylines = 0, points = 0, ticks = 0, cells = 0
     var texts: [String] = []
     var inText = false
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         if name == "polyline" { polylines += 1; points += (attributes["points"] ?? "").split(separator: " ").count }
         if name == "line" && attributes["class"] == "tick" { ticks += 1 }
         if name == "rect" && attributes["class"] == "cell" { cells += 1 }
         inText = name == "text"
     }
     func parser(_ parser: XMLParser, foundCharacters string: String) { if inText { texts.append(string) } }
-    func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) { inText = false }
+    func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+        inText = false
+    }
 }
 
 final class StatusTests: XCTestCase {
@@ -225,10 +260,13 @@ final class StatusTests: XCTestCase {
         let failed = run("c-failed", [MonitorTests.start()] + steps + [#"{"event":"error","message":"boom"}"#])
         let now = Date().timeIntervalSince1970
         XCTAssertTrue(RunStatus.line(runDir: running, now: now)!.contains("running"))
-        XCTAssertTrue(RunStatus.line(runDir: running, now: now + 1000, staleAfter: 300)!.contains("stale"), "no growth and no end for a while")
+        XCTAssertTrue(
+            RunStatus.line(runDir: running, now: now + 1000, staleAfter: 300)!.contains("stale"),
+            "no growth and no end for a while")
         let f = RunStatus.line(runDir: finished, now: now)!
-        XCTAssertTrue(f.hasPrefix("b-finished") && f.contains("finished") && f.contains("step 5/20") && f.contains("loss 2.5000")
-                      && f.contains("5000 tok/s") && f.contains("no checkpoint"), f)
+        XCTAssertTrue(
+            f.hasPrefix("b-finished") && f.contains("finished") && f.contains("step 5/20") && f.contains("loss 2.5000")
+                && f.contains("5000 tok/s") && f.contains("no checkpoint"), f)
         XCTAssertTrue(RunStatus.line(runDir: failed, now: now)!.contains("failed"))
         XCTAssertNil(RunStatus.line(runDir: root + "/none", now: now))
     }

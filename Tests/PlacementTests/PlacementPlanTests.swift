@@ -20,8 +20,13 @@ final class PlacementPlanTests: XCTestCase {
     }
 
     func testValidationNamesTheProblem() {
-        func expect(_ layers: [[[Int]]], _ text: String, world: Int = 2, file: StaticString = #filePath, line: UInt = #line) {
-            XCTAssertThrowsError(try PlacementPlan(layers: layers).validate(moeLayers: 1, experts: 3, world: world), file: file, line: line) {
+        func expect(
+            _ layers: [[[Int]]], _ text: String, world: Int = 2, file: StaticString = #filePath, line: UInt = #line
+        ) {
+            XCTAssertThrowsError(
+                try PlacementPlan(layers: layers).validate(moeLayers: 1, experts: 3, world: world), file: file,
+                line: line
+            ) {
                 XCTAssertTrue("\($0)".hasPrefix("placement: "), "\($0)", file: file, line: line)
                 XCTAssertTrue("\($0)".contains(text), "\($0)", file: file, line: line)
             }

@@ -1,11 +1,15 @@
+import Foundation
 import Placement
 import XCTest
 
 final class PlannerTests: XCTestCase {
-    static let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 16, moeLayers: 2, denseFlopsPerToken: 1e7, baseBytesPerRank: 50e6)
+    static let shape = MoEShape(
+        nEmbd: 256, ffHidden: 512, nExpert: 16, moeLayers: 2, denseFlopsPerToken: 1e7, baseBytesPerRank: 50e6)
     static func cluster(nodes: Int = 2, slots: Int = 2, gb: Double = 16) -> Cluster {
-        Cluster(nodes: (0..<nodes).map { ClusterNode(name: "n\($0)", slots: slots, memoryPerSlotGB: gb) }, intraNodeGBps: 10,
-                interNodeGBps: 1, intraNodeLatencyUs: 5, interNodeLatencyUs: 50, gflopsPerSlot: 100)
+        Cluster(
+            nodes: (0..<nodes).map { ClusterNode(name: "n\($0)", slots: slots, memoryPerSlotGB: gb) },
+            intraNodeGBps: 10,
+            interNodeGBps: 1, intraNodeLatencyUs: 5, interNodeLatencyUs: 50, gflopsPerSlot: 100)
     }
     static func zipf(_ s: Double, experts: Int, total: Double) -> [Double] {
         let w = (0..<experts).map { 1 / pow(Double($0 + 1), s) }
@@ -17,10 +21,13 @@ final class PlannerTests: XCTestCase {
         let load = [Self.zipf(1.2, experts: 16, total: 4096), Self.zipf(0.5, experts: 16, total: 4096)]
         let c = Self.cluster()
         let p = try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4)
-        XCTAssertNoThrow(try p.validate(moeLayers: 2, experts: 16, world: 4), "every expert on >= 1 rank, replicas distinct, ranks in range")
+        XCTAssertNoThrow(
+            try p.validate(moeLayers: 2, experts: 16, world: 4),
+            "every expert on >= 1 rank, replicas distinct, ranks in range")
         XCTAssertEqual(try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4), p, "deterministic")
         XCTAssertGreaterThan(p.layers[0][0].count, 1, "the hottest expert of a Zipf(1.2) layer is replicated")
-        let pred = Planner.predict(plan: p, load: load, tokens: 2048, shape: Self.shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
+        let pred = Planner.predict(
+            plan: p, load: load, tokens: 2048, shape: Self.shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
         for b in pred.rankBytes { XCTAssertLessThanOrEqual(b, 16e9) }
         // Tight memory: each rank fits base + 9 experts; 32 experts need 4 ranks x 8 -> few replicas.
         let tight = Self.cluster(gb: (50e6 + 9 * Self.shape.bytesPerExpert) / 1e9)
@@ -35,21 +42,27 @@ final class PlannerTests: XCTestCase {
         shape.moeLayers = 1
         let c = Self.cluster()
         let p = try Planner.plan(load: load, shape: shape, cluster: c, world: 4)
-        let pred = Planner.predict(plan: p, load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
+        let pred = Planner.predict(
+            plan: p, load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
         let mean = 4096.0 / 4, worst = pred.rankLoad.max()!
-        print("Zipf(1.2), 16 experts, 4 ranks: max rank load \(worst) vs ideal mean \(mean) (+\(String(format: "%.1f", 100 * (worst / mean - 1)))%); round-robin: \(Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4)).rankLoad.max()!)")
+        print(
+            "Zipf(1.2), 16 experts, 4 ranks: max rank load \(worst) vs ideal mean \(mean) (+\(String(format: "%.1f", 100 * (worst / mean - 1)))%); round-robin: \(Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4)).rankLoad.max()!)"
+        )
         XCTAssertLessThanOrEqual(worst, 1.10 * mean)
-        let rr = Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c,
-                                 nodeOf: try c.nodeOfRank(world: 4))
+        let rr = Planner.predict(
+            plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c,
+            nodeOf: try c.nodeOfRank(world: 4))
         XCTAssertLessThan(pred.stepSeconds, rr.stepSeconds, "the plan beats round-robin under skew")
     }
 
     /// Each MoE layer's alltoallv is a barrier: the step pays every layer's slowest rank, so two
     /// layers with opposite imbalances cost twice the heavy side, not heavy + light.
     func testStepTimeSumsTheSlowestRankOfEachLayer() throws {
-        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 2, moeLayers: 2, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
-        let c = Cluster(nodes: [ClusterNode(name: "n", slots: 2, memoryPerSlotGB: 16)], intraNodeGBps: 1e9, interNodeGBps: 1e9,
-                        intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
+        let shape = MoEShape(
+            nEmbd: 256, ffHidden: 512, nExpert: 2, moeLayers: 2, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
+        let c = Cluster(
+            nodes: [ClusterNode(name: "n", slots: 2, memoryPerSlotGB: 16)], intraNodeGBps: 1e9, interNodeGBps: 1e9,
+            intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
         let load: [[Double]] = [[3000, 1000], [1000, 3000]]
         let plan = PlacementPlan(layers: [[[0], [1]], [[0], [1]]])
         let p = Planner.predict(plan: plan, load: load, tokens: 1000, shape: shape, cluster: c, nodeOf: [0, 0])
@@ -63,7 +76,9 @@ final class PlannerTests: XCTestCase {
         let pq = Planner.predict(plan: q, load: load, tokens: 1000, shape: shape, cluster: c, nodeOf: [0, 0])
         let sync = 2 * 0.5 * 2 * Planner.replicaGradientBytes(shape) / 1e18
         XCTAssertEqual(q.layers, [[[0, 1], [0, 1]], [[0, 1], [0, 1]]])
-        XCTAssertEqual(pq.stepSeconds, dense + 2000 * perRow + 2000 * perRow + 4 * sync, accuracy: 1e-9, "4 replicated experts: one allreduce")
+        XCTAssertEqual(
+            pq.stepSeconds, dense + 2000 * perRow + 2000 * perRow + 4 * sync, accuracy: 1e-9,
+            "4 replicated experts: one allreduce")
         // Where compute is cheap and experts are big, the replicas' gradient allreduce (2CF floats
         // each) costs more than the alltoallv and compute they save: no replicas.
         var fast = c, big = shape
@@ -77,8 +92,9 @@ final class PlannerTests: XCTestCase {
     /// Two nodes: a replica serves its own node's tokens, so an expert replicated on both nodes
     /// sends nothing across; the planner puts a hot expert's replicas on different nodes.
     func testReplicasKeepTrafficInsideTheirNode() throws {
-        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 0, baseBytesPerRank: 0)
-        let c = Self.cluster()                        // 2 nodes x 2 slots, 10 GB/s inside, 1 GB/s across
+        let shape = MoEShape(
+            nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 0, baseBytesPerRank: 0)
+        let c = Self.cluster()  // 2 nodes x 2 slots, 10 GB/s inside, 1 GB/s across
         let nodeOf = try c.nodeOfRank(world: 4)
         XCTAssertEqual(nodeOf, [0, 0, 1, 1])
         let load: [[Double]] = [[4000, 0, 0, 0]]
@@ -95,23 +111,33 @@ final class PlannerTests: XCTestCase {
         // Expert 0 needs 2 replicas for a fair share (1000 each): one per node, not ranks 0 and 1.
         let plan = try Planner.plan(load: [[2000, 1000, 500, 500]], shape: shape, cluster: c, world: 4)
         XCTAssertEqual(plan.layers[0][0].count, 2, "\(plan.layers)")
-        XCTAssertEqual(Set(plan.layers[0][0].map { nodeOf[$0] }), [0, 1], "the hot expert has a replica on each node: \(plan.layers)")
+        XCTAssertEqual(
+            Set(plan.layers[0][0].map { nodeOf[$0] }), [0, 1],
+            "the hot expert has a replica on each node: \(plan.layers)")
     }
 
     /// Four ranks on a node with two cores: busy ranks share the cores (processor sharing), so
     /// the dense part takes twice as long and a layer takes max(largest rank, all work / 2).
     func testRanksShareANodesCores() throws {
-        let shape = MoEShape(nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
-        var c = Cluster(nodes: [ClusterNode(name: "n", slots: 4, memoryPerSlotGB: 16, cores: 2)], intraNodeGBps: 1e9, interNodeGBps: 1e9,
-                        intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
+        let shape = MoEShape(
+            nEmbd: 256, ffHidden: 512, nExpert: 4, moeLayers: 1, denseFlopsPerToken: 1e6, baseBytesPerRank: 0)
+        var c = Cluster(
+            nodes: [ClusterNode(name: "n", slots: 4, memoryPerSlotGB: 16, cores: 2)], intraNodeGBps: 1e9,
+            interNodeGBps: 1e9,
+            intraNodeLatencyUs: 0, interNodeLatencyUs: 0, gflopsPerSlot: 100)
         let dense = 1e6 * 4000 / 4 / 100e9, perRow = shape.expertFlopsPerAssignment / 100e9
         let spread = PlacementPlan(layers: [[[0], [1], [2], [3]]])
-        let even = Planner.predict(plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        let even = Planner.predict(
+            plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0]
+        )
         XCTAssertEqual(even.stepSeconds, 2 * dense + 2 * 1000 * perRow, accuracy: 1e-9)
-        let one = Planner.predict(plan: spread, load: [[4000, 0, 0, 0]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        let one = Planner.predict(
+            plan: spread, load: [[4000, 0, 0, 0]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
         XCTAssertEqual(one.stepSeconds, 2 * dense + 4000 * perRow, accuracy: 1e-9, "one busy rank has a core to itself")
         c.nodes[0].cores = nil
-        let own = Planner.predict(plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0])
+        let own = Planner.predict(
+            plan: spread, load: [[1000, 1000, 1000, 1000]], tokens: 4000, shape: shape, cluster: c, nodeOf: [0, 0, 0, 0]
+        )
         XCTAssertEqual(own.stepSeconds, dense + 1000 * perRow, accuracy: 1e-9, "a core per rank by default")
     }
 
@@ -120,26 +146,33 @@ final class PlannerTests: XCTestCase {
         let c = Self.cluster()
         let current = PlacementPlan.roundRobin(moeLayers: 2, experts: 16, world: 4)
         let proposed = try Planner.plan(load: load, shape: Self.shape, cluster: c, world: 4)
-        let d = Planner.shouldAdopt(current: current, proposed: proposed, load: load, tokens: 2048, shape: Self.shape, cluster: c,
-                                    nodeOf: try c.nodeOfRank(world: 4), horizon: 100)
+        let d = Planner.shouldAdopt(
+            current: current, proposed: proposed, load: load, tokens: 2048, shape: Self.shape, cluster: c,
+            nodeOf: try c.nodeOfRank(world: 4), horizon: 100)
         XCTAssertFalse(d.adopt, "gain \(d.gainSeconds) s vs migration \(d.migrationSeconds) s")
         // Under skew, a long enough horizon pays for the move.
         let skew = [Self.zipf(1.2, experts: 16, total: 4096), Self.zipf(1.2, experts: 16, total: 4096)]
         let better = try Planner.plan(load: skew, shape: Self.shape, cluster: c, world: 4)
-        let yes = Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
-                                      nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000)
+        let yes = Planner.shouldAdopt(
+            current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
+            nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000)
         XCTAssertTrue(yes.adopt)
-        XCTAssertEqual(yes.migrationSeconds, Planner.migrationBytes(from: current, to: better, shape: Self.shape) / 1e9, accuracy: 1e-12,
-                       "moved bytes over the slower link (1 GB/s)")
+        XCTAssertEqual(
+            yes.migrationSeconds, Planner.migrationBytes(from: current, to: better, shape: Self.shape) / 1e9,
+            accuracy: 1e-12,
+            "moved bytes over the slower link (1 GB/s)")
         // Rebuilding every rank's store is part of a migration's cost: a large one does not pay.
-        let costly = Planner.shouldAdopt(current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
-                                         nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000, rebuildBytes: 1e15)
+        let costly = Planner.shouldAdopt(
+            current: current, proposed: better, load: skew, tokens: 2048, shape: Self.shape, cluster: c,
+            nodeOf: try c.nodeOfRank(world: 4), horizon: 10_000, rebuildBytes: 1e15)
         XCTAssertFalse(costly.adopt)
         XCTAssertEqual(costly.migrationSeconds, yes.migrationSeconds + 1e6, accuracy: 1e-3)
     }
 
     func testImpossibleClustersAreClearErrors() {
-        XCTAssertThrowsError(try Planner.plan(load: [], shape: Self.shape, cluster: Self.cluster(nodes: 1, slots: 2), world: 4)) {
+        XCTAssertThrowsError(
+            try Planner.plan(load: [], shape: Self.shape, cluster: Self.cluster(nodes: 1, slots: 2), world: 4)
+        ) {
             XCTAssertTrue("\($0)".contains("the cluster has 2 slots but the job needs 4 ranks"), "\($0)")
         }
         XCTAssertThrowsError(try Planner.plan(load: [], shape: Self.shape, cluster: Self.cluster(gb: 0.06), world: 4)) {
@@ -147,8 +180,6 @@ final class PlannerTests: XCTestCase {
         }
     }
 }
-
-import Foundation
 
 /// The measured load: an exponential moving average per expert per layer.
 final class LoadStatsTests: XCTestCase {

@@ -12,7 +12,8 @@ struct RunResult {
 }
 
 enum Harness {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
 
     static var binary: String {
         if let b = ProcessInfo.processInfo.environment["SWITCHYARD_BIN"], !b.isEmpty { return b }
@@ -20,13 +21,17 @@ enum Harness {
     }
 
     static var mpirun: String? {
-        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) { return p }
+        for p in ["/usr/bin/mpirun", "/usr/local/bin/mpirun"] where FileManager.default.isExecutableFile(atPath: p) {
+            return p
+        }
         return nil
     }
 
     /// Runs `executable args` in `cwd` with extra environment, killing it after `timeout` seconds.
-    static func run(_ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:],
-                    timeout: Double = 120) throws -> RunResult {
+    static func run(
+        _ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:],
+        timeout: Double = 120
+    ) throws -> RunResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
@@ -41,7 +46,9 @@ enum Harness {
         let errFile = NSTemporaryDirectory() + "sy-err-" + UUID().uuidString
         _ = FileManager.default.createFile(atPath: outFile, contents: nil)
         _ = FileManager.default.createFile(atPath: errFile, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: outFile); try? FileManager.default.removeItem(atPath: errFile) }
+        defer {
+            try? FileManager.default.removeItem(atPath: outFile); try? FileManager.default.removeItem(atPath: errFile)
+        }
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errFile))
         let t0 = Date()
@@ -60,7 +67,9 @@ enum Harness {
         p.waitUntilExit()
         let out = (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? ""
         let err = (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? ""
-        return RunResult(status: p.terminationStatus, stdout: out, stderr: err, seconds: Date().timeIntervalSince(t0), timedOut: timedOut)
+        return RunResult(
+            status: p.terminationStatus, stdout: out, stderr: err, seconds: Date().timeIntervalSince(t0),
+            timedOut: timedOut)
     }
 
     /// Runs the binary as a plain process.
@@ -71,8 +80,12 @@ enum Harness {
     /// Runs the binary under `mpirun -np n` (oversubscribed, yielding when idle).
     static func mpi(_ n: Int, _ args: [String], cwd: String? = nil, timeout: Double = 120) throws -> RunResult {
         guard let mpirun else { throw XCTSkip("mpirun not installed (ops/test installs openmpi-bin)") }
-        return try run(mpirun, ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--mca", "btl", "self,vader",
-                                "-np", "\(n)", binary] + args, cwd: cwd, timeout: timeout)
+        return try run(
+            mpirun,
+            [
+                "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--mca", "btl", "self,vader",
+                "-np", "\(n)", binary
+            ] + args, cwd: cwd, timeout: timeout)
     }
 }
 
@@ -84,8 +97,10 @@ final class Workspace {
     init() {
         dir = NSTemporaryDirectory() + "switchyard-cli-" + UUID().uuidString
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let lines = ["The quick brown fox jumps over the lazy dog.", "A journey of a thousand miles begins with one step.",
-                     "All that glitters is not gold.", "Fortune favors the bold, but not the reckless."]
+        let lines = [
+            "The quick brown fox jumps over the lazy dog.", "A journey of a thousand miles begins with one step.",
+            "All that glitters is not gold.", "Fortune favors the bold, but not the reckless."
+        ]
         var text = ""
         for i in 0..<600 { text += lines[(i * 7) % lines.count] + " " + (i % 3 == 0 ? "\n" : "") }
         try! Data(text.utf8).write(to: URL(fileURLWithPath: corpus))
@@ -99,8 +114,10 @@ final class Workspace {
 
     /// `train` arguments for jobs/tiny.json on this workspace's corpus.
     func tinyArgs(steps: Int, extra: [String] = []) -> [String] {
-        ["train", Harness.root + "/jobs/tiny.json", "--set", "data.path=\(corpus)", "--set", "runsDir=\(dir)/runs",
-         "--set", "train.steps=\(steps)", "--set", "train.evalEvery=10", "--set", "train.logEvery=5"] + extra
+        [
+            "train", Harness.root + "/jobs/tiny.json", "--set", "data.path=\(corpus)", "--set", "runsDir=\(dir)/runs",
+            "--set", "train.steps=\(steps)", "--set", "train.evalEvery=10", "--set", "train.logEvery=5"
+        ] + extra
     }
 
     /// Losses of the step events in a run's log, as Float bit patterns.

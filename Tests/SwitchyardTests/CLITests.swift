@@ -7,7 +7,9 @@ final class CLITests: XCTestCase {
     func testTopLevelHelpListsEveryCommand() throws {
         let r = try Harness.switchyard(["--help"])
         XCTAssertEqual(r.status, 0)
-        for cmd in ["train", "selftest", "bench", "help"] { XCTAssertTrue(r.stdout.contains("  \(cmd) "), "help lacks \(cmd):\n\(r.stdout)") }
+        for cmd in ["train", "selftest", "bench", "help"] {
+            XCTAssertTrue(r.stdout.contains("  \(cmd) "), "help lacks \(cmd):\n\(r.stdout)")
+        }
         // Every command the help lists has its own help.
         for line in r.stdout.split(separator: "\n") where line.hasPrefix("  ") && !line.hasPrefix("  -") {
             let cmd = String(line.split(separator: " ")[0])
@@ -22,9 +24,10 @@ final class CLITests: XCTestCase {
     func testEachAdvertisedOptionIsAccepted() throws {
         for cmd in ["train", "selftest", "bench"] {
             let help = try Harness.switchyard([cmd, "--help"]).stdout
-            let options = Set(help.split(whereSeparator: { " ,\n".contains($0) }).map(String.init).filter {
-                $0.hasPrefix("--") && $0.count > 2 && $0.dropFirst(2).allSatisfy { $0.isLetter || $0 == "-" }
-            })
+            let options = Set(
+                help.split(whereSeparator: { " ,\n".contains($0) }).map(String.init).filter {
+                    $0.hasPrefix("--") && $0.count > 2 && $0.dropFirst(2).allSatisfy { $0.isLetter || $0 == "-" }
+                })
             for o in options where o != "--help" {
                 let r = try Harness.switchyard([cmd, o, "1", "--help"])
                 XCTAssertEqual(r.status, 0, "\(cmd) \(o) is in the help but rejected: \(r.stderr)")
@@ -33,12 +36,16 @@ final class CLITests: XCTestCase {
         let trainHelp = try Harness.switchyard(["train", "--help"]).stdout
         XCTAssertTrue(trainHelp.contains("--set KEY=VALUE"))
         XCTAssertTrue(trainHelp.contains("--threads N"))
-        for f in Job.fields { XCTAssertTrue(trainHelp.contains("  \(f.key) = "), "train --help lacks job key \(f.key)") }
+        for f in Job.fields {
+            XCTAssertTrue(trainHelp.contains("  \(f.key) = "), "train --help lacks job key \(f.key)")
+        }
     }
 
     func testUsageErrorsExit64WithUsage() throws {
-        for args in [[], ["frobnicate"], ["train"], ["train", "a.json", "b.json"], ["train", "--bogus", "x", "a.json"],
-                     ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"]] {
+        for args in [
+            [], ["frobnicate"], ["train"], ["train", "a.json", "b.json"], ["train", "--bogus", "x", "a.json"],
+            ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"]
+        ] {
             let r = try Harness.switchyard(args)
             XCTAssertEqual(r.status, 64, "args \(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains("USAGE:") || r.stdout.contains("USAGE:"), "args \(args) shows no usage")
@@ -56,15 +63,21 @@ final class CLITests: XCTestCase {
         try badBin.write(to: URL(fileURLWithPath: ws.dir + "/bad.bin"))
         let cases: [(args: [String], expect: String)] = [
             (["train", ws.dir + "/missing.json"], "job file not found"),
-            (["train", ws.write("unknown.json", #"{"data": {"path": "x"}, "train": {"stepz": 3}}"#)], "train.stepz: unknown key"),
-            (["train", ws.write("type.json", #"{"data": {"path": "x"}, "model": {"nHead": "four"}}"#)], "model.nHead: expected integer, got a string"),
+            (
+                ["train", ws.write("unknown.json", #"{"data": {"path": "x"}, "train": {"stepz": 3}}"#)],
+                "train.stepz: unknown key"
+            ),
+            (
+                ["train", ws.write("type.json", #"{"data": {"path": "x"}, "model": {"nHead": "four"}}"#)],
+                "model.nHead: expected integer, got a string"
+            ),
             (["train", tiny, "--set", "model.nHead=5"], "model.nEmbd: 64 is not divisible by model.nHead = 5"),
             (["train", tiny, "--set", "model.nExpert=1"], "model.topK: 2 exceeds model.nExpert = 1"),
             (["train", tiny, "--set", "data.path=\(ws.dir)/nothere.txt"], "file not found"),
             (["train", tiny, "--set", "data.path=\(empty)"], "the file is empty"),
             (["train", tiny, "--set", "data.path=\(short)"], "shorter than one training sequence"),
             (["train", tiny, "--set", "data.path=\(ws.dir)/bad.bin"], "bad .bin header"),
-            (["train", ws.write("broken.json", "{\"name\": }")], "not valid JSON: line 1, column 10"),
+            (["train", ws.write("broken.json", "{\"name\": }")], "not valid JSON: line 1, column 10")
         ]
         for c in cases {
             let r = try Harness.switchyard(c.args + ["--set", "runsDir=\(ws.dir)/runs"], cwd: ws.dir)

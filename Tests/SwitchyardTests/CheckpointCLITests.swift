@@ -18,7 +18,8 @@ final class CheckpointCLITests: XCTestCase {
         let verify = try Harness.switchyard(["ckpt", "verify", run])
         XCTAssertEqual(verify.status, 0, verify.stdout)
         XCTAssertEqual(verify.stdout.components(separatedBy: "ok      ").count - 1, 2, verify.stdout)
-        let inspect = try Harness.switchyard(["ckpt", "inspect", step20, "--tensor", "layers.1.moe.experts.3.w2.weight"])
+        let inspect = try Harness.switchyard(["ckpt", "inspect", step20, "--tensor", "layers.1.moe.experts.3.w2.weight"]
+        )
         XCTAssertEqual(inspect.status, 0, inspect.stderr)
         XCTAssertTrue(inspect.stdout.contains("shape [64, 128]"), inspect.stdout)
         XCTAssertEqual(try Harness.switchyard(["ckpt", "inspect", step20, "--tensor", "nope"]).status, 1)
@@ -32,11 +33,22 @@ final class CheckpointCLITests: XCTestCase {
         for t in m.tensors where !t.name.hasPrefix("optim.") {
             var values = [Float](repeating: 0, count: t.shape.reduce(1, *))
             try values.withUnsafeMutableBufferPointer { b in
-                try CheckpointStore.load(dir: step20, manifest: m, views: [ShardView(name: t.name, globalShape: t.shape,
-                    ranges: t.shape.map { [0, $0] }, data: b.baseAddress!, writes: false)])
+                try CheckpointStore.load(
+                    dir: step20, manifest: m,
+                    views: [
+                        ShardView(
+                            name: t.name, globalShape: t.shape,
+                            ranges: t.shape.map { [0, $0] }, data: b.baseAddress!, writes: false)
+                    ])
             }
-            expected.append((t.name, ["shape": .array(t.shape.map { .number(Double($0)) }),
-                                      "sum": .number(values.reduce(0.0) { $0 + Double($1) }), "first": .number(Double(values[0]))]))
+            expected.append(
+                (
+                    t.name,
+                    [
+                        "shape": .array(t.shape.map { .number(Double($0)) }),
+                        "sum": .number(values.reduce(0.0) { $0 + Double($1) }), "first": .number(Double(values[0]))
+                    ]
+                ))
         }
         XCTAssertEqual(expected.count, 34)
         let expPath = ws.write("expected.json", JSONValue.object(expected).compact)
@@ -45,15 +57,19 @@ final class CheckpointCLITests: XCTestCase {
             XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
             XCTAssertTrue(check.stdout.hasPrefix("ok: 34 tensors"), check.stdout)
         } else {
-            print("export test: SWITCHYARD_PYTHON (a Python with safetensors + numpy, made by ops/test) is not set; Python read skipped")
+            print(
+                "export test: SWITCHYARD_PYTHON (a Python with safetensors + numpy, made by ops/test) is not set; Python read skipped"
+            )
         }
 
         // eval: a number, reproducible.
         let ev1 = try Harness.switchyard(["eval", run, "--data", ws.corpus, "--windows", "8"])
         XCTAssertEqual(ev1.status, 0, ev1.stderr)
         XCTAssertTrue(ev1.stdout.contains("mean cross-entropy") && ev1.stdout.contains("(step 20)"), ev1.stdout)
-        XCTAssertEqual(try Harness.switchyard(["eval", step20, "--data", ws.corpus, "--windows", "8"]).stdout.split(separator: ":").last,
-                       ev1.stdout.split(separator: ":").last)
+        XCTAssertEqual(
+            try Harness.switchyard(["eval", step20, "--data", ws.corpus, "--windows", "8"]).stdout.split(separator: ":")
+                .last,
+            ev1.stdout.split(separator: ":").last)
         XCTAssertEqual(try Harness.switchyard(["eval", run, "--data", ws.corpus, "--seq", "65"]).status, 64)
 
         // One flipped byte: verify fails naming the tensor; export refuses.
@@ -70,9 +86,12 @@ final class CheckpointCLITests: XCTestCase {
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertTrue(again.stdout.contains("already complete (10 of train.steps = 10)"), again.stdout)
         // Training resumes from the previous one, with a warning.
-        let resumed = try Harness.switchyard(ws.tinyArgs(steps: 22, extra: ["--set", "checkpoint.every=10"]), cwd: ws.dir)
+        let resumed = try Harness.switchyard(
+            ws.tinyArgs(steps: 22, extra: ["--set", "checkpoint.every=10"]), cwd: ws.dir)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
-        XCTAssertTrue(resumed.stdout.contains("failed verification") && resumed.stdout.contains("resumed from") && resumed.stdout.contains("step 10)"), resumed.stdout)
+        XCTAssertTrue(
+            resumed.stdout.contains("failed verification") && resumed.stdout.contains("resumed from")
+                && resumed.stdout.contains("step 10)"), resumed.stdout)
     }
 
     /// SIGKILL at random moments while saving every step, 20 times: each time the kept checkpoints
@@ -94,18 +113,23 @@ final class CheckpointCLITests: XCTestCase {
             p.waitUntilExit()
             let root = "\(ws.dir)/runs/tiny/checkpoints"
             let kept = CheckpointStore.list(root: root)
-            for c in kept { XCTAssertEqual(CheckpointStore.verify(dir: root + "/" + c.name), [], "round \(round): \(c.name)") }
+            for c in kept {
+                XCTAssertEqual(CheckpointStore.verify(dir: root + "/" + c.name), [], "round \(round): \(c.name)")
+            }
             if let newest = kept.first {
                 // LATEST names the newest complete checkpoint, or the one before it when the kill
                 // fell between the directory rename and LATEST's replacement.
                 let latest = CheckpointStore.latest(root: root)
-                XCTAssertTrue(latest == newest.name || (kept.count > 1 && latest == kept[1].name), "round \(round): LATEST \(latest ?? "none")")
+                XCTAssertTrue(
+                    latest == newest.name || (kept.count > 1 && latest == kept[1].name),
+                    "round \(round): LATEST \(latest ?? "none")")
                 XCTAssertGreaterThanOrEqual(newest.step, lastStep, "round \(round): progress is never lost")
                 lastStep = newest.step
             }
         }
         XCTAssertGreaterThan(lastStep, 0, "some checkpoints were completed between kills")
-        let resume = try Harness.switchyard(ws.tinyArgs(steps: lastStep + 1, extra: ["--set", "checkpoint.every=1"]), cwd: ws.dir)
+        let resume = try Harness.switchyard(
+            ws.tinyArgs(steps: lastStep + 1, extra: ["--set", "checkpoint.every=1"]), cwd: ws.dir)
         XCTAssertEqual(resume.status, 0, resume.stderr)
         XCTAssertTrue(resume.stdout.contains("resumed from"), resume.stdout)
     }
@@ -122,15 +146,23 @@ final class CheckpointCLITests: XCTestCase {
         defer { _ = try? Harness.run("/bin/umount", [mnt]) }
         for (policy, wantStatus) in [("stop", Int32(1)), ("continue", Int32(0))] {
             _ = try? Harness.run("/bin/rm", ["-rf", mnt + "/runs"])
-            let r = try Harness.switchyard(ws.tinyArgs(steps: 12, extra: ["--set", "runsDir=\(mnt)/runs", "--set", "checkpoint.every=2",
-                                                                          "--set", "checkpoint.keep=5", "--set", "checkpoint.onError=\(policy)"]), cwd: ws.dir)
+            let r = try Harness.switchyard(
+                ws.tinyArgs(
+                    steps: 12,
+                    extra: [
+                        "--set", "runsDir=\(mnt)/runs", "--set", "checkpoint.every=2",
+                        "--set", "checkpoint.keep=5", "--set", "checkpoint.onError=\(policy)"
+                    ]), cwd: ws.dir)
             XCTAssertEqual(r.status, wantStatus, "\(policy): \(r.stdout)\n\(r.stderr)")
-            XCTAssertTrue(r.stdout.contains("disk is full") || r.stdout.contains("No space left"), "\(policy): \(r.stdout)")
+            XCTAssertTrue(
+                r.stdout.contains("disk is full") || r.stdout.contains("No space left"), "\(policy): \(r.stdout)")
             XCTAssertFalse(r.stderr.contains("Fatal error"), r.stderr)
             let root = mnt + "/runs/tiny/checkpoints"
             let kept = CheckpointStore.list(root: root)
             XCTAssertFalse(kept.isEmpty, "\(policy): an earlier checkpoint survives")
-            for c in kept { XCTAssertEqual(CheckpointStore.verify(dir: root + "/" + c.name), [], "\(policy): \(c.name)") }
+            for c in kept {
+                XCTAssertEqual(CheckpointStore.verify(dir: root + "/" + c.name), [], "\(policy): \(c.name)")
+            }
             XCTAssertEqual(CheckpointStore.latest(root: root), kept.first?.name)
             if policy == "stop" { XCTAssertTrue(r.stderr.contains("checkpoint.onError = stop"), r.stderr) }
         }

@@ -14,7 +14,7 @@ final class MonitorCLITests: XCTestCase {
         let out = Pipe(), err = Pipe()
         tail.standardOutput = out
         tail.standardError = err
-        try tail.run()   // before the run exists
+        try tail.run()  // before the run exists
         Thread.sleep(forTimeInterval: 0.5)
         let train = try Harness.mpi(2, ws.tinyArgs(steps: 30), cwd: ws.dir, timeout: 120)
         XCTAssertEqual(train.status, 0, train.stderr)
@@ -26,15 +26,19 @@ final class MonitorCLITests: XCTestCase {
         let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(errText.contains("waiting for"), errText)
         XCTAssertTrue(text.contains("== start: job tiny, 30 steps, world 2 (dp 2 x tp 1)"), text)
-        XCTAssertTrue(text.contains("step 1/30 [") && text.contains("step 6/30 [") && text.contains("step 30/30 [===================="), text)
+        XCTAssertTrue(
+            text.contains("step 1/30 [") && text.contains("step 6/30 [")
+                && text.contains("step 30/30 [===================="), text)
         XCTAssertFalse(text.contains("step 2/30"), "--every 5 skips steps")
         XCTAssertTrue(text.contains("== checkpoint step 30 saved") && text.hasSuffix("== end: completed\n"), text)
         XCTAssertFalse(text.contains("\u{1B}["), "no colour or cursor codes when piped")
 
         let status = try Harness.switchyard(["status", ws.dir + "/runs"])
         XCTAssertEqual(status.status, 0)
-        XCTAssertTrue(status.stdout.hasPrefix("tiny") && status.stdout.contains("finished") && status.stdout.contains("step 30/30")
-                      && status.stdout.contains("checkpoint step-000000030"), status.stdout)
+        XCTAssertTrue(
+            status.stdout.hasPrefix("tiny") && status.stdout.contains("finished")
+                && status.stdout.contains("step 30/30")
+                && status.stdout.contains("checkpoint step-000000030"), status.stdout)
         let svg = ws.dir + "/rank.svg"
         let plot = try Harness.switchyard(["plot", log, "--out", svg, "--metric", "rankStepMs"])
         XCTAssertEqual(plot.status, 0, plot.stderr)
@@ -46,25 +50,36 @@ final class MonitorCLITests: XCTestCase {
     /// On a terminal (tmux), `tail --follow` draws the dashboard against a live mpirun training:
     /// progress bar, ETA and expert-load bars are on screen and change.
     func testDashboardUnderTmux() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else { throw XCTSkip("tmux not installed (ops/test installs it)") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux") else {
+            throw XCTSkip("tmux not installed (ops/test installs it)")
+        }
         let ws = Workspace()
         let session = "sy-\(getpid())"
         let train = Process()
         train.executableURL = URL(fileURLWithPath: Harness.mpirun ?? "/usr/bin/mpirun")
-        train.arguments = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", "2", Harness.binary]
+        train.arguments =
+            ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", "2", Harness.binary]
             + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=100"])
         train.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
         train.standardOutput = FileHandle.nullDevice
         train.standardError = FileHandle.nullDevice
         var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["OPENBLAS_NUM_THREADS"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
+        env["OPENBLAS_NUM_THREADS"] = "1"
         train.environment = env
         try train.run()
-        defer { if train.isRunning { train.terminate() }; _ = try? Harness.run("/usr/bin/tmux", ["kill-session", "-t", session]) }
+        defer {
+            if train.isRunning { train.terminate() };
+            _ = try? Harness.run("/usr/bin/tmux", ["kill-session", "-t", session])
+        }
         // Through system(3): a tmux server started by a Foundation Process dies with that process here.
-        let started = system("/usr/bin/tmux new-session -d -s \(session) -x 120 -y 30 '\(Harness.binary) tail \(ws.dir)/runs/tiny --follow'")
+        let started = system(
+            "/usr/bin/tmux new-session -d -s \(session) -x 120 -y 30 '\(Harness.binary) tail \(ws.dir)/runs/tiny --follow'"
+        )
         XCTAssertEqual(started, 0)
-        func capture() throws -> String { try Harness.run("/usr/bin/tmux", ["capture-pane", "-p", "-t", session]).stdout }
+        func capture() throws -> String {
+            try Harness.run("/usr/bin/tmux", ["capture-pane", "-p", "-t", session]).stdout
+        }
         var first = ""
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {

@@ -34,7 +34,9 @@ final class MultiRankTests: XCTestCase {
         XCTAssertEqual(all.count, 60)
         XCTAssertEqual(Array(all.suffix(20)), first)
         // The earlier checkpoints were moved aside, not deleted.
-        let kept = try FileManager.default.contentsOfDirectory(atPath: "\(ws.dir)/runs/tiny").filter { $0.hasPrefix("checkpoints.replaced-") }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: "\(ws.dir)/runs/tiny").filter {
+            $0.hasPrefix("checkpoints.replaced-")
+        }
         XCTAssertFalse(kept.isEmpty)
     }
 
@@ -44,7 +46,8 @@ final class MultiRankTests: XCTestCase {
     func testLayoutsUnderMpirunMatchOneRank() throws {
         let ws = Workspace()
         func run(_ np: Int, _ name: String, _ extra: [String]) throws -> [UInt32] {
-            let r = try Harness.mpi(np, ws.tinyArgs(steps: 20, extra: ["--set", "name=\(name)"] + extra), cwd: ws.dir, timeout: 240)
+            let r = try Harness.mpi(
+                np, ws.tinyArgs(steps: 20, extra: ["--set", "name=\(name)"] + extra), cwd: ws.dir, timeout: 240)
             XCTAssertFalse(r.timedOut, "\(name) timed out")
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             return try ws.lossBits(run: name)
@@ -54,12 +57,15 @@ final class MultiRankTests: XCTestCase {
         let layouts: [(Int, String, [String])] = [
             (2, "dp2", []), (2, "tp2", ["--set", "layout.tp=2"]), (4, "dp2xtp2", ["--set", "layout.tp=2"]),
             (3, "dp3", []), (4, "w4", []),
-            (2, "replicas", ["--set", "placement=[[0,1],[1],[0],[0,1]]"]),
+            (2, "replicas", ["--set", "placement=[[0,1],[1],[0],[0,1]]"])
         ]
         for (np, name, extra) in layouts {
             let got = try run(np, name, extra)
             XCTAssertEqual(got.count, 20, name)
-            let worst = zip(got, ref).map { abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1)) }.max() ?? 1
+            let worst =
+                zip(got, ref).map {
+                    abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1))
+                }.max() ?? 1
             XCTAssertLessThan(worst, 1e-4, "\(name): max relative loss difference \(worst)")
             print("mpirun layout \(name) (np \(np)): max relative loss difference \(worst) vs np 1")
         }
@@ -72,10 +78,17 @@ final class MultiRankTests: XCTestCase {
     func testReplacementUnderMpirunMatchesOneRank() throws {
         let ws = Workspace()
         let skew = ["--set", "train.routerSkew=3", "--set", "train.routerSkewStride=2"]
-        let one = try Harness.mpi(1, ws.tinyArgs(steps: 20, extra: ["--set", "name=w1"] + skew), cwd: ws.dir, timeout: 120)
+        let one = try Harness.mpi(
+            1, ws.tinyArgs(steps: 20, extra: ["--set", "name=w1"] + skew), cwd: ws.dir, timeout: 120)
         XCTAssertEqual(one.status, 0, one.stderr)
-        let r = try Harness.mpi(2, ws.tinyArgs(steps: 20, extra: ["--set", "name=replan", "--set", "replan.every=5",
-                                                                   "--set", "replan.horizon=1000000"] + skew), cwd: ws.dir, timeout: 120)
+        let r = try Harness.mpi(
+            2,
+            ws.tinyArgs(
+                steps: 20,
+                extra: [
+                    "--set", "name=replan", "--set", "replan.every=5",
+                    "--set", "replan.horizon=1000000"
+                ] + skew), cwd: ws.dir, timeout: 120)
         XCTAssertFalse(r.timedOut)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("placement: step 4: predicted"), r.stdout)
@@ -83,7 +96,10 @@ final class MultiRankTests: XCTestCase {
         XCTAssertTrue(log.contains("\"adopted\":true"), "a plan was adopted")
         let got = try ws.lossBits(run: "replan"), ref = try ws.lossBits(run: "w1")
         XCTAssertEqual(got.count, 20)
-        let worst = zip(got, ref).map { abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1)) }.max() ?? 1
+        let worst =
+            zip(got, ref).map {
+                abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1))
+            }.max() ?? 1
         XCTAssertLessThan(worst, 1e-4, "max relative loss difference \(worst)")
         print("mpirun -np 2 with re-placement: max relative loss difference \(worst) vs np 1")
     }
@@ -106,7 +122,7 @@ final class MultiRankTests: XCTestCase {
             (2, ["--set", "layout.tp=3"], "layout.tp: 3 does not divide model.nHead = 4"),
             (2, ["--set", "placement=[[0],[2],[1],[0]]"], "names rank 2"),
             (2, ["--set", "placement=[[0],[1,1],[1],[0]]"], "listed twice on one rank"),
-            (2, ["--set", "placement=[[0],[],[1],[0]]"], "is on no rank"),
+            (2, ["--set", "placement=[[0],[],[1],[0]]"], "is on no rank")
         ]
         for (np, extra, text) in cases {
             let r = try Harness.mpi(np, ws.tinyArgs(steps: 5, extra: extra), cwd: ws.dir, timeout: 60)
@@ -137,10 +153,15 @@ final class MultiRankTests: XCTestCase {
             throw XCTSkip("this CPU has neither AVX-512 nor AVX2+FMA: nothing better than the generic core")
         }
         let ws = Workspace()
-        let r = try Harness.run(Harness.mpirun ?? "/usr/bin/mpirun", ["--oversubscribe", "-np", "1", "-x", "SWITCHYARD_PRETEND_BLAS_CORE=Prescott",
-                                Harness.binary] + ws.tinyArgs(steps: 2), cwd: ws.dir)
+        let r = try Harness.run(
+            Harness.mpirun ?? "/usr/bin/mpirun",
+            [
+                "--oversubscribe", "-np", "1", "-x", "SWITCHYARD_PRETEND_BLAS_CORE=Prescott",
+                Harness.binary
+            ] + ws.tinyArgs(steps: 2), cwd: ws.dir)
         XCTAssertEqual(r.status, 0, r.stderr)
-        let start = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8).split(separator: "\n")[0]
+        let start = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8).split(separator: "\n")[
+            0]
         XCTAssertTrue(start.contains("\"blasCore\":\"\(best)\""), String(start))
         XCTAssertTrue(start.contains("\"blasCoreOverride\":\"Prescott->\(best)\""), String(start))
     }

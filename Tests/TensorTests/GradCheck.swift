@@ -1,9 +1,9 @@
+import Foundation
 // Central finite differences against analytic gradients.
 // A kernel's scalar test objective is sum_i r_i * out_i with fixed random r (in Double);
 // its analytic gradient comes from the kernel's backward with dOut = r.
 import Tensor
 import XCTest
-import Foundation
 
 /// Deterministic test values in [-scale, scale).
 func randomValues(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
@@ -12,9 +12,11 @@ func randomValues(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
 
 /// Checks `analytic` against central differences of `objective` around `x` on up to `samples`
 /// coordinates: |analytic - fd| <= atol + rtol * |fd|. Reports the max difference seen.
-func assertGradient(_ label: String, x: [Float], analytic: [Float], h: Float = 1e-2,
-                    atol: Double = 2e-3, rtol: Double = 1e-2, samples: Int = 60,
-                    objective: ([Float]) -> Double, file: StaticString = #filePath, line: UInt = #line) {
+func assertGradient(
+    _ label: String, x: [Float], analytic: [Float], h: Float = 1e-2,
+    atol: Double = 2e-3, rtol: Double = 1e-2, samples: Int = 60,
+    objective: ([Float]) -> Double, file: StaticString = #filePath, line: UInt = #line
+) {
     XCTAssertEqual(x.count, analytic.count, "\(label): gradient size", file: file, line: line)
     let stride = max(1, x.count / samples)
     var maxDiff = 0.0
@@ -36,7 +38,8 @@ func assertGradient(_ label: String, x: [Float], analytic: [Float], h: Float = 1
     XCTAssertGreaterThan(checked, 0, file: file, line: line)
     // A gradient that is identically zero would pass trivially; the kernels' tests use
     // objectives whose gradients are not all zero.
-    XCTAssertGreaterThan(analytic.map { abs($0) }.max() ?? 0, 1e-4, "\(label): gradient is all zeros", file: file, line: line)
+    XCTAssertGreaterThan(
+        analytic.map { abs($0) }.max() ?? 0, 1e-4, "\(label): gradient is all zeros", file: file, line: line)
 }
 
 /// sum_i r_i * out_i in Double.
@@ -52,7 +55,9 @@ final class KeepAlive: @unchecked Sendable {
     static let shared = KeepAlive()
     private var buffers: [FloatBuffer] = []
     private let lock = NSLock()
-    func hold(_ b: FloatBuffer) -> UnsafeMutablePointer<Float> { lock.lock(); buffers.append(b); lock.unlock(); return b.base }
+    func hold(_ b: FloatBuffer) -> UnsafeMutablePointer<Float> {
+        lock.lock(); buffers.append(b); lock.unlock(); return b.base
+    }
 }
 
 /// A pointer to a copy of `values` that stays valid for the rest of the test process.

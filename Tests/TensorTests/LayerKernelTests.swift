@@ -9,13 +9,15 @@ final class LayerKernelTests: XCTestCase {
         func objective(_ wte: [Float], _ wpe: [Float]) -> Double {
             let out = FloatBuffer(count: b * t * c)
             tokens.withUnsafeBufferPointer {
-                Embedding.forward(out: out.base, tokens: $0.baseAddress!, wte: keep(wte), wpe: keep(wpe), b: b, t: t, c: c)
+                Embedding.forward(
+                    out: out.base, tokens: $0.baseAddress!, wte: keep(wte), wpe: keep(wpe), b: b, t: t, c: c)
             }
             return dot(out, r)
         }
         let dwte = FloatBuffer(count: v * c), dwpe = FloatBuffer(count: t * c)
         tokens.withUnsafeBufferPointer {
-            Embedding.backward(dwte: dwte.base, dwpe: dwpe.base, dOut: keep(r), tokens: $0.baseAddress!, b: b, t: t, c: c)
+            Embedding.backward(
+                dwte: dwte.base, dwpe: dwpe.base, dOut: keep(r), tokens: $0.baseAddress!, b: b, t: t, c: c)
         }
         assertGradient("Embedding dwte", x: wte, analytic: dwte.toArray(), samples: 100) { objective($0, wpe) }
         assertGradient("Embedding dwpe", x: wpe, analytic: dwpe.toArray(), samples: 100) { objective(wte, $0) }
@@ -40,8 +42,9 @@ final class LayerKernelTests: XCTestCase {
             XCTAssertEqual(Double(out[row * c + 1]), Double(x[row * c + 1]) * want * Double(w[1]), accuracy: 1e-5)
         }
         let dx = FloatBuffer(count: n * c), dw = FloatBuffer(count: c)
-        RMSNorm.backward(dx: dx.base, dWeight: dw.base, dOut: keep(r), x: keep(x),
-                         weight: keep(w), rstd: rstd.base, n: n, c: c)
+        RMSNorm.backward(
+            dx: dx.base, dWeight: dw.base, dOut: keep(r), x: keep(x),
+            weight: keep(w), rstd: rstd.base, n: n, c: c)
         assertGradient("RMSNorm dx", x: x, analytic: dx.toArray()) { dot(run($0, w).0, r) }
         assertGradient("RMSNorm dw", x: w, analytic: dw.toArray()) { dot(run(x, $0).0, r) }
     }
@@ -88,8 +91,9 @@ final class LayerKernelTests: XCTestCase {
         let v = randomValues(b * t * c, seed: 22), r = randomValues(b * t * c, seed: 23)
         func run(_ q: [Float], _ k: [Float], _ v: [Float]) -> (FloatBuffer, FloatBuffer) {
             let y = FloatBuffer(count: b * t * c), att = FloatBuffer(count: b * h * t * t)
-            Attention.forward(y: y.base, att: att.base, q: keep(q), k: keep(k),
-                              v: keep(v), b: b, t: t, h: h, d: d, ldc: c)
+            Attention.forward(
+                y: y.base, att: att.base, q: keep(q), k: keep(k),
+                v: keep(v), b: b, t: t, h: h, d: d, ldc: c)
             return (y, att)
         }
         let (y, att) = run(q, k, v)
@@ -109,9 +113,10 @@ final class LayerKernelTests: XCTestCase {
         for i in 0..<((t - 1) * c) { XCTAssertEqual(y2[i], y[i]) }
         let dq = FloatBuffer(count: b * t * c), dk = FloatBuffer(count: b * t * c), dv = FloatBuffer(count: b * t * c)
         let scratch = FloatBuffer(count: t * t)
-        Attention.backward(dq: dq.base, dk: dk.base, dv: dv.base, dy: keep(r), q: keep(q),
-                           k: keep(k), v: keep(v), att: att.base, scratch: scratch.base,
-                           b: b, t: t, h: h, d: d, ldc: c)
+        Attention.backward(
+            dq: dq.base, dk: dk.base, dv: dv.base, dy: keep(r), q: keep(q),
+            k: keep(k), v: keep(v), att: att.base, scratch: scratch.base,
+            b: b, t: t, h: h, d: d, ldc: c)
         assertGradient("Attention dq", x: q, analytic: dq.toArray()) { dot(run($0, k, v).0, r) }
         assertGradient("Attention dk", x: k, analytic: dk.toArray()) { dot(run(q, $0, v).0, r) }
         assertGradient("Attention dv", x: v, analytic: dv.toArray()) { dot(run(q, k, $0).0, r) }
@@ -130,7 +135,8 @@ final class AttentionBlockTests: XCTestCase {
         let r = rMask
         func run(_ q: [Float], _ k: [Float], _ v: [Float]) -> (FloatBuffer, FloatBuffer) {
             let y = FloatBuffer(count: b * t * ldc), att = FloatBuffer(count: b * h * t * t)
-            Attention.forward(y: y.base, att: att.base, q: keep(q), k: keep(k), v: keep(v), b: b, t: t, h: h, d: d, ldc: ldc)
+            Attention.forward(
+                y: y.base, att: att.base, q: keep(q), k: keep(k), v: keep(v), b: b, t: t, h: h, d: d, ldc: ldc)
             return (y, att)
         }
         let (y, att) = run(q, k, v)
@@ -138,7 +144,9 @@ final class AttentionBlockTests: XCTestCase {
         for hi in 0..<h {
             for i in 0..<t {
                 var s = [Double](repeating: 0, count: i + 1)
-                for j in 0...i { for x in 0..<d { s[j] += Double(q[i * ldc + hi * d + x]) * Double(k[j * ldc + hi * d + x]) } }
+                for j in 0...i {
+                    for x in 0..<d { s[j] += Double(q[i * ldc + hi * d + x]) * Double(k[j * ldc + hi * d + x]) }
+                }
                 let mx = s.max()!
                 let e = s.map { expDouble(($0 - mx) / Double(d).squareRoot()) }
                 let z = e.reduce(0, +)
@@ -150,10 +158,12 @@ final class AttentionBlockTests: XCTestCase {
             }
         }
         XCTAssertLessThan(worst, 1e-5, "max |y - reference| = \(worst)")
-        let dq = FloatBuffer(count: b * t * ldc), dk = FloatBuffer(count: b * t * ldc), dv = FloatBuffer(count: b * t * ldc)
+        let dq = FloatBuffer(count: b * t * ldc), dk = FloatBuffer(count: b * t * ldc),
+            dv = FloatBuffer(count: b * t * ldc)
         let scratch = FloatBuffer(count: t * t)
-        Attention.backward(dq: dq.base, dk: dk.base, dv: dv.base, dy: keep(r), q: keep(q), k: keep(k), v: keep(v),
-                           att: att.base, scratch: scratch.base, b: b, t: t, h: h, d: d, ldc: ldc)
+        Attention.backward(
+            dq: dq.base, dk: dk.base, dv: dv.base, dy: keep(r), q: keep(q), k: keep(k), v: keep(v),
+            att: att.base, scratch: scratch.base, b: b, t: t, h: h, d: d, ldc: ldc)
         assertGradient("blocked dq", x: q, analytic: dq.toArray(), samples: 40) { dot(run($0, k, v).0, r) }
         assertGradient("blocked dk", x: k, analytic: dk.toArray(), samples: 40) { dot(run(q, $0, v).0, r) }
         assertGradient("blocked dv", x: v, analytic: dv.toArray(), samples: 40) { dot(run(q, k, $0).0, r) }

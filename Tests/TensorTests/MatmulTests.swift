@@ -15,15 +15,17 @@ final class MatmulTests: XCTestCase {
                 let c = FloatBuffer(c0)
                 a.withUnsafeBufferPointer { ap in
                     b.withUnsafeBufferPointer { bp in
-                        sgemm(ta, tb, m: m, n: n, k: k, alpha: 0.5, a: ap.baseAddress!, lda: lda,
-                              b: bp.baseAddress!, ldb: ldb, beta: 2, c: c.base, ldc: n)
+                        sgemm(
+                            ta, tb, m: m, n: n, k: k, alpha: 0.5, a: ap.baseAddress!, lda: lda,
+                            b: bp.baseAddress!, ldb: ldb, beta: 2, c: c.base, ldc: n)
                     }
                 }
                 for i in 0..<m {
                     for j in 0..<n {
                         var s: Float = 0
                         for p in 0..<k { s += A(i, p) * B(p, j) }
-                        XCTAssertEqual(c[i * n + j], 0.5 * s + 2 * c0[i * n + j], accuracy: 1e-5, "ta \(ta) tb \(tb) (\(i),\(j))")
+                        XCTAssertEqual(
+                            c[i * n + j], 0.5 * s + 2 * c0[i * n + j], accuracy: 1e-5, "ta \(ta) tb \(tb) (\(i),\(j))")
                     }
                 }
             }
@@ -39,8 +41,9 @@ final class MatmulTests: XCTestCase {
             return dot(out, r)
         }
         let dx = FloatBuffer(count: n * i), dw = FloatBuffer(count: o * i)
-        Linear.backward(dInp: dx.base, dWeight: dw.base, dOut: keep(r), inp: keep(x),
-                        weight: keep(w), n: n, inFeatures: i, outFeatures: o)
+        Linear.backward(
+            dInp: dx.base, dWeight: dw.base, dOut: keep(r), inp: keep(x),
+            weight: keep(w), n: n, inFeatures: i, outFeatures: o)
         assertGradient("Linear dx", x: x, analytic: dx.toArray()) { objective($0, w) }
         assertGradient("Linear dW", x: w, analytic: dw.toArray()) { objective(x, $0) }
     }
@@ -48,8 +51,9 @@ final class MatmulTests: XCTestCase {
     func testLinearBackwardAccumulates() {
         let dx = FloatBuffer([1, 1]), dw = FloatBuffer([1, 1])
         // n = 1, in = 2, out = 1: dx += dOut * w, dW += dOut * x.
-        Linear.backward(dInp: dx.base, dWeight: dw.base, dOut: keep([2]), inp: keep([3, 4]),
-                        weight: keep([5, 6]), n: 1, inFeatures: 2, outFeatures: 1)
+        Linear.backward(
+            dInp: dx.base, dWeight: dw.base, dOut: keep([2]), inp: keep([3, 4]),
+            weight: keep([5, 6]), n: 1, inFeatures: 2, outFeatures: 1)
         XCTAssertEqual(dx.toArray(), [11, 13])
         XCTAssertEqual(dw.toArray(), [7, 9])
     }

@@ -4,8 +4,10 @@ import XCTest
 final class OptimizerTests: XCTestCase {
     func testAdamWFirstStepsClosedForm() {
         let cfg = AdamWConfig(beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
-        let p = FloatBuffer([1, -2]), g = FloatBuffer([0.5, -0.25]), m = FloatBuffer(count: 2), v = FloatBuffer(count: 2)
-        AdamW.update(params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 1, config: cfg, decay: true)
+        let p = FloatBuffer([1, -2]), g = FloatBuffer([0.5, -0.25]), m = FloatBuffer(count: 2),
+            v = FloatBuffer(count: 2)
+        AdamW.update(
+            params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 1, config: cfg, decay: true)
         // Step 1: mhat = g, vhat = g^2, so the Adam part is sign(g): p - lr * (sign(g) + wd * p).
         XCTAssertEqual(p[0], 1 - 0.01 * (1 + 0.1 * 1), accuracy: 1e-6)
         XCTAssertEqual(p[1], -2 - 0.01 * (-1 + 0.1 * -2), accuracy: 1e-6)
@@ -13,7 +15,8 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(v[0], 0.05 * 0.25, accuracy: 1e-7)
         // Step 2 with the same gradient: mhat == g and vhat == g^2 again (bias correction).
         let before = p[0]
-        AdamW.update(params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 2, config: cfg, decay: false)
+        AdamW.update(
+            params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 2, config: cfg, decay: false)
         XCTAssertEqual(p[0], before - 0.01 * 1, accuracy: 1e-6)
     }
 
@@ -59,10 +62,13 @@ final class OptimizerTests: XCTestCase {
         let avx2: Set<String> = ["avx2", "fma"]
         XCTAssertEqual(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx512, userCoreType: nil), "SkylakeX")
         XCTAssertEqual(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx2, userCoreType: nil), "Haswell")
-        XCTAssertNil(BLASCore.decide(currentCore: "Prescott", cpuFlags: avx512, userCoreType: "Haswell"), "user's choice wins")
-        XCTAssertNil(BLASCore.decide(currentCore: "Zen", cpuFlags: avx2, userCoreType: nil), "a recognised core is kept")
+        XCTAssertNil(
+            BLASCore.decide(currentCore: "Prescott", cpuFlags: avx512, userCoreType: "Haswell"), "user's choice wins")
+        XCTAssertNil(
+            BLASCore.decide(currentCore: "Zen", cpuFlags: avx2, userCoreType: nil), "a recognised core is kept")
         XCTAssertNil(BLASCore.decide(currentCore: "SkylakeX", cpuFlags: avx512, userCoreType: nil))
-        XCTAssertNil(BLASCore.decide(currentCore: "Prescott", cpuFlags: ["sse2"], userCoreType: nil), "nothing better to pick")
+        XCTAssertNil(
+            BLASCore.decide(currentCore: "Prescott", cpuFlags: ["sse2"], userCoreType: nil), "nothing better to pick")
         let cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f\nbogomips\t: 1\n"
         XCTAssertEqual(BLASCore.flags(fromCPUInfo: cpuinfo), ["fpu", "sse2", "avx2", "fma", "avx512f"])
     }

@@ -6,7 +6,8 @@ final class RouterTests: XCTestCase {
         let probs = FloatBuffer(count: n * e), w = FloatBuffer(count: n * k)
         var idx = [Int32](repeating: -1, count: n * k)
         idx.withUnsafeMutableBufferPointer {
-            Router.forward(probs: probs.base, topIndex: $0.baseAddress!, topWeight: w.base, logits: keep(logits), n: n, e: e, k: k)
+            Router.forward(
+                probs: probs.base, topIndex: $0.baseAddress!, topWeight: w.base, logits: keep(logits), n: n, e: e, k: k)
         }
         return (probs, idx, w)
     }
@@ -40,8 +41,10 @@ final class RouterTests: XCTestCase {
         let (probs, idx, w) = run(logits, n: n, e: e, k: k)
         let dl = FloatBuffer(count: n * e), scratch = FloatBuffer(count: e)
         idx.withUnsafeBufferPointer {
-            Router.backward(dLogits: dl.base, dTopWeight: keep(rw), dProbsExtra: keep(rp),
-                            probs: probs.base, topIndex: $0.baseAddress!, topWeight: w.base, n: n, e: e, k: k, scratch: scratch.base)
+            Router.backward(
+                dLogits: dl.base, dTopWeight: keep(rw), dProbsExtra: keep(rp),
+                probs: probs.base, topIndex: $0.baseAddress!, topWeight: w.base, n: n, e: e, k: k, scratch: scratch.base
+            )
         }
         assertGradient("Router dLogits", x: logits, analytic: dl.toArray(), h: 1e-3, atol: 1e-3) { objective($0) }
     }
@@ -67,7 +70,10 @@ final class RouterTests: XCTestCase {
         let probs = randomValues(n * e, seed: 40).map { 0.3 + 0.2 * $0 }
         let idx: [Int32] = [0, 0, 2, 3]
         func objective(_ p: [Float]) -> Double {
-            Double(idx.withUnsafeBufferPointer { LoadBalance.forward(f: f.base, probs: keep(p), topIndex: $0.baseAddress!, n: n, e: e, k: k) })
+            Double(
+                idx.withUnsafeBufferPointer {
+                    LoadBalance.forward(f: f.base, probs: keep(p), topIndex: $0.baseAddress!, n: n, e: e, k: k)
+                })
         }
         _ = objective(probs)
         let dp = FloatBuffer(count: n * e)
@@ -100,7 +106,8 @@ final class RouterTests: XCTestCase {
         XCTAssertEqual(Double(lossFlat[0]), Double(v).logValue, accuracy: 1e-6)
         let dl = FloatBuffer(count: n * v)
         targets.withUnsafeBufferPointer {
-            CrossEntropy.backward(dLogits: dl.base, logits: keep(logits), targets: $0.baseAddress!, dLoss: 0.5, n: n, v: v)
+            CrossEntropy.backward(
+                dLogits: dl.base, logits: keep(logits), targets: $0.baseAddress!, dLoss: 0.5, n: n, v: v)
         }
         assertGradient("CrossEntropy dLogits", x: logits, analytic: dl.toArray(), h: 1e-3, atol: 1e-3) {
             0.5 * losses($0).toArray().map(Double.init).reduce(0, +)

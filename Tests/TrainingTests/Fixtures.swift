@@ -6,7 +6,8 @@ import Training
 func layoutJob(dp: Int = 0, tp: Int = 1, placement: [[[Int]]]? = nil, steps: Int = 20) -> (Job, TokenData) {
     var job = Job()
     job.name = "layout"
-    job.model = .init(vocabSize: 256, seqLen: 16, nLayer: 3, nEmbd: 32, nHead: 4, nExpert: 4, topK: 2, ffHidden: 24, moeEvery: 1)
+    job.model = .init(
+        vocabSize: 256, seqLen: 16, nLayer: 3, nEmbd: 32, nHead: 4, nExpert: 4, topK: 2, ffHidden: 24, moeEvery: 1)
     job.train.steps = steps
     job.train.batchSize = 6
     job.train.warmupSteps = 3
@@ -22,6 +23,8 @@ func layoutJob(dp: Int = 0, tp: Int = 1, placement: [[[Int]]]? = nil, steps: Int
     job.layout.tp = tp
     job.placement = placement
     var text = ""
-    for i in 0..<400 { text += ["the cat sat on the mat. ", "a dog ran far away! ", "birds sing at dawn; "][i % 3] + String(i % 7) }
+    for i in 0..<400 {
+        text += ["the cat sat on the mat. ", "a dog ran far away! ", "birds sing at dawn; "][i % 3] + String(i % 7)
+    }
     return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
 }

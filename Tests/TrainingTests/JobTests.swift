@@ -22,8 +22,10 @@ final class JobTests: XCTestCase {
         return try Job.load(path: dir + "/job.json", overrides: overrides)
     }
 
-    func assertJobError(_ json: String, _ overrides: [String] = [], key: String, contains: String,
-                        file: StaticString = #filePath, line: UInt = #line) {
+    func assertJobError(
+        _ json: String, _ overrides: [String] = [], key: String, contains: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try load(json, overrides), file: file, line: line) { e in
             guard let je = e as? JobError else { return XCTFail("not a JobError: \(e)", file: file, line: line) }
             XCTAssertEqual(je.key, key, "\(je)", file: file, line: line)
@@ -32,8 +34,9 @@ final class JobTests: XCTestCase {
     }
 
     func testFileOverridesDefaultsAndSetOverridesFile() throws {
-        let job = try load(#"{"name": "a", "model": {"nLayer": 3}, "data": {"path": "x.txt"}, "train": {"lr": 0.01}}"#,
-                           ["train.lr=0.02", "model.nHead=2", "data.path=y.txt"])
+        let job = try load(
+            #"{"name": "a", "model": {"nLayer": 3}, "data": {"path": "x.txt"}, "train": {"lr": 0.01}}"#,
+            ["train.lr=0.02", "model.nHead=2", "data.path=y.txt"])
         XCTAssertEqual(job.name, "a")
         XCTAssertEqual(job.model.nLayer, 3)
         XCTAssertEqual(job.model.nHead, 2)
@@ -54,16 +57,24 @@ final class JobTests: XCTestCase {
         let base = #""data": {"path": "x.txt"}"#
         assertJobError("{\(base), \"train\": {\"lrr\": 1}}", key: "train.lrr", contains: "unknown key")
         assertJobError("{\(base), \"bogus\": 1}", key: "bogus", contains: "known keys")
-        assertJobError("{\(base), \"train\": {\"steps\": \"ten\"}}", key: "train.steps", contains: "expected integer, got a string")
-        assertJobError("{\(base), \"train\": {\"steps\": 1.5}}", key: "train.steps", contains: "expected integer, got a number")
+        assertJobError(
+            "{\(base), \"train\": {\"steps\": \"ten\"}}", key: "train.steps", contains: "expected integer, got a string"
+        )
+        assertJobError(
+            "{\(base), \"train\": {\"steps\": 1.5}}", key: "train.steps", contains: "expected integer, got a number")
         assertJobError("{\(base), \"model\": 3}", key: "model", contains: "unknown key")
-        assertJobError("{\(base), \"model\": {\"nEmbd\": 30, \"nHead\": 4}}", key: "model.nEmbd", contains: "not divisible by model.nHead")
+        assertJobError(
+            "{\(base), \"model\": {\"nEmbd\": 30, \"nHead\": 4}}", key: "model.nEmbd",
+            contains: "not divisible by model.nHead")
         assertJobError("{\(base), \"model\": {\"nExpert\": 2, \"topK\": 3}}", key: "model.topK", contains: "1 or 2")
-        assertJobError("{\(base), \"model\": {\"nExpert\": 1, \"topK\": 2}}", key: "model.topK", contains: "exceeds model.nExpert")
+        assertJobError(
+            "{\(base), \"model\": {\"nExpert\": 1, \"topK\": 2}}", key: "model.topK", contains: "exceeds model.nExpert")
         assertJobError("{\(base), \"train\": {\"minLr\": 1}}", key: "train.minLr", contains: "train.lr")
         assertJobError("{\(base), \"name\": \"../x\"}", key: "name", contains: "folder")
         assertJobError("{}", key: "data.path", contains: "required")
-        assertJobError("{\(base)}", ["train.routerSkewStride=3"], key: "train.routerSkewStride", contains: "divide model.nExpert = 4")
+        assertJobError(
+            "{\(base)}", ["train.routerSkewStride=3"], key: "train.routerSkewStride",
+            contains: "divide model.nExpert = 4")
         assertJobError("{\(base)}", ["train.steps"], key: "--set", contains: "key=value")
         assertJobError("{\(base)}", ["train.stepz=3"], key: "train.stepz", contains: "unknown key in --set")
         assertJobError("{\(base)}", ["train.steps=abc"], key: "train.steps", contains: "not a number")
@@ -71,23 +82,31 @@ final class JobTests: XCTestCase {
     }
 
     func testMissingFileAndBadJSON() {
-        XCTAssertThrowsError(try Job.load(path: dir + "/nope.json")) { XCTAssertTrue("\($0)".contains("job file not found"), "\($0)") }
+        XCTAssertThrowsError(try Job.load(path: dir + "/nope.json")) {
+            XCTAssertTrue("\($0)".contains("job file not found"), "\($0)")
+        }
         write("{\n  \"name\": \"a\",\n  \"seed\" 1\n}", to: dir + "/bad.json")
         XCTAssertThrowsError(try Job.load(path: dir + "/bad.json")) {
             XCTAssertTrue("\($0)".contains("not valid JSON: line 3, column 10"), "\($0)")
         }
         write("[1]", to: dir + "/arr.json")
-        XCTAssertThrowsError(try Job.load(path: dir + "/arr.json")) { XCTAssertTrue("\($0)".contains("must be a JSON object"), "\($0)") }
+        XCTAssertThrowsError(try Job.load(path: dir + "/arr.json")) {
+            XCTAssertTrue("\($0)".contains("must be a JSON object"), "\($0)")
+        }
     }
 
     func testShippedJobFilesLoad() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
         for name in ["tiny", "small", "fortunes-moe"] {
             let job = try Job.load(path: "\(root)/jobs/\(name).json")
             XCTAssertEqual(job.name, name)
         }
         let small = try Job.load(path: "\(root)/jobs/small.json")
-        XCTAssertEqual([small.model.nLayer, small.model.nEmbd, small.model.nHead, small.model.ffHidden, small.model.nExpert,
-                        small.model.topK, small.model.seqLen, small.train.batchSize], [4, 256, 8, 512, 8, 2, 256, 8])
+        XCTAssertEqual(
+            [
+                small.model.nLayer, small.model.nEmbd, small.model.nHead, small.model.ffHidden, small.model.nExpert,
+                small.model.topK, small.model.seqLen, small.train.batchSize
+            ], [4, 256, 8, 512, 8, 2, 256, 8])
     }
 }

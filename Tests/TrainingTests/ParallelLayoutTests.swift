@@ -17,22 +17,31 @@ final class ParallelLayoutTests: XCTestCase {
     /// from the ranks' shards (checking that every copy of an element agrees bitwise).
     func train(world: Int, _ job: Job, _ data: TokenData, nodeOf: [Int]? = nil) throws -> Outcome {
         let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [(ParameterInfo, [Float])], [Int]) in
-            let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in }, nodeOf: nodeOf)
+            let t = try Trainer(
+                job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in }, nodeOf: nodeOf)
             let s = try t.run()
             let st = t.model.store
-            return (s, st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) },
-                    t.model.droppedAssignments)
+            return (
+                s,
+                st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) },
+                t.model.droppedAssignments
+            )
         }
         var params: [String: [Float]] = [:]
         var filled: [String: [Bool]] = [:]
         for (_, tensors, _) in per {
             for (info, values) in tensors {
                 let total = info.globalShape.reduce(1, *)
-                if params[info.name] == nil { params[info.name] = Array(repeating: .nan, count: total); filled[info.name] = Array(repeating: false, count: total) }
+                if params[info.name] == nil {
+                    params[info.name] = Array(repeating: .nan, count: total);
+                    filled[info.name] = Array(repeating: false, count: total)
+                }
                 for i in 0..<values.count {
                     let gi = info.globalIndex(i)
                     if filled[info.name]![gi] {
-                        XCTAssertEqual(params[info.name]![gi].bitPattern, values[i].bitPattern, "copies of \(info.name)[\(gi)] disagree")
+                        XCTAssertEqual(
+                            params[info.name]![gi].bitPattern, values[i].bitPattern,
+                            "copies of \(info.name)[\(gi)] disagree")
                     }
                     params[info.name]![gi] = values[i]
                     filled[info.name]![gi] = true
@@ -54,7 +63,9 @@ final class ParallelLayoutTests: XCTestCase {
         }
         XCTAssertLessThan(worstParam, 1e-4, "\(label): final parameters")
         for (a, b) in zip(o.evals, ref.evals) { XCTAssertEqual(a, b, accuracy: 1e-4 * b, "\(label): eval loss") }
-        print("layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs world 1")
+        print(
+            "layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs world 1"
+        )
     }
 
     func testEveryLayoutMatchesWorldOne() throws {
@@ -68,14 +79,16 @@ final class ParallelLayoutTests: XCTestCase {
             ("dp3 (4 experts on 3 ranks)", 3, layoutJob(dp: 3).0),
             ("world4 experts over 4 ranks", 4, layoutJob().0),
             ("dp2 replicated experts", 2, layoutJob(placement: [[[0, 1], [1], [0], [0, 1]]]).0),
-            ("dp1xtp2 replicated, rank 1 holds all", 2, layoutJob(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0),
+            ("dp1xtp2 replicated, rank 1 holds all", 2, layoutJob(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0)
         ]
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
         }
         // Two nodes of two ranks: replicated experts serve their own node's tokens.
-        assertMatches(try train(world: 4, layoutJob(placement: [[[0, 2], [1, 3], [0, 3], [1]]]).0, data, nodeOf: [0, 0, 1, 1]), ref,
-                      "world4 on 2 nodes, replicas serve their node")
+        assertMatches(
+            try train(world: 4, layoutJob(placement: [[[0, 2], [1, 3], [0, 3], [1]]]).0, data, nodeOf: [0, 0, 1, 1]),
+            ref,
+            "world4 on 2 nodes, replicas serve their node")
         // Dense FFN blocks (moeEvery 2) under dp x tp.
         var dense1 = j1
         dense1.model.moeEvery = 2
@@ -122,9 +135,15 @@ final class ParallelLayoutTests: XCTestCase {
         expect(2, { $0.placement = [[[0], [1, 1], [1], [0]]] }, "placement", "listed twice on one rank")
         expect(2, { $0.placement = [[[0], [], [1], [0]]] }, "placement", "is on no rank")
         expect(2, { $0.placement = [[[0], [1]]] }, "placement", "lists 2 experts, the model has model.nExpert = 4")
-        expect(8, { $0.layout.dp = 8; $0.train.batchSize = 6 }, "train.batchSize", "cannot be split over 8")
+        expect(
+            8,
+            {
+                $0.layout.dp = 8; $0.train.batchSize = 6
+            }, "train.batchSize", "cannot be split over 8")
         var bad = j
         bad.layout.tp = 3
-        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("layout.tp: 3 does not divide model.nHead = 4"), "\($0)") }
+        XCTAssertThrowsError(try bad.validate()) {
+            XCTAssertTrue("\($0)".contains("layout.tp: 3 does not divide model.nHead = 4"), "\($0)")
+        }
     }
 }

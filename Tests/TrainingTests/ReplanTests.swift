@@ -28,14 +28,19 @@ final class ReplanTests: XCTestCase {
         a.name = "replan"
         let ja = a
         let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]], [UInt32]) in
-            let t = try Trainer(job: ja, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: ja) : nil,
-                                environment: Self.env, say: { _ in })
+            let t = try Trainer(
+                job: ja, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: ja) : nil,
+                environment: Self.env, say: { _ in })
             return (try t.run(), t.ctx.plan.layers, Self.state(t))
         }
         let newPlan = runA[0].1
-        XCTAssertNotEqual(newPlan, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted under skew")
+        XCTAssertNotEqual(
+            newPlan, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers,
+            "a plan was adopted under skew")
         let log = try String(contentsOfFile: "\(dir)/replan/log.jsonl", encoding: .utf8)
-        let decision = try log.split(separator: "\n").map { try JSONValue.parse(String($0)) }.first { $0["event"] == "placement" }
+        let decision = try log.split(separator: "\n").map { try JSONValue.parse(String($0)) }.first {
+            $0["event"] == "placement"
+        }
         XCTAssertEqual(decision?["adopted"], true)
         XCTAssertNotNil(decision?["predictedStepMsBefore"]?.doubleValue)
         XCTAssertNotNil(decision?["predictedMigrationMs"]?.doubleValue)
@@ -60,11 +65,13 @@ final class ReplanTests: XCTestCase {
             return (try t.run(), Self.state(t))
         }
         XCTAssertEqual(runB[0].0.firstStep, 10)
-        XCTAssertEqual(runB[0].0.losses.map(\.bitPattern), Array(runA[0].0.losses[10..<20]).map(\.bitPattern),
-                       "steps 10-19 after migration equal a resume with the new placement, bitwise")
+        XCTAssertEqual(
+            runB[0].0.losses.map(\.bitPattern), Array(runA[0].0.losses[10..<20]).map(\.bitPattern),
+            "steps 10-19 after migration equal a resume with the new placement, bitwise")
         for r in 0..<2 {
             XCTAssertEqual(runA[r].2.count, runB[r].1.count)
-            XCTAssertTrue(runA[r].2 == runB[r].1, "rank \(r): every parameter and both moments at step 20 equal, bitwise")
+            XCTAssertTrue(
+                runA[r].2 == runB[r].1, "rank \(r): every parameter and both moments at step 20 equal, bitwise")
         }
     }
 
@@ -94,11 +101,14 @@ final class ReplanTests: XCTestCase {
             let t = try Trainer(job: ja, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
             return (try t.run(), t.ctx.plan.layers)
         }
-        XCTAssertNotEqual(runA[0].1, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted")
-        let manifest = try String(contentsOfFile: "\(dir)/moved/checkpoints/step-000000015/manifest.json", encoding: .utf8)
+        XCTAssertNotEqual(
+            runA[0].1, PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers, "a plan was adopted")
+        let manifest = try String(
+            contentsOfFile: "\(dir)/moved/checkpoints/step-000000015/manifest.json", encoding: .utf8)
         let placement = try JSONValue.parse(manifest)["placement"]
-        XCTAssertEqual(placement, .array(runA[0].1.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
-                       "the checkpoint records the placement in force")
+        XCTAssertEqual(
+            placement, .array(runA[0].1.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
+            "the checkpoint records the placement in force")
         var b = job
         b.name = "resumed"
         b.replan.every = 0

@@ -18,14 +18,22 @@ final class ResumeTests: XCTestCase {
     /// Trains `job` on `world` thread-ranks (stopping after `stopAfter` steps of this run if set,
     /// as SIGTERM would), resuming per `choice`. Returns rank 0's summary and every tensor
     /// (parameters and AdamW moments) assembled whole.
-    func run(_ job: Job, _ data: TokenData, world: Int, stopAfter: Int? = nil, choice: ResumeChoice = .latest) throws -> Run {
+    func run(_ job: Job, _ data: TokenData, world: Int, stopAfter: Int? = nil, choice: ResumeChoice = .latest) throws
+        -> Run
+    {
         let per = try LocalCommunicator.run(size: world) { comm -> (TrainSummary, [Piece], ResumeInfo?) in
             let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
             let info = try t.resume(choice)
             let calls = Counter()
             let s = try t.run(stopRequested: { calls.next() >= (stopAfter ?? Int.max) })
-            return (s, t.shardViews().map { Piece(name: $0.name, globalShape: $0.globalShape, ranges: $0.ranges,
-                                                  values: Array(UnsafeBufferPointer(start: $0.data, count: $0.count))) }, info)
+            return (
+                s,
+                t.shardViews().map {
+                    Piece(
+                        name: $0.name, globalShape: $0.globalShape, ranges: $0.ranges,
+                        values: Array(UnsafeBufferPointer(start: $0.data, count: $0.count)))
+                }, info
+            )
         }
         var state: [String: [Float]] = [:]
         for (_, views, _) in per {
@@ -34,7 +42,9 @@ final class ResumeTests: XCTestCase {
                 if state[v.name] == nil { state[v.name] = Array(repeating: .nan, count: v.globalShape.reduce(1, *)) }
                 let cols = v.globalShape.last!, rows = v.ranges.count == 2 ? v.ranges[0] : [0, 1], vc = v.ranges.last!
                 var i = 0
-                for r in rows[0]..<rows[1] { for c in vc[0]..<vc[1] { state[v.name]![r * cols + c] = values[i]; i += 1 } }
+                for r in rows[0]..<rows[1] {
+                    for c in vc[0]..<vc[1] { state[v.name]![r * cols + c] = values[i]; i += 1 }
+                }
             }
         }
         return Run(summary: per[0].0, state: state, resumed: per[0].2)
@@ -62,7 +72,9 @@ final class ResumeTests: XCTestCase {
             let second = try run(j, data, world: world)
             XCTAssertEqual(second.resumed?.step, 20, "world \(world) resumes at step 20")
             XCTAssertEqual(second.summary.firstStep, 20)
-            XCTAssertEqual(second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern), "world \(world) losses")
+            XCTAssertEqual(
+                second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern),
+                "world \(world) losses")
             XCTAssertEqual(Set(second.state.keys), Set(straight.state.keys))
             for (name, v) in straight.state {
                 XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), "world \(world): \(name)")
@@ -76,7 +88,9 @@ final class ResumeTests: XCTestCase {
     func testReshardedResumeContinuesTheRun() throws {
         let (refJob, data) = job(world: 1, run: "reference")
         let ref = try run(refJob, data, world: 1)
-        func resumeElsewhere(saveWorld: Int, saveDP: Int, saveTP: Int, loadWorld: Int, loadTP: Int, label: String) throws {
+        func resumeElsewhere(saveWorld: Int, saveDP: Int, saveTP: Int, loadWorld: Int, loadTP: Int, label: String)
+            throws
+        {
             let (saveJob, _) = job(world: saveWorld, dp: saveDP, tp: saveTP, run: "save-\(label)")
             _ = try run(saveJob, data, world: saveWorld, stopAfter: 20)
             var (loadJob, _) = job(world: loadWorld, tp: loadTP, run: "load-\(label)")
@@ -85,7 +99,9 @@ final class ResumeTests: XCTestCase {
             let resumed = try run(loadJob, data, world: loadWorld, choice: .from(ckpt))
             XCTAssertEqual(resumed.summary.firstStep, 20, label)
             var worst = 0.0
-            for (a, b) in zip(resumed.summary.losses, ref.summary.losses[20..<40]) { worst = max(worst, abs(Double(a - b)) / Double(b)) }
+            for (a, b) in zip(resumed.summary.losses, ref.summary.losses[20..<40]) {
+                worst = max(worst, abs(Double(a - b)) / Double(b))
+            }
             XCTAssertEqual(resumed.summary.losses.count, 20, label)
             XCTAssertLessThan(worst, 1e-4, "\(label): max relative loss difference \(worst)")
             print("resharded resume \(label): max relative loss difference \(worst) vs the uninterrupted run")
@@ -108,7 +124,9 @@ final class ResumeTests: XCTestCase {
         let r = try run(j, data, world: 1)
         XCTAssertEqual(r.resumed?.step, 15, "falls back to step 15")
         XCTAssertEqual(r.resumed?.skipped.count, 1)
-        XCTAssertTrue(r.resumed?.skipped.first?.problem.contains("checksum mismatch") ?? false, "\(String(describing: r.resumed?.skipped))")
+        XCTAssertTrue(
+            r.resumed?.skipped.first?.problem.contains("checksum mismatch") ?? false,
+            "\(String(describing: r.resumed?.skipped))")
         // --resume-from a checkpoint that does not verify is an error, not a fallback.
         XCTAssertThrowsError(try run(j, data, world: 1, choice: .from(root + "/step-000000020"))) {
             XCTAssertTrue("\($0)".contains("does not verify"), "\($0)")

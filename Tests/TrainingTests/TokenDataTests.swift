@@ -7,8 +7,10 @@ final class TokenDataTests: XCTestCase {
     override func setUp() { dir = temporaryDirectory() }
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
 
-    func assertDataError(_ path: String, format: String = "auto", vocab: Int = 256, contains: String,
-                         file: StaticString = #filePath, line: UInt = #line) {
+    func assertDataError(
+        _ path: String, format: String = "auto", vocab: Int = 256, contains: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertThrowsError(try TokenData.load(path: path, format: format, vocabSize: vocab), file: file, line: line) {
             XCTAssertTrue("\($0)".hasPrefix("data.path \(path): "), "\($0)", file: file, line: line)
             XCTAssertTrue("\($0)".contains(contains), "\($0)", file: file, line: line)

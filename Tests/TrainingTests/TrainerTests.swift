@@ -16,7 +16,8 @@ final class TrainerTests: XCTestCase {
         var job = Job()
         job.name = "t"
         job.runsDir = dir + "/runs"
-        job.model = .init(vocabSize: 256, seqLen: 16, nLayer: 1, nEmbd: 32, nHead: 2, nExpert: 3, topK: 2, ffHidden: 32, moeEvery: 1)
+        job.model = .init(
+            vocabSize: 256, seqLen: 16, nLayer: 1, nEmbd: 32, nHead: 2, nExpert: 3, topK: 2, ffHidden: 32, moeEvery: 1)
         job.train.steps = steps
         job.train.batchSize = 4
         job.train.warmupSteps = 5
@@ -30,10 +31,13 @@ final class TrainerTests: XCTestCase {
         return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
     }
 
-    func train(_ job: Job, _ data: TokenData, log: Bool = false, stop: @escaping @Sendable () -> Bool = { false }) throws -> TrainSummary {
+    func train(_ job: Job, _ data: TokenData, log: Bool = false, stop: @escaping @Sendable () -> Bool = { false })
+        throws -> TrainSummary
+    {
         try LocalCommunicator.run(size: 1) { comm in
-            let trainer = try Trainer(job: job, comm: comm, data: data, log: log ? try RunLog(job: job) : nil,
-                                      environment: Self.env, say: { _ in })
+            let trainer = try Trainer(
+                job: job, comm: comm, data: data, log: log ? try RunLog(job: job) : nil,
+                environment: Self.env, say: { _ in })
             return try trainer.run(stopRequested: stop)
         }[0]
     }
@@ -67,7 +71,9 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(events.last?["reason"], "completed")
         let steps = events.filter { $0["event"] == "step" }
         XCTAssertEqual(steps.map { $0["step"]?.intValue }, (0..<20).map { $0 })
-        for key in ["loss", "auxLoss", "lr", "gradNorm", "tokensPerSec", "modelFlopsPerSec", "mfu", "expertLoad", "stepMs"] {
+        for key in [
+            "loss", "auxLoss", "lr", "gradNorm", "tokensPerSec", "modelFlopsPerSec", "mfu", "expertLoad", "stepMs"
+        ] {
             XCTAssertNotNil(steps[3][key], "step event lacks \(key)")
         }
         // Tokens per expert: one MoE block, 3 experts, every token routed to K = 2 of them.
@@ -84,7 +90,8 @@ final class TrainerTests: XCTestCase {
         let s = try train(j, d, log: true, stop: { true })
         XCTAssertEqual(s.losses.count, 1)
         XCTAssertTrue(s.stoppedEarly)
-        let last = try String(contentsOfFile: j.runDirectory + "/log.jsonl", encoding: .utf8).split(separator: "\n").last!
+        let last = try String(contentsOfFile: j.runDirectory + "/log.jsonl", encoding: .utf8).split(separator: "\n")
+            .last!
         XCTAssertEqual(try JSONValue.parse(String(last))["reason"], "signal")
     }
 
@@ -93,6 +100,8 @@ final class TrainerTests: XCTestCase {
         j.train.lr = 1e30
         j.train.minLr = 0
         j.train.warmupSteps = 0
-        XCTAssertThrowsError(try train(j, d)) { XCTAssertTrue("\($0)".contains("3 consecutive non-finite steps"), "\($0)") }
+        XCTAssertThrowsError(try train(j, d)) {
+            XCTAssertTrue("\($0)".contains("3 consecutive non-finite steps"), "\($0)")
+        }
     }
 }
