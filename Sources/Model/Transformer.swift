@@ -77,7 +77,7 @@ public final class Transformer: @unchecked Sendable {
     /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
     public init(
         config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
-        capacityFactor: Double = 0, routerSkew: Double = 0, routerSkewStride: Int = 1
+        moe options: MoEOptions = MoEOptions()
     ) {
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
@@ -98,8 +98,7 @@ public final class Transformer: @unchecked Sendable {
                 moes.append(
                     MoELayer(
                         ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert,
-                        k: config.topK,
-                        capacityFactor: capacityFactor, routerSkew: routerSkew, routerSkewStride: routerSkewStride))
+                        k: config.topK, options: options))
                 moeIndex += 1
             } else {
                 moes.append(nil)

@@ -1,6 +1,6 @@
 // Which rank holds which expert: for every MoE layer, expert -> [ranks] (one or more replicas).
-// Pure values, no MPI. The scheduler (a later issue) produces plans from measured load; this
-// file holds the plan, its default (round-robin) and its validation.
+// Pure values, no MPI. The scheduler (Planner.swift) produces plans from measured load; this
+// file holds the plan, its default (round-robin), its validation and the replica choice.
 
 /// A placement problem a user (job file or placement file) can cause; names the input.
 public struct PlacementError: Error, CustomStringConvertible, Sendable {
@@ -53,17 +53,22 @@ public struct PlacementPlan: Equatable, Sendable {
         layers[layer].indices.filter { layers[layer][$0].contains(rank) }
     }
 
-    /// The rank that serves global token `token` for expert `expert`: replicas split tokens
-    /// by token index modulo the replica count (deterministic, layout-independent order).
+    /// The rank that serves global token `token` for expert `expert` when every replica may serve it.
     @inline(__always)
     public func rank(layer: Int, expert: Int, token: Int) -> Int {
-        let r = layers[layer][expert]
-        return r.count == 1 ? r[0] : r[token % r.count]
+        PlacementPlan.replica(of: layers[layer][expert], token: token)
+    }
+
+    /// The one replica among `servers` (non-empty) that serves global token `token`: replicas split
+    /// tokens by token index modulo their count (deterministic, layout-independent order).
+    @inline(__always)
+    public static func replica(of servers: [Int], token: Int) -> Int {
+        servers.count == 1 ? servers[0] : servers[token % servers.count]
     }
 
     /// The replicas of `expert` that serve tokens sent from a rank on node `node` (`nodeOf[r]` is
     /// rank r's node): the ones on that node, so the traffic stays inside it, or every replica if
-    /// the node holds none. Among them tokens split by index, as in `rank(layer:expert:token:)`.
+    /// the node holds none. Among them tokens split by index (`replica(of:token:)`).
     public func servers(layer: Int, expert: Int, node: Int, nodeOf: [Int]) -> [Int] {
         let all = layers[layer][expert]
         let near = all.filter { nodeOf[$0] == node }

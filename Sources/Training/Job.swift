@@ -3,6 +3,7 @@
 // wrong types and invalid values are errors naming the key (Job+Parsing.swift).
 import Model
 import Placement
+import Tensor
 
 /// Where the tokens come from.
 public struct DataSpec: Equatable, Sendable {
@@ -32,6 +33,21 @@ public struct TrainSpec: Equatable, Sendable {
     public var capacityFactor = 0.0  // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
     public var routerSkew = 0.0  // skew routing on purpose: expert e's logit gets -routerSkew * ln(p(e) + 1) (0: none)
     public var routerSkewStride = 1  // p orders experts 0, s, 2s, ..., 1, 1+s, ...: the hottest are multiples of s
+}
+
+extension TrainSpec {
+    /// The router logit bias that `routerSkew` asks for (nil when 0): expert j's logit gets
+    /// -routerSkew * ln(p(j) + 1), where p orders the experts 0, s, 2s, ..., 1, 1+s, ... for stride
+    /// s = routerSkewStride (s = 1: low-numbered experts get the most tokens; a stride that does not
+    /// divide the experts counts as 1).
+    public func routerSkewBias(experts e: Int) -> [Float]? {
+        guard routerSkew != 0 else { return nil }
+        let st = e % routerSkewStride == 0 ? routerSkewStride : 1
+        return (0..<e).map { j in
+            let position = (j % st) * (e / st) + j / st
+            return Float(-routerSkew * logDouble(Double(position + 1)))
+        }
+    }
 }
 
 /// Online re-placement of experts from measured routing load.

@@ -112,9 +112,8 @@ public final class Trainer {
         sampleEnd = (d + 1) * b / dp
         model = Transformer(
             config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx,
-            capacityFactor: job.train.capacityFactor,
-            routerSkew: job.train.routerSkew,
-            routerSkewStride: job.train.routerSkewStride)
+            moe: MoEOptions(
+                capacityFactor: job.train.capacityFactor, logitBias: job.train.routerSkewBias(experts: job.model.nExpert)))
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(

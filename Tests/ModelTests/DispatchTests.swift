@@ -8,62 +8,76 @@ import XCTest
 /// Expert-parallel dispatch and combine over real thread-ranks: tokens are conserved, every row
 /// reaches the rank that holds its expert, and combine(dispatch(x)) == x with identity experts.
 final class DispatchTests: XCTestCase {
+    /// What went wrong on one rank, by kind (counts of rows).
+    struct Problems {
+        var rows = (sent: 0, received: 0)
+        var wrongExpert = 0  // a row for an expert its token did not choose
+        var wrongReplica = 0  // a row at a replica other than the one its token index picks
+        var wrongPayload = 0  // a row whose contents changed on the way
+        var combineMismatch = 0  // rows where combine(dispatch(x)) != x with identity experts
+    }
+
+    /// Random top-2 routing with distinct experts; expert e-1 is never chosen (no tokens).
+    static func route(seed: UInt64, rank: Int, row: Int, experts e: Int) -> (Int, Int) {
+        let h = CounterRNG.hash(seed, UInt64(rank), UInt64(row))
+        let first = CounterRNG.below(e - 1, h)
+        return (first, (first + 1 + CounterRNG.below(e - 2, CounterRNG.mix(h))) % (e - 1))
+    }
+
     func check(world: Int, experts e: Int, plan: PlacementPlan, seed: UInt64, nodeOf: [Int]? = nil) throws {
         let c = 3, k = 2
         let nodes = nodeOf ?? [Int](repeating: 0, count: world)
-        let results = try LocalCommunicator.run(size: world) { comm -> (sent: Int, received: Int, ok: Bool) in
+        let results = try LocalCommunicator.run(size: world) { comm -> Problems in
             let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: nodes)
-            let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k)
+            let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k, options: MoEOptions())
             let rows = 5 + comm.rank  // ranks hold different row counts
             let s = MoEState(n: rows, e: e, k: k)
-            s.rowStart = 0; s.rows = rows
+            s.rowStart = 0
+            s.rows = rows
             // Rows encode (rank, row): x[r] = [rank, row, rank * 100 + row].
             let x = FloatBuffer(count: rows * c)
             for r in 0..<rows {
-                x[r * c] = Float(comm.rank); x[r * c + 1] = Float(r); x[r * c + 2] = Float(comm.rank * 100 + r)
-            }
-            // Random top-2 routing with distinct experts; expert e-1 never chosen (no tokens).
-            for r in 0..<rows {
-                let h = CounterRNG.hash(seed, UInt64(comm.rank), UInt64(r))
-                let first = CounterRNG.below(e - 1, h)
-                let second = (first + 1 + CounterRNG.below(e - 2, CounterRNG.mix(h))) % (e - 1)
-                s.topIndex[r * k] = Int32(first); s.topIndex[r * k + 1] = Int32(second)
-                s.topWeight[r * k] = 0.5; s.topWeight[r * k + 1] = 0.5
+                let (first, second) = Self.route(seed: seed, rank: comm.rank, row: r, experts: e)
+                (x[r * c], x[r * c + 1], x[r * c + 2]) = (Float(comm.rank), Float(r), Float(comm.rank * 100 + r))
+                (s.topIndex[r * k], s.topIndex[r * k + 1]) = (Int32(first), Int32(second))
+                (s.topWeight[r * k], s.topWeight[r * k + 1]) = (0.5, 0.5)
             }
             let local = plan.localExperts(layer: 0, rank: comm.rank)
             try layer.dispatch(s: s, x: x.base, experts: local, tokenOffset: comm.rank * 1000)
-            // Every received row belongs to an expert this rank holds, and is a row some rank sent to it.
-            var ok = true
+            var p = Problems()
+            p.rows = (rows * k, s.recvRows.reduce(0, +))
             for (li, ex) in local.enumerated() {
                 for i in s.expertStart[li]..<(s.expertStart[li] + s.expertRows[li]) {
                     let src = Int(s.xe.base[i * c]), row = Int(s.xe.base[i * c + 1])
-                    let h = CounterRNG.hash(seed, UInt64(src), UInt64(row))
-                    let first = CounterRNG.below(e - 1, h)
-                    let second = (first + 1 + CounterRNG.below(e - 2, CounterRNG.mix(h))) % (e - 1)
-                    if ex != first && ex != second { ok = false }
-                    // The row came to the replica its token index picks among those serving src's node.
+                    let (first, second) = Self.route(seed: seed, rank: src, row: row, experts: e)
+                    if ex != first && ex != second { p.wrongExpert += 1 }
+                    // The replica its token index picks among those serving src's node (all, on one node).
                     let servers = plan.servers(layer: 0, expert: ex, node: nodes[src], nodeOf: nodes)
-                    if servers[(src * 1000 + row) % servers.count] != comm.rank { ok = false }
-                    if nodeOf == nil && plan.rank(layer: 0, expert: ex, token: src * 1000 + row) != comm.rank {
-                        ok = false
-                    }
-                    if s.xe.base[i * c + 2] != Float(src * 100 + row) { ok = false }
+                    let picked = nodeOf == nil
+                        ? plan.rank(layer: 0, expert: ex, token: src * 1000 + row)
+                        : servers[(src * 1000 + row) % servers.count]
+                    if picked != comm.rank { p.wrongReplica += 1 }
+                    if s.xe.base[i * c + 2] != Float(src * 100 + row) { p.wrongPayload += 1 }
                 }
             }
             // Identity experts: o = xe. Combine must give x back exactly (0.5 x + 0.5 x).
-            let received = s.recvRows.reduce(0, +)
-            s.o.reserve(received * c)
-            s.o.base.update(from: s.xe.base, count: received * c)
+            s.o.reserve(p.rows.received * c)
+            s.o.base.update(from: s.xe.base, count: p.rows.received * c)
             let out = FloatBuffer(count: rows * c)
             let scratch = FloatBuffer(count: 2 * rows * c)
             try layer.combine(s: s, out: out.base, n: rows, gatherScratch: scratch.base)
-            if out.toArray() != x.toArray() { ok = false }
-            return (rows * k, received, ok)
+            p.combineMismatch = (0..<rows).filter { r in (0..<c).contains { out[r * c + $0] != x[r * c + $0] } }.count
+            return p
         }
+        let label = "world \(world), plan \(plan.layers[0])" + (nodeOf.map { ", nodes \($0)" } ?? "")
         XCTAssertEqual(
-            results.map { $0.sent }.reduce(0, +), results.map { $0.received }.reduce(0, +),
-            "tokens conserved, world \(world)")
-        XCTAssertTrue(results.allSatisfy { $0.ok }, "world \(world): a row went astray or combine(dispatch(x)) != x")
+            results.map(\.rows.sent).reduce(0, +), results.map(\.rows.received).reduce(0, +),
+            "\(label): rows sent != rows received (tokens lost or duplicated)")
+        XCTAssertEqual(results.map(\.wrongExpert), Array(repeating: 0, count: world), "\(label): rows at the wrong expert")
+        XCTAssertEqual(results.map(\.wrongReplica), Array(repeating: 0, count: world), "\(label): rows at the wrong replica")
+        XCTAssertEqual(results.map(\.wrongPayload), Array(repeating: 0, count: world), "\(label): rows corrupted in transit")
+        XCTAssertEqual(
+            results.map(\.combineMismatch), Array(repeating: 0, count: world), "\(label): combine(dispatch(x)) != x")
     }
 
     func testDispatchCombineAtOneToFourRanks() throws {
@@ -92,5 +106,45 @@ final class DispatchTests: XCTestCase {
         XCTAssertEqual(
             plan.servers(layer: 0, expert: 2, node: 1, nodeOf: [0, 0, 1, 1]), [0, 1], "no replica on node 1: all")
         XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 0, nodeOf: [0, 0, 0, 0]), [0, 1])
+    }
+
+    /// The capacity rule drops the same assignments whatever the number of ranks the global batch is
+    /// split over (ranks own consecutive token ranges): the masks of 1-4 ranks, laid end to end, equal
+    /// a reference that walks the global (token, slot) order and drops what exceeds an expert's capacity.
+    func testCapacityDropsTheSameAssignmentsAtOneToFourRanks() throws {
+        let e = 4, k = 2, tokens = 30, factor = 0.75
+        // Crowded routing: most tokens pick expert 0 first, so it overflows.
+        @Sendable func route(_ t: Int) -> (Int32, Int32) {
+            let h = CounterRNG.hash(7, UInt64(t), 0)
+            let first = CounterRNG.below(4, h) == 0 ? 1 + CounterRNG.below(e - 1, CounterRNG.mix(h)) : 0
+            return (Int32(first), Int32((first + 1 + CounterRNG.below(e - 1, h >> 7)) % e))
+        }
+        let capacity = Int((factor * Double(tokens * k) / Double(e)).rounded(.up))
+        var seen = [Int](repeating: 0, count: e), reference: [Bool] = []
+        for t in 0..<tokens {
+            let (a, b) = route(t)
+            for ex in [Int(a), Int(b)] {
+                reference.append(seen[ex] >= capacity)
+                seen[ex] += 1
+            }
+        }
+        let expectedDrops = seen.map { max(0, $0 - capacity) }.reduce(0, +)
+        XCTAssertGreaterThan(expectedDrops, 0, "the routing overflows an expert")
+        for world in 1...4 {
+            let plan = PlacementPlan.roundRobin(moeLayers: 1, experts: e, world: world)
+            let per = try LocalCommunicator.run(size: world) { comm -> ([Bool], Int) in
+                let ctx = ParallelContext(
+                    comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: Array(repeating: 0, count: world))
+                let layer = MoELayer(ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, options: MoEOptions(capacityFactor: factor))
+                let first = comm.rank * tokens / world, end = (comm.rank + 1) * tokens / world
+                let s = MoEState(n: end - first, e: e, k: k)
+                s.rows = end - first
+                for t in first..<end { (s.topIndex[(t - first) * k], s.topIndex[(t - first) * k + 1]) = route(t) }
+                try layer.applyCapacity(s: s, globalTokens: tokens)
+                return (Array(UnsafeBufferPointer(start: s.dropped, count: s.rows * k)), s.droppedGlobal)
+            }
+            XCTAssertEqual(per.flatMap(\.0), reference, "world \(world): dropped assignments differ from the global order")
+            XCTAssertEqual(per.map(\.1), Array(repeating: expectedDrops, count: world), "world \(world): dropped count")
+        }
     }
 }

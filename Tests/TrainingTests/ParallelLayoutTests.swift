@@ -56,13 +56,13 @@ final class ParallelLayoutTests: XCTestCase {
         XCTAssertEqual(o.losses.count, ref.losses.count, label)
         var worstLoss = 0.0, worstParam = 0.0
         for (a, b) in zip(o.losses, ref.losses) { worstLoss = max(worstLoss, abs(Double(a - b)) / abs(Double(b))) }
-        XCTAssertLessThan(worstLoss, 1e-4, "\(label): per-step loss relative difference")
+        XCTAssertLessThan(worstLoss, 1e-5, "\(label): per-step loss relative difference")
         XCTAssertEqual(Set(o.params.keys), Set(ref.params.keys), label)
         for (name, v) in ref.params {
             for (a, b) in zip(o.params[name]!, v) { worstParam = max(worstParam, abs(Double(a - b))) }
         }
-        XCTAssertLessThan(worstParam, 1e-4, "\(label): final parameters")
-        for (a, b) in zip(o.evals, ref.evals) { XCTAssertEqual(a, b, accuracy: 1e-4 * b, "\(label): eval loss") }
+        XCTAssertLessThan(worstParam, 2e-5, "\(label): final parameters")
+        for (a, b) in zip(o.evals, ref.evals) { XCTAssertEqual(a, b, accuracy: 1e-5 * b, "\(label): eval loss") }
         print(
             "layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs world 1"
         )
@@ -97,9 +97,13 @@ final class ParallelLayoutTests: XCTestCase {
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "dp2xtp2 with dense blocks")
     }
 
-    /// With a capacity limit, the same assignments are dropped whatever the layout.
+    /// With a capacity limit, the same assignments are dropped whatever the layout (the rule itself
+    /// is checked with identical routing in DispatchTests). Dropping is discontinuous in the router
+    /// logits: once reassociation (dp sums gradients in another order) moves a near-tie assignment
+    /// across an expert's capacity line, two layouts legitimately part ways. On an Intel Xeon
+    /// (SkylakeX kernels) that happened at step 15 of 20, so this compares the first 10 steps.
     func testCapacityDropsAreLayoutIndependent() throws {
-        var (j1, data) = layoutJob()
+        var (j1, data) = layoutJob(steps: 10)
         j1.train.capacityFactor = 0.75
         let ref = try train(world: 1, j1, data)
         XCTAssertGreaterThan(ref.drops.reduce(0, +), 0, "capacity 0.75 drops some assignments")

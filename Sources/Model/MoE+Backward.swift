@@ -1,0 +1,113 @@
+// MoE backward, the forward's steps in reverse: combine's backward (the gradient of each kept
+// assignment's weight and its output row), the rows out to the experts, each local expert's MLP
+// backward, the rows home (summed per token in slot order), then the router and balance loss.
+// Shape legend as in MoE.swift.
+import Tensor
+
+extension MoELayer {
+    /// Backward from dOut[N, C] (the residual gradient at the block output, same on every tp rank).
+    /// dx[N, C] (zero on entry) receives d(objective)/d(x) on every tp rank.
+    func backward(
+        dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
+        w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, n: Int, globalTokens: Int,
+        gatherScratch: UnsafeMutablePointer<Float>, profile: KernelProfile?
+    ) throws {
+        var clock = RegionClock(profile)
+        let dxs = dx + s.rowStart * c
+        combineBackward(s: s, sc: sc, dOut: dOut)
+        try sendGradientsToExperts(s: s, sc: sc)
+        clock.lap(.dispatchCombine)
+        let maxRows = s.expertRows.max() ?? 0
+        sc.dA.reserve(maxRows * f)
+        sc.dH.reserve(maxRows * f)
+        for li in w.experts.indices where s.expertRows[li] > 0 {
+            let st = s.expertStart[li]
+            MLP.backward(
+                dx: sc.dXe.base + st * c, dw1: g.w1[li], dw2: g.w2[li], dOut: sc.dOe.base + st * c,
+                x: s.xe.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, w1: w.w1[li], w2: w.w2[li],
+                dA: sc.dA.base, dH: sc.dH.base, n: s.expertRows[li], c: c, f: f)
+        }
+        clock.lap(.experts)
+        try returnGradientsHome(s: s, sc: sc, dxs: dxs)
+        clock.lap(.dispatchCombine)
+        routerBackward(s: s, sc: sc, dxs: dxs, x: x + s.rowStart * c, w: w, g: g, auxCoef: auxCoef, tokens: globalTokens)
+        clock.lap(.router)
+        try ctx.allgatherRowsTP(dx, n: n, c: c, scratch: gatherScratch)
+        clock.lap(.dispatchCombine)
+    }
+
+    /// Combine's backward: dTopWeight[r, j] = dOut[r] . o (0 for a dropped assignment) and the
+    /// gradient of each kept assignment's output row, wt * dOut[r], into sc.dSend (send order).
+    func combineBackward(s: MoEState, sc: MoEScratch, dOut: UnsafePointer<Float>) {
+        sc.dSend.reserve(s.sendRows.reduce(0, +) * c)
+        let dTW = sc.dTopWeight.base
+        for r in 0..<s.rows {
+            let d = dOut + (s.rowStart + r) * c
+            for j in 0..<k {
+                if s.dropped[r * k + j] {
+                    dTW[r * k + j] = 0
+                    continue
+                }
+                let slot = Int(s.sendSlot[r * k + j])
+                let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
+                let wt = s.topWeight.base[r * k + j]
+                var dot: Float = 0
+                for i in 0..<c {
+                    dot += d[i] * o[i]
+                    dst[i] = wt * d[i]
+                }
+                dTW[r * k + j] = dot
+            }
+        }
+    }
+
+    /// The output-row gradients to the experts' ranks (alltoallv), permuted expert-major into
+    /// sc.dOe; sc.dXe zeroed for the experts' input gradients.
+    func sendGradientsToExperts(s: MoEState, sc: MoEScratch) throws {
+        let recvTotal = s.recvRows.reduce(0, +)
+        sc.dRecv.reserve(recvTotal * c)
+        try ctx.alltoallv(
+            send: sc.dSend.base, sendCounts: s.sendRows.map { $0 * c },
+            recv: sc.dRecv.base, recvCounts: s.recvRows.map { $0 * c })
+        sc.dOe.reserve(recvTotal * c)
+        sc.dXe.reserve(recvTotal * c)
+        for i in 0..<recvTotal { (sc.dOe.base + i * c).update(from: sc.dRecv.base + Int(s.perm[i]) * c, count: c) }
+        sc.dXe.base.update(repeating: 0, count: recvTotal * c)
+    }
+
+    /// The experts' input gradients sc.dXe back to received order and home (alltoallv), added
+    /// per token in slot order into dxs [rows, C].
+    func returnGradientsHome(s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>) throws {
+        let recvTotal = s.recvRows.reduce(0, +)
+        for i in 0..<recvTotal { (sc.dRecv.base + Int(s.perm[i]) * c).update(from: sc.dXe.base + i * c, count: c) }
+        try ctx.alltoallv(
+            send: sc.dRecv.base, sendCounts: s.recvRows.map { $0 * c },
+            recv: sc.dSend.base, recvCounts: s.sendRows.map { $0 * c })
+        for r in 0..<s.rows {
+            let d = dxs + r * c
+            for j in 0..<k where !s.dropped[r * k + j] {
+                let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
+                for i in 0..<c { d[i] += src[i] }
+            }
+        }
+    }
+
+    /// Balance loss and router backward: dLogits from dTopWeight and the balance loss's dProbs,
+    /// then the router's dx (added into dxs) and dW.
+    func routerBackward(
+        s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>, x xs: UnsafePointer<Float>,
+        w: MoEWeights, g: MoEWeights, auxCoef: Float, tokens: Int
+    ) {
+        let rows = s.rows
+        sc.dProbs.base.update(repeating: 0, count: rows * e)
+        LoadBalance.backward(dProbs: sc.dProbs.base, f: s.share.base, dAux: auxCoef, n: rows, e: e, tokens: tokens)
+        sc.dLogits.base.update(repeating: 0, count: rows * e)
+        Router.backward(
+            dLogits: sc.dLogits.base, dTopWeight: sc.dTopWeight.base, dProbsExtra: sc.dProbs.base,
+            probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k,
+            scratch: sc.rowScratch.base)
+        Linear.backward(
+            dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: xs, weight: w.router,
+            n: rows, inFeatures: c, outFeatures: e)
+    }
+}

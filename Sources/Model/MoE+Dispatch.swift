@@ -1,0 +1,132 @@
+// MoE dispatch and combine, in their phases: a counting sort of this rank's assignments into
+// send order (destination rank, expert, token), the exchange of the per-(rank, expert) counts,
+// the alltoallv of the rows, and the permutation of the received rows into expert-major order
+// (expert, source rank, token). Combine runs the same steps backwards.
+// Shape legend as in MoE.swift.
+import Placement
+import Tensor
+
+extension MoELayer {
+    /// Sends each kept assignment's row of xs [rows, C] (routing in s.topIndex, drops in s.dropped)
+    /// to the rank serving its expert; leaves the received rows expert-major in s.xe, with s.perm,
+    /// s.expertStart/Rows set. `tokenOffset`: global index of xs's first row (replica choice).
+    func dispatch(s: MoEState, x xs: UnsafePointer<Float>, experts: [Int], tokenOffset: Int) throws {
+        let bucket = packSendRows(s: s, x: xs, tokenOffset: tokenOffset)
+        let recvCounts = try exchangeCounts(s: s, bucket: bucket)
+        let recvTotal = s.recvRows.reduce(0, +)
+        ctx.stats.expertRowsReceived += recvTotal
+        s.recv.reserve(recvTotal * c)
+        try ctx.alltoallv(
+            send: s.send.base, sendCounts: s.sendRows.map { $0 * c },
+            recv: s.recv.base, recvCounts: s.recvRows.map { $0 * c })
+        permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts)
+    }
+
+    /// Phase 1, counting sort: each kept assignment's destination (the replica that serves the
+    /// token, PlacementPlan.replica), its row in send order (s.sendSlot) and that row copied into
+    /// s.send. Sets s.sendRows; returns the rows per (destination, expert), [world * E].
+    func packSendRows(s: MoEState, x xs: UnsafePointer<Float>, tokenOffset: Int) -> [Int] {
+        let world = ctx.comms.world.size, rows = s.rows
+        var bucket = [Int](repeating: 0, count: world * e)
+        var destOf = [Int32](repeating: 0, count: rows * k)
+        let servers = ctx.servers[layer]
+        for r in 0..<rows {
+            for j in 0..<k where !s.dropped[r * k + j] {
+                let ex = Int(s.topIndex[r * k + j])
+                let d = PlacementPlan.replica(of: servers[ex], token: tokenOffset + r)
+                destOf[r * k + j] = Int32(d)
+                bucket[d * e + ex] += 1
+            }
+        }
+        s.sendRows = (0..<world).map { d in bucket[(d * e)..<((d + 1) * e)].reduce(0, +) }
+        var fill = [Int](repeating: 0, count: world * e)  // next send row of each (destination, expert)
+        var acc = 0
+        for i in 0..<(world * e) {
+            fill[i] = acc
+            acc += bucket[i]
+        }
+        s.send.reserve(acc * c)
+        s.back.reserve(acc * c)
+        for r in 0..<rows {
+            for j in 0..<k where !s.dropped[r * k + j] {
+                let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
+                let slot = fill[key]
+                fill[key] += 1
+                s.sendSlot[r * k + j] = Int32(slot)
+                (s.send.base + slot * c).update(from: xs + r * c, count: c)
+            }
+        }
+        return bucket
+    }
+
+    /// Phase 2, count exchange: every rank learns how many rows of each expert it receives from
+    /// each source (alltoallv of the counts). Sets s.recvRows; returns the counts, [world * E].
+    func exchangeCounts(s: MoEState, bucket: [Int]) throws -> [Int] {
+        let world = ctx.comms.world.size
+        let counts64 = bucket.map { Int64($0) }
+        var recvCounts64 = [Int64](repeating: 0, count: world * e)
+        try counts64.withUnsafeBufferPointer { sp in
+            try recvCounts64.withUnsafeMutableBufferPointer { rp in
+                try ctx.alltoallv(
+                    send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
+                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
+            }
+        }
+        let recvCounts = recvCounts64.map { Int($0) }
+        s.recvRows = (0..<world).map { src in recvCounts[(src * e)..<((src + 1) * e)].reduce(0, +) }
+        return recvCounts
+    }
+
+    /// Phase 3, expert-major permutation: for each local expert, the rows from source 0, 1, ...
+    /// in token order (s.perm, s.expertStart/Rows); copies them into s.xe and sizes the expert buffers.
+    func permuteExpertMajor(s: MoEState, recvCounts: [Int], experts: [Int]) {
+        let world = ctx.comms.world.size
+        let recvTotal = s.recvRows.reduce(0, +)
+        var srcStart = [Int](repeating: 0, count: world)
+        var acc = 0
+        for src in 0..<world {
+            srcStart[src] = acc
+            acc += s.recvRows[src]
+        }
+        s.perm = []
+        s.perm.reserveCapacity(recvTotal)
+        s.expertStart = []
+        s.expertRows = []
+        for ex in experts {
+            s.expertStart.append(s.perm.count)
+            for src in 0..<world {
+                let first = srcStart[src] + recvCounts[(src * e)..<(src * e + ex)].reduce(0, +)
+                for i in 0..<recvCounts[src * e + ex] { s.perm.append(Int32(first + i)) }
+            }
+            s.expertRows.append(s.perm.count - s.expertStart.last!)
+        }
+        precondition(s.perm.count == recvTotal, "a rank received rows for an expert it does not hold")
+        s.xe.reserve(recvTotal * c)
+        s.o.reserve(recvTotal * c)
+        s.h.reserve(recvTotal * f)
+        s.a.reserve(recvTotal * f)
+        for i in 0..<recvTotal { (s.xe.base + i * c).update(from: s.recv.base + Int(s.perm[i]) * c, count: c) }
+    }
+
+    /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
+    /// sum_k w[n, k] * o into out's owned rows, in slot order; then all-gathers the rows over tp.
+    func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>)
+        throws
+    {
+        let recvTotal = s.recvRows.reduce(0, +)
+        // Outputs back to received order, then home.
+        for i in 0..<recvTotal { (s.recv.base + Int(s.perm[i]) * c).update(from: s.o.base + i * c, count: c) }
+        try ctx.alltoallv(
+            send: s.recv.base, sendCounts: s.recvRows.map { $0 * c },
+            recv: s.back.base, recvCounts: s.sendRows.map { $0 * c })
+        for r in 0..<s.rows {
+            let dst = out + (s.rowStart + r) * c
+            for j in 0..<k where !s.dropped[r * k + j] {
+                let wt = s.topWeight.base[r * k + j]
+                let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
+                for i in 0..<c { dst[i] += wt * src[i] }
+            }
+        }
+        try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
+    }
+}
