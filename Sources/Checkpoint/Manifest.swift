@@ -6,6 +6,7 @@
 // `step` is the number of steps done (the next step to run); the data position and every random
 // draw are functions of the step, so no iterator or RNG state is needed beyond it and the seed.
 import JSON
+import Placement
 
 /// One piece of a tensor: which file and key hold it, and which global index range per dim.
 public struct SliceRecord: Equatable, Sendable {
@@ -48,12 +49,12 @@ public struct Manifest: Equatable, Sendable {
     }
 
     public var json: JSONValue {
-        func ints(_ a: [Int]) -> JSONValue { .array(a.map { .number(Double($0)) }) }
+        func ints(_ a: [Int]) -> JSONValue { .array(a.map { .integer($0) }) }
         return [
             "format": .number(Double(Manifest.formatVersion)), "step": .number(Double(step)),
             "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
             "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
-            "placement": .array(placement.map { .array($0.map(ints)) }),
+            "placement": PlacementPlan.json(placement),
             "tensors": .array(
                 tensors.map { t in
                     [

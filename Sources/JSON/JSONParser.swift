@@ -60,7 +60,7 @@ struct Parser {
         case UInt8(ascii: "t"): try literal("true"); return .bool(true)
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
         default: throw error("unexpected character '\(Character(Unicode.Scalar(bytes[pos])))'")
         }
     }
@@ -164,7 +164,8 @@ struct Parser {
         return v
     }
 
-    mutating func number() throws -> Double {
+    /// An integer literal (no fraction, no exponent, fits in an Int) as .integer, any other as .number.
+    mutating func number() throws -> JSONValue {
         let start = pos
         if bytes[pos] == UInt8(ascii: "-") { pos += 1 }
         func digits() -> Int {
@@ -176,16 +177,21 @@ struct Parser {
         let n = digits()
         if n == 0 { throw error("expected digits") }
         if n > 1 && bytes[intStart] == UInt8(ascii: "0") { throw error("leading zero in number") }
+        var fractionOrExponent = false
         if pos < bytes.count && bytes[pos] == UInt8(ascii: ".") {
+            fractionOrExponent = true
             pos += 1
             if digits() == 0 { throw error("expected digits after '.'") }
         }
         if pos < bytes.count && (bytes[pos] == UInt8(ascii: "e") || bytes[pos] == UInt8(ascii: "E")) {
+            fractionOrExponent = true
             pos += 1
             if pos < bytes.count && (bytes[pos] == UInt8(ascii: "+") || bytes[pos] == UInt8(ascii: "-")) { pos += 1 }
             if digits() == 0 { throw error("expected digits in exponent") }
         }
-        guard let d = Double(String(decoding: bytes[start..<pos], as: UTF8.self)) else { throw error("bad number") }
-        return d
+        let text = String(decoding: bytes[start..<pos], as: UTF8.self)
+        if !fractionOrExponent, let i = Int(text) { return .integer(i) }
+        guard let d = Double(text) else { throw error("bad number") }
+        return .number(d)
     }
 }

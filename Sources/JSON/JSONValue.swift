@@ -1,13 +1,15 @@
 // A small JSON value type with an exact parser and a serializer.
 // Why not Foundation's JSONSerialization: job files need errors with line and column, exact
-// knowledge of integers vs fractions vs booleans (to reject wrong types), and key order kept
-// for readable output. Log lines need shortest round-trip numbers.
+// knowledge of integers vs fractions vs booleans (to reject wrong types: the parser reads `300`
+// as an integer and `300.0` or `3e2` as a number, and only integers pass `intValue`), and key
+// order kept for readable output. Log lines need shortest round-trip numbers.
 
 /// A JSON document. Objects keep their key order.
 public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
-    case number(Double)
+    case integer(Int)  // a literal without fraction or exponent that fits in an Int
+    case number(Double)  // any other number
     case string(String)
     case array([JSONValue])
     case object([(String, JSONValue)])
@@ -16,7 +18,10 @@ public enum JSONValue: Equatable, Sendable {
         switch (a, b) {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
-        case let (.number(x), .number(y)): return x == y || (x.isNaN && y.isNaN)
+        case let (.integer(x), .integer(y)): return x == y
+        case (.integer, .number), (.number, .integer), (.number, .number):  // equal as numbers
+            let (x, y) = (a.doubleValue!, b.doubleValue!)
+            return x == y || (x.isNaN && y.isNaN)
         case let (.string(x), .string(y)): return x == y
         case let (.array(x), .array(y)): return x == y
         case let (.object(x), .object(y)):
@@ -31,14 +36,20 @@ public enum JSONValue: Equatable, Sendable {
         return nil
     }
 
-    public var doubleValue: Double? { if case .number(let d) = self { return d }; return nil }
+    public var doubleValue: Double? {
+        switch self {
+        case .integer(let i): return Double(i)
+        case .number(let d): return d
+        default: return nil
+        }
+    }
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
-    /// The number as an Int if it is integral and in range.
+    /// The integer, if the value is one (`300`; not `300.0`, which is a number).
     public var intValue: Int? {
-        guard case .number(let d) = self, d.rounded() == d, abs(d) < 9.0e15 else { return nil }
-        return Int(d)
+        if case .integer(let i) = self { return i }
+        return nil
     }
 
     /// A short name of the value's type, for error messages.
@@ -46,7 +57,8 @@ public enum JSONValue: Equatable, Sendable {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"
-        case .number(let d): return d.rounded() == d ? "an integer" : "a number"
+        case .integer: return "an integer"
+        case .number(let d): return "a number (\(JSONValue.format(d, keepFraction: true)))"
         case .string: return "a string"
         case .array: return "an array"
         case .object: return "an object"
@@ -58,7 +70,7 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
 {
     public init(stringLiteral v: String) { self = .string(v) }
-    public init(integerLiteral v: Int) { self = .number(Double(v)) }
+    public init(integerLiteral v: Int) { self = .integer(v) }
     public init(floatLiteral v: Double) { self = .number(v) }
     public init(booleanLiteral v: Bool) { self = .bool(v) }
     public init(arrayLiteral v: JSONValue...) { self = .array(v) }
@@ -86,6 +98,7 @@ extension JSONValue {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
+        case .integer(let i): out += String(i)
         case .number(let d): out += JSONValue.format(d)
         case .string(let s): JSONValue.quote(s, into: &out)
         case .array(let items):
@@ -119,11 +132,11 @@ extension JSONValue {
         }
     }
 
-    /// Shortest text that reads back as the same Double; integers without ".0";
-    /// non-finite values (not JSON) as null.
-    public static func format(_ d: Double) -> String {
+    /// Shortest text that reads back as the same Double; integral values without ".0" (unless
+    /// `keepFraction`); non-finite values (not JSON) as null.
+    public static func format(_ d: Double, keepFraction: Bool = false) -> String {
         guard d.isFinite else { return "null" }
-        if d.rounded() == d && abs(d) < 1e15 { return String(Int64(d)) }
+        if d.rounded() == d && abs(d) < 1e15 { return String(Int64(d)) + (keepFraction ? ".0" : "") }
         return "\(d)"
     }
 

@@ -2,6 +2,7 @@
 // Every error names the file or key and says what to do.
 import Foundation
 import JSON
+import Placement
 
 extension Job {
     /// Loads `path`, applies `overrides` ("key=value"), validates. Errors name the file or key.
@@ -61,6 +62,7 @@ extension Job {
                 throw JobError(key: key, "--set value is not JSON: \(error); e.g. --set 'placement=[[0],[1],[0,1]]'")
             }
         case .string: value = .string(raw)
+        case .int where Int(raw) != nil: value = .integer(Int(raw)!)
         case .int, .double:
             guard let d = Double(raw), d.isFinite else {
                 throw JobError(key: key, "--set value '\(raw)' is not a number (expected \(field.typeName))")
@@ -135,13 +137,11 @@ extension Job {
         for f in Job.fields {
             let v: JSONValue
             switch f.ref {
-            case .int(let kp): v = .number(Double(self[keyPath: kp]))
+            case .int(let kp): v = .integer(self[keyPath: kp])
             case .double(let kp): v = .number(self[keyPath: kp])
             case .string(let kp): v = .string(self[keyPath: kp])
             case .placement:
-                v =
-                    placement.map { .array($0.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }) }
-                    ?? .null
+                v = placement.map { PlacementPlan.json($0) } ?? .null
             }
             insert(f.key.split(separator: ".")[...], v, into: &root)
         }

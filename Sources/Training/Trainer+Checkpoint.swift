@@ -107,9 +107,9 @@ extension Trainer {
     }
 
     /// Finishes a pending save if every rank is done (or waits, with `block`); logs it.
-    /// Returns false when a failed save must stop training (checkpoint.onError = stop).
-    func pollSave(block: Bool) throws -> Bool {
-        guard let w = writer, let r = try w.poll(block: block) else { return true }
+    /// Throws CheckpointSaveFailed when a failed save must stop training (checkpoint.onError = stop).
+    func pollSave(block: Bool) throws {
+        guard let w = writer, let r = try w.poll(block: block) else { return }
         if r.ok {
             let gbps = r.writeSeconds > 0 ? Double(r.bytes) / r.writeSeconds / 1e9 : 0
             log?.write([
@@ -122,13 +122,13 @@ extension Trainer {
                 String(
                     format: "checkpoint step %d: %.1f MB in %.2f s (%.2f GB/s), loop stalled %.1f ms -> %@",
                     r.step, Double(r.bytes) / 1e6, r.writeSeconds, gbps, r.stallSeconds * 1000, r.path as NSString))
-            return true
+            return
         }
         log?.write([
             "event": job.checkpoint.onError == "stop" ? "error" : "warning", "step": .number(Double(r.step)),
             "time": .number(unixTime()), "message": .string("checkpoint failed: \(r.message)")
         ])
         say("warning: checkpoint step \(r.step) failed: \(r.message)")
-        return job.checkpoint.onError != "stop"
+        if job.checkpoint.onError == "stop" { throw CheckpointSaveFailed() }
     }
 }

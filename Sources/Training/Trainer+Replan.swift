@@ -106,9 +106,6 @@ extension Trainer {
         let after = Planner.predict(
             plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
         ).stepSeconds
-        func plan(_ p: PlacementPlan) -> JSONValue {
-            .array(p.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) })
-        }
         let oldPlan = ctx.plan
         let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
         if d.adopt {
@@ -128,7 +125,7 @@ extension Trainer {
         if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = (moved + rebuild) / took[0] / 1e9 }
         log?.write([
             "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
-            "adopted": .bool(d.adopt), "oldPlan": plan(oldPlan), "newPlan": plan(proposed),
+            "adopted": .bool(d.adopt), "oldPlan": oldPlan.json, "newPlan": proposed.json,
             "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
             "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
             "migrationBytes": .number(moved),

@@ -72,7 +72,7 @@ public final class Trainer {
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
     /// Wall-clock seconds of each applied step, in order.
-    public private(set) var stepSeconds: [Double] = []
+    public internal(set) var stepSeconds: [Double] = []
     /// Per-rank sgemm peak (FLOP/s) used for MFU.
     public let peakFlops: Double
 
@@ -129,148 +129,90 @@ public final class Trainer {
         writer?.reserve(floats: 3 * model.store.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
     }
 
-    var isLogRank: Bool { ctx.mesh.rank == 0 }
-
     /// Runs every step (or until `stopRequested` turns true on any rank, between steps).
     /// Rank 0 logs. Every rank of the world must call it.
     public func run(stopRequested: () -> Bool = { false }) throws -> TrainSummary {
-        let t = job.train, m = job.model
-        let tokensPerStep = t.batchSize * m.seqLen
-        let localB = sampleEnd - sampleStart
-        let flopsPerToken = m.flopsPerToken(seqLen: m.seqLen)
-        var summary = TrainSummary()
-        log?.write(startEvent(flopsPerToken: flopsPerToken))
-        say(
-            "switchyard: training \(job.name) for \(t.steps) steps on \(ctx.mesh.world) rank(s) (dp \(ctx.mesh.dp) x tp \(ctx.mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), \(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")"
-        )
-        var badInARow = 0
-        var timedSeconds = 0.0, timedTokens = 0
-        summary.firstStep = startStep
-        var stoppedBy: String? = nil
-        for step in startStep..<t.steps {
-            guard try pollSave(block: false) else { stoppedBy = "checkpoint-error"; break }
-            let t0 = monotonicSeconds()
-            ctx.stats = CommStats()
-            let lr = schedule.lr(at: step)
-            let (x, y) = sampler.batch(step: step, first: sampleStart, count: localB)
-            _ = try model.forward(
-                tokens: x, targets: y, batch: localB, time: m.seqLen,
-                tokenOffset: sampleStart * m.seqLen, globalTokens: tokensPerStep)
-            model.store.grads.zero()
-            try model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(t.auxLossCoef))
-            let tClip = monotonicSeconds()
-            try model.reduceGradients()
-            let norm = try model.globalGradNorm()
-            // One world allreduce: the global loss (tp rank 0 of each dp group counts its rows) and the stop flag.
-            var shared = [ctx.mesh.tpIndex == 0 ? model.lastLossSum : 0, stopRequested() ? 1 : 0]
-            try ctx.allreduceWorld(&shared)
-            let loss = Float(shared[0] / Double(tokensPerStep))
-            let stop = shared[1] > 0
-            GradClip.scale(model.store.grads.base, count: model.store.count, norm: norm, maxNorm: t.gradClip)
-            model.profile?.add(.optimizer, monotonicSeconds() - tClip)
-            let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
-            if !loss.isFinite || !norm.isFinite {
-                badInARow += 1
-                summary.losses.append(.nan)
-                log?.write([
-                    "event": "warning", "step": .number(Double(step)), "time": .number(unixTime()),
-                    "message": .string(
-                        "non-finite loss (\(loss)) or gradient norm (\(norm)); step skipped, parameters unchanged")
-                ])
-                say("warning: step \(step): non-finite loss or gradient; step skipped (\(badInARow)/\(t.maxBadSteps))")
-                if badInARow >= t.maxBadSteps {
-                    throw TrainError(
-                        "\(badInARow) consecutive non-finite steps (train.maxBadSteps = \(t.maxBadSteps)) ending at step \(step); lower train.lr or check the data"
-                    )
+        var progress = RunProgress(firstStep: startStep)
+        log?.write(startEvent())
+        say(startLine)
+        do {
+            for step in startStep..<job.train.steps {
+                try pollSave(block: false)
+                let r = try self.step(step, stopRequested: stopRequested)
+                try record(r, into: &progress)
+                let last = step == job.train.steps - 1
+                let stopping = r.stop && !last
+                if r.applied {
+                    try evaluateIfDue(step, into: &progress)
+                    try replanIfDue(step, last: last, into: &progress)
+                    if stopping { announceStop(after: step) }
+                    try checkpointIfDue(step, final: last || stopping)
                 }
-                // A stop request still ends the run here (no checkpoint: the state did not change
-                // since the last one, and a checkpoint is never written from non-finite state).
-                if stop { summary.stoppedEarly = true; break }
-                continue
-            }
-            badInARow = 0
-            adamStep += 1
-            let tAdam = monotonicSeconds()
-            applyAdamW(lr: Float(lr), step: adamStep)
-            model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
-            let seconds = monotonicSeconds() - t0
-            stepSeconds.append(seconds)
-            // Per-rank timings, gathered once per step.
-            let mine = [
-                seconds * 1000, ctx.stats.alltoallvSeconds * 1000, ctx.stats.allreduceSeconds * 1000,
-                Double(ctx.stats.expertRowsReceived)
-            ]
-            let all = try ctx.comms.world.allgather(mine)
-            let slowest = stride(from: 0, to: all.count, by: 4).map { all[$0] }.max()! / 1000
-            if step > startStep { timedSeconds += slowest; timedTokens += tokensPerStep }  // the first step warms up
-            let tps = Double(tokensPerStep) / slowest
-            let mflops = tps * flopsPerToken
-            summary.losses.append(loss)
-            updateLoad(stepMs: slowest * 1000)
-            onStepEnd?(step)
-            log?.write(
-                stepEvent(
-                    step: step, loss: loss, aux: aux, lr: lr, norm: norm, seconds: slowest, tps: tps,
-                    mflops: mflops, ranks: all))
-            if step % t.logEvery == 0 || step == t.steps - 1 {
-                say(
-                    String(
-                        format:
-                            "step %5d/%d | loss %.4f | aux %.3f | lr %.2e | gnorm %.3f | %6.0f ms | %7.0f tok/s | mfu %.2f",
-                        step, t.steps, loss, aux, lr, norm, slowest * 1000, tps,
-                        mflops / (peakFlops * Double(ctx.mesh.world))))
-            }
-            if t.evalEvery > 0 && ((step + 1) % t.evalEvery == 0 || step == t.steps - 1) {
-                let v = try evaluate()
-                summary.evals.append((step, v))
-                log?.write([
-                    "event": "eval", "step": .number(Double(step)), "time": .number(unixTime()),
-                    "valLoss": .number(v), "windows": .number(Double(t.evalWindows))
-                ])
-                say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
-            }
-            let isLast = step == t.steps - 1
-            if job.replan.every > 0 && (step + 1) % job.replan.every == 0 && !isLast {
-                guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
-                // Planning and migration are training time: the run's tokens/s pays for them.
-                timedSeconds += try replan(step: step)
-            }
-            if stop && !isLast {
-                summary.stoppedEarly = true
-                say(
-                    "switchyard: stop requested; finished step \(step)"
-                        + (writer == nil ? ", stopping (checkpoint.every = 0: nothing saved)" : ", saving and stopping")
-                )
-            }
-            if writer != nil && ((step + 1) % job.checkpoint.every == 0 || isLast || summary.stoppedEarly) {
-                // At most one save in flight: finish the previous one, then snapshot this state;
-                // the write goes on in the background. The last save (end or signal) is waited for.
-                guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
-                startSave(steps: step + 1)
-                if isLast || summary.stoppedEarly {
-                    guard try pollSave(block: true) else { stoppedBy = "checkpoint-error"; break }
+                if r.stop {
+                    // After a skipped step nothing is saved: the state did not change since the
+                    // last checkpoint, and none is ever written from non-finite state.
+                    progress.summary.stoppedEarly = !r.applied || !last
+                    break
                 }
             }
-            if summary.stoppedEarly { break }
+            try pollSave(block: true)
+        } catch is CheckpointSaveFailed {
+            log?.write(["event": "end", "time": .number(unixTime()), "reason": "checkpoint-error"])
+            throw TrainError(
+                "a checkpoint could not be saved (see the warning above) and checkpoint.onError = stop; "
+                    + "the last good checkpoint in \(checkpointRoot) is intact")
         }
-        if stoppedBy == nil, try !pollSave(block: true) { stoppedBy = "checkpoint-error" }
-        if stoppedBy != nil { return try finishWithError(summary) }
-        summary.tokensPerSec = timedSeconds > 0 ? Double(timedTokens) / timedSeconds : 0
+        return finish(progress)
+    }
+
+    /// Evaluates after `step` when train.evalEvery says so, and after the last step.
+    func evaluateIfDue(_ step: Int, into progress: inout RunProgress) throws {
+        let t = job.train
+        guard t.evalEvery > 0 && ((step + 1) % t.evalEvery == 0 || step == t.steps - 1) else { return }
+        let v = try evaluate()
+        progress.summary.evals.append((step, v))
+        log?.write([
+            "event": "eval", "step": .number(Double(step)), "time": .number(unixTime()),
+            "valLoss": .number(v), "windows": .number(Double(t.evalWindows)),
+        ])
+        say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
+    }
+
+    /// Re-places experts after `step` when replan.every says so (never after the run's last step).
+    /// Planning and migration are training time: the run's tokens/s pays for them.
+    func replanIfDue(_ step: Int, last: Bool, into progress: inout RunProgress) throws {
+        guard job.replan.every > 0 && (step + 1) % job.replan.every == 0 && !last else { return }
+        try pollSave(block: true)
+        progress.timedSeconds += try replan(step: step)
+    }
+
+    /// Saves after `step` when checkpoint.every says so, and always on the run's final step (the
+    /// last one, or the one a stop request ends). At most one save in flight: the previous one is
+    /// finished first; the write goes on in the background, except the final one, waited for.
+    func checkpointIfDue(_ step: Int, final: Bool) throws {
+        guard writer != nil && ((step + 1) % job.checkpoint.every == 0 || final) else { return }
+        try pollSave(block: true)
+        startSave(steps: step + 1)
+        if final { try pollSave(block: true) }
+    }
+
+    func announceStop(after step: Int) {
+        say(
+            "switchyard: stop requested; finished step \(step)"
+                + (writer == nil ? ", stopping (checkpoint.every = 0: nothing saved)" : ", saving and stopping"))
+    }
+
+    /// The summary of a run that ended normally (completed or stopped by request), and its end event.
+    func finish(_ progress: RunProgress) -> TrainSummary {
+        var summary = progress.summary
+        summary.tokensPerSec = progress.timedSeconds > 0 ? Double(progress.timedTokens) / progress.timedSeconds : 0
         log?.write([
             "event": "end", "time": .number(unixTime()),
             "step": .number(Double(summary.firstStep + summary.losses.count - 1)),
             "reason": .string(summary.stoppedEarly ? "signal" : "completed"),
-            "tokensPerSec": .number(summary.tokensPerSec)
+            "tokensPerSec": .number(summary.tokensPerSec),
         ])
         return summary
-    }
-
-    /// Ends a run stopped by a failed checkpoint (checkpoint.onError = stop).
-    func finishWithError(_ summary: TrainSummary) throws -> TrainSummary {
-        log?.write(["event": "end", "time": .number(unixTime()), "reason": "checkpoint-error"])
-        throw TrainError(
-            "a checkpoint could not be saved (see the warning above) and checkpoint.onError = stop; the last good checkpoint in \(checkpointRoot) is intact"
-        )
     }
 
     /// AdamW over every named tensor (decay only where the tensor asks for it).
@@ -312,46 +254,5 @@ public final class Trainer {
         var v = [ctx.mesh.tpIndex == 0 ? total : 0]
         try ctx.allreduceWorld(&v)
         return v[0] / Double(n * t)
-    }
-
-    func startEvent(flopsPerToken: Double) -> JSONValue {
-        let m = job.model
-        return [
-            "event": "start", "time": .number(unixTime()), "job": .string(job.name),
-            "world": .number(Double(ctx.mesh.world)), "dp": .number(Double(ctx.mesh.dp)),
-            "tp": .number(Double(ctx.mesh.tp)),
-            "nodeOfRank": .array(ctx.nodeOf.map { .number(Double($0)) }),
-            "placement": .array(ctx.plan.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
-            "totalSteps": .number(Double(job.train.steps)),
-            "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
-            "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
-            "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(job.train.batchSize * m.seqLen)),
-            "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null,
-            "blasThreads": .number(Double(env.blasThreads)),
-            "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
-            "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
-            "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
-            "checkpointSkipped": .array(
-                (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })
-        ]
-    }
-
-    func stepEvent(
-        step: Int, loss: Float, aux: Double, lr: Double, norm: Double, seconds: Double,
-        tps: Double, mflops: Double, ranks: [Double]
-    ) -> JSONValue {
-        func column(_ i: Int) -> JSONValue {
-            .array(stride(from: i, to: ranks.count, by: 4).map { .number(ranks[$0]) })
-        }
-        let load: [JSONValue] = model.expertTokenCounts.map { .array($0.map { .number(Double($0)) }) }
-        return [
-            "event": "step", "step": .number(Double(step)), "time": .number(unixTime()),
-            "loss": .number(Double(loss)), "auxLoss": .number(aux), "lr": .number(lr), "gradNorm": .number(norm),
-            "stepMs": .number(seconds * 1000), "tokensPerSec": .number(tps), "modelFlopsPerSec": .number(mflops),
-            "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))), "expertLoad": .array(load),
-            "droppedTokens": .array(model.droppedAssignments.map { .number(Double($0)) }),
-            "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
-            "rankExpertRows": column(3)
-        ]
     }
 }

@@ -118,9 +118,7 @@ enum PlanCommand {
                 "  memory per rank: "
                     + best.pred.rankBytes.map { String(format: "%.2f GB", $0 / 1e9) }.joined(separator: ", "))
             if let out = args.value("--out") {
-                let j = JSONValue.array(
-                    best.plan.layers.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) })
-                try Data((j.compact + "\n").utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+                try Data((best.plan.json.compact + "\n").utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
                 say("wrote \(out); use it with: --set layout.tp=\(best.tp) --set placement=\"$(cat \(out))\"")
             }
             return 0

@@ -11,6 +11,21 @@ final class JSONTests: XCTestCase {
         XCTAssertNil(v["b"]?.arrayValue?[1].intValue)
     }
 
+    /// The header's promise: integers are told from fractions by the literal, not by the value.
+    func testIntegerLiteralsAreToldFromFractionsExactly() throws {
+        let v = try JSONValue.parse("[300, 300.0, 3e2, -7, 12345678901234567890]")
+        let items = v.arrayValue!
+        XCTAssertEqual(items[0].intValue, 300, "300 is an integer")
+        XCTAssertNil(items[1].intValue, "300.0 is a number, not an integer")
+        XCTAssertNil(items[2].intValue, "3e2 is a number, not an integer")
+        XCTAssertEqual(items[3].intValue, -7)
+        XCTAssertNil(items[4].intValue, "an integer literal beyond Int is a number")
+        XCTAssertEqual(items.map(\.doubleValue), [300, 300, 300, -7, 12345678901234567890.0], "all read as numbers")
+        XCTAssertEqual(items[1].typeName, "a number (300.0)")
+        XCTAssertEqual(items[0], items[1], "equal as numbers")
+        XCTAssertEqual(JSONValue.integer(300).compact, "300")
+    }
+
     func testErrorsCarryLineAndColumn() {
         XCTAssertThrowsError(try JSONValue.parse("{\n  \"a\": 1,\n  \"b\" 2\n}")) {
             let e = $0 as! JSONParseError

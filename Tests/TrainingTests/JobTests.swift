@@ -62,6 +62,11 @@ final class JobTests: XCTestCase {
         )
         assertJobError(
             "{\(base), \"train\": {\"steps\": 1.5}}", key: "train.steps", contains: "expected integer, got a number")
+        assertJobError(
+            "{\(base), \"train\": {\"steps\": 300.0}}", key: "train.steps",
+            contains: "expected integer, got a number (300.0)")
+        assertJobError(
+            "{\(base), \"train\": {\"steps\": 3e2}}", key: "train.steps", contains: "expected integer, got a number")
         assertJobError("{\(base), \"model\": 3}", key: "model", contains: "unknown key")
         assertJobError(
             "{\(base), \"model\": {\"nEmbd\": 30, \"nHead\": 4}}", key: "model.nEmbd",
@@ -79,6 +84,8 @@ final class JobTests: XCTestCase {
         assertJobError("{\(base)}", ["train.stepz=3"], key: "train.stepz", contains: "unknown key in --set")
         assertJobError("{\(base)}", ["train.steps=abc"], key: "train.steps", contains: "not a number")
         assertJobError("{\(base)}", ["train.steps=2.5"], key: "train.steps", contains: "expected integer")
+        assertJobError("{\(base)}", ["train.steps=300.0"], key: "train.steps", contains: "got a number (300.0)")
+        XCTAssertEqual(try load("{\(base)}", ["train.steps=300", "train.lr=1"]).train.steps, 300)
     }
 
     func testMissingFileAndBadJSON() {

@@ -107,7 +107,7 @@ final class ReplanTests: XCTestCase {
             contentsOfFile: "\(dir)/moved/checkpoints/step-000000015/manifest.json", encoding: .utf8)
         let placement = try JSONValue.parse(manifest)["placement"]
         XCTAssertEqual(
-            placement, .array(runA[0].1.map { .array($0.map { .array($0.map { .number(Double($0)) }) }) }),
+            placement, PlacementPlan.json(runA[0].1),
             "the checkpoint records the placement in force")
         var b = job
         b.name = "resumed"

@@ -1,0 +1,167 @@
+// One optimizer step and its record: batch -> forward -> backward -> gradient reduction -> clip
+// -> AdamW (skipped, parameters unchanged, when the loss or gradient norm is not finite), then
+// the step event, the progress line and the run's throughput accounting.
+import Comm
+import JSON
+import Model
+import Placement
+import Tensor
+
+/// What one step measured (the same on every rank, except `ranks`' own entries).
+struct StepResult {
+    let step: Int
+    let loss: Float  // global mean over the step's tokens
+    let norm: Double  // global gradient norm before clipping
+    let aux: Double  // mean balance loss over the MoE blocks
+    let lr: Double
+    let stop: Bool  // some rank was asked to stop
+    var applied = false  // false: non-finite loss or norm, the update was skipped
+    /// Per rank: step ms, alltoallv ms, allreduce ms, expert rows received (4 values a rank).
+    var ranks: [Double] = []
+
+    /// Wall-clock seconds of the slowest rank (what the step cost the world).
+    var slowestSeconds: Double { stride(from: 0, to: ranks.count, by: 4).map { ranks[$0] }.max()! / 1000 }
+}
+
+/// What a run has done so far (and the non-finite steps in a row).
+struct RunProgress {
+    var summary = TrainSummary()
+    var badInARow = 0
+    var timedSeconds = 0.0, timedTokens = 0  // every applied step but the first (warmup), plus re-planning
+    init(firstStep: Int) { summary.firstStep = firstStep }
+}
+
+/// A failed save that must stop training (checkpoint.onError = stop); already logged.
+struct CheckpointSaveFailed: Error {}
+
+extension Trainer {
+    var tokensPerStep: Int { job.train.batchSize * job.model.seqLen }
+
+    /// Runs step `step` on this rank's slice of the global batch. Collective.
+    func step(_ step: Int, stopRequested: () -> Bool) throws -> StepResult {
+        let t0 = monotonicSeconds()
+        ctx.stats = CommStats()
+        let lr = schedule.lr(at: step)
+        let localB = sampleEnd - sampleStart, seqLen = job.model.seqLen
+        let (x, y) = sampler.batch(step: step, first: sampleStart, count: localB)
+        _ = try model.forward(
+            tokens: x, targets: y, batch: localB, time: seqLen, tokenOffset: sampleStart * seqLen,
+            globalTokens: tokensPerStep)
+        model.store.grads.zero()
+        try model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef))
+        let tClip = monotonicSeconds()
+        try model.reduceGradients()
+        let norm = try model.globalGradNorm()
+        // One world allreduce: the global loss (tp rank 0 of each dp group counts its rows) and the stop flag.
+        var shared = [ctx.mesh.tpIndex == 0 ? model.lastLossSum : 0, stopRequested() ? 1 : 0]
+        try ctx.allreduceWorld(&shared)
+        let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
+        var r = StepResult(
+            step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: aux, lr: lr,
+            stop: shared[1] > 0)
+        GradClip.scale(model.store.grads.base, count: model.store.count, norm: norm, maxNorm: job.train.gradClip)
+        model.profile?.add(.optimizer, monotonicSeconds() - tClip)
+        guard r.loss.isFinite && norm.isFinite else { return r }
+        adamStep += 1
+        let tAdam = monotonicSeconds()
+        applyAdamW(lr: Float(lr), step: adamStep)
+        model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
+        let seconds = monotonicSeconds() - t0
+        stepSeconds.append(seconds)
+        let s = ctx.stats
+        r.ranks = try ctx.comms.world.allgather([
+            seconds * 1000, s.alltoallvSeconds * 1000, s.allreduceSeconds * 1000, Double(s.expertRowsReceived),
+        ])
+        r.applied = true
+        return r
+    }
+
+    /// Logs a step: a skipped one as a warning (too many in a row end the run), an applied one as
+    /// a step event, the progress line every train.logEvery steps, and its time and load.
+    func record(_ r: StepResult, into progress: inout RunProgress) throws {
+        let t = job.train
+        guard r.applied else {
+            progress.badInARow += 1
+            progress.summary.losses.append(.nan)
+            log?.write([
+                "event": "warning", "step": .number(Double(r.step)), "time": .number(unixTime()),
+                "message": .string(
+                    "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, parameters unchanged"),
+            ])
+            say("warning: step \(r.step): non-finite loss or gradient; step skipped (\(progress.badInARow)/\(t.maxBadSteps))")
+            if progress.badInARow >= t.maxBadSteps {
+                throw TrainError(
+                    "\(progress.badInARow) consecutive non-finite steps (train.maxBadSteps = \(t.maxBadSteps)) "
+                        + "ending at step \(r.step); lower train.lr or check the data")
+            }
+            return
+        }
+        progress.badInARow = 0
+        let slowest = r.slowestSeconds
+        if r.step > startStep {  // the first step warms up
+            progress.timedSeconds += slowest
+            progress.timedTokens += tokensPerStep
+        }
+        progress.summary.losses.append(r.loss)
+        updateLoad(stepMs: slowest * 1000)
+        onStepEnd?(r.step)
+        let tps = Double(tokensPerStep) / slowest
+        let mfu = tps * flopsPerToken / (peakFlops * Double(ctx.mesh.world))
+        log?.write(stepEvent(r, tps: tps))
+        if r.step % t.logEvery == 0 || r.step == t.steps - 1 {
+            say(
+                String(
+                    format: "step %5d/%d | loss %.4f | aux %.3f | lr %.2e | gnorm %.3f | %6.0f ms | %7.0f tok/s"
+                        + " | mfu %.2f", r.step, t.steps, r.loss, r.aux, r.lr, r.norm, slowest * 1000, tps, mfu))
+        }
+    }
+
+    var flopsPerToken: Double { job.model.flopsPerToken(seqLen: job.model.seqLen) }
+
+    /// The line `train` prints first.
+    var startLine: String {
+        let m = job.model, mesh = ctx.mesh
+        return "switchyard: training \(job.name) for \(job.train.steps) steps on \(mesh.world) rank(s) "
+            + "(dp \(mesh.dp) x tp \(mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), "
+            + "\(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")"
+    }
+
+    func startEvent() -> JSONValue {
+        let m = job.model
+        return [
+            "event": "start", "time": .number(unixTime()), "job": .string(job.name),
+            "world": .number(Double(ctx.mesh.world)), "dp": .number(Double(ctx.mesh.dp)),
+            "tp": .number(Double(ctx.mesh.tp)),
+            "nodeOfRank": .array(ctx.nodeOf.map { .number(Double($0)) }),
+            "placement": ctx.plan.json,
+            "totalSteps": .number(Double(job.train.steps)),
+            "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
+            "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
+            "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(tokensPerStep)),
+            "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null,
+            "blasThreads": .number(Double(env.blasThreads)),
+            "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
+            "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
+            "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
+            "checkpointSkipped": .array(
+                (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] }),
+        ]
+    }
+
+    func stepEvent(_ r: StepResult, tps: Double) -> JSONValue {
+        func column(_ i: Int) -> JSONValue {
+            .array(stride(from: i, to: r.ranks.count, by: 4).map { .number(r.ranks[$0]) })
+        }
+        let load: [JSONValue] = model.expertTokenCounts.map { .array($0.map { .number(Double($0)) }) }
+        let mflops = tps * flopsPerToken
+        return [
+            "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
+            "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "lr": .number(r.lr),
+            "gradNorm": .number(r.norm), "stepMs": .number(r.slowestSeconds * 1000), "tokensPerSec": .number(tps),
+            "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
+            "expertLoad": .array(load), "droppedTokens": .array(model.droppedAssignments.map { .number(Double($0)) }),
+            "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
+            "rankExpertRows": column(3),
+        ]
+    }
+}
