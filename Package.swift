@@ -17,22 +17,23 @@ let package = Package(
             providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CMPI", dependencies: ["CMPIHeaders"]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .target(name: "Clock"),
+        .target(name: "Tensor", dependencies: ["COpenBLAS", "Clock"], swiftSettings: kernelFlags),
         .target(name: "JSON"),
-        .target(name: "Comm"),
+        .target(name: "Comm", dependencies: ["Clock"]),
         .target(name: "Placement", dependencies: ["JSON"]),
         .target(name: "CommMPI", dependencies: ["Comm", "CMPI"]),
-        .target(name: "Model", dependencies: ["Tensor", "Comm", "Placement"], swiftSettings: kernelFlags),
+        .target(name: "Model", dependencies: ["Tensor", "Comm", "Placement", "Clock"], swiftSettings: kernelFlags),
         .target(name: "Monitor", dependencies: ["JSON"]),
         .target(name: "CChecksum"),
-        .target(name: "Checkpoint", dependencies: ["CChecksum", "Tensor", "Comm", "JSON", "Placement"]),
+        .target(name: "Checkpoint", dependencies: ["CChecksum", "Tensor", "Comm", "JSON", "Placement", "Clock"]),
         .target(
-            name: "Training", dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON"],
+            name: "Training", dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON", "Clock"],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON"
+                "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON", "Clock"
             ]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),

@@ -9,6 +9,7 @@ MPI_Datatype CMPI_INT64(void) { return MPI_INT64_T; }
 MPI_Datatype CMPI_BYTE(void) { return MPI_BYTE; }
 MPI_Op CMPI_SUM(void) { return MPI_SUM; }
 MPI_Op CMPI_MAX(void) { return MPI_MAX; }
+MPI_Op CMPI_MIN(void) { return MPI_MIN; }
 MPI_Errhandler CMPI_ERRORS_RETURN(void) { return MPI_ERRORS_RETURN; }
 int CMPI_THREAD_FUNNELED(void) { return MPI_THREAD_FUNNELED; }
 int CMPI_SUCCESS(void) { return MPI_SUCCESS; }

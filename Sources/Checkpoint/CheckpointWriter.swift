@@ -4,6 +4,7 @@
 // step-N.partial/, the directory renamed to step-N, the parent fsynced, LATEST replaced by
 // rename. A crash at any point leaves the previous checkpoint valid; a .partial is never loaded.
 // At most one save is in flight. `poll` is collective: every rank calls it at the same steps.
+import Clock
 import Comm
 import Foundation
 import JSON
@@ -84,7 +85,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// Call only when no save is in flight (`poll(block: true)` first).
     public func start(step: Int, manifest: Manifest, views: [ShardView]) {
         precondition(pending == nil, "a checkpoint save is already in flight")
-        let t0 = Date()
+        let t0 = monotonicSeconds()
         let name = CheckpointStore.stepName(step)
         let partial = "\(root)/\(name).partial", final = "\(root)/\(name)"
         do {
@@ -113,14 +114,14 @@ public final class CheckpointWriter: @unchecked Sendable {
             off += v.count
         }
         let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
-        p.stall = Date().timeIntervalSince(t0)
+        p.stall = monotonicSeconds() - t0
         pending = p
         let rank = comm.rank
         let job = Snapshot(base: snapshot, sources: sources)
         let thread = Thread {
             let snapshot = job.base, sources = job.sources
             defer { p.finished.signal() }
-            let w0 = Date()
+            let w0 = monotonicSeconds()
             do {
                 let file = CheckpointWriter.fileName(rank)
                 let written = try SafeTensors.write(
@@ -143,7 +144,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             } catch {
                 p.error = "\(error)"
             }
-            p.seconds = Date().timeIntervalSince(w0)
+            p.seconds = monotonicSeconds() - w0
         }
         thread.start()
     }
@@ -152,7 +153,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// outcome after rank 0 committed (or discarded) the save. No-op (nil) without a save.
     public func poll(block: Bool) throws -> SaveResult? {
         guard let p = pending else { return nil }
-        let w0 = Date()
+        let w0 = monotonicSeconds()
         // The semaphore is the only synchronisation with the writer thread: its fields are read
         // only after it has signalled (and the signal is put back for later polls).
         let finished =
@@ -196,7 +197,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         // The stall counts the snapshot and everything this call held the loop for, the commit included.
         return SaveResult(
             step: p.step, path: p.final, ok: outcome[0] == 1, message: message, bytes: Int(state[2]),
-            writeSeconds: times[0], stallSeconds: p.stall + Date().timeIntervalSince(w0), removed: removed)
+            writeSeconds: times[0], stallSeconds: p.stall + monotonicSeconds() - w0, removed: removed)
     }
 
     /// Rank 0: merge the sidecars into manifest.json, then rename and publish.

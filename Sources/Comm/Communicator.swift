@@ -15,7 +15,7 @@ extension Double: CommScalar { public static var commType: CommType { .float64 }
 extension Int64: CommScalar { public static var commType: CommType { .int64 } }
 
 /// A reduction applied element-wise by `allreduce`.
-public enum ReduceOp: Sendable { case sum, max }
+public enum ReduceOp: Sendable { case sum, max, min }
 
 /// A failure of a collective, with the call and the reason.
 public struct CommError: Error, CustomStringConvertible, Sendable {

@@ -1,7 +1,7 @@
 // LinkProbe: measured alltoallv bandwidth and latency of a group, for the scheduler's cost
 // model (`switchyard calibrate` writes them to a cluster file; a run with re-placement measures
 // them at start). Collective: every rank of the group must call the same probe.
-import Foundation
+import Clock
 
 public enum LinkProbe {
     /// GB/s the slowest rank sends in an alltoallv of `floatsPerPeer` floats to every peer that is
@@ -18,17 +18,17 @@ public enum LinkProbe {
         var best = Double.infinity
         for _ in 0..<5 {
             try comm.barrier()
-            let t0 = clock()
+            let t0 = monotonicSeconds()
             _ = try comm.alltoallv(send, sendCounts: counts, recvCounts: counts)
-            var t = [clock() - t0]
+            var t = [monotonicSeconds() - t0]
             try comm.allreduce(&t, op: .max)
             best = min(best, t[0])
         }
         // The slowest rank's rate; a rank with nothing to send reports no limit.
         let bytes = Double(counts.reduce(0, +) * 4)
-        var negRate = [bytes > 0 ? -(bytes / best / 1e9) : -Double.greatestFiniteMagnitude]
-        try comm.allreduce(&negRate, op: .max)
-        let gbps = negRate[0] == -Double.greatestFiniteMagnitude ? 0 : -negRate[0]
+        var rate = [bytes > 0 ? bytes / best / 1e9 : Double.greatestFiniteMagnitude]
+        try comm.allreduce(&rate, op: .min)
+        let gbps = rate[0] == Double.greatestFiniteMagnitude ? 0 : rate[0]
         return (gbps * 100).rounded() / 100
     }
 
@@ -37,12 +37,11 @@ public enum LinkProbe {
         let counts = [Int](repeating: 1, count: comm.size)
         let send = [Float](repeating: 0, count: comm.size)
         try comm.barrier()
-        let t0 = clock()
+        let t0 = monotonicSeconds()
         for _ in 0..<rounds { _ = try comm.alltoallv(send, sendCounts: counts, recvCounts: counts) }
-        var t = [(clock() - t0) / Double(rounds) * 1e6]
+        var t = [(monotonicSeconds() - t0) / Double(rounds) * 1e6]
         try comm.allreduce(&t, op: .max)
         return (t[0] * 10).rounded() / 10
     }
 
-    static func clock() -> Double { ProcessInfo.processInfo.systemUptime }
 }

@@ -166,6 +166,7 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
                 switch op {
                 case .sum: for i in 0..<buffer.count { acc[i] += src[i] }
                 case .max: for i in 0..<buffer.count where src[i] > acc[i] { acc[i] = src[i] }
+                case .min: for i in 0..<buffer.count where src[i] < acc[i] { acc[i] = src[i] }
                 }
             }
         }

@@ -55,7 +55,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try check(
             MPI_Allreduce(
                 CMPI_IN_PLACE(), buffer.baseAddress, try count32(buffer.count, "MPI_Allreduce"),
-                datatype(T.self), op == .sum ? CMPI_SUM() : CMPI_MAX(), comm), "MPI_Allreduce")
+                datatype(T.self), mpiOp(op), comm), "MPI_Allreduce")
     }
 
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
@@ -175,4 +175,12 @@ func check(_ rc: Int32, _ call: String) throws {
     throw CommError(
         "\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network settings are right"
     )
+}
+
+func mpiOp(_ op: ReduceOp) -> MPI_Op {
+    switch op {
+    case .sum: return CMPI_SUM()
+    case .max: return CMPI_MAX()
+    case .min: return CMPI_MIN()
+    }
 }

@@ -1,5 +1,6 @@
 // Optional wall-clock accounting per region of the step, for `switchyard bench`'s
 // "where the time goes" table. Off (nil) in normal training: no clock calls then.
+import Clock
 import Tensor
 
 /// The regions a step's time is split into.

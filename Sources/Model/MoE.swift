@@ -8,6 +8,7 @@
 // Shape legend: N rows (this rank's B_local*T), C channels, F hidden, E experts, K top-k,
 // S send rows (this rank's assignments), R received rows (assignments this rank's experts serve).
 // Forward *adds* into the residual stream; backward *accumulates* into dx and weight grads.
+import Clock
 import Placement
 import Tensor
 

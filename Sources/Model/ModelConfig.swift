@@ -1,6 +1,7 @@
 // The architecture of the decoder-only MoE transformer (see DESIGN.md, "Model").
 // Shape legend: V vocab, T max sequence length, L layers, C channels, H heads,
 // E experts per MoE layer, K top-k, F expert hidden width.
+import Placement
 
 /// A model architecture problem a user can cause; the message names the field.
 public struct ModelConfigError: Error, CustomStringConvertible, Sendable {
@@ -83,5 +84,17 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// 6 x active non-embedding parameters + 12 x L x C x T (attention scores and values).
     public func flopsPerToken(seqLen t: Int) -> Double {
         6 * Double(activeNonEmbeddingParams) + 12 * Double(nLayer * nEmbd * t)
+    }
+}
+
+extension ModelConfig {
+    /// Training FLOPs per token in the routed experts: 6 x (K experts x 2 matrices of C x F) per MoE block.
+    public var expertFlopsPerToken: Double { 6 * Double(moeLayerCount * topK * 2 * nEmbd * ffHidden) }
+
+    /// The scheduler's view of this model: expert shapes and the FLOPs of everything else.
+    public func moeShape(baseBytesPerRank: Double) -> MoEShape {
+        MoEShape(
+            nEmbd: nEmbd, ffHidden: ffHidden, nExpert: nExpert, moeLayers: moeLayerCount,
+            denseFlopsPerToken: flopsPerToken(seqLen: seqLen) - expertFlopsPerToken, baseBytesPerRank: baseBytesPerRank)
     }
 }

@@ -1,5 +1,6 @@
 // What a rank needs to run its share of the model: the mesh communicators, the expert
 // placement, and counters of time spent communicating (logged per step).
+import Clock
 import Comm
 import Placement
 import Tensor

@@ -1,4 +1,5 @@
 // A quick measurement of this process's sgemm rate, the denominator of MFU.
+import Clock
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -24,11 +25,4 @@ public enum SgemmPeak {
         return best
     }
 
-}
-
-/// Monotonic seconds (for durations): the one clock of the project.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

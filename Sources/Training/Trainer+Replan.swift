@@ -3,6 +3,7 @@
 // `replan.horizon` steps beats the predicted migration cost; migration moves each expert's
 // weights and both AdamW moments to its new ranks exactly (point-to-point, raw floats), so training
 // continues as if it had resumed from a checkpoint with the new placement.
+import Clock
 import Comm
 import Foundation
 import JSON
@@ -40,11 +41,7 @@ extension Trainer {
     /// The cost model's view of this run: its nodes (by host name), each rank computing at `rate`
     /// FLOP/s, linked at the measured bandwidths and latency.
     func costInputs(rate: Double, link: Link) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int]) {
-        let m = job.model
-        let expertFlops = 6 * Double(m.moeLayerCount * m.topK * 2 * m.nEmbd * m.ffHidden)
-        let shape = MoEShape(
-            nEmbd: m.nEmbd, ffHidden: m.ffHidden, nExpert: m.nExpert, moeLayers: m.moeLayerCount,
-            denseFlopsPerToken: m.flopsPerToken(seqLen: m.seqLen) - expertFlops, baseBytesPerRank: 0)
+        let shape = job.model.moeShape(baseBytesPerRank: 0)
         let nodes = (0...(ctx.nodeOf.max() ?? 0)).map { n in
             ClusterNode(
                 name: "node\(n)", slots: ctx.nodeOf.filter { $0 == n }.count, memoryPerSlotGB: 1e6, cores: link.cores[n]

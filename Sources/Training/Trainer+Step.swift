@@ -1,6 +1,7 @@
 // One optimizer step and its record: batch -> forward -> backward -> gradient reduction -> clip
 // -> AdamW (skipped, parameters unchanged, when the loss or gradient norm is not finite), then
 // the step event, the progress line and the run's throughput accounting.
+import Clock
 import Comm
 import JSON
 import Model

@@ -25,97 +25,84 @@ enum BenchCommand {
             one with per-region clocks for the breakdown. MFU = model FLOP/s / sgemm peak, with
             model FLOPs per token = 6 x active non-embedding parameters + 12 x L x C x T.
 
-            """)
+            """) { try run($0) }
 
-    static func run(_ args: ParsedArgs) -> Int32 {
-        let steps: Int, threads: Int, n: Int
-        do {
-            steps = try args.positiveInt("--steps", command: "bench") ?? 10
-            threads = try args.positiveInt("--threads", command: "bench") ?? 1
-            n = try args.positiveInt("--sgemm-n", command: "bench") ?? 2048
-        } catch let e as UsageError { return usage(e) } catch { return 1 }
+    static func run(_ args: ParsedArgs) throws -> Int32 {
+        let steps = try args.positiveInt("--steps") ?? 10
+        let threads = try args.positiveInt("--threads") ?? 1
+        let n = try args.positiveInt("--sgemm-n") ?? 2048
         BLAS.setThreads(threads)
-        do {
-            var job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
-            job.train.steps = steps + 2
-            job.train.evalEvery = 0
-            job.checkpoint.every = 0
-            job.train.logEvery = Int.max / 2
-            let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-            let override =
-                ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" }
-                ?? ""
-            say(
-                "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, host \(Runtime.hostName)"
-            )
-            say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
-            say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
-            let peak = SgemmPeak.measure(n: n, seconds: 2.0)
-            say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
-            job.train.peakGflops = peak / 1e9
-
-            let fpt = job.model.flopsPerToken(seqLen: job.model.seqLen)
-            let env = RunEnvironment(
-                blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
-            let benchJob = job
-            let results = try LocalCommunicator.run(size: 1) { comm -> ([Double], [Double], [Double]) in
-                let job = benchJob
-                let timed = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
-                _ = try timed.run()
-                let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
-                let profile = KernelProfile()
-                profiled.model.profile = profile
-                // Warmup steps (first-touch page faults of the activation buffers) are not profiled.
-                profiled.onStepEnd = { if $0 == 1 { profile.reset() } }
-                _ = try profiled.run()
-                return (timed.stepSeconds, Array(profiled.stepSeconds.dropFirst(2)), profile.seconds)
-            }[0]
-            let timedSteps = Array(results.0.dropFirst(2))
-            let tokens = Double(job.train.batchSize * job.model.seqLen)
-            let meanStep = timedSteps.reduce(0, +) / Double(timedSteps.count)
-            let tps = tokens / meanStep
-            let mflops = tps * fpt
-            say(
-                "training \(args.positionals[0]): "
-                    + String(
-                        format: "%d tokens/step, %.2f MFLOP/token, %d timed steps (after 2 warmup)",
-                        Int(tokens), fpt / 1e6, timedSteps.count))
-            say(
-                String(
-                    format: "  step %.1f ms (min %.1f, max %.1f) | %.0f tokens/s | model %.1f GFLOP/s | MFU %.3f",
-                    meanStep * 1000, timedSteps.min()! * 1000, timedSteps.max()! * 1000, tps, mflops / 1e9,
-                    mflops / peak))
-            let profiledTotal = results.1.reduce(0, +)
-            let regions = results.2
-            say(
-                String(
-                    format: "where the time goes (profiled pass, %d steps after 2 warmup, %.1f ms/step):",
-                    results.1.count, profiledTotal * 1000 / Double(results.1.count)))
-            let accounted = regions.reduce(0, +)
-            for r in ProfileRegion.allCases where r != .other {
-                let s = regions[r.rawValue]
-                if s == 0 { continue }
-                say(
-                    "  " + pad(r.label, 44)
-                        + String(
-                            format: "%8.1f ms/step %6.1f%%", s * 1000 / Double(results.1.count), 100 * s / profiledTotal
-                        ))
-            }
-            let rest = profiledTotal - accounted
-            say(
-                "  " + pad(ProfileRegion.other.label, 44)
-                    + String(
-                        format: "%8.1f ms/step %6.1f%%", rest * 1000 / Double(results.1.count),
-                        100 * rest / profiledTotal))
-            if let dir = args.value("--checkpoints") {
-                var j = job
-                j.checkpoint.every = 0
-                try checkpointBench(job: j, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
-            }
-            return 0
-        } catch {
-            Runtime.printError("\(error)")
-            return 1
+        var job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+        job.train.steps = steps + 2
+        job.train.evalEvery = 0
+        job.checkpoint.every = 0
+        job.train.logEvery = Int.max / 2
+        let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+        let override =
+            ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""
+        say("machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
+            + "host \(Runtime.hostName)")
+        say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
+        say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
+        let peak = SgemmPeak.measure(n: n, seconds: 2.0)
+        say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
+        job.train.peakGflops = peak / 1e9
+        let env = RunEnvironment(
+            blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+        let passes = try trainTwice(job: job, data: data, env: env)
+        report(job: job, name: args.positionals[0], passes: passes, peak: peak)
+        if let dir = args.value("--checkpoints") {
+            try checkpointBench(job: job, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
         }
+        return 0
+    }
+
+    /// Step times of a timed pass and a profiled one (its warmup steps dropped), and the profile.
+    struct Passes { let timed: [Double], profiled: [Double], regions: [Double] }
+
+    static func trainTwice(job: Job, data: TokenData, env: RunEnvironment) throws -> Passes {
+        try LocalCommunicator.run(size: 1) { comm -> Passes in
+            let timed = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+            _ = try timed.run()
+            let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+            let profile = KernelProfile()
+            profiled.model.profile = profile
+            // Warmup steps (first-touch page faults of the activation buffers) are not profiled.
+            profiled.onStepEnd = { if $0 == 1 { profile.reset() } }
+            _ = try profiled.run()
+            return Passes(
+                timed: Array(timed.stepSeconds.dropFirst(2)), profiled: Array(profiled.stepSeconds.dropFirst(2)),
+                regions: profile.seconds)
+        }[0]
+    }
+
+    /// Prints throughput and MFU of the timed pass, and the profiled pass's time per region.
+    static func report(job: Job, name: String, passes: Passes, peak: Double) {
+        let fpt = job.model.flopsPerToken(seqLen: job.model.seqLen)
+        let steps = passes.timed
+        let tokens = Double(job.train.batchSize * job.model.seqLen)
+        let meanStep = steps.reduce(0, +) / Double(steps.count)
+        let tps = tokens / meanStep, mflops = tps * fpt
+        say(
+            "training \(name): "
+                + String(
+                    format: "%d tokens/step, %.2f MFLOP/token, %d timed steps (after 2 warmup)",
+                    Int(tokens), fpt / 1e6, steps.count))
+        say(
+            String(
+                format: "  step %.1f ms (min %.1f, max %.1f) | %.0f tokens/s | model %.1f GFLOP/s | MFU %.3f",
+                meanStep * 1000, steps.min()! * 1000, steps.max()! * 1000, tps, mflops / 1e9, mflops / peak))
+        let total = passes.profiled.reduce(0, +), count = Double(passes.profiled.count)
+        say(
+            String(
+                format: "where the time goes (profiled pass, %d steps after 2 warmup, %.1f ms/step):",
+                passes.profiled.count, total * 1000 / count))
+        func line(_ label: String, _ s: Double) {
+            say("  " + pad(label, 44) + String(format: "%8.1f ms/step %6.1f%%", s * 1000 / count, 100 * s / total))
+        }
+        for r in ProfileRegion.allCases where r != .other && passes.regions[r.rawValue] != 0 {
+            line(r.label, passes.regions[r.rawValue])
+        }
+        line(ProfileRegion.other.label, total - passes.regions.reduce(0, +))
     }
 }

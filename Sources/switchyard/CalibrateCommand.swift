@@ -13,20 +13,15 @@ enum CalibrateCommand {
             "Measure sgemm rate (rank by rank), cores per node, alltoallv bandwidth and latency under mpirun;\nwrite a cluster file.",
         positionals: [],
         options: [
-            OptionSpec(["--out"], value: "FILE", "the cluster file to write (required), e.g. cluster/measured.json"),
+            OptionSpec(["--out"], value: "FILE", required: true, "the cluster file to write, e.g. cluster/measured.json"),
             OptionSpec(["--threads"], value: "N", "BLAS threads per rank while measuring sgemm (default 1)")
         ],
         details:
-            "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n")
+            "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n") { try run($0) }
 
-    static func run(_ args: ParsedArgs) -> Int32 {
-        guard let out = args.value("--out") else {
-            return usage(UsageError(message: "calibrate needs --out FILE", command: "calibrate"))
-        }
-        let threads: Int
-        do { threads = try args.positiveInt("--threads", command: "calibrate") ?? 1 } catch let e as UsageError {
-            return usage(e)
-        } catch { return 1 }
+    static func run(_ args: ParsedArgs) throws -> Int32 {
+        let out = args.required("--out")
+        let threads = try args.positiveInt("--threads") ?? 1
         BLAS.setThreads(threads)
         let world: MPICommunicator
         do { world = try MPICommunicator.initWorld() } catch { Runtime.printError("\(error)"); return 1 }
@@ -34,7 +29,7 @@ enum CalibrateCommand {
             // Nodes: ranks with the same hostname.
             let (nodeOf, nodeNames) = try NodeMap.byHost(world, host: Runtime.hostName)
 
-            // The slowest rank's sgemm rate on a core of its own (min = -max of negatives): the
+            // The slowest rank's sgemm rate on a core of its own: the
             // ranks measure one after another, so oversubscribed nodes do not halve it; sharing
             // cores is the cost model's business (each node's `cores`).
             var mine = 0.0
@@ -42,9 +37,9 @@ enum CalibrateCommand {
                 try world.barrier()
                 if r == world.rank { mine = SgemmPeak.measure(n: 1024, seconds: 0.5) / 1e9 }
             }
-            var negRate = [-mine]
-            try world.allreduce(&negRate, op: .max)
-            let gflops = (-negRate[0] * 10).rounded() / 10
+            var rate = [mine]
+            try world.allreduce(&rate, op: .min)
+            let gflops = (rate[0] * 10).rounded() / 10
 
             let measuredIntra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
             let measuredInter =

@@ -23,27 +23,19 @@ enum CkptCommand {
               inspect DIR           step, job, layout and tensors; with --tensor NAME, that tensor's slices and values
               export DIR --out F    one safetensors file of whole weights with PyTorch-style names (no optimizer state)
 
-            """)
+            """) { try run($0) }
 
-    static func run(_ args: ParsedArgs) -> Int32 {
+    static func run(_ args: ParsedArgs) throws -> Int32 {
         let action = args.positionals[0], path = args.positionals[1]
-        do {
-            switch action {
-            case "list": return try list(path)
-            case "verify": return try verify(path)
-            case "inspect": return try inspect(path, tensor: args.value("--tensor"))
-            case "export":
-                guard let out = args.value("--out") else {
-                    return usage(UsageError(message: "export needs --out FILE", command: "ckpt"))
-                }
-                return try export(path, out: out)
-            default:
-                return usage(
-                    UsageError(message: "unknown action '\(action)' (list, verify, inspect, export)", command: "ckpt"))
-            }
-        } catch {
-            Runtime.printError("\(error)")
-            return 1
+        switch action {
+        case "list": return try list(path)
+        case "verify": return try verify(path)
+        case "inspect": return try inspect(path, tensor: args.value("--tensor"))
+        case "export":
+            guard let out = args.value("--out") else { throw args.usageError("export needs --out FILE") }
+            return try export(path, out: out)
+        default:
+            throw args.usageError("unknown action '\(action)' (list, verify, inspect, export)")
         }
     }
 

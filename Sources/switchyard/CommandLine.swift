@@ -1,5 +1,7 @@
-// Command-line parsing shared by the subcommands: one option table per command drives both
-// the parser and its --help, so the help cannot list an option the parser does not take.
+// Command-line parsing shared by the subcommands: one spec per command holds its arguments, its
+// options (required ones included), its help and its `run`; the spec drives both the parser and
+// --help, so the help cannot list an option the parser does not take. Typed getters throw
+// UsageError, which main.swift turns into exit 64 in one place.
 
 /// A usage problem: exit 64 with the command's usage.
 struct UsageError: Error {
@@ -13,18 +15,26 @@ struct OptionSpec {
     let valueName: String?  // nil for a flag
     let help: String
     let repeatable: Bool
-    init(_ names: [String], value: String? = nil, repeatable: Bool = false, _ help: String) {
-        self.names = names; self.valueName = value; self.help = help; self.repeatable = repeatable
+    let required: Bool  // the parser refuses a command line without it
+    init(_ names: [String], value: String? = nil, repeatable: Bool = false, required: Bool = false, _ help: String) {
+        self.names = names
+        self.valueName = value
+        self.help = help
+        self.repeatable = repeatable
+        self.required = required
     }
+    var canonicalName: String { names.first { $0.hasPrefix("--") } ?? names[0] }
 }
 
-/// A subcommand's description: positional arguments, options, help text.
-struct CommandSpec {
+/// A subcommand: positional arguments, options, help text, and what it runs. `run` returns the
+/// exit code; a UsageError it throws exits 64 with the usage, any other error exits 1.
+struct CommandSpec: Sendable {
     let name: String
     let summary: String
     let positionals: [(name: String, help: String)]
     let options: [OptionSpec]
     let details: String
+    let run: @Sendable (ParsedArgs) throws -> Int32
 
     var usageLine: String {
         let opts = options.isEmpty ? "" : " [options]"
@@ -40,7 +50,8 @@ struct CommandSpec {
         s += "\nOPTIONS:\n"
         for o in options + [OptionSpec(["-h", "--help"], "Show this help")] {
             let left = o.names.joined(separator: ", ") + (o.valueName.map { " " + $0 } ?? "")
-            s += "  " + pad(left, 24) + o.help + (o.repeatable ? " (repeatable)" : "") + "\n"
+            s += "  " + pad(left, 24) + o.help + (o.required ? " (required)" : "")
+                + (o.repeatable ? " (repeatable)" : "") + "\n"
         }
         if !details.isEmpty { s += "\n" + details }
         return s
@@ -52,7 +63,8 @@ func pad(_ s: String, _ width: Int) -> String {
 }
 
 /// Parsed arguments of one command.
-struct ParsedArgs {
+struct ParsedArgs: Sendable {
+    let command: String
     var positionals: [String] = []
     var values: [String: [String]] = [:]  // canonical option name -> values
     var flags: Set<String> = []
@@ -64,7 +76,7 @@ struct ParsedArgs {
 
 /// Parses `args` (after the command name) against `spec`.
 func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
-    var out = ParsedArgs()
+    var out = ParsedArgs(command: spec.name)
     var i = 0
     while i < args.count {
         let a = args[i]
@@ -77,7 +89,7 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
             guard let o = spec.options.first(where: { $0.names.contains(name) }) else {
                 throw UsageError(message: "unknown option '\(name)'", command: spec.name)
             }
-            let canonical = o.names.first { $0.hasPrefix("--") } ?? o.names[0]
+            let canonical = o.canonicalName
             if o.valueName != nil {
                 let v: String
                 if let inline {
@@ -114,12 +126,27 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
 }
 
 extension ParsedArgs {
+    /// The value of a required option (the parser has checked that it is there).
+    func required(_ name: String) -> String { value(name)! }
+
     /// The value of option `name` as a whole number >= 1, nil when absent; a usage error otherwise.
-    func positiveInt(_ name: String, command: String) throws -> Int? {
+    func positiveInt(_ name: String) throws -> Int? {
         guard let s = value(name) else { return nil }
         guard let v = Int(s), v >= 1 else {
             throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: command)
         }
         return v
     }
+
+    /// The value of option `name` as a finite number > 0, nil when absent; a usage error otherwise.
+    func positiveDouble(_ name: String, what: String = "a number") throws -> Double? {
+        guard let s = value(name) else { return nil }
+        guard let v = Double(s), v.isFinite, v > 0 else {
+            throw UsageError(message: "\(name) needs \(what) > 0, got '\(s)'", command: command)
+        }
+        return v
+    }
+
+    /// A usage error of this command.
+    func usageError(_ message: String) -> UsageError { UsageError(message: message, command: command) }
 }

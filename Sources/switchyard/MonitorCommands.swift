@@ -16,8 +16,9 @@ enum MonitorCommands {
             OptionSpec(["--json"], "print the events as JSON lines instead of text")
         ],
         details:
-            "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step time);\npiped, it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n"
-    )
+            "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step\n"
+            + "time); piped, it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n"
+    ) { try runTail($0) }
 
     static let status = CommandSpec(
         name: "status",
@@ -28,30 +29,27 @@ enum MonitorCommands {
                 ["--stale-after"], value: "S",
                 "seconds without log growth before a run without `end` is stale (default 300)")
         ],
-        details: "")
+        details: "") { try runStatus($0) }
 
     static let plot = CommandSpec(
         name: "plot",
         summary: "Write an SVG chart of a run's metric.",
         positionals: [("RUN", "a run directory or its log.jsonl")],
         options: [
-            OptionSpec(["--out"], value: "FILE", "the SVG file to write (required)"),
+            OptionSpec(["--out"], value: "FILE", required: true, "the SVG file to write"),
             OptionSpec(["--metric"], value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
         ],
-        details: "")
+        details: "") { try runPlot($0) }
 
     static func logPath(_ p: String) -> String { p.hasSuffix(".jsonl") ? p : p + "/log.jsonl" }
 
-    static func runTail(_ args: ParsedArgs) -> Int32 {
-        let every: Int
-        do { every = try args.positiveInt("--every", command: "tail") ?? 1 } catch let e as UsageError {
-            return usage(e)
-        } catch { return 1 }
+    static func runTail(_ args: ParsedArgs) throws -> Int32 {
+        let every = try args.positiveInt("--every") ?? 1
         let path = logPath(args.positionals[0])
         let follow = args.flags.contains("--follow"), json = args.flags.contains("--json")
         let terminal = isatty(1) == 1
         let style = Style(color: terminal && ProcessInfo.processInfo.environment["NO_COLOR"] == nil)
-        let dashboard = follow && terminal && !json
+        let view = TailView(path: path, every: every, json: json, dashboard: follow && terminal && !json, style: style)
         let reader = LogReader(path: path)
         if !follow && !reader.exists {
             Runtime.printError("\(path): no such log (is the run name right? logs are runs/<name>/log.jsonl)")
@@ -61,43 +59,44 @@ enum MonitorCommands {
         var state = RunState()
         var waited = false
         while true {
-            if !reader.exists {
-                if !waited {
-                    FileHandle.standardError.write(Data("switchyard tail: waiting for \(path) to appear...\n".utf8));
-                    waited = true
-                }
-            } else {
-                let r = reader.poll()
-                if r.restarted {
-                    state = RunState(); if !dashboard { say("== the log was truncated or replaced; reading it again") }
-                }
-                for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
-                for e in r.events {
-                    state.apply(e)
-                    if dashboard { continue }
-                    if json {
-                        say(e.json.compact)
-                    } else if let line = Render.line(e, state: state, every: every, style: style) {
-                        say(line)
-                    }
-                }
-                if dashboard && (!r.events.isEmpty || r.restarted) {
-                    say("\u{1B}[H\u{1B}[2J" + Render.dashboard(state, path: path, style: style).joined(separator: "\n"))
-                }
+            if reader.exists {
+                view.show(reader.poll(), state: &state)
+            } else if !waited {
+                FileHandle.standardError.write(Data("switchyard tail: waiting for \(path) to appear...\n".utf8))
+                waited = true
             }
             if !follow || state.ended != nil || stopSignalCount > 0 { return 0 }
             usleep(200_000)
         }
     }
 
-    static func runStatus(_ args: ParsedArgs) -> Int32 {
-        var stale = 300.0
-        if let s = args.value("--stale-after") {
-            guard let v = Double(s), v > 0 else {
-                return usage(UsageError(message: "--stale-after needs seconds > 0, got '\(s)'", command: "status"))
+    /// How `tail` shows new events: text lines, JSON lines, or a redrawn dashboard.
+    struct TailView {
+        let path: String, every: Int, json: Bool, dashboard: Bool, style: Style
+
+        func show(_ r: ReadResult, state: inout RunState) {
+            if r.restarted {
+                state = RunState()
+                if !dashboard { say("== the log was truncated or replaced; reading it again") }
             }
-            stale = v
+            for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
+            for e in r.events {
+                state.apply(e)
+                if dashboard { continue }
+                if json {
+                    say(e.json.compact)
+                } else if let line = Render.line(e, state: state, every: every, style: style) {
+                    say(line)
+                }
+            }
+            if dashboard && (!r.events.isEmpty || r.restarted) {
+                say("\u{1B}[H\u{1B}[2J" + Render.dashboard(state, path: path, style: style).joined(separator: "\n"))
+            }
         }
+    }
+
+    static func runStatus(_ args: ParsedArgs) throws -> Int32 {
+        let stale = try args.positiveDouble("--stale-after", what: "seconds") ?? 300
         let path = args.positionals[0]
         var dirs: [String] = []
         if FileManager.default.fileExists(atPath: path + "/log.jsonl") {
@@ -114,16 +113,11 @@ enum MonitorCommands {
         return 0
     }
 
-    static func runPlot(_ args: ParsedArgs) -> Int32 {
-        guard let out = args.value("--out") else {
-            return usage(UsageError(message: "plot needs --out FILE.svg", command: "plot"))
-        }
+    static func runPlot(_ args: ParsedArgs) throws -> Int32 {
+        let out = args.required("--out")
         let metric = args.value("--metric") ?? "loss"
         guard Plot.metrics.contains(metric) else {
-            return usage(
-                UsageError(
-                    message: "--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'",
-                    command: "plot"))
+            throw args.usageError("--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'")
         }
         let path = logPath(args.positionals[0])
         let reader = LogReader(path: path)

@@ -8,21 +8,41 @@ import Tensor
 import Training
 
 enum TrainCommand {
-    static func run(_ args: ParsedArgs) -> Int32 {
-        let threadsOption: Int?
-        do { threadsOption = try args.positiveInt("--threads", command: "train") } catch let e as UsageError {
-            return usage(e)
-        } catch { return 1 }
-        let threads = Runtime.blasThreads(option: threadsOption)
+    static func run(_ args: ParsedArgs) throws -> Int32 {
+        let threads = Runtime.blasThreads(option: try args.positiveInt("--threads"))
         BLAS.setThreads(threads)
-
-        let world: MPICommunicator
-        do { world = try MPICommunicator.initWorld() } catch {
-            Runtime.printError("\(error)")
+        let world = try MPICommunicator.initWorld()
+        guard let prepared = prepare(args, world: world) else {
+            MPICommunicator.finalize()
             return 1
         }
-        // Validate on every rank without communicating; a failure anywhere stops every rank
-        // before the first collective, with one message (from the lowest failing rank).
+        let choice: ResumeChoice =
+            args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
+        if choice == .none && world.rank == 0 { moveCheckpointsAside(prepared.job) }
+        var env = RunEnvironment(
+            blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+        env.blasCoreOverride = Runtime.blasCoreOverride
+        let trainer: Trainer
+        do {
+            trainer = try Trainer(
+                job: prepared.job, comm: world, data: prepared.data, log: prepared.log, environment: env,
+                say: world.rank == 0 ? { say($0) } : { _ in })
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
+        if let code = resume(trainer, choice, world: world) {
+            MPICommunicator.finalize()
+            return code
+        }
+        installStopSignals()
+        return train(trainer, world: world)
+    }
+
+    /// Loads and validates the job and its data on every rank without communicating; a failure
+    /// anywhere stops every rank before the first collective, with one message (from the lowest
+    /// failing rank). nil: stop (exit 1).
+    static func prepare(_ args: ParsedArgs, world: MPICommunicator) -> (job: Job, data: TokenData, log: RunLog?)? {
         var prepared: (job: Job, data: TokenData, log: RunLog?)? = nil
         var failure: String? = nil
         do {
@@ -38,72 +58,53 @@ enum TrainCommand {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
         }
-        if let firstBad = failedRanks.firstIndex(of: 1) {
-            if world.rank == firstBad, let failure {
-                Runtime.printError(failure, rank: world.rank, world: world.size)
-            }
-            MPICommunicator.finalize()
-            return 1
+        guard let firstBad = failedRanks.firstIndex(of: 1) else { return prepared }
+        if world.rank == firstBad, let failure { Runtime.printError(failure, rank: world.rank, world: world.size) }
+        return nil
+    }
+
+    /// Starting over never deletes work: earlier checkpoints are moved aside.
+    static func moveCheckpointsAside(_ job: Job) {
+        let root = job.runDirectory + "/checkpoints"
+        guard let items = try? FileManager.default.contentsOfDirectory(atPath: root), !items.isEmpty else { return }
+        let aside = root + ".replaced-\(Int(Date().timeIntervalSince1970))"
+        if (try? FileManager.default.moveItem(atPath: root, toPath: aside)) != nil {
+            say("switchyard: --no-resume: earlier checkpoints moved to \(aside)")
         }
-        let job = prepared!.job
-        let choice: ResumeChoice =
-            args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
-        if choice == .none && world.rank == 0 {
-            // Starting over never deletes work: earlier checkpoints are moved aside.
-            let root = job.runDirectory + "/checkpoints"
-            if let items = try? FileManager.default.contentsOfDirectory(atPath: root), !items.isEmpty {
-                let aside = root + ".replaced-\(Int(Date().timeIntervalSince1970))"
-                if (try? FileManager.default.moveItem(atPath: root, toPath: aside)) != nil {
-                    say("switchyard: --no-resume: earlier checkpoints moved to \(aside)")
-                }
-            }
-        }
-        var env = RunEnvironment(
-            blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
-        env.blasCoreOverride = Runtime.blasCoreOverride
-        let trainer: Trainer
+    }
+
+    /// Resumes as `choice` says. Every rank reads the same checkpoint, so a problem with it (a job
+    /// that changes the architecture, a --resume-from that does not verify) is the same on every
+    /// rank. Returns the exit code when the run must not train (already complete, a bad checkpoint).
+    static func resume(_ trainer: Trainer, _ choice: ResumeChoice, world: MPICommunicator) -> Int32? {
+        let job = trainer.job
         do {
-            trainer = try Trainer(
-                job: prepared!.job, comm: world, data: prepared!.data, log: prepared!.log, environment: env,
-                say: world.rank == 0 ? { say($0) } : { _ in })
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
-        }
-        // Resume: every rank reads the same checkpoint, so a problem with it (a job that changes
-        // the architecture, a --resume-from that does not verify) is the same on every rank.
-        do {
-            if let info = try trainer.resume(choice) {
-                trainer.resumeInfo = info
-                for s in info.skipped where world.rank == 0 {
-                    say(
-                        "warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one"
-                    )
-                }
-                if world.rank == 0 { say("switchyard: resumed from \(info.path) (step \(info.step))") }
-                if info.step >= job.train.steps {
-                    if world.rank == 0 {
-                        say(
-                            "switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); raise train.steps to go on, or --no-resume to start over"
-                        )
-                    }
-                    MPICommunicator.finalize()
-                    return 0
-                }
+            guard let info = try trainer.resume(choice) else { return nil }
+            trainer.resumeInfo = info
+            guard world.rank == 0 else { return info.step >= job.train.steps ? 0 : nil }
+            for s in info.skipped {
+                say("warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one")
             }
+            say("switchyard: resumed from \(info.path) (step \(info.step))")
+            guard info.step >= job.train.steps else { return nil }
+            say(
+                "switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); "
+                    + "raise train.steps to go on, or --no-resume to start over")
+            return 0
         } catch let e as JobError {
             if world.rank == 0 { Runtime.printError("\(e)") }
-            MPICommunicator.finalize()
             return 1
         } catch let e as CheckpointError {
             if world.rank == 0 { Runtime.printError("\(e)") }
-            MPICommunicator.finalize()
             return 1
         } catch {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
         }
-        installStopSignals()
+    }
+
+    /// Runs the step loop; SIGINT/SIGTERM stop it after a step and a save.
+    static func train(_ trainer: Trainer, world: MPICommunicator) -> Int32 {
         do {
             let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
             if world.rank == 0 {

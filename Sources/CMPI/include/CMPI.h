@@ -12,6 +12,7 @@ MPI_Datatype CMPI_INT64(void);
 MPI_Datatype CMPI_BYTE(void);
 MPI_Op CMPI_SUM(void);
 MPI_Op CMPI_MAX(void);
+MPI_Op CMPI_MIN(void);
 MPI_Errhandler CMPI_ERRORS_RETURN(void);
 int CMPI_THREAD_FUNNELED(void);
 int CMPI_SUCCESS(void);
