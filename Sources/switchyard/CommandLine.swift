@@ -122,6 +122,9 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
         throw UsageError(
             message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
     }
+    if let o = spec.options.first(where: { $0.required && out.values[$0.canonicalName] == nil }) {
+        throw UsageError(message: "\(spec.name) needs \(o.canonicalName) \(o.valueName ?? "")", command: spec.name)
+    }
     return out
 }
 

@@ -44,12 +44,18 @@ final class CLITests: XCTestCase {
     func testUsageErrorsExit64WithUsage() throws {
         for args in [
             [], ["frobnicate"], ["train"], ["train", "a.json", "b.json"], ["train", "--bogus", "x", "a.json"],
-            ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"]
+            ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"],
+            ["plan", "a.json"], ["eval", "dir"], ["plot", "run"], ["calibrate"], ["status", "runs", "--stale-after", "0"],
+            ["ckpt", "export", "dir"], ["ckpt", "frob", "dir"],
         ] {
             let r = try Harness.switchyard(args)
             XCTAssertEqual(r.status, 64, "args \(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains("USAGE:") || r.stdout.contains("USAGE:"), "args \(args) shows no usage")
+            XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Backtrac"), "args \(args) crashed")
         }
+        // A missing required option is named.
+        let plan = try Harness.switchyard(["plan", "a.json"])
+        XCTAssertTrue(plan.stderr.contains("plan needs --cluster FILE"), plan.stderr)
     }
 
     /// Each bad input: exit 1, one line naming the input, no crash trace.
