@@ -127,16 +127,14 @@ public final class CheckpointWriter: @unchecked Sendable {
                 let written = try SafeTensors.write(
                     sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
                     to: partial + "/" + file)
-                // The sidecar tells rank 0 which slices this file holds, with their checksums.
-                let slices: [JSONValue] = zip(sources, written).map { src, w in
-                    [
-                        "name": .string(src.0.name), "shape": .array(src.0.globalShape.map { .number(Double($0)) }),
-                        "ranges": .array(src.0.ranges.map { .array($0.map { .number(Double($0)) }) }),
-                        "key": .string(w.0.name), "crc32c": .number(Double(w.1))
-                    ]
+                // The sidecar tells rank 0 which slices this file holds, with their checksums, in
+                // the manifest's own form (Manifest.json / parseTensors).
+                let records = zip(sources, written).map { src, w in
+                    TensorRecord(
+                        name: src.0.name, shape: src.0.globalShape,
+                        slices: [SliceRecord(file: file, key: w.0.name, ranges: src.0.ranges, crc32c: w.1)])
                 }
-                let side = Array(
-                    (JSONValue.object([("file", .string(file)), ("slices", .array(slices))]).compact + "\n").utf8)
+                let side = Array((Manifest.json(records).compact + "\n").utf8)
                 // Not fsynced: only rank 0's commit reads it, and the fsynced manifest then holds
                 // the same facts; a crash before the commit discards the whole .partial anyway.
                 try writeFile(side, to: partial + "/" + CheckpointWriter.sidecarName(rank), sync: false)
@@ -210,20 +208,16 @@ public final class CheckpointWriter: @unchecked Sendable {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw CheckpointError("\(path): missing sidecar")
             }
-            let j = try JSONValue.parse(bytes: Array(data))
-            guard let file = j["file"]?.stringValue, let slices = j["slices"]?.arrayValue else {
-                throw CheckpointError("\(path): bad sidecar")
+            let records: [TensorRecord]
+            do { records = try Manifest.parseTensors(try JSONValue.parse(bytes: Array(data)), path: path) } catch {
+                throw CheckpointError("\(path): bad sidecar (\(error))")
             }
-            for s in slices {
-                guard let name = s["name"]?.stringValue, let key = s["key"]?.stringValue,
-                    let shape = s["shape"]?.arrayValue?.compactMap(\.intValue),
-                    let ranges = s["ranges"]?.arrayValue?.map({ $0.arrayValue?.compactMap(\.intValue) ?? [] }),
-                    let crc = s["crc32c"]?.intValue
-                else { throw CheckpointError("\(path): bad slice entry") }
-                if tensors[name] == nil {
-                    tensors[name] = TensorRecord(name: name, shape: shape, slices: []); order.append(name)
+            for t in records {
+                if tensors[t.name] == nil {
+                    tensors[t.name] = TensorRecord(name: t.name, shape: t.shape, slices: [])
+                    order.append(t.name)
                 }
-                tensors[name]!.slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
+                tensors[t.name]!.slices += t.slices
             }
         }
         manifest.tensors = order.map { tensors[$0]! }

@@ -55,21 +55,65 @@ public struct Manifest: Equatable, Sendable {
             "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
             "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
             "placement": PlacementPlan.json(placement),
-            "tensors": .array(
-                tensors.map { t in
-                    [
-                        "name": .string(t.name), "shape": ints(t.shape),
-                        "slices": .array(
-                            t.slices.map { s in
-                                [
-                                    "file": .string(s.file), "key": .string(s.key),
-                                    "ranges": .array(s.ranges.map(ints)),
-                                    "crc32c": .number(Double(s.crc32c))
-                                ]
-                            })
-                    ]
-                })
+            "tensors": Manifest.json(tensors),
         ]
+    }
+
+    /// The JSON form of tensor records: the manifest's "tensors", and each rank's sidecar.
+    static func json(_ tensors: [TensorRecord]) -> JSONValue {
+        func ints(_ a: [Int]) -> JSONValue { .array(a.map { .integer($0) }) }
+        return .array(
+            tensors.map { t in
+                [
+                    "name": .string(t.name), "shape": ints(t.shape),
+                    "slices": .array(
+                        t.slices.map { s in
+                            [
+                                "file": .string(s.file), "key": .string(s.key), "ranges": .array(s.ranges.map(ints)),
+                                "crc32c": .integer(Int(s.crc32c)),
+                            ]
+                        }),
+                ]
+            })
+    }
+
+    /// Parses and checks tensor records (the manifest's "tensors", or a sidecar's); `path` names
+    /// the file in errors.
+    static func parseTensors(_ value: JSONValue?, path: String) throws -> [TensorRecord] {
+        func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): \(m)") }
+        func intList(_ v: JSONValue?, _ what: String) throws -> [Int] {
+            guard let a = v?.arrayValue else { throw bad("bad \(what)") }
+            return try a.map {
+                guard let i = $0.intValue, i >= 0 else { throw bad("bad \(what)") }
+                return i
+            }
+        }
+        guard let tensorsJ = value?.arrayValue else { throw bad("missing 'tensors'") }
+        var tensors: [TensorRecord] = []
+        for t in tensorsJ {
+            guard let name = t["name"]?.stringValue else { throw bad("a tensor without a name") }
+            let shape = try intList(t["shape"], "shape of \(name)")
+            guard let slicesJ = t["slices"]?.arrayValue else { throw bad("tensor \(name) has no slices") }
+            var slices: [SliceRecord] = []
+            for s in slicesJ {
+                guard let file = s["file"]?.stringValue, let key = s["key"]?.stringValue,
+                    !file.contains("/"), file.hasSuffix(".safetensors")
+                else { throw bad("tensor \(name): bad slice file") }
+                guard let rangesJ = s["ranges"]?.arrayValue, rangesJ.count == shape.count else {
+                    throw bad("tensor \(name): slice ranges do not match its shape")
+                }
+                let ranges = try rangesJ.map { try intList($0, "ranges of \(name)") }
+                for (d, r) in ranges.enumerated() where r.count != 2 || r[0] > r[1] || r[1] > shape[d] {
+                    throw bad("tensor \(name): slice range \(r) outside dimension \(d) of size \(shape[d])")
+                }
+                guard let crc = s["crc32c"]?.intValue, crc >= 0, crc <= Int(UInt32.max) else {
+                    throw bad("tensor \(name): bad crc32c")
+                }
+                slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
+            }
+            tensors.append(TensorRecord(name: name, shape: shape, slices: slices))
+        }
+        return tensors
     }
 
     /// Parses and checks a manifest; `path` names it in errors.
@@ -98,31 +142,7 @@ public struct Manifest: Equatable, Sendable {
         guard let placementJ = j["placement"]?.arrayValue else { throw bad("missing 'placement'") }
         let placement = try placementJ.map { layer in try (layer.arrayValue ?? []).map { try intList($0, "placement") }
         }
-        guard let tensorsJ = j["tensors"]?.arrayValue else { throw bad("missing 'tensors'") }
-        var tensors: [TensorRecord] = []
-        for t in tensorsJ {
-            guard let name = t["name"]?.stringValue else { throw bad("a tensor without a name") }
-            let shape = try intList(t["shape"], "shape of \(name)")
-            guard let slicesJ = t["slices"]?.arrayValue else { throw bad("tensor \(name) has no slices") }
-            var slices: [SliceRecord] = []
-            for s in slicesJ {
-                guard let file = s["file"]?.stringValue, let key = s["key"]?.stringValue,
-                    !file.contains("/"), file.hasSuffix(".safetensors")
-                else { throw bad("tensor \(name): bad slice file") }
-                guard let rangesJ = s["ranges"]?.arrayValue, rangesJ.count == shape.count else {
-                    throw bad("tensor \(name): slice ranges do not match its shape")
-                }
-                let ranges = try rangesJ.map { try intList($0, "ranges of \(name)") }
-                for (d, r) in ranges.enumerated() where r.count != 2 || r[0] > r[1] || r[1] > shape[d] {
-                    throw bad("tensor \(name): slice range \(r) outside dimension \(d) of size \(shape[d])")
-                }
-                guard let crc = s["crc32c"]?.intValue, crc >= 0, crc <= Int(UInt32.max) else {
-                    throw bad("tensor \(name): bad crc32c")
-                }
-                slices.append(SliceRecord(file: file, key: key, ranges: ranges, crc32c: UInt32(crc)))
-            }
-            tensors.append(TensorRecord(name: name, shape: shape, slices: slices))
-        }
+        let tensors = try parseTensors(j["tensors"], path: path)
         return Manifest(
             step: try int("step"), adamStep: try int("adamStep"), job: job,
             world: try int("world", layout["world"]), dp: try int("dp", layout["dp"]), tp: try int("tp", layout["tp"]),

@@ -144,53 +144,40 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
 
     public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         if size == 1 { return }
-        // Float sums (gradients) take a concrete path: generic element arithmetic across the
+        // Float sums (gradients) take a concrete fold: generic element arithmetic across the
         // module boundary is not specialised and would cost a witness call per element.
         if T.self == Float.self && op == .sum {
-            try sumFloats(UnsafeMutableRawBufferPointer(buffer).bindMemory(to: Float.self))
+            let floats = UnsafeMutableRawBufferPointer(buffer).bindMemory(to: Float.self)
+            try reduce(floats) { acc, src, n in for i in 0..<n { acc[i] += src[i] } }
             return
         }
-        world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: [buffer.count])
-        try world.barrier()
-        var acc = [T](repeating: .zero, count: buffer.count)
-        for r in 0..<size {
-            let (p, c) = world.posted(r)
-            guard c.first == buffer.count else {
-                world.abort("allreduce count mismatch");
-                throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
-            }
-            guard let src = p?.assumingMemoryBound(to: T.self) else { continue }
-            if r == 0 {
-                for i in 0..<buffer.count { acc[i] = src[i] }
-            } else {
-                switch op {
-                case .sum: for i in 0..<buffer.count { acc[i] += src[i] }
-                case .max: for i in 0..<buffer.count where src[i] > acc[i] { acc[i] = src[i] }
-                case .min: for i in 0..<buffer.count where src[i] < acc[i] { acc[i] = src[i] }
-                }
+        try reduce(buffer) { acc, src, n in
+            switch op {
+            case .sum: for i in 0..<n { acc[i] += src[i] }
+            case .max: for i in 0..<n where src[i] > acc[i] { acc[i] = src[i] }
+            case .min: for i in 0..<n where src[i] < acc[i] { acc[i] = src[i] }
             }
         }
-        try world.barrier()
-        for i in 0..<buffer.count { buffer[i] = acc[i] }
     }
 
-    func sumFloats(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+    /// Posts `buffer`, checks that every rank posted as many elements, and folds the ranks'
+    /// buffers in rank order (rank 0's, then fold in rank 1's, ...: the same order on every
+    /// rank); the result replaces `buffer`.
+    func reduce<T>(
+        _ buffer: UnsafeMutableBufferPointer<T>, fold: (UnsafeMutablePointer<T>, UnsafePointer<T>, Int) -> Void
+    ) throws {
         world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: [buffer.count])
         try world.barrier()
-        let acc = UnsafeMutablePointer<Float>.allocate(capacity: max(buffer.count, 1))
+        let acc = UnsafeMutablePointer<T>.allocate(capacity: max(buffer.count, 1))
         defer { acc.deallocate() }
         for r in 0..<size {
             let (p, c) = world.posted(r)
             guard c.first == buffer.count else {
-                world.abort("allreduce count mismatch");
+                world.abort("allreduce count mismatch")
                 throw CommError("allreduce: rank \(r) has \(c.first ?? -1) elements, rank \(rank) has \(buffer.count)")
             }
-            guard let src = p?.assumingMemoryBound(to: Float.self) else { continue }
-            if r == 0 {
-                acc.update(from: src, count: buffer.count)
-            } else {
-                for i in 0..<buffer.count { acc[i] += src[i] }
-            }
+            guard let src = p?.assumingMemoryBound(to: T.self) else { continue }
+            if r == 0 { acc.initialize(from: src, count: buffer.count) } else { fold(acc, src, buffer.count) }
         }
         try world.barrier()
         if buffer.count > 0 { buffer.baseAddress!.update(from: acc, count: buffer.count) }

@@ -2,7 +2,7 @@
 // FloatBuffer each, and every named tensor this rank holds is a view (offset, local shape) into
 // them. Each tensor declares its shard spec beside it: which dimension is split over the
 // tensor-parallel group, and over which group its gradient is reduced. Gradient reduction,
-// the norm for clipping and (later) checkpoint I/O read the spec; nothing else hard-codes sharding.
+// the norm for clipping and checkpoint I/O read the spec; nothing else hard-codes sharding.
 // Matrices are row-major [out, in]; names match a PyTorch-style module tree (DESIGN.md).
 import Comm
 import Placement
@@ -44,9 +44,10 @@ public struct ParameterInfo: Equatable, Sendable {
     public let decay: Bool
     /// The initial standard deviation (0 means the tensor starts at ones: norm weights).
     public let initStd: Float
-    /// Whether this rank counts this piece in the global gradient norm (exactly one holder of
-    /// each element does).
-    public let countsInNorm: Bool
+    /// Whether this rank's copy of these elements is the primary one: exactly one holder of each
+    /// element (replicas over dp or tp, and replicated experts, hold identical copies) has it set,
+    /// and only that copy counts in the global gradient norm and is written to checkpoints.
+    public let isPrimaryCopy: Bool
 
     /// The element index in the whole (row-major) tensor of local element `i`.
     @inline(__always)
@@ -97,18 +98,18 @@ public final class ParameterStore: @unchecked Sendable {
         let isFirst = mesh.rank == 0, isFirstDP = mesh.dpIndex == 0
         func add(
             _ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
-            initStd: Float = std, countsInNorm: Bool? = nil
+            initStd: Float = std, isPrimaryCopy: Bool? = nil
         ) {
             var shape = global, start = 0
             if let d = split {
                 shape[d] = global[d] / mesh.tp
                 start = mesh.tpIndex * shape[d]
             }
-            let counts = countsInNorm ?? (split == nil ? isFirst : isFirstDP)
+            let counts = isPrimaryCopy ?? (split == nil ? isFirst : isFirstDP)
             let info = ParameterInfo(
                 name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
                 shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
-                countsInNorm: counts)
+                isPrimaryCopy: counts)
             infos.append(info)
             offset += info.count
         }
@@ -130,8 +131,8 @@ public final class ParameterStore: @unchecked Sendable {
                     let ranks = layout.plan.layers[moeIndex][e]
                     let first = ranks.min() == mesh.rank
                     let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
-                    add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, countsInNorm: first)
-                    add(p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, countsInNorm: first)
+                    add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, isPrimaryCopy: first)
+                    add(p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, isPrimaryCopy: first)
                 }
                 moeIndex += 1
             } else {

@@ -35,9 +35,9 @@ extension Transformer {
         let g = store.grads, p = store.params
         timed(.headLoss) {
             s.dLogits.base.update(repeating: 0, count: n * m.vocabSize)
-            targets.withUnsafeBufferPointer { tp in
+            targets.withUnsafeBufferPointer { targetIds in
                 CrossEntropy.backward(
-                    dLogits: s.dLogits.base, logits: logits.base, targets: tp.baseAddress!,
+                    dLogits: s.dLogits.base, logits: logits.base, targets: targetIds.baseAddress!,
                     dLoss: lossScale, n: n, v: m.vocabSize)
             }
             zero(s.dLn, n * c)
@@ -109,10 +109,10 @@ extension Transformer {
             }
         }
         timed(.embedding) {
-            tokens.withUnsafeBufferPointer { tp in
+            tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.backward(
                     dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
-                    dOut: s.dResid.base, tokens: tp.baseAddress!, b: b, t: t, c: c)
+                    dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: b, t: t, c: c)
             }
         }
     }

@@ -72,7 +72,7 @@ extension Transformer {
     /// counts, then one world allreduce.
     public func globalGradNorm() throws -> Double {
         var local = 0.0
-        for info in store.infos where info.countsInNorm {
+        for info in store.infos where info.isPrimaryCopy {
             let n = GradClip.norm(store.grads.base + info.offset, count: info.count)
             local += n * n
         }

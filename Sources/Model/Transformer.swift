@@ -188,9 +188,9 @@ public final class Transformer: @unchecked Sendable {
         self.globalTokens = globalTokens ?? n
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
         timed(.embedding) {
-            tokens.withUnsafeBufferPointer { tp in
+            tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.forward(
-                    out: resid[0].base, tokens: tp.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
+                    out: resid[0].base, tokens: tokenIds.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
                     wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
             }
         }
@@ -250,9 +250,9 @@ public final class Transformer: @unchecked Sendable {
             Linear.forward(
                 out: logits.base, inp: lnf.base, weight: store.pointer("head.weight", in: store.params),
                 n: n, inFeatures: c, outFeatures: m.vocabSize)
-            targets.withUnsafeBufferPointer { tp in
+            targets.withUnsafeBufferPointer { targetIds in
                 CrossEntropy.forward(
-                    losses: losses.base, logits: logits.base, targets: tp.baseAddress!, n: n, v: m.vocabSize)
+                    losses: losses.base, logits: logits.base, targets: targetIds.baseAddress!, n: n, v: m.vocabSize)
             }
         }
         var sum: Double = 0

@@ -162,3 +162,12 @@ public struct BatchSampler: Sendable {
         return (x, y)
     }
 }
+
+extension BatchSampler {
+    /// The sampler a job trains with: its sequence length, seed and held-out tail.
+    public init(job: Job, data: TokenData) throws {
+        try self.init(
+            data: data, seqLen: job.model.seqLen, seed: job.seed, valFraction: job.data.valFraction,
+            needsEval: job.train.evalEvery > 0)
+    }
+}

@@ -34,7 +34,7 @@ extension Trainer {
                 views.append(
                     ShardView(
                         name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
-                        data: buf.base + info.offset, writes: info.countsInNorm))
+                        data: buf.base + info.offset, writes: info.isPrimaryCopy))
             }
         }
         return views
@@ -95,6 +95,12 @@ extension Trainer {
                 "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a new run (--no-resume or another name)"
             )
         }
+    }
+
+    /// Sizes the writer's snapshot buffer for `store`: the primary copies of the parameters and of
+    /// both AdamW moments (what a checkpoint holds).
+    func reserveSnapshot(for store: ParameterStore) {
+        writer?.reserve(floats: 3 * store.infos.filter(\.isPrimaryCopy).reduce(0) { $0 + $1.count })
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.

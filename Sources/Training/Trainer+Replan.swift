@@ -203,6 +203,6 @@ extension Trainer {
         try ctx.comms.world.exchange(sends: sends, receives: receives)
         model = Transformer(rebinding: model, context: newCtx, store: fresh)
         ctx = newCtx
-        writer?.reserve(floats: 3 * fresh.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
+        reserveSnapshot(for: fresh)
     }
 }

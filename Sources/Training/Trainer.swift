@@ -82,9 +82,7 @@ public final class Trainer {
     {
         try job.validate()
         let layout = try job.resolveLayout(world: world)
-        _ = try BatchSampler(
-            data: data, seqLen: job.model.seqLen, seed: job.seed,
-            valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
+        _ = try BatchSampler(job: job, data: data)
         return layout
     }
 
@@ -104,9 +102,7 @@ public final class Trainer {
         load = LoadStats(decay: job.replan.emaDecay)
         let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
         ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes)
-        sampler = try BatchSampler(
-            data: data, seqLen: job.model.seqLen, seed: job.seed,
-            valFraction: job.data.valFraction, needsEval: job.train.evalEvery > 0)
+        sampler = try BatchSampler(job: job, data: data)
         let d = ctx.mesh.dpIndex, b = job.train.batchSize
         sampleStart = d * b / dp
         sampleEnd = (d + 1) * b / dp
@@ -126,7 +122,7 @@ public final class Trainer {
                 root: job.runDirectory + "/checkpoints", comm: comm, keep: job.checkpoint.keep,
                 keepEvery: job.checkpoint.keepEvery)
             : nil
-        writer?.reserve(floats: 3 * model.store.infos.filter(\.countsInNorm).reduce(0) { $0 + $1.count })
+        reserveSnapshot(for: model.store)
     }
 
     /// Runs every step (or until `stopRequested` turns true on any rank, between steps).

@@ -37,7 +37,7 @@ enum Commands {
             "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
         positionals: [],
         options: [],
-        details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n") { try SelftestCommand.run($0) }
+        details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n") { SelftestCommand.run($0) }
 
     static let all = [
         train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status,
