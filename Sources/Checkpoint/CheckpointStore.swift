@@ -99,7 +99,8 @@ public enum CheckpointStore {
                     let crc = try f.checksum(s.key)
                     if crc != s.crc32c {
                         problems.append(
-                            "\(path): tensor \(t.name): checksum mismatch (crc32c \(crc), manifest says \(s.crc32c)); the file is corrupt"
+                            "\(path): tensor \(t.name): checksum mismatch (crc32c \(crc), manifest "
+                                + "says \(s.crc32c)); the file is corrupt"
                         )
                     }
                 } catch { problems.append("\(error)") }

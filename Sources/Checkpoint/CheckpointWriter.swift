@@ -172,7 +172,8 @@ public final class CheckpointWriter: @unchecked Sendable {
         if comm.rank == 0 {
             if state[1] > 0 {
                 message =
-                    "rank(s) failed to write step \(p.step): \(p.error ?? "see the other ranks' errors"); the previous checkpoint stays valid"
+                    "rank(s) failed to write step \(p.step): \(p.error ?? "see the other ranks' errors"); the "
+                    + "previous checkpoint stays valid"
                 try? FileManager.default.removeItem(atPath: p.partial)
             } else {
                 do {

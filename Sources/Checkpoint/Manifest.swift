@@ -55,7 +55,7 @@ public struct Manifest: Equatable, Sendable {
             "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
             "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
             "placement": PlacementPlan.json(placement),
-            "tensors": Manifest.json(tensors),
+            "tensors": Manifest.json(tensors)
         ]
     }
 
@@ -70,9 +70,9 @@ public struct Manifest: Equatable, Sendable {
                         t.slices.map { s in
                             [
                                 "file": .string(s.file), "key": .string(s.key), "ranges": .array(s.ranges.map(ints)),
-                                "crc32c": .integer(Int(s.crc32c)),
+                                "crc32c": .integer(Int(s.crc32c))
                             ]
-                        }),
+                        })
                 ]
             })
     }

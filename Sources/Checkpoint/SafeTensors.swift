@@ -93,7 +93,8 @@ public enum SafeTensors {
             if n < 0 {
                 if errno == EINTR { continue }
                 throw CheckpointError(
-                    "\(path): write failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")"
+                    "\(path): write "
+                        + "failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")"
                 )
             }
             done += n
@@ -128,7 +129,8 @@ public final class SafeTensorsFile {
             let n = UInt64(littleEndian: len)
             guard n >= 2, n <= 100_000_000, Int(n) <= fileSize - 8 else {
                 throw CheckpointError(
-                    "\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not safetensors"
+                    "\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not "
+                        + "safetensors"
                 )
             }
             var header = [UInt8](repeating: 0, count: Int(n))
@@ -165,7 +167,8 @@ public final class SafeTensorsFile {
                 }
                 guard b >= 0, e >= b, e <= dataSize else {
                     throw bad(
-                        "data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or corrupt"
+                        "data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or "
+                            + "corrupt"
                     )
                 }
                 let expected = 4 * shape.reduce(1, *)

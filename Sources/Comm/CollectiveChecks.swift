@@ -94,7 +94,10 @@ public struct CollectiveChecks {
                         }
                         let receives =
                             inLeft.map { PeerMutableBuffer(peer: left, buffer: $0) }
-                            + [PeerMutableBuffer(peer: right, buffer: inRight), PeerMutableBuffer(peer: r, buffer: inSelf)]
+                            + [
+                                PeerMutableBuffer(peer: right, buffer: inRight),
+                                PeerMutableBuffer(peer: r, buffer: inSelf)
+                            ]
                         try comm.exchange(sends: sends, receives: receives)
                     }
                 }

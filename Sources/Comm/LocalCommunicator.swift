@@ -256,7 +256,8 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             guard bytes.count == r.buffer.count * MemoryLayout<T>.stride else {
                 world.abort("exchange length mismatch")
                 throw CommError(
-                    "exchange: rank \(r.peer) sent \(bytes.count / MemoryLayout<T>.stride) elements to rank \(rank), which expects \(r.buffer.count)"
+                    "exchange: rank \(r.peer) sent \(bytes.count / MemoryLayout<T>.stride) elements to rank \(rank), "
+                        + "which expects \(r.buffer.count)"
                 )
             }
             bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(r.buffer).copyMemory(from: $0) }

@@ -126,7 +126,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             try check(CMPI_Waitall(Int32(sends.count), &sendRequests, datatype(T.self), nil), "MPI_Waitall (sends)")
             if let i = receives.indices.first(where: { Int(counts[$0]) != receives[$0].buffer.count }) {
                 throw CommError(
-                    "exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which expects \(receives[i].buffer.count)"
+                    "exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which "
+                        + "expects \(receives[i].buffer.count)"
                 )
             }
         }
@@ -173,7 +174,8 @@ func check(_ rc: Int32, _ call: String) throws {
     _ = MPI_Error_string(rc, &buf, &len)
     let msg = String(decoding: buf.prefix(Int(len)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     throw CommError(
-        "\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network settings are right"
+        "\(call) failed (code \(rc)): \(msg); check that all ranks run the same job and that mpirun's network "
+            + "settings are right"
     )
 }
 

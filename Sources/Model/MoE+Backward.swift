@@ -30,7 +30,8 @@ extension MoELayer {
         clock.lap(.experts)
         try returnGradientsHome(s: s, sc: sc, dxs: dxs)
         clock.lap(.dispatchCombine)
-        routerBackward(s: s, sc: sc, dxs: dxs, x: x + s.rowStart * c, w: w, g: g, auxCoef: auxCoef, tokens: globalTokens)
+        routerBackward(
+            s: s, sc: sc, dxs: dxs, x: x + s.rowStart * c, w: w, g: g, auxCoef: auxCoef, tokens: globalTokens)
         clock.lap(.router)
         try ctx.allgatherRowsTP(dx, n: n, c: c, scratch: gatherScratch)
         clock.lap(.dispatchCombine)

@@ -190,7 +190,8 @@ public final class Transformer: @unchecked Sendable {
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.forward(
-                    out: resid[0].base, tokens: tokenIds.baseAddress!, wte: store.pointer("embed.weight", in: store.params),
+                    out: resid[0].base, tokens: tokenIds.baseAddress!,
+                    wte: store.pointer("embed.weight", in: store.params),
                     wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
             }
         }

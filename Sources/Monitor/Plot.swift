@@ -47,7 +47,8 @@ public enum Plot {
             let c = colors[i % colors.count]
             let d = pts.map { String(format: "%.2f,%.2f", px($0.0), py($0.1)) }.joined(separator: " ")
             s +=
-                "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" stroke-width=\"1.5\" points=\"\(d)\"/>\n"
+                "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" "
+                + "stroke-width=\"1.5\" points=\"\(d)\"/>\n"
             let ly = T + 16 * Double(i)
             s += String(
                 format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%@\" stroke-width=\"3\"/>",
@@ -93,7 +94,8 @@ public enum Plot {
         for l in 0..<layers {
             s += String(
                 format:
-                    "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">moe %d e0..%d</text>\n",
+                    "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" "
+                    + "dominant-baseline=\"middle\">moe %d e0..%d</text>\n",
                 L - 6, T + (Double(l * experts) + Double(experts) / 2) * ch, l, experts - 1)
         }
         s += String(
@@ -105,7 +107,8 @@ public enum Plot {
                 format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
             s += String(
                 format:
-                    "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"12\" fill=\"%@\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\" dominant-baseline=\"middle\">%@</text>\n",
+                    "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"12\" fill=\"%@\"/><text x=\"%.0f\" y=\"%.0f\" "
+                    + "font-size=\"11\" dominant-baseline=\"middle\">%@</text>\n",
                 W - R + 10, T + 22 + Double(i) * 18, color as NSString, W - R + 30, T + 28 + Double(i) * 18,
                 label as NSString)
         }
@@ -115,7 +118,10 @@ public enum Plot {
     static func header(_ w: Double, _ h: Double, _ title: String) -> String {
         String(
             format:
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">%@</text>\n",
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
+                + "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n<rect "
+                + "width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" "
+                + "font-size=\"15\" text-anchor=\"middle\">%@</text>\n",
             w, h, w, h, w / 2, esc(title) as NSString)
     }
 
@@ -132,11 +138,14 @@ public enum Plot {
             let x = x0 + (x1 - x0) * Double(i) / 5, y = y0 + (y1 - y0) * Double(i) / 5
             s += String(
                 format:
-                    "<line class=\"tick\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/><text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>",
+                    "<line class=\"tick\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/><text "
+                    + "x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>",
                 px(x), H - B, px(x), H - B + 5, px(x), H - B + 18, tick(x) as NSString)
             s += String(
                 format:
-                    "<line class=\"tick\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" dominant-baseline=\"middle\">%@</text>",
+                    "<line class=\"tick\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\"/><text "
+                    + "x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" "
+                    + "dominant-baseline=\"middle\">%@</text>",
                 L - 5, py(y), L, py(y), L - 8, py(y), tick(y) as NSString)
             s += String(
                 format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, py(y), W - R,
@@ -147,7 +156,8 @@ public enum Plot {
             H - 20, xLabel as NSString)
         s += String(
             format:
-                "<text x=\"18\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.0f)\">%@</text>\n",
+                "<text x=\"18\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 18 "
+                + "%.0f)\">%@</text>\n",
             (T + H - B) / 2, (T + H - B) / 2, esc(yLabel) as NSString)
         return s
     }

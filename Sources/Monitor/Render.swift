@@ -41,7 +41,8 @@ public enum Render {
         switch e.kind {
         case "start":
             var s =
-                "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, world \(e.json["world"]?.intValue ?? 1)"
+                "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, "
+                + "world \(e.json["world"]?.intValue ?? 1)"
             if let dp = e.json["dp"]?.intValue, let tp = e.json["tp"]?.intValue { s += " (dp \(dp) x tp \(tp))" }
             if let r = e.json["resumedFrom"]?["step"]?.intValue { s += ", resumed from step \(r)" }
             return style.bold(s)

@@ -35,9 +35,8 @@ public enum RunStatus {
         let ck = runDir + "/checkpoints/LATEST"
         if let latest = try? String(contentsOfFile: ck, encoding: .utf8).trimmingCharacters(
             in: .whitespacesAndNewlines),
-            let d =
-                (try? FileManager.default.attributesOfItem(atPath: runDir + "/checkpoints/" + latest)[.modificationDate])
-                as? Date
+            let attributes = try? FileManager.default.attributesOfItem(atPath: runDir + "/checkpoints/" + latest),
+            let d = attributes[.modificationDate] as? Date
         {
             s += "  checkpoint \(latest) (" + Render.duration(now - d.timeIntervalSince1970) + " ago)"
         } else {

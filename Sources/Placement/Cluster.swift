@@ -36,7 +36,8 @@ public struct Cluster: Equatable, Sendable {
     public func nodeOfRank(world: Int) throws -> [Int] {
         guard world <= slots else {
             throw PlacementError(
-                "the cluster has \(slots) slots but the job needs \(world) ranks; add nodes or slots, or use fewer ranks"
+                "the cluster has \(slots) slots but the job needs \(world) ranks; add nodes or slots, or use fewer "
+                    + "ranks"
             )
         }
         var out: [Int] = []

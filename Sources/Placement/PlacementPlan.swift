@@ -41,7 +41,8 @@ public struct PlacementPlan: Equatable, Sendable {
                 }
                 if Set(ranks).count != ranks.count {
                     throw PlacementError(
-                        "expert \(e) of MoE layer \(l) is listed twice on one rank (\(ranks)); replicas must be on distinct ranks"
+                        "expert \(e) of MoE layer \(l) is listed twice on one rank (\(ranks)); replicas must be on "
+                            + "distinct ranks"
                     )
                 }
             }

@@ -152,7 +152,8 @@ public enum Planner {
         let needed = shape.moeLayers * shape.nExpert
         guard totalSlots >= needed else {
             throw PlacementError(
-                "memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model has \(needed); use more ranks or ranks with more memory"
+                "memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model "
+                    + "has \(needed); use more ranks or ranks with more memory"
             )
         }
         var free = perRankSlots

@@ -1,5 +1,6 @@
 // A quick measurement of this process's sgemm rate, the denominator of MFU.
 import Clock
+
 #if canImport(Glibc)
     import Glibc
 #endif

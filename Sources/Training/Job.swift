@@ -1,4 +1,5 @@
-// The job spec: every setting of a training run, with its default and a one-line comment.
+// The job spec: every setting of a training run and its default. Each key is documented once,
+// in its `Job.fields` entry (below), which `train --help` and the parser both read.
 // A job file (JSON) overrides the defaults, `--set key=value` overrides the file. Unknown keys,
 // wrong types and invalid values are errors naming the key (Job+Parsing.swift).
 import Model
@@ -7,32 +8,32 @@ import Tensor
 
 /// Where the tokens come from.
 public struct DataSpec: Equatable, Sendable {
-    public var path = ""  // text file (bytes are tokens) or llm.c .bin token file; relative to the working directory
-    public var format = "auto"  // auto (".bin" suffix -> bin, else text) | text | bin
-    public var valFraction = 0.05  // share of the file's tail held out for evaluation (0 disables eval)
+    public var path = ""
+    public var format = "auto"
+    public var valFraction = 0.05
 }
 
 /// The optimisation settings.
 public struct TrainSpec: Equatable, Sendable {
-    public var steps = 300  // optimizer steps to run
-    public var batchSize = 8  // sequences per step (global batch, whatever the world size)
-    public var lr = 3e-3  // peak learning rate
-    public var minLr = 3e-4  // learning rate at the end of the cosine decay
-    public var warmupSteps = 20  // linear warmup steps
-    public var weightDecay = 0.1  // AdamW decoupled weight decay (matrices and embeddings only)
-    public var beta1 = 0.9  // AdamW first-moment decay
-    public var beta2 = 0.95  // AdamW second-moment decay
-    public var eps = 1e-8  // AdamW epsilon
-    public var gradClip = 1.0  // clip the global gradient norm to this (0 = no clipping)
-    public var auxLossCoef = 0.01  // weight of the load-balancing loss (summed over MoE blocks)
-    public var maxBadSteps = 3  // stop after this many consecutive non-finite steps
-    public var logEvery = 10  // print a progress line every N steps (the log gets every step)
-    public var evalEvery = 100  // evaluate on the held-out tail every N steps and at the end (0 = never)
-    public var evalWindows = 16  // number of fixed windows in an evaluation
-    public var peakGflops = 0.0  // per-rank sgemm peak for MFU; 0 = measure at start
-    public var capacityFactor = 0.0  // 0: dropless MoE; else each expert serves at most ceil(f * tokens * K / E) assignments
-    public var routerSkew = 0.0  // skew routing on purpose: expert e's logit gets -routerSkew * ln(p(e) + 1) (0: none)
-    public var routerSkewStride = 1  // p orders experts 0, s, 2s, ..., 1, 1+s, ...: the hottest are multiples of s
+    public var steps = 300
+    public var batchSize = 8
+    public var lr = 3e-3
+    public var minLr = 3e-4
+    public var warmupSteps = 20
+    public var weightDecay = 0.1
+    public var beta1 = 0.9
+    public var beta2 = 0.95
+    public var eps = 1e-8
+    public var gradClip = 1.0
+    public var auxLossCoef = 0.01
+    public var maxBadSteps = 3
+    public var logEvery = 10
+    public var evalEvery = 100
+    public var evalWindows = 16
+    public var peakGflops = 0.0
+    public var capacityFactor = 0.0
+    public var routerSkew = 0.0
+    public var routerSkewStride = 1
 }
 
 extension TrainSpec {
@@ -52,30 +53,30 @@ extension TrainSpec {
 
 /// Online re-placement of experts from measured routing load.
 public struct ReplanSpec: Equatable, Sendable {
-    public var every = 0  // plan from measured load every N steps (0: never)
-    public var horizon = 100  // steps over which a new plan's predicted gain must beat the migration cost (at most the steps left)
-    public var emaDecay = 0.9  // weight of the past in the measured load (exponential moving average)
+    public var every = 0
+    public var horizon = 100
+    public var emaDecay = 0.9
 }
 
 /// When and how to save checkpoints.
 public struct CheckpointSpec: Equatable, Sendable {
-    public var every = 100  // save every N steps, at the end and on SIGTERM/SIGINT (0: never)
-    public var keep = 3  // keep the newest N checkpoints
-    public var keepEvery = 0  // also keep every checkpoint whose step is a multiple of N (0: none)
-    public var onError = "stop"  // a failed save (disk full...): stop | continue
+    public var every = 100
+    public var keep = 3
+    public var keepEvery = 0
+    public var onError = "stop"
 }
 
 /// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
 public struct LayoutSpec: Equatable, Sendable {
-    public var dp = 0  // data-parallel groups; 0 = world size / tp
-    public var tp = 1  // tensor-parallel ranks per group (attention heads are split over them)
+    public var dp = 0
+    public var tp = 1
 }
 
 /// A whole training job.
 public struct Job: Equatable, Sendable {
-    public var name = "job"  // run name: the run directory is <runsDir>/<name>
-    public var runsDir = "runs"  // parent of run directories
-    public var seed = 1337  // keys every random draw (init, batches)
+    public var name = "job"
+    public var runsDir = "runs"
+    public var seed = 1337
     public var model = ModelConfig(
         vocabSize: 256, seqLen: 64, nLayer: 2, nEmbd: 64, nHead: 4,
         nExpert: 4, topK: 2, ffHidden: 128, moeEvery: 1)
@@ -285,20 +286,23 @@ extension Job {
         if world % tp != 0 {
             throw JobError(
                 key: "layout.tp",
-                "\(tp) does not divide the world size \(world) (mpirun -np); use a world size that is a multiple of layout.tp"
+                "\(tp) does not divide the world size \(world) (mpirun -np); use a world size that is a multiple of "
+                    + "layout.tp"
             )
         }
         let dp = layout.dp == 0 ? world / tp : layout.dp
         if dp * tp != world {
             throw JobError(
                 key: "layout",
-                "dp \(dp) x tp \(tp) = \(dp * tp) ranks, but the world has \(world) (mpirun -np); make layout.dp x layout.tp equal the world size, or set layout.dp = 0"
+                "dp \(dp) x tp \(tp) = \(dp * tp) ranks, but the world has \(world) (mpirun -np); make layout.dp x "
+                    + "layout.tp equal the world size, or set layout.dp = 0"
             )
         }
         if train.batchSize < dp {
             throw JobError(
                 key: "train.batchSize",
-                "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize >= layout.dp"
+                "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize "
+                    + ">= layout.dp"
             )
         }
         let moe = model.moeLayerCount

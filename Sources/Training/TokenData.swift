@@ -43,7 +43,8 @@ public struct TokenData: Sendable {
         } else {
             guard data.count >= binHeaderBytes else {
                 throw fail(
-                    "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text file? set data.format=text"
+                    "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text "
+                        + "file? set data.format=text"
                 )
             }
             let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in
@@ -51,7 +52,8 @@ public struct TokenData: Sendable {
             }
             guard header[0] == binMagic else {
                 throw fail(
-                    "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set data.format=text"
+                    "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set "
+                        + "data.format=text"
                 )
             }
             guard header[1] == 1 else {
@@ -60,7 +62,8 @@ public struct TokenData: Sendable {
             let n = Int(header[2])
             guard n >= 0, data.count == binHeaderBytes + 2 * n else {
                 throw fail(
-                    "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file has \(data.count) bytes; the file is truncated or corrupt"
+                    "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file "
+                        + "has \(data.count) bytes; the file is truncated or corrupt"
                 )
             }
             if n == 0 { throw fail("the .bin file holds no tokens") }
@@ -112,14 +115,17 @@ public struct BatchSampler: Sendable {
             throw DataError(
                 path: data.path,
                 message:
-                    "\(n) tokens\(held > 0 ? " (\(trainEnd) after holding out data.valFraction)" : "") is shorter than one training sequence (model.seqLen + 1 = \(seqLen + 1)); use more data or a smaller model.seqLen"
+                    "\(n) tokens\(held > 0 ? " (\(trainEnd) after holding out data.valFraction)" : "") is shorter "
+                    + "than one training sequence (model.seqLen + 1 = \(seqLen + 1)); use more data or a smaller "
+                    + "model.seqLen"
             )
         }
         if needsEval && held < seqLen + 1 {
             throw DataError(
                 path: data.path,
                 message:
-                    "the held-out tail (data.valFraction = \(valFraction)) has \(held) tokens, fewer than model.seqLen + 1 = \(seqLen + 1); raise data.valFraction or set train.evalEvery=0"
+                    "the held-out tail (data.valFraction = \(valFraction)) has \(held) tokens, fewer than "
+                    + "model.seqLen + 1 = \(seqLen + 1); raise data.valFraction or set train.evalEvery=0"
             )
         }
     }

@@ -79,7 +79,9 @@ extension Trainer {
         }
         if !skipped.isEmpty {
             throw CheckpointError(
-                "no checkpoint in \(checkpointRoot) verifies (\(skipped.map { "\($0.0): \($0.1)" }.joined(separator: "; "))); use --no-resume to start over (the old checkpoints are kept aside)"
+                "no checkpoint in \(checkpointRoot) verifies "
+                    + "(\(skipped.map { "\($0.0): \($0.1)" }.joined(separator: "; "))); use --no-resume to start "
+                    + "over (the old checkpoints are kept aside)"
             )
         }
         return nil
@@ -92,7 +94,9 @@ extension Trainer {
         for (k, v) in fields where theirs?[k] != v {
             throw JobError(
                 key: "model.\(k)",
-                "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a new run (--no-resume or another name)"
+                "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job "
+                    + "says \(v.compact); the architecture comes from the checkpoint: restore model.\(k), or start a "
+                    + "new run (--no-resume or another name)"
             )
         }
     }

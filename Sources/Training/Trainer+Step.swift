@@ -71,7 +71,7 @@ extension Trainer {
         stepSeconds.append(seconds)
         let s = ctx.stats
         r.ranks = try ctx.comms.world.allgather([
-            seconds * 1000, s.alltoallvSeconds * 1000, s.allreduceSeconds * 1000, Double(s.expertRowsReceived),
+            seconds * 1000, s.alltoallvSeconds * 1000, s.allreduceSeconds * 1000, Double(s.expertRowsReceived)
         ])
         r.applied = true
         return r
@@ -87,9 +87,12 @@ extension Trainer {
             log?.write([
                 "event": "warning", "step": .number(Double(r.step)), "time": .number(unixTime()),
                 "message": .string(
-                    "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, parameters unchanged"),
+                    "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, parameters unchanged")
             ])
-            say("warning: step \(r.step): non-finite loss or gradient; step skipped (\(progress.badInARow)/\(t.maxBadSteps))")
+            say(
+                "warning: step \(r.step): non-finite loss or gradient; step skipped "
+                    + "(\(progress.badInARow)/\(t.maxBadSteps))"
+            )
             if progress.badInARow >= t.maxBadSteps {
                 throw TrainError(
                     "\(progress.badInARow) consecutive non-finite steps (train.maxBadSteps = \(t.maxBadSteps)) "
@@ -145,7 +148,7 @@ extension Trainer {
             "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
             "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
             "checkpointSkipped": .array(
-                (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] }),
+                (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })
         ]
     }
 
@@ -162,7 +165,7 @@ extension Trainer {
             "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
             "expertLoad": .array(load), "droppedTokens": .array(model.droppedAssignments.map { .number(Double($0)) }),
             "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
-            "rankExpertRows": column(3),
+            "rankExpertRows": column(3)
         ]
     }
 }

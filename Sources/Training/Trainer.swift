@@ -109,7 +109,8 @@ public final class Trainer {
         model = Transformer(
             config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx,
             moe: MoEOptions(
-                capacityFactor: job.train.capacityFactor, logitBias: job.train.routerSkewBias(experts: job.model.nExpert)))
+                capacityFactor: job.train.capacityFactor,
+                logitBias: job.train.routerSkewBias(experts: job.model.nExpert)))
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(
@@ -169,7 +170,7 @@ public final class Trainer {
         progress.summary.evals.append((step, v))
         log?.write([
             "event": "eval", "step": .number(Double(step)), "time": .number(unixTime()),
-            "valLoss": .number(v), "windows": .number(Double(t.evalWindows)),
+            "valLoss": .number(v), "windows": .number(Double(t.evalWindows))
         ])
         say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
     }
@@ -206,7 +207,7 @@ public final class Trainer {
             "event": "end", "time": .number(unixTime()),
             "step": .number(Double(summary.firstStep + summary.losses.count - 1)),
             "reason": .string(summary.stoppedEarly ? "signal" : "completed"),
-            "tokensPerSec": .number(summary.tokensPerSec),
+            "tokensPerSec": .number(summary.tokensPerSec)
         ])
         return summary
     }

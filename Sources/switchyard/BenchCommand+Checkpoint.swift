@@ -87,15 +87,19 @@ extension BenchCommand {
         let stall = stalls.isEmpty ? 0 : stalls.reduce(0, +) / Double(stalls.count)
         say(
             String(
-                format: "  async save stall in the step loop: %.1f ms mean over %d mid-run saves = %.1f%% of a %.0f ms step",
+                format:
+                    "  async save stall in the step loop: %.1f ms mean over %d mid-run saves = %.1f%% of a %.0f ms "
+                    + "step",
                 stall, stalls.count, 100 * stall / (meanNone * 1000), meanNone * 1000))
         say(
             "  throughput with a save every 4 steps vs none (steps 2-13, two runs each, alternated): "
-                + String(format: "%.3fx (%.0f vs %.0f ms/step)", meanNone / meanSaving, meanSaving * 1000, meanNone * 1000))
+                + String(
+                    format: "%.3fx (%.0f vs %.0f ms/step)", meanNone / meanSaving, meanSaving * 1000, meanNone * 1000))
     }
 
     /// Step times after 2 warmup steps of a run of `job` named `name`, and its saves' loop stalls (ms).
-    static func stepTimes(_ job: Job, name: String, data: TokenData, env: RunEnvironment) throws -> ([Double], [Double]) {
+    static func stepTimes(_ job: Job, name: String, data: TokenData, env: RunEnvironment) throws -> ([Double], [Double])
+    {
         var j = job
         j.name = name
         let jj = j

@@ -25,7 +25,8 @@ enum BenchCommand {
             one with per-region clocks for the breakdown. MFU = model FLOP/s / sgemm peak, with
             model FLOPs per token = 6 x active non-embedding parameters + 12 x L x C x T.
 
-            """) { try run($0) }
+            """
+    ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let steps = try args.positiveInt("--steps") ?? 10
@@ -40,8 +41,9 @@ enum BenchCommand {
         let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
         let override =
             ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""
-        say("machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
-            + "host \(Runtime.hostName)")
+        say(
+            "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
+                + "host \(Runtime.hostName)")
         say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)

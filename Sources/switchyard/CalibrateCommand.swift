@@ -10,14 +10,17 @@ enum CalibrateCommand {
     static let spec = CommandSpec(
         name: "calibrate",
         summary:
-            "Measure sgemm rate (rank by rank), cores per node, alltoallv bandwidth and latency under mpirun;\nwrite a cluster file.",
+            "Measure sgemm rate (rank by rank), cores per node, alltoallv bandwidth and latency under mpirun;\nwrite "
+            + "a cluster file.",
         positionals: [],
         options: [
-            OptionSpec(["--out"], value: "FILE", required: true, "the cluster file to write, e.g. cluster/measured.json"),
+            OptionSpec(
+                ["--out"], value: "FILE", required: true, "the cluster file to write, e.g. cluster/measured.json"),
             OptionSpec(["--threads"], value: "N", "BLAS threads per rank while measuring sgemm (default 1)")
         ],
         details:
-            "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n") { try run($0) }
+            "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n"
+    ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let out = args.required("--out")
@@ -70,7 +73,8 @@ enum CalibrateCommand {
                 say(
                     String(
                         format:
-                            "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv %.2f GB/s inside a node%@, %.2f GB/s across%@; latency %.1f us. Wrote %@",
+                            "calibrate: %d rank(s) on %d node(s); sgemm %.1f GFLOP/s per rank (slowest); alltoallv "
+                            + "%.2f GB/s inside a node%@, %.2f GB/s across%@; latency %.1f us. Wrote %@",
                         world.size, nodeNames.count, gflops, intra,
                         (measuredIntra > 0 ? "" : " (not measured: no two ranks share a node)") as NSString,
                         inter, (measuredInter > 0 ? "" : " (not measured)") as NSString, latency, out as NSString))

@@ -23,7 +23,8 @@ enum CkptCommand {
               inspect DIR           step, job, layout and tensors; with --tensor NAME, that tensor's slices and values
               export DIR --out F    one safetensors file of whole weights with PyTorch-style names (no optimizer state)
 
-            """) { try run($0) }
+            """
+    ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let action = args.positionals[0], path = args.positionals[1]
@@ -94,7 +95,8 @@ enum CkptCommand {
                 let m = try CheckpointStore.readManifest(dir: d)
                 let slices = m.tensors.reduce(0) { $0 + $1.slices.count }
                 say(
-                    "ok      \(d): step \(m.step), \(m.tensors.count) tensors, \(slices) slices, every checksum and element checked"
+                    "ok      \(d): step \(m.step), \(m.tensors.count) tensors, \(slices) slices, every checksum and "
+                        + "element checked"
                 )
             } else {
                 bad += 1
@@ -131,11 +133,13 @@ enum CkptCommand {
         let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
         say("checkpoint \(dir)")
         say(
-            "  step \(m.step) (AdamW updates \(m.adamStep)), job \(m.job["name"]?.stringValue ?? "?"), layout world \(m.world) = dp \(m.dp) x tp \(m.tp)"
+            "  step \(m.step) (AdamW updates \(m.adamStep)), job \(m.job["name"]?.stringValue ?? "?"), layout "
+                + "world \(m.world) = dp \(m.dp) x tp \(m.tp)"
         )
         say("  model \(m.job["model"]?.compact ?? "?")")
         say(
-            "  \(weights.count) weight tensors, \(weights.reduce(0) { $0 + $1.shape.reduce(1, *) }) parameters; \(m.tensors.count - weights.count) optimizer tensors"
+            "  \(weights.count) weight tensors, \(weights.reduce(0) { $0 + $1.shape.reduce(1, *) }) "
+                + "parameters; \(m.tensors.count - weights.count) optimizer tensors"
         )
         for t in weights { say("  " + pad(t.name, 40) + pad("\(t.shape)", 14) + "\(t.slices.count) slice(s)") }
         return 0
@@ -176,7 +180,8 @@ enum CkptCommand {
             throw CheckpointError("\(out): cannot write: \(String(cString: strerror(errno)))")
         }
         say(
-            "exported \(weights.count) tensors (\(arrays.reduce(0) { $0 + $1.count }) parameters) of step \(m.step) to \(out)"
+            "exported \(weights.count) tensors (\(arrays.reduce(0) { $0 + $1.count }) parameters) of step \(m.step) "
+                + "to \(out)"
         )
         return 0
     }

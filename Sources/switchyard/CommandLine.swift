@@ -50,7 +50,8 @@ struct CommandSpec: Sendable {
         s += "\nOPTIONS:\n"
         for o in options + [OptionSpec(["-h", "--help"], "Show this help")] {
             let left = o.names.joined(separator: ", ") + (o.valueName.map { " " + $0 } ?? "")
-            s += "  " + pad(left, 24) + o.help + (o.required ? " (required)" : "")
+            s +=
+                "  " + pad(left, 24) + o.help + (o.required ? " (required)" : "")
                 + (o.repeatable ? " (repeatable)" : "") + "\n"
         }
         if !details.isEmpty { s += "\n" + details }

@@ -22,22 +22,27 @@ enum Commands {
             Under mpirun -np N the world is layout.dp x layout.tp ranks: the global batch is split
             over dp groups, attention heads over the tp ranks of a group, experts over all ranks
             (placement). The run directory <runsDir>/<name> gets job.json (the resolved spec) and
-            log.jsonl (one JSON event per line: start, step, eval, warning, end). SIGINT/SIGTERM
-            finish the current step, save a checkpoint and stop (exit 0). `train` resumes from the
-            run's newest checkpoint that verifies (runs/<name>/checkpoints/LATEST), at any world size
-            or layout; the architecture comes from the checkpoint.
+            log.jsonl (one JSON event per line: start, step, eval, checkpoint, placement, warning,
+            error, end). SIGINT/SIGTERM finish the current step, save a checkpoint and stop (exit 0).
+            `train` resumes from the run's newest checkpoint that verifies
+            (runs/<name>/checkpoints/LATEST), at any world size or layout; the architecture comes
+            from the checkpoint.
 
             Exit codes: 0 success, 1 failure (bad job, data or a training error), 64 usage error.
 
-            """) { try TrainCommand.run($0) }
+            """
+    ) { try TrainCommand.run($0) }
 
     static let selftest = CommandSpec(
         name: "selftest",
         summary:
-            "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will train on.",
+            "Check this launch's MPI collectives (allreduce, broadcast, allgather, alltoallv, split, "
+            + "point-to-point)\nagainst closed-form results; run it under mpirun -np N on the nodes you will "
+            + "train on.",
         positionals: [],
         options: [],
-        details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n") { SelftestCommand.run($0) }
+        details: "Exit codes: 0 all checks passed, 1 a check failed, 64 usage error.\n"
+    ) { SelftestCommand.run($0) }
 
     static let all = [
         train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status,

@@ -29,7 +29,8 @@ enum MonitorCommands {
                 ["--stale-after"], value: "S",
                 "seconds without log growth before a run without `end` is stale (default 300)")
         ],
-        details: "") { try runStatus($0) }
+        details: ""
+    ) { try runStatus($0) }
 
     static let plot = CommandSpec(
         name: "plot",
@@ -39,7 +40,8 @@ enum MonitorCommands {
             OptionSpec(["--out"], value: "FILE", required: true, "the SVG file to write"),
             OptionSpec(["--metric"], value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
         ],
-        details: "") { try runPlot($0) }
+        details: ""
+    ) { try runPlot($0) }
 
     static func logPath(_ p: String) -> String { p.hasSuffix(".jsonl") ? p : p + "/log.jsonl" }
 

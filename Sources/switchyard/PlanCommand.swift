@@ -15,9 +15,10 @@ enum PlanCommand {
         options: [
             OptionSpec(["--cluster"], value: "FILE", required: true, "cluster description, e.g. cluster/local.json"),
             OptionSpec(["--world"], value: "N", "ranks (default: every slot of the cluster)"),
-            OptionSpec(["--skew"], value: "zipf:S", "routing load: Zipf with exponent S over the experts (default: uniform)"),
+            OptionSpec(
+                ["--skew"], value: "zipf:S", "routing load: Zipf with exponent S over the experts (default: uniform)"),
             OptionSpec(["--load"], value: "FILE", "routing load: JSON [[tokens per expert] per MoE layer]"),
-            OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")"),
+            OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")")
         ],
         details: """
             A measured load: the `expertLoad` of a run's step event, e.g.
@@ -40,8 +41,9 @@ enum PlanCommand {
             throw JobError(key: "model.moeEvery", "the model has no MoE block: nothing to place")
         }
         let load = try routingLoad(args, job: job)
-        say("plan for \(args.positionals[0]) on \(clusterPath): \(world) ranks, \(m.moeLayerCount) MoE layers x "
-            + "\(m.nExpert) experts")
+        say(
+            "plan for \(args.positionals[0]) on \(clusterPath): \(world) ranks, \(m.moeLayerCount) MoE layers x "
+                + "\(m.nExpert) experts")
         say(pad("layout", 14) + pad("predicted step", 18) + "note")
         let rows = try candidates(job: job, load: load, cluster: cluster, world: world)
         guard let best = rows.min(by: { $0.seconds < $1.seconds }) else {
@@ -123,10 +125,13 @@ enum PlanCommand {
             for r in 0..<world {
                 let mine = layer.indices.filter { layer[$0].contains(r) }
                 let names = mine.map { layer[$0].count > 1 ? "\($0)(1/\(layer[$0].count))" : "\($0)" }
-                say("    rank \(r): experts \(names.joined(separator: " "))"
-                    + String(format: "  predicted load %.0f tokens", best.pred.layerRankLoad[l][r]))
+                say(
+                    "    rank \(r): experts \(names.joined(separator: " "))"
+                        + String(format: "  predicted load %.0f tokens", best.pred.layerRankLoad[l][r]))
             }
         }
-        say("  memory per rank: " + best.pred.rankBytes.map { String(format: "%.2f GB", $0 / 1e9) }.joined(separator: ", "))
+        say(
+            "  memory per rank: "
+                + best.pred.rankBytes.map { String(format: "%.2f GB", $0 / 1e9) }.joined(separator: ", "))
     }
 }

@@ -29,8 +29,8 @@ enum Runtime {
         // Only reached if exec failed.
         FileHandle.standardError.write(
             Data(
-                "switchyard: warning: could not re-execute with OPENBLAS_CORETYPE=\(core); continuing with \(BLAS.coreName)\n"
-                    .utf8))
+                ("switchyard: warning: could not re-execute with OPENBLAS_CORETYPE=\(core); continuing "
+                    + "with \(BLAS.coreName)\n").utf8))
     }
 
     /// BLAS threads: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.

@@ -83,7 +83,9 @@ enum TrainCommand {
             trainer.resumeInfo = info
             guard world.rank == 0 else { return info.step >= job.train.steps ? 0 : nil }
             for s in info.skipped {
-                say("warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one")
+                say(
+                    "warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one"
+                )
             }
             say("switchyard: resumed from \(info.path) (step \(info.step))")
             guard info.step >= job.train.steps else { return nil }
@@ -142,7 +144,8 @@ enum SelftestCommand {
                 let bad = all.reduce(0, +)
                 print(
                     bad == 0
-                        ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, alltoallv, split, point-to-point)"
+                        ? "selftest: collectives ok on \(world.size) rank(s) (allreduce, broadcast, allgather, "
+                            + "alltoallv, split, point-to-point)"
                         : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
             }
             MPICommunicator.finalize()

@@ -53,7 +53,8 @@ final class DispatchTests: XCTestCase {
                     if ex != first && ex != second { p.wrongExpert += 1 }
                     // The replica its token index picks among those serving src's node (all, on one node).
                     let servers = plan.servers(layer: 0, expert: ex, node: nodes[src], nodeOf: nodes)
-                    let picked = nodeOf == nil
+                    let picked =
+                        nodeOf == nil
                         ? plan.rank(layer: 0, expert: ex, token: src * 1000 + row)
                         : servers[(src * 1000 + row) % servers.count]
                     if picked != comm.rank { p.wrongReplica += 1 }
@@ -73,9 +74,12 @@ final class DispatchTests: XCTestCase {
         XCTAssertEqual(
             results.map(\.rows.sent).reduce(0, +), results.map(\.rows.received).reduce(0, +),
             "\(label): rows sent != rows received (tokens lost or duplicated)")
-        XCTAssertEqual(results.map(\.wrongExpert), Array(repeating: 0, count: world), "\(label): rows at the wrong expert")
-        XCTAssertEqual(results.map(\.wrongReplica), Array(repeating: 0, count: world), "\(label): rows at the wrong replica")
-        XCTAssertEqual(results.map(\.wrongPayload), Array(repeating: 0, count: world), "\(label): rows corrupted in transit")
+        XCTAssertEqual(
+            results.map(\.wrongExpert), Array(repeating: 0, count: world), "\(label): rows at the wrong expert")
+        XCTAssertEqual(
+            results.map(\.wrongReplica), Array(repeating: 0, count: world), "\(label): rows at the wrong replica")
+        XCTAssertEqual(
+            results.map(\.wrongPayload), Array(repeating: 0, count: world), "\(label): rows corrupted in transit")
         XCTAssertEqual(
             results.map(\.combineMismatch), Array(repeating: 0, count: world), "\(label): combine(dispatch(x)) != x")
     }
@@ -134,8 +138,10 @@ final class DispatchTests: XCTestCase {
             let plan = PlacementPlan.roundRobin(moeLayers: 1, experts: e, world: world)
             let per = try LocalCommunicator.run(size: world) { comm -> ([Bool], Int) in
                 let ctx = ParallelContext(
-                    comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: Array(repeating: 0, count: world))
-                let layer = MoELayer(ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, options: MoEOptions(capacityFactor: factor))
+                    comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan,
+                    nodeOf: Array(repeating: 0, count: world))
+                let layer = MoELayer(
+                    ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, options: MoEOptions(capacityFactor: factor))
                 let first = comm.rank * tokens / world, end = (comm.rank + 1) * tokens / world
                 let s = MoEState(n: end - first, e: e, k: k)
                 s.rows = end - first
@@ -143,7 +149,8 @@ final class DispatchTests: XCTestCase {
                 try layer.applyCapacity(s: s, globalTokens: tokens)
                 return (Array(UnsafeBufferPointer(start: s.dropped, count: s.rows * k)), s.droppedGlobal)
             }
-            XCTAssertEqual(per.flatMap(\.0), reference, "world \(world): dropped assignments differ from the global order")
+            XCTAssertEqual(
+                per.flatMap(\.0), reference, "world \(world): dropped assignments differ from the global order")
             XCTAssertEqual(per.map(\.1), Array(repeating: expectedDrops, count: world), "world \(world): dropped count")
         }
     }

@@ -139,11 +139,16 @@ final class MonitorTests: XCTestCase {
         XCTAssertTrue(out[7].hasPrefix("step 11/20"), out[7])
         // Placement decisions and their measurement are distinct lines.
         let placements = [
-            #"{"event":"placement","step":9,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000}"#,
-            #"{"event":"placement","step":14,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"predictedStepMsAfter":430,"migrationBytes":50300000,"migrationMs":212.4}"#,
-            #"{"event":"placement","step":14,"phase":"decision","adopted":false,"predictedGainMs":0,"predictedMigrationMs":0,"migrationBytes":0}"#,
-            #"{"event":"placement","step":19,"phase":"decision","adopted":false,"predictedGainMs":12,"predictedMigrationMs":40}"#,
-            #"{"event":"placement","step":19,"phase":"measured","adoptedAtStep":9,"predictedStepMs":430,"measuredStepMs":426.3}"#
+            #"{"event":"placement","step":9,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"#
+                + #""predictedStepMsAfter":430,"migrationBytes":50300000}"#,
+            #"{"event":"placement","step":14,"phase":"decision","adopted":true,"predictedStepMsBefore":445,"#
+                + #""predictedStepMsAfter":430,"migrationBytes":50300000,"migrationMs":212.4}"#,
+            #"{"event":"placement","step":14,"phase":"decision","adopted":false,"predictedGainMs":0,"#
+                + #""predictedMigrationMs":0,"migrationBytes":0}"#,
+            #"{"event":"placement","step":19,"phase":"decision","adopted":false,"predictedGainMs":12,"#
+                + #""predictedMigrationMs":40}"#,
+            #"{"event":"placement","step":19,"phase":"measured","adoptedAtStep":9,"predictedStepMs":430,"#
+                + #""measuredStepMs":426.3}"#
         ]
         let rendered = placements.map {
             Render.line(LogEvent(json: try! JSONValue.parse($0)), state: s, every: 1, style: plain)!
@@ -179,7 +184,8 @@ final class MonitorTests: XCTestCase {
         var chunk = ""
         for s in 0..<1_000_000 {
             chunk +=
-                "{\"event\":\"step\",\"step\":\(s),\"time\":\(1000 + s),\"loss\":2.5,\"lr\":0.001,\"tokensPerSec\":5000,\"mfu\":0.5,\"gradNorm\":0.7}\n"
+                "{\"event\":\"step\",\"step\":\(s),\"time\":\(1000 + s),\"loss\":2.5,\"lr\":0.001,"
+                + "\"tokensPerSec\":5000,\"mfu\":0.5,\"gradNorm\":0.7}\n"
             if s % 20000 == 19999 { h.write(Data(chunk.utf8)); chunk = "" }
         }
         try h.close()

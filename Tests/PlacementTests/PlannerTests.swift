@@ -45,8 +45,14 @@ final class PlannerTests: XCTestCase {
         let pred = Planner.predict(
             plan: p, load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4))
         let mean = 4096.0 / 4, worst = pred.rankLoad.max()!
+        let roundRobin = Planner.predict(
+            plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c,
+            nodeOf: try c.nodeOfRank(world: 4)
+        ).rankLoad.max()!
         print(
-            "Zipf(1.2), 16 experts, 4 ranks: max rank load \(worst) vs ideal mean \(mean) (+\(String(format: "%.1f", 100 * (worst / mean - 1)))%); round-robin: \(Planner.predict(plan: .roundRobin(moeLayers: 1, experts: 16, world: 4), load: load, tokens: 2048, shape: shape, cluster: c, nodeOf: try c.nodeOfRank(world: 4)).rankLoad.max()!)"
+            "Zipf(1.2), 16 experts, 4 ranks: max rank load \(worst) vs ideal mean \(mean) "
+                + "(+\(String(format: "%.1f", 100 * (worst / mean - 1)))%); "
+                + "round-robin: \(roundRobin)"
         )
         XCTAssertLessThanOrEqual(worst, 1.10 * mean)
         let rr = Planner.predict(

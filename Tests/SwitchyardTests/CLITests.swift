@@ -45,8 +45,9 @@ final class CLITests: XCTestCase {
         for args in [
             [], ["frobnicate"], ["train"], ["train", "a.json", "b.json"], ["train", "--bogus", "x", "a.json"],
             ["train", "a.json", "--threads", "abc"], ["train", "a.json", "--threads"], ["help", "nope"],
-            ["plan", "a.json"], ["eval", "dir"], ["plot", "run"], ["calibrate"], ["status", "runs", "--stale-after", "0"],
-            ["ckpt", "export", "dir"], ["ckpt", "frob", "dir"],
+            ["plan", "a.json"], ["eval", "dir"], ["plot", "run"], ["calibrate"],
+            ["status", "runs", "--stale-after", "0"],
+            ["ckpt", "export", "dir"], ["ckpt", "frob", "dir"]
         ] {
             let r = try Harness.switchyard(args)
             XCTAssertEqual(r.status, 64, "args \(args): \(r.stderr)")

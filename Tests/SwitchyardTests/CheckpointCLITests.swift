@@ -58,7 +58,8 @@ final class CheckpointCLITests: XCTestCase {
             XCTAssertTrue(check.stdout.hasPrefix("ok: 34 tensors"), check.stdout)
         } else {
             print(
-                "export test: SWITCHYARD_PYTHON (a Python with safetensors + numpy, made by ops/test) is not set; Python read skipped"
+                "export test: SWITCHYARD_PYTHON (a Python with safetensors + numpy, made by ops/test) is not set; "
+                    + "Python read skipped"
             )
         }
 

@@ -74,7 +74,8 @@ final class MonitorCLITests: XCTestCase {
         }
         // Through system(3): a tmux server started by a Foundation Process dies with that process here.
         let started = system(
-            "/usr/bin/tmux new-session -d -s \(session) -x 120 -y 30 '\(Harness.binary) tail \(ws.dir)/runs/tiny --follow'"
+            "/usr/bin/tmux new-session -d -s \(session) -x 120 -y 30 '\(Harness.binary) tail \(ws.dir)/runs/tiny "
+                + "--follow'"
         )
         XCTAssertEqual(started, 0)
         func capture() throws -> String {

@@ -60,7 +60,8 @@ final class PlanCLITests: XCTestCase {
         let ws = Workspace()
         let job = Harness.root + "/jobs/small.json"
         let base =
-            #""intraNodeGBps": 8, "interNodeGBps": 1, "intraNodeLatencyUs": 2, "interNodeLatencyUs": 30, "gflopsPerSlot": 90"#
+            #""intraNodeGBps": 8, "interNodeGBps": 1, "intraNodeLatencyUs": 2, "interNodeLatencyUs": 30, "#
+            + #""gflopsPerSlot": 90"#
         let cases: [([String], String)] = [
             (
                 ["--cluster", Harness.root + "/cluster/local.json", "--world", "8"],

@@ -64,7 +64,8 @@ final class ParallelLayoutTests: XCTestCase {
         XCTAssertLessThan(worstParam, 2e-5, "\(label): final parameters")
         for (a, b) in zip(o.evals, ref.evals) { XCTAssertEqual(a, b, accuracy: 1e-5 * b, "\(label): eval loss") }
         print(
-            "layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs world 1"
+            "layout \(label): max relative loss difference \(worstLoss), max parameter difference \(worstParam) vs "
+                + "world 1"
         )
     }
 

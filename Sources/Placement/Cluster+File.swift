@@ -4,48 +4,66 @@
 //    "interNodeGBps": 1, "intraNodeLatencyUs": 2, "interNodeLatencyUs": 30, "gflopsPerSlot": 95}
 import Foundation
 import JSON
-import Placement
+
+/// A problem with a cluster file: the file (and field) and what is wrong.
+public struct ClusterFileError: Error, CustomStringConvertible, Sendable {
+    public let key: String
+    public let message: String
+    public init(key: String, _ message: String) {
+        self.key = key
+        self.message = message
+    }
+    public var description: String { "\(key): \(message)" }
+}
 
 public enum ClusterFile {
     public static func load(path: String) throws -> Cluster {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw JobError(key: path, "cluster file not found or unreadable (see cluster/local.json for the format)")
+            throw ClusterFileError(
+                key: path, "cluster file not found or unreadable (see cluster/local.json for the format)")
         }
         let j: JSONValue
         do { j = try JSONValue.parse(bytes: Array(data)) } catch {
-            throw JobError(key: path, "not valid JSON: \(error)")
+            throw ClusterFileError(key: path, "not valid JSON: \(error)")
         }
-        guard case .object(let top) = j else { throw JobError(key: path, "the cluster must be a JSON object") }
+        guard case .object(let top) = j else { throw ClusterFileError(key: path, "the cluster must be a JSON object") }
         let known = [
             "nodes", "intraNodeGBps", "interNodeGBps", "intraNodeLatencyUs", "interNodeLatencyUs", "gflopsPerSlot"
         ]
         if let bad = top.first(where: { !known.contains($0.0) }) {
-            throw JobError(key: "\(path): \(bad.0)", "unknown field; known fields: \(known.joined(separator: ", "))")
+            throw ClusterFileError(
+                key: "\(path): \(bad.0)", "unknown field; known fields: \(known.joined(separator: ", "))")
         }
         func number(_ k: String) throws -> Double {
-            guard let v = j[k]?.doubleValue else { throw JobError(key: "\(path): \(k)", "missing or not a number") }
+            guard let v = j[k]?.doubleValue else {
+                throw ClusterFileError(key: "\(path): \(k)", "missing or not a number")
+            }
             return v
         }
         guard let nodesJ = j["nodes"]?.arrayValue else {
-            throw JobError(key: "\(path): nodes", "missing or not a list")
+            throw ClusterFileError(key: "\(path): nodes", "missing or not a list")
         }
         var nodes: [ClusterNode] = []
         for (i, n) in nodesJ.enumerated() {
-            guard case .object(let fields) = n else { throw JobError(key: "\(path): nodes[\(i)]", "not an object") }
+            guard case .object(let fields) = n else {
+                throw ClusterFileError(key: "\(path): nodes[\(i)]", "not an object")
+            }
             if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB", "cores"].contains($0.0) }) {
-                throw JobError(
+                throw ClusterFileError(
                     key: "\(path): nodes[\(i)].\(bad.0)",
                     "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
             }
             guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue,
                 let mem = n["memoryPerSlotGB"]?.doubleValue
             else {
-                throw JobError(
+                throw ClusterFileError(
                     key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
             }
             var cores: Int? = nil
             if let c = n["cores"] {
-                guard let v = c.intValue else { throw JobError(key: "\(path): nodes[\(i)].cores", "not an integer") }
+                guard let v = c.intValue else {
+                    throw ClusterFileError(key: "\(path): nodes[\(i)].cores", "not an integer")
+                }
                 cores = v
             }
             nodes.append(ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem, cores: cores))
@@ -54,7 +72,7 @@ public enum ClusterFile {
             nodes: nodes, intraNodeGBps: try number("intraNodeGBps"), interNodeGBps: try number("interNodeGBps"),
             intraNodeLatencyUs: try number("intraNodeLatencyUs"), interNodeLatencyUs: try number("interNodeLatencyUs"),
             gflopsPerSlot: try number("gflopsPerSlot"))
-        do { try c.validate() } catch let e as PlacementError { throw JobError(key: path, e.message) }
+        do { try c.validate() } catch let e as PlacementError { throw ClusterFileError(key: path, e.message) }
         return c
     }
 }
