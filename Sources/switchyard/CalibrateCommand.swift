@@ -32,17 +32,7 @@ enum CalibrateCommand {
             // Nodes: ranks with the same hostname.
             let (nodeOf, nodeNames) = try NodeMap.byHost(world, host: Runtime.hostName)
 
-            // The slowest rank's sgemm rate on a core of its own: the
-            // ranks measure one after another, so oversubscribed nodes do not halve it; sharing
-            // cores is the cost model's business (each node's `cores`).
-            var mine = 0.0
-            for r in 0..<world.size {
-                try world.barrier()
-                if r == world.rank { mine = SgemmPeak.measure(n: 1024, seconds: 0.5) / 1e9 }
-            }
-            var rate = [mine]
-            try world.allreduce(&rate, op: .min)
-            let gflops = (rate[0] * 10).rounded() / 10
+            let gflops = try slowestSgemmGflops(world)
 
             let measuredIntra = try LinkProbe.alltoallvGBps(world, nodeOf: nodeOf, sameNode: true)
             let measuredInter =
@@ -85,6 +75,20 @@ enum CalibrateCommand {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)
             MPICommunicator.abortWorld(code: 1)
         }
+    }
+
+    /// The slowest rank's sgemm rate on a core of its own (GFLOP/s, one decimal): the ranks
+    /// measure one after another, so oversubscribed nodes do not halve it; sharing cores is the
+    /// cost model's business (each node's `cores`).
+    static func slowestSgemmGflops(_ world: MPICommunicator) throws -> Double {
+        var mine = 0.0
+        for r in 0..<world.size {
+            try world.barrier()
+            if r == world.rank { mine = SgemmPeak.measure(n: 1024, seconds: 0.5) / 1e9 }
+        }
+        var rate = [mine]
+        try world.allreduce(&rate, op: .min)
+        return (rate[0] * 10).rounded() / 10
     }
 
     static func physicalMemoryGB() -> Double { Double(ProcessInfo.processInfo.physicalMemory) / 1e9 }
