@@ -49,11 +49,10 @@ public struct Manifest: Equatable, Sendable {
     }
 
     public var json: JSONValue {
-        func ints(_ a: [Int]) -> JSONValue { .array(a.map { .integer($0) }) }
-        return [
-            "format": .number(Double(Manifest.formatVersion)), "step": .number(Double(step)),
-            "adamStep": .number(Double(adamStep)), "createdAt": .number(createdAt), "job": job,
-            "layout": ["world": .number(Double(world)), "dp": .number(Double(dp)), "tp": .number(Double(tp))],
+        [
+            "format": .integer(Manifest.formatVersion), "step": .integer(step),
+            "adamStep": .integer(adamStep), "createdAt": .number(createdAt), "job": job,
+            "layout": ["world": .integer(world), "dp": .integer(dp), "tp": .integer(tp)],
             "placement": PlacementPlan.json(placement),
             "tensors": Manifest.json(tensors)
         ]

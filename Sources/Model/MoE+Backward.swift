@@ -67,23 +67,18 @@ extension MoELayer {
     func sendGradientsToExperts(s: MoEState, sc: MoEScratch) throws {
         let recvTotal = s.recvRows.reduce(0, +)
         sc.dRecv.reserve(recvTotal * c)
-        try ctx.alltoallv(
-            send: sc.dSend.base, sendCounts: s.sendRows.map { $0 * c },
-            recv: sc.dRecv.base, recvCounts: s.recvRows.map { $0 * c })
+        try toExperts(s: s, send: sc.dSend.base, recv: sc.dRecv.base)
         sc.dOe.reserve(recvTotal * c)
         sc.dXe.reserve(recvTotal * c)
-        for i in 0..<recvTotal { (sc.dOe.base + i * c).update(from: sc.dRecv.base + Int(s.perm[i]) * c, count: c) }
+        expertMajor(s: s, from: sc.dRecv.base, into: sc.dOe.base)
         sc.dXe.base.update(repeating: 0, count: recvTotal * c)
     }
 
     /// The experts' input gradients sc.dXe back to received order and home (alltoallv), added
     /// per token in slot order into dxs [rows, C].
     func returnGradientsHome(s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>) throws {
-        let recvTotal = s.recvRows.reduce(0, +)
-        for i in 0..<recvTotal { (sc.dRecv.base + Int(s.perm[i]) * c).update(from: sc.dXe.base + i * c, count: c) }
-        try ctx.alltoallv(
-            send: sc.dRecv.base, sendCounts: s.recvRows.map { $0 * c },
-            recv: sc.dSend.base, recvCounts: s.sendRows.map { $0 * c })
+        receivedOrder(s: s, from: sc.dXe.base, into: sc.dRecv.base)
+        try toOwners(s: s, send: sc.dRecv.base, recv: sc.dSend.base)
         for r in 0..<s.rows {
             let d = dxs + r * c
             for j in 0..<k where !s.dropped[r * k + j] {

@@ -16,9 +16,7 @@ extension MoELayer {
         let recvTotal = s.recvRows.reduce(0, +)
         ctx.stats.expertRowsReceived += recvTotal
         s.recv.reserve(recvTotal * c)
-        try ctx.alltoallv(
-            send: s.send.base, sendCounts: s.sendRows.map { $0 * c },
-            recv: s.recv.base, recvCounts: s.recvRows.map { $0 * c })
+        try toExperts(s: s, send: s.send.base, recv: s.recv.base)
         permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts)
     }
 
@@ -105,7 +103,7 @@ extension MoELayer {
         s.o.reserve(recvTotal * c)
         s.h.reserve(recvTotal * f)
         s.a.reserve(recvTotal * f)
-        for i in 0..<recvTotal { (s.xe.base + i * c).update(from: s.recv.base + Int(s.perm[i]) * c, count: c) }
+        expertMajor(s: s, from: s.recv.base, into: s.xe.base)
     }
 
     /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
@@ -113,12 +111,9 @@ extension MoELayer {
     func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>)
         throws
     {
-        let recvTotal = s.recvRows.reduce(0, +)
         // Outputs back to received order, then home.
-        for i in 0..<recvTotal { (s.recv.base + Int(s.perm[i]) * c).update(from: s.o.base + i * c, count: c) }
-        try ctx.alltoallv(
-            send: s.recv.base, sendCounts: s.recvRows.map { $0 * c },
-            recv: s.back.base, recvCounts: s.sendRows.map { $0 * c })
+        receivedOrder(s: s, from: s.o.base, into: s.recv.base)
+        try toOwners(s: s, send: s.recv.base, recv: s.back.base)
         for r in 0..<s.rows {
             let dst = out + (s.rowStart + r) * c
             for j in 0..<k where !s.dropped[r * k + j] {
@@ -128,5 +123,27 @@ extension MoELayer {
             }
         }
         try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
+    }
+
+    /// Rows in send order [S, C] to the ranks serving their experts, arriving in received order [R, C].
+    func toExperts(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
+        try ctx.alltoallv(
+            send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c })
+    }
+
+    /// Rows in received order [R, C] back to the ranks that sent them, arriving in send order [S, C].
+    func toOwners(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
+        try ctx.alltoallv(
+            send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c })
+    }
+
+    /// dst[i] = src[perm[i]]: received order [R, C] to expert-major order.
+    func expertMajor(s: MoEState, from src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+        for i in 0..<s.perm.count { (dst + i * c).update(from: src + Int(s.perm[i]) * c, count: c) }
+    }
+
+    /// dst[perm[i]] = src[i]: expert-major order [R, C] back to received order.
+    func receivedOrder(s: MoEState, from src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+        for i in 0..<s.perm.count { (dst + Int(s.perm[i]) * c).update(from: src + i * c, count: c) }
     }
 }

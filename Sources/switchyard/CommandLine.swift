@@ -131,7 +131,10 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
 
 extension ParsedArgs {
     /// The value of a required option (the parser has checked that it is there).
-    func required(_ name: String) -> String { value(name)! }
+    func required(_ name: String) -> String {
+        guard let v = value(name) else { preconditionFailure("\(name) is not a required option of \(command)") }
+        return v
+    }
 
     /// The value of option `name` as a whole number >= 1, nil when absent; a usage error otherwise.
     func positiveInt(_ name: String) throws -> Int? {

@@ -81,18 +81,22 @@ enum TrainCommand {
         do {
             guard let info = try trainer.resume(choice) else { return nil }
             trainer.resumeInfo = info
-            guard world.rank == 0 else { return info.step >= job.train.steps ? 0 : nil }
-            for s in info.skipped {
-                say(
-                    "warning: checkpoint \(s.path) failed verification (\(s.problem)); falling back to the previous one"
-                )
+            let complete = info.step >= job.train.steps
+            if world.rank == 0 {
+                for s in info.skipped {
+                    say(
+                        "warning: checkpoint \(s.path) failed verification (\(s.problem)); "
+                            + "falling back to the previous one")
+                }
+                say("switchyard: resumed from \(info.path) (step \(info.step))")
+                if complete {
+                    say(
+                        "switchyard: \(job.name) is already complete "
+                            + "(\(info.step) of train.steps = \(job.train.steps)); "
+                            + "raise train.steps to go on, or --no-resume to start over")
+                }
             }
-            say("switchyard: resumed from \(info.path) (step \(info.step))")
-            guard info.step >= job.train.steps else { return nil }
-            say(
-                "switchyard: \(job.name) is already complete (\(info.step) of train.steps = \(job.train.steps)); "
-                    + "raise train.steps to go on, or --no-resume to start over")
-            return 0
+            return complete ? 0 : nil
         } catch let e as JobError {
             if world.rank == 0 { Runtime.printError("\(e)") }
             return 1
