@@ -29,10 +29,25 @@ extension Transformer {
     /// of the last forward. For the mean loss over the global batch, lossScale = 1 / (global B*T).
     /// Every rank of the world must call it (the MoE exchanges rows).
     public func backward(lossScale: Float, auxCoef: Float) throws {
-        let m = config, b = batch, t = time, n = b * t, c = m.nEmbd, f = m.ffHidden
-        let tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
-        let s = scratch
-        let g = store.grads, p = store.params
+        let b = batch, t = time, n = b * t, c = config.nEmbd
+        let s = scratch, g = store.grads
+        headBackward(lossScale: lossScale, n: n)
+        for l in stride(from: config.nLayer - 1, through: 0, by: -1) {
+            try feedForwardBackward(layer: l, n: n, auxCoef: auxCoef)
+            try attentionBackward(layer: l, n: n)
+        }
+        timed(.embedding) {
+            tokens.withUnsafeBufferPointer { tokenIds in
+                Embedding.backward(
+                    dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
+                    dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: b, t: t, c: c)
+            }
+        }
+    }
+
+    /// Cross-entropy, output head and final norm: leaves d(resid[L]) in scratch.dResid.
+    func headBackward(lossScale: Float, n: Int) {
+        let m = config, c = m.nEmbd, s = scratch, g = store.grads, p = store.params
         timed(.headLoss) {
             s.dLogits.base.update(repeating: 0, count: n * m.vocabSize)
             targets.withUnsafeBufferPointer { targetIds in
@@ -52,68 +67,72 @@ extension Transformer {
                 dx: s.dResid.base, dWeight: store.pointer("norm.weight", in: g), dOut: s.dLn.base,
                 x: resid[m.nLayer].base, weight: store.pointer("norm.weight", in: p), rstd: rstdf.base, n: n, c: c)
         }
-        for l in stride(from: m.nLayer - 1, through: 0, by: -1) {
-            let w = weights[l], gw = gradients[l], a = blocks[l]
-            // FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the FFN.
-            zero(s.dLn, n * c)
-            if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
-                try layer.backward(
-                    dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
-                    auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
-                    profile: profile)
-            } else {
-                timed(.denseFFN) {
-                    MLP.backward(
-                        dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
-                        h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
-                        n: n, c: c, f: f)
-                }
-            }
-            timed(.norms) {
-                RMSNorm.backward(
-                    dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
-                    rstd: a.rstd2.base, n: n, c: c)
-            }
-            // Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T).
-            timed(.attnProjections) {
-                zero(s.dy, n * cl)
-                Linear.backward(
-                    dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
-                    n: n, inFeatures: cl, outFeatures: c)
-            }
-            timed(.attnCore) {
-                zero(s.dq, n * cl); zero(s.dk, n * cl); zero(s.dv, n * cl)
-                Attention.backward(
-                    dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
-                    v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
-                    b: b, t: t, h: hl, d: m.headSize, ldc: cl)
-            }
-            timed(.attnProjections) {
-                zero(s.dLn, n * c)
-                Linear.backward(
-                    dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n,
-                    inFeatures: c, outFeatures: cl)
-                Linear.backward(
-                    dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n,
-                    inFeatures: c, outFeatures: cl)
-                Linear.backward(
-                    dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n,
-                    inFeatures: c, outFeatures: cl)
-            }
-            // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
-            try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)
-            timed(.norms) {
-                RMSNorm.backward(
-                    dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
-                    rstd: a.rstd1.base, n: n, c: c)
+    }
+
+    /// FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the
+    /// FFN (MoE or dense): on return scratch.dResid holds d(mid).
+    func feedForwardBackward(layer l: Int, n: Int, auxCoef: Float) throws {
+        let c = config.nEmbd, s = scratch
+        let w = weights[l], gw = gradients[l], a = blocks[l]
+        zero(s.dLn, n * c)
+        if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
+            try layer.backward(
+                dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
+                auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
+                profile: profile)
+        } else {
+            timed(.denseFFN) {
+                MLP.backward(
+                    dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
+                    h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
+                    n: n, c: c, f: config.ffHidden)
             }
         }
-        timed(.embedding) {
-            tokens.withUnsafeBufferPointer { tokenIds in
-                Embedding.backward(
-                    dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
-                    dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: b, t: t, c: c)
-            }
+        timed(.norms) {
+            RMSNorm.backward(
+                dx: s.dResid.base, dWeight: gw.norm2, dOut: s.dLn.base, x: a.mid.base, weight: w.norm2,
+                rstd: a.rstd2.base, n: n, c: c)
+        }
+    }
+
+    /// Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T); on return
+    /// scratch.dResid holds d(resid[l]).
+    func attentionBackward(layer l: Int, n: Int) throws {
+        let m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp, s = scratch
+        let w = weights[l], gw = gradients[l], a = blocks[l]
+        timed(.attnProjections) {
+            zero(s.dy, n * cl)
+            Linear.backward(
+                dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
+                n: n, inFeatures: cl, outFeatures: c)
+        }
+        timed(.attnCore) {
+            zero(s.dq, n * cl)
+            zero(s.dk, n * cl)
+            zero(s.dv, n * cl)
+            Attention.backward(
+                dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
+                v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
+                b: batch, t: time, h: hl, d: m.headSize, ldc: cl)
+        }
+        timed(.attnProjections) {
+            zero(s.dLn, n * c)
+            Linear.backward(
+                dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n,
+                inFeatures: c, outFeatures: cl)
+            Linear.backward(
+                dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n,
+                inFeatures: c, outFeatures: cl)
+            Linear.backward(
+                dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n,
+                inFeatures: c, outFeatures: cl)
+        }
+        // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
+        try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)
+        timed(.norms) {
+            RMSNorm.backward(
+                dx: s.dResid.base, dWeight: gw.norm1, dOut: s.dLn.base, x: resid[l].base, weight: w.norm1,
+                rstd: a.rstd1.base, n: n, c: c)
         }
     }
 

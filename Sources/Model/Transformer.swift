@@ -183,8 +183,9 @@ public final class Transformer: @unchecked Sendable {
         let m = config
         precondition(b >= 1 && b <= maxBatch && t >= 1 && t <= m.seqLen, "batch/time outside the allocated shape")
         precondition(tok.count == b * t && tgt.count == b * t, "tokens/targets must hold B*T entries")
-        let n = b * t, c = m.nEmbd, f = m.ffHidden, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
-        batch = b; time = t
+        let n = b * t, c = m.nEmbd
+        batch = b
+        time = t
         self.globalTokens = globalTokens ?? n
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
         timed(.embedding) {
@@ -197,51 +198,70 @@ public final class Transformer: @unchecked Sendable {
         }
         var aux: [Float] = []
         for l in 0..<m.nLayer {
-            let w = weights[l], a = blocks[l], x = resid[l].base, out = resid[l + 1].base
-            timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
-            timed(.attnProjections) {
-                Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
-                Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
-                Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
-            }
-            timed(.attnCore) {
-                Attention.forward(
-                    y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                    b: b, t: t, h: hl, d: m.headSize, ldc: cl)
-            }
-            if tp == 1 {
-                timed(.attnProjections) {
-                    a.mid.base.update(from: x, count: n * c)
-                    Linear.forward(
-                        out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
-                        accumulate: true)
-                }
-            } else {
-                timed(.attnProjections) {
-                    Linear.forward(
-                        out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
-                }
-                try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
-                for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
-            }
-            timed(.norms) {
-                RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
-            }
-            out.update(from: a.mid.base, count: n * c)
-            if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
-                aux.append(
-                    try layer.forward(
-                        out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
-                        globalTokens: self.globalTokens, gatherScratch: gatherScratch.base, profile: profile))
-            } else {
-                timed(.denseFFN) {
-                    MLP.forward(
-                        o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
-                        n: n, c: c, f: f, accumulate: true)
-                }
-            }
+            try attentionForward(layer: l, n: n)
+            if let moeAux = try feedForward(layer: l, n: n, tokenOffset: tokenOffset) { aux.append(moeAux) }
         }
         lastAux = aux
+        return headForward(n: n)
+    }
+
+    /// Block l's attention half: a.mid = x + wo(attention(rmsnorm1(x))), reduced over tp.
+    func attentionForward(layer l: Int, n: Int) throws {
+        let m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
+        let w = weights[l], a = blocks[l], x = resid[l].base
+        timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
+        timed(.attnProjections) {
+            Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
+            Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
+            Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
+        }
+        timed(.attnCore) {
+            Attention.forward(
+                y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
+                b: batch, t: time, h: hl, d: m.headSize, ldc: cl)
+        }
+        if tp == 1 {
+            timed(.attnProjections) {
+                a.mid.base.update(from: x, count: n * c)
+                Linear.forward(
+                    out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
+                    accumulate: true)
+            }
+        } else {
+            timed(.attnProjections) {
+                Linear.forward(
+                    out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+            }
+            try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
+            for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
+        }
+    }
+
+    /// Block l's FFN half: resid[l + 1] = a.mid + ffn(rmsnorm2(a.mid)), MoE or dense. Returns the
+    /// MoE block's balance loss (nil for a dense block).
+    func feedForward(layer l: Int, n: Int, tokenOffset: Int) throws -> Float? {
+        let c = config.nEmbd
+        let w = weights[l], a = blocks[l], out = resid[l + 1].base
+        timed(.norms) {
+            RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
+        }
+        out.update(from: a.mid.base, count: n * c)
+        if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
+            return try layer.forward(
+                out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
+                globalTokens: globalTokens, gatherScratch: gatherScratch.base, profile: profile)
+        }
+        timed(.denseFFN) {
+            MLP.forward(
+                o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
+                n: n, c: c, f: config.ffHidden, accumulate: true)
+        }
+        return nil
+    }
+
+    /// Final norm, output head and cross-entropy; sets lastLossSum, returns the mean loss of the rows.
+    func headForward(n: Int) -> Float {
+        let m = config, c = m.nEmbd
         timed(.norms) {
             RMSNorm.forward(
                 out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
