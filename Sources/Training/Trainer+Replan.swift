@@ -59,28 +59,11 @@ extension Trainer {
     @discardableResult
     func replan(step: Int) throws -> Double {
         let t0 = monotonicSeconds()
-        let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
-        windowStepMs = []
-        if let a = adoptedAwaitingMeasure {
-            log?.write([
-                "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
-                "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs),
-                "measuredStepMs": .number(measured)
-            ])
-            adoptedAwaitingMeasure = nil
-        }
+        let measured = closeMeasurementWindow(step: step)
         guard !loadEMA.isEmpty else { return 0 }
         if link == nil { link = try measureLink() }
-        // Calibrate the rate on the current placement: the rate at which the model predicts the
-        // step time just measured (the sgemm peak overstates what training kernels reach).
         let tokens = Double(job.train.batchSize * job.model.seqLen)
-        var (shape, cluster, nodeOf) = costInputs(rate: peakFlops, link: link!)
-        if measured > 0 {
-            let atPeak = Planner.predict(
-                plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
-            ).stepSeconds
-            (shape, cluster, nodeOf) = costInputs(rate: peakFlops * atPeak / (measured / 1000), link: link!)
-        }
+        let (shape, cluster, nodeOf) = calibratedCostInputs(measuredMs: measured, tokens: tokens)
         // Migration moves bytes and rebuilds each rank's store (parameters and both moments are
         // copied): predicted at the alltoallv bandwidth until one has been measured, then at the
         // last migration's effective rate over those bytes (allocation and page faults included).
@@ -97,45 +80,92 @@ extension Trainer {
         // Every rank computed the same from the same global counts, unless a rate differs in the
         // last bit; rank 0's decision is the one every rank carries out.
         (proposed, d.adopt) = try agree(plan: proposed, adopt: d.adopt)
-        let before = Planner.predict(
-            plan: ctx.plan, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
-        ).stepSeconds
-        let after = Planner.predict(
-            plan: proposed, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf
-        ).stepSeconds
-        let oldPlan = ctx.plan
-        let moved = Planner.migrationBytes(from: oldPlan, to: proposed, shape: shape)
+        func predicted(_ p: PlacementPlan) -> Double {
+            Planner.predict(plan: p, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
+                .stepSeconds
+        }
+        var o = ReplanOutcome(
+            step: step, oldPlan: ctx.plan, newPlan: proposed, decision: d, horizon: horizon,
+            before: predicted(ctx.plan), after: predicted(proposed), measuredMs: measured,
+            movedBytes: Planner.migrationBytes(from: ctx.plan, to: proposed, shape: shape),
+            gflopsPerRank: cluster.gflopsPerSlot)
         if d.adopt {
             say(
                 String(
                     format: "placement: step %d: predicted %.1f -> %.1f ms/step (measured %.1f); migrating %.1f MB",
-                    step, before * 1000, after * 1000, measured, moved / 1e6))
+                    step, o.before * 1000, o.after * 1000, measured, o.movedBytes / 1e6))
         }
         let tMove = monotonicSeconds()
         if d.adopt {
             try migrate(to: proposed)
-            adoptedAwaitingMeasure = (step, after * 1000)
+            adoptedAwaitingMeasure = (step, o.after * 1000)
         }
         // Wall time of this re-plan on the slowest rank: planning, and migration if adopted.
         var took = [monotonicSeconds() - tMove, monotonicSeconds() - t0]
         try ctx.comms.world.allreduce(&took, op: .max)
-        if d.adopt && moved > 0 && took[0] > 0 { migrationGBps = (moved + rebuild) / took[0] / 1e9 }
-        log?.write([
-            "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "decision",
-            "adopted": .bool(d.adopt), "oldPlan": oldPlan.json, "newPlan": proposed.json,
-            "predictedStepMsBefore": .number(before * 1000), "predictedStepMsAfter": .number(after * 1000),
-            "measuredStepMsBefore": .number(measured), "predictedGainMs": .number(d.gainSeconds * 1000),
-            "migrationBytes": .number(moved),
-            "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(horizon)),
-            "migrationMs": .number(d.adopt ? took[0] * 1000 : 0),
-            "replanMs": .number(took[1] * 1000), "alltoallvGBps": .number(link!.intraGBps),
+        (o.migrationSeconds, o.replanSeconds) = (d.adopt ? took[0] : 0, took[1])
+        if d.adopt && o.movedBytes > 0 && took[0] > 0 { migrationGBps = (o.movedBytes + rebuild) / took[0] / 1e9 }
+        log?.write(decisionEvent(o))
+        return took[1]
+    }
+
+    /// The mean step time (ms) since the last re-plan; logs how the last adopted plan's prediction
+    /// compares with it. Starts a new window.
+    func closeMeasurementWindow(step: Int) -> Double {
+        let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
+        windowStepMs = []
+        if let a = adoptedAwaitingMeasure {
+            log?.write([
+                "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
+                "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs),
+                "measuredStepMs": .number(measured)
+            ])
+            adoptedAwaitingMeasure = nil
+        }
+        return measured
+    }
+
+    /// The cost model's inputs with the rate calibrated on the current placement: the rate at
+    /// which the model predicts the step time just measured (the sgemm peak overstates what
+    /// training kernels reach). Uncalibrated (the peak) before any step was measured.
+    func calibratedCostInputs(measuredMs: Double, tokens: Double) -> (shape: MoEShape, cluster: Cluster, nodeOf: [Int])
+    {
+        let atPeak = costInputs(rate: peakFlops, link: link!)
+        guard measuredMs > 0 else { return atPeak }
+        let seconds = Planner.predict(
+            plan: ctx.plan, load: loadEMA, tokens: tokens, shape: atPeak.shape, cluster: atPeak.cluster,
+            nodeOf: atPeak.nodeOf
+        ).stepSeconds
+        return costInputs(rate: peakFlops * seconds / (measuredMs / 1000), link: link!)
+    }
+
+    /// What one re-plan decided and measured, for its `placement` event.
+    struct ReplanOutcome {
+        let step: Int, oldPlan: PlacementPlan, newPlan: PlacementPlan
+        let decision: (adopt: Bool, gainSeconds: Double, migrationSeconds: Double)
+        let horizon: Int
+        let before: Double, after: Double, measuredMs: Double  // predicted step seconds; measured ms
+        let movedBytes: Double, gflopsPerRank: Double
+        var migrationSeconds = 0.0, replanSeconds = 0.0
+    }
+
+    func decisionEvent(_ o: ReplanOutcome) -> JSONValue {
+        let d = o.decision
+        return [
+            "event": "placement", "step": .number(Double(o.step)), "time": .number(unixTime()), "phase": "decision",
+            "adopted": .bool(d.adopt), "oldPlan": o.oldPlan.json, "newPlan": o.newPlan.json,
+            "predictedStepMsBefore": .number(o.before * 1000), "predictedStepMsAfter": .number(o.after * 1000),
+            "measuredStepMsBefore": .number(o.measuredMs), "predictedGainMs": .number(d.gainSeconds * 1000),
+            "migrationBytes": .number(o.movedBytes),
+            "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(o.horizon)),
+            "migrationMs": .number(o.migrationSeconds * 1000),
+            "replanMs": .number(o.replanSeconds * 1000), "alltoallvGBps": .number(link!.intraGBps),
             "alltoallvInterNodeGBps": .number(link!.interGBps),
             "alltoallvLatencyUs": .number(link!.latencyUs),
             "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),
-            "computeGflopsPerRank": .number(cluster.gflopsPerSlot),
+            "computeGflopsPerRank": .number(o.gflopsPerRank),
             "load": .array(loadEMA.map { .array($0.map { .number($0) }) })
-        ])
-        return took[1]
+        ]
     }
 
     /// Rank 0's plan and adoption, broadcast: (adopt, then for every layer, expert and rank
