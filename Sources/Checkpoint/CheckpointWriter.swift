@@ -119,32 +119,38 @@ public final class CheckpointWriter: @unchecked Sendable {
         let rank = comm.rank
         let job = Snapshot(base: snapshot, sources: sources)
         let thread = Thread {
-            let snapshot = job.base, sources = job.sources
             defer { p.finished.signal() }
-            let w0 = monotonicSeconds()
-            do {
-                let file = CheckpointWriter.fileName(rank)
-                let written = try SafeTensors.write(
-                    sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
-                    to: partial + "/" + file)
-                // The sidecar tells rank 0 which slices this file holds, with their checksums, in
-                // the manifest's own form (Manifest.json / parseTensors).
-                let records = zip(sources, written).map { src, w in
-                    TensorRecord(
-                        name: src.0.name, shape: src.0.globalShape,
-                        slices: [SliceRecord(file: file, key: w.0.name, ranges: src.0.ranges, crc32c: w.1)])
-                }
-                let side = Array((Manifest.json(records).compact + "\n").utf8)
-                // Not fsynced: only rank 0's commit reads it, and the fsynced manifest then holds
-                // the same facts; a crash before the commit discards the whole .partial anyway.
-                try writeFile(side, to: partial + "/" + CheckpointWriter.sidecarName(rank), sync: false)
-                p.bytes = written.last.map { $0.0.end } ?? 0
-            } catch {
-                p.error = "\(error)"
-            }
-            p.seconds = monotonicSeconds() - w0
+            CheckpointWriter.write(job, rank: rank, partial: partial, into: p)
         }
         thread.start()
+    }
+
+    /// The background half of a save: this rank's safetensors file and its sidecar, timed; a
+    /// failure is recorded in `p` for the collective `poll`.
+    static func write(_ job: Snapshot, rank: Int, partial: String, into p: Pending) {
+        let snapshot = job.base, sources = job.sources
+        let w0 = monotonicSeconds()
+        do {
+            let file = CheckpointWriter.fileName(rank)
+            let written = try SafeTensors.write(
+                sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
+                to: partial + "/" + file)
+            // The sidecar tells rank 0 which slices this file holds, with their checksums, in
+            // the manifest's own form (Manifest.json / parseTensors).
+            let records = zip(sources, written).map { src, w in
+                TensorRecord(
+                    name: src.0.name, shape: src.0.globalShape,
+                    slices: [SliceRecord(file: file, key: w.0.name, ranges: src.0.ranges, crc32c: w.1)])
+            }
+            let side = Array((Manifest.json(records).compact + "\n").utf8)
+            // Not fsynced: only rank 0's commit reads it, and the fsynced manifest then holds
+            // the same facts; a crash before the commit discards the whole .partial anyway.
+            try writeFile(side, to: partial + "/" + CheckpointWriter.sidecarName(rank), sync: false)
+            p.bytes = written.last.map { $0.0.end } ?? 0
+        } catch {
+            p.error = "\(error)"
+        }
+        p.seconds = monotonicSeconds() - w0
     }
 
     /// Collective. Returns nil while some rank is still writing (unless `block`), else the

@@ -120,24 +120,8 @@ public final class SafeTensorsFile {
         guard fstat(fd, &st) == 0 else { close(fd); throw CheckpointError("\(path): cannot stat") }
         fileSize = Int(st.st_size)
         do {
-            guard fileSize >= 8 else {
-                throw CheckpointError(
-                    "\(path): \(fileSize) bytes is too short for a safetensors file (8-byte header length)")
-            }
-            var len: UInt64 = 0
-            guard pread(fd, &len, 8, 0) == 8 else { throw CheckpointError("\(path): cannot read the header length") }
-            let n = UInt64(littleEndian: len)
-            guard n >= 2, n <= 100_000_000, Int(n) <= fileSize - 8 else {
-                throw CheckpointError(
-                    "\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not "
-                        + "safetensors"
-                )
-            }
-            var header = [UInt8](repeating: 0, count: Int(n))
-            guard pread(fd, &header, Int(n), 8) == Int(n) else {
-                throw CheckpointError("\(path): cannot read the header")
-            }
-            dataStart = 8 + Int(n)
+            let header = try SafeTensorsFile.readHeader(fd: fd, path: path, fileSize: fileSize)
+            dataStart = 8 + header.count
             let json: JSONValue
             do { json = try JSONValue.parse(bytes: header) } catch {
                 throw CheckpointError("\(path): the header is not valid JSON (\(error)); the file is corrupt")
@@ -147,35 +131,12 @@ public final class SafeTensorsFile {
             }
             var entries: [String: SafeTensorEntry] = [:]
             var meta: [String: String] = [:]
-            let dataSize = fileSize - dataStart
             for (name, v) in members {
                 if name == "__metadata__" {
                     if case .object(let m) = v { for (k, s) in m { meta[k] = s.stringValue ?? s.compact } }
                     continue
                 }
-                func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): tensor \(name): \(m)") }
-                guard v["dtype"]?.stringValue == "F32" else {
-                    throw bad("dtype \(v["dtype"]?.compact ?? "missing") is not F32")
-                }
-                guard let shapeJ = v["shape"]?.arrayValue, let shape = Optional(shapeJ.compactMap(\.intValue)),
-                    shape.count == shapeJ.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 })
-                else { throw bad("bad shape") }
-                guard let off = v["data_offsets"]?.arrayValue, off.count == 2, let b = off[0].intValue,
-                    let e = off[1].intValue
-                else {
-                    throw bad("bad data_offsets")
-                }
-                guard b >= 0, e >= b, e <= dataSize else {
-                    throw bad(
-                        "data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or "
-                            + "corrupt"
-                    )
-                }
-                let expected = 4 * shape.reduce(1, *)
-                guard e - b == expected else {
-                    throw bad("shape \(shape) needs \(expected) bytes but data_offsets cover \(e - b)")
-                }
-                entries[name] = SafeTensorEntry(name: name, shape: shape, begin: b, end: e)
+                entries[name] = try SafeTensorsFile.entry(name, v, dataSize: fileSize - dataStart, path: path)
             }
             self.entries = entries
             metadata = meta
@@ -183,6 +144,49 @@ public final class SafeTensorsFile {
             close(fd)
             throw error
         }
+    }
+
+    /// The header's bytes, after checking the 8-byte length against the file.
+    static func readHeader(fd: Int32, path: String, fileSize: Int) throws -> [UInt8] {
+        guard fileSize >= 8 else {
+            throw CheckpointError(
+                "\(path): \(fileSize) bytes is too short for a safetensors file (8-byte header length)")
+        }
+        var len: UInt64 = 0
+        guard pread(fd, &len, 8, 0) == 8 else { throw CheckpointError("\(path): cannot read the header length") }
+        let n = UInt64(littleEndian: len)
+        guard n >= 2, n <= 100_000_000, Int(n) <= fileSize - 8 else {
+            throw CheckpointError(
+                "\(path): bad header length \(n) (file is \(fileSize) bytes); the file is truncated or not "
+                    + "safetensors")
+        }
+        var header = [UInt8](repeating: 0, count: Int(n))
+        guard pread(fd, &header, Int(n), 8) == Int(n) else { throw CheckpointError("\(path): cannot read the header") }
+        return header
+    }
+
+    /// One tensor's header entry, checked: F32, a sane shape, offsets inside the data that cover
+    /// exactly the shape's bytes.
+    static func entry(_ name: String, _ v: JSONValue, dataSize: Int, path: String) throws -> SafeTensorEntry {
+        func bad(_ m: String) -> CheckpointError { CheckpointError("\(path): tensor \(name): \(m)") }
+        guard v["dtype"]?.stringValue == "F32" else {
+            throw bad("dtype \(v["dtype"]?.compact ?? "missing") is not F32")
+        }
+        guard let shapeJ = v["shape"]?.arrayValue, let shape = Optional(shapeJ.compactMap(\.intValue)),
+            shape.count == shapeJ.count, shape.allSatisfy({ $0 >= 0 && $0 < 1 << 40 })
+        else { throw bad("bad shape") }
+        guard let off = v["data_offsets"]?.arrayValue, off.count == 2, let b = off[0].intValue,
+            let e = off[1].intValue
+        else { throw bad("bad data_offsets") }
+        guard b >= 0, e >= b, e <= dataSize else {
+            throw bad(
+                "data_offsets [\(b), \(e)] lie outside the \(dataSize) data bytes; the file is truncated or corrupt")
+        }
+        let expected = 4 * shape.reduce(1, *)
+        guard e - b == expected else {
+            throw bad("shape \(shape) needs \(expected) bytes but data_offsets cover \(e - b)")
+        }
+        return SafeTensorEntry(name: name, shape: shape, begin: b, end: e)
     }
 
     deinit { close(fd) }

@@ -89,67 +89,54 @@ public final class ParameterStore: @unchecked Sendable {
     public init(config c: ModelConfig, layout: ShardLayout? = nil, zeroed: Bool = true) {
         let layout = layout ?? .single(c)
         self.layout = layout
-        let mesh = layout.mesh
-        var infos: [ParameterInfo] = []
-        var offset = 0
-        // Output projections (wo, w2) start scaled by 1/sqrt(2L) (GPT-2's residual scaling).
-        let std: Float = 0.02
-        let outStd = std / Float(2 * c.nLayer).squareRoot()
-        let isFirst = mesh.rank == 0, isFirstDP = mesh.dpIndex == 0
-        func add(
-            _ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
-            initStd: Float = std, isPrimaryCopy: Bool? = nil
-        ) {
-            var shape = global, start = 0
-            if let d = split {
-                shape[d] = global[d] / mesh.tp
-                start = mesh.tpIndex * shape[d]
-            }
-            let counts = isPrimaryCopy ?? (split == nil ? isFirst : isFirstDP)
-            let info = ParameterInfo(
-                name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
-                shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
-                isPrimaryCopy: counts)
-            infos.append(info)
-            offset += info.count
-        }
-        let C = c.nEmbd, F = c.ffHidden
-        add("embed.weight", [c.vocabSize, C])
-        add("pos.weight", [c.seqLen, C])
-        var moeIndex = 0
-        for l in 0..<c.nLayer {
-            let p = "layers.\(l)."
-            add(p + "norm1.weight", [C], decay: false, initStd: 0)
-            add(p + "attn.wq.weight", [C, C], split: 0)
-            add(p + "attn.wk.weight", [C, C], split: 0)
-            add(p + "attn.wv.weight", [C, C], split: 0)
-            add(p + "attn.wo.weight", [C, C], split: 1, initStd: outStd)
-            add(p + "norm2.weight", [C], decay: false, initStd: 0)
-            if c.isMoE(l) {
-                add(p + "moe.router.weight", [c.nExpert, C], reduce: .world)
-                for e in layout.plan.localExperts(layer: moeIndex, rank: mesh.rank) {
-                    let ranks = layout.plan.layers[moeIndex][e]
-                    let first = ranks.min() == mesh.rank
-                    let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
-                    add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, isPrimaryCopy: first)
-                    add(p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, isPrimaryCopy: first)
-                }
-                moeIndex += 1
-            } else {
-                add(p + "ffn.w1.weight", [F, C])
-                add(p + "ffn.w2.weight", [C, F], initStd: outStd)
-            }
-        }
-        add("norm.weight", [C], decay: false, initStd: 0)
-        add("head.weight", [c.vocabSize, C])
+        let infos = ParameterStore.tensors(config: c, layout: layout)
+        let total = infos.last.map { $0.offset + $0.count } ?? 0
         self.infos = infos
         var idx: [String: Int] = [:]
         for (i, info) in infos.enumerated() { idx[info.name] = i }
         indexByName = idx
-        params = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
-        grads = FloatBuffer(count: offset)
-        adamM = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
-        adamV = zeroed ? FloatBuffer(count: offset) : FloatBuffer(uninitializedCount: offset)
+        params = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
+        grads = FloatBuffer(count: total)
+        adamM = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
+        adamV = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
+    }
+
+    /// Every tensor this rank holds, in buffer order, with its shard spec.
+    static func tensors(config c: ModelConfig, layout: ShardLayout) -> [ParameterInfo] {
+        var list = TensorList(mesh: layout.mesh)
+        // Output projections (wo, w2) start scaled by 1/sqrt(2L) (GPT-2's residual scaling).
+        let outStd = TensorList.std / Float(2 * c.nLayer).squareRoot()
+        let C = c.nEmbd, F = c.ffHidden
+        list.add("embed.weight", [c.vocabSize, C])
+        list.add("pos.weight", [c.seqLen, C])
+        var moeIndex = 0
+        for l in 0..<c.nLayer {
+            let p = "layers.\(l)."
+            list.add(p + "norm1.weight", [C], decay: false, initStd: 0)
+            list.add(p + "attn.wq.weight", [C, C], split: 0)
+            list.add(p + "attn.wk.weight", [C, C], split: 0)
+            list.add(p + "attn.wv.weight", [C, C], split: 0)
+            list.add(p + "attn.wo.weight", [C, C], split: 1, initStd: outStd)
+            list.add(p + "norm2.weight", [C], decay: false, initStd: 0)
+            if c.isMoE(l) {
+                list.add(p + "moe.router.weight", [c.nExpert, C], reduce: .world)
+                for e in layout.plan.localExperts(layer: moeIndex, rank: layout.mesh.rank) {
+                    let ranks = layout.plan.layers[moeIndex][e]
+                    let first = ranks.min() == layout.mesh.rank
+                    let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
+                    list.add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, isPrimaryCopy: first)
+                    list.add(
+                        p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, isPrimaryCopy: first)
+                }
+                moeIndex += 1
+            } else {
+                list.add(p + "ffn.w1.weight", [F, C])
+                list.add(p + "ffn.w2.weight", [C, F], initStd: outStd)
+            }
+        }
+        list.add("norm.weight", [C], decay: false, initStd: 0)
+        list.add("head.weight", [c.vocabSize, C])
+        return list.infos
     }
 
     /// The info of a named tensor this rank holds, or nil.
@@ -180,5 +167,34 @@ public final class ParameterStore: @unchecked Sendable {
         adamM.zero()
         adamV.zero()
         grads.zero()
+    }
+}
+
+/// Tensors laid end to end in one buffer, each with its shard spec for this rank's mesh position.
+struct TensorList {
+    static let std: Float = 0.02
+    let mesh: Mesh
+    var infos: [ParameterInfo] = []
+    var offset = 0
+
+    /// A tensor of global shape `global`, split over tp along `split` (nil: replicated). Its
+    /// primary copy is on dp group 0's tp ranks for a split tensor, on rank 0 for a replicated
+    /// one, unless `isPrimaryCopy` says otherwise.
+    mutating func add(
+        _ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
+        initStd: Float = TensorList.std, isPrimaryCopy: Bool? = nil
+    ) {
+        var shape = global, start = 0
+        if let d = split {
+            shape[d] = global[d] / mesh.tp
+            start = mesh.tpIndex * shape[d]
+        }
+        let primary = isPrimaryCopy ?? (split == nil ? mesh.rank == 0 : mesh.dpIndex == 0)
+        let info = ParameterInfo(
+            name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
+            shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
+            isPrimaryCopy: primary)
+        infos.append(info)
+        offset += info.count
     }
 }

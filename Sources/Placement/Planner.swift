@@ -70,31 +70,12 @@ public enum Planner {
         var step = shared([Double](repeating: dense, count: world), plus: zero)
         var served = [[Double]]()
         var bytes = [Double](repeating: shape.baseBytesPerRank, count: world)
-        let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
         let latency =
             (nodeOf.contains { $0 != nodeOf[0] } ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
-        for (l, layer) in plan.layers.enumerated() {
-            var compute = zero, comm = [Double](repeating: 4 * latency, count: world), servedHere = zero
-            for (e, ranks) in layer.enumerated() {
-                let le = l < load.count && e < load[l].count ? load[l][e] : 0
-                for r in ranks { bytes[r] += shape.bytesPerExpert }
-                // Tokens come from every rank in equal parts; each source sends to the replicas
-                // that serve it (those on its node, else all: PlacementPlan.servers).
-                for s in 0..<world {
-                    let to =
-                        ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
-                    let part = le / Double(world) / Double(to.count)
-                    for r in to {
-                        servedHere[r] += part
-                        compute[r] += part * shape.expertFlopsPerAssignment / rate
-                        if s != r {
-                            comm[r] +=
-                                part * rowBytes
-                                / ((nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps) * 1e9)
-                        }
-                    }
-                }
-            }
+        for l in plan.layers.indices {
+            let (compute, comm, servedHere) = layerWork(
+                plan: plan, layer: l, load: load, shape: shape, cluster: cluster, nodeOf: nodeOf, latency: latency)
+            for r in plan.layers[l].flatMap({ $0 }) { bytes[r] += shape.bytesPerExpert }
             for r in 0..<world { busy[r] += compute[r] + comm[r] }
             step += shared(compute, plus: comm)
             served.append(servedHere)
@@ -113,6 +94,36 @@ public enum Planner {
         let total = (0..<world).map { r in served.reduce(0) { $0 + $1[r] } }
         return Prediction(
             stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
+    }
+
+    /// One MoE layer's work per rank: expert compute seconds, alltoallv seconds (latency
+    /// included) and the assignments each rank serves. Tokens come from every rank in equal
+    /// parts; each source sends to the replicas that serve it (those on its node, else all:
+    /// PlacementPlan.servers).
+    static func layerWork(
+        plan: PlacementPlan, layer l: Int, load: [[Double]], shape: MoEShape, cluster: Cluster, nodeOf: [Int],
+        latency: Double
+    ) -> (compute: [Double], comm: [Double], served: [Double]) {
+        let world = nodeOf.count, rate = cluster.gflopsPerSlot * 1e9
+        let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
+        var compute = [Double](repeating: 0, count: world), served = compute
+        var comm = [Double](repeating: 4 * latency, count: world)
+        for (e, ranks) in plan.layers[l].enumerated() {
+            let le = l < load.count && e < load[l].count ? load[l][e] : 0
+            for s in 0..<world {
+                let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
+                let part = le / Double(world) / Double(to.count)
+                for r in to {
+                    served[r] += part
+                    compute[r] += part * shape.expertFlopsPerAssignment / rate
+                    if s != r {
+                        let gbps = nodeOf[s] == nodeOf[r] ? cluster.intraNodeGBps : cluster.interNodeGBps
+                        comm[r] += part * rowBytes / (gbps * 1e9)
+                    }
+                }
+            }
+        }
+        return (compute, comm, served)
     }
 
     /// A placement for `load`: replicas for experts hotter than a rank's fair share (while memory
@@ -159,46 +170,14 @@ public enum Planner {
         var free = perRankSlots
         var layers: [[[Int]]] = []
         var extraBudget = totalSlots - needed
+        let cap = min(world, maxReplicas ?? world)
         for l in 0..<shape.moeLayers {
-            let ld = layerLoad(l)
-            let fair = ld.reduce(0, +) / Double(world)
-            var replicas = [Int](repeating: 1, count: shape.nExpert)
-            // Replicate the expert with the largest load per replica while it exceeds a fair share.
-            let cap = min(world, maxReplicas ?? world)
-            var heap = MaxHeap<(Double, Int)>(by: { a, b in a.0 != b.0 ? a.0 < b.0 : a.1 > b.1 })
-            for e in 0..<shape.nExpert { heap.push((ld[e], e)) }
             let budgetHere = extraBudget / max(1, shape.moeLayers - l)
-            var used = 0
-            while let (perReplica, e) = heap.pop(), perReplica > fair * 1.0001, replicas[e] < cap, used < budgetHere {
-                replicas[e] += 1
-                used += 1
-                heap.push((ld[e] / Double(replicas[e]), e))
-            }
-            // LPT; then, while memory allows, add the replica that lowers the busiest rank's load
-            // most (by at least 1%): a few hot experts often cannot be balanced by placement alone.
-            guard var best = lpt(ld, replicas: replicas, free: free, world: world, nodeOf: nodeOf) else {
-                throw PlacementError("memory: no rank has room for the experts of MoE layer \(l)")
-            }
-            while used < budgetHere {
-                var improved: (Int, Assignment)? = nil
-                for e in 0..<shape.nExpert where replicas[e] < cap {
-                    var trial = replicas
-                    trial[e] += 1
-                    if let a = lpt(ld, replicas: trial, free: free, world: world, nodeOf: nodeOf),
-                        a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99)
-                    {
-                        improved = (e, a)
-                    }
-                }
-                guard let (e, a) = improved else { break }
-                replicas[e] += 1
-                used += 1
-                best = a
-            }
+            let (best, used) = try placeLayer(
+                layerLoad(l), layer: l, replicaBudget: budgetHere, cap: cap, free: free, world: world, nodeOf: nodeOf)
             extraBudget -= used
             free = best.free
-            let holders = best.holders
-            layers.append(holders.map { $0.sorted() })
+            layers.append(best.holders.map { $0.sorted() })
         }
         // Replicas cost a gradient allreduce every step: keep them only if the cost model says
         // they pay for it against the best plan without any.
@@ -207,10 +186,9 @@ public enum Planner {
         var single: [[[Int]]] = []
         var freeSingle = perRankSlots
         for l in 0..<shape.moeLayers {
-            let ld = layerLoad(l)
             guard
                 let a = lpt(
-                    ld, replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world,
+                    layerLoad(l), replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world,
                     nodeOf: nodeOf)
             else { return replicated }
             freeSingle = a.free
@@ -223,6 +201,46 @@ public enum Planner {
         let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf)
             .stepSeconds
         return without <= withReplicas ? plain : replicated
+    }
+
+    /// One layer's assignment: replicate the expert with the largest load per replica while it
+    /// exceeds a fair share; LPT; then, while the budget allows, add the replica that lowers the
+    /// busiest rank's load most (by at least 1%): a few hot experts often cannot be balanced by
+    /// placement alone. Returns the assignment and the replicas it added.
+    static func placeLayer(
+        _ ld: [Double], layer l: Int, replicaBudget: Int, cap: Int, free: [Int], world: Int, nodeOf: [Int]
+    ) throws -> (Assignment, Int) {
+        let experts = ld.count
+        let fair = ld.reduce(0, +) / Double(world)
+        var replicas = [Int](repeating: 1, count: experts)
+        var heap = MaxHeap<(Double, Int)>(by: { a, b in a.0 != b.0 ? a.0 < b.0 : a.1 > b.1 })
+        for e in 0..<experts { heap.push((ld[e], e)) }
+        var used = 0
+        while let (perReplica, e) = heap.pop(), perReplica > fair * 1.0001, replicas[e] < cap, used < replicaBudget {
+            replicas[e] += 1
+            used += 1
+            heap.push((ld[e] / Double(replicas[e]), e))
+        }
+        guard var best = lpt(ld, replicas: replicas, free: free, world: world, nodeOf: nodeOf) else {
+            throw PlacementError("memory: no rank has room for the experts of MoE layer \(l)")
+        }
+        while used < replicaBudget {
+            var improved: (Int, Assignment)? = nil
+            for e in 0..<experts where replicas[e] < cap {
+                var trial = replicas
+                trial[e] += 1
+                if let a = lpt(ld, replicas: trial, free: free, world: world, nodeOf: nodeOf),
+                    a.maxLoad < (improved?.1.maxLoad ?? best.maxLoad * 0.99)
+                {
+                    improved = (e, a)
+                }
+            }
+            guard let (e, a) = improved else { break }
+            replicas[e] += 1
+            used += 1
+            best = a
+        }
+        return (best, used)
     }
 
     /// Experts (with their AdamW moments) each rank's memory holds besides its base bytes.

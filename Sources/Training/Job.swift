@@ -210,70 +210,105 @@ extension Job {
 
     /// Throws the first invalid value, naming its key.
     public func validate() throws {
-        func bad(_ key: String, _ m: String) -> JobError { JobError(key: key, m) }
+        try validateRunAndData()
+        try validateTrain()
+        try validateSavingRoutingAndLayout()
+    }
+
+    /// Name, run directory, seed, model and data keys.
+    func validateRunAndData() throws {
         let nameOK =
             !name.isEmpty
             && name.unicodeScalars.allSatisfy {
                 ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
                     || "._-".unicodeScalars.contains($0)
             } && name != "." && name != ".."
-        if !nameOK { throw bad("name", "'\(name)' must be letters, digits, '.', '_' or '-' (it names a folder)") }
-        if runsDir.isEmpty { throw bad("runsDir", "must not be empty") }
-        if seed < 0 { throw bad("seed", "must be >= 0, got \(seed)") }
-        do { try model.validate() } catch let e as ModelConfigError { throw bad("model." + e.field, e.message) }
-        if data.path.isEmpty { throw bad("data.path", "is required: the text or llm.c .bin file to train on") }
+        if !nameOK {
+            throw JobError(key: "name", "'\(name)' must be letters, digits, '.', '_' or '-' (it names a folder)")
+        }
+        if runsDir.isEmpty { throw JobError(key: "runsDir", "must not be empty") }
+        if seed < 0 { throw JobError(key: "seed", "must be >= 0, got \(seed)") }
+        do { try model.validate() } catch let e as ModelConfigError {
+            throw JobError(key: "model." + e.field, e.message)
+        }
+        if data.path.isEmpty {
+            throw JobError(key: "data.path", "is required: the text or llm.c .bin file to train on")
+        }
         if !["auto", "text", "bin"].contains(data.format) {
-            throw bad("data.format", "must be auto, text or bin, got '\(data.format)'")
+            throw JobError(key: "data.format", "must be auto, text or bin, got '\(data.format)'")
         }
         if !(data.valFraction >= 0 && data.valFraction <= 0.5) {
-            throw bad("data.valFraction", "must be in 0...0.5, got \(data.valFraction)")
+            throw JobError(key: "data.valFraction", "must be in 0...0.5, got \(data.valFraction)")
         }
+    }
+
+    /// The optimisation keys (train.*) but the routing skew.
+    func validateTrain() throws {
         let t = train
-        if t.steps < 1 { throw bad("train.steps", "must be >= 1, got \(t.steps)") }
-        if t.batchSize < 1 { throw bad("train.batchSize", "must be >= 1, got \(t.batchSize)") }
-        if !(t.lr > 0 && t.lr.isFinite) { throw bad("train.lr", "must be > 0, got \(t.lr)") }
+        if t.steps < 1 { throw JobError(key: "train.steps", "must be >= 1, got \(t.steps)") }
+        if t.batchSize < 1 { throw JobError(key: "train.batchSize", "must be >= 1, got \(t.batchSize)") }
+        if !(t.lr > 0 && t.lr.isFinite) { throw JobError(key: "train.lr", "must be > 0, got \(t.lr)") }
         if !(t.minLr >= 0 && t.minLr <= t.lr) {
-            throw bad("train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)")
+            throw JobError(key: "train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)")
         }
-        if t.warmupSteps < 0 { throw bad("train.warmupSteps", "must be >= 0, got \(t.warmupSteps)") }
-        if !(t.weightDecay >= 0) { throw bad("train.weightDecay", "must be >= 0, got \(t.weightDecay)") }
-        if !(t.beta1 >= 0 && t.beta1 < 1) { throw bad("train.beta1", "must be in [0, 1), got \(t.beta1)") }
-        if !(t.beta2 >= 0 && t.beta2 < 1) { throw bad("train.beta2", "must be in [0, 1), got \(t.beta2)") }
-        if !(t.eps > 0) { throw bad("train.eps", "must be > 0, got \(t.eps)") }
-        if !(t.gradClip >= 0) { throw bad("train.gradClip", "must be >= 0 (0 disables clipping), got \(t.gradClip)") }
-        if !(t.auxLossCoef >= 0) { throw bad("train.auxLossCoef", "must be >= 0, got \(t.auxLossCoef)") }
-        if t.maxBadSteps < 1 { throw bad("train.maxBadSteps", "must be >= 1, got \(t.maxBadSteps)") }
-        if t.logEvery < 1 { throw bad("train.logEvery", "must be >= 1, got \(t.logEvery)") }
-        if t.evalEvery < 0 { throw bad("train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)") }
-        if t.evalWindows < 1 { throw bad("train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
+        if t.warmupSteps < 0 { throw JobError(key: "train.warmupSteps", "must be >= 0, got \(t.warmupSteps)") }
+        if !(t.weightDecay >= 0) { throw JobError(key: "train.weightDecay", "must be >= 0, got \(t.weightDecay)") }
+        if !(t.beta1 >= 0 && t.beta1 < 1) { throw JobError(key: "train.beta1", "must be in [0, 1), got \(t.beta1)") }
+        if !(t.beta2 >= 0 && t.beta2 < 1) { throw JobError(key: "train.beta2", "must be in [0, 1), got \(t.beta2)") }
+        if !(t.eps > 0) { throw JobError(key: "train.eps", "must be > 0, got \(t.eps)") }
+        if !(t.gradClip >= 0) {
+            throw JobError(key: "train.gradClip", "must be >= 0 (0 disables clipping), got \(t.gradClip)")
+        }
+        if !(t.auxLossCoef >= 0) { throw JobError(key: "train.auxLossCoef", "must be >= 0, got \(t.auxLossCoef)") }
+        if t.maxBadSteps < 1 { throw JobError(key: "train.maxBadSteps", "must be >= 1, got \(t.maxBadSteps)") }
+        if t.logEvery < 1 { throw JobError(key: "train.logEvery", "must be >= 1, got \(t.logEvery)") }
+        if t.evalEvery < 0 {
+            throw JobError(key: "train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)")
+        }
+        if t.evalWindows < 1 { throw JobError(key: "train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
         if !(t.peakGflops >= 0) {
-            throw bad("train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)")
+            throw JobError(key: "train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)")
         }
         if !(t.capacityFactor >= 0 && t.capacityFactor.isFinite) {
-            throw bad("train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)")
+            throw JobError(key: "train.capacityFactor", "must be >= 0 (0: dropless), got \(t.capacityFactor)")
         }
-        if checkpoint.every < 0 { throw bad("checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)") }
-        if checkpoint.keep < 1 { throw bad("checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
-        if checkpoint.keepEvery < 0 { throw bad("checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)") }
+    }
+
+    /// Checkpoint, routing skew, re-placement and layout keys.
+    func validateSavingRoutingAndLayout() throws {
+        let t = train
+        if checkpoint.every < 0 {
+            throw JobError(key: "checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)")
+        }
+        if checkpoint.keep < 1 { throw JobError(key: "checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
+        if checkpoint.keepEvery < 0 {
+            throw JobError(key: "checkpoint.keepEvery", "must be >= 0, got \(checkpoint.keepEvery)")
+        }
         if !["stop", "continue"].contains(checkpoint.onError) {
-            throw bad("checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'")
+            throw JobError(key: "checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'")
         }
         if t.routerSkewStride < 1 || model.nExpert % t.routerSkewStride != 0 {
-            throw bad(
-                "train.routerSkewStride",
+            throw JobError(
+                key:
+                    "train.routerSkewStride",
                 "must be >= 1 and divide model.nExpert = \(model.nExpert), got \(t.routerSkewStride)")
         }
-        if !t.routerSkew.isFinite { throw bad("train.routerSkew", "must be a finite number, got \(t.routerSkew)") }
-        if replan.every < 0 { throw bad("replan.every", "must be >= 0 (0: never), got \(replan.every)") }
-        if replan.horizon < 1 { throw bad("replan.horizon", "must be >= 1, got \(replan.horizon)") }
-        if !(replan.emaDecay >= 0 && replan.emaDecay < 1) {
-            throw bad("replan.emaDecay", "must be in [0, 1), got \(replan.emaDecay)")
+        if !t.routerSkew.isFinite {
+            throw JobError(key: "train.routerSkew", "must be a finite number, got \(t.routerSkew)")
         }
-        if layout.dp < 0 { throw bad("layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)") }
-        if layout.tp < 1 { throw bad("layout.tp", "must be >= 1, got \(layout.tp)") }
+        if replan.every < 0 { throw JobError(key: "replan.every", "must be >= 0 (0: never), got \(replan.every)") }
+        if replan.horizon < 1 { throw JobError(key: "replan.horizon", "must be >= 1, got \(replan.horizon)") }
+        if !(replan.emaDecay >= 0 && replan.emaDecay < 1) {
+            throw JobError(key: "replan.emaDecay", "must be in [0, 1), got \(replan.emaDecay)")
+        }
+        if layout.dp < 0 {
+            throw JobError(key: "layout.dp", "must be >= 0 (0: world size / layout.tp), got \(layout.dp)")
+        }
+        if layout.tp < 1 { throw JobError(key: "layout.tp", "must be >= 1, got \(layout.tp)") }
         if model.nHead % layout.tp != 0 {
-            throw bad(
-                "layout.tp",
+            throw JobError(
+                key:
+                    "layout.tp",
                 "\(layout.tp) does not divide model.nHead = \(model.nHead); attention heads are split over the tp ranks"
             )
         }
