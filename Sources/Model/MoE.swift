@@ -77,7 +77,7 @@ final class MoEState {
 /// Backward scratch for MoE blocks.
 final class MoEScratch {
     let dSend = GrowBuffer(), dRecv = GrowBuffer(), dXe = GrowBuffer(), dOe = GrowBuffer()
-    let dA = GrowBuffer(), dH = GrowBuffer()
+    let hidden = WorkerScratch()  // per thread: dA and dH of one expert, [2, rows, F]
     let dLogits, dProbs, dTopWeight, rowScratch: FloatBuffer
     init(n: Int, e: Int, k: Int) {
         dLogits = FloatBuffer(count: n * e)
@@ -110,7 +110,8 @@ struct MoELayer {
         clock.lap(.router)
         try dispatch(s: s, x: xs, experts: w.experts, tokenOffset: tokenOffset + mine.start)
         clock.lap(.dispatchCombine)
-        for li in w.experts.indices where s.expertRows[li] > 0 {
+        // One work item per local expert: each writes its own rows of o, h and a.
+        Parallel.forEach(w.experts.count) { li, _ in
             let st = s.expertStart[li]
             MLP.forward(
                 o: s.o.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, x: s.xe.base + st * c,

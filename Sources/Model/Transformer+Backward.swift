@@ -9,7 +9,7 @@ final class BackwardScratch {
     let dResid, dLn: FloatBuffer  // [N, C]
     let dq, dk, dv, dy: FloatBuffer  // [N, Cl]
     let dH, dA: FloatBuffer  // [N, F] dense FFN
-    let attScratch: FloatBuffer  // [T, T]
+    let attention = WorkerScratch()  // attention tiles, per thread (forward and backward)
     let dLogits: FloatBuffer  // [N, V]
     let moe: MoEScratch
     init(config m: ModelConfig, n: Int, tp: Int) {
@@ -18,7 +18,6 @@ final class BackwardScratch {
         dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
         dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
         dH = FloatBuffer(count: n * m.ffHidden); dA = FloatBuffer(count: n * m.ffHidden)
-        attScratch = FloatBuffer(count: m.seqLen * m.seqLen)
         dLogits = FloatBuffer(count: n * m.vocabSize)
         moe = MoEScratch(n: n, e: m.nExpert, k: m.topK)
     }
@@ -112,8 +111,8 @@ extension Transformer {
             zero(s.dv, n * cl)
             Attention.backward(
                 dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
-                v: a.v.base, att: a.att.base, scratch: s.attScratch.base,
-                b: batch, t: time, h: hl, d: m.headSize, ldc: cl)
+                v: a.v.base, y: a.y.base, lse: a.lse.base,
+                b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: s.attention)
         }
         timed(.attnProjections) {
             zero(s.dLn, n * c)

@@ -71,11 +71,15 @@ extension Transformer {
     /// The global L2 norm of the (reduced) gradients: each rank sums the squares of the pieces it
     /// counts, then one world allreduce.
     public func globalGradNorm() throws -> Double {
-        var local = 0.0
-        for info in store.infos where info.isPrimaryCopy {
-            let n = GradClip.norm(store.grads.base + info.offset, count: info.count)
-            local += n * n
+        // One work item per tensor; the squares are summed in tensor order.
+        let counted = store.infos.filter(\.isPrimaryCopy)
+        let norms = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(counted.count, 1))
+        defer { norms.deallocate() }
+        Parallel.forEach(counted.count) { i, _ in
+            norms[i] = GradClip.norm(store.grads.base + counted[i].offset, count: counted[i].count)
         }
+        var local = 0.0
+        for i in counted.indices { local += norms[i] * norms[i] }
         var v = [local]
         try ctx.allreduceWorld(&v)
         return v[0].squareRoot()

@@ -20,7 +20,7 @@ final class BlockActivations {
     let ln1, mid, ln2, attnOut: FloatBuffer  // [N, C]
     let q, k, v, y: FloatBuffer  // [N, Cl]
     let rstd1, rstd2: FloatBuffer  // [N]
-    let att: FloatBuffer  // [B, Hl, T, T]
+    let lse: FloatBuffer  // [B, Hl, T] attention rows' log-sum-exp
     let h, a: FloatBuffer?  // [N, F] dense blocks
     let moe: MoEState?
     init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool) {
@@ -30,7 +30,7 @@ final class BlockActivations {
         q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl);
         y = FloatBuffer(count: n * cl)
         rstd1 = FloatBuffer(count: n); rstd2 = FloatBuffer(count: n)
-        att = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen * m.seqLen)
+        lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
         if isMoE {
             h = nil; a = nil
             moe = MoEState(n: n, e: m.nExpert, k: m.topK)
@@ -217,8 +217,8 @@ public final class Transformer: @unchecked Sendable {
         }
         timed(.attnCore) {
             Attention.forward(
-                y: a.y.base, att: a.att.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                b: batch, t: time, h: hl, d: m.headSize, ldc: cl)
+                y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base,
+                b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: scratch.attention)
         }
         if tp == 1 {
             timed(.attnProjections) {

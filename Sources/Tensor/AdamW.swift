@@ -16,10 +16,11 @@ public struct AdamWConfig: Sendable, Equatable {
 public enum AdamW {
     /// One update of `count` parameters. `step` is 1-based (bias correction);
     /// `decay` says whether weight decay applies to this range (matrices: yes; norms: no).
+    /// `gradScale` multiplies each gradient as it is read (the clip factor; 1 changes nothing).
     public static func update(
         params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-        count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool
+        count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool, gradScale: Float = 1
     ) {
         precondition(step >= 1, "AdamW step is 1-based")
         let b1 = config.beta1, b2 = config.beta2
@@ -28,13 +29,39 @@ public enum AdamW {
         let wd = decay ? config.weightDecay : 0
         let eps = config.eps
         for i in 0..<count {
-            let g = grads[i]
+            let g = grads[i] * gradScale
             let mi = b1 * m[i] + (1 - b1) * g
             let vi = b2 * v[i] + (1 - b2) * g * g
             m[i] = mi
             v[i] = vi
             let mhat = mi * c1, vhat = vi * c2
             params[i] -= lr * (mhat / (vhat.squareRoot() + eps) + wd * params[i])
+        }
+    }
+
+    /// Elements per work item of `updateAll`.
+    public static let grain = 1 << 15
+
+    /// One fused pass (clip factor, moments, update) over many ranges of the same contiguous
+    /// buffers, ranges given as (offset, count, decay). Work items are blocks of `grain` elements
+    /// inside each range, so the bits do not depend on the thread count.
+    public static func updateAll(
+        params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        ranges: [(offset: Int, count: Int, decay: Bool)], gradScale: Float, lr: Float, step: Int,
+        config: AdamWConfig
+    ) {
+        var items: [(offset: Int, count: Int, decay: Bool)] = []
+        for r in ranges {
+            for o in stride(from: 0, to: r.count, by: grain) {
+                items.append((r.offset + o, min(grain, r.count - o), r.decay))
+            }
+        }
+        Parallel.forEach(items.count) { i, _ in
+            let it = items[i]
+            update(
+                params: params + it.offset, grads: grads + it.offset, m: m + it.offset, v: v + it.offset,
+                count: it.count, lr: lr, step: step, config: config, decay: it.decay, gradScale: gradScale)
         }
     }
 
@@ -74,9 +101,14 @@ public enum GradClip {
     /// No-op when maxNorm <= 0, when the norm is within it, or when it is not finite (the
     /// caller skips such a step).
     public static func scale(_ grads: UnsafeMutablePointer<Float>, count: Int, norm n: Double, maxNorm: Double) {
-        guard maxNorm > 0 && n > maxNorm && n.isFinite else { return }
-        let s = Float(maxNorm / (n + 1e-6))
-        for i in 0..<count { grads[i] *= s }
+        let s = factor(norm: n, maxNorm: maxNorm)
+        if s != 1 { for i in 0..<count { grads[i] *= s } }
+    }
+
+    /// The factor `scale` multiplies gradients by: maxNorm / norm when clipping applies, else 1.
+    public static func factor(norm n: Double, maxNorm: Double) -> Float {
+        guard maxNorm > 0 && n > maxNorm && n.isFinite else { return 1 }
+        return Float(maxNorm / (n + 1e-6))
     }
 }
 

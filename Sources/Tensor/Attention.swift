@@ -1,98 +1,173 @@
-// Causal multi-head self-attention core (after the Q/K/V projections, before the output one).
+// Causal multi-head self-attention core (after the Q/K/V projections, before the output one),
+// in the manner of FlashAttention-2 for CPU caches: a tile of queries meets tiles of keys with
+// an online softmax, so no T x T matrix exists; tiles above the diagonal are skipped. Forward
+// saves only the output and each row's log-sum-exp; backward recomputes the tiles' scores.
+// Memory: O(T) per (batch, head) plus two [queryTile, keyTile] tiles per thread.
 // Shape legend: B batch, T time, H heads (local to this rank), D head size, C = H*D.
 // q, k, v, y are [B, T, ldc] rows where head h owns columns h*D ..< (h+1)*D; ldc >= H*D
-// lets a tensor-parallel rank work on its own heads. att is [B, H, T, T] (softmax
-// probabilities; zero above the diagonal). Scale is 1/sqrt(D).
+// lets a tensor-parallel rank work on its own heads. lse is [B, H, T]. Scale is 1/sqrt(D).
+// Work items are the (b, h) pairs, each computed in a fixed order whatever the thread count.
 // Backward *accumulates* into dq, dk, dv.
-// Causality is exploited in blocks of `blockRows` query rows: rows [r0, r1) only need keys
-// [0, r1), so each block's products stop there (about 60% of the full T x T work at T = 256).
 
 public enum Attention {
-    /// y = softmax(mask(q k^T * scale)) v, per (b, h). Saves att for backward.
+    /// Query rows per tile.
+    public static let queryTile = 64
+    /// Key rows per tile (a multiple of queryTile, so every row's last key tile holds its diagonal).
+    public static let keyTile = 256
+
+    /// Floats of per-thread scratch that forward and backward take from `scratch`.
+    static let scratchPerWorker = 2 * queryTile * keyTile + 2 * queryTile
+
+    /// y = softmax(mask(q k^T * scale)) v, per (b, h); lse[b, h, i] = log sum_j exp(s_ij).
     public static func forward(
-        y: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
+        y: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-        b: Int, t: Int, h: Int, d: Int, ldc: Int
+        b: Int, t: Int, h: Int, d: Int, ldc: Int, scratch: WorkerScratch
     ) {
-        let scale = 1 / Float(d).squareRoot()
-        for bi in 0..<b {
-            for hi in 0..<h {
-                let off = bi * t * ldc + hi * d
-                let a = att + (bi * h + hi) * t * t
-                for r0 in stride(from: 0, to: t, by: blockRows) {
-                    let rows = min(blockRows, t - r0), keys = r0 + rows
-                    let ab = a + r0 * t
-                    sgemm(
-                        .no, .yes, m: rows, n: keys, k: d, alpha: scale, a: q + off + r0 * ldc, lda: ldc,
-                        b: k + off, ldb: ldc, beta: 0, c: ab, ldc: t)
-                    for i in 0..<rows { softmaxCausalRow(ab + i * t, length: r0 + i + 1, rowCount: t) }
-                    sgemm(
-                        .no, .no, m: rows, n: d, k: keys, a: ab, lda: t, b: v + off, ldb: ldc,
-                        beta: 0, c: y + off + r0 * ldc, ldc: ldc)
-                }
+        let bufs = scratch.reserve(scratchPerWorker)
+        Parallel.forEach(b * h) { item, worker in
+            let bi = item / h, hi = item % h, off = bi * t * ldc + hi * d
+            let head = Head(q: q + off, k: k + off, v: v + off, t: t, d: d, ldc: ldc)
+            for r0 in stride(from: 0, to: t, by: queryTile) {
+                head.forwardTile(
+                    r0: r0, y: y + off, lse: lse + item * t, s: bufs[worker],
+                    stats: bufs[worker] + 2 * queryTile * keyTile)
             }
         }
     }
 
-    /// Query rows per causal block.
-    public static let blockRows = 64
-
-    @inline(__always)
-    static func softmaxCausalRow(_ row: UnsafeMutablePointer<Float>, length: Int, rowCount: Int) {
-        var mx = -Float.infinity
-        for j in 0..<length where row[j] > mx { mx = row[j] }
-        var sum: Float = 0
-        for j in 0..<length {
-            let e = FastMath.exp(row[j] - mx)
-            row[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for j in 0..<length { row[j] *= inv }
-        for j in length..<rowCount { row[j] = 0 }
-    }
-
-    /// Backward through the core. `scratch` holds T*T floats.
-    /// dv += att^T dy; dS = att * (datt - rowsum(att * datt)); dq += dS k * scale; dk += dS^T q * scale.
+    /// dv += P^T dy; dS = P * (dy v^T - rowsum(dy * y)); dq += dS k * scale; dk += dS^T q * scale,
+    /// with P recomputed from q, k and lse tile by tile.
     public static func backward(
         dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
         dv: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
         q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-        att: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-        b: Int, t: Int, h: Int, d: Int, ldc: Int
+        y: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+        b: Int, t: Int, h: Int, d: Int, ldc: Int, scratch: WorkerScratch
     ) {
-        let scale = 1 / Float(d).squareRoot()
-        for bi in 0..<b {
-            for hi in 0..<h {
-                let off = bi * t * ldc + hi * d
-                let a = att + (bi * h + hi) * t * t
-                for r0 in stride(from: 0, to: t, by: blockRows) {
-                    let rows = min(blockRows, t - r0), keys = r0 + rows
-                    let ab = a + r0 * t, sb = scratch + r0 * t
-                    let dyb = dy + off + r0 * ldc
-                    // datt[rows, keys] = dy v^T;  dv[keys] += att^T dy.
-                    sgemm(
-                        .no, .yes, m: rows, n: keys, k: d, a: dyb, lda: ldc, b: v + off, ldb: ldc,
-                        beta: 0, c: sb, ldc: t)
-                    sgemm(
-                        .yes, .no, m: keys, n: d, k: rows, a: ab, lda: t, b: dyb, ldb: ldc,
-                        beta: 1, c: dv + off, ldc: ldc)
-                    for r in 0..<rows {
-                        let i = r0 + r
-                        let ar = ab + r * t, dr = sb + r * t
-                        var dot: Float = 0
-                        for j in 0...i { dot += ar[j] * dr[j] }
-                        for j in 0...i { dr[j] = ar[j] * (dr[j] - dot) }
-                        for j in (i + 1)..<keys { dr[j] = 0 }
-                    }
-                    sgemm(
-                        .no, .no, m: rows, n: d, k: keys, alpha: scale, a: sb, lda: t, b: k + off, ldb: ldc,
-                        beta: 1, c: dq + off + r0 * ldc, ldc: ldc)
-                    sgemm(
-                        .yes, .no, m: keys, n: d, k: rows, alpha: scale, a: sb, lda: t, b: q + off + r0 * ldc, ldb: ldc,
-                        beta: 1, c: dk + off, ldc: ldc)
-                }
+        let bufs = scratch.reserve(scratchPerWorker)
+        Parallel.forEach(b * h) { item, worker in
+            let bi = item / h, hi = item % h, off = bi * t * ldc + hi * d
+            let head = Head(q: q + off, k: k + off, v: v + off, t: t, d: d, ldc: ldc)
+            let grads = HeadGradients(dq: dq + off, dk: dk + off, dv: dv + off, dy: dy + off, y: y + off)
+            for r0 in stride(from: 0, to: t, by: queryTile) {
+                head.backwardTile(
+                    r0: r0, grads: grads, lse: lse + item * t, s: bufs[worker],
+                    dp: bufs[worker] + queryTile * keyTile, rowDot: bufs[worker] + 2 * queryTile * keyTile)
             }
         }
     }
+}
+
+/// One (batch, head) slice: q, k, v point at its first row; rows are ldc apart.
+private struct Head {
+    let q, k, v: UnsafePointer<Float>
+    let t, d, ldc: Int
+    var scale: Float { 1 / Float(d).squareRoot() }
+
+    /// Keys [c0, c0 + cols) that query rows [r0, r0 + rows) can see in the key tile at c0.
+    func keyColumns(r0: Int, rows: Int, c0: Int) -> Int { min(Attention.keyTile, r0 + rows - c0) }
+
+    /// s[rows, cols] (row stride keyTile) = scale * q[r0 ..< r0+rows] k[c0 ..< c0+cols]^T.
+    func scores(r0: Int, rows: Int, c0: Int, cols: Int, into s: UnsafeMutablePointer<Float>) {
+        sgemm(
+            .no, .yes, m: rows, n: cols, k: d, alpha: scale, a: q + r0 * ldc, lda: ldc,
+            b: k + c0 * ldc, ldb: ldc, beta: 0, c: s, ldc: Attention.keyTile)
+    }
+
+    /// Query rows [r0, r0 + rows) against every key tile up to the diagonal, online softmax;
+    /// y accumulates the unnormalised output and is divided by the row sums at the end.
+    /// stats: [2, queryTile] (running max, running sum).
+    func forwardTile(
+        r0: Int, y: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+        s: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>
+    ) {
+        let rows = min(Attention.queryTile, t - r0), kt = Attention.keyTile
+        let mx = stats, sum = stats + Attention.queryTile
+        for c0 in stride(from: 0, to: r0 + rows, by: kt) {
+            let cols = keyColumns(r0: r0, rows: rows, c0: c0)
+            scores(r0: r0, rows: rows, c0: c0, cols: cols, into: s)
+            for i in 0..<rows {
+                let valid = min(cols, r0 + i + 1 - c0), row = s + i * kt
+                var m = c0 == 0 ? -Float.infinity : mx[i]
+                for j in 0..<valid where row[j] > m { m = row[j] }
+                var rowSum: Float = 0
+                for j in 0..<valid {
+                    let e = FastMath.exp(row[j] - m)
+                    row[j] = e
+                    rowSum += e
+                }
+                for j in valid..<cols { row[j] = 0 }
+                if c0 == 0 {
+                    sum[i] = rowSum
+                } else {
+                    let alpha = FastMath.exp(mx[i] - m), yr = y + (r0 + i) * ldc
+                    sum[i] = sum[i] * alpha + rowSum
+                    for x in 0..<d { yr[x] *= alpha }
+                }
+                mx[i] = m
+            }
+            sgemm(
+                .no, .no, m: rows, n: d, k: cols, a: s, lda: kt, b: v + c0 * ldc, ldb: ldc,
+                beta: c0 == 0 ? 0 : 1, c: y + r0 * ldc, ldc: ldc)
+        }
+        for i in 0..<rows {
+            let inv = 1 / sum[i], yr = y + (r0 + i) * ldc
+            for x in 0..<d { yr[x] *= inv }
+            lse[r0 + i] = mx[i] + Float(logDouble(Double(sum[i])))
+        }
+    }
+
+    /// Query rows [r0, r0 + rows) against every key tile up to the diagonal: recomputes
+    /// P = exp(s - lse) per tile, then the four gradient products. rowDot: [queryTile].
+    func backwardTile(
+        r0: Int, grads g: HeadGradients, lse: UnsafePointer<Float>,
+        s: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, rowDot: UnsafeMutablePointer<Float>
+    ) {
+        let rows = min(Attention.queryTile, t - r0), kt = Attention.keyTile
+        let dyTile = g.dy + r0 * ldc
+        for i in 0..<rows {
+            let dyr = dyTile + i * ldc, yr = g.y + (r0 + i) * ldc
+            var dot: Float = 0
+            for x in 0..<d { dot += dyr[x] * yr[x] }
+            rowDot[i] = dot
+        }
+        for c0 in stride(from: 0, to: r0 + rows, by: kt) {
+            let cols = keyColumns(r0: r0, rows: rows, c0: c0)
+            scores(r0: r0, rows: rows, c0: c0, cols: cols, into: s)
+            // dp[rows, cols] = dy v^T
+            sgemm(
+                .no, .yes, m: rows, n: cols, k: d, a: dyTile, lda: ldc, b: v + c0 * ldc, ldb: ldc,
+                beta: 0, c: dp, ldc: kt)
+            for i in 0..<rows {
+                let valid = min(cols, r0 + i + 1 - c0), row = s + i * kt, dpr = dp + i * kt
+                let l = lse[r0 + i], dot = rowDot[i]
+                for j in 0..<valid {
+                    let p = FastMath.exp(row[j] - l)
+                    row[j] = p
+                    dpr[j] = p * (dpr[j] - dot)
+                }
+                for j in valid..<cols {
+                    row[j] = 0
+                    dpr[j] = 0
+                }
+            }
+            // dv[keys] += P^T dy;  dq += dS k * scale;  dk[keys] += dS^T q * scale.
+            sgemm(
+                .yes, .no, m: cols, n: d, k: rows, a: s, lda: kt, b: dyTile, ldb: ldc,
+                beta: 1, c: g.dv + c0 * ldc, ldc: ldc)
+            sgemm(
+                .no, .no, m: rows, n: d, k: cols, alpha: scale, a: dp, lda: kt, b: k + c0 * ldc, ldb: ldc,
+                beta: 1, c: g.dq + r0 * ldc, ldc: ldc)
+            sgemm(
+                .yes, .no, m: cols, n: d, k: rows, alpha: scale, a: dp, lda: kt, b: q + r0 * ldc, ldb: ldc,
+                beta: 1, c: g.dk + c0 * ldc, ldc: ldc)
+        }
+    }
+}
+
+/// Gradient pointers of one (batch, head) slice, laid out as `Head`'s inputs.
+private struct HeadGradients {
+    let dq, dk, dv: UnsafeMutablePointer<Float>
+    let dy, y: UnsafePointer<Float>
 }

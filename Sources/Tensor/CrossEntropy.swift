@@ -8,7 +8,7 @@ public enum CrossEntropy {
         losses: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
         targets: UnsafePointer<Int32>, n: Int, v: Int
     ) {
-        for r in 0..<n {
+        forEachRow(n) { r in
             let l = logits + r * v
             var mx = -Float.infinity
             for j in 0..<v where l[j] > mx { mx = l[j] }
@@ -24,7 +24,7 @@ public enum CrossEntropy {
         dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
         targets: UnsafePointer<Int32>, dLoss: Float, n: Int, v: Int
     ) {
-        for r in 0..<n {
+        forEachRow(n) { r in
             let l = logits + r * v, d = dLogits + r * v
             var mx = -Float.infinity
             for j in 0..<v where l[j] > mx { mx = l[j] }
@@ -34,6 +34,13 @@ public enum CrossEntropy {
             for j in 0..<v { d[j] += dLoss * FastMath.exp(l[j] - mx) * inv }
             d[Int(targets[r])] -= dLoss
         }
+    }
+}
+
+/// Runs body for rows 0..<n in work items of 64 rows (each row is independent).
+@inline(__always) func forEachRow(_ n: Int, _ body: (Int) -> Void) {
+    Parallel.forEach((n + 63) / 64) { item, _ in
+        for r in (item * 64)..<min(n, item * 64 + 64) { body(r) }
     }
 }
 

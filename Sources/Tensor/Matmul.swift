@@ -30,16 +30,24 @@ public func sgemm(
 }
 
 /// A linear layer without bias: out[N, O] = inp[N, I] @ W[O, I]^T.
+/// Work items (see Parallel.swift): row blocks of `rowGrain` for out and dInp, blocks of
+/// `weightRowGrain` weight rows for dW (each sums over all N rows in one call).
 public enum Linear {
+    public static let rowGrain = 256
+    public static let weightRowGrain = 64
+
     /// out[N, O] = inp[N, I] @ w[O, I]^T; with `accumulate`, adds into out.
     public static func forward(
         out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int,
         accumulate: Bool = false
     ) {
-        sgemm(
-            .no, .yes, m: n, n: outFeatures, k: inFeatures, a: inp, lda: inFeatures,
-            b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out, ldc: outFeatures)
+        Parallel.forEach(blocks(n, rowGrain)) { item, _ in
+            let r0 = item * rowGrain, rows = min(rowGrain, n - r0)
+            sgemm(
+                .no, .yes, m: rows, n: outFeatures, k: inFeatures, a: inp + r0 * inFeatures, lda: inFeatures,
+                b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out + r0 * outFeatures, ldc: outFeatures)
+        }
     }
 
     /// dInp[N, I] += dOut[N, O] @ w[O, I];  dW[O, I] += dOut^T @ inp.
@@ -49,15 +57,22 @@ public enum Linear {
         dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         n: Int, inFeatures: Int, outFeatures: Int
     ) {
-        if let dInp {
-            sgemm(
-                .no, .no, m: n, n: inFeatures, k: outFeatures, a: dOut, lda: outFeatures,
-                b: weight, ldb: inFeatures, beta: 1, c: dInp, ldc: inFeatures)
-        }
-        if let dWeight {
-            sgemm(
-                .yes, .no, m: outFeatures, n: inFeatures, k: n, a: dOut, lda: outFeatures,
-                b: inp, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+        let rowItems = dInp == nil ? 0 : blocks(n, rowGrain)
+        let weightItems = dWeight == nil || n == 0 ? 0 : blocks(outFeatures, weightRowGrain)
+        Parallel.forEach(rowItems + weightItems) { item, _ in
+            if item < rowItems, let dInp {
+                let r0 = item * rowGrain, rows = min(rowGrain, n - r0)
+                sgemm(
+                    .no, .no, m: rows, n: inFeatures, k: outFeatures, a: dOut + r0 * outFeatures, lda: outFeatures,
+                    b: weight, ldb: inFeatures, beta: 1, c: dInp + r0 * inFeatures, ldc: inFeatures)
+            } else if let dWeight {
+                let o0 = (item - rowItems) * weightRowGrain, rows = min(weightRowGrain, outFeatures - o0)
+                sgemm(
+                    .yes, .no, m: rows, n: inFeatures, k: n, a: dOut + o0, lda: outFeatures,
+                    b: inp, ldb: inFeatures, beta: 1, c: dWeight + o0 * inFeatures, ldc: inFeatures)
+            }
         }
     }
+
+    @inline(__always) static func blocks(_ total: Int, _ grain: Int) -> Int { (total + grain - 1) / grain }
 }

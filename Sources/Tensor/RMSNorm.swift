@@ -10,7 +10,7 @@ public enum RMSNorm {
         out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
         x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int
     ) {
-        for r in 0..<n {
+        forEachRow(n) { r in
             let xr = x + r * c, o = out + r * c
             var ss: Float = 0
             for i in 0..<c { ss += xr[i] * xr[i] }

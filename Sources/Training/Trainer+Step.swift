@@ -60,12 +60,11 @@ extension Trainer {
         var r = StepResult(
             step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: aux, lr: lr,
             stop: shared[1] > 0)
-        GradClip.scale(model.store.grads.base, count: model.store.count, norm: norm, maxNorm: job.train.gradClip)
         model.profile?.add(.optimizer, monotonicSeconds() - tClip)
         guard r.loss.isFinite && norm.isFinite else { return r }
         adamStep += 1
         let tAdam = monotonicSeconds()
-        applyAdamW(lr: Float(lr), step: adamStep)
+        applyAdamW(lr: Float(lr), step: adamStep, gradScale: GradClip.factor(norm: norm, maxNorm: job.train.gradClip))
         model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
         let seconds = monotonicSeconds() - t0
         stepSeconds.append(seconds)

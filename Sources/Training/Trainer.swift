@@ -212,15 +212,13 @@ public final class Trainer {
         return summary
     }
 
-    /// AdamW over every named tensor (decay only where the tensor asks for it).
-    func applyAdamW(lr: Float, step: Int) {
+    /// Clip factor and AdamW in one pass over every named tensor (decay only where the tensor asks for it).
+    func applyAdamW(lr: Float, step: Int, gradScale: Float) {
         let s = model.store
-        for info in s.infos {
-            AdamW.update(
-                params: s.params.base + info.offset, grads: s.grads.base + info.offset,
-                m: s.adamM.base + info.offset, v: s.adamV.base + info.offset, count: info.count,
-                lr: lr, step: step, config: adam, decay: info.decay)
-        }
+        AdamW.updateAll(
+            params: s.params.base, grads: s.grads.base, m: s.adamM.base, v: s.adamV.base,
+            ranges: s.infos.map { ($0.offset, $0.count, $0.decay) }, gradScale: gradScale, lr: lr, step: step,
+            config: adam)
     }
 
     /// Mean cross-entropy over the fixed held-out windows. dp group d evaluates windows

@@ -44,10 +44,11 @@ enum BenchCommand {
         say(
             "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
                 + "host \(Runtime.hostName)")
-        say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) BLAS thread(s), 1 rank")
+        say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) thread(s), 1 rank")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
+        Runtime.useThreads(threads)
         job.train.peakGflops = peak / 1e9
         let env = RunEnvironment(
             blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)

@@ -34,6 +34,13 @@ enum Runtime {
     }
 
     /// BLAS threads: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.
+    /// Runs this rank's work items (Parallel.swift) on `n` threads, OpenBLAS single-threaded
+    /// inside each: the results then do not depend on n.
+    static func useThreads(_ n: Int) {
+        BLAS.setThreads(1)
+        Parallel.threads = n
+    }
+
     static func blasThreads(option: Int?) -> Int {
         if let n = option { return n }
         let env = ProcessInfo.processInfo.environment

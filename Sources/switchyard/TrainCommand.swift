@@ -10,7 +10,7 @@ import Training
 enum TrainCommand {
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let threads = Runtime.blasThreads(option: try args.positiveInt("--threads"))
-        BLAS.setThreads(threads)
+        Runtime.useThreads(threads)
         let world = try MPICommunicator.initWorld()
         guard let prepared = prepare(args, world: world) else {
             MPICommunicator.finalize()

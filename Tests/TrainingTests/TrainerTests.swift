@@ -1,6 +1,7 @@
 import Comm
 import Foundation
 import JSON
+import Tensor
 import Training
 import XCTest
 
@@ -59,6 +60,34 @@ final class TrainerTests: XCTestCase {
         var j2 = j
         j2.seed += 1
         XCTAssertNotEqual(try train(j2, d).losses.map(\.bitPattern), a.losses.map(\.bitPattern))
+    }
+
+    /// Work items are fixed by the shapes (Parallel.swift), so 2 threads give 1 thread's bits:
+    /// losses and every parameter after 6 steps. The shapes make every kernel cut more than one
+    /// item (N = 512 rows > Linear.rowGrain, C = 128 > Linear.weightRowGrain, 4 x 4 attention heads).
+    func testTwoThreadsGiveOneThreadsBits() throws {
+        var (j0, data) = job(steps: 6)
+        j0.model = .init(
+            vocabSize: 256, seqLen: 128, nLayer: 2, nEmbd: 128, nHead: 4, nExpert: 4, topK: 2, ffHidden: 64,
+            moeEvery: 2)
+        j0.train.gradClip = 0.5
+        j0.train.evalEvery = 0
+        let j = j0, d = data
+        func run(threads: Int) throws -> ([UInt32], [UInt32]) {
+            let saved = Parallel.threads
+            Parallel.threads = threads
+            defer { Parallel.threads = saved }
+            return try LocalCommunicator.run(size: 1) { comm in
+                let t = try Trainer(job: j, comm: comm, data: d, log: nil, environment: Self.env, say: { _ in })
+                let s = try t.run()
+                let p = t.model.store.params
+                return (s.losses.map(\.bitPattern), (0..<p.count).map { p[$0].bitPattern })
+            }[0]
+        }
+        let one = try run(threads: 1), two = try run(threads: 2)
+        XCTAssertEqual(one.0.count, 6)
+        XCTAssertEqual(one.0, two.0, "losses at 1 and 2 threads differ")
+        XCTAssertTrue(one.1 == two.1, "parameters after 6 steps at 1 and 2 threads differ")
     }
 
     func testRunLogHoldsStartStepsEvalAndEnd() throws {

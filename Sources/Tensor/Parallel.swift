@@ -1,0 +1,70 @@
+// Threads inside one rank. Work is cut into items whose number and bounds depend only on the
+// problem's shape, never on the thread count; each item writes its own outputs and sums in its
+// own fixed order. Any schedule of the items over any number of threads therefore gives the
+// same bits, so a job at 1 and at 2 threads per rank computes the same losses.
+// OpenBLAS runs single-threaded inside each item (`BLAS.setThreads(1)`).
+import Dispatch
+import Synchronization
+
+public enum Parallel {
+    /// Threads this rank spreads its items over (set once at start-up, before any work).
+    nonisolated(unsafe) public static var threads = 1
+
+    /// 1 while a parallel region runs. Regions start only from the rank's main thread, so a
+    /// region started meanwhile is nested inside an item and runs on that item's thread.
+    private static let active = Atomic<Int>(0)
+
+    /// Runs body(item, worker) for every item in 0..<count, over up to `threads` threads.
+    /// `worker` (0..<threads) names the thread, for per-thread scratch; items are taken in
+    /// order from a shared counter, so long and short items balance. Inside another region's
+    /// item it runs serially with worker 0, so bodies that index per-worker scratch must not nest.
+    public static func forEach(_ count: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+        let width = min(threads, count)
+        if width <= 1 || active.load(ordering: .acquiring) != 0 {
+            for i in 0..<count { body(i, 0) }
+            return
+        }
+        active.store(1, ordering: .releasing)
+        defer { active.store(0, ordering: .releasing) }
+        let next = Atomic<Int>(0)
+        withoutActuallyEscaping(body) { body in
+            let work = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: width) { worker in
+                while true {
+                    let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if i >= count { break }
+                    work.value(i, worker)
+                }
+            }
+        }
+    }
+
+    /// Splits 0..<total into ceil(total / grain) ranges of `grain` (the last shorter):
+    /// a partition fixed by the shape alone.
+    public static func chunks(_ total: Int, grain: Int) -> [Range<Int>] {
+        stride(from: 0, to: total, by: max(1, grain)).map { $0..<min($0 + max(1, grain), total) }
+    }
+}
+
+/// Carries a non-Sendable closure into the worker threads; the items it runs write disjoint outputs.
+private struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Per-thread scratch: one buffer of `count` floats for each of `Parallel.threads` workers,
+/// grown on demand and kept between calls.
+public final class WorkerScratch: @unchecked Sendable {
+    private var buffers: [FloatBuffer] = []
+    public init() {}
+
+    /// Buffers of at least `count` floats for workers 0..<Parallel.threads. Call outside the
+    /// parallel region, then index the result by worker inside it.
+    public func reserve(_ count: Int) -> [UnsafeMutablePointer<Float>] {
+        let need = max(1, Parallel.threads)
+        if buffers.count != need || (buffers.first?.count ?? 0) < count {
+            buffers = (0..<need).map { _ in FloatBuffer(count: max(count, 1)) }
+        }
+        return buffers.map(\.base)
+    }
+}
