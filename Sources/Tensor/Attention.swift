@@ -89,14 +89,8 @@ private struct Head {
             scores(r0: r0, rows: rows, c0: c0, cols: cols, into: s)
             for i in 0..<rows {
                 let valid = min(cols, r0 + i + 1 - c0), row = s + i * kt
-                var m = c0 == 0 ? -Float.infinity : mx[i]
-                for j in 0..<valid where row[j] > m { m = row[j] }
-                var rowSum: Float = 0
-                for j in 0..<valid {
-                    let e = FastMath.exp(row[j] - m)
-                    row[j] = e
-                    rowSum += e
-                }
+                let tileMax = RowMath.max(row, valid), m = c0 == 0 ? tileMax : Swift.max(mx[i], tileMax)
+                let rowSum = RowMath.expShiftedSum(row, valid, shift: m)
                 for j in valid..<cols { row[j] = 0 }
                 if c0 == 0 {
                     sum[i] = rowSum

@@ -9,7 +9,9 @@ public enum FastMath {
         // e^x = 2^n * e^r, n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2].
         // NaN fails both comparisons and takes the -87.3 branch; it is restored at the end.
         let x = v > -87.3 ? (v < 88.3 ? v : 88.3) : -87.3
-        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+        // Round to nearest even by adding and removing 1.5 * 2^23 (|x / ln2| < 128 here): the
+        // same n as rounded(.toNearestOrEven), which is a libm call that blocks vectorising.
+        let n = (x * 1.44269504088896341 + 12_582_912) - 12_582_912
         let r = x - n * 0.693145751953125 - n * 1.42860682030941723212e-6
         // Minimax polynomial for e^r on [-ln2/2, ln2/2] (degree 6).
         var p: Float = 1.0 / 720
@@ -22,5 +24,46 @@ public enum FastMath {
         let bits = UInt32(bitPattern: Int32(n) &+ 127) << 23
         let result = p * Float(bitPattern: bits)
         return v > -87.3 ? result : (v.isNaN ? v : 0)
+    }
+}
+
+/// Row reductions in 8 lanes (a fixed order: lane sums, then the lanes, then the tail).
+public enum RowMath {
+    /// max of p[0 ..< n] (n >= 1).
+    @inline(__always)
+    public static func max(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: -.infinity)
+        var j = 0
+        while j + 8 <= n {
+            let x = UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self)
+            acc.replace(with: x, where: x .> acc)
+            j += 8
+        }
+        var m = acc[0]
+        for l in 1..<8 where acc[l] > m { m = acc[l] }
+        while j < n {
+            if p[j] > m { m = p[j] }
+            j += 1
+        }
+        return m
+    }
+
+    /// p[j] = e^(p[j] - shift) for j < n; returns their sum.
+    @inline(__always)
+    public static func expShiftedSum(_ p: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+        for j in 0..<n { p[j] = FastMath.exp(p[j] - shift) }
+        var acc = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            acc += UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self)
+            j += 8
+        }
+        var s: Float = 0
+        for l in 0..<8 { s += acc[l] }
+        while j < n {
+            s += p[j]
+            j += 1
+        }
+        return s
     }
 }

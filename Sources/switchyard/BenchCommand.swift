@@ -17,6 +17,10 @@ enum BenchCommand {
             OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
             OptionSpec(
+                ["--attention"], value: "T,T,...",
+                "instead of training, time the attention core alone at these sequence lengths"),
+            OptionSpec(["--attention-batch"], value: "B", "batch of the attention timing (default 4)"),
+            OptionSpec(
                 ["--checkpoints"], value: "DIR",
                 "also measure checkpoint saves, writing in DIR (use the disk your runs use)")
         ],
@@ -49,6 +53,17 @@ enum BenchCommand {
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
         Runtime.useThreads(threads)
+        if let list = args.value("--attention") {
+            let lengths = list.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+            guard !lengths.isEmpty, lengths.count == list.split(separator: ",").count else {
+                throw UsageError(
+                    message: "--attention takes positive sequence lengths separated by commas, got '\(list)'",
+                    command: "bench")
+            }
+            let b = try args.positiveInt("--attention-batch") ?? 4
+            reportAttention(attentionBench(job: job, lengths: lengths, batch: b, repeats: 3), job: job, batch: b)
+            return 0
+        }
         job.train.peakGflops = peak / 1e9
         let env = RunEnvironment(
             blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
