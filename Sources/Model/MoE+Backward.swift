@@ -42,22 +42,24 @@ extension MoELayer {
     func combineBackward(s: MoEState, sc: MoEScratch, dOut: UnsafePointer<Float>) {
         sc.dSend.reserve(s.sendRows.reduce(0, +) * c)
         let dTW = sc.dTopWeight.base
-        for r in 0..<s.rows {
-            let d = dOut + (s.rowStart + r) * c
-            for j in 0..<k {
-                if s.dropped[r * k + j] {
-                    dTW[r * k + j] = 0
-                    continue
+        Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
+            for r in block {
+                let d = dOut + (s.rowStart + r) * c
+                for j in 0..<k {
+                    if s.dropped[r * k + j] {
+                        dTW[r * k + j] = 0
+                        continue
+                    }
+                    let slot = Int(s.sendSlot[r * k + j])
+                    let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
+                    let wt = s.topWeight.base[r * k + j]
+                    var dot: Float = 0
+                    for i in 0..<c {
+                        dot += d[i] * o[i]
+                        dst[i] = wt * d[i]
+                    }
+                    dTW[r * k + j] = dot
                 }
-                let slot = Int(s.sendSlot[r * k + j])
-                let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
-                let wt = s.topWeight.base[r * k + j]
-                var dot: Float = 0
-                for i in 0..<c {
-                    dot += d[i] * o[i]
-                    dst[i] = wt * d[i]
-                }
-                dTW[r * k + j] = dot
             }
         }
     }
@@ -79,11 +81,13 @@ extension MoELayer {
     func returnGradientsHome(s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>) throws {
         receivedOrder(s: s, from: sc.dXe.base, into: sc.dRecv.base)
         try toOwners(s: s, send: sc.dRecv.base, recv: sc.dSend.base)
-        for r in 0..<s.rows {
-            let d = dxs + r * c
-            for j in 0..<k where !s.dropped[r * k + j] {
-                let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
-                for i in 0..<c { d[i] += src[i] }
+        Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
+            for r in block {
+                let d = dxs + r * c
+                for j in 0..<k where !s.dropped[r * k + j] {
+                    let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
+                    for i in 0..<c { d[i] += src[i] }
+                }
             }
         }
     }

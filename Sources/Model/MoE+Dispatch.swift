@@ -48,10 +48,15 @@ extension MoELayer {
         for r in 0..<rows {
             for j in 0..<k where !s.dropped[r * k + j] {
                 let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
-                let slot = fill[key]
+                s.sendSlot[r * k + j] = Int32(fill[key])
                 fill[key] += 1
-                s.sendSlot[r * k + j] = Int32(slot)
-                (s.send.base + slot * c).update(from: xs + r * c, count: c)
+            }
+        }
+        Parallel.forEachBlock(rows, grain: Self.rowGrain) { block in
+            for r in block {
+                for j in 0..<k where !s.dropped[r * k + j] {
+                    (s.send.base + Int(s.sendSlot[r * k + j]) * c).update(from: xs + r * c, count: c)
+                }
             }
         }
         return bucket
@@ -114,12 +119,14 @@ extension MoELayer {
         // Outputs back to received order, then home.
         receivedOrder(s: s, from: s.o.base, into: s.recv.base)
         try toOwners(s: s, send: s.recv.base, recv: s.back.base)
-        for r in 0..<s.rows {
-            let dst = out + (s.rowStart + r) * c
-            for j in 0..<k where !s.dropped[r * k + j] {
-                let wt = s.topWeight.base[r * k + j]
-                let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
-                for i in 0..<c { dst[i] += wt * src[i] }
+        Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
+            for r in block {
+                let dst = out + (s.rowStart + r) * c
+                for j in 0..<k where !s.dropped[r * k + j] {
+                    let wt = s.topWeight.base[r * k + j]
+                    let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
+                    for i in 0..<c { dst[i] += wt * src[i] }
+                }
             }
         }
         try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
@@ -139,11 +146,22 @@ extension MoELayer {
 
     /// dst[i] = src[perm[i]]: received order [R, C] to expert-major order.
     func expertMajor(s: MoEState, from src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
-        for i in 0..<s.perm.count { (dst + i * c).update(from: src + Int(s.perm[i]) * c, count: c) }
+        s.perm.withUnsafeBufferPointer { perm in
+            Parallel.forEachBlock(perm.count, grain: Self.rowGrain) { block in
+                for i in block { (dst + i * c).update(from: src + Int(perm[i]) * c, count: c) }
+            }
+        }
     }
 
     /// dst[perm[i]] = src[i]: expert-major order [R, C] back to received order.
     func receivedOrder(s: MoEState, from src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
-        for i in 0..<s.perm.count { (dst + Int(s.perm[i]) * c).update(from: src + i * c, count: c) }
+        s.perm.withUnsafeBufferPointer { perm in
+            Parallel.forEachBlock(perm.count, grain: Self.rowGrain) { block in
+                for i in block { (dst + Int(perm[i]) * c).update(from: src + i * c, count: c) }
+            }
+        }
     }
+
+    /// Rows per work item of the copies and sums above (each row writes only its own outputs).
+    static var rowGrain: Int { 128 }
 }

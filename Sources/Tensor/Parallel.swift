@@ -39,10 +39,10 @@ public enum Parallel {
         }
     }
 
-    /// Splits 0..<total into ceil(total / grain) ranges of `grain` (the last shorter):
-    /// a partition fixed by the shape alone.
-    public static func chunks(_ total: Int, grain: Int) -> [Range<Int>] {
-        stride(from: 0, to: total, by: max(1, grain)).map { $0..<min($0 + max(1, grain), total) }
+    /// Runs body(range) for the blocks of `grain` indices of 0..<total (the last shorter): items
+    /// fixed by the shape alone, for loops whose iterations write disjoint outputs.
+    public static func forEachBlock(_ total: Int, grain: Int, _ body: (Range<Int>) -> Void) {
+        forEach((total + grain - 1) / grain) { item, _ in body((item * grain)..<min(total, item * grain + grain)) }
     }
 }
 

@@ -4,6 +4,8 @@
 
 public enum RMSNorm {
     public static let eps: Float = 1e-5
+    /// Rows per work item of backward (its dw sums are per item, then added in item order).
+    public static let rowGrain = 256
 
     /// out[N, C] = x * rstd * w; rstd[N] is saved for backward.
     public static func forward(
@@ -26,16 +28,26 @@ public enum RMSNorm {
         dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rstd: UnsafePointer<Float>, n: Int, c: Int
     ) {
-        for r in 0..<n {
-            let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
-            let s = rstd[r]
-            var dot: Float = 0
-            for i in 0..<c { dot += weight[i] * dy[i] * xr[i] }
-            let k = s * s * dot / Float(c)
-            for i in 0..<c {
-                dxr[i] += s * (weight[i] * dy[i] - xr[i] * k)
-                dWeight[i] += dy[i] * xr[i] * s
+        // Work items of `rowGrain` rows; each sums its rows' dw into its own partial, and the
+        // partials are added into dw in item order.
+        let items = (n + rowGrain - 1) / rowGrain
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: max(1, items * c))
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: max(1, items * c))
+        Parallel.forEach(items) { item, _ in
+            let dw = partial + item * c
+            for r in (item * rowGrain)..<min(n, item * rowGrain + rowGrain) {
+                let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
+                let s = rstd[r]
+                var dot: Float = 0
+                for i in 0..<c { dot += weight[i] * dy[i] * xr[i] }
+                let k = s * s * dot / Float(c)
+                for i in 0..<c {
+                    dxr[i] += s * (weight[i] * dy[i] - xr[i] * k)
+                    dw[i] += dy[i] * xr[i] * s
+                }
             }
         }
+        for item in 0..<items { for i in 0..<c { dWeight[i] += partial[item * c + i] } }
     }
 }
