@@ -8,6 +8,7 @@ import Clock
 import Comm
 import Foundation
 import JSON
+import Tensor
 
 /// What a finished save reports (on every rank; bytes/seconds are this rank's).
 public struct SaveResult: Sendable {
@@ -109,9 +110,12 @@ public final class CheckpointWriter: @unchecked Sendable {
         var sources: [(ShardView, Int)] = []
         var off = 0
         for v in mine {
-            (snapshot + off).update(from: v.data, count: v.count)
             sources.append((v, off))
             off += v.count
+        }
+        // The copies run as work items of the rank's threads (one per view; disjoint destinations).
+        Parallel.forEach(sources.count) { i, _ in
+            (snapshot + sources[i].1).update(from: sources[i].0.data, count: sources[i].0.count)
         }
         let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
         p.stall = monotonicSeconds() - t0

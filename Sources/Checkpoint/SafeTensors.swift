@@ -66,24 +66,40 @@ public enum SafeTensors {
         var len = UInt64(headerBytes.count).littleEndian
         try withUnsafeBytes(of: &len) { try writeAll(fd, $0.baseAddress!, 8, path) }
         try headerBytes.withUnsafeBytes { try writeAll(fd, $0.baseAddress!, $0.count, path) }
-        var out: [(SafeTensorEntry, UInt32)] = []
-        // Tensors that lie back to back in memory (a save's snapshot) go out in one write.
+        // The checksums are computed on a second thread while the bytes go out: both only read.
+        let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(tensors.count, 1))
+        defer { crcs.deallocate() }
+        let work = ChecksumAndWrite(tensors: tensors, crcs: crcs)
+        DispatchQueue.concurrentPerform(iterations: 2) { part in
+            if part == 1 {
+                for (i, t) in work.tensors.enumerated() {
+                    work.crcs[i] = CRC32C.checksum(UnsafeRawPointer(t.data), count: 4 * t.count)
+                }
+            } else {
+                do { try writeRuns(work.tensors, fd: fd, path: path) } catch { work.error = error }
+            }
+        }
+        if let error = work.error { throw error }
+        let out = (0..<tensors.count).map { (entries[$0], crcs[$0]) }
+        guard fsync(fd) == 0 else {
+            throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))")
+        }
+        return out
+    }
+
+    /// Writes the tensors' bytes in order; tensors that lie back to back in memory (a save's
+    /// snapshot) go out in one write.
+    static func writeRuns(_ tensors: [SafeTensorSource], fd: Int32, path: String) throws {
         var runStart = 0
         for i in 0..<tensors.count {
             let t = tensors[i]
-            out.append((entries[i], CRC32C.checksum(UnsafeRawPointer(t.data), count: 4 * t.count)))
-            let last = i == tensors.count - 1
-            if last || tensors[i + 1].data != t.data + t.count {
+            if i == tensors.count - 1 || tensors[i + 1].data != t.data + t.count {
                 let first = tensors[runStart]
                 try writeAll(
                     fd, UnsafeRawPointer(first.data), 4 * (tensors[runStart...i].reduce(0) { $0 + $1.count }), path)
                 runStart = i + 1
             }
         }
-        guard fsync(fd) == 0 else {
-            throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))")
-        }
-        return out
     }
 
     static func writeAll(_ fd: Int32, _ p: UnsafeRawPointer, _ count: Int, _ path: String) throws {
@@ -216,5 +232,17 @@ public final class SafeTensorsFile {
         defer { buf.deallocate() }
         try read(name, count: n, into: buf)
         return CRC32C.checksum(buf, count: 4 * n)
+    }
+}
+
+/// What the checksum thread and the write thread share: read-only tensors, disjoint outputs
+/// (the checksums; the write's error), read after both finished.
+private final class ChecksumAndWrite: @unchecked Sendable {
+    let tensors: [SafeTensorSource]
+    let crcs: UnsafeMutableBufferPointer<UInt32>
+    var error: Error?
+    init(tensors: [SafeTensorSource], crcs: UnsafeMutableBufferPointer<UInt32>) {
+        self.tensors = tensors
+        self.crcs = crcs
     }
 }

@@ -159,7 +159,7 @@ public final class Trainer {
                 "a checkpoint could not be saved (see the warning above) and checkpoint.onError = stop; "
                     + "the last good checkpoint in \(checkpointRoot) is intact")
         }
-        return finish(progress)
+        return try finish(progress)
     }
 
     /// Evaluates after `step` when train.evalEvery says so, and after the last step.
@@ -200,14 +200,17 @@ public final class Trainer {
     }
 
     /// The summary of a run that ended normally (completed or stopped by request), and its end event.
-    func finish(_ progress: RunProgress) -> TrainSummary {
+    /// Collective: every rank's peak resident memory goes into the end event.
+    func finish(_ progress: RunProgress) throws -> TrainSummary {
         var summary = progress.summary
         summary.tokensPerSec = progress.timedSeconds > 0 ? Double(progress.timedTokens) / progress.timedSeconds : 0
+        let peaks = try ctx.comms.world.allgather([ResidentMemory.peakMB])
         log?.write([
             "event": "end", "time": .number(unixTime()),
             "step": .number(Double(summary.firstStep + summary.losses.count - 1)),
             "reason": .string(summary.stoppedEarly ? "signal" : "completed"),
-            "tokensPerSec": .number(summary.tokensPerSec)
+            "tokensPerSec": .number(summary.tokensPerSec),
+            "rankPeakRssMB": .array(peaks.map { .number($0) })
         ])
         return summary
     }

@@ -53,6 +53,14 @@ extension BenchCommand {
         }[0]
         let save = rows.map(\.save).min()!, plain = rows.map(\.plain).min()!
         let best = rows.min { $0.save < $1.save }!
+        record.append(
+            (
+                "checkpoint",
+                .object([
+                    ("bytes", .integer(bytes)), ("saveSeconds", .number(save)), ("plainWriteSeconds", .number(plain)),
+                    ("ratio", .number(plain / save))
+                ])
+            ))
         let mb = Double(bytes) / 1e6, gb = Double(bytes) / 1e9
         say(
             String(format: "  save of %.1f MB (parameters + AdamW moments): %.3f s = %.2f GB/s; ", mb, save, gb / save)

@@ -2,6 +2,7 @@
 // measured in one run, with MFU = model FLOP/s / that peak and a per-region time breakdown.
 import Comm
 import Foundation
+import JSON
 import Model
 import Tensor
 import Training
@@ -13,13 +14,14 @@ enum BenchCommand {
         positionals: [("JOB", "job spec to train, e.g. jobs/small.json")],
         options: [
             OptionSpec(["--steps"], value: "N", "timed training steps after 2 warmup steps (default 10)"),
-            OptionSpec(["--threads"], value: "N", "BLAS threads (default 1)"),
+            OptionSpec(["--threads"], value: "N", "threads of the rank (default 1; OpenBLAS runs single-threaded)"),
             OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
             OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
             OptionSpec(
                 ["--attention"], value: "T,T,...",
                 "instead of training, time the attention core alone at these sequence lengths"),
             OptionSpec(["--attention-batch"], value: "B", "batch of the attention timing (default 4)"),
+            OptionSpec(["--json"], value: "FILE", "also write the figures to FILE as one JSON object"),
             OptionSpec(
                 ["--checkpoints"], value: "DIR",
                 "also measure checkpoint saves, writing in DIR (use the disk your runs use)")
@@ -51,6 +53,12 @@ enum BenchCommand {
         say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) thread(s), 1 rank")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
+        record = [
+            ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
+            ("blasCore", .string(BLAS.coreName)), ("threads", .integer(threads)),
+            ("sgemmPeakGflops", .number(peak / 1e9))
+        ]
+        defer { writeRecord(args.value("--json")) }
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
         Runtime.useThreads(threads)
         if let list = args.value("--attention") {
@@ -61,7 +69,19 @@ enum BenchCommand {
                     command: "bench")
             }
             let b = try args.positiveInt("--attention-batch") ?? 4
-            reportAttention(attentionBench(job: job, lengths: lengths, batch: b, repeats: 3), job: job, batch: b)
+            let rows = attentionBench(job: job, lengths: lengths, batch: b, repeats: 3)
+            reportAttention(rows, job: job, batch: b)
+            record.append(
+                (
+                    "attention",
+                    .array(
+                        rows.map {
+                            .object([
+                                ("t", .integer($0.t)), ("batch", .integer(b)), ("forwardMs", .number($0.forwardMs)),
+                                ("backwardMs", .number($0.backwardMs)), ("gflops", .number($0.gflops))
+                            ])
+                        })
+                ))
             return 0
         }
         job.train.peakGflops = peak / 1e9
@@ -69,10 +89,24 @@ enum BenchCommand {
             blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
         let passes = try trainTwice(job: job, data: data, env: env)
         report(job: job, name: args.positionals[0], passes: passes, peak: peak)
+        record.append(("trainingPeakRssMB", .number(ResidentMemory.peakMB)))
         if let dir = args.value("--checkpoints") {
             try checkpointBench(job: job, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
         }
         return 0
+    }
+
+    /// What `--json` writes: the figures of this run, filled in as they are measured.
+    nonisolated(unsafe) static var record: [(String, JSONValue)] = []
+
+    static func writeRecord(_ path: String?) {
+        guard let path else { return }
+        record.append(("peakRssMB", .number(ResidentMemory.peakMB)))
+        do {
+            try JSONValue.object(record).pretty.write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            FileHandle.standardError.write(Data("switchyard bench: cannot write --json \(path): \(error)\n".utf8))
+        }
     }
 
     /// Step times of a timed pass and a profiled one (its warmup steps dropped), and the profile.
@@ -80,8 +114,12 @@ enum BenchCommand {
 
     static func trainTwice(job: Job, data: TokenData, env: RunEnvironment) throws -> Passes {
         try LocalCommunicator.run(size: 1) { comm -> Passes in
-            let timed = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
-            _ = try timed.run()
+            // One model at a time, so that the peak resident memory is one training run's.
+            let timedSteps = try {
+                let timed = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+                _ = try timed.run()
+                return Array(timed.stepSeconds.dropFirst(2))
+            }()
             let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
             let profile = KernelProfile()
             profiled.model.profile = profile
@@ -89,7 +127,7 @@ enum BenchCommand {
             profiled.onStepEnd = { if $0 == 1 { profile.reset() } }
             _ = try profiled.run()
             return Passes(
-                timed: Array(timed.stepSeconds.dropFirst(2)), profiled: Array(profiled.stepSeconds.dropFirst(2)),
+                timed: timedSteps, profiled: Array(profiled.stepSeconds.dropFirst(2)),
                 regions: profile.seconds)
         }[0]
     }
@@ -118,9 +156,17 @@ enum BenchCommand {
         func line(_ label: String, _ s: Double) {
             say("  " + pad(label, 44) + String(format: "%8.1f ms/step %6.1f%%", s * 1000 / count, 100 * s / total))
         }
+        var split: [(String, JSONValue)] = []
         for r in ProfileRegion.allCases where r != .other && passes.regions[r.rawValue] != 0 {
             line(r.label, passes.regions[r.rawValue])
+            split.append((r.label, .number(passes.regions[r.rawValue] * 1000 / count)))
         }
         line(ProfileRegion.other.label, total - passes.regions.reduce(0, +))
+        split.append((ProfileRegion.other.label, .number((total - passes.regions.reduce(0, +)) * 1000 / count)))
+        record += [
+            ("job", .string(name)), ("tokensPerSec", .number(tps)), ("stepMs", .number(meanStep * 1000)),
+            ("minStepMs", .number(steps.min()! * 1000)), ("modelGflops", .number(mflops / 1e9)),
+            ("mfu", .number(mflops / peak)), ("profiledMsPerStep", .object(split))
+        ]
     }
 }

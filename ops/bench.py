@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The driver of ops/bench: runs every measurement in one run on this machine and prints one table
+(and, with --json FILE, writes it). Rows: jobs/small.json and jobs/medium.json at 1 rank x 1 thread,
+1 rank x 2 threads and 2 ranks x 1 thread (mpirun); attention at T = 256, 1024, 4096; checkpoint
+save throughput against a plain write + fsync of the same bytes. With --compare-torch, the PyTorch
+eager reference (ops/torch_reference.py) runs beside each row with the same threads in total.
+Standard library only; the switchyard binary must be built (ops/bench builds it)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+BIN = ".build/release/switchyard"
+MPI = ["mpirun", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1"]
+
+
+def run(cmd, env=None):
+    print("command: " + " ".join(cmd), flush=True)
+    full = dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {}))
+    out = subprocess.run(cmd, env=full, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"ops/bench: command failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def bench_row(job, threads, steps, tmp, extra=()):
+    path = os.path.join(tmp, f"bench-{os.path.basename(job)}-{threads}.json")
+    text = run([BIN, "bench", job, "--threads", str(threads), "--steps", str(steps), "--json", path, *extra])
+    for line in text.splitlines():
+        if line.startswith(("sgemm peak", "  step", "  save of", "  async", "  throughput")):
+            print("  " + line.strip())
+    return json.load(open(path))
+
+
+def train_log(job, ranks, steps, tmp, name, sets=()):
+    runs = os.path.join(tmp, "runs")
+    over = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] if ranks > os.cpu_count() else []
+    run(MPI + over + ["-np", str(ranks), BIN, "train", job, "--threads", "1", "--no-resume",
+                      "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
+                      "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}",
+                      *[a for s in sets for a in ("--set", s)]])
+    return [json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))]
+
+
+def summarise_train(events):
+    start = next(e for e in events if e["event"] == "start")
+    steps = [e for e in events if e["event"] == "step" and e["step"] >= 2]
+    secs = sum(e["stepMs"] for e in steps) / 1000
+    tps = start["tokensPerStep"] * len(steps) / secs
+    ranks = len(steps[0]["rankStepMs"])
+    comm = sum((e["rankAlltoallvMs"][r] + e["rankAllreduceMs"][r]) / e["rankStepMs"][r]
+               for e in steps for r in range(ranks)) / (len(steps) * ranks)
+    end = next(e for e in events if e["event"] == "end")
+    return {"tokensPerSec": tps, "stepMs": 1000 * secs / len(steps), "flopsPerToken": start["flopsPerToken"],
+            "parameters": start["parameters"], "peakRssMB": max(end["rankPeakRssMB"]), "commShare": comm,
+            "lastLoss": steps[-1]["loss"]}
+
+
+def torch_row(python, job, threads, steps, sets=()):
+    text = run([python, "ops/torch_reference.py", job, "--steps", str(steps), "--threads", str(threads),
+                *[a for s in sets for a in ("--set", s)]])
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--compare-torch", metavar="PYTHON", help="python of a venv with torch")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="small.json only, T up to 1024 (a smoke run)")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="switchyard-bench.")
+    jobs = ["jobs/small.json"] + ([] if args.quick else ["jobs/medium.json"])
+    result = {"rows": [], "attention": [], "machine": {}}
+    peak1 = None
+    for job in jobs:
+        print(f"== {job}", flush=True)
+        ckpt = ["--checkpoints", os.path.abspath("runs")] if job == jobs[0] else []
+        one = bench_row(job, 1, args.steps, tmp, ckpt)
+        two = bench_row(job, 2, args.steps, tmp, ckpt)
+        peak1 = peak1 or one["sgemmPeakGflops"]
+        result["machine"] = {k: one[k] for k in ("cpu", "cores", "blasCore")} | {"sgemmPeak1ThreadGflops": peak1}
+        if "checkpoint" in one:
+            result["checkpoint"] = {"1x1": one["checkpoint"], "1x2": two["checkpoint"]}
+        dp = summarise_train(train_log(job, 2, args.steps + 2, tmp, "dp2-" + os.path.basename(job)))
+        rows = [
+            {"job": job, "layout": "1x1", "tokensPerSec": one["tokensPerSec"], "modelGflops": one["modelGflops"],
+             "mfu": one["mfu"], "peakGflops": one["sgemmPeakGflops"], "peakRssMB": one["trainingPeakRssMB"],
+             "split": one["profiledMsPerStep"]},
+            {"job": job, "layout": "1x2", "tokensPerSec": two["tokensPerSec"], "modelGflops": two["modelGflops"],
+             "mfu": two["mfu"], "peakGflops": two["sgemmPeakGflops"], "peakRssMB": two["trainingPeakRssMB"],
+             "split": two["profiledMsPerStep"]},
+            {"job": job, "layout": "2x1", "tokensPerSec": dp["tokensPerSec"],
+             "modelGflops": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9,
+             "mfu": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9 / (2 * one["sgemmPeakGflops"]),
+             "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": dp["peakRssMB"],
+             "commShare": dp["commShare"]},
+        ]
+        if args.compare_torch:
+            t1 = torch_row(args.compare_torch, job, 1, args.steps)
+            t2 = torch_row(args.compare_torch, job, 2, args.steps)
+            rows[0]["torch"], rows[1]["torch"], rows[2]["torch"] = t1, t2, t2
+        result["rows"] += rows
+    print("== attention: the core alone (B 4), then small.json trained at B 4 (3 steps, 1 rank x 1 thread)", flush=True)
+    lengths = [256, 1024] if args.quick else [256, 1024, 4096]
+    core = os.path.join(tmp, "attention.json")
+    run([BIN, "bench", "jobs/small.json", "--threads", "1", "--attention", ",".join(map(str, lengths)),
+         "--json", core])
+    core_rows = {r["t"]: r for r in json.load(open(core))["attention"]}
+    for t in lengths:
+        tr = summarise_train(train_log("jobs/small.json", 1, 3, tmp, f"attn-{t}",
+                                       [f"model.seqLen={t}", "train.batchSize=4"]))
+        state_mb = 16 * tr["parameters"] / 1e6  # parameters, gradients, two moments (Float32)
+        result["attention"].append({"t": t, "forwardMs": core_rows[t]["forwardMs"],
+                                    "backwardMs": core_rows[t]["backwardMs"], "trainStepMs": tr["stepMs"],
+                                    "peakRssMB": tr["peakRssMB"], "stateMB": state_mb})
+    report(result, args)
+    if args.json:
+        json.dump(result, open(args.json, "w"), indent=2)
+        print(f"written: {args.json}")
+
+
+def report(result, args):
+    m = result["machine"]
+    print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']}, "
+          f"1-thread sgemm peak {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s (measured in this run)")
+    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (2x1: twice the 1-thread "
+          "peak); 2x1 on 2 cores is not oversubscribed")
+    head = f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MB':>12} {'vs 1x1':>7}"
+    if args.compare_torch:
+        head += f" {'torch tok/s':>12} {'ratio':>6}"
+    print(head)
+    base = {}
+    for r in result["rows"]:
+        if r["layout"] == "1x1":
+            base[r["job"]] = r["tokensPerSec"]
+        line = (f"{r['job']:18} {r['layout']:4} {r['tokensPerSec']:9.0f} {r['modelGflops']:8.1f} {r['mfu']:6.3f} "
+                f"{r['peakRssMB']:12.0f} {r['tokensPerSec'] / base[r['job']]:7.2f}")
+        if "torch" in r:
+            line += f" {r['torch']['tokensPerSec']:12.0f} {r['tokensPerSec'] / r['torch']['tokensPerSec']:6.2f}"
+        print(line)
+    print("time split (profiled pass, ms/step):")
+    for r in result["rows"]:
+        if "split" in r:
+            total = sum(r["split"].values())
+            parts = ", ".join(f"{k.split(' (')[0]} {100 * v / total:.1f}%" for k, v in r["split"].items())
+            print(f"  {r['job']} {r['layout']}: {parts}")
+        else:
+            print(f"  {r['job']} {r['layout']}: communication {100 * r['commShare']:.1f}% of step time")
+    if args.compare_torch:
+        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2 and 2x1 vs "
+              "torch 2 threads")
+    print("attention (B 4): core alone fwd/bwd ms; small.json at that T: step ms, peak RSS, RSS above the "
+          "parameters + gradients + moments")
+    for a in result["attention"]:
+        print(f"  T {a['t']:5}: core {a['forwardMs']:8.1f} / {a['backwardMs']:8.1f} ms; step {a['trainStepMs']:9.0f} ms; "
+              f"peak RSS {a['peakRssMB']:7.0f} MB ({a['peakRssMB'] - a['stateMB']:7.0f} MB above the state)")
+    by_t = {a["t"]: a for a in result["attention"]}
+    if 1024 in by_t and 4096 in by_t:
+        g = (by_t[4096]["peakRssMB"] - by_t[4096]["stateMB"]) / (by_t[1024]["peakRssMB"] - by_t[1024]["stateMB"])
+        print(f"  T 1024 -> 4096: resident memory above the state grows {g:.2f}x (linear: 4x)")
+    for layout, c in result.get("checkpoint", {}).items():
+        print(f"checkpoint save ({layout}, small.json; best of 3): {c['bytes'] / 1e6:.1f} MB in {c['saveSeconds']:.3f} s "
+              f"vs plain write + fsync {c['plainWriteSeconds']:.3f} s: {c['ratio']:.2f}x of the plain write's throughput")
+
+
+if __name__ == "__main__":
+    main()
