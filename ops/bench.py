@@ -74,14 +74,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="switchyard-bench.")
     jobs = ["jobs/small.json"] + ([] if args.quick else ["jobs/medium.json"])
     result = {"rows": [], "attention": [], "machine": {}}
-    peak1 = None
     for job in jobs:
         print(f"== {job}", flush=True)
         ckpt = ["--checkpoints", os.path.abspath("runs")] if job == jobs[0] else []
         one = bench_row(job, 1, args.steps, tmp, ckpt)
         two = bench_row(job, 2, args.steps, tmp, ckpt)
-        peak1 = peak1 or one["sgemmPeakGflops"]
-        result["machine"] = {k: one[k] for k in ("cpu", "cores", "blasCore")} | {"sgemmPeak1ThreadGflops": peak1}
+        result["machine"] = {k: one[k] for k in ("cpu", "cores", "blasCore")}
         if "checkpoint" in one:
             result["checkpoint"] = {"1x1": one["checkpoint"], "1x2": two["checkpoint"]}
         dp = summarise_train(train_log(job, 2, args.steps + 2, tmp, "dp2-" + os.path.basename(job)))
@@ -94,7 +92,6 @@ def main():
              "split": two["profiledMsPerStep"]},
             {"job": job, "layout": "2x1", "tokensPerSec": dp["tokensPerSec"],
              "modelGflops": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9,
-             "mfu": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9 / (2 * one["sgemmPeakGflops"]),
              "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": dp["peakRssMB"],
              "commShare": dp["commShare"]},
         ]
@@ -116,6 +113,16 @@ def main():
         result["attention"].append({"t": t, "forwardMs": core_rows[t]["forwardMs"],
                                     "backwardMs": core_rows[t]["backwardMs"], "trainStepMs": tr["stepMs"],
                                     "peakRssMB": tr["peakRssMB"], "stateMB": state_mb})
+    # One peak per thread count for the whole table: the best measured in this run (the machine is
+    # noisy; the best is the conservative choice for MFU).
+    peaks = {"1x1": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x1"),
+             "1x2": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x2")}
+    peaks["2x1"] = 2 * peaks["1x1"]
+    for r in result["rows"]:
+        r["peakGflops"] = peaks[r["layout"]]
+        r["mfu"] = r["modelGflops"] / r["peakGflops"]
+    result["machine"]["sgemmPeak1ThreadGflops"] = peaks["1x1"]
+    result["machine"]["sgemmPeak2ThreadsGflops"] = peaks["1x2"]
     report(result, args)
     if args.json:
         json.dump(result, open(args.json, "w"), indent=2)
@@ -125,9 +132,10 @@ def main():
 def report(result, args):
     m = result["machine"]
     print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']}, "
-          f"1-thread sgemm peak {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s (measured in this run)")
-    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (2x1: twice the 1-thread "
-          "peak); 2x1 on 2 cores is not oversubscribed")
+          f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
+          f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
+    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread peak; "
+          "2x1: twice the 1-thread peak); 2x1 on 2 cores is not oversubscribed")
     head = f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MB':>12} {'vs 1x1':>7}"
     if args.compare_torch:
         head += f" {'torch tok/s':>12} {'ratio':>6}"

@@ -12,7 +12,8 @@ enum Commands {
                 ["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
             OptionSpec(
                 ["--threads"], value: "N",
-                "BLAS threads per rank (default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
+                "threads per rank, OpenBLAS single-threaded inside each; the losses do not depend on N "
+                    + "(default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
             OptionSpec(
                 ["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
             OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)")

@@ -1,4 +1,4 @@
-// Process-level concerns: the BLAS core choice (re-exec before MPI_Init), BLAS threads,
+// Process-level concerns: the BLAS core choice (re-exec before MPI_Init), threads per rank,
 // signals, host facts, and how errors leave the process on one rank or many.
 import CommMPI
 import Foundation
@@ -33,7 +33,7 @@ enum Runtime {
                     + "with \(BLAS.coreName)\n").utf8))
     }
 
-    /// BLAS threads: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.
+    /// Threads per rank: --threads, else $OPENBLAS_NUM_THREADS, else cores / ranks on this node.
     /// Runs this rank's work items (Parallel.swift) on `n` threads, OpenBLAS single-threaded
     /// inside each: the results then do not depend on n.
     static func useThreads(_ n: Int) {
@@ -41,7 +41,7 @@ enum Runtime {
         Parallel.threads = n
     }
 
-    static func blasThreads(option: Int?) -> Int {
+    static func threadsPerRank(option: Int?) -> Int {
         if let n = option { return n }
         let env = ProcessInfo.processInfo.environment
         if let s = env["OPENBLAS_NUM_THREADS"], let n = Int(s), n >= 1 { return n }

@@ -9,7 +9,7 @@ import Training
 
 enum TrainCommand {
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let threads = Runtime.blasThreads(option: try args.positiveInt("--threads"))
+        let threads = Runtime.threadsPerRank(option: try args.positiveInt("--threads"))
         Runtime.useThreads(threads)
         let world = try MPICommunicator.initWorld()
         guard let prepared = prepare(args, world: world) else {
