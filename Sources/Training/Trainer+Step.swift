@@ -143,6 +143,7 @@ extension Trainer {
             "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(tokensPerStep)),
             "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null,
             "blasThreads": .number(Double(env.blasThreads)),
+            "memoryEstimateBytesPerRank": memoryEstimateJSON,
             "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
             "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
             "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,

@@ -41,12 +41,16 @@ enum Runtime {
         Parallel.threads = n
     }
 
+    /// Ranks of this job on this node (Open MPI's local size; 1 outside mpirun).
+    static var ranksOnNode: Int {
+        max(1, Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1)
+    }
+
     static func threadsPerRank(option: Int?) -> Int {
         if let n = option { return n }
         let env = ProcessInfo.processInfo.environment
         if let s = env["OPENBLAS_NUM_THREADS"], let n = Int(s), n >= 1 { return n }
-        let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
-        return max(1, ProcessInfo.processInfo.activeProcessorCount / max(local, 1))
+        return max(1, ProcessInfo.processInfo.activeProcessorCount / ranksOnNode)
     }
 
     /// The CPU model name from /proc/cpuinfo.

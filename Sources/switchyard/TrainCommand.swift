@@ -48,7 +48,10 @@ enum TrainCommand {
         do {
             let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
             let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-            _ = try Trainer.validate(job: job, data: data, world: world.size)
+            let layout = try Trainer.validate(job: job, data: data, world: world.size)
+            let estimate = Trainer.memoryEstimate(
+                job: job, world: world.size, tp: layout.tp, plan: layout.plan, threads: Parallel.threads)
+            try Trainer.checkMemory(estimate, ranksOnNode: Runtime.ranksOnNode, available: NodeMemory.available())
             prepared = (job, data, world.rank == 0 ? try RunLog(job: job) : nil)
         } catch {
             failure = "\(error)"

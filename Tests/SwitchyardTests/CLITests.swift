@@ -62,7 +62,7 @@ final class CLITests: XCTestCase {
     /// Each bad input: exit 1, one line naming the input, no crash trace.
     func testBadInputsGiveOneLineErrors() throws {
         let ws = Workspace()
-        let tiny = Harness.root + "/jobs/tiny.json"
+        let tiny = Harness.root + "/jobs/tiny.json", fortunes = Harness.root + "/data/fortunes.txt"
         let empty = ws.write("empty.txt", "")
         let short = ws.write("short.txt", "too short for a sequence")
         var badBin = Data(count: 1024 + 20)
@@ -84,7 +84,19 @@ final class CLITests: XCTestCase {
             (["train", tiny, "--set", "data.path=\(empty)"], "the file is empty"),
             (["train", tiny, "--set", "data.path=\(short)"], "shorter than one training sequence"),
             (["train", tiny, "--set", "data.path=\(ws.dir)/bad.bin"], "bad .bin header"),
-            (["train", ws.write("broken.json", "{\"name\": }")], "not valid JSON: line 1, column 10")
+            (["train", ws.write("broken.json", "{\"name\": }")], "not valid JSON: line 1, column 10"),
+            // Too big for memory: the pre-check refuses before anything is allocated.
+            (
+                [
+                    "train", tiny, "--set", "model.nEmbd=2147483648", "--set", "model.nHead=1", "--set",
+                    "data.path=\(fortunes)"
+                ],
+                "the job needs about"
+            ),
+            (
+                ["train", tiny, "--set", "model.ffHidden=4000000000", "--set", "data.path=\(fortunes)"],
+                "but the node offers"
+            )
         ]
         for c in cases {
             let r = try Harness.switchyard(c.args + ["--set", "runsDir=\(ws.dir)/runs"], cwd: ws.dir)

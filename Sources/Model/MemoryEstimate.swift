@@ -1,0 +1,56 @@
+// Bytes one rank allocates for training, estimated from the shapes before anything is allocated
+// (the pre-check in `train`), in Double so that absurd sizes give a figure instead of an overflow.
+// Shape legend as in Transformer.swift; N = B*T rows of this rank's dp slice, R = N*K routed rows
+// (on average a rank receives as many as it sends), W threads per rank.
+import Placement
+
+public struct MemoryEstimate: Sendable, Equatable {
+    /// Parameters, gradients and both AdamW moments.
+    public var stateBytes: Double
+    /// Saved activations, backward scratch and the MoE's exchange buffers.
+    public var activationBytes: Double
+    /// The checkpoint snapshot buffer (parameters and both moments; 0 without checkpoints).
+    public var checkpointBytes: Double
+    /// Floats of this rank's parameter share.
+    public var parameters: Double
+
+    public var totalBytes: Double { stateBytes + activationBytes + checkpointBytes }
+
+    public init(stateBytes: Double, activationBytes: Double, checkpointBytes: Double, parameters: Double) {
+        self.stateBytes = stateBytes; self.activationBytes = activationBytes
+        self.checkpointBytes = checkpointBytes; self.parameters = parameters
+    }
+
+    /// The estimate for `rank` of a layout with `tp` and `plan`, batch rows `maxBatch` x T.
+    public static func perRank(
+        config m: ModelConfig, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int, threads: Int,
+        checkpoints: Bool
+    ) -> MemoryEstimate {
+        let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
+        let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
+        let n = Double(maxBatch) * t, r = n * k
+        var params = 2 * v * c + t * c + c  // embed, head, positions, final norm
+        var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
+        acts += 2 * n * c + 4 * n * cl + 2 * n * f  // backward scratch
+        var moeLayer = 0
+        for l in 0..<m.nLayer {
+            params += 4 * c * cl + 2 * c
+            acts += 4 * n * c + 4 * n * cl + 2 * n + Double(maxBatch) * hl * t
+            if m.isMoE(l) {
+                let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
+                params += e * c + local * 2 * c * f
+                // logits, probs, top-k; send, back, recv, xe, o; h, a; and backward's four copies.
+                acts += 2 * n * e + 2 * n * k + 5 * r * c + 2 * r * f + 4 * r * c
+                moeLayer += 1
+            } else {
+                params += 2 * c * f
+                acts += 2 * n * f
+            }
+        }
+        // Experts' backward scratch per thread: the busiest expert, taken as twice the mean.
+        acts += Double(max(threads, 1)) * 2 * (2 * r / max(e, 1)) * f
+        return MemoryEstimate(
+            stateBytes: 16 * params, activationBytes: 4 * acts, checkpointBytes: checkpoints ? 12 * params : 0,
+            parameters: params)
+    }
+}

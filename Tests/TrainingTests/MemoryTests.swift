@@ -1,0 +1,57 @@
+import Comm
+import Model
+import Training
+import XCTest
+
+final class MemoryTests: XCTestCase {
+    static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
+
+    /// The estimate's parameter share is each rank's real ParameterStore size, at world 1, dp 2
+    /// (experts split over the ranks) and dp 2 x tp 2 (attention split too).
+    func testEstimateCountsEachRanksParameters() throws {
+        for (world, tp) in [(1, 1), (2, 1), (4, 2)] {
+            let (job, data) = layoutJob(tp: tp)
+            let counts = try LocalCommunicator.run(size: world) { comm -> Int in
+                try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+                    .model.store.count
+            }
+            let plan = try job.resolveLayout(world: world).plan
+            for rank in 0..<world {
+                let e = MemoryEstimate.perRank(
+                    config: job.model, tp: tp, plan: plan, rank: rank, maxBatch: 3, threads: 1, checkpoints: true)
+                XCTAssertEqual(Int(e.parameters), counts[rank], "world \(world) tp \(tp) rank \(rank): parameters")
+                XCTAssertEqual(e.stateBytes, 16 * e.parameters)
+                XCTAssertEqual(e.checkpointBytes, 12 * e.parameters)
+            }
+        }
+    }
+
+    /// Activations grow linearly in T (the attention keeps no T x T matrix) and in the batch.
+    func testActivationsAreLinearInSequenceLength() throws {
+        var (job, _) = layoutJob()
+        let plan = try job.resolveLayout(world: 1).plan
+        func acts(t: Int, b: Int) -> Double {
+            job.model.seqLen = t
+            return MemoryEstimate.perRank(
+                config: job.model, tp: 1, plan: plan, rank: 0, maxBatch: b, threads: 1, checkpoints: false
+            ).activationBytes
+        }
+        XCTAssertEqual(acts(t: 4096, b: 4) / acts(t: 1024, b: 4), 4, accuracy: 1e-9)
+        XCTAssertEqual(acts(t: 1024, b: 8) / acts(t: 1024, b: 4), 2, accuracy: 1e-9)
+    }
+
+    /// Too big: one message with the estimate, the limit and its source, and what to change.
+    func testCheckNamesEstimateLimitAndRemedies() throws {
+        let e = MemoryEstimate(stateBytes: 4e9, activationBytes: 2e9, checkpointBytes: 3e9, parameters: 2.5e8)
+        XCTAssertNoThrow(try Trainer.checkMemory(e, ranksOnNode: 2, available: (18.1e9, "MemAvailable")))
+        XCTAssertThrowsError(try Trainer.checkMemory(e, ranksOnNode: 2, available: (17.9e9, "MemAvailable"))) {
+            let m = "\($0)"
+            for part in [
+                "9.00 GB per rank", "x 2 rank(s)", "= 18.00 GB", "offers 17.90 GB (MemAvailable)",
+                "model.nLayer", "layout.tp"
+            ] {
+                XCTAssertTrue(m.contains(part), "'\(m)' lacks '\(part)'")
+            }
+        }
+    }
+}
