@@ -160,6 +160,11 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// Collective. Returns nil while some rank is still writing (unless `block`), else the
     /// outcome after rank 0 committed (or discarded) the save. No-op (nil) without a save.
     public func poll(block: Bool) throws -> SaveResult? {
+        // A blocking poll's collectives wait for the slowest rank's disk: longer deadlines.
+        block ? try CollectiveWatchdog.shared.patient { try pollPending(block: true) } : try pollPending(block: false)
+    }
+
+    func pollPending(block: Bool) throws -> SaveResult? {
         guard let p = pending else { return nil }
         let w0 = monotonicSeconds()
         // The semaphore is the only synchronisation with the writer thread: its fields are read

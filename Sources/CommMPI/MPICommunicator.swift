@@ -11,6 +11,8 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     let comm: MPI_Comm
     public let rank: Int
     public let size: Int
+    /// Every blocking call runs under the process's collective deadline.
+    var watch: CollectiveWatchdog { .shared }
 
     init(comm: MPI_Comm) throws {
         self.comm = comm
@@ -48,23 +50,25 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         fatalError("MPI_Abort returned")
     }
 
-    public func barrier() throws { try check(MPI_Barrier(comm), "MPI_Barrier") }
+    public func barrier() throws { try watch.watched("MPI_Barrier") { try check(MPI_Barrier(comm), "MPI_Barrier") } }
 
     public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         guard buffer.count > 0 else { return }
-        try check(
-            MPI_Allreduce(
-                CMPI_IN_PLACE(), buffer.baseAddress, try count32(buffer.count, "MPI_Allreduce"),
-                datatype(T.self), mpiOp(op), comm), "MPI_Allreduce")
+        let n = try count32(buffer.count, "MPI_Allreduce")
+        try watch.watched("MPI_Allreduce") {
+            try check(
+                MPI_Allreduce(CMPI_IN_PLACE(), buffer.baseAddress, n, datatype(T.self), mpiOp(op), comm),
+                "MPI_Allreduce")
+        }
     }
 
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         guard root >= 0 && root < size else { throw CommError("broadcast: root \(root) outside 0..<\(size)") }
         guard buffer.count > 0 else { return }
-        try check(
-            MPI_Bcast(
-                buffer.baseAddress, try count32(buffer.count, "MPI_Bcast"), datatype(T.self),
-                Int32(root), comm), "MPI_Bcast")
+        let n = try count32(buffer.count, "MPI_Bcast")
+        try watch.watched("MPI_Bcast") {
+            try check(MPI_Bcast(buffer.baseAddress, n, datatype(T.self), Int32(root), comm), "MPI_Bcast")
+        }
     }
 
     public func allgather<T: CommScalar>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>)
@@ -75,9 +79,11 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
         guard send.count > 0 else { return }
         let c = try count32(send.count, "MPI_Allgather")
-        try check(
-            MPI_Allgather(send.baseAddress, c, datatype(T.self), recv.baseAddress, c, datatype(T.self), comm),
-            "MPI_Allgather")
+        try watch.watched("MPI_Allgather") {
+            try check(
+                MPI_Allgather(send.baseAddress, c, datatype(T.self), recv.baseAddress, c, datatype(T.self), comm),
+                "MPI_Allgather")
+        }
     }
 
     public func alltoallv<T: CommScalar>(
@@ -94,7 +100,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         try withUnsafeMutablePointer(to: &dummy) { d in
             let sp = UnsafeRawPointer(send.baseAddress) ?? UnsafeRawPointer(d)
             let rp = UnsafeMutableRawPointer(recv.baseAddress) ?? UnsafeMutableRawPointer(d)
-            try check(MPI_Alltoallv(sp, sc, sd, datatype(T.self), rp, rc, rd, datatype(T.self), comm), "MPI_Alltoallv")
+            try watch.watched("MPI_Alltoallv") {
+                try check(
+                    MPI_Alltoallv(sp, sc, sd, datatype(T.self), rp, rc, rd, datatype(T.self), comm), "MPI_Alltoallv")
+            }
         }
     }
 
@@ -121,9 +130,12 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                         &sendRequests[i]), "MPI_Isend")
             }
             var counts = [Int32](repeating: 0, count: receives.count)
-            try check(
-                CMPI_Waitall(Int32(receives.count), &recvRequests, datatype(T.self), &counts), "MPI_Waitall (receives)")
-            try check(CMPI_Waitall(Int32(sends.count), &sendRequests, datatype(T.self), nil), "MPI_Waitall (sends)")
+            try watch.watched("MPI_Waitall (point-to-point exchange)") {
+                try check(
+                    CMPI_Waitall(Int32(receives.count), &recvRequests, datatype(T.self), &counts),
+                    "MPI_Waitall (receives)")
+                try check(CMPI_Waitall(Int32(sends.count), &sendRequests, datatype(T.self), nil), "MPI_Waitall (sends)")
+            }
             if let i = receives.indices.first(where: { Int(counts[$0]) != receives[$0].buffer.count }) {
                 throw CommError(
                     "exchange: rank \(receives[i].peer) sent \(counts[i]) elements to rank \(rank), which "
@@ -136,7 +148,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public func split(color: Int, key: Int) throws -> any Communicator {
         precondition(color >= 0, "split color must be >= 0")
         var newComm: MPI_Comm? = nil
-        try check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
+        try watch.watched("MPI_Comm_split") {
+            try check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
+        }
         guard let c = newComm else { throw CommError("MPI_Comm_split returned no communicator") }
         return try MPICommunicator(comm: c)
     }

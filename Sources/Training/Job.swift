@@ -66,6 +66,14 @@ public struct CheckpointSpec: Equatable, Sendable {
     public var onError = "stop"
 }
 
+/// How long a rank waits in one collective before it ends the job (a stopped rank, a frozen
+/// node or a cut link would otherwise hang it): the first step's allowance covers start-up.
+public struct TimeoutSpec: Equatable, Sendable {
+    public var collectiveSeconds = 120.0
+    public var firstStepSeconds = 600.0
+    public init() {}
+}
+
 /// How the world is laid out: world = dp x tp (see DESIGN.md, "Parallel layout").
 public struct LayoutSpec: Equatable, Sendable {
     public var dp = 0
@@ -85,6 +93,7 @@ public struct Job: Equatable, Sendable {
     public var layout = LayoutSpec()
     public var checkpoint = CheckpointSpec()
     public var replan = ReplanSpec()
+    public var timeouts = TimeoutSpec()
     /// Expert -> ranks: one list per expert for every MoE layer ([[0], [1, 2], ...]), or one such
     /// list per MoE layer. nil: expert e on rank e % world.
     public var placement: [[[Int]]]? = nil
@@ -187,6 +196,12 @@ extension Job {
             key: "checkpoint.onError", ref: .string(\.checkpoint.onError),
             doc: "a failed save (disk full...): stop | continue"),
         JobField(
+            key: "timeouts.collectiveSeconds", ref: .double(\.timeouts.collectiveSeconds),
+            doc: "a collective that makes no progress for this long ends the job on every rank (0: wait forever)"),
+        JobField(
+            key: "timeouts.firstStepSeconds", ref: .double(\.timeouts.firstStepSeconds),
+            doc: "the same deadline until the first step of a run is done (start-up, resume)"),
+        JobField(
             key: "train.routerSkew", ref: .double(\.train.routerSkew),
             doc: "skew routing on purpose: logit of expert e gets -s x ln(p(e)+1) (0: none)"),
         JobField(
@@ -279,6 +294,12 @@ extension Job {
         let t = train
         if checkpoint.every < 0 {
             throw JobError(key: "checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)")
+        }
+        for (key, v) in [
+            ("timeouts.collectiveSeconds", timeouts.collectiveSeconds),
+            ("timeouts.firstStepSeconds", timeouts.firstStepSeconds)
+        ] where !(v >= 0 && v.isFinite) {
+            throw JobError(key: key, "must be >= 0 seconds (0: no deadline), got \(v)")
         }
         if checkpoint.keep < 1 { throw JobError(key: "checkpoint.keep", "must be >= 1, got \(checkpoint.keep)") }
         if checkpoint.keepEvery < 0 {

@@ -134,6 +134,7 @@ public final class Trainer {
         say(startLine)
         do {
             for step in startStep..<job.train.steps {
+                CollectiveWatchdog.shared.setStep(step, first: startStep)
                 try pollSave(block: false)
                 let r = try self.step(step, stopRequested: stopRequested)
                 try record(r, into: &progress)

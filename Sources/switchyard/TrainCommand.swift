@@ -12,10 +12,19 @@ enum TrainCommand {
         let threads = Runtime.threadsPerRank(option: try args.positiveInt("--threads"))
         Runtime.useThreads(threads)
         let world = try MPICommunicator.initWorld()
+        // Start-up's collectives run under the default deadline; the job's own from here on.
+        let defaults = TimeoutSpec()
+        CollectiveWatchdog.shared.configure(
+            rank: world.rank, collectiveSeconds: defaults.collectiveSeconds, firstStepSeconds: defaults.firstStepSeconds
+        )
         guard let prepared = prepare(args, world: world) else {
             MPICommunicator.finalize()
             return 1
         }
+        let timeouts = prepared.job.timeouts
+        CollectiveWatchdog.shared.configure(
+            rank: world.rank, collectiveSeconds: timeouts.collectiveSeconds, firstStepSeconds: timeouts.firstStepSeconds
+        )
         let choice: ResumeChoice =
             args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
         if choice == .none && world.rank == 0 { moveCheckpointsAside(prepared.job) }

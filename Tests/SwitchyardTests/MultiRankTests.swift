@@ -187,4 +187,63 @@ final class MultiRankTests: XCTestCase {
         let last = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last ?? ""
         XCTAssertTrue(last.contains("\"event\":\"end\"") && last.contains("\"reason\":\"signal\""), String(last))
     }
+
+    /// A rank that stops (SIGSTOP: a frozen node looks the same to the others) does not hang the
+    /// job: the other rank's collective passes its deadline, it names the call and the step and
+    /// exits 1, and mpirun ends the job, the stopped rank included, within seconds.
+    func testStoppedRankEndsTheJobAtTheCollectiveDeadline() throws {
+        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
+        let ws = Workspace()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments =
+            ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", "2", Harness.binary]
+            + ws.tinyArgs(
+                steps: 100000, extra: ["--set", "timeouts.collectiveSeconds=3", "--set", "checkpoint.every=0"])
+        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        p.environment = env
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let log = "\(ws.dir)/runs/tiny/log.jsonl"
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < 90 {
+            if let s = try? String(contentsOfFile: log, encoding: .utf8), s.contains("\"step\":3,") { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let ranks = try Harness.run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
+            .split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(ranks.count, 2, "mpirun's rank processes")
+        guard let victim = ranks.max() else { p.terminate(); return }
+        kill(victim, SIGSTOP)
+        let stopped = Date()
+        while p.isRunning && Date().timeIntervalSince(stopped) < 60 { Thread.sleep(forTimeInterval: 0.1) }
+        if p.isRunning {
+            kill(victim, SIGCONT)
+            p.terminate()
+            XCTFail("the job still ran 60 s after a rank stopped")
+            return
+        }
+        let waited = Date().timeIntervalSince(stopped)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertLessThan(waited, 30, "ended \(waited) s after the stop")
+        XCTAssertTrue(stderr.contains("no progress from the other rank(s) in MPI_"), stderr)
+        XCTAssertTrue(stderr.contains("timeouts.collectiveSeconds = 3.0 s"), stderr)
+        XCTAssertFalse(stderr.contains("Fatal error"), stderr)
+        // Gone, or a zombie waiting to be reaped: /proc/PID/stat's state field is then Z.
+        func ended() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(victim)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        let check = Date()
+        while !ended() && Date().timeIntervalSince(check) < 10 { Thread.sleep(forTimeInterval: 0.1) }
+        XCTAssertTrue(ended(), "the stopped rank \(victim) was not ended")
+        if !ended() { kill(victim, SIGKILL) }
+    }
 }

@@ -1,0 +1,96 @@
+// The deadline of every blocking collective: the MPI communicator marks each call it makes, and a
+// watchdog thread ends the process when one makes no progress for longer than the limit. mpirun
+// then ends the other ranks, so a stopped rank, a frozen node or a cut link never hangs a job.
+// The message names the rank, the call, the step and how long it waited.
+import Clock
+import Foundation
+
+public final class CollectiveWatchdog: @unchecked Sendable {
+    /// The process's watchdog (one rank per process).
+    public static let shared = CollectiveWatchdog()
+
+    private let lock = NSLock()
+    private var call: String?
+    private var since = 0.0
+    private var step = -1
+    private var firstStep = 0
+    private var limit = 0.0, firstStepLimit = 0.0
+    private var rank = 0
+    private var patience = 0
+    private var started = false
+
+    /// Arms the deadlines (seconds; 0: none) and starts the watchdog thread once.
+    public func configure(rank: Int, collectiveSeconds: Double, firstStepSeconds: Double) {
+        lock.lock()
+        self.rank = rank
+        limit = collectiveSeconds
+        firstStepLimit = firstStepSeconds
+        let start = !started
+        started = true
+        lock.unlock()
+        if start { Thread.detachNewThread { [self] in watch() } }
+    }
+
+    /// The step the rank works on, and the first step of this run (its allowance is longer).
+    public func setStep(_ s: Int, first: Int) {
+        lock.lock()
+        step = s
+        firstStep = first
+        lock.unlock()
+    }
+
+    /// Runs `body` with deadlines `patienceFactor` times longer: collectives in it wait for the
+    /// slowest rank's disk (a blocking checkpoint save), not only for the others' compute.
+    public func patient<R>(_ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        patience += 1
+        lock.unlock()
+        defer {
+            lock.lock()
+            patience -= 1
+            lock.unlock()
+        }
+        return try body()
+    }
+
+    /// How much longer deadlines are inside `patient`.
+    public static let patienceFactor = 10.0
+
+    /// Runs `body`, a blocking collective named `name`, under the deadline.
+    @inline(__always)
+    public func watched<R>(_ name: String, _ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        call = name
+        since = monotonicSeconds()
+        lock.unlock()
+        defer {
+            lock.lock()
+            call = nil
+            lock.unlock()
+        }
+        return try body()
+    }
+
+    /// The message and exit when the current call passed its deadline, checked twice a second.
+    private func watch() {
+        while true {
+            Thread.sleep(forTimeInterval: 0.5)
+            lock.lock()
+            let deadline =
+                (step <= firstStep ? firstStepLimit : limit) * (patience > 0 ? CollectiveWatchdog.patienceFactor : 1)
+            let waited = monotonicSeconds() - since
+            let expired = call != nil && deadline > 0 && waited > deadline
+            let message =
+                "switchyard: error: rank \(rank): no progress from the other rank(s) in \(call ?? "") at "
+                + (step < 0 ? "start-up" : "step \(step)") + " for \(Int(waited)) s (deadline "
+                + (step <= firstStep ? "timeouts.firstStepSeconds" : "timeouts.collectiveSeconds")
+                + (patience > 0 ? " x \(CollectiveWatchdog.patienceFactor) during a checkpoint save" : "")
+                + " = \(deadline) s): a rank stopped, its node froze or a link is cut; ending the job\n"
+            lock.unlock()
+            if expired {
+                FileHandle.standardError.write(Data(message.utf8))
+                _exit(1)
+            }
+        }
+    }
+}
