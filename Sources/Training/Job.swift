@@ -24,6 +24,8 @@ public struct TrainSpec: Equatable, Sendable {
     public var beta1 = 0.9
     public var beta2 = 0.95
     public var eps = 1e-8
+    public var stragglerRatio = 1.5
+    public var stragglerWindow = 20
     public var gradClip = 1.0
     public var auxLossCoef = 0.01
     public var maxBadSteps = 3
@@ -196,6 +198,12 @@ extension Job {
             key: "checkpoint.onError", ref: .string(\.checkpoint.onError),
             doc: "a failed save (disk full...): stop | continue"),
         JobField(
+            key: "train.stragglerRatio", ref: .double(\.train.stragglerRatio),
+            doc: "warn when a rank computes this many times the other ranks' median over a window (0: off)"),
+        JobField(
+            key: "train.stragglerWindow", ref: .int(\.train.stragglerWindow),
+            doc: "applied steps per straggler window"),
+        JobField(
             key: "timeouts.collectiveSeconds", ref: .double(\.timeouts.collectiveSeconds),
             doc: "a collective that makes no progress for this long ends the job on every rank (0: wait forever)"),
         JobField(
@@ -294,6 +302,12 @@ extension Job {
         let t = train
         if checkpoint.every < 0 {
             throw JobError(key: "checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)")
+        }
+        if !(train.stragglerRatio >= 0 && train.stragglerRatio.isFinite) {
+            throw JobError(key: "train.stragglerRatio", "must be >= 0 (0: off), got \(train.stragglerRatio)")
+        }
+        if train.stragglerWindow < 1 {
+            throw JobError(key: "train.stragglerWindow", "must be >= 1 step, got \(train.stragglerWindow)")
         }
         for (key, v) in [
             ("timeouts.collectiveSeconds", timeouts.collectiveSeconds),

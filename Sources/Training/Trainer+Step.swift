@@ -29,7 +29,11 @@ struct RunProgress {
     var summary = TrainSummary()
     var badInARow = 0
     var timedSeconds = 0.0, timedTokens = 0  // every applied step but the first (warmup), plus re-planning
-    init(firstStep: Int) { summary.firstStep = firstStep }
+    var stragglers: StragglerWatch
+    init(firstStep: Int, stragglers: StragglerWatch) {
+        summary.firstStep = firstStep
+        self.stragglers = stragglers
+    }
 }
 
 /// A failed save that must stop training (checkpoint.onError = stop); already logged.
@@ -37,6 +41,23 @@ struct CheckpointSaveFailed: Error {}
 
 extension Trainer {
     var tokensPerStep: Int { job.train.batchSize * job.model.seqLen }
+
+    /// A warning event (and a line) when a window of steps finds a straggler.
+    func reportStraggler(_ r: StepResult, _ watch: inout StragglerWatch) {
+        let compute = stride(from: 0, to: r.ranks.count, by: 4).map { r.ranks[$0] - r.ranks[$0 + 1] - r.ranks[$0 + 2] }
+        guard let s = watch.add(step: r.step, computeMs: compute) else { return }
+        let message =
+            "rank \(s.rank) is a straggler: over steps \(s.firstStep)-\(s.lastStep) it computed "
+            + String(
+                format: "%.0f ms a step, %.2fx the median of the other ranks (%.0f ms)", s.meanMs, s.ratio,
+                s.othersMedianMs)
+            + "; its node may be loaded, throttled or slower (train.stragglerRatio = \(job.train.stragglerRatio))"
+        log?.write([
+            "event": "warning", "step": .number(Double(r.step)), "time": .number(unixTime()),
+            "kind": "straggler", "rank": .integer(s.rank), "ratio": .number(s.ratio), "message": .string(message)
+        ])
+        say("warning: " + message)
+    }
 
     /// Runs step `step` on this rank's slice of the global batch. Collective.
     func step(_ step: Int, stopRequested: () -> Bool) throws -> StepResult {
@@ -100,6 +121,7 @@ extension Trainer {
             return
         }
         progress.badInARow = 0
+        reportStraggler(r, &progress.stragglers)
         let slowest = r.slowestSeconds
         if r.step > startStep {  // the first step warms up
             progress.timedSeconds += slowest

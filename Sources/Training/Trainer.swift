@@ -129,7 +129,9 @@ public final class Trainer {
     /// Runs every step (or until `stopRequested` turns true on any rank, between steps).
     /// Rank 0 logs. Every rank of the world must call it.
     public func run(stopRequested: () -> Bool = { false }) throws -> TrainSummary {
-        var progress = RunProgress(firstStep: startStep)
+        var progress = RunProgress(
+            firstStep: startStep,
+            stragglers: StragglerWatch(window: job.train.stragglerWindow, ratio: job.train.stragglerRatio))
         log?.write(startEvent())
         say(startLine)
         do {
