@@ -140,6 +140,21 @@ public final class ParameterStore: @unchecked Sendable {
     }
 
     /// The info of a named tensor this rank holds, or nil.
+    /// Whether every parameter and both moments are finite (blocks of 1 << 16 as work items).
+    public var stateIsFinite: Bool {
+        let grain = 1 << 16, blocks = (count + grain - 1) / grain
+        let ok = UnsafeMutableBufferPointer<Bool>.allocate(capacity: max(1, 3 * blocks))
+        defer { ok.deallocate() }
+        let buffers = [params.base, adamM.base, adamV.base]
+        Parallel.forEach(3 * blocks) { item, _ in
+            let p = buffers[item / blocks], start = (item % blocks) * grain
+            var all = true
+            for i in start..<min(count, start + grain) where !p[i].isFinite { all = false }
+            ok[item] = all
+        }
+        return !ok.contains(false)
+    }
+
     public func info(_ name: String) -> ParameterInfo? { indexByName[name].map { infos[$0] } }
 
     /// Pointer to a named tensor in `buffer` (params, grads, adamM or adamV).

@@ -24,6 +24,8 @@ public struct TrainSpec: Equatable, Sendable {
     public var beta1 = 0.9
     public var beta2 = 0.95
     public var eps = 1e-8
+    public var testNaNStep = -1  // test only: a NaN gradient at this step (-1: never)
+    public var testNaNRank = 0  // test only: on this rank
     public var stragglerRatio = 1.5
     public var stragglerWindow = 20
     public var gradClip = 1.0
@@ -198,6 +200,11 @@ extension Job {
             key: "checkpoint.onError", ref: .string(\.checkpoint.onError),
             doc: "a failed save (disk full...): stop | continue"),
         JobField(
+            key: "train.testNaNStep", ref: .int(\.train.testNaNStep),
+            doc: "test only: put a NaN into one gradient at this step (-1: never), to test the non-finite guard"),
+        JobField(
+            key: "train.testNaNRank", ref: .int(\.train.testNaNRank), doc: "test only: the rank of train.testNaNStep"),
+        JobField(
             key: "train.stragglerRatio", ref: .double(\.train.stragglerRatio),
             doc: "warn when a rank computes this many times the other ranks' median over a window (0: off)"),
         JobField(
@@ -303,6 +310,7 @@ extension Job {
         if checkpoint.every < 0 {
             throw JobError(key: "checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)")
         }
+        if train.testNaNRank < 0 { throw JobError(key: "train.testNaNRank", "must be >= 0, got \(train.testNaNRank)") }
         if !(train.stragglerRatio >= 0 && train.stragglerRatio.isFinite) {
             throw JobError(key: "train.stragglerRatio", "must be >= 0 (0: off), got \(train.stragglerRatio)")
         }

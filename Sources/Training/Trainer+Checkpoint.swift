@@ -108,8 +108,23 @@ extension Trainer {
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.
-    func startSave(steps: Int) {
+    /// Collective: a save where any rank holds a non-finite parameter or moment is skipped on
+    /// every rank (a warning event; the previous checkpoint stays the newest).
+    func startSave(steps: Int) throws {
         guard let w = writer else { return }
+        var bad = [model.store.stateIsFinite ? 0.0 : 1.0]
+        try ctx.allreduceWorld(&bad)
+        guard bad[0] == 0 else {
+            let message =
+                "checkpoint after step \(steps - 1) not written: \(Int(bad[0])) rank(s) hold non-finite parameters "
+                + "or AdamW moments; the previous checkpoint stays the newest"
+            log?.write([
+                "event": "warning", "step": .number(Double(steps - 1)), "time": .number(unixTime()),
+                "kind": "nonFiniteState", "message": .string(message)
+            ])
+            say("warning: " + message)
+            return
+        }
         let m = Manifest(
             step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
             tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])

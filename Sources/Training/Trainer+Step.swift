@@ -71,6 +71,7 @@ extension Trainer {
             globalTokens: tokensPerStep)
         model.store.grads.zero()
         try model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef))
+        if step == job.train.testNaNStep && ctx.mesh.rank == job.train.testNaNRank { model.store.grads[0] = .nan }
         let tClip = monotonicSeconds()
         try model.reduceGradients()
         let norm = try model.globalGradNorm()

@@ -192,7 +192,7 @@ public final class Trainer {
     func checkpointIfDue(_ step: Int, final: Bool) throws {
         guard writer != nil && ((step + 1) % job.checkpoint.every == 0 || final) else { return }
         try pollSave(block: true)
-        startSave(steps: step + 1)
+        try startSave(steps: step + 1)
         if final { try pollSave(block: true) }
     }
 

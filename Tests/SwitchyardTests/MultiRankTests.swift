@@ -246,4 +246,23 @@ final class MultiRankTests: XCTestCase {
         XCTAssertTrue(ended(), "the stopped rank \(victim) was not ended")
         if !ended() { kill(victim, SIGKILL) }
     }
+
+    /// The non-finite guard under mpirun: a NaN gradient injected on rank 1 at step 3 makes every
+    /// rank skip that step (one warning), the run goes on and its checkpoints are written.
+    func testInjectedNaNIsSkippedOnEveryRankUnderMpirun() throws {
+        let ws = Workspace()
+        let r = try Harness.mpi(
+            2,
+            ws.tinyArgs(
+                steps: 8,
+                extra: ["--set", "train.testNaNStep=3", "--set", "train.testNaNRank=1", "--set", "checkpoint.every=3"]),
+            cwd: ws.dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let log = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8)
+        let warnings = log.split(separator: "\n").filter { $0.contains("\"event\":\"warning\"") }
+        XCTAssertEqual(warnings.count, 1, "\(warnings)")
+        XCTAssertTrue(warnings.first?.contains("\"step\":3,") == true && warnings.first?.contains("non-finite") == true)
+        XCTAssertEqual(log.components(separatedBy: "\"event\":\"checkpoint\"").count - 1, 3, "saves after steps 2, 5, 7")
+        XCTAssertEqual(try ws.lossBits().count, 7, "the 7 applied steps are logged")
+    }
 }

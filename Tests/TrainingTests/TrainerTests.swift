@@ -134,3 +134,25 @@ final class TrainerTests: XCTestCase {
         }
     }
 }
+
+extension TrainerTests {
+    /// A parameter turned NaN after step 1: the saves after steps 1 and 3 are skipped with a
+    /// warning and no checkpoint is ever written from the poisoned state.
+    func testNoCheckpointFromNonFiniteState() throws {
+        var (job, data) = job(steps: 4)
+        job.checkpoint.every = 2
+        job.train.evalEvery = 0
+        let j = job, d = data
+        try LocalCommunicator.run(size: 1) { comm in
+            let t = try Trainer(
+                job: j, comm: comm, data: d, log: try RunLog(job: j), environment: TrainerTests.env, say: { _ in })
+            t.onStepEnd = { if $0 == 1 { t.model.store.params[5] = .nan } }
+            _ = try t.run()
+        }
+        let log = try String(contentsOfFile: job.runDirectory + "/log.jsonl", encoding: .utf8)
+        XCTAssertEqual(log.components(separatedBy: "\"kind\":\"nonFiniteState\"").count - 1, 2, log)
+        XCTAssertFalse(log.contains("\"event\":\"checkpoint\""), "a checkpoint was written:\n\(log)")
+        let saved = (try? FileManager.default.contentsOfDirectory(atPath: job.runDirectory + "/checkpoints")) ?? []
+        XCTAssertFalse(saved.contains { $0.hasPrefix("step-") }, "\(saved)")
+    }
+}
