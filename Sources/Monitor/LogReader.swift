@@ -27,7 +27,7 @@ public struct ReadResult: Sendable {
 public final class LogReader {
     public let path: String
     public static let knownEvents: Set<String> = [
-        "start", "step", "eval", "checkpoint", "placement", "warning", "error", "end"
+        "start", "step", "eval", "checkpoint", "placement", "warning", "error", "end", "restart"
     ]
     var offset: UInt64 = 0
     var inode: UInt64 = 0

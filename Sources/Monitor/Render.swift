@@ -78,6 +78,7 @@ public enum Render {
                 format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
                 e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
         case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
+        case "restart": return style.yellow("!! restart: " + (e.json["message"]?.stringValue ?? "?"))
         case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
         case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
         default: return nil
@@ -128,6 +129,7 @@ public enum Render {
             lines.append(
                 "checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? ""))
         }
+        if s.restarts > 0 { lines.append(style.yellow("restarted \(s.restarts) time(s) by switchyard supervise")) }
         if let e = s.ended { lines.append(style.bold("ended: \(e)")) }
         return lines
     }

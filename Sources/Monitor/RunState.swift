@@ -21,6 +21,7 @@ public struct RunState: Sendable {
     public var failed = false
     public var lastCheckpoint: (step: Int, time: Double)?
     public var valLoss: Double?
+    public var restarts = 0  // `restart` events written by `switchyard supervise`
 
     public init() {}
 
@@ -56,6 +57,7 @@ public struct RunState: Sendable {
         case "eval": valLoss = e.number("valLoss")
         case "checkpoint": if let s = e.step { lastCheckpoint = (s, e.number("time") ?? 0) }
         case "error": failed = true
+        case "restart": restarts += 1
         case "end":
             ended = e.json["reason"]?.stringValue ?? "completed"
             if ended == "checkpoint-error" { failed = true }

@@ -34,11 +34,13 @@ struct CommandSpec: Sendable {
     let positionals: [(name: String, help: String)]
     let options: [OptionSpec]
     let details: String
+    var takesCommand = false  // `-- CMD...` ends the options; the words go to ParsedArgs.rest
     let run: @Sendable (ParsedArgs) throws -> Int32
 
     var usageLine: String {
         let opts = options.isEmpty ? "" : " [options]"
         return "switchyard \(name)\(opts)" + positionals.map { " \($0.name)" }.joined()
+            + (takesCommand ? " -- COMMAND..." : "")
     }
 
     var help: String {
@@ -70,6 +72,7 @@ struct ParsedArgs: Sendable {
     var values: [String: [String]] = [:]  // canonical option name -> values
     var flags: Set<String> = []
     var wantsHelp = false
+    var rest: [String] = []  // the words after `--` (a command to run), for specs that take one
 
     func value(_ name: String) -> String? { values[name]?.last }
     func all(_ name: String) -> [String] { values[name] ?? [] }
@@ -81,6 +84,10 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
     var i = 0
     while i < args.count {
         let a = args[i]
+        if a == "--" && spec.takesCommand {
+            out.rest = Array(args[(i + 1)...])
+            break
+        }
         if a == "-h" || a == "--help" { out.wantsHelp = true; i += 1; continue }
         if a.hasPrefix("-") && a.count > 1 {
             var name = a, inline: String? = nil

@@ -47,7 +47,7 @@ enum Commands {
 
     static let all = [
         train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status,
-        MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec
+        MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec, SuperviseCommand.spec
     ]
 
     static var jobKeysHelp: String {

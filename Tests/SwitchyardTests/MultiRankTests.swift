@@ -262,7 +262,8 @@ final class MultiRankTests: XCTestCase {
         let warnings = log.split(separator: "\n").filter { $0.contains("\"event\":\"warning\"") }
         XCTAssertEqual(warnings.count, 1, "\(warnings)")
         XCTAssertTrue(warnings.first?.contains("\"step\":3,") == true && warnings.first?.contains("non-finite") == true)
-        XCTAssertEqual(log.components(separatedBy: "\"event\":\"checkpoint\"").count - 1, 3, "saves after steps 2, 5, 7")
+        XCTAssertEqual(
+            log.components(separatedBy: "\"event\":\"checkpoint\"").count - 1, 3, "saves after steps 2, 5, 7")
         XCTAssertEqual(try ws.lossBits().count, 7, "the 7 applied steps are logged")
     }
 }

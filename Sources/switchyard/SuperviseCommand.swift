@@ -1,0 +1,169 @@
+// `switchyard supervise [--max-restarts N] [--backoff S] -- COMMAND...`: runs a training command
+// (mpirun ... switchyard train JOB, or train alone) and restarts it when it ends non-zero; train
+// resumes from the newest checkpoint that verifies. Progress is the newest complete checkpoint's
+// step: N restarts in a row without progress end supervision with a summary. SIGTERM and SIGINT
+// go to the command (train then finishes its step and saves), and supervision ends with it.
+// Each restart is a `restart` event in the run's log, which `tail` and `status` show.
+import Dispatch
+import Foundation
+import JSON
+import Training
+
+enum SuperviseCommand {
+    static let spec = CommandSpec(
+        name: "supervise",
+        summary: "Run a training command and restart it when it fails; it resumes from the newest checkpoint.",
+        positionals: [],
+        options: [
+            OptionSpec(["--max-restarts"], value: "N", "restarts in a row without a newer checkpoint (default 3)"),
+            OptionSpec(["--backoff"], value: "S", "seconds to wait before each restart (default 10)")
+        ],
+        details: """
+            COMMAND is the usual launch, e.g. mpirun -np 4 switchyard train jobs/small.json --set k=v;
+            supervise reads its JOB and --set to find the run directory. A command that ends 0 ends
+            supervision with 0; one that ends non-zero is restarted after the backoff, unless it ended
+            --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
+            SIGTERM/SIGINT are forwarded to the command, and supervision ends with its exit status.
+
+            """,
+        takesCommand: true
+    ) { try run($0) }
+
+    static func run(_ args: ParsedArgs) throws -> Int32 {
+        let command = args.rest
+        guard !command.isEmpty else {
+            throw UsageError(message: "supervise needs the command to run after --", command: "supervise")
+        }
+        let maxRestarts = try args.positiveInt("--max-restarts") ?? 3
+        let backoff =
+            try args.value("--backoff").map { v -> Double in
+                guard let s = Double(v), s >= 0, s.isFinite else {
+                    throw UsageError(message: "--backoff takes seconds >= 0, got '\(v)'", command: "supervise")
+                }
+                return s
+            } ?? 10
+        let runDir = try runDirectory(of: command)
+        let signals = ForwardedSignals()
+        var attempt = 0, withoutProgress = 0
+        while true {
+            attempt += 1
+            let before = newestCheckpointStep(runDir)
+            let status = try signals.run(command)
+            if signals.received {
+                say("switchyard supervise: stopped by signal; the command ended with status \(status)")
+                return status
+            }
+            if status == 0 {
+                say("switchyard supervise: the command completed (attempt \(attempt))")
+                return 0
+            }
+            let after = newestCheckpointStep(runDir)
+            withoutProgress = after > before ? 0 : withoutProgress + 1
+            if withoutProgress > maxRestarts {
+                Runtime.printError(
+                    "supervise: giving up: the command ended non-zero (last status \(status)) \(withoutProgress) "
+                        + "time(s) in a row without a newer checkpoint (newest: \(after < 0 ? "none" : "step \(after)"));"
+                        + " \(attempt) attempt(s) in all; see \(runDir)/log.jsonl", rank: 0, world: 1)
+                return 1
+            }
+            let message =
+                "the command ended with status \(status) (attempt \(attempt)); restarting in \(backoff) s from "
+                + (after < 0 ? "step 0 (no checkpoint yet)" : "the checkpoint of step \(after)")
+            say("switchyard supervise: " + message)
+            appendEvent(
+                runDir,
+                [
+                    "event": "restart", "time": .number(Date().timeIntervalSince1970), "attempt": .integer(attempt),
+                    "exitStatus": .integer(Int(status)), "checkpointStep": after < 0 ? .null : .integer(after),
+                    "message": .string(message)
+                ])
+            if signals.sleep(backoff) { return status }
+        }
+    }
+
+    /// The run directory of the `train JOB [--set k=v]...` inside `command`.
+    static func runDirectory(of command: [String]) throws -> String {
+        guard let t = command.firstIndex(of: "train"), t + 1 < command.count else {
+            throw UsageError(
+                message:
+                    "supervise: the command must contain 'train JOB' (e.g. mpirun -np 2 switchyard train job.json)",
+                command: "supervise")
+        }
+        var sets: [String] = []
+        var i = t + 2
+        while i < command.count {
+            if command[i] == "--set", i + 1 < command.count { sets.append(command[i + 1]); i += 1 }
+            i += 1
+        }
+        return try Job.load(path: command[t + 1], overrides: sets).runDirectory
+    }
+
+    /// The step of the newest complete checkpoint of the run (-1: none).
+    static func newestCheckpointStep(_ runDir: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: runDir + "/checkpoints")) ?? []
+        let complete = names.filter {
+            $0.hasPrefix("step-") && FileManager.default.fileExists(atPath: "\(runDir)/checkpoints/\($0)/manifest.json")
+        }
+        return complete.compactMap { Int($0.dropFirst(5)) }.max() ?? -1
+    }
+
+    static func appendEvent(_ runDir: String, _ event: JSONValue) {
+        let path = runDir + "/log.jsonl"
+        guard let h = FileHandle(forWritingAtPath: path) else { return }
+        defer { try? h.close() }
+        _ = try? h.seekToEnd()
+        h.write(Data((event.compact + "\n").utf8))
+    }
+}
+
+/// Runs commands with SIGTERM and SIGINT forwarded to them; remembers that one came.
+final class ForwardedSignals: @unchecked Sendable {
+    private let lock = NSLock()
+    private var child: Int32 = 0
+    private var got = false
+    private var sources: [DispatchSourceSignal] = []
+
+    init() {
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { [self] in forward(sig) }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    var received: Bool { lock.withLock { got } }
+
+    private func forward(_ sig: Int32) {
+        let pid = lock.withLock { () -> Int32 in
+            got = true
+            return child
+        }
+        if pid > 0 { kill(pid, sig) }
+    }
+
+    /// Runs `command` (found on PATH if it has no slash) and returns its exit status (128 + signal).
+    func run(_ command: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = command
+        do { try p.run() } catch {
+            throw UsageError(message: "supervise: cannot run \(command[0]): \(error)", command: "supervise")
+        }
+        lock.withLock { child = p.processIdentifier }
+        p.waitUntilExit()
+        lock.withLock { child = 0 }
+        return p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
+    }
+
+    /// Sleeps `seconds`; true if a signal came meanwhile.
+    func sleep(_ seconds: Double) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if received { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return received
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import XCTest
+
+/// `switchyard supervise` against real train processes.
+final class SuperviseTests: XCTestCase {
+    /// A train process killed (SIGKILL) after its first checkpoint is restarted, resumes from
+    /// that checkpoint and completes; supervise exits 0 and the log holds one restart event.
+    func testKilledTrainIsRestartedAndResumes() throws {
+        let ws = Workspace()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.binary)
+        p.arguments =
+            ["supervise", "--backoff", "0", "--"]
+            + [Harness.binary] + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=20"])
+        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let checkpoints = "\(ws.dir)/runs/tiny/checkpoints/step-000000020"
+        let t0 = Date()
+        while !FileManager.default.fileExists(atPath: checkpoints) && Date().timeIntervalSince(t0) < 120 {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let children = try Harness.run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
+            .split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(children.count, 1, "supervise's train process")
+        for c in children { kill(c, SIGKILL) }
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, output)
+        XCTAssertTrue(output.contains("restarting in 0.0 s from the checkpoint of step"), output)
+        XCTAssertTrue(output.contains("the command completed (attempt 2)"), output)
+        let log = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8)
+        let restarts = log.split(separator: "\n").filter { $0.contains("\"event\":\"restart\"") }
+        XCTAssertEqual(restarts.count, 1, log)
+        XCTAssertTrue(restarts.first?.contains("\"exitStatus\":137") == true, "\(restarts)")
+        let starts = log.split(separator: "\n").filter { $0.contains("\"event\":\"start\"") }
+        XCTAssertEqual(starts.count, 2)
+        XCTAssertFalse(starts.last?.contains("\"resumedFrom\":null") ?? true, "the restart did not resume")
+        XCTAssertTrue(log.contains("\"event\":\"end\""))
+        let tail = try Harness.switchyard(["tail", "\(ws.dir)/runs/tiny"])
+        XCTAssertTrue(tail.stdout.contains("!! restart: the command ended with status 137"), tail.stdout)
+    }
+
+    /// A command that fails at once every time: supervise gives up after --max-restarts restarts
+    /// without a newer checkpoint, exit 1, with a summary.
+    func testGivesUpAfterRestartsWithoutProgress() throws {
+        let ws = Workspace()
+        let r = try Harness.switchyard(
+            ["supervise", "--max-restarts", "2", "--backoff", "0", "--", Harness.binary]
+                + ws.tinyArgs(steps: 10, extra: ["--set", "data.path=\(ws.dir)/missing.txt"]),
+            cwd: ws.dir)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("giving up"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("3 time(s) in a row without a newer checkpoint"), r.stderr)
+        XCTAssertEqual(r.stdout.components(separatedBy: "restarting in").count - 1, 2, r.stdout)
+    }
+
+    func testUsageErrors() throws {
+        let none = try Harness.switchyard(["supervise", "--backoff", "1"])
+        XCTAssertEqual(none.status, 64)
+        XCTAssertTrue(none.stderr.contains("needs the command to run after --"), none.stderr)
+        let noTrain = try Harness.switchyard(["supervise", "--", "/bin/true"])
+        XCTAssertEqual(noTrain.status, 64)
+        XCTAssertTrue(noTrain.stderr.contains("must contain 'train JOB'"), noTrain.stderr)
+    }
+}
