@@ -60,10 +60,11 @@ enum SuperviseCommand {
             let after = newestCheckpointStep(runDir)
             withoutProgress = after > before ? 0 : withoutProgress + 1
             if withoutProgress > maxRestarts {
+                let newest = after < 0 ? "none" : "step \(after)"
                 Runtime.printError(
                     "supervise: giving up: the command ended non-zero (last status \(status)) \(withoutProgress) "
-                        + "time(s) in a row without a newer checkpoint (newest: \(after < 0 ? "none" : "step \(after)"));"
-                        + " \(attempt) attempt(s) in all; see \(runDir)/log.jsonl", rank: 0, world: 1)
+                        + "time(s) in a row without a newer checkpoint (newest: \(newest)); \(attempt) attempt(s) "
+                        + "in all; see \(runDir)/log.jsonl", rank: 0, world: 1)
                 return 1
             }
             let message =
