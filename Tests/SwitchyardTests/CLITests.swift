@@ -62,7 +62,7 @@ final class CLITests: XCTestCase {
     /// Each bad input: exit 1, one line naming the input, no crash trace.
     func testBadInputsGiveOneLineErrors() throws {
         let ws = Workspace()
-        let tiny = Harness.root + "/jobs/tiny.json", fortunes = Harness.root + "/data/fortunes.txt"
+        let tiny = Harness.root + "/jobs/tiny.json", fortunes = ws.corpus
         let empty = ws.write("empty.txt", "")
         let short = ws.write("short.txt", "too short for a sequence")
         var badBin = Data(count: 1024 + 20)

@@ -143,7 +143,7 @@ extension TrainerTests {
         job.checkpoint.every = 2
         job.train.evalEvery = 0
         let j = job, d = data
-        try LocalCommunicator.run(size: 1) { comm in
+        _ = try LocalCommunicator.run(size: 1) { comm in
             let t = try Trainer(
                 job: j, comm: comm, data: d, log: try RunLog(job: j), environment: TrainerTests.env, say: { _ in })
             t.onStepEnd = { if $0 == 1 { t.model.store.params[5] = .nan } }
