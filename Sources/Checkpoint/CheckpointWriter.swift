@@ -8,6 +8,7 @@ import Clock
 import Comm
 import Foundation
 import JSON
+import Synchronization
 import Tensor
 
 /// What a finished save reports (on every rank; bytes/seconds are this rank's).
@@ -113,20 +114,35 @@ public final class CheckpointWriter: @unchecked Sendable {
             sources.append((v, off))
             off += v.count
         }
-        // The copies run as work items of the rank's threads (one per view; disjoint destinations).
-        Parallel.forEach(sources.count) { i, _ in
-            (snapshot + sources[i].1).update(from: sources[i].0.data, count: sources[i].0.count)
-        }
         let p = Pending(step: step, partial: partial, final: final, manifestBase: manifest)
-        p.stall = monotonicSeconds() - t0
         pending = p
         let rank = comm.rank
         let job = Snapshot(base: snapshot, sources: sources)
+        // The background write starts at once and follows the copy view by view (job.copied),
+        // so the file is mostly written when the copy ends.
         let thread = Thread {
             defer { p.finished.signal() }
             CheckpointWriter.write(job, rank: rank, partial: partial, into: p)
         }
         thread.start()
+        // The copies run in order, in groups of views of about 8 MB, each group as work items of
+        // the rank's threads (one per view; disjoint destinations).
+        var g0 = 0
+        while g0 < sources.count {
+            var g1 = g0, bytes = 0
+            while g1 < sources.count && (g1 == g0 || bytes < Snapshot.groupBytes) {
+                bytes += 4 * sources[g1].0.count
+                g1 += 1
+            }
+            let first = g0
+            Parallel.forEach(g1 - g0) { i, _ in
+                let v = sources[first + i]
+                (snapshot + v.1).update(from: v.0.data, count: v.0.count)
+            }
+            job.copied.store(g1, ordering: .releasing)
+            g0 = g1
+        }
+        p.stall = monotonicSeconds() - t0
     }
 
     /// The background half of a save: this rank's safetensors file and its sidecar, timed; a
@@ -138,7 +154,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             let file = CheckpointWriter.fileName(rank)
             let written = try SafeTensors.write(
                 sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
-                to: partial + "/" + file)
+                to: partial + "/" + file, maxRunBytes: Snapshot.groupBytes, ready: { job.waitCopied(through: $0) })
             // The sidecar tells rank 0 which slices this file holds, with their checksums, in
             // the manifest's own form (Manifest.json / parseTensors).
             let records = zip(sources, written).map { src, w in
@@ -281,7 +297,16 @@ public final class CheckpointWriter: @unchecked Sendable {
 final class Snapshot: @unchecked Sendable {
     let base: UnsafeMutablePointer<Float>
     let sources: [(ShardView, Int)]
+    /// Views 0..<copied are in the buffer (the step loop copies in order; the writer follows).
+    let copied = Atomic<Int>(0)
+    /// Bytes per copy group and per write call, so that writing follows copying closely.
+    static let groupBytes = 8 << 20
     init(base: UnsafeMutablePointer<Float>, sources: [(ShardView, Int)]) { self.base = base; self.sources = sources }
+
+    /// Blocks until view `i` has been copied.
+    func waitCopied(through i: Int) {
+        while copied.load(ordering: .acquiring) <= i { usleep(50) }
+    }
 }
 
 /// Writes `bytes` to `path` (truncating) and fsyncs it.

@@ -35,9 +35,12 @@ public struct SafeTensorSource {
 public enum SafeTensors {
     /// Writes `tensors` to `path` (created or truncated) and fsyncs it. Returns each tensor's
     /// entry and CRC32C of its bytes, in order. Errors (disk full...) name the file.
-    public static func write(_ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:]) throws
-        -> [(SafeTensorEntry, UInt32)]
-    {
+    /// `ready(i)` is called before tensor i's bytes are read (a writer that follows a copy waits
+    /// there); writes of back-to-back tensors are coalesced up to `maxRunBytes`.
+    public static func write(
+        _ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:],
+        maxRunBytes: Int = Int.max, ready: @escaping @Sendable (Int) -> Void = { _ in }
+    ) throws -> [(SafeTensorEntry, UInt32)] {
         var entries: [SafeTensorEntry] = []
         var offset = 0
         var header: [(String, JSONValue)] = []
@@ -73,10 +76,13 @@ public enum SafeTensors {
         DispatchQueue.concurrentPerform(iterations: 2) { part in
             if part == 1 {
                 for (i, t) in work.tensors.enumerated() {
+                    ready(i)
                     work.crcs[i] = CRC32C.checksum(UnsafeRawPointer(t.data), count: 4 * t.count)
                 }
             } else {
-                do { try writeRuns(work.tensors, fd: fd, path: path) } catch { work.error = error }
+                do { try writeRuns(work.tensors, fd: fd, path: path, maxRunBytes: maxRunBytes, ready: ready) } catch {
+                    work.error = error
+                }
             }
         }
         if let error = work.error { throw error }
@@ -89,15 +95,18 @@ public enum SafeTensors {
 
     /// Writes the tensors' bytes in order; tensors that lie back to back in memory (a save's
     /// snapshot) go out in one write.
-    static func writeRuns(_ tensors: [SafeTensorSource], fd: Int32, path: String) throws {
-        var runStart = 0
+    static func writeRuns(
+        _ tensors: [SafeTensorSource], fd: Int32, path: String, maxRunBytes: Int, ready: (Int) -> Void
+    ) throws {
+        var runStart = 0, runBytes = 0
         for i in 0..<tensors.count {
             let t = tensors[i]
-            if i == tensors.count - 1 || tensors[i + 1].data != t.data + t.count {
-                let first = tensors[runStart]
-                try writeAll(
-                    fd, UnsafeRawPointer(first.data), 4 * (tensors[runStart...i].reduce(0) { $0 + $1.count }), path)
+            runBytes += 4 * t.count
+            if i == tensors.count - 1 || tensors[i + 1].data != t.data + t.count || runBytes >= maxRunBytes {
+                ready(i)
+                try writeAll(fd, UnsafeRawPointer(tensors[runStart].data), runBytes, path)
                 runStart = i + 1
+                runBytes = 0
             }
         }
     }

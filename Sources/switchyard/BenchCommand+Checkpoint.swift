@@ -68,10 +68,12 @@ extension BenchCommand {
                     format: "plain write + fsync of the same bytes: %.3f s = %.2f GB/s; ratio %.2fx (best of 3 each)",
                     plain, gb / plain, plain / save))
         say(
-            String(format: "    of which: snapshot %.0f ms (in the step loop), ", best.snapshot * 1000)
+            String(
+                format: "    of which: snapshot %.0f ms (in the step loop; the write follows it), ",
+                best.snapshot * 1000)
                 + String(
-                    format: "write + checksum + fsync %.0f ms (background), commit %.0f ms", best.write * 1000,
-                    (best.save - best.snapshot - best.write) * 1000))
+                    format: "write + checksum + fsync %.0f ms (background, from the save's start), commit %.0f ms",
+                    best.write * 1000, (best.save - best.write) * 1000))
     }
 
     /// Training with an async save every 4 steps vs none, same steps, interleaved order.
