@@ -37,9 +37,4 @@ public enum CrossEntropy {
     }
 }
 
-/// Runs body for rows 0..<n in work items of 64 rows (each row is independent).
-@inline(__always) func forEachRow(_ n: Int, _ body: (Int) -> Void) {
-    Parallel.forEachBlock(n, grain: 64) { rows in for r in rows { body(r) } }
-}
-
 @inline(__always) func log(_ x: Float) -> Float { Float(logDouble(Double(x))) }

@@ -42,11 +42,11 @@ public enum Linear {
         weight: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int,
         accumulate: Bool = false
     ) {
-        Parallel.forEach(blocks(n, rowGrain)) { item, _ in
-            let r0 = item * rowGrain, rows = min(rowGrain, n - r0)
+        Parallel.forEachBlock(n, grain: rowGrain) { rows in
             sgemm(
-                .no, .yes, m: rows, n: outFeatures, k: inFeatures, a: inp + r0 * inFeatures, lda: inFeatures,
-                b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0, c: out + r0 * outFeatures, ldc: outFeatures)
+                .no, .yes, m: rows.count, n: outFeatures, k: inFeatures, a: inp + rows.lowerBound * inFeatures,
+                lda: inFeatures, b: weight, ldb: inFeatures, beta: accumulate ? 1 : 0,
+                c: out + rows.lowerBound * outFeatures, ldc: outFeatures)
         }
     }
 

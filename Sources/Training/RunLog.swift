@@ -48,11 +48,5 @@ func unixTime() -> Double { Date().timeIntervalSince1970 }
 
 /// This process's peak resident memory (VmHWM in /proc/self/status), in MB; 0 where unknown.
 public enum ResidentMemory {
-    public static var peakMB: Double {
-        let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            return (line.split(separator: " ").compactMap { Double($0) }.first ?? 0) / 1024
-        }
-        return 0
-    }
+    public static var peakMB: Double { (NodeMemory.field("VmHWM:", in: "/proc/self/status") ?? 0) / 1024 }
 }

@@ -34,7 +34,8 @@ public enum NodeMemory {
         }
     }
 
-    static func field(_ name: String, in path: String) -> Double? {
+    /// The first number after `name` on its line of a /proc file ("MemAvailable:  123 kB" -> 123).
+    public static func field(_ name: String, in path: String) -> Double? {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix(name) {
             return line.split(separator: " ").compactMap { Double($0) }.first
@@ -58,11 +59,11 @@ extension Trainer {
     public static func memoryEstimate(job: Job, world: Int, tp: Int, plan: PlacementPlan, threads: Int)
         -> MemoryEstimate
     {
-        let dp = world / tp, b = job.train.batchSize
+        let dp = world / tp
         return (0..<world).map { rank -> MemoryEstimate in
-            let d = rank / tp
-            return MemoryEstimate.perRank(
-                config: job.model, tp: tp, plan: plan, rank: rank, maxBatch: (d + 1) * b / dp - d * b / dp,
+            MemoryEstimate.perRank(
+                config: job.model, tp: tp, plan: plan, rank: rank,
+                maxBatch: Trainer.samples(dpIndex: rank / tp, dp: dp, batch: job.train.batchSize).count,
                 threads: threads, checkpoints: job.checkpoint.every > 0)
         }.max { $0.totalBytes < $1.totalBytes }!
     }

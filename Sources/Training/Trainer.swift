@@ -86,6 +86,11 @@ public final class Trainer {
         return layout
     }
 
+    /// The samples of each global batch that dp group `dpIndex` of `dp` takes: [d*B/dp, (d+1)*B/dp).
+    public static func samples(dpIndex d: Int, dp: Int, batch b: Int) -> Range<Int> {
+        (d * b / dp)..<((d + 1) * b / dp)
+    }
+
     /// Builds this rank's share of the model. Collective over `comm` (it splits the mesh groups):
     /// call it on every rank after `validate` passed everywhere.
     /// `nodeOf` (tests) overrides the node of each rank, which is otherwise found by host name:
@@ -103,9 +108,9 @@ public final class Trainer {
         let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
         ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes)
         sampler = try BatchSampler(job: job, data: data)
-        let d = ctx.mesh.dpIndex, b = job.train.batchSize
-        sampleStart = d * b / dp
-        sampleEnd = (d + 1) * b / dp
+        let mine = Trainer.samples(dpIndex: ctx.mesh.dpIndex, dp: dp, batch: job.train.batchSize)
+        sampleStart = mine.lowerBound
+        sampleEnd = mine.upperBound
         model = Transformer(
             config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx,
             moe: MoEOptions(
@@ -237,7 +242,7 @@ public final class Trainer {
         let b = sampleEnd - sampleStart
         let calls = (0..<dp).map { g -> Int in
             let windows = (g + 1) * n / dp - g * n / dp
-            let batch = (g + 1) * job.train.batchSize / dp - g * job.train.batchSize / dp
+            let batch = Trainer.samples(dpIndex: g, dp: dp, batch: job.train.batchSize).count
             return (windows + batch - 1) / batch
         }.max()!
         var total = 0.0

@@ -27,11 +27,11 @@ enum Harness {
         return nil
     }
 
-    /// Runs `executable args` in `cwd` with extra environment, killing it after `timeout` seconds.
-    static func run(
-        _ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:],
-        timeout: Double = 120
-    ) throws -> RunResult {
+    /// `executable args` in `cwd`, not started, with the environment every test launch gets:
+    /// Open MPI allowed as root, one BLAS thread unless the caller's environment sets it, `env` on top.
+    static func process(_ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:])
+        -> Process
+    {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
@@ -42,6 +42,15 @@ enum Harness {
         e["OPENBLAS_NUM_THREADS"] = e["OPENBLAS_NUM_THREADS"] ?? "1"
         for (k, v) in env { e[k] = v }
         p.environment = e
+        return p
+    }
+
+    /// Runs `executable args` in `cwd` with extra environment, killing it after `timeout` seconds.
+    static func run(
+        _ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:],
+        timeout: Double = 120
+    ) throws -> RunResult {
+        let p = process(executable, args, cwd: cwd, env: env)
         let outFile = NSTemporaryDirectory() + "sy-out-" + UUID().uuidString
         let errFile = NSTemporaryDirectory() + "sy-err-" + UUID().uuidString
         _ = FileManager.default.createFile(atPath: outFile, contents: nil)

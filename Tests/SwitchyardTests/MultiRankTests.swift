@@ -169,10 +169,7 @@ final class MultiRankTests: XCTestCase {
     /// SIGTERM finishes the step, writes the end event and exits 0.
     func testSigtermStopsCleanly() throws {
         let ws = Workspace()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.binary)
-        p.arguments = ws.tinyArgs(steps: 100000)
-        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
+        let p = Harness.process(Harness.binary, ws.tinyArgs(steps: 100000), cwd: ws.dir)
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         let log = "\(ws.dir)/runs/tiny/log.jsonl"
@@ -194,18 +191,12 @@ final class MultiRankTests: XCTestCase {
     func testStoppedRankEndsTheJobAtTheCollectiveDeadline() throws {
         guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
         let ws = Workspace()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpirun)
-        p.arguments =
+        let p = Harness.process(
+            mpirun,
             ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", "2", Harness.binary]
-            + ws.tinyArgs(
-                steps: 100000, extra: ["--set", "timeouts.collectiveSeconds=3", "--set", "checkpoint.every=0"])
-        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["OPENBLAS_NUM_THREADS"] = "1"
-        p.environment = env
+                + ws.tinyArgs(
+                    steps: 100000, extra: ["--set", "timeouts.collectiveSeconds=3", "--set", "checkpoint.every=0"]),
+            cwd: ws.dir, env: ["OPENBLAS_NUM_THREADS": "1"])
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice

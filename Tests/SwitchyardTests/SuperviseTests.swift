@@ -7,12 +7,10 @@ final class SuperviseTests: XCTestCase {
     /// that checkpoint and completes; supervise exits 0 and the log holds one restart event.
     func testKilledTrainIsRestartedAndResumes() throws {
         let ws = Workspace()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.binary)
-        p.arguments =
-            ["supervise", "--backoff", "0", "--"]
-            + [Harness.binary] + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=20"])
-        p.currentDirectoryURL = URL(fileURLWithPath: ws.dir)
+        let p = Harness.process(
+            Harness.binary,
+            ["supervise", "--backoff", "0", "--", Harness.binary]
+                + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=20"]), cwd: ws.dir)
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
