@@ -29,26 +29,27 @@ public struct MemoryEstimate: Sendable, Equatable {
         let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
         let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
         let n = Double(maxBatch) * t, r = n * k
-        var params = 2 * v * c + t * c + c  // embed, head, positions, final norm
+        let mats = Double(m.ffnMatrices.count), pre = Double(m.ffnPreactWidth)
+        var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
-        acts += 2 * n * c + 4 * n * cl + 2 * n * f  // backward scratch
+        acts += 2 * n * c + 4 * n * cl + n * (f + pre)  // backward scratch
         var moeLayer = 0
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c
             acts += 4 * n * c + 4 * n * cl + 2 * n + Double(maxBatch) * hl * t
             if m.isMoE(l) {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
-                params += e * c + local * 2 * c * f
-                // logits, probs, top-k; send, back, recv, xe, o; h, a; and backward's four copies.
-                acts += 2 * n * e + 2 * n * k + 5 * r * c + 2 * r * f + 4 * r * c
+                params += e * c + local * mats * c * f
+                // logits, probs, top-k; send, back, recv, xe, o; pre, a; and backward's four copies.
+                acts += 2 * n * e + 2 * n * k + 5 * r * c + r * (f + pre) + 4 * r * c
                 moeLayer += 1
             } else {
-                params += 2 * c * f
-                acts += 2 * n * f
+                params += mats * c * f
+                acts += n * (f + pre)
             }
         }
         // Experts' backward scratch per thread: the busiest expert, taken as twice the mean.
-        acts += Double(max(threads, 1)) * 2 * (2 * r / max(e, 1)) * f
+        acts += Double(max(threads, 1)) * (2 * r / max(e, 1)) * (f + pre)
         return MemoryEstimate(
             stateBytes: 16 * params, activationBytes: 4 * acts, checkpointBytes: checkpoints ? 12 * params : 0,
             parameters: params)

@@ -18,14 +18,14 @@ extension MoELayer {
         try sendGradientsToExperts(s: s, sc: sc)
         clock.lap(.dispatchCombine)
         let maxRows = s.expertRows.max() ?? 0
-        let hidden = sc.hidden.reserve(2 * maxRows * f)
+        let hidden = sc.hidden.reserve(maxRows * (f + preWidth))
         // One work item per local expert: its own weight gradients, rows of dXe and scratch.
         Parallel.forEach(w.experts.count) { li, worker in
             let st = s.expertStart[li], dA = hidden[worker]
             MLP.backward(
-                dx: sc.dXe.base + st * c, dw1: g.w1[li], dw2: g.w2[li], dOut: sc.dOe.base + st * c,
-                x: s.xe.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, w1: w.w1[li], w2: w.w2[li],
-                dA: dA, dH: dA + maxRows * f, n: s.expertRows[li], c: c, f: f)
+                dx: sc.dXe.base + st * c, g: g.ffn[li], dOut: sc.dOe.base + st * c, x: s.xe.base + st * c,
+                pre: s.h.base + st * preWidth, a: s.a.base + st * f, w: w.ffn[li],
+                dA: dA, dPre: dA + maxRows * f, n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
         try returnGradientsHome(s: s, sc: sc, dxs: dxs)

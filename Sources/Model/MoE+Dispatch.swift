@@ -106,7 +106,7 @@ extension MoELayer {
         precondition(s.perm.count == recvTotal, "a rank received rows for an expert it does not hold")
         s.xe.reserve(recvTotal * c)
         s.o.reserve(recvTotal * c)
-        s.h.reserve(recvTotal * f)
+        s.h.reserve(recvTotal * preWidth)
         s.a.reserve(recvTotal * f)
         expertMajor(s: s, from: s.recv.base, into: s.xe.base)
     }

@@ -16,8 +16,7 @@ import Tensor
 struct MoEWeights {
     let router: UnsafeMutablePointer<Float>  // [E, C]
     let experts: [Int]  // local expert ids, ascending
-    let w1: [UnsafeMutablePointer<Float>]  // per local expert: [F, C]
-    let w2: [UnsafeMutablePointer<Float>]  // per local expert: [C, F]
+    let ffn: [FFNWeights]  // per local expert
 }
 
 /// How every MoE block of a model routes, beyond its shape.
@@ -50,7 +49,8 @@ final class MoEState {
     var perm: [Int32] = []  // expert-major row i <- received row perm[i]
     var expertStart: [Int] = [], expertRows: [Int] = []
     let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()  // [S, C], [S, C], [R, C]
-    let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()  // [R, C], [R, F], [R, F], [R, C]
+    // [R, C], pre-activations [R, F] (SwiGLU: per expert [2, rows, F]), activations [R, F], [R, C]
+    let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()
 
     init(n: Int, e: Int, k: Int) {
         self.e = e
@@ -77,7 +77,7 @@ final class MoEState {
 /// Backward scratch for MoE blocks.
 final class MoEScratch {
     let dSend = GrowBuffer(), dRecv = GrowBuffer(), dXe = GrowBuffer(), dOe = GrowBuffer()
-    let hidden = WorkerScratch()  // per thread: dA and dH of one expert, [2, rows, F]
+    let hidden = WorkerScratch()  // per thread: dA [rows, F] and dPre (as pre) of one expert
     let dLogits, dProbs, dTopWeight, rowScratch: FloatBuffer
     init(n: Int, e: Int, k: Int) {
         dLogits = FloatBuffer(count: n * e)
@@ -91,7 +91,10 @@ struct MoELayer {
     var ctx: ParallelContext  // replaced when a re-placement rebinds the model
     let layer: Int  // MoE layer index (placement row)
     let c: Int, f: Int, e: Int, k: Int
+    let swiglu: Bool
     let options: MoEOptions
+    /// Floats of pre-activation per routed row.
+    var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
     /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).
@@ -114,8 +117,8 @@ struct MoELayer {
         Parallel.forEach(w.experts.count) { li, _ in
             let st = s.expertStart[li]
             MLP.forward(
-                o: s.o.base + st * c, h: s.h.base + st * f, a: s.a.base + st * f, x: s.xe.base + st * c,
-                w1: w.w1[li], w2: w.w2[li], n: s.expertRows[li], c: c, f: f)
+                o: s.o.base + st * c, pre: s.h.base + st * preWidth, a: s.a.base + st * f, x: s.xe.base + st * c,
+                w: w.ffn[li], n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
         try combine(s: s, out: out, n: n, gatherScratch: gatherScratch)

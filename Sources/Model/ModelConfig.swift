@@ -21,15 +21,32 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var topK: Int  // K
     public var ffHidden: Int  // F
     public var moeEvery: Int  // 1: every block is MoE; n: every n-th block (1-based); 0: all dense
+    /// "learned": a [T, C] position embedding added to the tokens; "rope": rotary embeddings on q
+    /// and k (rotate-half layout, as Hugging Face's Llama and Mixtral), no position parameters.
+    public var positions: String
+    /// "gelu": w2(gelu(w1 x)); "swiglu": w2(silu(w1 x) * w3 x), as Mixtral's experts.
+    public var ffn: String
+    /// RoPE base: frequency i of a head of size D is ropeTheta^(-2i / D).
+    public var ropeTheta: Double
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
-        nExpert: Int, topK: Int, ffHidden: Int, moeEvery: Int
+        nExpert: Int, topK: Int, ffHidden: Int, moeEvery: Int,
+        positions: String = "learned", ffn: String = "gelu", ropeTheta: Double = 10000
     ) {
         self.vocabSize = vocabSize; self.seqLen = seqLen; self.nLayer = nLayer; self.nEmbd = nEmbd
         self.nHead = nHead; self.nExpert = nExpert; self.topK = topK; self.ffHidden = ffHidden
-        self.moeEvery = moeEvery
+        self.moeEvery = moeEvery; self.positions = positions; self.ffn = ffn; self.ropeTheta = ropeTheta
     }
+
+    /// Rotary position embeddings instead of learned ones.
+    public var usesRope: Bool { positions == "rope" }
+    /// SwiGLU experts and dense FFN (three matrices) instead of GELU (two).
+    public var usesSwiGLU: Bool { ffn == "swiglu" }
+    /// Matrices of one expert (or the dense FFN), in buffer order: w1 [F, C], (w3 [F, C],) w2 [C, F].
+    public var ffnMatrices: [String] { usesSwiGLU ? ["w1", "w3", "w2"] : ["w1", "w2"] }
+    /// Width of an FFN's saved pre-activation per row: F (gelu) or 2F (swiglu: w1 x and w3 x).
+    public var ffnPreactWidth: Int { usesSwiGLU ? 2 * ffHidden : ffHidden }
 
     /// Head size D = C / H.
     public var headSize: Int { nEmbd / nHead }
@@ -58,43 +75,68 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         if topK > nExpert {
             throw fail("topK", "\(topK) exceeds model.nExpert = \(nExpert); k experts must exist to choose from")
         }
+        if positions != "learned" && positions != "rope" {
+            throw fail("positions", "must be \"learned\" or \"rope\", got \"\(positions)\"")
+        }
+        if ffn != "gelu" && ffn != "swiglu" { throw fail("ffn", "must be \"gelu\" or \"swiglu\", got \"\(ffn)\"") }
+        if !(ropeTheta > 1) || !ropeTheta.isFinite { throw fail("ropeTheta", "must be a number > 1, got \(ropeTheta)") }
+        if usesRope && headSize % 2 != 0 {
+            throw fail("positions", "rope rotates pairs of channels: the head size C / H = \(headSize) must be even")
+        }
     }
 
     /// Parameters a token passes through, excluding the token and position embeddings:
     /// attention, norms, router, K experts (MoE blocks) or the dense FFN, final norm, output head.
     public var activeNonEmbeddingParams: Int {
-        let c = nEmbd, f = ffHidden
+        let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
         var n = 0
         for l in 0..<nLayer {
             n += 4 * c * c + 2 * c
-            n += isMoE(l) ? (c * nExpert + topK * 2 * c * f) : 2 * c * f
+            n += isMoE(l) ? (c * nExpert + topK * mlp) : mlp
         }
         return n + c + vocabSize * c
     }
 
     /// Every parameter of the model (all experts, embeddings included).
     public var totalParams: Int {
-        let c = nEmbd, f = ffHidden
-        var n = vocabSize * c + seqLen * c
-        for l in 0..<nLayer { n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + nExpert * 2 * c * f : 2 * c * f) }
+        let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
+        var n = vocabSize * c + (usesRope ? 0 : seqLen * c)
+        for l in 0..<nLayer { n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + nExpert * mlp : mlp) }
         return n + c + vocabSize * c
     }
 
     /// Model FLOPs per token for training at sequence length `t`:
-    /// 6 x active non-embedding parameters + 12 x L x C x T (attention scores and values).
+    /// 6 x active non-embedding parameters + 12 x L x C x T (attention scores and values): the
+    /// matrix products MFU counts (SwiGLU's third matrix included; element-wise work is not).
     public func flopsPerToken(seqLen t: Int) -> Double {
         6 * Double(activeNonEmbeddingParams) + 12 * Double(nLayer * nEmbd * t)
+    }
+
+    /// Training FLOPs per token by part: "matmuls" (6 x active non-embedding parameters),
+    /// "attention" (scores and values), "rope" (q and k rotations) and "ffnActivation"
+    /// (element-wise gelu or silu-and-gate of the FFN hidden rows).
+    public func flopsPerTokenParts(seqLen t: Int) -> [String: Double] {
+        let ffnRows = Double((0..<nLayer).reduce(0) { $0 + (isMoE($1) ? topK : 1) } * ffHidden)
+        return [
+            "matmuls": 6 * Double(activeNonEmbeddingParams),
+            "attention": 12 * Double(nLayer * nEmbd * t),
+            "rope": usesRope ? 6 * 2 * Double(nLayer * nEmbd) : 0,
+            "ffnActivation": (usesSwiGLU ? 12 : 8) * ffnRows
+        ]
     }
 }
 
 extension ModelConfig {
-    /// Training FLOPs per token in the routed experts: 6 x (K experts x 2 matrices of C x F) per MoE block.
-    public var expertFlopsPerToken: Double { 6 * Double(moeLayerCount * topK * 2 * nEmbd * ffHidden) }
+    /// Training FLOPs per token in the routed experts: 6 x (K experts x 2 or 3 matrices of C x F) per MoE block.
+    public var expertFlopsPerToken: Double {
+        6 * Double(moeLayerCount * topK * ffnMatrices.count * nEmbd * ffHidden)
+    }
 
     /// The scheduler's view of this model: expert shapes and the FLOPs of everything else.
     public func moeShape(baseBytesPerRank: Double) -> MoEShape {
         MoEShape(
             nEmbd: nEmbd, ffHidden: ffHidden, nExpert: nExpert, moeLayers: moeLayerCount,
-            denseFlopsPerToken: flopsPerToken(seqLen: seqLen) - expertFlopsPerToken, baseBytesPerRank: baseBytesPerRank)
+            denseFlopsPerToken: flopsPerToken(seqLen: seqLen) - expertFlopsPerToken, baseBytesPerRank: baseBytesPerRank,
+            matrices: ffnMatrices.count)
     }
 }

@@ -108,7 +108,7 @@ public final class ParameterStore: @unchecked Sendable {
         let outStd = TensorList.std / Float(2 * c.nLayer).squareRoot()
         let C = c.nEmbd, F = c.ffHidden
         list.add("embed.weight", [c.vocabSize, C])
-        list.add("pos.weight", [c.seqLen, C])
+        if !c.usesRope { list.add("pos.weight", [c.seqLen, C]) }
         var moeIndex = 0
         for l in 0..<c.nLayer {
             let p = "layers.\(l)."
@@ -124,14 +124,19 @@ public final class ParameterStore: @unchecked Sendable {
                     let ranks = layout.plan.layers[moeIndex][e]
                     let first = ranks.min() == layout.mesh.rank
                     let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
-                    list.add(p + "moe.experts.\(e).w1.weight", [F, C], reduce: red, isPrimaryCopy: first)
-                    list.add(
-                        p + "moe.experts.\(e).w2.weight", [C, F], reduce: red, initStd: outStd, isPrimaryCopy: first)
+                    for w in c.ffnMatrices {
+                        list.add(
+                            p + "moe.experts.\(e).\(w).weight", w == "w2" ? [C, F] : [F, C], reduce: red,
+                            initStd: w == "w2" ? outStd : TensorList.std, isPrimaryCopy: first)
+                    }
                 }
                 moeIndex += 1
             } else {
-                list.add(p + "ffn.w1.weight", [F, C])
-                list.add(p + "ffn.w2.weight", [C, F], initStd: outStd)
+                for w in c.ffnMatrices {
+                    list.add(
+                        p + "ffn.\(w).weight", w == "w2" ? [C, F] : [F, C], initStd: w == "w2" ? outStd : TensorList.std
+                    )
+                }
             }
         }
         list.add("norm.weight", [C], decay: false, initStd: 0)

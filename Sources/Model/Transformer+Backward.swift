@@ -8,7 +8,7 @@ import Tensor
 final class BackwardScratch {
     let dResid, dLn: FloatBuffer  // [N, C]
     let dq, dk, dv, dy: FloatBuffer  // [N, Cl]
-    let dH, dA: FloatBuffer  // [N, F] dense FFN
+    let dH, dA: FloatBuffer  // dense FFN: dPre (as pre), dA [N, F]
     let attention = WorkerScratch()  // attention tiles, per thread (forward and backward)
     let dLogits: FloatBuffer  // [N, V]
     let moe: MoEScratch
@@ -17,7 +17,7 @@ final class BackwardScratch {
         dResid = FloatBuffer(count: n * c); dLn = FloatBuffer(count: n * c)
         dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
         dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
-        dH = FloatBuffer(count: n * m.ffHidden); dA = FloatBuffer(count: n * m.ffHidden)
+        dH = FloatBuffer(count: n * m.ffnPreactWidth); dA = FloatBuffer(count: n * m.ffHidden)
         dLogits = FloatBuffer(count: n * m.vocabSize)
         moe = MoEScratch(n: n, e: m.nExpert, k: m.topK)
     }
@@ -38,7 +38,8 @@ extension Transformer {
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.backward(
-                    dwte: store.pointer("embed.weight", in: g), dwpe: store.pointer("pos.weight", in: g),
+                    dwte: store.pointer("embed.weight", in: g),
+                    dwpe: rope == nil ? store.pointer("pos.weight", in: g) : nil,
                     dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: b, t: t, c: c)
             }
         }
@@ -82,9 +83,8 @@ extension Transformer {
         } else {
             timed(.denseFFN) {
                 MLP.backward(
-                    dx: s.dLn.base, dw1: gw.ffnW1!, dw2: gw.ffnW2!, dOut: s.dResid.base, x: a.ln2.base,
-                    h: a.h!.base, a: a.a!.base, w1: w.ffnW1!, w2: w.ffnW2!, dA: s.dA.base, dH: s.dH.base,
-                    n: n, c: c, f: config.ffHidden)
+                    dx: s.dLn.base, g: gw.ffn!, dOut: s.dResid.base, x: a.ln2.base, pre: a.h!.base, a: a.a!.base,
+                    w: w.ffn!, dA: s.dA.base, dPre: s.dH.base, n: n, c: c, f: config.ffHidden)
             }
         }
         timed(.norms) {
@@ -113,6 +113,7 @@ extension Transformer {
                 dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
                 v: a.v.base, y: a.y.base, lse: a.lse.base,
                 b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: s.attention)
+            if let rope { rotate(s.dq.base, s.dk.base, n: n, table: rope, inverse: true) }
         }
         timed(.attnProjections) {
             zero(s.dLn, n * c)

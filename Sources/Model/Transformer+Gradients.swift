@@ -40,7 +40,7 @@ extension Transformer {
         let plan = ctx.plan
         var segments: [(layer: Int, expert: Int, offset: Int)] = []
         var total = 0
-        let perExpert = 2 * config.nEmbd * config.ffHidden
+        let matrix = config.nEmbd * config.ffHidden, perExpert = config.ffnMatrices.count * matrix
         for (l, layer) in plan.layers.enumerated() {
             for (e, ranks) in layer.enumerated() where ranks.count > 1 {
                 segments.append((l, e, total)); total += perExpert
@@ -55,16 +55,18 @@ extension Transformer {
         let moeBlocks = (0..<config.nLayer).filter(config.isMoE)
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
             let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
-            (buf.base + s.offset).update(from: store.pointer(name + "w1.weight", in: store.grads), count: perExpert / 2)
-            (buf.base + s.offset + perExpert / 2).update(
-                from: store.pointer(name + "w2.weight", in: store.grads), count: perExpert / 2)
+            for (i, w) in config.ffnMatrices.enumerated() {
+                (buf.base + s.offset + i * matrix).update(
+                    from: store.pointer(name + w + ".weight", in: store.grads), count: matrix)
+            }
         }
         try ctx.allreduce(buf.base, total, over: ctx.comms.world)
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
             let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
-            store.pointer(name + "w1.weight", in: store.grads).update(from: buf.base + s.offset, count: perExpert / 2)
-            store.pointer(name + "w2.weight", in: store.grads).update(
-                from: buf.base + s.offset + perExpert / 2, count: perExpert / 2)
+            for (i, w) in config.ffnMatrices.enumerated() {
+                store.pointer(name + w + ".weight", in: store.grads).update(
+                    from: buf.base + s.offset + i * matrix, count: matrix)
+            }
         }
     }
 

@@ -11,7 +11,7 @@ import Tensor
 /// Weight pointers of one block (into params or into grads).
 struct BlockWeights {
     let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
-    let ffnW1, ffnW2: UnsafeMutablePointer<Float>?  // dense blocks
+    let ffn: FFNWeights?  // dense blocks
     let moe: MoEWeights?  // MoE blocks
 }
 
@@ -21,7 +21,7 @@ final class BlockActivations {
     let q, k, v, y: FloatBuffer  // [N, Cl]
     let rstd1, rstd2: FloatBuffer  // [N]
     let lse: FloatBuffer  // [B, Hl, T] attention rows' log-sum-exp
-    let h, a: FloatBuffer?  // [N, F] dense blocks
+    let h, a: FloatBuffer?  // dense blocks: pre-activations [N, F] (SwiGLU: [2, N, F]), activations [N, F]
     let moe: MoEState?
     init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool) {
         let c = m.nEmbd, cl = m.nEmbd / tp
@@ -35,7 +35,7 @@ final class BlockActivations {
             h = nil; a = nil
             moe = MoEState(n: n, e: m.nExpert, k: m.topK)
         } else {
-            h = FloatBuffer(count: n * m.ffHidden); a = FloatBuffer(count: n * m.ffHidden)
+            h = FloatBuffer(count: n * m.ffnPreactWidth); a = FloatBuffer(count: n * m.ffHidden)
             moe = nil
         }
     }
@@ -60,6 +60,8 @@ public final class Transformer: @unchecked Sendable {
     let lnf: FloatBuffer  // [N, C]
     let rstdf: FloatBuffer  // [N]
     let logits: FloatBuffer  // [N, V]
+    /// Rope's cos/sin for positions 0..<T (nil: learned positions).
+    let rope: RopeTable?
     let losses: FloatBuffer  // [N]
     let gatherScratch: FloatBuffer  // tp all-gather of rows
     var tokens: [Int32]  // [N]
@@ -98,7 +100,7 @@ public final class Transformer: @unchecked Sendable {
                 moes.append(
                     MoELayer(
                         ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert,
-                        k: config.topK, options: options))
+                        k: config.topK, swiglu: config.usesSwiGLU, options: options))
                 moeIndex += 1
             } else {
                 moes.append(nil)
@@ -109,6 +111,9 @@ public final class Transformer: @unchecked Sendable {
         lnf = FloatBuffer(count: n * config.nEmbd)
         rstdf = FloatBuffer(count: n)
         logits = FloatBuffer(count: n * config.vocabSize)
+        rope =
+            config.usesRope
+            ? RopeTable(positions: config.seqLen, headSize: config.headSize, theta: config.ropeTheta) : nil
         losses = FloatBuffer(count: n)
         gatherScratch = FloatBuffer(count: 2 * tp * ((n + tp - 1) / tp) * config.nEmbd)
         tokens = Array(repeating: 0, count: n)
@@ -133,6 +138,7 @@ public final class Transformer: @unchecked Sendable {
             }
         }
         blocks = other.blocks; resid = other.resid; lnf = other.lnf; rstdf = other.rstdf; logits = other.logits
+        rope = other.rope
         losses = other.losses; gatherScratch = other.gatherScratch; tokens = other.tokens; targets = other.targets
         scratch = other.scratch
     }
@@ -156,19 +162,17 @@ public final class Transformer: @unchecked Sendable {
     static func blockWeights(_ s: ParameterStore, _ buf: FloatBuffer, layer l: Int, experts: [Int], config: ModelConfig)
         -> BlockWeights
     {
-        let p = "layers.\(l)."
+        let p = "layers.\(l).", swiglu = config.usesSwiGLU
         func ptr(_ name: String) -> UnsafeMutablePointer<Float> { s.pointer(p + name, in: buf) }
         let moe: MoEWeights? =
             config.isMoE(l)
             ? MoEWeights(
                 router: ptr("moe.router.weight"), experts: experts,
-                w1: experts.map { ptr("moe.experts.\($0).w1.weight") },
-                w2: experts.map { ptr("moe.experts.\($0).w2.weight") }) : nil
+                ffn: experts.map { FFNWeights(s, buf, prefix: p + "moe.experts.\($0).", swiglu: swiglu) }) : nil
         return BlockWeights(
             norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
-            ffnW1: moe == nil ? ptr("ffn.w1.weight") : nil,
-            ffnW2: moe == nil ? ptr("ffn.w2.weight") : nil, moe: moe)
+            ffn: moe == nil ? FFNWeights(s, buf, prefix: p + "ffn.", swiglu: swiglu) : nil, moe: moe)
     }
 
     /// Runs the model on tokens [B, T] and returns the mean cross-entropy of these rows against
@@ -193,7 +197,7 @@ public final class Transformer: @unchecked Sendable {
                 Embedding.forward(
                     out: resid[0].base, tokens: tokenIds.baseAddress!,
                     wte: store.pointer("embed.weight", in: store.params),
-                    wpe: store.pointer("pos.weight", in: store.params), b: b, t: t, c: c)
+                    wpe: rope == nil ? store.pointer("pos.weight", in: store.params) : nil, b: b, t: t, c: c)
             }
         }
         var aux: [Float] = []
@@ -215,6 +219,7 @@ public final class Transformer: @unchecked Sendable {
             Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
             Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
         }
+        if let rope { timed(.attnCore) { rotate(a.q.base, a.k.base, n: n, table: rope, inverse: false) } }
         timed(.attnCore) {
             Attention.forward(
                 y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base,
@@ -237,6 +242,22 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
+    /// Rope on this rank's heads of q and k [N, Cl] in place (inverse: backward on dq and dk),
+    /// rows of batch position t at position t, in row blocks.
+    func rotate(
+        _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, n: Int, table: RopeTable, inverse: Bool
+    ) {
+        let hl = config.nHead / ctx.mesh.tp, d = config.headSize, cl = config.nEmbd / ctx.mesh.tp, t = time
+        Parallel.forEachBlock(n, grain: Linear.rowGrain) { block in
+            for x in [q, k] {
+                Rope.apply(
+                    x + block.lowerBound * cl, rows: block.count, heads: hl, d: d, ldc: cl, table: table,
+                    inverse: inverse
+                ) { (block.lowerBound + $0) % t }
+            }
+        }
+    }
+
     /// Block l's FFN half: resid[l + 1] = a.mid + ffn(rmsnorm2(a.mid)), MoE or dense. Returns the
     /// MoE block's balance loss (nil for a dense block).
     func feedForward(layer l: Int, n: Int, tokenOffset: Int) throws -> Float? {
@@ -253,8 +274,8 @@ public final class Transformer: @unchecked Sendable {
         }
         timed(.denseFFN) {
             MLP.forward(
-                o: out, h: a.h!.base, a: a.a!.base, x: a.ln2.base, w1: w.ffnW1!, w2: w.ffnW2!,
-                n: n, c: c, f: config.ffHidden, accumulate: true)
+                o: out, pre: a.h!.base, a: a.a!.base, x: a.ln2.base, w: w.ffn!, n: n, c: c, f: config.ffHidden,
+                accumulate: true)
         }
         return nil
     }

@@ -2,9 +2,9 @@
 // labels so that as little as possible moves.
 
 extension Planner {
-    /// Bytes of one expert's gradient (w1 and w2, Float32), summed over its replicas every step.
+    /// Bytes of one expert's gradient (every matrix, Float32), summed over its replicas every step.
     public static func replicaGradientBytes(_ shape: MoEShape) -> Double {
-        2 * Double(shape.nEmbd * shape.ffHidden) * 4
+        Double(shape.matrices * shape.nEmbd * shape.ffHidden) * 4
     }
 
     /// Bytes of weights and moments that moving from `old` to `new` transfers (each expert replica

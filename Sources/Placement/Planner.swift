@@ -13,16 +13,20 @@ public struct MoEShape: Sendable, Equatable {
     public var denseFlopsPerToken: Double
     /// Bytes every rank holds besides its experts (replicated parameters and their moments).
     public var baseBytesPerRank: Double
+    /// Matrices of C x F per expert: 2 (GELU) or 3 (SwiGLU).
+    public var matrices: Int
     public init(
-        nEmbd: Int, ffHidden: Int, nExpert: Int, moeLayers: Int, denseFlopsPerToken: Double, baseBytesPerRank: Double
+        nEmbd: Int, ffHidden: Int, nExpert: Int, moeLayers: Int, denseFlopsPerToken: Double, baseBytesPerRank: Double,
+        matrices: Int = 2
     ) {
         self.nEmbd = nEmbd; self.ffHidden = ffHidden; self.nExpert = nExpert; self.moeLayers = moeLayers
         self.denseFlopsPerToken = denseFlopsPerToken; self.baseBytesPerRank = baseBytesPerRank
+        self.matrices = matrices
     }
-    /// Training FLOPs of one routed token in one expert: forward 2 x 2CF, backward twice that.
-    public var expertFlopsPerAssignment: Double { 12 * Double(nEmbd * ffHidden) }
+    /// Training FLOPs of one routed token in one expert: forward 2 x (matrices x CF), backward twice that.
+    public var expertFlopsPerAssignment: Double { 6 * Double(matrices * nEmbd * ffHidden) }
     /// Bytes of one expert with its AdamW moments (Float32).
-    public var bytesPerExpert: Double { 3 * 2 * Double(nEmbd * ffHidden) * 4 }
+    public var bytesPerExpert: Double { 3 * Double(matrices * nEmbd * ffHidden) * 4 }
 }
 
 /// Predicted cost of a placement.

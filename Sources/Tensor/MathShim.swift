@@ -14,3 +14,6 @@ public func erfDouble(_ x: Double) -> Double { Glibc.erf(x) }
 public func expDouble(_ x: Double) -> Double { Glibc.exp(x) }
 /// Double-precision cos (the LR schedule).
 public func cosDouble(_ x: Double) -> Double { Glibc.cos(x) }
+/// Double-precision sin and pow (rope's table).
+public func sinDouble(_ x: Double) -> Double { Glibc.sin(x) }
+public func powDouble(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }

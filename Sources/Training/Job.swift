@@ -147,7 +147,8 @@ extension Job {
         JobField(
             key: "model.vocabSize", ref: .int(\.model.vocabSize),
             doc: "V: 256 for byte-level text; > every token id of a .bin"),
-        JobField(key: "model.seqLen", ref: .int(\.model.seqLen), doc: "T: sequence length (and learned positions)"),
+        JobField(
+            key: "model.seqLen", ref: .int(\.model.seqLen), doc: "T: training sequence length (and learned positions)"),
         JobField(key: "model.nLayer", ref: .int(\.model.nLayer), doc: "L: transformer blocks"),
         JobField(key: "model.nEmbd", ref: .int(\.model.nEmbd), doc: "C: channels; divisible by nHead"),
         JobField(key: "model.nHead", ref: .int(\.model.nHead), doc: "H: attention heads"),
@@ -155,6 +156,13 @@ extension Job {
         JobField(key: "model.topK", ref: .int(\.model.topK), doc: "K: experts per token, 1 or 2"),
         JobField(key: "model.ffHidden", ref: .int(\.model.ffHidden), doc: "F: hidden width of each expert / dense FFN"),
         JobField(key: "model.moeEvery", ref: .int(\.model.moeEvery), doc: "every n-th block is MoE (1: all; 0: none)"),
+        JobField(
+            key: "model.positions", ref: .string(\.model.positions),
+            doc: "learned ([T, C] table; generation stops at seqLen) | rope (rotary, as Mixtral/Llama; exports to HF)"),
+        JobField(
+            key: "model.ffn", ref: .string(\.model.ffn),
+            doc: "gelu: w2(gelu(w1 x)) | swiglu: w2(silu(w1 x) * w3 x), Mixtral's experts (3 matrices, not 2)"),
+        JobField(key: "model.ropeTheta", ref: .double(\.model.ropeTheta), doc: "rope base frequency (Mixtral: 1e6)"),
         JobField(
             key: "data.path", ref: .string(\.data.path),
             doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),

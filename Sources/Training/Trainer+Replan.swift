@@ -214,7 +214,7 @@ extension Trainer {
                 let p = "layers.\(moeBlocks[l]).moe.experts.\(e)."
                 for d in ranks {
                     for (from, to) in [(old.params, fresh.params), (old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
-                        for n in [p + "w1.weight", p + "w2.weight"] {
+                        for n in job.model.ffnMatrices.map({ p + $0 + ".weight" }) {
                             if d == me && held.contains(me) {
                                 fresh.pointer(n, in: to).update(from: old.pointer(n, in: from), count: half)
                             } else if d == me {

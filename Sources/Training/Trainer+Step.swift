@@ -164,6 +164,9 @@ extension Trainer {
             "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
             "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
             "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(tokensPerStep)),
+            "positions": .string(m.positions), "ffn": .string(m.ffn),
+            "flopsPerTokenParts": .object(
+                m.flopsPerTokenParts(seqLen: m.seqLen).sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) }),
             "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null,
             "blasThreads": .number(Double(env.blasThreads)),
             "memoryEstimateBytesPerRank": memoryEstimateJSON,

@@ -91,7 +91,8 @@ enum PlanCommand {
         let m = job.model
         let nodeOf = try cluster.nodeOfRank(world: world)
         let minSlots = cluster.nodes.map(\.slots).min()!
-        let total = Double(m.totalParams), experts = Double(m.moeLayerCount * m.nExpert * 2 * m.nEmbd * m.ffHidden)
+        let total = Double(m.totalParams),
+            experts = Double(m.moeLayerCount * m.nExpert * m.ffnMatrices.count * m.nEmbd * m.ffHidden)
         let tokens = Double(job.train.batchSize * m.seqLen)
         var rows: [Candidate] = []
         for tp in (1...m.nHead) where m.nHead % tp == 0 && world % tp == 0 {

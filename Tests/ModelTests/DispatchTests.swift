@@ -29,7 +29,7 @@ final class DispatchTests: XCTestCase {
         let nodes = nodeOf ?? [Int](repeating: 0, count: world)
         let results = try LocalCommunicator.run(size: world) { comm -> Problems in
             let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: nodes)
-            let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k, options: MoEOptions())
+            let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k, swiglu: false, options: MoEOptions())
             let rows = 5 + comm.rank  // ranks hold different row counts
             let s = MoEState(n: rows, e: e, k: k)
             s.rowStart = 0
@@ -141,7 +141,8 @@ final class DispatchTests: XCTestCase {
                     comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan,
                     nodeOf: Array(repeating: 0, count: world))
                 let layer = MoELayer(
-                    ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, options: MoEOptions(capacityFactor: factor))
+                    ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, swiglu: false,
+                    options: MoEOptions(capacityFactor: factor))
                 let first = comm.rank * tokens / world, end = (comm.rank + 1) * tokens / world
                 let s = MoEState(n: end - first, e: e, k: k)
                 s.rows = end - first

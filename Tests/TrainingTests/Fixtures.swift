@@ -28,3 +28,11 @@ func layoutJob(dp: Int = 0, tp: Int = 1, placement: [[[Int]]]? = nil, steps: Int
     }
     return (job, TokenData(path: "mem", format: "text", tokens: Array(text.utf8).map(UInt16.init)))
 }
+
+/// `job` made Mixtral-shaped: rotary positions and SwiGLU experts.
+func mixtralShaped(_ job: Job) -> Job {
+    var j = job
+    j.model.positions = "rope"
+    j.model.ffn = "swiglu"
+    return j
+}

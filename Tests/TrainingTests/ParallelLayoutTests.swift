@@ -98,6 +98,28 @@ final class ParallelLayoutTests: XCTestCase {
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "dp2xtp2 with dense blocks")
     }
 
+    /// Rope positions and SwiGLU experts (Mixtral's shape) keep the contract: rope rotates each
+    /// rank's own heads, w3 travels with w1 (experts over ranks, replicas, the dense FFN).
+    func testMixtralShapedLayoutsMatchWorldOne() throws {
+        let (j1, data) = layoutJob()
+        let ref = try train(world: 1, mixtralShaped(j1), data)
+        XCTAssertNil(ref.params["pos.weight"], "rope has no position table")
+        XCTAssertNotNil(ref.params["layers.0.moe.experts.3.w3.weight"])
+        XCTAssertLessThan(ref.losses.last!, ref.losses.first! - 0.5, "the reference run learns")
+        let cases: [(String, Int, Job)] = [
+            ("dp2", 2, layoutJob(dp: 2).0), ("tp2", 2, layoutJob(dp: 1, tp: 2).0),
+            ("dp2xtp2", 4, layoutJob(dp: 2, tp: 2).0), ("ep4", 4, layoutJob().0),
+            ("dp2 replicated experts", 2, layoutJob(placement: [[[0, 1], [1], [0], [0, 1]]]).0)
+        ]
+        for (label, world, j) in cases {
+            assertMatches(try train(world: world, mixtralShaped(j), data), ref, "rope+swiglu \(label)")
+        }
+        var dense1 = mixtralShaped(j1), dense4 = mixtralShaped(layoutJob(dp: 2, tp: 2).0)
+        dense1.model.moeEvery = 2
+        dense4.model.moeEvery = 2
+        assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "rope+swiglu dense dp2xtp2")
+    }
+
     /// With a capacity limit, the same assignments are dropped whatever the layout (the rule itself
     /// is checked with identical routing in DispatchTests). Dropping is discontinuous in the router
     /// logits: once reassociation (dp sums gradients in another order) moves a near-tie assignment

@@ -83,6 +83,33 @@ final class ResumeTests: XCTestCase {
         }
     }
 
+    /// Mixtral-shaped (rope + SwiGLU): bitwise resume at world 2 (w3 and its moments saved and
+    /// restored), and a resume of the world-4 checkpoint at world 1 within 1e-5.
+    func testMixtralShapedResumeIsBitwiseAndReshards() throws {
+        let (straightJob, data) = job(world: 2, run: "mx-straight")
+        let straight = try run(mixtralShaped(straightJob), data, world: 2)
+        let j = mixtralShaped(job(world: 2, run: "mx-stopped").0)
+        _ = try run(j, data, world: 2, stopAfter: 20)
+        let second = try run(j, data, world: 2)
+        XCTAssertEqual(second.resumed?.step, 20)
+        XCTAssertEqual(
+            second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern))
+        XCTAssertNotNil(straight.state["optim.m.layers.0.moe.experts.1.w3.weight"])
+        for (name, v) in straight.state {
+            XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), name)
+        }
+        let four = mixtralShaped(job(world: 4, dp: 2, tp: 2, run: "mx-four").0)
+        _ = try run(four, data, world: 4, stopAfter: 20)
+        let one = mixtralShaped(job(world: 1, run: "mx-one").0)
+        let resumed = try run(one, data, world: 1, choice: .from("\(dir)/mx-four/checkpoints/step-000000020"))
+        XCTAssertEqual(resumed.summary.firstStep, 20)
+        let worst = zip(resumed.summary.losses, straight.summary.losses[20..<40]).map {
+            abs(Double($0 - $1)) / Double($1)
+        }
+        .max()!
+        XCTAssertLessThan(worst, 1e-5, "rope+swiglu 4 -> 1: max relative loss difference \(worst)")
+    }
+
     /// Save at world 4 (tp 2, experts over 4 ranks), resume at world 1 and 2, and the reverse:
     /// the losses continue within 1e-4 of the uninterrupted run.
     func testReshardedResumeContinuesTheRun() throws {
