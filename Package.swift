@@ -45,6 +45,6 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),
-        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Tensor", "Checkpoint", "JSON"])
+        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Model", "Tensor", "Checkpoint", "JSON"])
     ]
 )

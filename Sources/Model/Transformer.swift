@@ -309,6 +309,11 @@ public final class Transformer: @unchecked Sendable {
     /// Tokens routed to each expert over the global batch in the last forward: [MoE block][expert].
     public var expertTokenCounts: [[Int]] { blocks.compactMap { $0.moe?.globalCounts } }
 
+    /// Logits of the last forward, [B*T, V].
+    public var lastLogits: [Float] {
+        Array(UnsafeBufferPointer(start: logits.base, count: batch * time * config.vocabSize))
+    }
+
     /// Per-token losses of the last forward, [B*T].
     public var lastTokenLosses: [Float] { Array(UnsafeBufferPointer(start: losses.base, count: batch * time)) }
 }

@@ -21,6 +21,11 @@ public struct TokenData: Sendable {
     public static let binMagic: Int32 = 20240520
     public static let binHeaderBytes = 256 * 4
 
+    /// "text" or "bin": what `format` "auto" means for `path` (a .bin suffix is llm.c's format).
+    public static func resolvedFormat(path: String, format: String) -> String {
+        format == "auto" ? (path.hasSuffix(".bin") ? "bin" : "text") : format
+    }
+
     /// Reads `path` as `format` ("auto", "text" or "bin") and checks every token id < vocabSize.
     public static func load(path: String, format: String, vocabSize: Int) throws -> TokenData {
         func fail(_ m: String) -> DataError { DataError(path: path, message: m) }
@@ -33,7 +38,7 @@ public struct TokenData: Sendable {
             throw fail("cannot read the file (permissions?)")
         }
         if data.isEmpty { throw fail("the file is empty") }
-        let fmt = format == "auto" ? (path.hasSuffix(".bin") ? "bin" : "text") : format
+        let fmt = resolvedFormat(path: path, format: format)
         var tokens: [UInt16]
         if fmt == "text" {
             if vocabSize < 256 {

@@ -24,21 +24,7 @@ extension Trainer {
     public var checkpointRoot: String { job.runDirectory + "/checkpoints" }
 
     /// This rank's parameters and both AdamW moments as checkpoint views (global names and ranges).
-    public func shardViews() -> [ShardView] {
-        let s = model.store
-        var views: [ShardView] = []
-        for (prefix, buf) in [("", s.params), ("optim.m.", s.adamM), ("optim.v.", s.adamV)] {
-            for info in s.infos {
-                var ranges = info.globalShape.map { [0, $0] }
-                if let d = info.shard.splitDim { ranges[d] = [info.sliceStart, info.sliceStart + info.shape[d]] }
-                views.append(
-                    ShardView(
-                        name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
-                        data: buf.base + info.offset, writes: info.isPrimaryCopy))
-            }
-        }
-        return views
-    }
+    public func shardViews() -> [ShardView] { model.store.shardViews(moments: true) }
 
     /// Loads the checkpoint to resume from (collective: every rank verifies a share of the files
     /// and all agree). A checkpoint that fails verification is skipped with a warning for the
@@ -89,7 +75,9 @@ extension Trainer {
 
     /// The architecture comes from the checkpoint: a job that changes a shape is an error naming the field.
     func checkArchitecture(_ m: Manifest, dir: String) throws {
-        let mine = job.resolvedJSON["model"], theirs = m.job["model"]
+        // Keys a checkpoint predates (model.positions, model.ffn, ...) take their defaults.
+        let saved = try CheckpointModel.job(m, dir: dir)
+        let mine = job.resolvedJSON["model"], theirs = saved.resolvedJSON["model"]
         guard case .object(let fields)? = mine else { return }
         for (k, v) in fields where theirs?[k] != v {
             throw JobError(

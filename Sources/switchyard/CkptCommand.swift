@@ -14,7 +14,11 @@ enum CkptCommand {
         ],
         options: [
             OptionSpec(["--tensor"], value: "NAME", "inspect: show one tensor's slices and statistics"),
-            OptionSpec(["--out"], value: "FILE", "export: the safetensors file to write (whole tensors, weights only)")
+            OptionSpec(
+                ["--out"], value: "PATH",
+                "export: the safetensors file (flat) or the directory (hf) to write; never overwritten (hf)"),
+            OptionSpec(
+                ["--format"], value: "F", "export: flat (default: Switchyard's names) | hf (Mixtral, for transformers)")
         ],
         details: """
             ACTIONS:
@@ -22,6 +26,10 @@ enum CkptCommand {
               verify DIR|RUN        every checksum and coverage (each element in exactly one slice); exit 1 on a problem
               inspect DIR           step, job, layout and tensors; with --tensor NAME, that tensor's slices and values
               export DIR --out F    one safetensors file of whole weights with PyTorch-style names (no optimizer state)
+              export DIR --format hf --out D
+                                    a directory transformers.AutoModelForCausalLM.from_pretrained(D) loads as
+                                    MixtralForCausalLM (config, weights, generation config, byte tokenizer for text
+                                    jobs); needs model.positions=rope, model.ffn=swiglu, model.moeEvery=1
 
             """
     ) { try run($0) }
@@ -33,8 +41,12 @@ enum CkptCommand {
         case "verify": return try verify(path)
         case "inspect": return try inspect(path, tensor: args.value("--tensor"))
         case "export":
-            guard let out = args.value("--out") else { throw args.usageError("export needs --out FILE") }
-            return try export(path, out: out)
+            guard let out = args.value("--out") else { throw args.usageError("export needs --out PATH") }
+            switch args.value("--format") ?? "flat" {
+            case "flat": return try export(path, out: out)
+            case "hf": return try exportHF(path, out: out)
+            case let f: throw args.usageError("--format must be flat or hf, got '\(f)'")
+            }
         default:
             throw args.usageError("unknown action '\(action)' (list, verify, inspect, export)")
         }
@@ -158,6 +170,15 @@ enum CkptCommand {
                 ])
         }
         return values
+    }
+
+    /// The Mixtral export of a checkpoint (or a run's LATEST), verified first.
+    static func exportHF(_ path: String, out: String) throws -> Int32 {
+        let dir = try EvalCommand.verifiedCheckpoint(path)
+        let m = try CheckpointStore.readManifest(dir: dir)
+        let count = try HFExport.write(dir: dir, manifest: m, job: try CheckpointModel.job(m, dir: dir), out: out)
+        say("exported step \(m.step) of \(dir) as MixtralForCausalLM (\(count) parameters) to \(out)")
+        return 0
     }
 
     static func export(_ dir: String, out: String) throws -> Int32 {

@@ -26,9 +26,7 @@ enum EvalCommand {
         let windows = try args.positiveInt("--windows") ?? 64
         let dir = try verifiedCheckpoint(args.positionals[0])
         let m = try CheckpointStore.readManifest(dir: dir)
-        var job = Job()
-        try job.apply(m.job, file: dir + "/manifest.json")
-        let cfg = job.model
+        let cfg = try CheckpointModel.job(m, dir: dir).model
         var t = cfg.seqLen
         if let s = args.value("--seq") {
             guard let n = Int(s), n >= 1, n <= cfg.seqLen else {
@@ -43,12 +41,7 @@ enum EvalCommand {
         }
         let batch = 8
         let model = Transformer(config: cfg, maxBatch: batch)
-        let views = model.store.infos.map { info in
-            ShardView(
-                name: info.name, globalShape: info.globalShape, ranges: info.globalShape.map { [0, $0] },
-                data: model.store.params.base + info.offset, writes: false)
-        }
-        try CheckpointStore.load(dir: dir, manifest: m, views: views)
+        try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
         let loss = try meanLoss(model, data.tokens, windows: windows, seq: t, batch: batch)
         say(
             String(
