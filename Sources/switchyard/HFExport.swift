@@ -20,8 +20,8 @@ enum HFExport {
             return "model.ffn = \"\(m.ffn)\": Mixtral's experts are SwiGLU; train with model.ffn=swiglu"
         }
         if m.moeEvery != 1 {
-            return
-                "model.moeEvery = \(m.moeEvery): every Mixtral block is MoE (no dense blocks); train with model.moeEvery=1"
+            return "model.moeEvery = \(m.moeEvery): every Mixtral block is MoE (no dense blocks); "
+                + "train with model.moeEvery=1"
         }
         if job.train.routerSkew != 0 {
             return "train.routerSkew = \(job.train.routerSkew): Mixtral's router has no logit bias; it needs 0"
