@@ -46,7 +46,8 @@ enum Commands {
     ) { SelftestCommand.run($0) }
 
     static let all = [
-        train, selftest, CkptCommand.spec, EvalCommand.spec, MonitorCommands.tail, MonitorCommands.status,
+        train, selftest, CkptCommand.spec, EvalCommand.spec, SampleCommand.spec, MonitorCommands.tail,
+        MonitorCommands.status,
         MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec, SuperviseCommand.spec
     ]
 

@@ -9,6 +9,8 @@ struct RunResult {
     let stderr: String
     let seconds: Double
     var timedOut = false
+    /// stdout as written (stdout above is empty when it is not UTF-8).
+    var stdoutBytes = Data()
 }
 
 enum Harness {
@@ -78,7 +80,7 @@ enum Harness {
         let err = (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? ""
         return RunResult(
             status: p.terminationStatus, stdout: out, stderr: err, seconds: Date().timeIntervalSince(t0),
-            timedOut: timedOut)
+            timedOut: timedOut, stdoutBytes: (try? Data(contentsOf: URL(fileURLWithPath: outFile))) ?? Data())
     }
 
     /// Runs the binary as a plain process.

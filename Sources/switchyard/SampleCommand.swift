@@ -1,0 +1,106 @@
+// `switchyard sample RUN|CKPT_DIR --prompt TEXT`: text from a checkpoint's model, with a KV cache.
+// At world 1 it reads any checkpoint; under mpirun -np N heads are split over tp and experts
+// over the ranks (the checkpoint's layout when N is its world size, else dp N x tp 1, or what
+// --set layout.* / placement say), and every rank feeds the same rows. Rank 0 chooses each
+// token and broadcasts it, so the ranks never disagree.
+import Checkpoint
+import Comm
+import CommMPI
+import Foundation
+import Model
+import Tensor
+import Training
+
+enum SampleCommand {
+    static let spec = CommandSpec(
+        name: "sample",
+        summary: "Generate text from a checkpoint's model (KV cache; under mpirun -np N, sharded like training).",
+        positionals: [("PATH", "a run directory (uses LATEST) or a checkpoint directory (.../checkpoints/step-N)")],
+        options: [
+            OptionSpec(["--prompt"], value: "TEXT", "the prompt (its UTF-8 bytes are the tokens)"),
+            OptionSpec(["--prompts"], value: "FILE", "one prompt per line, sampled together as one batch"),
+            OptionSpec(["--tokens"], value: "N", "tokens to generate per prompt (default 128)"),
+            OptionSpec(["--temperature"], value: "T", "0: greedy; else softmax(logits / T) (default 1)"),
+            OptionSpec(["--top-k"], value: "K", "draw among the K most likely tokens only (default: all)"),
+            OptionSpec(["--top-p"], value: "P", "draw among the fewest tokens whose probability reaches P (default 1)"),
+            OptionSpec(["--seed"], value: "S", "keys every draw: the same seed gives the same text (default 0)"),
+            OptionSpec(
+                ["--set"], value: "KEY=VALUE", repeatable: true,
+                "layout.dp, layout.tp or placement to shard with under mpirun"),
+            OptionSpec(["--threads"], value: "N", "threads per rank (default: as train)")
+        ],
+        details: """
+            With --prompt the continuation (not the prompt) goes to stdout as raw bytes; with --prompts
+            each prompt gives one JSON line {"prompt": ..., "continuation": ...}. Tokens/s go to
+            stderr. With model.positions = learned a sequence ends at the model's seqLen (its position
+            table ends there: say --tokens fewer, or train with rope); with rope it may run longer.
+            Draw i of prompt p is keyed by (seed, p, i), so a prompt's text does not depend on the batch
+            it is in, and np 1, 2 or 4 give the same tokens. Byte-level models only (trained on text).
+
+            Exit codes: 0 success, 1 failure (bad checkpoint, prompt too long), 64 usage error.
+
+            """
+    ) { try run($0) }
+
+    struct Request {
+        var prompts: [[UInt8]]
+        var tokens: Int
+        var options: SamplingOptions
+        var seed: UInt64
+        var json: Bool
+    }
+
+    static func run(_ args: ParsedArgs) throws -> Int32 {
+        let request = try parse(args)
+        Runtime.useThreads(Runtime.threadsPerRank(option: try args.positiveInt("--threads")))
+        let world = try MPICommunicator.initWorld()
+        CollectiveWatchdog.shared.configure(
+            rank: world.rank, collectiveSeconds: TimeoutSpec().collectiveSeconds,
+            firstStepSeconds: TimeoutSpec().firstStepSeconds)
+        guard let setup = prepare(args, request: request, world: world) else {
+            MPICommunicator.finalize()
+            return 1
+        }
+        do {
+            try generate(setup, request, world: world)
+        } catch {
+            Runtime.printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
+        MPICommunicator.finalize()
+        return 0
+    }
+
+    static func parse(_ args: ParsedArgs) throws -> Request {
+        var prompts: [[UInt8]] = []
+        if let p = args.value("--prompt") { prompts.append(Array(p.utf8)) }
+        if let file = args.value("--prompts") {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw args.usageError("--prompts \(file): cannot read it as UTF-8 text")
+            }
+            prompts += text.split(separator: "\n", omittingEmptySubsequences: true).map { Array($0.utf8) }
+        }
+        guard !prompts.isEmpty else { throw args.usageError("give --prompt TEXT or --prompts FILE") }
+        guard prompts.allSatisfy({ !$0.isEmpty }) else { throw args.usageError("--prompt must not be empty") }
+        var o = SamplingOptions()
+        if let t = args.value("--temperature") {
+            guard let v = Double(t), v.isFinite, v >= 0 else {
+                throw args.usageError("--temperature needs a number >= 0 (0: greedy), got '\(t)'")
+            }
+            o.temperature = v
+        }
+        o.topK = try args.positiveInt("--top-k") ?? 0
+        if let p = try args.positiveDouble("--top-p") {
+            guard p <= 1 else { throw args.usageError("--top-p needs a number in (0, 1], got '\(p)'") }
+            o.topP = p
+        }
+        var seed: UInt64 = 0
+        if let s = args.value("--seed") {
+            guard let v = UInt64(s) else { throw args.usageError("--seed needs a whole number >= 0, got '\(s)'") }
+            seed = v
+        }
+        return Request(
+            prompts: prompts, tokens: try args.positiveInt("--tokens") ?? 128, options: o, seed: seed,
+            json: args.value("--prompts") != nil)
+    }
+}
