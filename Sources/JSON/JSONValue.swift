@@ -88,18 +88,22 @@ extension JSONValue {
     }
 
     /// Indented with two spaces, for files people read (job.json).
-    public var pretty: String {
+    public var pretty: String { prettyText(keepFractions: false) }
+
+    /// `pretty`, and with `keepFractions` an integral number keeps ".0" (`10000.0`), so that a
+    /// reader that tells integers from floats (Python's json) reads a float back.
+    public func prettyText(keepFractions: Bool) -> String {
         var out = ""
-        write(into: &out, indent: "  ", level: 0)
+        write(into: &out, indent: "  ", level: 0, keepFractions: keepFractions)
         return out + "\n"
     }
 
-    func write(into out: inout String, indent: String?, level: Int) {
+    func write(into out: inout String, indent: String?, level: Int, keepFractions: Bool = false) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .integer(let i): out += String(i)
-        case .number(let d): out += JSONValue.format(d)
+        case .number(let d): out += JSONValue.format(d, keepFraction: keepFractions)
         case .string(let s): JSONValue.quote(s, into: &out)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
@@ -113,7 +117,7 @@ extension JSONValue {
             for (i, v) in items.enumerated() {
                 if i > 0 { out += flat && indent != nil ? ", " : "," }
                 if !flat, let ind = indent { out += "\n" + String(repeating: ind, count: level + 1) }
-                v.write(into: &out, indent: flat ? nil : indent, level: level + 1)
+                v.write(into: &out, indent: flat ? nil : indent, level: level + 1, keepFractions: keepFractions)
             }
             if !flat, let ind = indent { out += "\n" + String(repeating: ind, count: level) }
             out += "]"
@@ -125,7 +129,7 @@ extension JSONValue {
                 if let ind = indent { out += "\n" + String(repeating: ind, count: level + 1) }
                 JSONValue.quote(k, into: &out)
                 out += indent == nil ? ":" : ": "
-                v.write(into: &out, indent: indent, level: level + 1)
+                v.write(into: &out, indent: indent, level: level + 1, keepFractions: keepFractions)
             }
             if let ind = indent { out += "\n" + String(repeating: ind, count: level) }
             out += "}"

@@ -115,9 +115,13 @@ enum HFExport {
         let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
         let arrays = try weights.map { try CkptCommand.whole($0, dir: dir, manifest: m) }
         let buffers = arrays.map { FloatBuffer($0) }
-        _ = try SafeTensors.write(
-            zip(weights, buffers).map { SafeTensorSource(name: name($0.0.name), shape: $0.0.shape, data: $0.1.base) },
-            to: tmp + "/model.safetensors", metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
+        // The sources hold raw pointers: the buffers must outlive the write.
+        _ = try withExtendedLifetime(buffers) {
+            try SafeTensors.write(
+                zip(weights, buffers).map {
+                    SafeTensorSource(name: name($0.0.name), shape: $0.0.shape, data: $0.1.base)
+                }, to: tmp + "/model.safetensors", metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
+        }
         var files: [(String, JSONValue)] = [("config.json", config(job)), ("generation_config.json", generationConfig)]
         if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) == "text" {
             files.append(("tokenizer.json", tokenizer))
@@ -131,7 +135,8 @@ enum HFExport {
                 ))
         }
         for (file, value) in files {
-            try Data((value.pretty + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/" + file))
+            // Floats as floats (10000.0): transformers checks the types of config fields.
+            try Data(value.prettyText(keepFractions: true).utf8).write(to: URL(fileURLWithPath: tmp + "/" + file))
         }
         guard rename(tmp, out) == 0 else {
             throw CheckpointError("\(out): cannot rename \(tmp) into place: \(String(cString: strerror(errno)))")

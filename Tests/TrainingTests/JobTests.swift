@@ -105,7 +105,7 @@ final class JobTests: XCTestCase {
     func testShippedJobFilesLoad() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        for name in ["tiny", "small", "fortunes-moe"] {
+        for name in ["tiny", "small", "fortunes-mixtral"] {
             let job = try Job.load(path: "\(root)/jobs/\(name).json")
             XCTAssertEqual(job.name, name)
         }
