@@ -81,6 +81,10 @@ enum SampleCommand {
             prompts += text.split(separator: "\n", omittingEmptySubsequences: true).map { Array($0.utf8) }
         }
         guard !prompts.isEmpty else { throw args.usageError("give --prompt TEXT or --prompts FILE") }
+        for o in args.all("--set") where !["layout.dp=", "layout.tp=", "placement="].contains(where: o.hasPrefix) {
+            throw args.usageError(
+                "--set \(o): sample takes layout.dp, layout.tp or placement (the rest is the checkpoint's)")
+        }
         guard prompts.allSatisfy({ !$0.isEmpty }) else { throw args.usageError("--prompt must not be empty") }
         var o = SamplingOptions()
         if let t = args.value("--temperature") {

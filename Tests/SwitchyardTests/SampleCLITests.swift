@@ -61,6 +61,7 @@ final class SampleCLITests: XCTestCase {
         XCTAssertTrue(tooLong.stderr.contains("shorten the prompt"), tooLong.stderr)
         XCTAssertEqual(try Harness.switchyard(["sample", run]).status, 64, "no prompt")
         XCTAssertEqual(try Harness.switchyard(["sample", run, "--prompt", "a", "--temperature", "-1"]).status, 64)
+        XCTAssertEqual(try Harness.switchyard(["sample", run, "--prompt", "a", "--set", "model.nLayer=3"]).status, 64)
         let missing = try Harness.switchyard(["sample", ws.dir + "/nope", "--prompt", "a"])
         XCTAssertEqual(missing.status, 1)
         XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
