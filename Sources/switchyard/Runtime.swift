@@ -72,6 +72,19 @@ enum Runtime {
     /// This process's rank before MPI_Init (from the launcher's environment), for messages.
     static var launchRank: Int { Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "") ?? 0 }
 
+    /// Whether every rank succeeded with its local checks (no collective before this one): when
+    /// some failed, the lowest failing rank prints its `failure` and every rank returns false.
+    static func everyRankSucceeded(_ failure: String?, world: MPICommunicator) -> Bool {
+        let failedRanks: [Int64]
+        do { failedRanks = try world.allgather([failure == nil ? 0 : 1]) } catch {
+            printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
+        guard let firstBad = failedRanks.firstIndex(of: 1) else { return true }
+        if world.rank == firstBad, let failure { printError(failure, rank: world.rank, world: world.size) }
+        return false
+    }
+
     static func printError(_ message: String, rank: Int? = nil, world: Int = 1) {
         let prefix = world > 1 ? "rank \(rank ?? launchRank): " : ""
         FileHandle.standardError.write(Data("switchyard: error: \(prefix)\(message)\n".utf8))

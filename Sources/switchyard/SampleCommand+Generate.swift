@@ -37,16 +37,7 @@ extension SampleCommand {
         } catch {
             failure = "\(error)"
         }
-        let failedRanks: [Int64]
-        do { failedRanks = try world.allgather([failure == nil ? 0 : 1]) } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
-        }
-        if let firstBad = failedRanks.firstIndex(of: 1) {
-            if world.rank == firstBad, let failure { Runtime.printError(failure, rank: world.rank, world: world.size) }
-            return nil
-        }
-        guard let l = local else { return nil }
+        guard Runtime.everyRankSucceeded(failure, world: world), let l = local else { return nil }
         if world.rank == 0, let note = l.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         do {
             let (dp, tp, plan) = try l.job.resolveLayout(world: world.size)

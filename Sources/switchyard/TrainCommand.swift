@@ -65,14 +65,7 @@ enum TrainCommand {
         } catch {
             failure = "\(error)"
         }
-        let failedRanks: [Int64]
-        do { failedRanks = try world.allgather([failure == nil ? 0 : 1]) } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
-        }
-        guard let firstBad = failedRanks.firstIndex(of: 1) else { return prepared }
-        if world.rank == firstBad, let failure { Runtime.printError(failure, rank: world.rank, world: world.size) }
-        return nil
+        return Runtime.everyRankSucceeded(failure, world: world) ? prepared : nil
     }
 
     /// Starting over never deletes work: earlier checkpoints are moved aside.
