@@ -38,6 +38,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var capacityFactor = 0.0
     public var routerSkew = 0.0
     public var routerSkewStride = 1
+    public var microBatches = 1
 }
 
 extension TrainSpec {
@@ -173,6 +174,9 @@ extension Job {
             doc: "share of the file's tail held out for eval (0 disables eval)"),
         JobField(key: "train.steps", ref: .int(\.train.steps), doc: "optimizer steps"),
         JobField(key: "train.batchSize", ref: .int(\.train.batchSize), doc: "sequences per step (global batch)"),
+        JobField(
+            key: "train.microBatches", ref: .int(\.train.microBatches),
+            doc: "each dp group's slice runs as M micro-batches, gradients summed, one update (memory of one)"),
         JobField(key: "train.lr", ref: .double(\.train.lr), doc: "peak learning rate"),
         JobField(key: "train.minLr", ref: .double(\.train.minLr), doc: "learning rate at the end of the cosine decay"),
         JobField(key: "train.warmupSteps", ref: .int(\.train.warmupSteps), doc: "linear warmup steps"),
@@ -285,6 +289,7 @@ extension Job {
         let t = train
         if t.steps < 1 { throw JobError(key: "train.steps", "must be >= 1, got \(t.steps)") }
         if t.batchSize < 1 { throw JobError(key: "train.batchSize", "must be >= 1, got \(t.batchSize)") }
+        if t.microBatches < 1 { throw JobError(key: "train.microBatches", "must be >= 1, got \(t.microBatches)") }
         if !(t.lr > 0 && t.lr.isFinite) { throw JobError(key: "train.lr", "must be > 0, got \(t.lr)") }
         if !(t.minLr >= 0 && t.minLr <= t.lr) {
             throw JobError(key: "train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)")
@@ -389,6 +394,14 @@ extension Job {
                 key: "train.batchSize",
                 "\(train.batchSize) sequences cannot be split over \(dp) data-parallel groups; use train.batchSize "
                     + ">= layout.dp"
+            )
+        }
+        if train.batchSize / dp < train.microBatches {
+            throw JobError(
+                key: "train.microBatches",
+                "\(train.microBatches) micro-batches need as many sequences in every dp group, but "
+                    + "train.batchSize \(train.batchSize) over \(dp) groups gives \(train.batchSize / dp); "
+                    + "raise train.batchSize or lower train.microBatches"
             )
         }
         let moe = model.moeLayerCount

@@ -63,7 +63,7 @@ extension Trainer {
         return (0..<world).map { rank -> MemoryEstimate in
             MemoryEstimate.perRank(
                 config: job.model, tp: tp, plan: plan, rank: rank,
-                maxBatch: Trainer.samples(dpIndex: rank / tp, dp: dp, batch: job.train.batchSize).count,
+                maxBatch: Trainer.largestMicroBatch(job: job, dp: dp),
                 threads: threads, checkpoints: job.checkpoint.every > 0)
         }.max { $0.totalBytes < $1.totalBytes }!
     }

@@ -13,8 +13,8 @@ import Tensor
 
 extension Trainer {
     /// Folds this step's global expert counts into the load statistics.
-    func updateLoad(stepMs: Double) {
-        load.add(model.expertTokenCounts)
+    func updateLoad(_ counts: [[Int]], stepMs: Double) {
+        load.add(counts)
         windowStepMs.append(stepMs)
     }
 

@@ -16,6 +16,8 @@ struct StepResult {
     let aux: Double  // mean balance loss over the MoE blocks
     let lr: Double
     let stop: Bool  // some rank was asked to stop
+    var expertCounts: [[Int]] = []  // tokens per expert per MoE block, global, summed over micro-batches
+    var dropped: [Int] = []  // assignments over capacity per MoE block, global, summed over micro-batches
     var applied = false  // false: non-finite loss or norm, the update was skipped
     /// Per rank: step ms, alltoallv ms, allreduce ms, expert rows received (4 values a rank).
     var ranks: [Double] = []
@@ -64,24 +66,18 @@ extension Trainer {
         let t0 = monotonicSeconds()
         ctx.stats = CommStats()
         let lr = schedule.lr(at: step)
-        let localB = sampleEnd - sampleStart, seqLen = job.model.seqLen
-        let (x, y) = sampler.batch(step: step, first: sampleStart, count: localB)
-        _ = try model.forward(
-            tokens: x, targets: y, batch: localB, time: seqLen, tokenOffset: sampleStart * seqLen,
-            globalTokens: tokensPerStep)
         model.store.grads.zero()
-        try model.backward(lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef))
+        let routing = try microBatches(step)
         if step == job.train.testNaNStep && ctx.mesh.rank == job.train.testNaNRank { model.store.grads[0] = .nan }
         let tClip = monotonicSeconds()
         try model.reduceGradients()
         let norm = try model.globalGradNorm()
         // One world allreduce: the global loss (tp rank 0 of each dp group counts its rows) and the stop flag.
-        var shared = [ctx.mesh.tpIndex == 0 ? model.lastLossSum : 0, stopRequested() ? 1 : 0]
+        var shared = [ctx.mesh.tpIndex == 0 ? routing.lossSum : 0, stopRequested() ? 1 : 0]
         try ctx.allreduceWorld(&shared)
-        let aux = model.lastAux.isEmpty ? 0 : Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count)
         var r = StepResult(
-            step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: aux, lr: lr,
-            stop: shared[1] > 0)
+            step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: routing.aux, lr: lr,
+            stop: shared[1] > 0, expertCounts: routing.counts, dropped: routing.dropped)
         model.profile?.add(.optimizer, monotonicSeconds() - tClip)
         guard r.loss.isFinite && norm.isFinite else { return r }
         adamStep += 1
@@ -96,6 +92,32 @@ extension Trainer {
         ])
         r.applied = true
         return r
+    }
+
+    /// Forward and backward of this rank's slice as train.microBatches micro-batches, gradients
+    /// accumulated in store.grads. The loss is the mean over the step's tokens; the balance loss
+    /// of each micro-batch is computed over the whole world's m-th micro-batch, and the objective
+    /// takes their mean. Returns this rank's loss sum, the mean balance loss over blocks and
+    /// micro-batches, and the routing counts summed over them.
+    func microBatches(_ step: Int) throws -> (lossSum: Double, aux: Double, counts: [[Int]], dropped: [Int]) {
+        let micro = job.train.microBatches, seqLen = job.model.seqLen, rows = sampleEnd - sampleStart
+        var lossSum = 0.0, auxSum = 0.0, counts: [[Int]] = [], dropped: [Int] = []
+        for m in 0..<micro {
+            let part = Trainer.microBatch(m, of: micro, rows: rows)
+            let first = sampleStart + part.lowerBound
+            let (x, y) = sampler.batch(step: step, first: first, count: part.count)
+            _ = try model.forward(
+                tokens: x, targets: y, batch: part.count, time: seqLen, tokenOffset: first * seqLen,
+                globalTokens: microTokens(m))
+            try model.backward(
+                lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro))
+            lossSum += model.lastLossSum
+            if !model.lastAux.isEmpty { auxSum += Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count) }
+            let c = model.expertTokenCounts, d = model.droppedAssignments
+            counts = counts.isEmpty ? c : zip(counts, c).map { zip($0, $1).map(+) }
+            dropped = dropped.isEmpty ? d : zip(dropped, d).map(+)
+        }
+        return (lossSum, auxSum / Double(micro), counts, dropped)
     }
 
     /// Logs a step: a skipped one as a warning (too many in a row end the run), an applied one as
@@ -129,7 +151,7 @@ extension Trainer {
             progress.timedTokens += tokensPerStep
         }
         progress.summary.losses.append(r.loss)
-        updateLoad(stepMs: slowest * 1000)
+        updateLoad(r.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest
         let mfu = tps * flopsPerToken / (peakFlops * Double(ctx.mesh.world))
@@ -182,14 +204,14 @@ extension Trainer {
         func column(_ i: Int) -> JSONValue {
             .array(stride(from: i, to: r.ranks.count, by: 4).map { .number(r.ranks[$0]) })
         }
-        let load: [JSONValue] = model.expertTokenCounts.map { .array($0.map { .number(Double($0)) }) }
+        let load: [JSONValue] = r.expertCounts.map { .array($0.map { .number(Double($0)) }) }
         let mflops = tps * flopsPerToken
         return [
             "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
             "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "lr": .number(r.lr),
             "gradNorm": .number(r.norm), "stepMs": .number(r.slowestSeconds * 1000), "tokensPerSec": .number(tps),
             "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
-            "expertLoad": .array(load), "droppedTokens": .array(model.droppedAssignments.map { .number(Double($0)) }),
+            "expertLoad": .array(load), "droppedTokens": .array(r.dropped.map { .number(Double($0)) }),
             "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
             "rankExpertRows": column(3)
         ]

@@ -91,6 +91,29 @@ public final class Trainer {
         (d * b / dp)..<((d + 1) * b / dp)
     }
 
+    /// Micro-batch m of `micro` of a slice of `rows` samples: its samples, relative to the slice.
+    public static func microBatch(_ m: Int, of micro: Int, rows: Int) -> Range<Int> {
+        samples(dpIndex: m, dp: micro, batch: rows)
+    }
+
+    /// The largest micro-batch of any dp group: the model's batch buffers are sized for it.
+    public static func largestMicroBatch(job: Job, dp: Int) -> Int {
+        (0..<dp).map { d in
+            let rows = samples(dpIndex: d, dp: dp, batch: job.train.batchSize).count
+            return (0..<job.train.microBatches).map { microBatch($0, of: job.train.microBatches, rows: rows).count }
+                .max()!
+        }.max()!
+    }
+
+    /// Tokens of micro-batch m over the whole world (every dp group's m-th micro-batch).
+    func microTokens(_ m: Int) -> Int {
+        let dp = ctx.mesh.dp, micro = job.train.microBatches
+        return (0..<dp).reduce(0) { total, d in
+            let rows = Trainer.samples(dpIndex: d, dp: dp, batch: job.train.batchSize).count
+            return total + Trainer.microBatch(m, of: micro, rows: rows).count * job.model.seqLen
+        }
+    }
+
     /// Builds this rank's share of the model. Collective over `comm` (it splits the mesh groups):
     /// call it on every rank after `validate` passed everywhere.
     /// `nodeOf` (tests) overrides the node of each rank, which is otherwise found by host name:
@@ -112,7 +135,7 @@ public final class Trainer {
         sampleStart = mine.lowerBound
         sampleEnd = mine.upperBound
         model = Transformer(
-            config: job.model, maxBatch: sampleEnd - sampleStart, context: ctx,
+            config: job.model, maxBatch: Trainer.largestMicroBatch(job: job, dp: dp), context: ctx,
             moe: MoEOptions(
                 capacityFactor: job.train.capacityFactor,
                 logitBias: job.train.routerSkewBias(experts: job.model.nExpert)))
@@ -239,12 +262,9 @@ public final class Trainer {
         let n = job.train.evalWindows, t = job.model.seqLen
         let dp = ctx.mesh.dp, d = ctx.mesh.dpIndex
         let w0 = d * n / dp, w1 = (d + 1) * n / dp
-        let b = sampleEnd - sampleStart
-        let calls = (0..<dp).map { g -> Int in
-            let windows = (g + 1) * n / dp - g * n / dp
-            let batch = Trainer.samples(dpIndex: g, dp: dp, batch: job.train.batchSize).count
-            return (windows + batch - 1) / batch
-        }.max()!
+        // Every group evaluates in calls of the model's batch (the largest micro-batch).
+        let b = model.maxBatch
+        let calls = (0..<dp).map { g -> Int in ((g + 1) * n / dp - g * n / dp + b - 1) / b }.max()!
         var total = 0.0
         for call in 0..<calls {
             let first = w0 + call * b

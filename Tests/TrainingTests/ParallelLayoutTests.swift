@@ -120,6 +120,34 @@ final class ParallelLayoutTests: XCTestCase {
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "rope+swiglu dense dp2xtp2")
     }
 
+    /// Micro-batches: with auxLossCoef = 0 the objective is the mean loss over the step's tokens
+    /// whatever M is, so M = 1, 2, 4 (and M = 2 at dp 2, and at dp 2 x tp 2) give world 1's losses
+    /// up to reassociation. With a balance loss, M changes the objective (it is computed per
+    /// micro-batch), so the losses part ways after the first update.
+    func testMicroBatchesGiveTheSameLossesWithoutBalanceLoss() throws {
+        var (j1, data) = layoutJob()
+        j1.train.auxLossCoef = 0
+        let ref = try train(world: 1, j1, data)
+        for (label, world, dp, tp, micro) in [
+            ("M2", 1, 1, 1, 2), ("M4", 1, 1, 1, 4), ("dp2 M2", 2, 2, 1, 2), ("dp2xtp2 M3", 4, 2, 2, 3)
+        ] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp; j.train.microBatches = micro
+            assertMatches(try train(world: world, j, data), ref, "microBatches \(label)")
+        }
+        var withAux = layoutJob().0, withAux2 = withAux
+        withAux2.train.microBatches = 2
+        let a = try train(world: 1, withAux, data), b = try train(world: 1, withAux2, data)
+        XCTAssertEqual(a.losses[0], b.losses[0], accuracy: 1e-6 * a.losses[0], "step 0 is before any update")
+        XCTAssertNotEqual(a.losses.last!, b.losses.last!, "per-micro-batch balance loss is another objective")
+        withAux.train.microBatches = 4
+        withAux.layout.dp = 2
+        XCTAssertThrowsError(try Trainer.validate(job: withAux, data: data, world: 2)) {
+            XCTAssertTrue("\($0)".hasPrefix("train.microBatches:"), "\($0)")
+            XCTAssertTrue("\($0)".contains("gives 3"), "\($0)")
+        }
+    }
+
     /// With a capacity limit, the same assignments are dropped whatever the layout (the rule itself
     /// is checked with identical routing in DispatchTests). Dropping is discontinuous in the router
     /// logits: once reassociation (dp sums gradients in another order) moves a near-tie assignment
