@@ -58,6 +58,28 @@ def summarise_train(events):
             "lastLoss": steps[-1]["loss"]}
 
 
+def memory_rows(job, steps, tmp):
+    """Predicted (the start event's estimate for the busiest rank) vs measured peak resident memory
+    per rank, and tokens/s, for the memory options at 1 rank (and dp 2 without options)."""
+    start_job = json.load(open(job))
+    batch = start_job.get("train", {}).get("batchSize", 8)
+    cases = [("none", 1, []), ("recompute attention", 1, ["train.recompute=attention"]),
+             ("recompute block", 1, ["train.recompute=block"]),
+             (f"microBatches 4, batch {4 * batch}", 1, ["train.microBatches=4", f"train.batchSize={4 * batch}"]),
+             ("none, dp 2", 2, [])]
+    rows = []
+    for i, (label, ranks, sets) in enumerate(cases):
+        name = f"mem{i}-" + os.path.basename(job)
+        events = train_log(job, ranks, steps, tmp, name, sets)
+        start = next(e for e in events if e["event"] == "start")
+        t = summarise_train(events)
+        rows.append({"job": job, "case": label, "ranks": ranks, "tokensPerSec": t["tokensPerSec"],
+                     "predictedMB": start["memoryEstimateBytesPerRank"]["total"] / 1e6,
+                     "activationsMB": start["memoryEstimateBytesPerRank"]["activations"] / 1e6,
+                     "measuredMB": t["peakRssMB"]})
+    return rows
+
+
 def torch_row(python, job, threads, steps, sets=()):
     text = run([python, "ops/torch_reference.py", job, "--steps", str(steps), "--threads", str(threads),
                 *[a for s in sets for a in ("--set", s)]])
@@ -100,6 +122,24 @@ def main():
             t2 = torch_row(args.compare_torch, job, 2, args.steps)
             rows[0]["torch"], rows[1]["torch"], rows[2]["torch"] = t1, t2, t2
         result["rows"] += rows
+    result["memory"] = []
+    for job in jobs:
+        print(f"== memory options: {job}", flush=True)
+        result["memory"] += memory_rows(job, args.steps + 2, tmp)
+    if not args.quick:
+        # Fits 2 ranks on 24 GB only with its options (train.recompute = block, train.microBatches = 4):
+        # without them the estimate is 15 GB per rank (switchyard plan says so).
+        print("== jobs/wide-batch.json at 2 ranks (3 steps)", flush=True)
+        events = train_log("jobs/wide-batch.json", 2, 3, tmp, "wide-batch")
+        start = next(e for e in events if e["event"] == "start")
+        end = next(e for e in events if e["event"] == "end")
+        steps = [e for e in events if e["event"] == "step"]
+        result["memory"].append({
+            "job": "jobs/wide-batch.json", "case": "block + microBatches 4, dp 2", "ranks": 2,
+            "tokensPerSec": steps[-1]["tokensPerSec"],
+            "predictedMB": start["memoryEstimateBytesPerRank"]["total"] / 1e6,
+            "activationsMB": start["memoryEstimateBytesPerRank"]["activations"] / 1e6,
+            "measuredMB": max(end["rankPeakRssMB"])})
     print("== attention: the core alone (B 4), then small.json trained at B 4 (3 steps, 1 rank x 1 thread)", flush=True)
     lengths = [256, 1024] if args.quick else [256, 1024, 4096]
     core = os.path.join(tmp, "attention.json")
@@ -169,6 +209,11 @@ def report(result, args):
     if 1024 in by_t and 4096 in by_t:
         g = (by_t[4096]["peakRssMB"] - by_t[4096]["stateMB"]) / (by_t[1024]["peakRssMB"] - by_t[1024]["stateMB"])
         print(f"  T 1024 -> 4096: resident memory above the state grows {g:.2f}x (linear: 4x)")
+    print("memory per rank: predicted (start event, busiest rank) vs measured peak RSS; 1 thread per rank")
+    for r in result.get("memory", []):
+        print(f"  {r['job']:18} {r['case']:28} predicted {r['predictedMB']:7.0f} MB (activations "
+              f"{r['activationsMB']:6.0f}), measured {r['measuredMB']:7.0f} MB, {r['measuredMB'] / r['predictedMB']:5.2f}x; "
+              f"{r['tokensPerSec']:7.0f} tok/s")
     for layout, c in result.get("checkpoint", {}).items():
         print(f"checkpoint save ({layout}, small.json; best of 3): {c['bytes'] / 1e6:.1f} MB in {c['saveSeconds']:.3f} s "
               f"vs plain write + fsync {c['plainWriteSeconds']:.3f} s: {c['ratio']:.2f}x of the plain write's throughput")

@@ -48,6 +48,11 @@ public protocol Communicator: AnyObject, Sendable {
     func alltoallv<T: CommScalar>(
         send: UnsafeBufferPointer<T>, sendCounts: [Int],
         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) throws
+    /// Sums `buffer` over all ranks; afterwards rank r's chunk (`counts[r]` elements at the prefix
+    /// sum of counts[..<r]) holds the sum (the rest of the buffer is undefined). In place.
+    func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
+    /// Rank r's chunk of `buffer` (laid out as in `reduceScatter`) copied into every rank's buffer. In place.
+    func allgatherv(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
     /// Splits into sub-groups of the ranks with equal `color` (>= 0), ranked by (key, rank).
     func split(color: Int, key: Int) throws -> any Communicator
     /// Point-to-point: sends every `sends` buffer to its rank and fills every `receives` buffer

@@ -221,6 +221,37 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         try world.barrier()
     }
 
+    /// The whole sum on every rank (a superset of reduce-scatter's result), in rank order.
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        guard counts.count == size, counts.reduce(0, +) == buffer.count else {
+            throw CommError("reduceScatter: counts \(counts) do not split \(buffer.count) elements over \(size) ranks")
+        }
+        try allreduce(buffer, op: .sum)
+    }
+
+    /// Each rank copies the other ranks' chunks from their buffers; no rank writes its own chunk,
+    /// so reads and writes never meet.
+    public func allgatherv(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        guard counts.count == size, counts.reduce(0, +) == buffer.count else {
+            throw CommError("allgatherv: counts \(counts) do not split \(buffer.count) elements over \(size) ranks")
+        }
+        world.post(rank, UnsafeRawPointer(buffer.baseAddress), counts: counts)
+        try world.barrier()
+        var offset = 0
+        for r in 0..<size {
+            let (p, c) = world.posted(r)
+            guard c == counts else {
+                world.abort("allgatherv count mismatch")
+                throw CommError("allgatherv: rank \(r) has counts \(c), rank \(rank) has \(counts)")
+            }
+            if r != rank, counts[r] > 0, let src = p?.assumingMemoryBound(to: Float.self) {
+                (buffer.baseAddress! + offset).update(from: src + offset, count: counts[r])
+            }
+            offset += counts[r]
+        }
+        try world.barrier()
+    }
+
     public func alltoallv<T: CommScalar>(
         send: UnsafeBufferPointer<T>, sendCounts: [Int],
         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]

@@ -86,6 +86,39 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        guard counts.count == size, counts.reduce(0, +) == buffer.count else {
+            throw CommError("reduceScatter: counts \(counts) do not split \(buffer.count) elements over \(size) ranks")
+        }
+        guard buffer.count > 0 else { return }
+        let rc = try counts.map { try count32($0, "MPI_Reduce_scatter") }
+        // In place, MPI leaves this rank's chunk at the start of the buffer: move it to its offset.
+        try watch.watched("MPI_Reduce_scatter") {
+            try check(
+                MPI_Reduce_scatter(CMPI_IN_PLACE(), buffer.baseAddress, rc, CMPI_FLOAT(), CMPI_SUM(), comm),
+                "MPI_Reduce_scatter")
+        }
+        let offset = counts[0..<rank].reduce(0, +)
+        if offset > 0 && counts[rank] > 0 {
+            (buffer.baseAddress! + offset).update(from: buffer.baseAddress!, count: counts[rank])
+        }
+    }
+
+    public func allgatherv(_ buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        guard counts.count == size, counts.reduce(0, +) == buffer.count else {
+            throw CommError("allgatherv: counts \(counts) do not split \(buffer.count) elements over \(size) ranks")
+        }
+        guard buffer.count > 0 else { return }
+        let rc = try counts.map { try count32($0, "MPI_Allgatherv") }
+        let displs = try prefix(rc)
+        try watch.watched("MPI_Allgatherv") {
+            try check(
+                MPI_Allgatherv(
+                    CMPI_IN_PLACE(), 0, CMPI_FLOAT(), buffer.baseAddress, rc, displs, CMPI_FLOAT(), comm),
+                "MPI_Allgatherv")
+        }
+    }
+
     public func alltoallv<T: CommScalar>(
         send: UnsafeBufferPointer<T>, sendCounts: [Int],
         recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]

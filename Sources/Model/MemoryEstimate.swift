@@ -13,18 +13,27 @@ public struct MemoryEstimate: Sendable, Equatable {
     public var checkpointBytes: Double
     /// Floats of this rank's parameter share.
     public var parameters: Double
+    /// The process before any model: the binary, Swift's runtime and Foundation, OpenBLAS and MPI.
+    public var runtimeBytes: Double
 
-    public var totalBytes: Double { stateBytes + activationBytes + checkpointBytes }
+    /// Measured: tiny.json (15 MB of model) peaks at 62 MB resident at world 1 on the CI machine.
+    public static let runtimeBaseline = 48e6
 
-    public init(stateBytes: Double, activationBytes: Double, checkpointBytes: Double, parameters: Double) {
+    public var totalBytes: Double { stateBytes + activationBytes + checkpointBytes + runtimeBytes }
+
+    public init(
+        stateBytes: Double, activationBytes: Double, checkpointBytes: Double, parameters: Double,
+        runtimeBytes: Double = 0
+    ) {
         self.stateBytes = stateBytes; self.activationBytes = activationBytes
-        self.checkpointBytes = checkpointBytes; self.parameters = parameters
+        self.checkpointBytes = checkpointBytes; self.parameters = parameters; self.runtimeBytes = runtimeBytes
     }
 
-    /// The estimate for `rank` of a layout with `tp` and `plan`, batch rows `maxBatch` x T.
+    /// The estimate for `rank` of a layout with `tp` and `plan`, batch rows `maxBatch` x T, and
+    /// the saved activations `recompute` keeps (shared buffers counted once).
     public static func perRank(
         config m: ModelConfig, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int, threads: Int,
-        checkpoints: Bool
+        checkpoints: Bool, recompute: Recompute = .none
     ) -> MemoryEstimate {
         let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
         let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
@@ -33,25 +42,36 @@ public struct MemoryEstimate: Sendable, Equatable {
         var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
         acts += 2 * n * c + 4 * n * cl + n * (f + pre)  // backward scratch
+        // A block's saved activations: attention (ln1, attnOut, q, k, v, y, rstd1, lse), the FFN
+        // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (logits,
+        // probs, top-k; send, back, recv, xe, o; pre, a).
+        let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t, half = 2 * n * c + n
+        // The MoE's row buffers grow on demand by a quarter more than asked (GrowBuffer).
+        let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre))
         var moeLayer = 0
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c
-            acts += 4 * n * c + 4 * n * cl + 2 * n + Double(maxBatch) * hl * t
             if m.isMoE(l) {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
                 params += e * c + local * mats * c * f
-                // logits, probs, top-k; send, back, recv, xe, o; pre, a; and backward's four copies.
-                acts += 2 * n * e + 2 * n * k + 5 * r * c + r * (f + pre) + 4 * r * c
                 moeLayer += 1
             } else {
                 params += mats * c * f
-                acts += n * (f + pre)
             }
         }
+        let moeBlocks = Double(m.moeLayerCount), denseBlocks = Double(m.nLayer) - moeBlocks
+        switch recompute {
+        case .none: acts += Double(m.nLayer) * (attention + half) + moeBlocks * moe + denseBlocks * dense
+        case .attention: acts += attention + Double(m.nLayer) * half + moeBlocks * moe + denseBlocks * dense
+        case .block:
+            acts += attention + (moeBlocks > 0 ? half + moe : 0) + (denseBlocks > 0 ? half + dense : 0)
+        }
+        // The MoE backward's exchange scratch (dSend, dRecv, dXe, dOe), one set for all blocks.
+        if moeBlocks > 0 { acts += 1.25 * 4 * r * c }
         // Experts' backward scratch per thread: the busiest expert, taken as twice the mean.
         acts += Double(max(threads, 1)) * (2 * r / max(e, 1)) * (f + pre)
         return MemoryEstimate(
             stateBytes: 16 * params, activationBytes: 4 * acts, checkpointBytes: checkpoints ? 12 * params : 0,
-            parameters: params)
+            parameters: params, runtimeBytes: runtimeBaseline)
     }
 }

@@ -32,7 +32,14 @@ extension Transformer {
         let s = scratch, g = store.grads
         headBackward(lossScale: lossScale, n: n)
         for l in stride(from: config.nLayer - 1, through: 0, by: -1) {
+            // Recomputation writes the same bits forward wrote (same kernels, inputs and order);
+            // a block's recomputed output overwrites resid[l + 1], whose readers are done.
+            if recompute == .block {
+                try attentionForward(layer: l, n: n)
+                _ = try feedForward(layer: l, n: n, tokenOffset: tokenOffset)
+            }
             try feedForwardBackward(layer: l, n: n, auxCoef: auxCoef)
+            if recompute == .attention { try attentionForward(layer: l, n: n) }
             try attentionBackward(layer: l, n: n)
         }
         timed(.embedding) {

@@ -15,6 +15,19 @@ struct BlockWeights {
     let moe: MoEWeights?  // MoE blocks
 }
 
+/// Which saved activations backward recomputes instead of keeping (same kernels, same order:
+/// the gradients are bitwise those of `none`).
+public enum Recompute: String, Sendable, CaseIterable {
+    /// Every block keeps all its activations.
+    case none
+    /// Blocks share one set of attention activations (rmsnorm1 output, q, k, v, y, lse); backward
+    /// recomputes a block's attention from its input before the attention's backward.
+    case attention
+    /// Blocks of a kind (dense, MoE) share one set of all activations; only block inputs are kept,
+    /// and backward recomputes the whole block (its MoE exchanges included) before its backward.
+    case block
+}
+
 /// Activations of one block, sized for maxBatch x seqLen rows.
 final class BlockActivations {
     let ln1, mid, ln2, attnOut: FloatBuffer  // [N, C]
@@ -23,14 +36,18 @@ final class BlockActivations {
     let lse: FloatBuffer  // [B, Hl, T] attention rows' log-sum-exp
     let h, a: FloatBuffer?  // dense blocks: pre-activations [N, F] (SwiGLU: [2, N, F]), activations [N, F]
     let moe: MoEState?
-    init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool) {
+    /// `attention` given: this block uses its attention buffers (ln1, attnOut, q, k, v, y, rstd1, lse).
+    init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool, attention shared: BlockActivations? = nil) {
         let c = m.nEmbd, cl = m.nEmbd / tp
-        ln1 = FloatBuffer(count: n * c); mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c)
-        attnOut = FloatBuffer(count: n * c)
-        q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl);
-        y = FloatBuffer(count: n * cl)
-        rstd1 = FloatBuffer(count: n); rstd2 = FloatBuffer(count: n)
-        lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
+        mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c); rstd2 = FloatBuffer(count: n)
+        if let s = shared {
+            ln1 = s.ln1; attnOut = s.attnOut; q = s.q; k = s.k; v = s.v; y = s.y; rstd1 = s.rstd1; lse = s.lse
+        } else {
+            ln1 = FloatBuffer(count: n * c); attnOut = FloatBuffer(count: n * c)
+            q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl)
+            y = FloatBuffer(count: n * cl); rstd1 = FloatBuffer(count: n)
+            lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
+        }
         if isMoE {
             h = nil; a = nil
             moe = MoEState(n: n, e: m.nExpert, k: m.topK)
@@ -51,6 +68,8 @@ public final class Transformer: @unchecked Sendable {
     public let maxBatch: Int
     /// When set, forward and backward charge their time to regions (see `switchyard bench`).
     public var profile: KernelProfile?
+    /// What backward recomputes (see `Recompute`).
+    public let recompute: Recompute
 
     let weights: [BlockWeights]
     let gradients: [BlockWeights]
@@ -66,7 +85,7 @@ public final class Transformer: @unchecked Sendable {
     let gatherScratch: FloatBuffer  // tp all-gather of rows
     var tokens: [Int32]  // [N]
     var targets: [Int32]  // [N]
-    var batch = 0, time = 0, globalTokens = 0
+    var batch = 0, time = 0, globalTokens = 0, tokenOffset = 0
     var scratch: BackwardScratch
     /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
     var replicaGradScratch: FloatBuffer?
@@ -79,8 +98,9 @@ public final class Transformer: @unchecked Sendable {
     /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
     public init(
         config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
-        moe options: MoEOptions = MoEOptions()
+        moe options: MoEOptions = MoEOptions(), recompute: Recompute = .none
     ) {
+        self.recompute = recompute
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
         self.ctx = ctx
@@ -90,9 +110,7 @@ public final class Transformer: @unchecked Sendable {
         self.store = store
         let n = maxBatch * config.seqLen, tp = ctx.mesh.tp
         (weights, gradients) = Transformer.bind(store, config: config, context: ctx)
-        blocks = (0..<config.nLayer).map {
-            BlockActivations(config: config, n: n, b: maxBatch, tp: tp, moe: config.isMoE($0))
-        }
+        blocks = Transformer.activations(config: config, n: n, b: maxBatch, tp: tp, recompute: recompute)
         var moes: [MoELayer?] = []
         var moeIndex = 0
         for l in 0..<config.nLayer {
@@ -131,6 +149,7 @@ public final class Transformer: @unchecked Sendable {
             context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh"
         )
         config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
+        recompute = other.recompute
         (weights, gradients) = Transformer.bind(store, config: config, context: context)
         moeLayers = other.moeLayers.map {
             $0.map {
@@ -141,6 +160,29 @@ public final class Transformer: @unchecked Sendable {
         rope = other.rope
         losses = other.losses; gatherScratch = other.gatherScratch; tokens = other.tokens; targets = other.targets
         scratch = other.scratch
+    }
+
+    /// Every block's activations: its own (none), or views of shared ones (see `Recompute`).
+    static func activations(config m: ModelConfig, n: Int, b: Int, tp: Int, recompute: Recompute)
+        -> [BlockActivations]
+    {
+        func make(_ l: Int, _ attention: BlockActivations? = nil) -> BlockActivations {
+            BlockActivations(config: m, n: n, b: b, tp: tp, moe: m.isMoE(l), attention: attention)
+        }
+        switch recompute {
+        case .none: return (0..<m.nLayer).map { make($0) }
+        case .attention:
+            let first = make(0)
+            return [first] + (1..<m.nLayer).map { make($0, first) }
+        case .block:
+            var shared: [Bool: BlockActivations] = [:]
+            return (0..<m.nLayer).map { l in
+                if let s = shared[m.isMoE(l)] { return s }
+                let a = make(l, shared.values.first)
+                shared[m.isMoE(l)] = a
+                return a
+            }
+        }
     }
 
     /// Pointers of every block into `store`'s parameters and gradients, with the local experts
@@ -191,6 +233,7 @@ public final class Transformer: @unchecked Sendable {
         batch = b
         time = t
         self.globalTokens = globalTokens ?? n
+        self.tokenOffset = tokenOffset
         for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
@@ -200,12 +243,19 @@ public final class Transformer: @unchecked Sendable {
                     wpe: rope == nil ? store.pointer("pos.weight", in: store.params) : nil, b: b, t: t, c: c)
             }
         }
-        var aux: [Float] = []
+        var aux: [Float] = [], counts: [[Int]] = [], dropped: [Int] = []
         for l in 0..<m.nLayer {
             try attentionForward(layer: l, n: n)
             if let moeAux = try feedForward(layer: l, n: n, tokenOffset: tokenOffset) { aux.append(moeAux) }
+            // Read now: with recompute = block the MoE blocks share one state.
+            if let s = blocks[l].moe {
+                counts.append(s.globalCounts)
+                dropped.append(s.droppedGlobal)
+            }
         }
         lastAux = aux
+        expertTokenCounts = counts
+        droppedAssignments = dropped
         return headForward(n: n)
     }
 
@@ -304,10 +354,10 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Assignments dropped by the capacity limit in the last forward, per MoE block (global).
-    public var droppedAssignments: [Int] { blocks.compactMap { $0.moe?.droppedGlobal } }
+    public private(set) var droppedAssignments: [Int] = []
 
     /// Tokens routed to each expert over the global batch in the last forward: [MoE block][expert].
-    public var expertTokenCounts: [[Int]] { blocks.compactMap { $0.moe?.globalCounts } }
+    public private(set) var expertTokenCounts: [[Int]] = []
 
     /// Logits of the last forward, [B*T, V].
     public var lastLogits: [Float] {

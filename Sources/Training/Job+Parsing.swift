@@ -62,6 +62,11 @@ extension Job {
                 throw JobError(key: key, "--set value is not JSON: \(error); e.g. --set 'placement=[[0],[1],[0,1]]'")
             }
         case .string: value = .string(raw)
+        case .bool:
+            guard raw == "true" || raw == "false" else {
+                throw JobError(key: key, "--set value '\(raw)' must be true or false")
+            }
+            value = .bool(raw == "true")
         case .int where Int(raw) != nil: value = .integer(Int(raw)!)
         case .int, .double:
             guard let d = Double(raw), d.isFinite else {
@@ -86,6 +91,9 @@ extension Job {
         case .string(let kp):
             guard let s = v.stringValue else { throw wrongType() }
             self[keyPath: kp] = s
+        case .bool(let kp):
+            guard let b = v.boolValue else { throw wrongType() }
+            self[keyPath: kp] = b
         case .placement:
             placement = try Job.parsePlacement(v, source: source)
         }
@@ -140,6 +148,7 @@ extension Job {
             case .int(let kp): v = .integer(self[keyPath: kp])
             case .double(let kp): v = .number(self[keyPath: kp])
             case .string(let kp): v = .string(self[keyPath: kp])
+            case .bool(let kp): v = .bool(self[keyPath: kp])
             case .placement:
                 v = placement.map { PlacementPlan.json($0) } ?? .null
             }

@@ -39,6 +39,8 @@ public struct TrainSpec: Equatable, Sendable {
     public var routerSkew = 0.0
     public var routerSkewStride = 1
     public var microBatches = 1
+    public var recompute = "none"
+    public var shardOptimizer = false
 }
 
 extension TrainSpec {
@@ -123,6 +125,7 @@ public struct JobField: Sendable {
         case int(WritableKeyPath<Job, Int> & Sendable)
         case double(WritableKeyPath<Job, Double> & Sendable)
         case string(WritableKeyPath<Job, String> & Sendable)
+        case bool(WritableKeyPath<Job, Bool> & Sendable)
         case placement
     }
     public let key: String
@@ -134,6 +137,7 @@ public struct JobField: Sendable {
         case .int: return "integer"
         case .double: return "number"
         case .string: return "string"
+        case .bool: return "boolean"
         case .placement: return "list of rank lists"
         }
     }
@@ -177,6 +181,12 @@ extension Job {
         JobField(
             key: "train.microBatches", ref: .int(\.train.microBatches),
             doc: "each dp group's slice runs as M micro-batches, gradients summed, one update (memory of one)"),
+        JobField(
+            key: "train.shardOptimizer", ref: .bool(\.train.shardOptimizer),
+            doc: "ZeRO-1: AdamW moments of dp-replicated tensors split over dp (reduce-scatter, update, allgather)"),
+        JobField(
+            key: "train.recompute", ref: .string(\.train.recompute),
+            doc: "none | attention | block: activations backward recomputes instead of keeping (same gradients)"),
         JobField(key: "train.lr", ref: .double(\.train.lr), doc: "peak learning rate"),
         JobField(key: "train.minLr", ref: .double(\.train.minLr), doc: "learning rate at the end of the cosine decay"),
         JobField(key: "train.warmupSteps", ref: .int(\.train.warmupSteps), doc: "linear warmup steps"),
@@ -290,6 +300,9 @@ extension Job {
         if t.steps < 1 { throw JobError(key: "train.steps", "must be >= 1, got \(t.steps)") }
         if t.batchSize < 1 { throw JobError(key: "train.batchSize", "must be >= 1, got \(t.batchSize)") }
         if t.microBatches < 1 { throw JobError(key: "train.microBatches", "must be >= 1, got \(t.microBatches)") }
+        if Recompute(rawValue: t.recompute) == nil {
+            throw JobError(key: "train.recompute", "must be none, attention or block, got \"\(t.recompute)\"")
+        }
         if !(t.lr > 0 && t.lr.isFinite) { throw JobError(key: "train.lr", "must be > 0, got \(t.lr)") }
         if !(t.minLr >= 0 && t.minLr <= t.lr) {
             throw JobError(key: "train.minLr", "must be in 0...train.lr (\(t.lr)), got \(t.minLr)")

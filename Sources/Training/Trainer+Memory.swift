@@ -51,7 +51,7 @@ extension Trainer {
             job: job, world: ctx.mesh.world, tp: ctx.mesh.tp, plan: ctx.plan, threads: env.blasThreads)
         return [
             "total": .number(e.totalBytes), "state": .number(e.stateBytes), "activations": .number(e.activationBytes),
-            "checkpointSnapshot": .number(e.checkpointBytes)
+            "checkpointSnapshot": .number(e.checkpointBytes), "runtime": .number(e.runtimeBytes)
         ]
     }
 
@@ -64,7 +64,8 @@ extension Trainer {
             MemoryEstimate.perRank(
                 config: job.model, tp: tp, plan: plan, rank: rank,
                 maxBatch: Trainer.largestMicroBatch(job: job, dp: dp),
-                threads: threads, checkpoints: job.checkpoint.every > 0)
+                threads: threads, checkpoints: job.checkpoint.every > 0,
+                recompute: Recompute(rawValue: job.train.recompute) ?? .none)
         }.max { $0.totalBytes < $1.totalBytes }!
     }
 

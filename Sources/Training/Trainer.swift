@@ -138,7 +138,8 @@ public final class Trainer {
             config: job.model, maxBatch: Trainer.largestMicroBatch(job: job, dp: dp), context: ctx,
             moe: MoEOptions(
                 capacityFactor: job.train.capacityFactor,
-                logitBias: job.train.routerSkewBias(experts: job.model.nExpert)))
+                logitBias: job.train.routerSkewBias(experts: job.model.nExpert)),
+            recompute: Recompute(rawValue: job.train.recompute) ?? .none)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(

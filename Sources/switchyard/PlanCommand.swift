@@ -18,7 +18,10 @@ enum PlanCommand {
             OptionSpec(
                 ["--skew"], value: "zipf:S", "routing load: Zipf with exponent S over the experts (default: uniform)"),
             OptionSpec(["--load"], value: "FILE", "routing load: JSON [[tokens per expert] per MoE layer]"),
-            OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")")
+            OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")"),
+            OptionSpec(
+                ["--set"], value: "KEY=VALUE", repeatable: true,
+                "override a job key, e.g. --set train.recompute=block (the memory check counts it)")
         ],
         details: """
             A measured load: the `expertLoad` of a run's step event, e.g.
@@ -33,7 +36,7 @@ enum PlanCommand {
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let clusterPath = args.required("--cluster")
-        let job = try Job.load(path: args.positionals[0])
+        let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
         let cluster = try ClusterFile.load(path: clusterPath)
         let world = try args.positiveInt("--world") ?? cluster.slots
         let m = job.model
@@ -94,11 +97,15 @@ enum PlanCommand {
         let total = Double(m.totalParams),
             experts = Double(m.moeLayerCount * m.nExpert * m.ffnMatrices.count * m.nEmbd * m.ffHidden)
         let tokens = Double(job.train.batchSize * m.seqLen)
+        let slotBytes = cluster.nodes.map(\.memoryPerSlotGB).min()! * 1e9
         var rows: [Candidate] = []
         for tp in (1...m.nHead) where m.nHead % tp == 0 && world % tp == 0 {
             let dp = world / tp, label = pad("dp\(dp) x tp\(tp)", 14)
             guard tp <= minSlots else { say(label + pad("-", 18) + "tp group larger than a node"); continue }
             guard job.train.batchSize >= dp else { say(label + pad("-", 18) + "batch smaller than dp"); continue }
+            guard job.train.batchSize / dp >= job.train.microBatches else {
+                say(label + pad("-", 18) + "fewer sequences per dp group than train.microBatches"); continue
+            }
             // Dense parameters: attention split over tp, the rest replicated; each with 2 AdamW moments.
             let attention = Double(4 * m.nLayer * m.nEmbd * m.nEmbd) * Double(tp - 1) / Double(tp)
             let shape = m.moeShape(baseBytesPerRank: 12 * (total - experts - attention))
@@ -109,8 +116,22 @@ enum PlanCommand {
                 // Two allreduces of the rows per block and step (forward, backward) inside each tp group.
                 let rowBytes = (tokens / Double(dp)) * Double(m.nEmbd) * 4
                 let tpComm = tp > 1 ? Double(2 * m.nLayer) * rowBytes / (cluster.intraNodeGBps * 1e9) : 0
+                // The whole rank: parameters, gradients, moments, activations, snapshot (the busiest rank).
+                let need = Trainer.memoryEstimate(job: job, world: world, tp: tp, plan: plan, threads: 1).totalBytes
+                guard need <= slotBytes else {
+                    say(
+                        label + pad("-", 18)
+                            + String(
+                                format: "needs %.2f GB per rank, a slot has %.2f GB (train.recompute, "
+                                    + "train.microBatches or a larger tp lower it)", need / 1e9, slotBytes / 1e9))
+                    continue
+                }
                 rows.append(Candidate(tp: tp, dp: dp, seconds: pred.stepSeconds + tpComm, plan: plan, pred: pred))
-                say(label + pad(String(format: "%.1f ms", (pred.stepSeconds + tpComm) * 1000), 18))
+                say(
+                    label + pad(String(format: "%.1f ms", (pred.stepSeconds + tpComm) * 1000), 18)
+                        + String(
+                            format: "memory %.2f of %.2f GB per rank (headroom %.2f GB)", need / 1e9, slotBytes / 1e9,
+                            (slotBytes - need) / 1e9))
             } catch let e as PlacementError {
                 say(label + pad("-", 18) + e.message)
             }
@@ -132,7 +153,7 @@ enum PlanCommand {
             }
         }
         say(
-            "  memory per rank: "
+            "  parameters, gradients and moments per rank (the planner's limit): "
                 + best.pred.rankBytes.map { String(format: "%.2f GB", $0 / 1e9) }.joined(separator: ", "))
     }
 }

@@ -118,6 +118,31 @@ final class TransformerTests: XCTestCase {
         }
     }
 
+    /// Recomputing attention or whole blocks in backward gives the gradients of keeping every
+    /// activation, bit for bit (dense and MoE blocks mixed, both FFN kinds).
+    func testRecomputeGivesBitwiseTheSameGradients() throws {
+        for (moeEvery, positions, ffn) in [(2, "learned", "gelu"), (1, "rope", "swiglu")] {
+            var cfg = Self.config
+            cfg.moeEvery = moeEvery; cfg.positions = positions; cfg.ffn = ffn; cfg.nLayer = 3
+            let (x, y) = batch(2, 6, seed: 5)
+            func gradients(_ r: Recompute) throws -> ([UInt32], [Int]) {
+                let m = Transformer(config: cfg, maxBatch: 2, recompute: r)
+                m.store.initialize(seed: 4)
+                for i in 0..<m.store.count { m.store.params.base[i] *= 10 }
+                try m.forward(tokens: x, targets: y, batch: 2, time: 6)
+                try m.backward(lossScale: 0.1, auxCoef: 0.2)
+                return (m.store.grads.toArray().map(\.bitPattern), m.expertTokenCounts.flatMap { $0 })
+            }
+            let (none, counts) = try gradients(.none)
+            for r in [Recompute.attention, .block] {
+                let (g, c) = try gradients(r)
+                XCTAssertEqual(g, none, "\(positions) \(ffn) moeEvery \(moeEvery): recompute \(r) gradients")
+                XCTAssertEqual(c, counts, "\(r): per-block routing counts survive the shared state")
+            }
+            XCTAssertTrue(none.contains { $0 != 0 })
+        }
+    }
+
     func testForwardIsBitwiseDeterministic() throws {
         let a = Transformer(config: Self.config, maxBatch: 2), b = Transformer(config: Self.config, maxBatch: 2)
         a.store.initialize(seed: 9); b.store.initialize(seed: 9)

@@ -167,6 +167,22 @@ final class ParallelLayoutTests: XCTestCase {
         }
     }
 
+    /// Recompute under dp2 x tp2 with replicated experts: the run of `none`, bit for bit.
+    func testRecomputeTrainsBitwiseLikeNoneAtDp2xTp2() throws {
+        var (j, data) = layoutJob(dp: 2, tp: 2, placement: [[[0, 1], [2], [3], [0, 3]]], steps: 8)
+        j.model.moeEvery = 2
+        j.model.nLayer = 4
+        let none = try train(world: 4, j, data)
+        for r in ["attention", "block"] {
+            j.train.recompute = r
+            let o = try train(world: 4, j, data)
+            XCTAssertEqual(o.losses.map(\.bitPattern), none.losses.map(\.bitPattern), r)
+            for (name, v) in none.params {
+                XCTAssertEqual(o.params[name]!.map(\.bitPattern), v.map(\.bitPattern), name)
+            }
+        }
+    }
+
     func testSameLayoutTwiceIsBitwiseIdentical() throws {
         let (j, data) = layoutJob(dp: 2, tp: 2)
         let a = try train(world: 4, j, data), b = try train(world: 4, j, data)
