@@ -15,6 +15,7 @@ public struct CollectiveChecks {
         try c.allreduce()
         try c.broadcast()
         try c.allgather()
+        try c.reduceScatterAndAllgatherv()
         try c.alltoallv()
         try c.exchange()
         try c.split()
@@ -53,6 +54,24 @@ public struct CollectiveChecks {
             try comm.broadcast(&b, root: root)
             expect(b == (0..<5).map { Float(root * 100 + $0) }, "broadcast(root \(root)) = \(b)")
         }
+    }
+
+    /// Uneven chunks (rank q: q + 1 elements, rank 0 also 2 more): x_i = (r + 1) * (i + 1) sums to
+    /// n(n+1)/2 * (i + 1) in this rank's chunk; then every chunk set to its owner's rank, gathered.
+    mutating func reduceScatterAndAllgatherv() throws {
+        let counts = (0..<n).map { $0 + 1 + ($0 == 0 ? 2 : 0) }, len = counts.reduce(0, +)
+        let start = counts[0..<r].reduce(0, +)
+        var xs = (0..<len).map { Float((r + 1) * ($0 + 1)) }
+        let c = comm
+        try xs.withUnsafeMutableBufferPointer { try c.reduceScatter($0, counts: counts) }
+        let want = (start..<(start + counts[r])).map { Float(n * (n + 1) / 2 * ($0 + 1)) }
+        let got = Array(xs[start..<(start + counts[r])])
+        expect(got == want, "reduceScatter chunk \(got), expected \(want)")
+        for i in 0..<len { xs[i] = -1 }
+        for i in start..<(start + counts[r]) { xs[i] = Float(r) }
+        try xs.withUnsafeMutableBufferPointer { try c.allgatherv($0, counts: counts) }
+        let owners = (0..<n).flatMap { q in Array(repeating: Float(q), count: counts[q]) }
+        expect(xs == owners, "allgatherv = \(xs)")
     }
 
     /// Rank q contributes [q*10, q*10+1, q*10+2].

@@ -33,7 +33,7 @@ public struct MemoryEstimate: Sendable, Equatable {
     /// the saved activations `recompute` keeps (shared buffers counted once).
     public static func perRank(
         config m: ModelConfig, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int, threads: Int,
-        checkpoints: Bool, recompute: Recompute = .none
+        checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
     ) -> MemoryEstimate {
         let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
         let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
@@ -48,17 +48,20 @@ public struct MemoryEstimate: Sendable, Equatable {
         let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t, half = 2 * n * c + n
         // The MoE's row buffers grow on demand by a quarter more than asked (GrowBuffer).
         let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre))
-        var moeLayer = 0
+        var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c
             if m.isMoE(l) {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
                 params += e * c + local * mats * c * f
+                ownMoments += e * c + local * mats * c * f
                 moeLayer += 1
             } else {
                 params += mats * c * f
             }
         }
+        // Moments of everything replicated over dp are split over dp with train.shardOptimizer.
+        let moments = ownMoments + (params - ownMoments) / Double(max(dp, 1))
         let moeBlocks = Double(m.moeLayerCount), denseBlocks = Double(m.nLayer) - moeBlocks
         switch recompute {
         case .none: acts += Double(m.nLayer) * (attention + half) + moeBlocks * moe + denseBlocks * dense
@@ -71,7 +74,8 @@ public struct MemoryEstimate: Sendable, Equatable {
         // Experts' backward scratch per thread: the busiest expert, taken as twice the mean.
         acts += Double(max(threads, 1)) * (2 * r / max(e, 1)) * (f + pre)
         return MemoryEstimate(
-            stateBytes: 16 * params, activationBytes: 4 * acts, checkpointBytes: checkpoints ? 12 * params : 0,
+            stateBytes: 8 * params + 8 * moments, activationBytes: 4 * acts,
+            checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,
             parameters: params, runtimeBytes: runtimeBaseline)
     }
 }

@@ -23,12 +23,15 @@ public final class ParallelContext: @unchecked Sendable {
     /// replicas on this rank's node, or all of them; see PlacementPlan.servers).
     let servers: [[[Int]]]
     public var stats = CommStats()
+    /// AdamW moments of dp-replicated tensors split over the dp group (train.shardOptimizer).
+    public let shardMoments: Bool
 
     public var mesh: Mesh { comms.mesh }
-    public var layout: ShardLayout { ShardLayout(mesh: comms.mesh, plan: plan) }
+    public var layout: ShardLayout { ShardLayout(mesh: comms.mesh, plan: plan, shardMoments: shardMoments) }
 
-    public init(comms: MeshComms, plan: PlacementPlan, nodeOf: [Int]? = nil) {
+    public init(comms: MeshComms, plan: PlacementPlan, nodeOf: [Int]? = nil, shardMoments: Bool = false) {
         self.comms = comms
+        self.shardMoments = shardMoments
         self.plan = plan
         let nodes = nodeOf ?? [Int](repeating: 0, count: comms.world.size)
         precondition(nodes.count == comms.world.size, "nodeOf needs one entry per world rank")
@@ -51,6 +54,22 @@ public final class ParallelContext: @unchecked Sendable {
         guard group.size > 1, count > 0 else { return }
         let t0 = monotonicSeconds()
         try group.allreduce(UnsafeMutableBufferPointer(start: p, count: count), op: .sum)
+        stats.allreduceSeconds += monotonicSeconds() - t0
+    }
+
+    /// Reduce-scatter of `count` floats over `group` in `counts` chunks (see Communicator).
+    func reduceScatter(_ p: UnsafeMutablePointer<Float>, counts: [Int], over group: any Communicator) throws {
+        guard group.size > 1 else { return }
+        let t0 = monotonicSeconds()
+        try group.reduceScatter(UnsafeMutableBufferPointer(start: p, count: counts.reduce(0, +)), counts: counts)
+        stats.allreduceSeconds += monotonicSeconds() - t0
+    }
+
+    /// All-gather of each rank's chunk of `counts` floats over `group`, in place.
+    func allgatherv(_ p: UnsafeMutablePointer<Float>, counts: [Int], over group: any Communicator) throws {
+        guard group.size > 1 else { return }
+        let t0 = monotonicSeconds()
+        try group.allgatherv(UnsafeMutableBufferPointer(start: p, count: counts.reduce(0, +)), counts: counts)
         stats.allreduceSeconds += monotonicSeconds() - t0
     }
 

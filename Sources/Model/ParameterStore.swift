@@ -24,6 +24,13 @@ public struct ShardSpec: Equatable, Sendable {
     /// holding the tensor holds all of it.
     public let splitDim: Int?
     public let reduce: ReduceGroup
+    /// The AdamW moments are split by rows over the dp group (train.shardOptimizer, ZeRO-1): the
+    /// gradient is reduce-scattered, each dp rank updates its rows, the parameter is all-gathered.
+    public var momentsOverDP = false
+
+    public init(splitDim: Int?, reduce: ReduceGroup, momentsOverDP: Bool = false) {
+        self.splitDim = splitDim; self.reduce = reduce; self.momentsOverDP = momentsOverDP
+    }
 
     public static let replicated = ShardSpec(splitDim: nil, reduce: .dp)
 }
@@ -48,6 +55,27 @@ public struct ParameterInfo: Equatable, Sendable {
     /// element (replicas over dp or tp, and replicated experts, hold identical copies) has it set,
     /// and only that copy counts in the global gradient norm and is written to checkpoints.
     public let isPrimaryCopy: Bool
+    /// The local rows whose AdamW moments this rank holds (all rows unless `shard.momentsOverDP`),
+    /// and where they start in the moment buffers. A 1-D tensor's rows are its elements.
+    public let momentRows: Range<Int>
+    public let momentOffset: Int
+    /// Elements per local row.
+    public var cols: Int { shape.count == 2 ? shape[1] : 1 }
+    public var momentCount: Int { momentRows.count * cols }
+    /// Each dp rank's share of the elements when the moments are split (reduce-scatter counts).
+    public func dpChunkCounts(dp: Int) -> [Int] {
+        (0..<dp).map { d in ParameterInfo.dpRows(shape[0], d, dp).count * cols }
+    }
+    /// Rows [d*R/dp, (d+1)*R/dp) of R: dp rank d's moment rows.
+    public static func dpRows(_ rows: Int, _ d: Int, _ dp: Int) -> Range<Int> {
+        (d * rows / dp)..<((d + 1) * rows / dp)
+    }
+    /// Whether this rank counts its moment rows in the gradient norm and writes them to
+    /// checkpoints: every tp rank holds other elements of a split tensor; of a replicated one, tp rank 0.
+    public func ownsMoments(tpIndex: Int) -> Bool {
+        guard shard.momentsOverDP else { return isPrimaryCopy }
+        return shard.splitDim != nil || tpIndex == 0
+    }
 
     /// The element index in the whole (row-major) tensor of local element `i`.
     @inline(__always)
@@ -63,7 +91,11 @@ public struct ParameterInfo: Equatable, Sendable {
 public struct ShardLayout: Sendable {
     public let mesh: Mesh
     public let plan: PlacementPlan
-    public init(mesh: Mesh, plan: PlacementPlan) { self.mesh = mesh; self.plan = plan }
+    /// AdamW moments of dp-replicated tensors split over dp (see ShardSpec.momentsOverDP).
+    public let shardMoments: Bool
+    public init(mesh: Mesh, plan: PlacementPlan, shardMoments: Bool = false) {
+        self.mesh = mesh; self.plan = plan; self.shardMoments = shardMoments
+    }
 
     public static func single(_ c: ModelConfig) -> ShardLayout {
         ShardLayout(
@@ -91,19 +123,20 @@ public final class ParameterStore: @unchecked Sendable {
         self.layout = layout
         let infos = ParameterStore.tensors(config: c, layout: layout)
         let total = infos.last.map { $0.offset + $0.count } ?? 0
+        let moments = infos.last.map { $0.momentOffset + $0.momentCount } ?? 0
         self.infos = infos
         var idx: [String: Int] = [:]
         for (i, info) in infos.enumerated() { idx[info.name] = i }
         indexByName = idx
         params = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
         grads = FloatBuffer(count: total)
-        adamM = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
-        adamV = zeroed ? FloatBuffer(count: total) : FloatBuffer(uninitializedCount: total)
+        adamM = zeroed ? FloatBuffer(count: moments) : FloatBuffer(uninitializedCount: moments)
+        adamV = zeroed ? FloatBuffer(count: moments) : FloatBuffer(uninitializedCount: moments)
     }
 
     /// Every tensor this rank holds, in buffer order, with its shard spec.
     static func tensors(config c: ModelConfig, layout: ShardLayout) -> [ParameterInfo] {
-        var list = TensorList(mesh: layout.mesh)
+        var list = TensorList(mesh: layout.mesh, shardMoments: layout.shardMoments)
         // Output projections (wo, w2) start scaled by 1/sqrt(2L) (GPT-2's residual scaling).
         let outStd = TensorList.std / Float(2 * c.nLayer).squareRoot()
         let C = c.nEmbd, F = c.ffHidden
@@ -150,11 +183,12 @@ public final class ParameterStore: @unchecked Sendable {
         let grain = 1 << 16, blocks = (count + grain - 1) / grain
         let ok = UnsafeMutableBufferPointer<Bool>.allocate(capacity: max(1, 3 * blocks))
         defer { ok.deallocate() }
-        let buffers = [params.base, adamM.base, adamV.base]
+        let buffers = [params, adamM, adamV]
         Parallel.forEach(3 * blocks) { item, _ in
-            let p = buffers[item / blocks], start = (item % blocks) * grain
+            let b = buffers[item / blocks], start = (item % blocks) * grain
             var all = true
-            for i in start..<min(count, start + grain) where !p[i].isFinite { all = false }
+            // The moment buffers are shorter than params when split over dp.
+            for i in start..<max(start, min(b.count, start + grain)) where !b.base[i].isFinite { all = false }
             ok[item] = all
         }
         return !ok.contains(false)
@@ -162,10 +196,11 @@ public final class ParameterStore: @unchecked Sendable {
 
     public func info(_ name: String) -> ParameterInfo? { indexByName[name].map { infos[$0] } }
 
-    /// Pointer to a named tensor in `buffer` (params, grads, adamM or adamV).
+    /// Pointer to a named tensor in `buffer` (params, grads, adamM or adamV). In a moment buffer
+    /// it points at this rank's moment rows (all rows unless the moments are split over dp).
     public func pointer(_ name: String, in buffer: FloatBuffer) -> UnsafeMutablePointer<Float> {
         guard let i = indexByName[name] else { preconditionFailure("this rank holds no parameter named \(name)") }
-        return buffer.base + infos[i].offset
+        return buffer.base + (buffer === adamM || buffer === adamV ? infos[i].momentOffset : infos[i].offset)
     }
 
     /// Deterministic initialisation keyed by (seed, parameter name, element index in the whole
@@ -194,8 +229,9 @@ public final class ParameterStore: @unchecked Sendable {
 struct TensorList {
     static let std: Float = 0.02
     let mesh: Mesh
+    let shardMoments: Bool
     var infos: [ParameterInfo] = []
-    var offset = 0
+    var offset = 0, momentOffset = 0
 
     /// A tensor of global shape `global`, split over tp along `split` (nil: replicated). Its
     /// primary copy is on dp group 0's tp ranks for a split tensor, on rank 0 for a replicated
@@ -210,11 +246,15 @@ struct TensorList {
             start = mesh.tpIndex * shape[d]
         }
         let primary = isPrimaryCopy ?? (split == nil ? mesh.rank == 0 : mesh.dpIndex == 0)
+        // ZeRO-1: the moments of a tensor replicated over dp are split by rows over the dp group.
+        let overDP = shardMoments && reduce == .dp && mesh.dp > 1
+        let rows = overDP ? ParameterInfo.dpRows(shape[0], mesh.dpIndex, mesh.dp) : 0..<shape[0]
         let info = ParameterInfo(
             name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
-            shard: ShardSpec(splitDim: split, reduce: reduce), decay: decay, initStd: initStd,
-            isPrimaryCopy: primary)
+            shard: ShardSpec(splitDim: split, reduce: reduce, momentsOverDP: overDP), decay: decay, initStd: initStd,
+            isPrimaryCopy: primary, momentRows: rows, momentOffset: momentOffset)
         infos.append(info)
         offset += info.count
+        momentOffset += info.momentCount
     }
 }

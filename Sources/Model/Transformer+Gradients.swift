@@ -22,6 +22,13 @@ extension Transformer {
         }
         for info in store.infos {
             if case .replicas = info.shard.reduce { try flush(); continue }
+            if info.shard.momentsOverDP {
+                // ZeRO-1: only this rank's moment rows need the sum.
+                try flush()
+                try ctx.reduceScatter(
+                    g.base + info.offset, counts: info.dpChunkCounts(dp: ctx.mesh.dp), over: ctx.comms.dp)
+                continue
+            }
             if runGroup == info.shard.reduce && runEnd == info.offset {
                 runEnd = info.offset + info.count
             } else {
@@ -70,15 +77,28 @@ extension Transformer {
         }
     }
 
+    /// After an update with moments split over dp: each dp rank's rows of those parameters to
+    /// every rank of its dp group.
+    public func gatherShardedParameters() throws {
+        for info in store.infos where info.shard.momentsOverDP {
+            try ctx.allgatherv(
+                store.params.base + info.offset, counts: info.dpChunkCounts(dp: ctx.mesh.dp), over: ctx.comms.dp)
+        }
+    }
+
     /// The global L2 norm of the (reduced) gradients: each rank sums the squares of the pieces it
-    /// counts, then one world allreduce.
+    /// counts, then one world allreduce. With moments split over dp a rank holds the reduced
+    /// gradient of its moment rows only, and counts those.
     public func globalGradNorm() throws -> Double {
         // One work item per tensor; the squares are summed in tensor order.
-        let counted = store.infos.filter(\.isPrimaryCopy)
+        let tpIndex = ctx.mesh.tpIndex
+        let counted = store.infos.filter { $0.ownsMoments(tpIndex: tpIndex) }
         let norms = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(counted.count, 1))
         defer { norms.deallocate() }
         Parallel.forEach(counted.count) { i, _ in
-            norms[i] = GradClip.norm(store.grads.base + counted[i].offset, count: counted[i].count)
+            let info = counted[i]
+            norms[i] = GradClip.norm(
+                store.grads.base + info.offset + info.momentRows.lowerBound * info.cols, count: info.momentCount)
         }
         var local = 0.0
         for i in counted.indices { local += norms[i] * norms[i] }

@@ -43,25 +43,27 @@ public enum AdamW {
     public static let grain = 1 << 15
 
     /// One fused pass (clip factor, moments, update) over many ranges of the same contiguous
-    /// buffers, ranges given as (offset, count, decay). Work items are blocks of `grain` elements
-    /// inside each range, so the bits do not depend on the thread count.
+    /// buffers, ranges given as (offset into params and grads, offset into the moments, count,
+    /// decay). Work items are blocks of `grain` elements inside each range, so the bits do not
+    /// depend on the thread count.
     public static func updateAll(
         params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
-        ranges: [(offset: Int, count: Int, decay: Bool)], gradScale: Float, lr: Float, step: Int,
+        ranges: [(offset: Int, momentOffset: Int, count: Int, decay: Bool)], gradScale: Float, lr: Float, step: Int,
         config: AdamWConfig
     ) {
-        var items: [(offset: Int, count: Int, decay: Bool)] = []
+        var items: [(offset: Int, momentOffset: Int, count: Int, decay: Bool)] = []
         for r in ranges {
             for o in stride(from: 0, to: r.count, by: grain) {
-                items.append((r.offset + o, min(grain, r.count - o), r.decay))
+                items.append((r.offset + o, r.momentOffset + o, min(grain, r.count - o), r.decay))
             }
         }
         Parallel.forEach(items.count) { i, _ in
             let it = items[i]
             update(
-                params: params + it.offset, grads: grads + it.offset, m: m + it.offset, v: v + it.offset,
-                count: it.count, lr: lr, step: step, config: config, decay: it.decay, gradScale: gradScale)
+                params: params + it.offset, grads: grads + it.offset, m: m + it.momentOffset,
+                v: v + it.momentOffset, count: it.count, lr: lr, step: step, config: config, decay: it.decay,
+                gradScale: gradScale)
         }
     }
 

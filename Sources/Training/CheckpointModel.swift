@@ -6,21 +6,37 @@ import Model
 
 extension ParameterStore {
     /// Views of this rank's pieces, as a checkpoint names them: the parameters, and with
-    /// `moments` both AdamW moments (optim.m.*, optim.v.*). Primary copies write.
+    /// `moments` both AdamW moments (optim.m.*, optim.v.*), of the rows this rank holds them for.
+    /// Primary copies write (for split moments: each dp rank its rows, tp rank 0 of a replicated tensor).
     public func shardViews(moments: Bool) -> [ShardView] {
         var views: [ShardView] = []
-        let buffers = moments ? [("", params), ("optim.m.", adamM), ("optim.v.", adamV)] : [("", params)]
-        for (prefix, buf) in buffers {
+        for info in infos {
+            views.append(
+                ShardView(
+                    name: info.name, globalShape: info.globalShape, ranges: globalRanges(info, rows: 0..<info.shape[0]),
+                    data: params.base + info.offset, writes: info.isPrimaryCopy))
+        }
+        guard moments else { return views }
+        let tpIndex = layout.mesh.tpIndex
+        for (prefix, buf) in [("optim.m.", adamM), ("optim.v.", adamV)] {
             for info in infos {
-                var ranges = info.globalShape.map { [0, $0] }
-                if let d = info.shard.splitDim { ranges[d] = [info.sliceStart, info.sliceStart + info.shape[d]] }
                 views.append(
                     ShardView(
-                        name: prefix + info.name, globalShape: info.globalShape, ranges: ranges,
-                        data: buf.base + info.offset, writes: info.isPrimaryCopy))
+                        name: prefix + info.name, globalShape: info.globalShape,
+                        ranges: globalRanges(info, rows: info.momentRows), data: buf.base + info.momentOffset,
+                        writes: info.ownsMoments(tpIndex: tpIndex)))
             }
         }
         return views
+    }
+
+    /// The global [start, end) per dimension of local rows `rows` of `info`.
+    func globalRanges(_ info: ParameterInfo, rows: Range<Int>) -> [[Int]] {
+        var ranges = info.globalShape.map { [0, $0] }
+        if let d = info.shard.splitDim { ranges[d] = [info.sliceStart, info.sliceStart + info.shape[d]] }
+        let rowStart = info.shard.splitDim == 0 ? info.sliceStart : 0
+        ranges[0] = [rowStart + rows.lowerBound, rowStart + rows.upperBound]
+        return ranges
     }
 }
 

@@ -92,7 +92,7 @@ extension Trainer {
     /// Sizes the writer's snapshot buffer for `store`: the primary copies of the parameters and of
     /// both AdamW moments (what a checkpoint holds).
     func reserveSnapshot(for store: ParameterStore) {
-        writer?.reserve(floats: 3 * store.infos.filter(\.isPrimaryCopy).reduce(0) { $0 + $1.count })
+        writer?.reserve(floats: store.shardViews(moments: true).filter(\.writes).reduce(0) { $0 + $1.count })
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.

@@ -65,7 +65,8 @@ extension Trainer {
                 config: job.model, tp: tp, plan: plan, rank: rank,
                 maxBatch: Trainer.largestMicroBatch(job: job, dp: dp),
                 threads: threads, checkpoints: job.checkpoint.every > 0,
-                recompute: Recompute(rawValue: job.train.recompute) ?? .none)
+                recompute: Recompute(rawValue: job.train.recompute) ?? .none,
+                momentsOverDP: job.train.shardOptimizer ? dp : 1)
         }.max { $0.totalBytes < $1.totalBytes }!
     }
 

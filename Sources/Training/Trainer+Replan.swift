@@ -192,13 +192,15 @@ extension Trainer {
     /// rebuilds this rank's model share for the new placement.
     func migrate(to newPlan: PlacementPlan) throws {
         let old = model.store, oldPlan = ctx.plan
-        let newCtx = ParallelContext(comms: ctx.comms, plan: newPlan, nodeOf: ctx.nodeOf)
+        let newCtx = ParallelContext(
+            comms: ctx.comms, plan: newPlan, nodeOf: ctx.nodeOf, shardMoments: ctx.shardMoments)
         let fresh = ParameterStore(config: job.model, layout: newCtx.layout, zeroed: false)
         // Everything but the experts keeps its layout.
         for info in fresh.infos where !info.name.contains(".moe.experts.") {
             guard let o = old.info(info.name) else { continue }
-            for (a, b) in [(old.params, fresh.params), (old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
-                (b.base + info.offset).update(from: a.base + o.offset, count: info.count)
+            (fresh.params.base + info.offset).update(from: old.params.base + o.offset, count: info.count)
+            for (a, b) in [(old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
+                (b.base + info.momentOffset).update(from: a.base + o.momentOffset, count: info.momentCount)
             }
         }
         // Experts: a rank that already held an expert keeps its copy (replicas are bitwise equal);

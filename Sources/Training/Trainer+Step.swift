@@ -83,6 +83,7 @@ extension Trainer {
         adamStep += 1
         let tAdam = monotonicSeconds()
         applyAdamW(lr: Float(lr), step: adamStep, gradScale: GradClip.factor(norm: norm, maxNorm: job.train.gradClip))
+        try model.gatherShardedParameters()
         model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
         let seconds = monotonicSeconds() - t0
         stepSeconds.append(seconds)

@@ -129,7 +129,9 @@ public final class Trainer {
         self.env = environment
         load = LoadStats(decay: job.replan.emaDecay)
         let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
-        ctx = ParallelContext(comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes)
+        ctx = ParallelContext(
+            comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes,
+            shardMoments: job.train.shardOptimizer)
         sampler = try BatchSampler(job: job, data: data)
         let mine = Trainer.samples(dpIndex: ctx.mesh.dpIndex, dp: dp, batch: job.train.batchSize)
         sampleStart = mine.lowerBound
@@ -250,10 +252,12 @@ public final class Trainer {
     /// Clip factor and AdamW in one pass over every named tensor (decay only where the tensor asks for it).
     func applyAdamW(lr: Float, step: Int, gradScale: Float) {
         let s = model.store
+        // Each rank updates the rows whose moments it holds (all rows unless they are split over dp).
         AdamW.updateAll(
             params: s.params.base, grads: s.grads.base, m: s.adamM.base, v: s.adamV.base,
-            ranges: s.infos.map { ($0.offset, $0.count, $0.decay) }, gradScale: gradScale, lr: lr, step: step,
-            config: adam)
+            ranges: s.infos.map {
+                ($0.offset + $0.momentRows.lowerBound * $0.cols, $0.momentOffset, $0.momentCount, $0.decay)
+            }, gradScale: gradScale, lr: lr, step: step, config: adam)
     }
 
     /// Mean cross-entropy over the fixed held-out windows. dp group d evaluates windows

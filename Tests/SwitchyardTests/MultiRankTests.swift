@@ -57,7 +57,10 @@ final class MultiRankTests: XCTestCase {
         let layouts: [(Int, String, [String])] = [
             (2, "dp2", []), (2, "tp2", ["--set", "layout.tp=2"]), (4, "dp2xtp2", ["--set", "layout.tp=2"]),
             (3, "dp3", []), (4, "w4", []),
-            (2, "replicas", ["--set", "placement=[[0,1],[1],[0],[0,1]]"])
+            (2, "replicas", ["--set", "placement=[[0,1],[1],[0],[0,1]]"]),
+            (2, "dp2-shardOptimizer", ["--set", "train.shardOptimizer=true"]),
+            (4, "dp2xtp2-shardOptimizer", ["--set", "layout.tp=2", "--set", "train.shardOptimizer=true"]),
+            (4, "dp2xtp2-recompute-block", ["--set", "layout.tp=2", "--set", "train.recompute=block"])
         ]
         for (np, name, extra) in layouts {
             let got = try run(np, name, extra)

@@ -183,6 +183,40 @@ final class ParallelLayoutTests: XCTestCase {
         }
     }
 
+    /// ZeRO-1 (train.shardOptimizer): moments split over dp, gradients reduce-scattered,
+    /// parameters all-gathered; every layout still gives world 1's run, twice the same bits.
+    func testShardedOptimizerMatchesWorldOne() throws {
+        let (j1, data) = layoutJob()
+        let ref = try train(world: 1, j1, data)
+        func sharded(_ j: Job) -> Job {
+            var s = j
+            s.train.shardOptimizer = true
+            return s
+        }
+        let cases: [(String, Int, Job)] = [
+            ("dp2", 2, layoutJob(dp: 2).0), ("dp2xtp2", 4, layoutJob(dp: 2, tp: 2).0), ("dp3", 3, layoutJob(dp: 3).0),
+            ("ep4 (dp4)", 4, layoutJob().0)
+        ]
+        for (label, world, j) in cases {
+            assertMatches(try train(world: world, sharded(j), data), ref, "shardOptimizer \(label)")
+        }
+        let a = try train(world: 4, sharded(layoutJob(dp: 2, tp: 2).0), data)
+        let b = try train(world: 4, sharded(layoutJob(dp: 2, tp: 2).0), data)
+        XCTAssertEqual(a.losses.map(\.bitPattern), b.losses.map(\.bitPattern), "the same layout twice")
+        // The moments really are split: dp 2 holds about half of the dense moments per rank.
+        let splitJob = sharded(layoutJob(dp: 2).0)
+        let split = try LocalCommunicator.run(size: 2) { comm -> (Int, Int) in
+            let t = try Trainer(job: splitJob, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            return (t.model.store.adamM.count, t.model.store.params.count)
+        }
+        let plain = try LocalCommunicator.run(size: 2) { comm -> Int in
+            try Trainer(job: layoutJob(dp: 2).0, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+                .model.store.adamM.count
+        }
+        XCTAssertEqual(plain[0], split[0].1)
+        XCTAssertLessThan(Double(split[0].0), 0.75 * Double(plain[0]), "moments per rank with shardOptimizer at dp 2")
+    }
+
     func testSameLayoutTwiceIsBitwiseIdentical() throws {
         let (j, data) = layoutJob(dp: 2, tp: 2)
         let a = try train(world: 4, j, data), b = try train(world: 4, j, data)

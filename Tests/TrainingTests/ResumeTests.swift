@@ -110,6 +110,42 @@ final class ResumeTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-5, "rope+swiglu 4 -> 1: max relative loss difference \(worst)")
     }
 
+    /// shardOptimizer: resume bitwise at dp 2; resharded within 1e-5 from sharded dp 4 to plain
+    /// dp 2, from plain dp 2 to sharded dp 4, and from sharded dp 4 to sharded dp 2.
+    func testShardedOptimizerResumesBitwiseAndReshards() throws {
+        func sharded(_ j: Job, _ on: Bool = true) -> Job {
+            var s = j
+            s.train.shardOptimizer = on
+            return s
+        }
+        let (refJob, data) = job(world: 1, run: "z-reference")
+        let ref = try run(refJob, data, world: 1)
+        let straight = try run(sharded(job(world: 2, run: "z-straight").0), data, world: 2)
+        let j = sharded(job(world: 2, run: "z-stopped").0)
+        _ = try run(j, data, world: 2, stopAfter: 20)
+        let second = try run(j, data, world: 2)
+        XCTAssertEqual(second.resumed?.step, 20)
+        XCTAssertEqual(
+            second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern))
+        for (name, v) in straight.state {
+            XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), name)
+        }
+        func reshard(save: Int, saveOn: Bool, load: Int, loadOn: Bool, _ label: String) throws {
+            _ = try run(sharded(job(world: save, run: "z-save-\(label)").0, saveOn), data, world: save, stopAfter: 20)
+            let ckpt = "\(dir)/z-save-\(label)/checkpoints/step-000000020"
+            let r = try run(
+                sharded(job(world: load, run: "z-load-\(label)").0, loadOn), data, world: load, choice: .from(ckpt))
+            XCTAssertEqual(r.summary.firstStep, 20, label)
+            let worst = zip(r.summary.losses, ref.summary.losses[20..<40]).map { abs(Double($0 - $1)) / Double($1) }
+                .max()!
+            XCTAssertLessThan(worst, 1e-5, "\(label): max relative loss difference \(worst)")
+            print("shardOptimizer resume \(label): max relative loss difference \(worst) vs world 1")
+        }
+        try reshard(save: 4, saveOn: true, load: 2, loadOn: false, "on-dp4-to-off-dp2")
+        try reshard(save: 2, saveOn: false, load: 4, loadOn: true, "off-dp2-to-on-dp4")
+        try reshard(save: 4, saveOn: true, load: 2, loadOn: true, "on-dp4-to-on-dp2")
+    }
+
     /// Save at world 4 (tp 2, experts over 4 ranks), resume at world 1 and 2, and the reverse:
     /// the losses continue within 1e-4 of the uninterrupted run.
     func testReshardedResumeContinuesTheRun() throws {
