@@ -66,7 +66,9 @@ def memory_rows(job, steps, tmp):
     cases = [("none", 1, []), ("recompute attention", 1, ["train.recompute=attention"]),
              ("recompute block", 1, ["train.recompute=block"]),
              (f"microBatches 4, batch {4 * batch}", 1, ["train.microBatches=4", f"train.batchSize={4 * batch}"]),
-             ("none, dp 2", 2, [])]
+             ("none, dp 2", 2, []), ("shardOptimizer, dp 2", 2, ["train.shardOptimizer=true"]),
+             ("none, dp 4 (oversubscribed)", 4, []),
+             ("shardOptimizer, dp 4 (oversubscribed)", 4, ["train.shardOptimizer=true"])]
     rows = []
     for i, (label, ranks, sets) in enumerate(cases):
         name = f"mem{i}-" + os.path.basename(job)
