@@ -83,21 +83,29 @@ final class ResumeTests: XCTestCase {
         }
     }
 
+    /// `edit(job)` 40 steps straight vs 20, stop, resume to 40 at `world`: the resumed half's losses
+    /// and the final state are the straight run's bits. Returns the straight run.
+    func assertBitwiseResume(world: Int, _ prefix: String, _ edit: (Job) -> Job) throws -> Run {
+        let (straightJob, data) = job(world: world, run: prefix + "-straight")
+        let straight = try run(edit(straightJob), data, world: world)
+        let j = edit(job(world: world, run: prefix + "-stopped").0)
+        _ = try run(j, data, world: world, stopAfter: 20)
+        let second = try run(j, data, world: world)
+        XCTAssertEqual(second.resumed?.step, 20, prefix)
+        XCTAssertEqual(
+            second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern), prefix)
+        for (name, v) in straight.state {
+            XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), "\(prefix): \(name)")
+        }
+        return straight
+    }
+
     /// Mixtral-shaped (rope + SwiGLU): bitwise resume at world 2 (w3 and its moments saved and
     /// restored), and a resume of the world-4 checkpoint at world 1 within 1e-5.
     func testMixtralShapedResumeIsBitwiseAndReshards() throws {
-        let (straightJob, data) = job(world: 2, run: "mx-straight")
-        let straight = try run(mixtralShaped(straightJob), data, world: 2)
-        let j = mixtralShaped(job(world: 2, run: "mx-stopped").0)
-        _ = try run(j, data, world: 2, stopAfter: 20)
-        let second = try run(j, data, world: 2)
-        XCTAssertEqual(second.resumed?.step, 20)
-        XCTAssertEqual(
-            second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern))
+        let data = job(world: 2, run: "mx").1
+        let straight = try assertBitwiseResume(world: 2, "mx", mixtralShaped)
         XCTAssertNotNil(straight.state["optim.m.layers.0.moe.experts.1.w3.weight"])
-        for (name, v) in straight.state {
-            XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), name)
-        }
         let four = mixtralShaped(job(world: 4, dp: 2, tp: 2, run: "mx-four").0)
         _ = try run(four, data, world: 4, stopAfter: 20)
         let one = mixtralShaped(job(world: 1, run: "mx-one").0)
@@ -120,16 +128,7 @@ final class ResumeTests: XCTestCase {
         }
         let (refJob, data) = job(world: 1, run: "z-reference")
         let ref = try run(refJob, data, world: 1)
-        let straight = try run(sharded(job(world: 2, run: "z-straight").0), data, world: 2)
-        let j = sharded(job(world: 2, run: "z-stopped").0)
-        _ = try run(j, data, world: 2, stopAfter: 20)
-        let second = try run(j, data, world: 2)
-        XCTAssertEqual(second.resumed?.step, 20)
-        XCTAssertEqual(
-            second.summary.losses.map(\.bitPattern), Array(straight.summary.losses[20..<40]).map(\.bitPattern))
-        for (name, v) in straight.state {
-            XCTAssertEqual(second.state[name]!.map(\.bitPattern), v.map(\.bitPattern), name)
-        }
+        _ = try assertBitwiseResume(world: 2, "z") { sharded($0) }
         func reshard(save: Int, saveOn: Bool, load: Int, loadOn: Bool, _ label: String) throws {
             _ = try run(sharded(job(world: save, run: "z-save-\(label)").0, saveOn), data, world: save, stopAfter: 20)
             let ckpt = "\(dir)/z-save-\(label)/checkpoints/step-000000020"
