@@ -9,7 +9,8 @@ extension MoELayer {
     /// dx[N, C] (zero on entry) receives d(objective)/d(x) on every tp rank.
     func backward(
         dx: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, x: UnsafePointer<Float>,
-        w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, n: Int, globalTokens: Int,
+        w: MoEWeights, g: MoEWeights, s: MoEState, sc: MoEScratch, auxCoef: Float, zCoef: Float, n: Int,
+        globalTokens: Int,
         gatherScratch: UnsafeMutablePointer<Float>, profile: KernelProfile?
     ) throws {
         var clock = RegionClock(profile)
@@ -31,7 +32,8 @@ extension MoELayer {
         try returnGradientsHome(s: s, sc: sc, dxs: dxs)
         clock.lap(.dispatchCombine)
         routerBackward(
-            s: s, sc: sc, dxs: dxs, x: x + s.rowStart * c, w: w, g: g, auxCoef: auxCoef, tokens: globalTokens)
+            s: s, sc: sc, dxs: dxs, x: x + s.rowStart * c, w: w, g: g, auxCoef: auxCoef, zCoef: zCoef,
+            tokens: globalTokens)
         clock.lap(.router)
         try ctx.allgatherRowsTP(dx, n: n, c: c, scratch: gatherScratch)
         clock.lap(.dispatchCombine)
@@ -96,7 +98,7 @@ extension MoELayer {
     /// then the router's dx (added into dxs) and dW.
     func routerBackward(
         s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>, x xs: UnsafePointer<Float>,
-        w: MoEWeights, g: MoEWeights, auxCoef: Float, tokens: Int
+        w: MoEWeights, g: MoEWeights, auxCoef: Float, zCoef: Float, tokens: Int
     ) {
         let rows = s.rows
         sc.dProbs.base.update(repeating: 0, count: rows * e)
@@ -106,6 +108,8 @@ extension MoELayer {
             dLogits: sc.dLogits.base, dTopWeight: sc.dTopWeight.base, dProbsExtra: sc.dProbs.base,
             probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k,
             scratch: sc.rowScratch.base)
+        RouterZLoss.backward(
+            dLogits: sc.dLogits.base, probs: s.probs.base, lse: s.lse.base, dZ: zCoef, n: rows, e: e, tokens: tokens)
         Linear.backward(
             dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: xs, weight: w.router,
             n: rows, inFeatures: c, outFeatures: e)

@@ -41,6 +41,8 @@ final class MoEState {
     let topIndex: UnsafeMutablePointer<Int32>  // [N, K]
     let topWeight: FloatBuffer  // [N, K]
     let share: FloatBuffer  // [E] global assignment shares
+    let lse: FloatBuffer  // [N] logsumexp of each row's router logits (z-loss)
+    var zLoss: Float = 0  // this block's router z-loss over the global batch
     var globalCounts: [Int]  // tokens per expert over the global batch
     let dropped: UnsafeMutablePointer<Bool>  // [N, K] true: over capacity, the token skips that expert
     let sendSlot: UnsafeMutablePointer<Int32>  // [N, K] row in send order (kept assignments only)
@@ -61,6 +63,7 @@ final class MoEState {
         topIndex.initialize(repeating: 0, count: n * k)
         topWeight = FloatBuffer(count: n * k)
         share = FloatBuffer(count: e)
+        lse = FloatBuffer(count: n)
         globalCounts = Array(repeating: 0, count: e)
         dropped = .allocate(capacity: n * k)
         dropped.initialize(repeating: false, count: n * k)
@@ -141,13 +144,15 @@ struct MoELayer {
         Router.forward(
             probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows,
             e: e, k: k)
-        var sums = [Double](repeating: 0, count: 2 * e)  // counts, then probability sums
+        var sums = [Double](repeating: 0, count: 2 * e + 1)  // counts, probability sums, sum of lse^2
         sums.withUnsafeMutableBufferPointer { p in
             LoadBalance.accumulate(
                 counts: p.baseAddress!, probSums: p.baseAddress! + e, probs: s.probs.base, topIndex: s.topIndex,
                 n: rows, e: e, k: k)
         }
+        sums[2 * e] = RouterZLoss.forward(lse: s.lse.base, logits: s.logits.base, n: rows, e: e)
         try ctx.allreduceWorld(&sums)
+        s.zLoss = Float(sums[2 * e] / Double(globalTokens))
         for j in 0..<e { s.globalCounts[j] = Int(sums[j]) }
         return sums.withUnsafeBufferPointer {
             LoadBalance.loss(

@@ -24,10 +24,11 @@ final class BackwardScratch {
 }
 
 extension Transformer {
-    /// Backpropagates the objective `lossScale * sum(token losses) + auxCoef * sum(block aux)`
+    /// Backpropagates the objective `lossScale * sum(token losses) + auxCoef * sum(block aux)
+    /// + zCoef * sum(block router z-loss)`
     /// of the last forward. For the mean loss over the global batch, lossScale = 1 / (global B*T).
     /// Every rank of the world must call it (the MoE exchanges rows).
-    public func backward(lossScale: Float, auxCoef: Float) throws {
+    public func backward(lossScale: Float, auxCoef: Float, zCoef: Float = 0) throws {
         let b = batch, t = time, n = b * t, c = config.nEmbd
         let s = scratch, g = store.grads
         headBackward(lossScale: lossScale, n: n)
@@ -38,7 +39,7 @@ extension Transformer {
                 try attentionForward(layer: l, n: n)
                 _ = try feedForward(layer: l, n: n, tokenOffset: tokenOffset)
             }
-            try feedForwardBackward(layer: l, n: n, auxCoef: auxCoef)
+            try feedForwardBackward(layer: l, n: n, auxCoef: auxCoef, zCoef: zCoef)
             if recompute == .attention { try attentionForward(layer: l, n: n) }
             try attentionBackward(layer: l, n: n)
         }
@@ -78,14 +79,14 @@ extension Transformer {
 
     /// FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the
     /// FFN (MoE or dense): on return scratch.dResid holds d(mid).
-    func feedForwardBackward(layer l: Int, n: Int, auxCoef: Float) throws {
+    func feedForwardBackward(layer l: Int, n: Int, auxCoef: Float, zCoef: Float) throws {
         let c = config.nEmbd, s = scratch
         let w = weights[l], gw = gradients[l], a = blocks[l]
         zero(s.dLn, n * c)
         if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
             try layer.backward(
                 dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
-                auxCoef: auxCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
+                auxCoef: auxCoef, zCoef: zCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
                 profile: profile)
         } else {
             timed(.denseFFN) {

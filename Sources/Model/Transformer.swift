@@ -92,6 +92,8 @@ public final class Transformer: @unchecked Sendable {
 
     /// Balance loss of each MoE block in the last forward (global, in block order).
     public private(set) var lastAux: [Float] = []
+    /// Router z-loss of each MoE block in the last forward (global, in block order).
+    public private(set) var lastZ: [Float] = []
     /// Sum of this rank's token losses in the last forward.
     public private(set) var lastLossSum: Double = 0
 
@@ -243,17 +245,19 @@ public final class Transformer: @unchecked Sendable {
                     wpe: rope == nil ? store.pointer("pos.weight", in: store.params) : nil, b: b, t: t, c: c)
             }
         }
-        var aux: [Float] = [], counts: [[Int]] = [], dropped: [Int] = []
+        var aux: [Float] = [], zs: [Float] = [], counts: [[Int]] = [], dropped: [Int] = []
         for l in 0..<m.nLayer {
             try attentionForward(layer: l, n: n)
             if let moeAux = try feedForward(layer: l, n: n, tokenOffset: tokenOffset) { aux.append(moeAux) }
             // Read now: with recompute = block the MoE blocks share one state.
             if let s = blocks[l].moe {
+                zs.append(s.zLoss)
                 counts.append(s.globalCounts)
                 dropped.append(s.droppedGlobal)
             }
         }
         lastAux = aux
+        lastZ = zs
         expertTokenCounts = counts
         droppedAssignments = dropped
         return headForward(n: n)

@@ -16,6 +16,7 @@ struct StepResult {
     let aux: Double  // mean balance loss over the MoE blocks
     let lr: Double
     let stop: Bool  // some rank was asked to stop
+    var zLoss = 0.0  // mean router z-loss over the MoE blocks (and micro-batches)
     var expertCounts: [[Int]] = []  // tokens per expert per MoE block, global, summed over micro-batches
     var dropped: [Int] = []  // assignments over capacity per MoE block, global, summed over micro-batches
     var applied = false  // false: non-finite loss or norm, the update was skipped
@@ -77,7 +78,7 @@ extension Trainer {
         try ctx.allreduceWorld(&shared)
         var r = StepResult(
             step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: routing.aux, lr: lr,
-            stop: shared[1] > 0, expertCounts: routing.counts, dropped: routing.dropped)
+            stop: shared[1] > 0, zLoss: routing.z, expertCounts: routing.counts, dropped: routing.dropped)
         model.profile?.add(.optimizer, monotonicSeconds() - tClip)
         guard r.loss.isFinite && norm.isFinite else { return r }
         adamStep += 1
@@ -100,9 +101,11 @@ extension Trainer {
     /// of each micro-batch is computed over the whole world's m-th micro-batch, and the objective
     /// takes their mean. Returns this rank's loss sum, the mean balance loss over blocks and
     /// micro-batches, and the routing counts summed over them.
-    func microBatches(_ step: Int) throws -> (lossSum: Double, aux: Double, counts: [[Int]], dropped: [Int]) {
+    func microBatches(_ step: Int) throws -> (
+        lossSum: Double, aux: Double, z: Double, counts: [[Int]], dropped: [Int]
+    ) {
         let micro = job.train.microBatches, seqLen = job.model.seqLen, rows = sampleEnd - sampleStart
-        var lossSum = 0.0, auxSum = 0.0, counts: [[Int]] = [], dropped: [Int] = []
+        var lossSum = 0.0, auxSum = 0.0, zSum = 0.0, counts: [[Int]] = [], dropped: [Int] = []
         for m in 0..<micro {
             let part = Trainer.microBatch(m, of: micro, rows: rows)
             let first = sampleStart + part.lowerBound
@@ -111,14 +114,16 @@ extension Trainer {
                 tokens: x, targets: y, batch: part.count, time: seqLen, tokenOffset: first * seqLen,
                 globalTokens: microTokens(m))
             try model.backward(
-                lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro))
+                lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro),
+                zCoef: Float(job.train.zLossCoef) / Float(micro))
             lossSum += model.lastLossSum
             if !model.lastAux.isEmpty { auxSum += Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count) }
+            if !model.lastZ.isEmpty { zSum += Double(model.lastZ.reduce(0, +)) / Double(model.lastZ.count) }
             let c = model.expertTokenCounts, d = model.droppedAssignments
             counts = counts.isEmpty ? c : zip(counts, c).map { zip($0, $1).map(+) }
             dropped = dropped.isEmpty ? d : zip(dropped, d).map(+)
         }
-        return (lossSum, auxSum / Double(micro), counts, dropped)
+        return (lossSum, auxSum / Double(micro), zSum / Double(micro), counts, dropped)
     }
 
     /// Logs a step: a skipped one as a warning (too many in a row end the run), an applied one as
@@ -209,7 +214,8 @@ extension Trainer {
         let mflops = tps * flopsPerToken
         return [
             "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
-            "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "lr": .number(r.lr),
+            "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "zLoss": .number(r.zLoss),
+            "lr": .number(r.lr),
             "gradNorm": .number(r.norm), "stepMs": .number(r.slowestSeconds * 1000), "tokensPerSec": .number(tps),
             "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
             "expertLoad": .array(load), "droppedTokens": .array(r.dropped.map { .number(Double($0)) }),

@@ -84,14 +84,16 @@ final class TransformerTests: XCTestCase {
             // Larger weights than the 0.02 init so gradients are well above float noise.
             for i in 0..<s.count { s.params.base[i] *= 15 }
             let (x, y) = batch(2, 5, seed: 4)
-            let auxCoef: Float = 0.3
+            let auxCoef: Float = 0.3, zCoef: Float = 0.002
             func objective() -> Double {
                 let l = try! m.forward(tokens: x, targets: y, batch: 2, time: 5)
                 return Double(l) + Double(auxCoef) * m.lastAux.map(Double.init).reduce(0, +)
+                    + Double(zCoef) * m.lastZ.map(Double.init).reduce(0, +)
             }
             _ = objective()
+            XCTAssertGreaterThan(m.lastZ.max() ?? 0, 1, "\(label): the z-loss term is not negligible")
             s.grads.zero()
-            try m.backward(lossScale: 1 / 10, auxCoef: auxCoef)
+            try m.backward(lossScale: 1 / 10, auxCoef: auxCoef, zCoef: zCoef)
             // Richardson's extrapolation of central differences at h and h/2 cancels their h^2
             // error, which SwiGLU's products of three weights make large at these weights.
             func centralDifference(_ i: Int, _ h: Float) -> Double {

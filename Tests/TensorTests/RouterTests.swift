@@ -113,6 +113,31 @@ final class RouterTests: XCTestCase {
             0.5 * losses($0).toArray().map(Double.init).reduce(0, +)
         }
     }
+
+    /// z = mean lse^2 against a Double logsumexp; its backward against finite differences.
+    func testRouterZLossClosedFormAndBackward() {
+        let n = 5, e = 4, tokens = 7
+        let logits = randomValues(n * e, seed: 21, scale: 3)
+        func z(_ l: [Float]) -> Double {
+            let lse = FloatBuffer(count: n)
+            return RouterZLoss.forward(lse: lse.base, logits: keep(l), n: n, e: e) / Double(tokens)
+        }
+        var want = 0.0
+        for r in 0..<n {
+            let row = (0..<e).map { Double(logits[r * e + $0]) }
+            let lse = Foundation.log(row.map { Foundation.exp($0) }.reduce(0, +))
+            want += lse * lse
+        }
+        XCTAssertEqual(z(logits), want / Double(tokens), accuracy: 1e-5 * want)
+        let lse = FloatBuffer(count: n), probs = FloatBuffer(count: n * e), dLogits = FloatBuffer(count: n * e)
+        _ = RouterZLoss.forward(lse: lse.base, logits: keep(logits), n: n, e: e)
+        for r in 0..<n {
+            for j in 0..<e { probs[r * e + j] = Float(Foundation.exp(Double(logits[r * e + j] - lse[r]))) }
+        }
+        RouterZLoss.backward(
+            dLogits: dLogits.base, probs: probs.base, lse: lse.base, dZ: 1, n: n, e: e, tokens: tokens)
+        assertGradient("z-loss dLogits", x: logits, analytic: dLogits.toArray(), objective: z)
+    }
 }
 
 extension Double {
@@ -122,4 +147,5 @@ extension Double {
         for _ in 0..<60 { y -= 1 - self / expDouble(y) }
         return y
     }
+
 }

@@ -120,6 +120,20 @@ final class ParallelLayoutTests: XCTestCase {
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "rope+swiglu dense dp2xtp2")
     }
 
+    /// The router z-loss keeps the contract: every layout gives world 1's run with it on.
+    func testZLossLayoutsMatchWorldOne() throws {
+        var (j1, data) = layoutJob()
+        j1.train.zLossCoef = 0.05
+        let ref = try train(world: 1, j1, data)
+        let plain = try train(world: 1, layoutJob().0, data)
+        XCTAssertNotEqual(ref.losses.last!, plain.losses.last!, "the z-loss changes the run")
+        for (label, world, dp, tp) in [("dp2", 2, 2, 1), ("tp2", 2, 1, 2), ("dp2xtp2", 4, 2, 2), ("ep4", 4, 0, 1)] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp
+            assertMatches(try train(world: world, j, data), ref, "zLossCoef \(label)")
+        }
+    }
+
     /// Micro-batches: with auxLossCoef = 0 the objective is the mean loss over the step's tokens
     /// whatever M is, so M = 1, 2, 4 (and M = 2 at dp 2, and at dp 2 x tp 2) give world 1's losses
     /// up to reassociation. With a balance loss, M changes the objective (it is computed per
