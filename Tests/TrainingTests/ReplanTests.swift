@@ -13,10 +13,16 @@ import XCTest
 final class ReplanTests: XCTestCase {
     static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
 
+    /// With whole moments, and with moments split over dp (the migration copies each rank's rows).
     func testReplacementMatchesAResumeWithTheNewPlacementBitwise() throws {
+        for sharded in [false, true] { try replacementMatchesResume(shardOptimizer: sharded) }
+    }
+
+    func replacementMatchesResume(shardOptimizer: Bool) throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var (job, tokens) = layoutJob(steps: 20)
+        job.train.shardOptimizer = shardOptimizer
         let data = tokens
         job.runsDir = dir
         job.train.routerSkew = 3
@@ -78,7 +84,7 @@ final class ReplanTests: XCTestCase {
     /// Every float this rank holds (parameters, then both AdamW moments) as bit patterns.
     static func state(_ t: Trainer) -> [UInt32] {
         let s = t.model.store
-        return [s.params, s.adamM, s.adamV].flatMap { b in (0..<s.count).map { b.base[$0].bitPattern } }
+        return [s.params, s.adamM, s.adamV].flatMap { b in (0..<b.count).map { b.base[$0].bitPattern } }
     }
 
     /// Checkpoints saved after a re-placement carry the new placement and resume anywhere: a
