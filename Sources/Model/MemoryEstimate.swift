@@ -47,13 +47,14 @@ public struct MemoryEstimate: Sendable, Equatable {
         // probs, top-k; send, back, recv, xe, o; pre, a).
         let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t, half = 2 * n * c + n
         // The MoE's row buffers grow on demand by a quarter more than asked (GrowBuffer).
-        let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre))
+        let shared = Double(m.nSharedExperts)
+        let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre)) + shared * dense
         var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c
             if m.isMoE(l) {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
-                params += e * c + local * mats * c * f
+                params += e * c + (local + shared) * mats * c * f
                 ownMoments += e * c + local * mats * c * f
                 moeLayer += 1
             } else {

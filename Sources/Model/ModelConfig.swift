@@ -28,6 +28,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var ffn: String
     /// RoPE base: frequency i of a head of size D is ropeTheta^(-2i / D).
     public var ropeTheta: Double
+    /// Always-active experts of every MoE block beside the routed ones (DeepSeek-MoE), each an
+    /// FFN of width F applied to every token and added to the routed experts' output.
+    public var nSharedExperts: Int = 0
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
@@ -80,6 +83,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         }
         if ffn != "gelu" && ffn != "swiglu" { throw fail("ffn", "must be \"gelu\" or \"swiglu\", got \"\(ffn)\"") }
         if !(ropeTheta > 1) || !ropeTheta.isFinite { throw fail("ropeTheta", "must be a number > 1, got \(ropeTheta)") }
+        if nSharedExperts < 0 { throw fail("nSharedExperts", "must be >= 0, got \(nSharedExperts)") }
         if usesRope && headSize % 2 != 0 {
             throw fail("positions", "rope rotates pairs of channels: the head size C / H = \(headSize) must be even")
         }
@@ -92,7 +96,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         var n = 0
         for l in 0..<nLayer {
             n += 4 * c * c + 2 * c
-            n += isMoE(l) ? (c * nExpert + topK * mlp) : mlp
+            n += isMoE(l) ? (c * nExpert + (topK + nSharedExperts) * mlp) : mlp
         }
         return n + c + vocabSize * c
     }
@@ -101,7 +105,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var totalParams: Int {
         let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
         var n = vocabSize * c + (usesRope ? 0 : seqLen * c)
-        for l in 0..<nLayer { n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + nExpert * mlp : mlp) }
+        for l in 0..<nLayer {
+            n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + (nExpert + nSharedExperts) * mlp : mlp)
+        }
         return n + c + vocabSize * c
     }
 
@@ -116,7 +122,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// "attention" (scores and values), "rope" (q and k rotations) and "ffnActivation"
     /// (element-wise gelu or silu-and-gate of the FFN hidden rows).
     public func flopsPerTokenParts(seqLen t: Int) -> [String: Double] {
-        let ffnRows = Double((0..<nLayer).reduce(0) { $0 + (isMoE($1) ? topK : 1) } * ffHidden)
+        let ffnRows = Double((0..<nLayer).reduce(0) { $0 + (isMoE($1) ? topK + nSharedExperts : 1) } * ffHidden)
         return [
             "matmuls": 6 * Double(activeNonEmbeddingParams),
             "attention": 12 * Double(nLayer * nEmbd * t),

@@ -153,6 +153,13 @@ public final class ParameterStore: @unchecked Sendable {
             list.add(p + "norm2.weight", [C], decay: false, initStd: 0)
             if c.isMoE(l) {
                 list.add(p + "moe.router.weight", [c.nExpert, C], reduce: .world)
+                for s in 0..<c.nSharedExperts {
+                    for w in c.ffnMatrices {
+                        list.add(
+                            p + "moe.shared.\(s).\(w).weight", w == "w2" ? [C, F] : [F, C],
+                            initStd: w == "w2" ? outStd : TensorList.std)
+                    }
+                }
                 for e in layout.plan.localExperts(layer: moeIndex, rank: layout.mesh.rank) {
                     let ranks = layout.plan.layers[moeIndex][e]
                     let first = ranks.min() == layout.mesh.rank

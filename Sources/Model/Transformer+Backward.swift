@@ -88,6 +88,14 @@ extension Transformer {
                 dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
                 auxCoef: auxCoef, zCoef: zCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
                 profile: profile)
+            // After the MoE's backward, which writes every row of dLn: the shared experts add theirs.
+            timed(.denseFFN) {
+                for (i, sw) in w.shared.enumerated() {
+                    MLP.backward(
+                        dx: s.dLn.base, g: gw.shared[i], dOut: s.dResid.base, x: a.ln2.base, pre: a.sharedPre[i].base,
+                        a: a.sharedAct[i].base, w: sw, dA: s.dA.base, dPre: s.dH.base, n: n, c: c, f: config.ffHidden)
+                }
+            }
         } else {
             timed(.denseFFN) {
                 MLP.backward(

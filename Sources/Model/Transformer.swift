@@ -13,6 +13,7 @@ struct BlockWeights {
     let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
     let ffn: FFNWeights?  // dense blocks
     let moe: MoEWeights?  // MoE blocks
+    let shared: [FFNWeights]  // MoE blocks: the always-active experts
 }
 
 /// Which saved activations backward recomputes instead of keeping (same kernels, same order:
@@ -35,6 +36,7 @@ final class BlockActivations {
     let rstd1, rstd2: FloatBuffer  // [N]
     let lse: FloatBuffer  // [B, Hl, T] attention rows' log-sum-exp
     let h, a: FloatBuffer?  // dense blocks: pre-activations [N, F] (SwiGLU: [2, N, F]), activations [N, F]
+    let sharedPre, sharedAct: [FloatBuffer]  // MoE blocks: per shared expert, as h and a
     let moe: MoEState?
     /// `attention` given: this block uses its attention buffers (ln1, attnOut, q, k, v, y, rstd1, lse).
     init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool, attention shared: BlockActivations? = nil) {
@@ -48,6 +50,8 @@ final class BlockActivations {
             y = FloatBuffer(count: n * cl); rstd1 = FloatBuffer(count: n)
             lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
         }
+        sharedPre = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffnPreactWidth) } : []
+        sharedAct = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffHidden) } : []
         if isMoE {
             h = nil; a = nil
             moe = MoEState(n: n, e: m.nExpert, k: m.topK)
@@ -216,7 +220,12 @@ public final class Transformer: @unchecked Sendable {
         return BlockWeights(
             norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
-            ffn: moe == nil ? FFNWeights(s, buf, prefix: p + "ffn.", swiglu: swiglu) : nil, moe: moe)
+            ffn: moe == nil ? FFNWeights(s, buf, prefix: p + "ffn.", swiglu: swiglu) : nil, moe: moe,
+            shared: moe == nil
+                ? []
+                : (0..<config.nSharedExperts).map {
+                    FFNWeights(s, buf, prefix: p + "moe.shared.\($0).", swiglu: swiglu)
+                })
     }
 
     /// Runs the model on tokens [B, T] and returns the mean cross-entropy of these rows against
@@ -322,9 +331,18 @@ public final class Transformer: @unchecked Sendable {
         }
         out.update(from: a.mid.base, count: n * c)
         if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
-            return try layer.forward(
+            let aux = try layer.forward(
                 out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
                 globalTokens: globalTokens, gatherScratch: gatherScratch.base, profile: profile)
+            // Shared experts: every row, on every tp rank (replicated like the dense FFN).
+            timed(.denseFFN) {
+                for (i, sw) in w.shared.enumerated() {
+                    MLP.forward(
+                        o: out, pre: a.sharedPre[i].base, a: a.sharedAct[i].base, x: a.ln2.base, w: sw, n: n, c: c,
+                        f: config.ffHidden, accumulate: true)
+                }
+            }
+            return aux
         }
         timed(.denseFFN) {
             MLP.forward(

@@ -170,6 +170,9 @@ extension Job {
             doc: "gelu: w2(gelu(w1 x)) | swiglu: w2(silu(w1 x) * w3 x), Mixtral's experts (3 matrices, not 2)"),
         JobField(key: "model.ropeTheta", ref: .double(\.model.ropeTheta), doc: "rope base frequency (Mixtral: 1e6)"),
         JobField(
+            key: "model.nSharedExperts", ref: .int(\.model.nSharedExperts),
+            doc: "always-active experts per MoE block beside the routed ones (DeepSeek-MoE), replicated"),
+        JobField(
             key: "data.path", ref: .string(\.data.path),
             doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
         JobField(

@@ -9,7 +9,8 @@ import Tensor
 import Training
 
 enum HFExport {
-    /// Why Mixtral cannot express `job`'s model (the job key, the value it needs), or nil.
+    /// Why Mixtral cannot express `job`'s model (the job key, the value it needs), or nil. The
+    /// router z-loss, micro-batches, recompute and the sharded optimizer change training only.
     static func refusal(_ job: Job) -> String? {
         let m = job.model
         if m.positions != "rope" {
@@ -22,6 +23,9 @@ enum HFExport {
         if m.moeEvery != 1 {
             return "model.moeEvery = \(m.moeEvery): every Mixtral block is MoE (no dense blocks); "
                 + "train with model.moeEvery=1"
+        }
+        if m.nSharedExperts != 0 {
+            return "model.nSharedExperts = \(m.nSharedExperts): Mixtral has no shared experts; it needs 0"
         }
         if job.train.routerSkew != 0 {
             return "train.routerSkew = \(job.train.routerSkew): Mixtral's router has no logit bias; it needs 0"

@@ -69,15 +69,16 @@ final class TransformerTests: XCTestCase {
     func testWholeModelGradientsMatchFiniteDifferences() throws {
         let shapes = [
             (1, "learned", "gelu", 3), (2, "learned", "gelu", 3), (1, "rope", "swiglu", 2), (2, "rope", "swiglu", 2),
-            (1, "rope", "gelu", 2), (1, "learned", "swiglu", 2)
+            (1, "rope", "gelu", 2), (1, "learned", "swiglu", 2), (2, "rope", "swiglu", -2)
         ]
         for (moeEvery, positions, ffn, experts) in shapes {
             var cfg = Self.config
             cfg.moeEvery = moeEvery
             cfg.positions = positions
             cfg.ffn = ffn
-            cfg.nExpert = experts
-            let label = "moeEvery \(moeEvery) \(positions) \(ffn) E\(experts)"
+            cfg.nExpert = abs(experts)
+            cfg.nSharedExperts = experts < 0 ? 2 : 0  // -2: two routed and two shared experts
+            let label = "moeEvery \(moeEvery) \(positions) \(ffn) E\(abs(experts)) shared \(cfg.nSharedExperts)"
             let m = Transformer(config: cfg, maxBatch: 2)
             let s = m.store
             s.initialize(seed: 3)
@@ -175,6 +176,11 @@ final class TransformerTests: XCTestCase {
         XCTAssertEqual(s.info("layers.0.ffn.w3.weight")?.shape, [12, 8])
         XCTAssertEqual(s.info("layers.1.moe.experts.2.w3.weight")?.shape, [12, 8])
         XCTAssertEqual(s.count, c.totalParams, "totalParams counts w3 and no position table")
+        c.nSharedExperts = 2
+        let withShared = ParameterStore(config: c)
+        XCTAssertEqual(withShared.info("layers.1.moe.shared.1.w3.weight")?.shape, [12, 8])
+        XCTAssertNil(withShared.info("layers.0.moe.shared.0.w1.weight"), "layer 0 is dense")
+        XCTAssertEqual(withShared.count, c.totalParams, "totalParams counts the shared experts")
         c.positions = "alibi"
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".hasPrefix("model.positions:"), "\($0)") }
         c.positions = "rope"; c.ffn = "relu"

@@ -120,6 +120,19 @@ final class ParallelLayoutTests: XCTestCase {
         assertMatches(try train(world: 4, dense4, data), try train(world: 1, dense1, data), "rope+swiglu dense dp2xtp2")
     }
 
+    /// Shared experts (replicated like the dense FFN, reduced over dp) keep the contract.
+    func testSharedExpertsLayoutsMatchWorldOne() throws {
+        var (j1, data) = layoutJob()
+        j1.model.nSharedExperts = 1
+        let ref = try train(world: 1, mixtralShaped(j1), data)
+        XCTAssertNotNil(ref.params["layers.2.moe.shared.0.w3.weight"])
+        for (label, world, dp, tp) in [("dp2", 2, 2, 1), ("tp2", 2, 1, 2), ("dp2xtp2", 4, 2, 2), ("ep4", 4, 0, 1)] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp
+            assertMatches(try train(world: world, mixtralShaped(j), data), ref, "nSharedExperts 1 \(label)")
+        }
+    }
+
     /// The router z-loss keeps the contract: every layout gives world 1's run with it on.
     func testZLossLayoutsMatchWorldOne() throws {
         var (j1, data) = layoutJob()
