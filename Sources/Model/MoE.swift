@@ -27,9 +27,12 @@ public struct MoEOptions: Sendable {
     /// [E] constants added to the router logits before softmax and top-k (nil: none). A constant
     /// shifts routing without changing backward (benchmarks skew routing with it).
     public var logitBias: [Float]? = nil
-    public init(capacityFactor: Double = 0, logitBias: [Float]? = nil) {
+    /// Aux-loss-free balancing's per-block selection biases (nil: none); see RouterBias.
+    public var selectionBias: RouterBias? = nil
+    public init(capacityFactor: Double = 0, logitBias: [Float]? = nil, selectionBias: RouterBias? = nil) {
         self.capacityFactor = capacityFactor
         self.logitBias = logitBias
+        self.selectionBias = selectionBias
     }
 }
 
@@ -143,7 +146,7 @@ struct MoELayer {
         }
         Router.forward(
             probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows,
-            e: e, k: k)
+            e: e, k: k, selectionBias: options.selectionBias?.pointer(layer: layer))
         var sums = [Double](repeating: 0, count: 2 * e + 1)  // counts, probability sums, sum of lse^2
         sums.withUnsafeMutableBufferPointer { p in
             LoadBalance.accumulate(

@@ -4,11 +4,12 @@
 // Backward *accumulates* into dLogits.
 
 public enum Router {
-    /// probs[N, E] = softmax(logits); topIndex[N, K], topWeight[N, K] (renormalised).
+    /// probs[N, E] = softmax(logits); topIndex[N, K], topWeight[N, K] (renormalised). With
+    /// `selectionBias` [E], the k chosen are the largest probs + bias, weighted by their probs.
     public static func forward(
         probs: UnsafeMutablePointer<Float>, topIndex: UnsafeMutablePointer<Int32>,
         topWeight: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-        n: Int, e: Int, k: Int
+        n: Int, e: Int, k: Int, selectionBias: UnsafePointer<Float>? = nil
     ) {
         precondition(k >= 1 && k <= e, "top-k must satisfy 1 <= k <= E")
         for r in 0..<n {
@@ -27,11 +28,12 @@ public enum Router {
                 for j in 0..<e {
                     var taken = false
                     for s in 0..<slot where Int(topIndex[r * k + s]) == j { taken = true }
-                    if !taken && (best < 0 || p[j] > bestValue) { best = j; bestValue = p[j] }
+                    let score = p[j] + (selectionBias?[j] ?? 0)
+                    if !taken && (best < 0 || score > bestValue) { best = j; bestValue = score }
                 }
                 topIndex[r * k + slot] = Int32(best)
-                topWeight[r * k + slot] = bestValue
-                chosenSum += bestValue
+                topWeight[r * k + slot] = p[best]
+                chosenSum += p[best]
             }
             for slot in 0..<k { topWeight[r * k + slot] /= chosenSum }
         }

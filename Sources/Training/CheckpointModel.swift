@@ -48,6 +48,22 @@ public enum CheckpointModel {
         return job
     }
 
+    /// The aux-loss-free selection biases a checkpoint holds (nil when it has none).
+    public static func routerBias(dir: String, manifest m: Manifest) throws -> RouterBias? {
+        guard let t = m.tensors.first(where: { $0.name == RouterBias.tensorName }), t.shape.count == 2 else {
+            return nil
+        }
+        let b = RouterBias(layers: t.shape[0], experts: t.shape[1])
+        try CheckpointStore.load(
+            dir: dir, manifest: m,
+            views: [
+                ShardView(
+                    name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: b.values.base,
+                    writes: false)
+            ])
+        return b
+    }
+
     /// Reads the checkpoint's weights into `store` (laid out for any mesh and placement).
     public static func loadWeights(dir: String, manifest m: Manifest, into store: ParameterStore) throws {
         try CheckpointStore.load(dir: dir, manifest: m, views: store.shardViews(moments: false))

@@ -31,6 +31,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var gradClip = 1.0
     public var auxLossCoef = 0.01
     public var zLossCoef = 0.0
+    public var routerBiasRate = 0.0
     public var maxBadSteps = 3
     public var logEvery = 10
     public var evalEvery = 100
@@ -203,6 +204,9 @@ extension Job {
         JobField(key: "train.gradClip", ref: .double(\.train.gradClip), doc: "clip the global gradient norm (0: off)"),
         JobField(key: "train.auxLossCoef", ref: .double(\.train.auxLossCoef), doc: "weight of the load-balancing loss"),
         JobField(
+            key: "train.routerBiasRate", ref: .double(\.train.routerBiasRate),
+            doc: "aux-loss-free balancing (DeepSeek-V3): per-expert selection bias moved by this each step (0: off)"),
+        JobField(
             key: "train.zLossCoef", ref: .double(\.train.zLossCoef),
             doc: "weight of the router z-loss (ST-MoE): mean logsumexp(router logits)^2; keeps logits small"),
         JobField(
@@ -324,6 +328,9 @@ extension Job {
         }
         if !(t.auxLossCoef >= 0) { throw JobError(key: "train.auxLossCoef", "must be >= 0, got \(t.auxLossCoef)") }
         if !(t.zLossCoef >= 0) { throw JobError(key: "train.zLossCoef", "must be >= 0, got \(t.zLossCoef)") }
+        if !(t.routerBiasRate >= 0) {
+            throw JobError(key: "train.routerBiasRate", "must be >= 0 (0: off), got \(t.routerBiasRate)")
+        }
         if t.maxBadSteps < 1 { throw JobError(key: "train.maxBadSteps", "must be >= 1, got \(t.maxBadSteps)") }
         if t.logEvery < 1 { throw JobError(key: "train.logEvery", "must be >= 1, got \(t.logEvery)") }
         if t.evalEvery < 0 {

@@ -24,7 +24,15 @@ extension Trainer {
     public var checkpointRoot: String { job.runDirectory + "/checkpoints" }
 
     /// This rank's parameters and both AdamW moments as checkpoint views (global names and ranges).
-    public func shardViews() -> [ShardView] { model.store.shardViews(moments: true) }
+    public func shardViews() -> [ShardView] {
+        guard let b = routerBias else { return model.store.shardViews(moments: true) }
+        return model.store.shardViews(moments: true) + [
+            ShardView(
+                name: RouterBias.tensorName, globalShape: [b.layers, b.experts],
+                ranges: [[0, b.layers], [0, b.experts]],
+                data: b.values.base, writes: ctx.mesh.rank == 0)
+        ]
+    }
 
     /// Loads the checkpoint to resume from (collective: every rank verifies a share of the files
     /// and all agree). A checkpoint that fails verification is skipped with a warning for the
@@ -58,7 +66,10 @@ extension Trainer {
             }
             let manifest = try CheckpointStore.readManifest(dir: dir)
             try checkArchitecture(manifest, dir: dir)
-            try CheckpointStore.load(dir: dir, manifest: manifest, views: shardViews())
+            // A checkpoint saved without aux-loss-free balancing starts its biases at zero.
+            let saved = Set(manifest.tensors.map(\.name))
+            try CheckpointStore.load(
+                dir: dir, manifest: manifest, views: shardViews().filter { saved.contains($0.name) })
             startStep = manifest.step
             adamStep = manifest.adamStep
             return ResumeInfo(path: dir, step: manifest.step, skipped: skipped)
@@ -92,7 +103,8 @@ extension Trainer {
     /// Sizes the writer's snapshot buffer for `store`: the primary copies of the parameters and of
     /// both AdamW moments (what a checkpoint holds).
     func reserveSnapshot(for store: ParameterStore) {
-        writer?.reserve(floats: store.shardViews(moments: true).filter(\.writes).reduce(0) { $0 + $1.count })
+        let bias = routerBias.map { $0.layers * $0.experts } ?? 0
+        writer?.reserve(floats: store.shardViews(moments: true).filter(\.writes).reduce(bias) { $0 + $1.count })
     }
 
     /// Starts an asynchronous save of the state after `steps` steps.

@@ -85,6 +85,7 @@ extension Trainer {
         let tAdam = monotonicSeconds()
         applyAdamW(lr: Float(lr), step: adamStep, gradScale: GradClip.factor(norm: norm, maxNorm: job.train.gradClip))
         try model.gatherShardedParameters()
+        routerBias?.update(counts: routing.counts, rate: Float(job.train.routerBiasRate))
         model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
         let seconds = monotonicSeconds() - t0
         stepSeconds.append(seconds)

@@ -69,6 +69,9 @@ public final class Trainer {
     /// Effective GB/s of the last migration (allocation and copies included); nil before one.
     var migrationGBps: Double?
 
+    /// Aux-loss-free balancing's selection biases (train.routerBiasRate > 0), else nil.
+    public let routerBias: RouterBias?
+
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
     /// Wall-clock seconds of each applied step, in order.
@@ -136,11 +139,14 @@ public final class Trainer {
         let mine = Trainer.samples(dpIndex: ctx.mesh.dpIndex, dp: dp, batch: job.train.batchSize)
         sampleStart = mine.lowerBound
         sampleEnd = mine.upperBound
+        routerBias =
+            job.train.routerBiasRate > 0
+            ? RouterBias(layers: job.model.moeLayerCount, experts: job.model.nExpert) : nil
         model = Transformer(
             config: job.model, maxBatch: Trainer.largestMicroBatch(job: job, dp: dp), context: ctx,
             moe: MoEOptions(
                 capacityFactor: job.train.capacityFactor,
-                logitBias: job.train.routerSkewBias(experts: job.model.nExpert)),
+                logitBias: job.train.routerSkewBias(experts: job.model.nExpert), selectionBias: routerBias),
             recompute: Recompute(rawValue: job.train.recompute) ?? .none)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train

@@ -40,7 +40,8 @@ enum EvalCommand {
                 path: dataPath, message: "\(data.tokens.count) tokens is shorter than one window (T + 1 = \(t + 1))")
         }
         let batch = 8
-        let model = Transformer(config: cfg, maxBatch: batch)
+        let bias = try CheckpointModel.routerBias(dir: dir, manifest: m)
+        let model = Transformer(config: cfg, maxBatch: batch, moe: MoEOptions(selectionBias: bias))
         try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
         let loss = try meanLoss(model, data.tokens, windows: windows, seq: t, batch: batch)
         say(

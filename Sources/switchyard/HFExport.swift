@@ -27,6 +27,10 @@ enum HFExport {
         if m.nSharedExperts != 0 {
             return "model.nSharedExperts = \(m.nSharedExperts): Mixtral has no shared experts; it needs 0"
         }
+        if job.train.routerBiasRate != 0 {
+            return "train.routerBiasRate = \(job.train.routerBiasRate): Mixtral's router has no selection bias; "
+                + "it needs 0"
+        }
         if job.train.routerSkew != 0 {
             return "train.routerSkew = \(job.train.routerSkew): Mixtral's router has no logit bias; it needs 0"
         }

@@ -47,7 +47,9 @@ extension SampleCommand {
             let cfg = l.job.model, longest = request.prompts.map(\.count).max()!
             // Rows per call: a prompt chunk of seqLen, or one row per prompt.
             let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
-            let model = Transformer(config: cfg, maxBatch: maxBatch, context: ctx)
+            let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
+            let model = Transformer(
+                config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias))
             try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
             let decoder = Decoder(model: model, sequences: request.prompts.count, capacity: longest + l.tokens)
             let describe =

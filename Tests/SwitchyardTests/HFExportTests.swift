@@ -73,7 +73,8 @@ final class HFExportTests: XCTestCase {
             ([], "model.positions = \"learned\""),
             (["--set", "model.positions=rope"], "model.ffn = \"gelu\""),
             (Self.mixtral + ["--set", "model.moeEvery=2"], "model.moeEvery = 2"),
-            (Self.mixtral + ["--set", "model.nSharedExperts=1"], "model.nSharedExperts = 1")
+            (Self.mixtral + ["--set", "model.nSharedExperts=1"], "model.nSharedExperts = 1"),
+            (Self.mixtral + ["--set", "train.routerBiasRate=0.01"], "train.routerBiasRate = 0.01")
         ]
         for (i, (extra, key)) in cases.enumerated() {
             let args = ws.tinyArgs(steps: 2, extra: extra + ["--set", "name=r\(i)"])

@@ -114,6 +114,23 @@ final class RouterTests: XCTestCase {
         }
     }
 
+    /// A selection bias picks by probs + bias but weights by the renormalised probs.
+    func testSelectionBiasChoosesButDoesNotWeigh() {
+        let p: [Double] = [0.5, 0.3, 0.2]
+        let logits = p.map { Float(Foundation.log($0)) }, bias: [Float] = [0, 0, 0.4]
+        let probs = FloatBuffer(count: 3), idx = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        let w = FloatBuffer(count: 2)
+        defer { idx.deallocate() }
+        bias.withUnsafeBufferPointer { b in
+            Router.forward(
+                probs: probs.base, topIndex: idx, topWeight: w.base, logits: keep(logits), n: 1, e: 3, k: 2,
+                selectionBias: b.baseAddress!)
+        }
+        XCTAssertEqual([idx[0], idx[1]], [2, 0], "0.2 + 0.4 beats 0.5, then 0.5 beats 0.3")
+        XCTAssertEqual(Double(w[0]), 0.2 / 0.7, accuracy: 1e-6)
+        XCTAssertEqual(Double(w[1]), 0.5 / 0.7, accuracy: 1e-6)
+    }
+
     /// z = mean lse^2 against a Double logsumexp; its backward against finite differences.
     func testRouterZLossClosedFormAndBackward() {
         let n = 5, e = 4, tokens = 7

@@ -118,6 +118,17 @@ final class ResumeTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-5, "rope+swiglu 4 -> 1: max relative loss difference \(worst)")
     }
 
+    /// The selection biases are checkpointed: resume is bitwise (they steer routing).
+    func testRouterBiasResumesBitwise() throws {
+        let straight = try assertBitwiseResume(world: 2, "rb") {
+            var j = $0
+            j.train.routerBiasRate = 0.01
+            j.train.auxLossCoef = 0
+            return j
+        }
+        XCTAssertTrue(straight.state["router.selectionBias"]?.contains { $0 != 0 } ?? false, "biases moved and saved")
+    }
+
     /// shardOptimizer: resume bitwise at dp 2; resharded within 1e-5 from sharded dp 4 to plain
     /// dp 2, from plain dp 2 to sharded dp 4, and from sharded dp 4 to sharded dp 2.
     func testShardedOptimizerResumesBitwiseAndReshards() throws {
