@@ -82,9 +82,10 @@ extension Trainer {
                 "the job needs about \(gb(e.totalBytes)) per rank (parameters, gradients and AdamW moments "
                 + "\(gb(e.stateBytes)), activations \(gb(e.activationBytes)), checkpoint snapshot "
                 + "\(gb(e.checkpointBytes))) x \(ranksOnNode) rank(s) on this node = \(gb(need)), but the node "
-                + "offers \(gb(available.bytes)) (\(available.source)); make the model smaller (model.nLayer, "
-                + "model.nEmbd, model.ffHidden, model.nExpert), the batch smaller (train.batchSize, model.seqLen), "
-                + "or spread it over more ranks on more nodes (experts split over ranks; layout.tp splits "
-                + "attention heads)")
+                + "offers \(gb(available.bytes)) (\(available.source)); keep fewer activations "
+                + "(train.recompute=block, train.microBatches=4), split the optimizer (train.shardOptimizer=true), "
+                + "make the model smaller (model.nLayer, model.nEmbd, model.ffHidden, model.nExpert), the batch "
+                + "smaller (train.batchSize, model.seqLen), or spread it over more ranks on more nodes (experts "
+                + "split over ranks; layout.tp splits attention heads)")
     }
 }

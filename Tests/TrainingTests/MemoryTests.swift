@@ -48,7 +48,7 @@ final class MemoryTests: XCTestCase {
             let m = "\($0)"
             for part in [
                 "9.00 GB per rank", "x 2 rank(s)", "= 18.00 GB", "offers 17.90 GB (MemAvailable)",
-                "model.nLayer", "layout.tp"
+                "model.nLayer", "layout.tp", "train.recompute=block", "train.shardOptimizer=true"
             ] {
                 XCTAssertTrue(m.contains(part), "'\(m)' lacks '\(part)'")
             }
