@@ -213,7 +213,7 @@ def report(result, args):
         print(f"  T 1024 -> 4096: resident memory above the state grows {g:.2f}x (linear: 4x)")
     print("memory per rank: predicted (start event, busiest rank) vs measured peak RSS; 1 thread per rank")
     for r in result.get("memory", []):
-        print(f"  {r['job']:18} {r['case']:28} predicted {r['predictedMB']:7.0f} MB (activations "
+        print(f"  {r['job']:18} {r['case']:40} predicted {r['predictedMB']:7.0f} MB (activations "
               f"{r['activationsMB']:6.0f}), measured {r['measuredMB']:7.0f} MB, {r['measuredMB'] / r['predictedMB']:5.2f}x; "
               f"{r['tokensPerSec']:7.0f} tok/s")
     for layout, c in result.get("checkpoint", {}).items():
