@@ -83,6 +83,27 @@ enum Harness {
             timedOut: timedOut, stdoutBytes: (try? Data(contentsOf: URL(fileURLWithPath: outFile))) ?? Data())
     }
 
+    /// Polls `condition` every 50 ms until it holds or `seconds` have passed; whether it held.
+    @discardableResult
+    static func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < seconds {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition()
+    }
+
+    /// Whether `path` exists and contains `text`.
+    static func file(_ path: String, contains text: String) -> Bool {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.contains(text) ?? false
+    }
+
+    /// The direct children of process `pid` (pgrep -P).
+    static func children(of pid: Int32) throws -> [Int32] {
+        try run("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout.split(separator: "\n").compactMap { Int32($0) }
+    }
+
     /// Runs the binary as a plain process.
     static func switchyard(_ args: [String], cwd: String? = nil, timeout: Double = 120) throws -> RunResult {
         try run(binary, args, cwd: cwd, timeout: timeout)

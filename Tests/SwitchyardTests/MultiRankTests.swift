@@ -176,11 +176,7 @@ final class MultiRankTests: XCTestCase {
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        let t0 = Date()
-        while Date().timeIntervalSince(t0) < 60 {
-            if let s = try? String(contentsOfFile: log, encoding: .utf8), s.contains("\"step\":3,") { break }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
+        Harness.waitUntil(seconds: 60) { Harness.file(log, contains: "\"step\":3,") }
         kill(p.processIdentifier, SIGTERM)
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0)
@@ -205,13 +201,8 @@ final class MultiRankTests: XCTestCase {
         p.standardOutput = FileHandle.nullDevice
         try p.run()
         let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        let t0 = Date()
-        while Date().timeIntervalSince(t0) < 90 {
-            if let s = try? String(contentsOfFile: log, encoding: .utf8), s.contains("\"step\":3,") { break }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let ranks = try Harness.run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
-            .split(separator: "\n").compactMap { Int32($0) }
+        Harness.waitUntil(seconds: 90) { Harness.file(log, contains: "\"step\":3,") }
+        let ranks = try Harness.children(of: p.processIdentifier)
         XCTAssertEqual(ranks.count, 2, "mpirun's rank processes")
         guard let victim = ranks.max() else { p.terminate(); return }
         kill(victim, SIGSTOP)

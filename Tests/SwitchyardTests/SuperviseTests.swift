@@ -16,12 +16,8 @@ final class SuperviseTests: XCTestCase {
         p.standardError = FileHandle.nullDevice
         try p.run()
         let checkpoints = "\(ws.dir)/runs/tiny/checkpoints/step-000000020"
-        let t0 = Date()
-        while !FileManager.default.fileExists(atPath: checkpoints) && Date().timeIntervalSince(t0) < 120 {
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let children = try Harness.run("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
-            .split(separator: "\n").compactMap { Int32($0) }
+        Harness.waitUntil(seconds: 120) { FileManager.default.fileExists(atPath: checkpoints) }
+        let children = try Harness.children(of: p.processIdentifier)
         XCTAssertEqual(children.count, 1, "supervise's train process")
         for c in children { kill(c, SIGKILL) }
         let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
