@@ -3,10 +3,10 @@
 // Backward *accumulates* into the weight gradients.
 
 public enum Embedding {
-    /// out[B, T, C] = wte[tokens[b, t]] + wpe[positionOffset + t].  wte: [V, C], wpe: [maxT, C].
+    /// out[B, T, C] = wte[tokens[b, t]] + wpe[t].  wte: [V, C], wpe: [maxT, C].
     public static func forward(
         out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
-        wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>?, b: Int, t: Int, c: Int, positionOffset: Int = 0
+        wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>?, b: Int, t: Int, c: Int
     ) {
         for bi in 0..<b {
             for ti in 0..<t {
@@ -16,7 +16,7 @@ public enum Embedding {
                     o.update(from: e, count: c)
                     continue
                 }
-                let p = wpe + (positionOffset + ti) * c
+                let p = wpe + ti * c
                 for i in 0..<c { o[i] = e[i] + p[i] }
             }
         }

@@ -26,8 +26,8 @@ public final class RopeTable: @unchecked Sendable {
 }
 
 public enum Rope {
-    /// Rotates x[N, ldc] in place, heads 0..<h of size d; row r of batch row b sits at position
-    /// positionOf(r). `inverse` rotates by minus the angle (backward).
+    /// Rotates x[N, ldc] in place, heads 0..<h of size d; row r sits at position positionOf(r).
+    /// `inverse` rotates by minus the angle: the backward of a rotation, applied to its gradient.
     public static func apply(
         _ x: UnsafeMutablePointer<Float>, rows n: Int, heads h: Int, d: Int, ldc: Int, table: RopeTable,
         inverse: Bool = false, positionOf: (Int) -> Int
@@ -48,19 +48,4 @@ public enum Rope {
         }
     }
 
-    /// Forward on rows [B, T]: row r is at position positionOffset + r % t.
-    public static func forward(
-        _ x: UnsafeMutablePointer<Float>, rows n: Int, time t: Int, heads h: Int, d: Int, ldc: Int,
-        table: RopeTable, positionOffset: Int = 0
-    ) {
-        apply(x, rows: n, heads: h, d: d, ldc: ldc, table: table) { positionOffset + $0 % t }
-    }
-
-    /// Backward of `forward`: dx (the gradient of the rotated values) turned back in place.
-    public static func backward(
-        _ dx: UnsafeMutablePointer<Float>, rows n: Int, time t: Int, heads h: Int, d: Int, ldc: Int,
-        table: RopeTable, positionOffset: Int = 0
-    ) {
-        apply(dx, rows: n, heads: h, d: d, ldc: ldc, table: table, inverse: true) { positionOffset + $0 % t }
-    }
 }

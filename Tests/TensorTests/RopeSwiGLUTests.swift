@@ -9,7 +9,7 @@ final class RopeSwiGLUTests: XCTestCase {
         let table = RopeTable(positions: t, headSize: d, theta: theta)
         let x = randomValues(t * ldc, seed: 1)
         let y = FloatBuffer(x)
-        Rope.forward(y.base, rows: t, time: t, heads: h, d: d, ldc: ldc, table: table)
+        Rope.apply(y.base, rows: t, heads: h, d: d, ldc: ldc, table: table) { $0 }
         for r in 0..<t {
             for hh in 0..<h {
                 for i in 0..<(d / 2) {
@@ -24,7 +24,7 @@ final class RopeSwiGLUTests: XCTestCase {
             for j in (h * d)..<ldc { XCTAssertEqual(y[r * ldc + j], x[r * ldc + j]) }
         }
         // The inverse undoes it.
-        Rope.backward(y.base, rows: t, time: t, heads: h, d: d, ldc: ldc, table: table)
+        Rope.apply(y.base, rows: t, heads: h, d: d, ldc: ldc, table: table, inverse: true) { $0 }
         for i in 0..<x.count { XCTAssertEqual(y[i], x[i], accuracy: 1e-6) }
     }
 
@@ -49,11 +49,11 @@ final class RopeSwiGLUTests: XCTestCase {
         let x = randomValues(n * ldc, seed: 4), r = randomValues(n * ldc, seed: 5)
         func objective(_ x: [Float]) -> Double {
             let y = FloatBuffer(x)
-            Rope.forward(y.base, rows: n, time: t, heads: h, d: d, ldc: ldc, table: table)
+            Rope.apply(y.base, rows: n, heads: h, d: d, ldc: ldc, table: table) { $0 % t }
             return dot(y, r)
         }
         let g = FloatBuffer(r)
-        Rope.backward(g.base, rows: n, time: t, heads: h, d: d, ldc: ldc, table: table)
+        Rope.apply(g.base, rows: n, heads: h, d: d, ldc: ldc, table: table, inverse: true) { $0 % t }
         assertGradient("Rope", x: x, analytic: g.toArray(), samples: 48, objective: objective)
     }
 
