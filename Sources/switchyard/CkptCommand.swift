@@ -2,6 +2,7 @@
 import Checkpoint
 import Foundation
 import JSON
+import Tensor
 import Training
 
 enum CkptCommand {
@@ -126,7 +127,7 @@ enum CkptCommand {
             guard let t = m.tensors.first(where: { $0.name == name }) else {
                 throw CheckpointError("\(dir): no tensor \(name); 'switchyard ckpt inspect \(dir)' lists them")
             }
-            let values = try whole(t, dir: dir, manifest: m)
+            let values = try whole(t, dir: dir, manifest: m).toArray()
             say("\(t.name): shape \(t.shape), \(t.slices.count) slice(s)")
             for s in t.slices {
                 say("  \(s.file) key \(s.key) ranges \(s.ranges) crc32c \(String(format: "%08x", s.crc32c))")
@@ -158,18 +159,34 @@ enum CkptCommand {
     }
 
     /// A whole tensor read from its slices.
-    static func whole(_ t: TensorRecord, dir: String, manifest: Manifest) throws -> [Float] {
-        var values = [Float](repeating: 0, count: t.shape.reduce(1, *))
-        try values.withUnsafeMutableBufferPointer { buf in
-            try CheckpointStore.load(
-                dir: dir, manifest: manifest,
-                views: [
-                    ShardView(
-                        name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: buf.baseAddress!,
-                        writes: false)
-                ])
-        }
+    static func whole(_ t: TensorRecord, dir: String, manifest: Manifest) throws -> FloatBuffer {
+        let values = FloatBuffer(count: t.shape.reduce(1, *))
+        try CheckpointStore.load(
+            dir: dir, manifest: manifest,
+            views: [
+                ShardView(
+                    name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: values.base,
+                    writes: false)
+            ])
         return values
+    }
+
+    /// Every weight tensor of the checkpoint (no optimizer state), whole, into one safetensors file
+    /// at `path`, each under `name(its name)`. Returns the tensors and parameters written.
+    static func writeWeights(
+        dir: String, manifest m: Manifest, to path: String, name: (String) -> String, metadata: [String: String]
+    ) throws -> (tensors: Int, parameters: Int) {
+        let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
+        let buffers = try weights.map { try whole($0, dir: dir, manifest: m) }
+        // The sources hold raw pointers: the buffers must outlive the write.
+        _ = try withExtendedLifetime(buffers) {
+            try SafeTensors.write(
+                zip(weights, buffers).map {
+                    SafeTensorSource(name: name($0.0.name), shape: $0.0.shape, data: $0.1.base)
+                },
+                to: path, metadata: metadata)
+        }
+        return (weights.count, buffers.reduce(0) { $0 + $1.count })
     }
 
     /// The Mixtral export of a checkpoint (or a run's LATEST), verified first.
@@ -186,24 +203,14 @@ enum CkptCommand {
         let problems = CheckpointStore.verify(dir: dir)
         guard problems.isEmpty else { throw CheckpointError("\(dir) does not verify: \(problems[0])") }
         let m = try CheckpointStore.readManifest(dir: dir)
-        let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
-        let arrays = try weights.map { try whole($0, dir: dir, manifest: m) }
-        let ptrs = arrays.map { a -> UnsafeMutablePointer<Float> in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(a.count, 1)); p.update(from: a, count: a.count);
-            return p
-        }
-        defer { ptrs.forEach { $0.deallocate() } }
         let tmp = out + ".tmp"
-        _ = try SafeTensors.write(
-            zip(weights, ptrs).map { SafeTensorSource(name: $0.0.name, shape: $0.0.shape, data: $0.1) }, to: tmp,
+        let written = try writeWeights(
+            dir: dir, manifest: m, to: tmp, name: { $0 },
             metadata: ["format": "switchyard", "step": String(m.step), "model": m.job["model"]?.compact ?? ""])
         guard rename(tmp, out) == 0 else {
             throw CheckpointError("\(out): cannot write: \(String(cString: strerror(errno)))")
         }
-        say(
-            "exported \(weights.count) tensors (\(arrays.reduce(0) { $0 + $1.count }) parameters) of step \(m.step) "
-                + "to \(out)"
-        )
+        say("exported \(written.tensors) tensors (\(written.parameters) parameters) of step \(m.step) to \(out)")
         return 0
     }
 }

@@ -5,7 +5,6 @@
 import Checkpoint
 import Foundation
 import JSON
-import Tensor
 import Training
 
 enum HFExport {
@@ -120,16 +119,9 @@ enum HFExport {
         let tmp = out.hasSuffix("/") ? String(out.dropLast()) + ".partial" : out + ".partial"
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-        let weights = m.tensors.filter { !$0.name.hasPrefix("optim.") }
-        let arrays = try weights.map { try CkptCommand.whole($0, dir: dir, manifest: m) }
-        let buffers = arrays.map { FloatBuffer($0) }
-        // The sources hold raw pointers: the buffers must outlive the write.
-        _ = try withExtendedLifetime(buffers) {
-            try SafeTensors.write(
-                zip(weights, buffers).map {
-                    SafeTensorSource(name: name($0.0.name), shape: $0.0.shape, data: $0.1.base)
-                }, to: tmp + "/model.safetensors", metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
-        }
+        let written = try CkptCommand.writeWeights(
+            dir: dir, manifest: m, to: tmp + "/model.safetensors", name: name,
+            metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
         var files: [(String, JSONValue)] = [("config.json", config(job)), ("generation_config.json", generationConfig)]
         if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) == "text" {
             files.append(("tokenizer.json", tokenizer))
@@ -149,6 +141,6 @@ enum HFExport {
         guard rename(tmp, out) == 0 else {
             throw CheckpointError("\(out): cannot rename \(tmp) into place: \(String(cString: strerror(errno)))")
         }
-        return arrays.reduce(0) { $0 + $1.count }
+        return written.parameters
     }
 }

@@ -114,7 +114,7 @@ extension SampleCommand {
         }
         let total = Date().timeIntervalSince(t0)
         guard world.rank == 0 else { return }
-        print(out, r)
+        writeContinuations(out, r)
         let promptTokens = r.prompts.reduce(0) { $0 + $1.count }, generated = count * s.tokens
         let mode = r.options.temperature == 0 ? "greedy" : "temperature \(r.options.temperature), seed \(r.seed)"
         FileHandle.standardError.write(
@@ -136,7 +136,8 @@ extension SampleCommand {
         }
     }
 
-    static func print(_ out: [[UInt8]], _ r: Request) {
+    /// stdout: the one continuation's bytes, or a JSON line per prompt of a --prompts batch.
+    static func writeContinuations(_ out: [[UInt8]], _ r: Request) {
         if !r.json {
             FileHandle.standardOutput.write(Data(out[0] + [10]))
             return
