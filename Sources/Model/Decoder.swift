@@ -47,10 +47,8 @@ public final class Decoder {
         }
         let x = model.resid[0].base, wte = model.store.pointer("embed.weight", in: model.store.params)
         let wpe = rope == nil ? model.store.pointer("pos.weight", in: model.store.params) : nil
-        for r in 0..<n {
-            let o = x + r * c, e = wte + Int(tokens[r]) * c
-            o.update(from: e, count: c)
-            if let wpe { for i in 0..<c { o[i] += wpe[pos[r] * c + i] } }
+        tokens.withUnsafeBufferPointer {
+            Embedding.forward(out: x, tokens: $0.baseAddress!, wte: wte, wpe: wpe, rows: n, c: c) { pos[$0] }
         }
         model.globalTokens = n * model.ctx.mesh.dp
         for l in 0..<m.nLayer {

@@ -8,17 +8,22 @@ public enum Embedding {
         out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
         wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>?, b: Int, t: Int, c: Int
     ) {
-        for bi in 0..<b {
-            for ti in 0..<t {
-                let o = out + (bi * t + ti) * c
-                let e = wte + Int(tokens[bi * t + ti]) * c
-                guard let wpe else {
-                    o.update(from: e, count: c)
-                    continue
-                }
-                let p = wpe + ti * c
-                for i in 0..<c { o[i] = e[i] + p[i] }
+        forward(out: out, tokens: tokens, wte: wte, wpe: wpe, rows: b * t, c: c) { $0 % t }
+    }
+
+    /// out[r] = wte[tokens[r]] + wpe[positionOf(r)] for rows r of any positions (generation).
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, wte: UnsafePointer<Float>,
+        wpe: UnsafePointer<Float>?, rows n: Int, c: Int, positionOf: (Int) -> Int
+    ) {
+        for r in 0..<n {
+            let o = out + r * c, e = wte + Int(tokens[r]) * c
+            guard let wpe else {
+                o.update(from: e, count: c)
+                continue
             }
+            let p = wpe + positionOf(r) * c
+            for i in 0..<c { o[i] = e[i] + p[i] }
         }
     }
 
