@@ -48,19 +48,25 @@ public enum CheckpointModel {
         return job
     }
 
+    /// Tensor `t` of checkpoint `dir`, whole, read from its slices into `data` (its element count).
+    public static func loadWhole(
+        _ t: TensorRecord, dir: String, manifest m: Manifest, into data: UnsafeMutablePointer<Float>
+    ) throws {
+        try CheckpointStore.load(
+            dir: dir, manifest: m,
+            views: [
+                ShardView(
+                    name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: data, writes: false)
+            ])
+    }
+
     /// The aux-loss-free selection biases a checkpoint holds (nil when it has none).
     public static func routerBias(dir: String, manifest m: Manifest) throws -> RouterBias? {
         guard let t = m.tensors.first(where: { $0.name == RouterBias.tensorName }), t.shape.count == 2 else {
             return nil
         }
         let b = RouterBias(layers: t.shape[0], experts: t.shape[1])
-        try CheckpointStore.load(
-            dir: dir, manifest: m,
-            views: [
-                ShardView(
-                    name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: b.values.base,
-                    writes: false)
-            ])
+        try loadWhole(t, dir: dir, manifest: m, into: b.values.base)
         return b
     }
 

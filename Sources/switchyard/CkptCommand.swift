@@ -161,13 +161,7 @@ enum CkptCommand {
     /// A whole tensor read from its slices.
     static func whole(_ t: TensorRecord, dir: String, manifest: Manifest) throws -> FloatBuffer {
         let values = FloatBuffer(count: t.shape.reduce(1, *))
-        try CheckpointStore.load(
-            dir: dir, manifest: manifest,
-            views: [
-                ShardView(
-                    name: t.name, globalShape: t.shape, ranges: t.shape.map { [0, $0] }, data: values.base,
-                    writes: false)
-            ])
+        try CheckpointModel.loadWhole(t, dir: dir, manifest: manifest, into: values.base)
         return values
     }
 
