@@ -87,7 +87,8 @@ public final class Decoder {
         Attention.cached(
             y: a.y.base, q: a.q.base, keys: keys[l].base, values: values[l].base, seq: seqs, pos: pos, heads: hl,
             d: m.headSize, ldc: cl, capacity: capacity, scratch: attention)
-        Linear.forward(out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+        let y = mdl.gateHeads(layer: l, n: n)  // MoH: the head router's gates
+        Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
         if tp > 1 { try mdl.ctx.allreduce(a.attnOut.base, n * c, over: mdl.ctx.comms.tp) }
         for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
     }

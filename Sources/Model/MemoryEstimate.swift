@@ -42,16 +42,21 @@ public struct MemoryEstimate: Sendable, Equatable {
         var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
         acts += 2 * n * c + 4 * n * cl + n * (f + pre)  // backward scratch
+        // MoH: the head router's state (logits, probs, gates, chosen, gated rows) and scratch.
+        let hr = Double(m.headRouterRows), h = Double(m.nHead)
+        let heads = m.usesMoH ? n * (2 * hr + 2 * h + cl) : 0
+        if m.usesMoH { acts += n * (cl + h + hr) }
         // A block's saved activations: attention (ln1, attnOut, q, k, v, y, rstd1, lse), the FFN
         // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (logits,
         // probs, top-k; send, back, recv, xe, o; pre, a).
-        let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t, half = 2 * n * c + n
+        let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t + heads, half = 2 * n * c + n
         // The MoE's row buffers grow on demand by a quarter more than asked (GrowBuffer).
         let shared = Double(m.nSharedExperts)
         let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre)) + shared * dense
         var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
         for l in 0..<m.nLayer {
-            params += 4 * c * cl + 2 * c
+            params += 4 * c * cl + 2 * c + hr * c
+            ownMoments += hr * c  // the head router reduces over the world: moments never split
             if m.isMoE(l) {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
                 params += e * c + (local + shared) * mats * c * f

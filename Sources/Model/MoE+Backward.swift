@@ -111,7 +111,7 @@ extension MoELayer {
         RouterZLoss.backward(
             dLogits: sc.dLogits.base, probs: s.probs.base, lse: s.lse.base, dZ: zCoef, n: rows, e: e, tokens: tokens)
         Linear.backward(
-            dInp: dxs, dWeight: g.router, dOut: sc.dLogits.base, inp: xs, weight: w.router,
+            dInp: dxs, dWeight: trainRouter ? g.router : nil, dOut: sc.dLogits.base, inp: xs, weight: w.router,
             n: rows, inFeatures: c, outFeatures: e)
     }
 }

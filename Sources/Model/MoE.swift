@@ -38,7 +38,8 @@ public struct MoEOptions: Sendable {
 
 /// Everything one MoE block keeps from forward for backward.
 final class MoEState {
-    let e: Int, k: Int
+    let e: Int
+    let maxK: Int  // the most experts per token its [N, K] buffers hold
     var rowStart = 0, rows = 0
     let logits, probs: FloatBuffer  // [N, E] (first `rows` used)
     let topIndex: UnsafeMutablePointer<Int32>  // [N, K]
@@ -59,7 +60,7 @@ final class MoEState {
 
     init(n: Int, e: Int, k: Int) {
         self.e = e
-        self.k = k
+        self.maxK = k
         logits = FloatBuffer(count: n * e)
         probs = FloatBuffer(count: n * e)
         topIndex = .allocate(capacity: n * k)
@@ -96,9 +97,14 @@ final class MoEScratch {
 struct MoELayer {
     var ctx: ParallelContext  // replaced when a re-placement rebinds the model
     let layer: Int  // MoE layer index (placement row)
-    let c: Int, f: Int, e: Int, k: Int
+    let c: Int, f: Int, e: Int
+    /// Experts per token in this forward (train.topKSchedule and inference's --top-k change it;
+    /// at most the k the block's state was allocated for).
+    var k: Int
     let swiglu: Bool
     let options: MoEOptions
+    /// false: SMoE-Dropout's fixed random router; backward leaves its gradient at zero.
+    var trainRouter = true
     /// Floats of pre-activation per routed row.
     var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }
 

@@ -31,6 +31,16 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// Always-active experts of every MoE block beside the routed ones (DeepSeek-MoE), each an
     /// FFN of width F applied to every token and added to the routed experts' output.
     public var nSharedExperts: Int = 0
+    /// "learned": the MoE router is trained; "random": a fixed random router (SMoE-Dropout),
+    /// initialised from the seed like any weight and never updated.
+    public var router: String = "learned"
+    /// "mha": every head's output counts fully; "moh": Mixture-of-Head attention, each token's head
+    /// outputs weighted by a head router before the output projection (HeadRouter).
+    public var attention: String = "mha"
+    /// MoH: heads 0..<mohSharedHeads are always active; of the rest, each token takes its top
+    /// mohActiveHeads by router score.
+    public var mohSharedHeads: Int = 0
+    public var mohActiveHeads: Int = 0
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
@@ -50,6 +60,14 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var ffnMatrices: [String] { usesSwiGLU ? ["w1", "w3", "w2"] : ["w1", "w2"] }
     /// Width of an FFN's saved pre-activation per row: F (gelu) or 2F (swiglu: w1 x and w3 x).
     public var ffnPreactWidth: Int { usesSwiGLU ? 2 * ffHidden : ffHidden }
+
+    /// The random (never trained) SMoE-Dropout router.
+    public var usesRandomRouter: Bool { router == "random" }
+    /// Mixture-of-Head attention.
+    public var usesMoH: Bool { attention == "moh" }
+    /// Rows of a block's head router `attn.router.weight` [rows, C] (MoH only): a score per head,
+    /// and with shared heads two more for the shared/routed mix.
+    public var headRouterRows: Int { usesMoH ? nHead + (mohSharedHeads > 0 ? 2 : 0) : 0 }
 
     /// Head size D = C / H.
     public var headSize: Int { nEmbd / nHead }
@@ -74,7 +92,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         if ffHidden < 1 { throw fail("ffHidden", "must be >= 1, got \(ffHidden)") }
         if moeEvery < 0 { throw fail("moeEvery", "must be >= 0 (0 = no MoE blocks), got \(moeEvery)") }
         if nExpert < 1 { throw fail("nExpert", "must be >= 1, got \(nExpert)") }
-        if topK < 1 || topK > 2 { throw fail("topK", "must be 1 or 2, got \(topK)") }
+        if topK < 1 { throw fail("topK", "must be >= 1, got \(topK)") }
         if topK > nExpert {
             throw fail("topK", "\(topK) exceeds model.nExpert = \(nExpert); k experts must exist to choose from")
         }
@@ -84,8 +102,34 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         if ffn != "gelu" && ffn != "swiglu" { throw fail("ffn", "must be \"gelu\" or \"swiglu\", got \"\(ffn)\"") }
         if !(ropeTheta > 1) || !ropeTheta.isFinite { throw fail("ropeTheta", "must be a number > 1, got \(ropeTheta)") }
         if nSharedExperts < 0 { throw fail("nSharedExperts", "must be >= 0, got \(nSharedExperts)") }
+        if router != "learned" && router != "random" {
+            throw fail("router", "must be \"learned\" or \"random\", got \"\(router)\"")
+        }
+        try validateAttention()
         if usesRope && headSize % 2 != 0 {
             throw fail("positions", "rope rotates pairs of channels: the head size C / H = \(headSize) must be even")
+        }
+    }
+
+    /// The attention keys: mha, or moh with its head counts.
+    func validateAttention() throws {
+        func fail(_ f: String, _ m: String) -> ModelConfigError { ModelConfigError(field: f, message: m) }
+        guard usesMoH else {
+            if attention != "mha" { throw fail("attention", "must be \"mha\" or \"moh\", got \"\(attention)\"") }
+            if mohSharedHeads != 0 || mohActiveHeads != 0 {
+                throw fail(
+                    "attention", "is \"mha\", but model.mohSharedHeads/mohActiveHeads are set; set it to \"moh\"")
+            }
+            return
+        }
+        if mohSharedHeads < 0 || mohSharedHeads >= nHead {
+            throw fail("mohSharedHeads", "must be in 0..<model.nHead (\(nHead)), got \(mohSharedHeads)")
+        }
+        let routed = nHead - mohSharedHeads
+        if mohActiveHeads < 1 || mohActiveHeads > routed {
+            throw fail(
+                "mohActiveHeads",
+                "must be in 1...\(routed) (model.nHead - model.mohSharedHeads routed heads), got \(mohActiveHeads)")
         }
     }
 
@@ -95,7 +139,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
         var n = 0
         for l in 0..<nLayer {
-            n += 4 * c * c + 2 * c
+            n += 4 * c * c + 2 * c + headRouterRows * c
             n += isMoE(l) ? (c * nExpert + (topK + nSharedExperts) * mlp) : mlp
         }
         return n + c + vocabSize * c
@@ -106,7 +150,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
         var n = vocabSize * c + (usesRope ? 0 : seqLen * c)
         for l in 0..<nLayer {
-            n += 4 * c * c + 2 * c + (isMoE(l) ? c * nExpert + (nExpert + nSharedExperts) * mlp : mlp)
+            n +=
+                4 * c * c + 2 * c + headRouterRows * c
+                + (isMoE(l) ? c * nExpert + (nExpert + nSharedExperts) * mlp : mlp)
         }
         return n + c + vocabSize * c
     }

@@ -49,6 +49,8 @@ public struct ParameterInfo: Equatable, Sendable {
     public let shard: ShardSpec
     /// AdamW weight decay applies (matrices and embeddings: yes; norm weights: no).
     public let decay: Bool
+    /// The optimizer updates it (false: SMoE-Dropout's fixed random router, model.router = random).
+    public var trainable = true
     /// The initial standard deviation (0 means the tensor starts at ones: norm weights).
     public let initStd: Float
     /// Whether this rank's copy of these elements is the primary one: exactly one holder of each
@@ -150,9 +152,12 @@ public final class ParameterStore: @unchecked Sendable {
             list.add(p + "attn.wk.weight", [C, C], split: 0)
             list.add(p + "attn.wv.weight", [C, C], split: 0)
             list.add(p + "attn.wo.weight", [C, C], split: 1, initStd: outStd)
+            // MoH: every tp rank scores all heads from the same rows and backpropagates its own
+            // heads' share, so the partial gradients sum over the world like the MoE router's.
+            if c.usesMoH { list.add(p + "attn.router.weight", [c.headRouterRows, C], reduce: .world) }
             list.add(p + "norm2.weight", [C], decay: false, initStd: 0)
             if c.isMoE(l) {
-                list.add(p + "moe.router.weight", [c.nExpert, C], reduce: .world)
+                list.add(p + "moe.router.weight", [c.nExpert, C], reduce: .world, trainable: !c.usesRandomRouter)
                 for s in 0..<c.nSharedExperts {
                     for w in c.ffnMatrices {
                         list.add(
@@ -245,7 +250,7 @@ struct TensorList {
     /// one, unless `isPrimaryCopy` says otherwise.
     mutating func add(
         _ name: String, _ global: [Int], split: Int? = nil, reduce: ReduceGroup = .dp, decay: Bool = true,
-        initStd: Float = TensorList.std, isPrimaryCopy: Bool? = nil
+        initStd: Float = TensorList.std, isPrimaryCopy: Bool? = nil, trainable: Bool = true
     ) {
         var shape = global, start = 0
         if let d = split {
@@ -256,10 +261,11 @@ struct TensorList {
         // ZeRO-1: the moments of a tensor replicated over dp are split by rows over the dp group.
         let overDP = shardMoments && reduce == .dp && mesh.dp > 1
         let rows = overDP ? ParameterInfo.dpRows(shape[0], mesh.dpIndex, mesh.dp) : 0..<shape[0]
-        let info = ParameterInfo(
+        var info = ParameterInfo(
             name: name, shape: shape, globalShape: global, sliceStart: start, offset: offset,
             shard: ShardSpec(splitDim: split, reduce: reduce, momentsOverDP: overDP), decay: decay, initStd: initStd,
             isPrimaryCopy: primary, momentRows: rows, momentOffset: momentOffset)
+        info.trainable = trainable
         infos.append(info)
         offset += info.count
         momentOffset += info.momentCount

@@ -12,14 +12,16 @@ final class BackwardScratch {
     let attention = WorkerScratch()  // attention tiles, per thread (forward and backward)
     let dLogits: FloatBuffer  // [N, V]
     let moe: MoEScratch
-    init(config m: ModelConfig, n: Int, tp: Int) {
+    let heads: HeadGateScratch?  // MoH
+    init(config m: ModelConfig, n: Int, tp: Int, maxTopK: Int) {
         let c = m.nEmbd, cl = c / tp
         dResid = FloatBuffer(count: n * c); dLn = FloatBuffer(count: n * c)
         dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
         dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
         dH = FloatBuffer(count: n * m.ffnPreactWidth); dA = FloatBuffer(count: n * m.ffHidden)
         dLogits = FloatBuffer(count: n * m.vocabSize)
-        moe = MoEScratch(n: n, e: m.nExpert, k: m.topK)
+        moe = MoEScratch(n: n, e: m.nExpert, k: maxTopK)
+        heads = m.usesMoH ? HeadGateScratch(config: m, n: n, tp: tp) : nil
     }
 }
 
@@ -117,9 +119,11 @@ extension Transformer {
         let w = weights[l], gw = gradients[l], a = blocks[l]
         timed(.attnProjections) {
             zero(s.dy, n * cl)
+            // With MoH, wo saw the gated rows: its input gradient goes to them, then to dy.
             Linear.backward(
-                dInp: s.dy.base, dWeight: gw.wo, dOut: s.dResid.base, inp: a.y.base, weight: w.wo,
-                n: n, inFeatures: cl, outFeatures: c)
+                dInp: woInputGradient(layer: l, n: n), dWeight: gw.wo, dOut: s.dResid.base,
+                inp: a.heads?.gated.base ?? a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+            gateHeadsBackward(layer: l, n: n)
         }
         timed(.attnCore) {
             zero(s.dq, n * cl)
@@ -142,6 +146,7 @@ extension Transformer {
             Linear.backward(
                 dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n,
                 inFeatures: c, outFeatures: cl)
+            headRouterBackward(layer: l, n: n)
         }
         // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
         try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)

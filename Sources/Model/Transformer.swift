@@ -11,6 +11,7 @@ import Tensor
 /// Weight pointers of one block (into params or into grads).
 struct BlockWeights {
     let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
+    let headRouter: UnsafeMutablePointer<Float>?  // MoH: [R, C]
     let ffn: FFNWeights?  // dense blocks
     let moe: MoEWeights?  // MoE blocks
     let shared: [FFNWeights]  // MoE blocks: the always-active experts
@@ -38,23 +39,30 @@ final class BlockActivations {
     let h, a: FloatBuffer?  // dense blocks: pre-activations [N, F] (SwiGLU: [2, N, F]), activations [N, F]
     let sharedPre, sharedAct: [FloatBuffer]  // MoE blocks: per shared expert, as h and a
     let moe: MoEState?
-    /// `attention` given: this block uses its attention buffers (ln1, attnOut, q, k, v, y, rstd1, lse).
-    init(config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool, attention shared: BlockActivations? = nil) {
+    let heads: HeadGateState?  // MoH: the head router's state (with the attention buffers)
+    /// `attention` given: this block uses its attention buffers (ln1, attnOut, q, k, v, y, rstd1,
+    /// lse, heads). `maxTopK`: the most experts per token its MoE state holds.
+    init(
+        config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool, maxTopK: Int,
+        attention shared: BlockActivations? = nil
+    ) {
         let c = m.nEmbd, cl = m.nEmbd / tp
         mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c); rstd2 = FloatBuffer(count: n)
         if let s = shared {
             ln1 = s.ln1; attnOut = s.attnOut; q = s.q; k = s.k; v = s.v; y = s.y; rstd1 = s.rstd1; lse = s.lse
+            heads = s.heads
         } else {
             ln1 = FloatBuffer(count: n * c); attnOut = FloatBuffer(count: n * c)
             q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl)
             y = FloatBuffer(count: n * cl); rstd1 = FloatBuffer(count: n)
             lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
+            heads = m.usesMoH ? HeadGateState(config: m, n: n, tp: tp) : nil
         }
         sharedPre = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffnPreactWidth) } : []
         sharedAct = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffHidden) } : []
         if isMoE {
             h = nil; a = nil
-            moe = MoEState(n: n, e: m.nExpert, k: m.topK)
+            moe = MoEState(n: n, e: m.nExpert, k: maxTopK)
         } else {
             h = FloatBuffer(count: n * m.ffnPreactWidth); a = FloatBuffer(count: n * m.ffHidden)
             moe = nil
@@ -78,7 +86,7 @@ public final class Transformer: @unchecked Sendable {
     let weights: [BlockWeights]
     let gradients: [BlockWeights]
     let blocks: [BlockActivations]
-    let moeLayers: [MoELayer?]
+    var moeLayers: [MoELayer?]
     let resid: [FloatBuffer]  // L+1 x [N, C]: resid[l] is block l's input
     let lnf: FloatBuffer  // [N, C]
     let rstdf: FloatBuffer  // [N]
@@ -101,11 +109,16 @@ public final class Transformer: @unchecked Sendable {
     /// Sum of this rank's token losses in the last forward.
     public private(set) var lastLossSum: Double = 0
 
-    /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout.
+    /// The most experts per token `activeTopK` may be set to (the MoE state is sized for it).
+    public let maxTopK: Int
+
+    /// `ctx` defaults to world size 1; `store` defaults to a new store for ctx's layout. `maxTopK`
+    /// (at least config.topK) sizes the MoE state for a topK schedule or inference's --top-k.
     public init(
         config: ModelConfig, maxBatch: Int, context: ParallelContext? = nil, store: ParameterStore? = nil,
-        moe options: MoEOptions = MoEOptions(), recompute: Recompute = .none
+        moe options: MoEOptions = MoEOptions(), recompute: Recompute = .none, maxTopK: Int? = nil
     ) {
+        self.maxTopK = min(config.nExpert, max(maxTopK ?? config.topK, config.topK))
         self.recompute = recompute
         precondition(maxBatch >= 1, "maxBatch must be >= 1")
         let ctx = context ?? .single(config)
@@ -116,7 +129,8 @@ public final class Transformer: @unchecked Sendable {
         self.store = store
         let n = maxBatch * config.seqLen, tp = ctx.mesh.tp
         (weights, gradients) = Transformer.bind(store, config: config, context: ctx)
-        blocks = Transformer.activations(config: config, n: n, b: maxBatch, tp: tp, recompute: recompute)
+        blocks = Transformer.activations(
+            config: config, n: n, b: maxBatch, tp: tp, recompute: recompute, maxTopK: self.maxTopK)
         var moes: [MoELayer?] = []
         var moeIndex = 0
         for l in 0..<config.nLayer {
@@ -124,7 +138,8 @@ public final class Transformer: @unchecked Sendable {
                 moes.append(
                     MoELayer(
                         ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert,
-                        k: config.topK, swiglu: config.usesSwiGLU, options: options))
+                        k: config.topK, swiglu: config.usesSwiGLU, options: options,
+                        trainRouter: !config.usesRandomRouter))
                 moeIndex += 1
             } else {
                 moes.append(nil)
@@ -142,7 +157,16 @@ public final class Transformer: @unchecked Sendable {
         gatherScratch = FloatBuffer(count: 2 * tp * ((n + tp - 1) / tp) * config.nEmbd)
         tokens = Array(repeating: 0, count: n)
         targets = Array(repeating: 0, count: n)
-        scratch = BackwardScratch(config: config, n: n, tp: tp)
+        scratch = BackwardScratch(config: config, n: n, tp: tp, maxTopK: self.maxTopK)
+    }
+
+    /// Experts per token of every MoE block from the next forward on (1...maxTopK).
+    public var activeTopK: Int {
+        get { moeLayers.compactMap { $0 }.first?.k ?? config.topK }
+        set {
+            precondition(newValue >= 1 && newValue <= maxTopK, "activeTopK must be in 1...maxTopK (\(maxTopK))")
+            for i in moeLayers.indices { moeLayers[i]?.k = newValue }
+        }
     }
 
     /// The same model share under a new placement: `store` (laid out for `context`, whose mesh
@@ -155,7 +179,7 @@ public final class Transformer: @unchecked Sendable {
             context.mesh.tp == other.ctx.mesh.tp && context.mesh.rank == other.ctx.mesh.rank, "rebinding keeps the mesh"
         )
         config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
-        recompute = other.recompute
+        recompute = other.recompute; maxTopK = other.maxTopK
         (weights, gradients) = Transformer.bind(store, config: config, context: context)
         moeLayers = other.moeLayers.map {
             $0.map {
@@ -169,11 +193,11 @@ public final class Transformer: @unchecked Sendable {
     }
 
     /// Every block's activations: its own (none), or views of shared ones (see `Recompute`).
-    static func activations(config m: ModelConfig, n: Int, b: Int, tp: Int, recompute: Recompute)
+    static func activations(config m: ModelConfig, n: Int, b: Int, tp: Int, recompute: Recompute, maxTopK: Int)
         -> [BlockActivations]
     {
         func make(_ l: Int, _ attention: BlockActivations? = nil) -> BlockActivations {
-            BlockActivations(config: m, n: n, b: b, tp: tp, moe: m.isMoE(l), attention: attention)
+            BlockActivations(config: m, n: n, b: b, tp: tp, moe: m.isMoE(l), maxTopK: maxTopK, attention: attention)
         }
         switch recompute {
         case .none: return (0..<m.nLayer).map { make($0) }
@@ -220,6 +244,7 @@ public final class Transformer: @unchecked Sendable {
         return BlockWeights(
             norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
+            headRouter: config.usesMoH ? ptr("attn.router.weight") : nil,
             ffn: moe == nil ? FFNWeights(s, buf, prefix: p + "ffn.", swiglu: swiglu) : nil, moe: moe,
             shared: moe == nil
                 ? []
@@ -288,17 +313,17 @@ public final class Transformer: @unchecked Sendable {
                 y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base,
                 b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: scratch.attention)
         }
+        let y = timed(.attnProjections) { gateHeads(layer: l, n: n) }
         if tp == 1 {
             timed(.attnProjections) {
                 a.mid.base.update(from: x, count: n * c)
                 Linear.forward(
-                    out: a.mid.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
+                    out: a.mid.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
                     accumulate: true)
             }
         } else {
             timed(.attnProjections) {
-                Linear.forward(
-                    out: a.attnOut.base, inp: a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+                Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
             }
             try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
             for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }

@@ -48,6 +48,19 @@ public enum CheckpointModel {
         return job
     }
 
+    /// Experts per token for inference from a checkpoint written after `step` steps of `job`:
+    /// `requested` (1...model.nExpert, else an error naming `option`), or by default the k its last
+    /// step trained with (model.topK, or train.topKSchedule's k at that step).
+    public static func expertsPerToken(_ requested: Int?, option: String, job: Job, step: Int) throws -> Int {
+        guard let k = requested else { return job.topKSchedule.k(at: max(0, step - 1)) }
+        guard k >= 1 && k <= job.model.nExpert else {
+            throw CheckpointError(
+                "\(option) \(k): the model has model.nExpert = \(job.model.nExpert) experts per MoE block; "
+                    + "choose 1...\(job.model.nExpert)")
+        }
+        return k
+    }
+
     /// Tensor `t` of checkpoint `dir`, whole, read from its slices into `data` (its element count).
     public static func loadWhole(
         _ t: TensorRecord, dir: String, manifest m: Manifest, into data: UnsafeMutablePointer<Float>

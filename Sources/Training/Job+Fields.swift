@@ -17,7 +17,7 @@ extension Job {
         JobField(key: "model.nEmbd", ref: .int(\.model.nEmbd), doc: "C: channels; divisible by nHead"),
         JobField(key: "model.nHead", ref: .int(\.model.nHead), doc: "H: attention heads"),
         JobField(key: "model.nExpert", ref: .int(\.model.nExpert), doc: "E: experts per MoE block"),
-        JobField(key: "model.topK", ref: .int(\.model.topK), doc: "K: experts per token, 1 or 2"),
+        JobField(key: "model.topK", ref: .int(\.model.topK), doc: "K: experts per token (1...nExpert)"),
         JobField(key: "model.ffHidden", ref: .int(\.model.ffHidden), doc: "F: hidden width of each expert / dense FFN"),
         JobField(key: "model.moeEvery", ref: .int(\.model.moeEvery), doc: "every n-th block is MoE (1: all; 0: none)"),
         JobField(
@@ -30,6 +30,18 @@ extension Job {
         JobField(
             key: "model.nSharedExperts", ref: .int(\.model.nSharedExperts),
             doc: "always-active experts per MoE block beside the routed ones (DeepSeek-MoE), replicated"),
+        JobField(
+            key: "model.router", ref: .string(\.model.router),
+            doc: "learned | random: a fixed random router, never trained (SMoE-Dropout; pair with train.topKSchedule)"),
+        JobField(
+            key: "model.attention", ref: .string(\.model.attention),
+            doc: "mha | moh: Mixture-of-Head attention, a head router weights each token's heads before wo"),
+        JobField(
+            key: "model.mohSharedHeads", ref: .int(\.model.mohSharedHeads),
+            doc: "MoH: heads always active (0..<nHead); they share a weight with the routed ones (two-stage)"),
+        JobField(
+            key: "model.mohActiveHeads", ref: .int(\.model.mohActiveHeads),
+            doc: "MoH: routed heads each token takes by router score (1...nHead - mohSharedHeads)"),
         JobField(
             key: "data.path", ref: .string(\.data.path),
             doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
@@ -63,6 +75,9 @@ extension Job {
         JobField(
             key: "train.routerBiasRate", ref: .double(\.train.routerBiasRate),
             doc: "aux-loss-free balancing (DeepSeek-V3): per-expert selection bias moved by this each step (0: off)"),
+        JobField(
+            key: "train.topKSchedule", ref: .string(\.train.topKSchedule),
+            doc: "experts per token by step: \"\" (model.topK) | linear (1 to nExpert) | \"0:1,100:2,...\""),
         JobField(
             key: "train.zLossCoef", ref: .double(\.train.zLossCoef),
             doc: "weight of the router z-loss (ST-MoE): mean logsumexp(router logits)^2; keeps logits small"),

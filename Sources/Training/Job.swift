@@ -32,6 +32,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var auxLossCoef = 0.01
     public var zLossCoef = 0.0
     public var routerBiasRate = 0.0
+    public var topKSchedule = ""
     public var maxBadSteps = 3
     public var logEvery = 10
     public var evalEvery = 100
@@ -108,6 +109,12 @@ public struct Job: Equatable, Sendable {
     public var placement: [[[Int]]]? = nil
 
     public init() {}
+
+    /// Experts per token by step (train.topKSchedule; validate() has checked it).
+    public var topKSchedule: TopKSchedule {
+        (try? TopKSchedule(train.topKSchedule, topK: model.topK, experts: model.nExpert, steps: train.steps))
+            ?? TopKSchedule(fixed: model.topK)
+    }
 
     /// The run directory, `<runsDir>/<name>`.
     public var runDirectory: String { runsDir.hasSuffix("/") ? runsDir + name : runsDir + "/" + name }
@@ -206,6 +213,7 @@ extension Job {
         if !(t.routerBiasRate >= 0) {
             throw JobError(key: "train.routerBiasRate", "must be >= 0 (0: off), got \(t.routerBiasRate)")
         }
+        _ = try TopKSchedule(t.topKSchedule, topK: model.topK, experts: model.nExpert, steps: t.steps)
         if t.maxBadSteps < 1 { throw JobError(key: "train.maxBadSteps", "must be >= 1, got \(t.maxBadSteps)") }
         if t.logEvery < 1 { throw JobError(key: "train.logEvery", "must be >= 1, got \(t.logEvery)") }
         if t.evalEvery < 0 {

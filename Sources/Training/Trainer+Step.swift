@@ -20,6 +20,7 @@ struct StepResult {
     var expertCounts: [[Int]] = []  // tokens per expert per MoE block, global, summed over micro-batches
     var dropped: [Int] = []  // assignments over capacity per MoE block, global, summed over micro-batches
     var applied = false  // false: non-finite loss or norm, the update was skipped
+    var topK = 0  // experts per token at this step (train.topKSchedule)
     /// Per rank: step ms, alltoallv ms, allreduce ms, expert rows received (4 values a rank).
     var ranks: [Double] = []
 
@@ -68,6 +69,7 @@ extension Trainer {
         ctx.stats = CommStats()
         let lr = schedule.lr(at: step)
         model.store.grads.zero()
+        model.activeTopK = job.topKSchedule.k(at: step)
         let routing = try microBatches(step)
         if step == job.train.testNaNStep && ctx.mesh.rank == job.train.testNaNRank { model.store.grads[0] = .nan }
         let tClip = monotonicSeconds()
@@ -78,7 +80,8 @@ extension Trainer {
         try ctx.allreduceWorld(&shared)
         var r = StepResult(
             step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: routing.aux, lr: lr,
-            stop: shared[1] > 0, zLoss: routing.z, expertCounts: routing.counts, dropped: routing.dropped)
+            stop: shared[1] > 0, zLoss: routing.z, expertCounts: routing.counts, dropped: routing.dropped,
+            topK: model.activeTopK)
         model.profile?.add(.optimizer, monotonicSeconds() - tClip)
         guard r.loss.isFinite && norm.isFinite else { return r }
         adamStep += 1
@@ -161,7 +164,7 @@ extension Trainer {
         updateLoad(r.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest
-        let mfu = tps * flopsPerToken / (peakFlops * Double(ctx.mesh.world))
+        let mfu = tps * flopsPerToken(topK: r.topK) / (peakFlops * Double(ctx.mesh.world))
         log?.write(stepEvent(r, tps: tps))
         if r.step % t.logEvery == 0 || r.step == t.steps - 1 {
             say(
@@ -171,7 +174,12 @@ extension Trainer {
         }
     }
 
-    var flopsPerToken: Double { job.model.flopsPerToken(seqLen: job.model.seqLen) }
+    /// Model FLOPs per token with `topK` experts per token (nil: model.topK).
+    func flopsPerToken(topK: Int? = nil) -> Double {
+        var m = job.model
+        m.topK = topK ?? m.topK
+        return m.flopsPerToken(seqLen: m.seqLen)
+    }
 
     /// The line `train` prints first.
     var startLine: String {
@@ -192,7 +200,7 @@ extension Trainer {
             "totalSteps": .number(Double(job.train.steps)),
             "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
             "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
-            "flopsPerToken": .number(flopsPerToken), "tokensPerStep": .number(Double(tokensPerStep)),
+            "flopsPerToken": .number(flopsPerToken()), "tokensPerStep": .number(Double(tokensPerStep)),
             "positions": .string(m.positions), "ffn": .string(m.ffn),
             "flopsPerTokenParts": .object(
                 m.flopsPerTokenParts(seqLen: m.seqLen).sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) }),
@@ -212,7 +220,7 @@ extension Trainer {
             .array(stride(from: i, to: r.ranks.count, by: 4).map { .number(r.ranks[$0]) })
         }
         let load: [JSONValue] = r.expertCounts.map { .array($0.map { .number(Double($0)) }) }
-        let mflops = tps * flopsPerToken
+        let mflops = tps * flopsPerToken(topK: r.topK)
         return [
             "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
             "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "zLoss": .number(r.zLoss),
@@ -221,7 +229,7 @@ extension Trainer {
             "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
             "expertLoad": .array(load), "droppedTokens": .array(r.dropped.map { .number(Double($0)) }),
             "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
-            "rankExpertRows": column(3)
+            "rankExpertRows": column(3), "topK": .integer(r.topK)
         ]
     }
 }

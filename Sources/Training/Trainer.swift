@@ -147,7 +147,7 @@ public final class Trainer {
             moe: MoEOptions(
                 capacityFactor: job.train.capacityFactor,
                 logitBias: job.train.routerSkewBias(experts: job.model.nExpert), selectionBias: routerBias),
-            recompute: Recompute(rawValue: job.train.recompute) ?? .none)
+            recompute: Recompute(rawValue: job.train.recompute) ?? .none, maxTopK: job.topKSchedule.maxK)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(
@@ -255,13 +255,13 @@ public final class Trainer {
         return summary
     }
 
-    /// Clip factor and AdamW in one pass over every named tensor (decay only where the tensor asks for it).
+    /// Clip factor and AdamW in one pass over every trainable tensor (decay only where the tensor asks for it).
     func applyAdamW(lr: Float, step: Int, gradScale: Float) {
         let s = model.store
         // Each rank updates the rows whose moments it holds (all rows unless they are split over dp).
         AdamW.updateAll(
             params: s.params.base, grads: s.grads.base, m: s.adamM.base, v: s.adamV.base,
-            ranges: s.infos.map {
+            ranges: s.infos.filter(\.trainable).map {
                 ($0.offset + $0.momentRows.lowerBound * $0.cols, $0.momentOffset, $0.momentCount, $0.decay)
             }, gradScale: gradScale, lr: lr, step: step, config: adam)
     }

@@ -15,7 +15,10 @@ enum EvalCommand {
         options: [
             OptionSpec(["--data"], value: "FILE", required: true, "text (bytes) or llm.c .bin file to evaluate on"),
             OptionSpec(["--windows"], value: "N", "number of windows (default 64)"),
-            OptionSpec(["--seq"], value: "T", "window length, at most the model's seqLen (default: seqLen)")
+            OptionSpec(["--seq"], value: "T", "window length, at most the model's seqLen (default: seqLen)"),
+            OptionSpec(
+                ["--top-k"], value: "K",
+                "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)")
         ],
         details:
             "Window i of N starts at token i * (len - T - 1) / N (integer division); each predicts its T next tokens.\n"
@@ -26,7 +29,9 @@ enum EvalCommand {
         let windows = try args.positiveInt("--windows") ?? 64
         let dir = try verifiedCheckpoint(args.positionals[0])
         let m = try CheckpointStore.readManifest(dir: dir)
-        let cfg = try CheckpointModel.job(m, dir: dir).model
+        let job = try CheckpointModel.job(m, dir: dir), cfg = job.model
+        let k = try CheckpointModel.expertsPerToken(
+            try args.positiveInt("--top-k"), option: "--top-k", job: job, step: m.step)
         var t = cfg.seqLen
         if let s = args.value("--seq") {
             guard let n = Int(s), n >= 1, n <= cfg.seqLen else {
@@ -41,13 +46,15 @@ enum EvalCommand {
         }
         let batch = 8
         let bias = try CheckpointModel.routerBias(dir: dir, manifest: m)
-        let model = Transformer(config: cfg, maxBatch: batch, moe: MoEOptions(selectionBias: bias))
+        let model = Transformer(config: cfg, maxBatch: batch, moe: MoEOptions(selectionBias: bias), maxTopK: k)
+        model.activeTopK = k
         try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
         let loss = try meanLoss(model, data.tokens, windows: windows, seq: t, batch: batch)
         say(
             String(
-                format: "eval %@ on %@: mean cross-entropy %.6f over %d windows of %d tokens (step %d)",
-                dir as NSString, dataPath as NSString, loss, windows, t, m.step))
+                format:
+                    "eval %@ on %@: mean cross-entropy %.6f over %d windows of %d tokens (step %d, %d of %d experts)",
+                dir as NSString, dataPath as NSString, loss, windows, t, m.step, k, cfg.nExpert))
         return 0
     }
 

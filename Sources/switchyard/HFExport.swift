@@ -9,7 +9,9 @@ import Training
 
 enum HFExport {
     /// Why Mixtral cannot express `job`'s model (the job key, the value it needs), or nil. The
-    /// router z-loss, micro-batches, recompute and the sharded optimizer change training only.
+    /// router z-loss, micro-batches, recompute and the sharded optimizer change training only; a
+    /// random router is a fixed gate Mixtral holds like a trained one, and a topKSchedule exports
+    /// the k of the checkpoint's last step.
     static func refusal(_ job: Job) -> String? {
         let m = job.model
         if m.positions != "rope" {
@@ -22,6 +24,10 @@ enum HFExport {
         if m.moeEvery != 1 {
             return "model.moeEvery = \(m.moeEvery): every Mixtral block is MoE (no dense blocks); "
                 + "train with model.moeEvery=1"
+        }
+        if m.usesMoH {
+            return "model.attention = \"moh\": Mixtral's attention sums every head unweighted (no head router); "
+                + "it needs mha"
         }
         if m.nSharedExperts != 0 {
             return "model.nSharedExperts = \(m.nSharedExperts): Mixtral has no shared experts; it needs 0"
@@ -56,14 +62,15 @@ enum HFExport {
         return "model.layers.\(parts[1])." + mapped
     }
 
-    static func config(_ job: Job) -> JSONValue {
-        let m = job.model
+    /// config.json for a checkpoint of `job` after `step` steps.
+    static func config(_ job: Job, step: Int) -> JSONValue {
+        let m = job.model, k = job.topKSchedule.k(at: max(0, step - 1))
         func n(_ x: Int) -> JSONValue { .integer(x) }
         return [
             "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": n(m.vocabSize),
             "hidden_size": n(m.nEmbd), "intermediate_size": n(m.ffHidden), "num_hidden_layers": n(m.nLayer),
             "num_attention_heads": n(m.nHead), "num_key_value_heads": n(m.nHead), "head_dim": n(m.headSize),
-            "num_local_experts": n(m.nExpert), "num_experts_per_tok": n(m.topK),
+            "num_local_experts": n(m.nExpert), "num_experts_per_tok": n(k),
             "max_position_embeddings": n(m.seqLen), "rms_norm_eps": .number(1e-5), "rope_theta": .number(m.ropeTheta),
             "hidden_act": "silu", "tie_word_embeddings": false, "router_aux_loss_coef": .number(job.train.auxLossCoef),
             "sliding_window": .null, "attention_dropout": .number(0), "router_jitter_noise": .number(0),
@@ -122,7 +129,9 @@ enum HFExport {
         let written = try CkptCommand.writeWeights(
             dir: dir, manifest: m, to: tmp + "/model.safetensors", name: name,
             metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
-        var files: [(String, JSONValue)] = [("config.json", config(job)), ("generation_config.json", generationConfig)]
+        var files: [(String, JSONValue)] = [
+            ("config.json", config(job, step: m.step)), ("generation_config.json", generationConfig)
+        ]
         if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) == "text" {
             files.append(("tokenizer.json", tokenizer))
             files.append(

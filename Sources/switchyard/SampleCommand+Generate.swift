@@ -19,7 +19,7 @@ extension SampleCommand {
 
     /// The checks every rank makes alone; nil on every rank when one failed (its message printed once).
     static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) -> Setup? {
-        var local: (job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?)? = nil
+        var local: (job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int)? = nil
         var failure: String? = nil
         do {
             let dir = try EvalCommand.verifiedCheckpoint(args.positionals[0])
@@ -33,7 +33,9 @@ extension SampleCommand {
             for o in args.all("--set") { try job.applyOverride(o) }
             _ = try job.resolveLayout(world: world.size)
             let (tokens, note) = try budget(job, request: request)
-            local = (job, dir, m, tokens, note)
+            let k = try CheckpointModel.expertsPerToken(
+                request.experts, option: "--top-k-experts", job: job, step: m.step)
+            local = (job, dir, m, tokens, note, k)
         } catch {
             failure = "\(error)"
         }
@@ -49,12 +51,13 @@ extension SampleCommand {
             let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
             let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
             let model = Transformer(
-                config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias))
+                config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
+            model.activeTopK = l.experts
             try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
             let decoder = Decoder(model: model, sequences: request.prompts.count, capacity: longest + l.tokens)
             let describe =
                 "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
-                + "\(Parallel.threads) thread(s) per rank"
+                + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
             return Setup(decoder: decoder, tokens: l.tokens, describe: describe)
         } catch {
             Runtime.printError("\(error)", rank: world.rank, world: world.size)

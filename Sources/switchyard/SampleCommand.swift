@@ -23,6 +23,9 @@ enum SampleCommand {
             OptionSpec(["--temperature"], value: "T", "0: greedy; else softmax(logits / T) (default 1)"),
             OptionSpec(["--top-k"], value: "K", "draw among the K most likely tokens only (default: all)"),
             OptionSpec(["--top-p"], value: "P", "draw among the fewest tokens whose probability reaches P (default 1)"),
+            OptionSpec(
+                ["--top-k-experts"], value: "K",
+                "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)"),
             OptionSpec(["--seed"], value: "S", "keys every draw: the same seed gives the same text (default 0)"),
             OptionSpec(
                 ["--set"], value: "KEY=VALUE", repeatable: true,
@@ -48,6 +51,7 @@ enum SampleCommand {
         var options: SamplingOptions
         var seed: UInt64
         var json: Bool
+        var experts: Int?  // --top-k-experts
     }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
@@ -105,6 +109,6 @@ enum SampleCommand {
         }
         return Request(
             prompts: prompts, tokens: try args.positiveInt("--tokens") ?? 128, options: o, seed: seed,
-            json: args.value("--prompts") != nil)
+            json: args.value("--prompts") != nil, experts: try args.positiveInt("--top-k-experts"))
     }
 }

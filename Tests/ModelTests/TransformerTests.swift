@@ -71,14 +71,28 @@ final class TransformerTests: XCTestCase {
             (1, "learned", "gelu", 3), (2, "learned", "gelu", 3), (1, "rope", "swiglu", 2), (2, "rope", "swiglu", 2),
             (1, "rope", "gelu", 2), (1, "learned", "swiglu", 2), (2, "rope", "swiglu", -2)
         ]
-        for (moeEvery, positions, ffn, experts) in shapes {
+        var configs: [(String, ModelConfig)] = shapes.map { moeEvery, positions, ffn, experts in
             var cfg = Self.config
             cfg.moeEvery = moeEvery
             cfg.positions = positions
             cfg.ffn = ffn
             cfg.nExpert = abs(experts)
             cfg.nSharedExperts = experts < 0 ? 2 : 0  // -2: two routed and two shared experts
-            let label = "moeEvery \(moeEvery) \(positions) \(ffn) E\(abs(experts)) shared \(cfg.nSharedExperts)"
+            return ("moeEvery \(moeEvery) \(positions) \(ffn) E\(abs(experts)) shared \(cfg.nSharedExperts)", cfg)
+        }
+        // MoH with every routed head active (no top-A choice for a difference to flip), with and
+        // without shared heads (the two-stage mix); and SMoE-Dropout's random router, not trained.
+        for (shared, active) in [(1, 3), (0, 4)] {
+            var cfg = Self.config
+            cfg.nHead = 4; cfg.nExpert = 2; cfg.positions = "rope"; cfg.ffn = "swiglu"
+            cfg.attention = "moh"; cfg.mohSharedHeads = shared; cfg.mohActiveHeads = active
+            configs.append(("moh shared \(shared) active \(active)", cfg))
+        }
+        var random = Self.config
+        random.nExpert = 2
+        random.router = "random"
+        configs.append(("random router", random))
+        for (label, cfg) in configs {
             let m = Transformer(config: cfg, maxBatch: 2)
             let s = m.store
             s.initialize(seed: 3)
@@ -108,6 +122,10 @@ final class TransformerTests: XCTestCase {
             for info in s.infos {
                 for j in [0, info.count / 2, info.count - 1] {
                     let i = info.offset + j
+                    guard info.trainable else {
+                        XCTAssertEqual(s.grads.base[i], 0, "\(label) \(info.name) is frozen: no gradient")
+                        continue
+                    }
                     // The step grows with the weight (norm weights sit at 15): the loss is a Float.
                     let h = 1e-3 * max(1, abs(s.params.base[i]))
                     let fd = (4 * centralDifference(i, h / 2) - centralDifference(i, h)) / 3
@@ -122,11 +140,14 @@ final class TransformerTests: XCTestCase {
     }
 
     /// Recomputing attention or whole blocks in backward gives the gradients of keeping every
-    /// activation, bit for bit (dense and MoE blocks mixed, both FFN kinds).
+    /// activation, bit for bit (dense and MoE blocks mixed, both FFN kinds, MoH heads).
     func testRecomputeGivesBitwiseTheSameGradients() throws {
-        for (moeEvery, positions, ffn) in [(2, "learned", "gelu"), (1, "rope", "swiglu")] {
+        for (moeEvery, positions, ffn, moh) in [(2, "learned", "gelu", false), (1, "rope", "swiglu", true)] {
             var cfg = Self.config
             cfg.moeEvery = moeEvery; cfg.positions = positions; cfg.ffn = ffn; cfg.nLayer = 3
+            if moh {  // Mixture-of-Head: its gates are attention state, recomputed with it
+                cfg.attention = "moh"; cfg.mohSharedHeads = 1; cfg.mohActiveHeads = 1
+            }
             let (x, y) = batch(2, 6, seed: 5)
             func gradients(_ r: Recompute) throws -> ([UInt32], [Int]) {
                 let m = Transformer(config: cfg, maxBatch: 2, recompute: r)

@@ -71,7 +71,9 @@ final class JobTests: XCTestCase {
         assertJobError(
             "{\(base), \"model\": {\"nEmbd\": 30, \"nHead\": 4}}", key: "model.nEmbd",
             contains: "not divisible by model.nHead")
-        assertJobError("{\(base), \"model\": {\"nExpert\": 2, \"topK\": 3}}", key: "model.topK", contains: "1 or 2")
+        assertJobError(
+            "{\(base), \"model\": {\"nExpert\": 2, \"topK\": 3}}", key: "model.topK", contains: "exceeds model.nExpert")
+        assertJobError("{\(base), \"model\": {\"topK\": 0}}", key: "model.topK", contains: ">= 1")
         assertJobError(
             "{\(base), \"model\": {\"nExpert\": 1, \"topK\": 2}}", key: "model.topK", contains: "exceeds model.nExpert")
         assertJobError("{\(base), \"train\": {\"minLr\": 1}}", key: "train.minLr", contains: "train.lr")
@@ -86,6 +88,36 @@ final class JobTests: XCTestCase {
         assertJobError("{\(base)}", ["train.steps=2.5"], key: "train.steps", contains: "expected integer")
         assertJobError("{\(base)}", ["train.steps=300.0"], key: "train.steps", contains: "got a number (300.0)")
         XCTAssertEqual(try load("{\(base)}", ["train.steps=300", "train.lr=1"]).train.steps, 300)
+    }
+
+    /// train.topKSchedule: k by step, and the errors that name it; the MoH and router keys.
+    func testTopKScheduleAndSparseDesignKeys() throws {
+        let base = #""data": {"path": "x.txt"}, "model": {"nExpert": 4, "topK": 1}, "train": {"steps": 20}"#
+        let linear = try load("{\(base)}", ["train.topKSchedule=linear"]).topKSchedule
+        XCTAssertEqual([0, 4, 5, 9, 10, 14, 15, 19].map(linear.k), [1, 1, 2, 2, 3, 3, 4, 4], "4 stages of 5 steps")
+        XCTAssertEqual(linear.maxK, 4)
+        let listed = try load("{\(base)}", ["train.topKSchedule=0:2, 7:3"]).topKSchedule
+        XCTAssertEqual([0, 6, 7, 19].map(listed.k), [2, 2, 3, 3])
+        XCTAssertEqual(try load("{\(base)}").topKSchedule.k(at: 19), 1, "no schedule: model.topK")
+        XCTAssertFalse(try load("{\(base)}").topKSchedule.isActive)
+        for (value, says) in [
+            ("fast", "not STEP:K"), ("0:1,3", "not STEP:K"), ("1:2", "start at step 0"), ("0:1,5:2,5:3", "increase"),
+            ("0:5", "1...model.nExpert (4)"), ("0:0", "1...model.nExpert")
+        ] {
+            assertJobError("{\(base)}", ["train.topKSchedule=\(value)"], key: "train.topKSchedule", contains: says)
+        }
+        assertJobError("{\(base)}", ["model.router=frozen"], key: "model.router", contains: "learned")
+        assertJobError("{\(base)}", ["model.attention=gqa"], key: "model.attention", contains: "moh")
+        assertJobError("{\(base)}", ["model.mohActiveHeads=2"], key: "model.attention", contains: "set it to")
+        let moh = ["model.attention=moh", "model.nHead=4", "model.nEmbd=64"]
+        assertJobError("{\(base)}", moh, key: "model.mohActiveHeads", contains: "1...4")
+        assertJobError(
+            "{\(base)}", moh + ["model.mohSharedHeads=4"], key: "model.mohSharedHeads", contains: "0..<model.nHead")
+        assertJobError(
+            "{\(base)}", moh + ["model.mohSharedHeads=1", "model.mohActiveHeads=4"], key: "model.mohActiveHeads",
+            contains: "1...3")
+        let ok = try load("{\(base)}", moh + ["model.mohSharedHeads=1", "model.mohActiveHeads=2"])
+        XCTAssertEqual(ok.model.headRouterRows, 6, "4 head scores and 2 mix logits")
     }
 
     func testMissingFileAndBadJSON() {

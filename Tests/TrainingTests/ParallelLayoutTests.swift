@@ -165,6 +165,64 @@ final class ParallelLayoutTests: XCTestCase {
         print("aux-loss-free balancing under routerSkew 1.5: max/mean load \(with) vs \(without) without")
     }
 
+    /// Mixture-of-Head attention keeps the contract: every tp rank scores all heads from its
+    /// replicated rows and gates its own, and the router's partial gradients sum over the world.
+    func testMixtureOfHeadsLayoutsMatchWorldOne() throws {
+        var (j1, data) = layoutJob()
+        j1.model.attention = "moh"; j1.model.mohSharedHeads = 1; j1.model.mohActiveHeads = 2
+        let ref = try train(world: 1, j1, data)
+        XCTAssertNotNil(ref.params["layers.2.attn.router.weight"])
+        XCTAssertLessThan(ref.losses.last!, ref.losses.first! - 0.5, "the MoH reference run learns")
+        XCTAssertNotEqual(
+            ref.losses.last!, try train(world: 1, layoutJob().0, data).losses.last!, "MoH changes the run")
+        for (label, world, dp, tp) in [("dp2", 2, 2, 1), ("tp2", 2, 1, 2), ("dp2xtp2", 4, 2, 2), ("ep4", 4, 0, 1)] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp
+            assertMatches(try train(world: world, j, data), ref, "moh \(label)")
+        }
+        var noShared = j1
+        noShared.model.mohSharedHeads = 0; noShared.model.mohActiveHeads = 3
+        var noShared4 = noShared
+        noShared4.layout.dp = 2; noShared4.layout.tp = 2
+        assertMatches(
+            try train(world: 4, noShared4, data), try train(world: 1, noShared, data), "moh no shared dp2xtp2")
+    }
+
+    /// SMoE-Dropout: the random router stays at its initial values (never trained), k grows with
+    /// train.topKSchedule, and every layout gives world 1's run.
+    func testRandomRouterWithTopKScheduleMatchesWorldOne() throws {
+        var (j1, data) = layoutJob()
+        j1.model.router = "random"; j1.model.topK = 1; j1.train.topKSchedule = "linear"; j1.train.auxLossCoef = 0
+        let ref = try train(world: 1, j1, data)
+        let initial = ParameterStore(config: j1.model)
+        initial.initialize(seed: UInt64(j1.seed))
+        func start(_ name: String) -> [Float] {
+            let info = initial.info(name)!
+            return Array(UnsafeBufferPointer(start: initial.params.base + info.offset, count: info.count))
+        }
+        for l in 0..<3 {
+            let name = "layers.\(l).moe.router.weight"
+            XCTAssertEqual(ref.params[name]!, start(name), "\(name) is never trained")
+        }
+        XCTAssertNotEqual(ref.params["layers.0.attn.wq.weight"]!, start("layers.0.attn.wq.weight"), "the rest trains")
+        for (label, world, dp, tp) in [("dp2", 2, 2, 1), ("tp2", 2, 1, 2), ("dp2xtp2", 4, 2, 2), ("ep4", 4, 0, 1)] {
+            var j = j1
+            j.layout.dp = dp; j.layout.tp = tp
+            assertMatches(try train(world: world, j, data), ref, "random router, linear topK \(label)")
+        }
+        // "linear" over 20 steps and 4 experts: k = 4 from step 15, so the last step sends every
+        // token to every expert.
+        var quiet = j1
+        quiet.train.evalEvery = 0  // the last forward is then step 19's (an eval would overwrite the counts)
+        let job = quiet, tokens = data
+        let last = try LocalCommunicator.run(size: 1) { comm -> [[Int]] in
+            let t = try Trainer(job: job, comm: comm, data: tokens, log: nil, environment: Self.env, say: { _ in })
+            _ = try t.run()
+            return t.model.expertTokenCounts
+        }[0]
+        XCTAssertEqual(last.map { $0.reduce(0, +) }, [384, 384, 384], "6 x 16 tokens x 4 experts per block")
+    }
+
     /// The router z-loss keeps the contract: every layout gives world 1's run with it on.
     func testZLossLayoutsMatchWorldOne() throws {
         var (j1, data) = layoutJob()
