@@ -75,6 +75,10 @@ final class HFExportTests: XCTestCase {
             (["--set", "model.positions=rope"], "model.ffn = \"gelu\""),
             (Self.mixtral + ["--set", "model.moeEvery=2"], "model.moeEvery = 2"),
             (Self.mixtral + ["--set", "model.nSharedExperts=1"], "model.nSharedExperts = 1"),
+            (
+                Self.mixtral + ["--set", "model.attention=moh", "--set", "model.mohActiveHeads=2"],
+                "model.attention = \"moh\""
+            ),
             (Self.mixtral + ["--set", "train.routerBiasRate=0.01"], "train.routerBiasRate = 0.01")
         ]
         for (i, (extra, key)) in cases.enumerated() {

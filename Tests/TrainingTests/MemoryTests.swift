@@ -9,8 +9,13 @@ final class MemoryTests: XCTestCase {
     /// The estimate's parameter share is each rank's real ParameterStore size, at world 1, dp 2
     /// (experts split over the ranks) and dp 2 x tp 2 (attention split too).
     func testEstimateCountsEachRanksParameters() throws {
-        for (world, tp) in [(1, 1), (2, 1), (4, 2)] {
-            let (job, data) = layoutJob(tp: tp)
+        for (world, tp, moh) in [(1, 1, false), (2, 1, false), (4, 2, false), (1, 1, true), (4, 2, true)] {
+            var edited = layoutJob(tp: tp).0
+            let data = layoutJob(tp: tp).1
+            if moh {  // Mixture-of-Head attention adds a head router per block
+                edited.model.attention = "moh"; edited.model.mohSharedHeads = 1; edited.model.mohActiveHeads = 2
+            }
+            let job = edited
             let counts = try LocalCommunicator.run(size: world) { comm -> Int in
                 try Trainer(job: job, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
                     .model.store.count
@@ -19,7 +24,8 @@ final class MemoryTests: XCTestCase {
             for rank in 0..<world {
                 let e = MemoryEstimate.perRank(
                     config: job.model, tp: tp, plan: plan, rank: rank, maxBatch: 3, threads: 1, checkpoints: true)
-                XCTAssertEqual(Int(e.parameters), counts[rank], "world \(world) tp \(tp) rank \(rank): parameters")
+                XCTAssertEqual(
+                    Int(e.parameters), counts[rank], "world \(world) tp \(tp) moh \(moh) rank \(rank): parameters")
                 XCTAssertEqual(e.stateBytes, 16 * e.parameters)
                 XCTAssertEqual(e.checkpointBytes, 12 * e.parameters)
             }
