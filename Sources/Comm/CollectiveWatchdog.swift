@@ -1,6 +1,7 @@
 // The deadline of every blocking collective: the MPI communicator marks each call it makes, and a
 // watchdog thread ends the process when one makes no progress for longer than the limit. mpirun
-// then ends the other ranks, so a stopped rank, a frozen node or a cut link never hangs a job.
+// then ends the other ranks, so a stopped rank, a frozen node or a cut link never hangs a job (a
+// launcher still waiting for an unreachable node after a grace period is killed).
 // The message names the rank, the call, the step and how long it waited.
 import Clock
 import Foundation
@@ -89,8 +90,35 @@ public final class CollectiveWatchdog: @unchecked Sendable {
             lock.unlock()
             if expired {
                 FileHandle.standardError.write(Data(message.utf8))
+                CollectiveWatchdog.stopLauncherLater(seconds: CollectiveWatchdog.launcherGraceSeconds)
                 _exit(1)
             }
         }
+    }
+
+    /// How long the launcher has to end the job on its own after a rank gave up.
+    public static let launcherGraceSeconds = 5
+
+    /// mpirun ends the job when a rank exits, but waits forever for a node it cannot reach (a cut
+    /// link): so a detached helper kills this rank's parent `seconds` later if it is still the
+    /// same Open MPI launcher or daemon (mpirun, mpiexec, orterun, orted; start time checked, so a
+    /// new process with the same pid is left alone). Nothing happens when the job ended by then.
+    static func stopLauncherLater(seconds: Int) {
+        let parent = getppid()
+        guard let stat = try? String(contentsOfFile: "/proc/\(parent)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19 else { return }
+        let started = fields[19]  // field 22 of /proc/PID/stat: start time
+        let script =
+            "sleep \(seconds); p=\(parent); s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f20); "
+            + "[ \"$s\" = \"\(started)\" ] || exit 0; case \"$(cat /proc/$p/comm)\" in "
+            + "mpirun|mpiexec|orterun|orted|prterun|prted) kill -KILL $p ;; esac"
+        var pid: pid_t = 0
+        let argv = ["setsid", "-f", "/bin/sh", "-c", script]
+        var cargs = argv.map { strdup($0) } + [nil]
+        defer { for a in cargs { free(a) } }
+        _ = posix_spawn(&pid, "/usr/bin/setsid", nil, nil, &cargs, environ)
     }
 }

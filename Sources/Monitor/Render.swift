@@ -78,7 +78,13 @@ public enum Render {
                 format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
                 e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
         case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
-        case "restart": return style.yellow("!! restart: " + (e.json["message"]?.stringValue ?? "?"))
+        case "restart":
+            // An elastic relaunch also names the world and the hosts that did not answer.
+            let world = e.json["world"]?.intValue.map { "; relaunched at world \($0)" } ?? ""
+            let lost = (e.json["lostHosts"]?.arrayValue ?? []).compactMap(\.stringValue)
+            return style.yellow(
+                "!! restart: " + (e.json["message"]?.stringValue ?? "?") + world
+                    + (lost.isEmpty ? "" : " (lost: \(lost.joined(separator: ", ")))"))
         case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
         case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
         default: return nil

@@ -16,7 +16,11 @@ enum SuperviseCommand {
         positionals: [],
         options: [
             OptionSpec(["--max-restarts"], value: "N", "restarts in a row without a newer checkpoint (default 3)"),
-            OptionSpec(["--backoff"], value: "S", "seconds to wait before each restart (default 10)")
+            OptionSpec(["--backoff"], value: "S", "seconds to wait before each restart (default 10)"),
+            OptionSpec(
+                ["--min-ranks"], value: "M",
+                "elastic: relaunch on the hostfile's hosts that answer, at a smaller world, down to M ranks"),
+            OptionSpec(["--probe-timeout"], value: "S", "--min-ranks: seconds a host has to answer (default 30)")
         ],
         details: """
             COMMAND is the usual launch, e.g. mpirun -np 4 switchyard train jobs/small.json --set k=v;
@@ -25,12 +29,19 @@ enum SuperviseCommand {
             --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
             SIGTERM/SIGINT are forwarded to the command, and supervision ends with its exit status.
 
+            With --min-ranks M the command must be mpirun --hostfile FILE ... -np N ...: before each
+            restart every host of FILE is probed (mpirun with the command's options, --host H -np 1 true);
+            the hosts that answer go into <run>/supervise.hostfile, which replaces FILE, and -np becomes
+            their slots (at most N). train resumes at that world size (the checkpoint reshards). Fewer than
+            M ranks left ends supervision with exit 1. The job's layout must fit the smaller world
+            (layout.dp = 0 does).
+
             """,
         takesCommand: true
     ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let command = args.rest
+        var command = args.rest
         guard !command.isEmpty else {
             throw UsageError(message: "supervise needs the command to run after --", command: "supervise")
         }
@@ -43,6 +54,10 @@ enum SuperviseCommand {
                 return s
             } ?? 10
         let runDir = try runDirectory(of: command)
+        let elastic = try args.positiveInt("--min-ranks").map {
+            ElasticLaunch(minRanks: $0, probeSeconds: try args.positiveDouble("--probe-timeout") ?? 30)
+        }
+        if elastic != nil { _ = try ElasticLaunch.positions(command) }
         let signals = ForwardedSignals()
         var attempt = 0, withoutProgress = 0
         while true {
@@ -71,14 +86,38 @@ enum SuperviseCommand {
                 "the command ended with status \(status) (attempt \(attempt)); restarting in \(backoff) s from "
                 + (after < 0 ? "step 0 (no checkpoint yet)" : "the checkpoint of step \(after)")
             say("switchyard supervise: " + message)
-            appendEvent(
-                runDir,
-                [
-                    "event": "restart", "time": .number(Date().timeIntervalSince1970), "attempt": .integer(attempt),
-                    "exitStatus": .integer(Int(status)), "checkpointStep": after < 0 ? .null : .integer(after),
-                    "message": .string(message)
-                ])
             if signals.sleep(backoff) { return status }
+            var event: [(String, JSONValue)] = [
+                ("event", "restart"), ("time", .number(Date().timeIntervalSince1970)), ("attempt", .integer(attempt)),
+                ("exitStatus", .integer(Int(status))), ("checkpointStep", after < 0 ? .null : .integer(after)),
+                ("message", .string(message))
+            ]
+            if let elastic {
+                guard let plan = relaunchPlan(elastic, &command, runDir: runDir) else { return 1 }
+                event += [
+                    ("world", .integer(plan.world)), ("hosts", .array(plan.hosts.map { JSONValue.string($0) })),
+                    ("lostHosts", .array(plan.lost.map { JSONValue.string($0) }))
+                ]
+            }
+            appendEvent(runDir, .object(event))
+        }
+    }
+
+    /// The elastic relaunch on the hosts that answer (the command rewritten), or nil after
+    /// printing why supervision ends.
+    static func relaunchPlan(_ elastic: ElasticLaunch, _ command: inout [String], runDir: String)
+        -> ElasticLaunch.Plan?
+    {
+        do {
+            let plan = try elastic.relaunch(command, runDir: runDir)
+            command = plan.command
+            say(
+                "switchyard supervise: relaunching at world \(plan.world) on \(plan.hosts.joined(separator: ", "))"
+                    + (plan.lost.isEmpty ? "" : "; not answering: \(plan.lost.joined(separator: ", "))"))
+            return plan
+        } catch {
+            Runtime.printError("supervise: giving up: \(error)", rank: 0, world: 1)
+            return nil
         }
     }
 

@@ -66,7 +66,8 @@ final class CheckpointCLITests: XCTestCase {
         // eval: a number, reproducible.
         let ev1 = try Harness.switchyard(["eval", run, "--data", ws.corpus, "--windows", "8"])
         XCTAssertEqual(ev1.status, 0, ev1.stderr)
-        XCTAssertTrue(ev1.stdout.contains("mean cross-entropy") && ev1.stdout.contains("(step 20)"), ev1.stdout)
+        XCTAssertTrue(
+            ev1.stdout.contains("mean cross-entropy") && ev1.stdout.contains("(step 20, 2 of 4 experts)"), ev1.stdout)
         XCTAssertEqual(
             try Harness.switchyard(["eval", step20, "--data", ws.corpus, "--windows", "8"]).stdout.split(separator: ":")
                 .last,

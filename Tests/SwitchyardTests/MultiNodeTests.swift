@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import XCTest
 
 /// Two "nodes" (network namespaces with their own hostnames, cluster/netns) x two ranks each,
@@ -70,5 +71,141 @@ final class MultiNodeTests: XCTestCase {
             cwd: ws.dir, timeout: 120)
         XCTAssertEqual(cal.status, 0, cal.stdout + cal.stderr)
         XCTAssertTrue(cal.stdout.contains("4 rank(s) on 2 node(s)"), cal.stdout)
+    }
+
+    /// mpirun over the netns cluster with `hostfile`: its options up to the program.
+    static func mpirunOver(_ hostfile: String, np: Int, _ mpirun: String) -> [String] {
+        [
+            mpirun, "--hostfile", hostfile, "--mca", "plm_rsh_agent", Harness.root + "/cluster/netns-agent",
+            "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24",
+            "--mca", "oob_tcp_if_include", "10.77.0.0/24", "--mca", "mpi_yield_when_idle", "1",
+            "-x", "OPENBLAS_NUM_THREADS=1", "-np", String(np), Harness.binary
+        ]
+    }
+
+    /// Losses of the step events after the last start event of a run's log (the last launch).
+    static func lastLaunch(_ log: String) throws -> (start: JSONValue, losses: [Int: UInt32], restarts: [JSONValue]) {
+        let events = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap {
+            try? JSONValue.parse(String($0))
+        }
+        let starts = events.indices.filter { events[$0]["event"]?.stringValue == "start" }
+        var losses: [Int: UInt32] = [:]
+        for e in events[(starts.last ?? 0)...] where e["event"]?.stringValue == "step" {
+            losses[e["step"]!.intValue!] = Float(e["loss"]!.doubleValue!).bitPattern
+        }
+        return (events[starts.last ?? 0], losses, events.filter { $0["event"]?.stringValue == "restart" })
+    }
+
+    /// Elastic relaunch: 4 ranks on 2 netns nodes; node 1 dies for good (its processes killed, its
+    /// namespace deleted). supervise --min-ranks 2 probes the hostfile's hosts, relaunches at
+    /// world 2 on node 0 (the checkpoint reshards: dp 2 x tp 2 -> dp 1 x tp 2), and the run
+    /// completes; its losses after the restart equal a world-2 resume from the same checkpoint bitwise.
+    func testElasticRelaunchOnTheRemainingNode() throws {
+        let netns = Harness.root + "/cluster/netns"
+        guard try Harness.run(netns, ["check"], timeout: 30).status == 0 else {
+            throw XCTSkip("network namespaces are unavailable here (needs root and iproute2); elastic test skipped")
+        }
+        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
+        XCTAssertEqual(try Harness.run(netns, ["up", "2"], timeout: 60).status, 0)
+        defer { _ = try? Harness.run(netns, ["down"], timeout: 60) }
+        let ws = Workspace()
+        let options = [
+            "--set", "layout.tp=2", "--set", "checkpoint.every=10", "--set", "checkpoint.keep=10",
+            "--set", "timeouts.collectiveSeconds=10", "--set", "train.evalEvery=0"
+        ]
+        let train = ws.tinyArgs(steps: 60, extra: ["--set", "name=elastic"] + options)
+        let command =
+            [Harness.binary, "supervise", "--min-ranks", "2", "--backoff", "1", "--probe-timeout", "20", "--"]
+            + Self.mpirunOver(Harness.root + "/cluster/netns.hostfile", np: 4, mpirun) + train
+        let p = Harness.process(netns, ["run", "--"] + command, cwd: ws.dir)
+        let out = ws.dir + "/supervise.out"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        p.standardError = p.standardOutput
+        try p.run()
+        let log = ws.dir + "/runs/elastic/log.jsonl"
+        XCTAssertTrue(Harness.waitUntil(seconds: 240) { Harness.file(log, contains: "\"step\":25,") }, "step 25")
+        // Node 1 dies for good: everything in its namespace is killed, and the namespace is gone.
+        let pids = try Harness.run("/usr/sbin/ip", ["netns", "pids", "sy-node1"]).stdout.split(separator: "\n")
+        XCTAssertFalse(pids.isEmpty, "ranks run on node 1")
+        for pid in pids.compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        XCTAssertEqual(try Harness.run("/usr/sbin/ip", ["netns", "del", "sy-node1"]).status, 0)
+        XCTAssertTrue(Harness.waitUntil(seconds: 400) { !p.isRunning }, "supervise finishes")
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, said)
+        XCTAssertTrue(said.contains("relaunching at world 2 on sy-node0; not answering: sy-node1"), said)
+        let elastic = try Self.lastLaunch(log)
+        XCTAssertEqual(elastic.restarts.last?["world"]?.intValue, 2)
+        XCTAssertEqual(elastic.restarts.last?["lostHosts"], ["sy-node1"])
+        XCTAssertEqual(elastic.start["world"]?.intValue, 2, "the last launch runs at world 2")
+        guard let from = elastic.start["resumedFrom"]?["path"]?.stringValue,
+            let step = elastic.start["resumedFrom"]?["step"]?.intValue
+        else { return XCTFail("the relaunch resumed from no checkpoint") }
+        XCTAssertEqual(elastic.losses.keys.sorted(), Array(step..<60), "the relaunch ran the rest")
+        // The same checkpoint resumed at world 2 on node 0 by hand: the same bits.
+        let node0 = ws.write("node0.hostfile", "sy-node0 slots=2\n")
+        let check = try Harness.run(
+            netns,
+            ["run", "--"] + Self.mpirunOver(node0, np: 2, mpirun)
+                + ws.tinyArgs(steps: 60, extra: ["--set", "name=check", "--resume-from", from] + options),
+            cwd: ws.dir, timeout: 300)
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        let byHand = try Self.lastLaunch(ws.dir + "/runs/check/log.jsonl")
+        XCTAssertEqual(byHand.losses, elastic.losses, "elastic relaunch vs world-2 resume of \(from): bitwise")
+        print("elastic relaunch: 4 ranks on 2 nodes -> 2 on sy-node0 from step \(step); losses bitwise as a resume")
+    }
+
+    /// A cut link (node 1's interface down mid-run): every rank gives up at the collective
+    /// deadline and the launcher, which would wait forever for the unreachable node, is stopped
+    /// after its grace, so the job ends within deadline + 10 s. With the link back, supervise's
+    /// relaunch resumes from the newest checkpoint and the run completes.
+    func testCutLinkEndsTheJobAtTheDeadlineAndSuperviseResumes() throws {
+        let netns = Harness.root + "/cluster/netns"
+        guard try Harness.run(netns, ["check"], timeout: 30).status == 0 else {
+            throw XCTSkip("network namespaces are unavailable here (needs root and iproute2); cut-link test skipped")
+        }
+        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
+        XCTAssertEqual(try Harness.run(netns, ["up", "2"], timeout: 60).status, 0)
+        defer { _ = try? Harness.run(netns, ["down"], timeout: 60) }
+        let ws = Workspace()
+        let train = ws.tinyArgs(
+            steps: 50,
+            extra: [
+                "--set", "name=cut", "--set", "layout.tp=2", "--set", "checkpoint.every=10",
+                "--set", "timeouts.collectiveSeconds=5", "--set", "train.evalEvery=0"
+            ])
+        let command =
+            [Harness.binary, "supervise", "--backoff", "8", "--"]
+            + Self.mpirunOver(Harness.root + "/cluster/netns.hostfile", np: 4, mpirun) + train
+        let p = Harness.process(netns, ["run", "--"] + command, cwd: ws.dir)
+        let out = ws.dir + "/supervise.out"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        p.standardError = p.standardOutput
+        try p.run()
+        let log = ws.dir + "/runs/cut/log.jsonl"
+        XCTAssertTrue(Harness.waitUntil(seconds: 240) { Harness.file(log, contains: "\"step\":25,") }, "step 25")
+        let ip = "/usr/sbin/ip"
+        XCTAssertEqual(try Harness.run(ip, ["-n", "sy-node1", "link", "set", "syv1", "down"]).status, 0)
+        let cut = Date()
+        let ended = Harness.waitUntil(seconds: 40) { Harness.file(out, contains: "restarting in") }
+        let detect = Date().timeIntervalSince(cut)
+        XCTAssertTrue(ended, "the job ended after the cut")
+        XCTAssertLessThan(detect, 5 + 10, "ended \(detect) s after the cut (deadline 5 s)")
+        XCTAssertEqual(try Harness.run(ip, ["-n", "sy-node1", "link", "set", "syv1", "up"]).status, 0)
+        XCTAssertTrue(Harness.waitUntil(seconds: 300) { !p.isRunning }, "supervise finishes")
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, said)
+        XCTAssertTrue(said.contains("no progress from the other rank(s)"), said)
+        let last = try Self.lastLaunch(log)
+        XCTAssertEqual(last.restarts.count, 1)
+        XCTAssertEqual(last.losses.keys.max(), 49, "the relaunch completed the run")
+        print(
+            "cut link: job ended \(String(format: "%.1f", detect)) s after the cut (deadline 5 s); resumed and completed"
+        )
     }
 }
