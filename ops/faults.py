@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The driver of ops/test-faults: real faults injected into `mpirun -np 2` training runs of
-jobs/tiny.json, each checked against what must happen, printed as one table. Standard library
-only; the release binary must be built (ops/test-faults builds it). Exit 0 when every row passes."""
+jobs/tiny.json (and a 2-node cluster of network namespaces), each checked against what must
+happen, printed as one table: times injected, runs recovered, steps of work lost, seconds to
+detect. Then the generated bad inputs of ops/fuzz.py. Standard library only; the release binary
+must be built (ops/test-faults builds it). Exit 0 when every row passes."""
 import json
 import os
 import signal
@@ -9,6 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import random
+import shutil
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fuzz  # noqa: E402
 
 BIN = os.path.abspath(".build/release/switchyard")
 MPI = ["mpirun", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", "-np", "2"]
@@ -64,27 +71,6 @@ def stopped_rank(tmp):
     return ok, f"exit {p.returncode} {took:.1f} s after SIGSTOP of one rank; message: {'yes' if 'no progress' in err else 'no'}"
 
 
-def killed_rank_under_supervise(tmp):
-    cmd = [BIN, "supervise", "--backoff", "1", "--"] + MPI + train_args(tmp, "kill", 300, "checkpoint.every=25")
-    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_step(tmp, "kill", 60)
-    last_before = max(e["step"] for e in events(tmp, "kill") if e["event"] == "step")
-    os.kill(max(ranks_of(p.pid)), signal.SIGKILL)
-    try:
-        out, _ = p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return False, "supervise still running after 300 s"
-    ev = events(tmp, "kill")
-    restarts = [e for e in ev if e["event"] == "restart"]
-    resumed = [e for e in ev if e["event"] == "start"][-1].get("resumedFrom") or {}
-    done = any(e["event"] == "end" for e in ev)
-    lost = last_before - resumed.get("step", 0) + 1 if resumed else None
-    ok = p.returncode == 0 and len(restarts) == 1 and done and bool(resumed)
-    return ok, (f"supervise exit {p.returncode}, {len(restarts)} restart, resumed at step {resumed.get('step')}, "
-                f"about {lost} steps redone, completed: {done}")
-
-
 def straggler(tmp):
     p = subprocess.Popen(MPI + train_args(tmp, "slow", 60, "checkpoint.every=0", "train.stragglerWindow=10",
                                           "model.nEmbd=256", "model.ffHidden=512", "model.seqLen=128"),
@@ -127,28 +113,318 @@ def too_big(tmp):
     return ok, f"exit {r.returncode} in {took:.1f} s; {len(lines)} error line; nothing allocated"
 
 
+
+
+class Row:
+    """One line of the table."""
+
+    def __init__(self, fault, expect):
+        self.fault, self.expect = fault, expect
+        self.injected = self.recovered = 0
+        self.lost = []  # steps of work redone per fault
+        self.detect = []  # seconds from the fault to the job's end
+        self.ok, self.note = True, ""
+
+    def fail(self, why):
+        self.ok = False
+        self.note = (self.note + "; " if self.note else "") + why
+
+
+def launch_log(tmp, name):
+    """Events of the newest launch (after the last start event)."""
+    ev = events(tmp, name)
+    starts = [i for i, e in enumerate(ev) if e["event"] == "start"]
+    return ev[starts[-1]:] if starts else []
+
+
+def last_step(tmp, name):
+    steps = [e["step"] for e in launch_log(tmp, name) if e["event"] == "step"]
+    return max(steps) if steps else -1
+
+
+def final_crcs(tmp, name):
+    """(tensor, slice file, crc32c) of the run's newest checkpoint: parameters and both moments."""
+    root = os.path.join(tmp, name, "checkpoints")
+    m = json.load(open(os.path.join(root, open(os.path.join(root, "LATEST")).read().strip(), "manifest.json")))
+    return m["step"], sorted((t["name"], s["file"], s["crc32c"]) for t in m["tensors"] for s in t["slices"])
+
+
+def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None, deadline=None):
+    """A supervised run of `steps` steps with `faults` injections of `signal_kind` into a random
+    rank at random steps (seeded); fills `row`. With `reference`, the final checkpoint must equal
+    it bitwise (parameters and moments, through the manifest's checksums)."""
+    rng = random.Random(f"faults-{name}")
+    out_path = os.path.join(tmp, name + ".out")
+    out = open(out_path, "w")
+    cmd = [BIN, "supervise", "--backoff", "1", "--max-restarts", "3", "--"] + MPI + train_args(
+        tmp, name, steps, *sets)
+    p = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
+    every = steps // (faults + 1)
+    for k in range(faults):
+        target = rng.randrange(k * every + every // 2, (k + 1) * every + every // 2)
+        t0 = time.time()
+        while last_step(tmp, name) < target and p.poll() is None and time.time() - t0 < 300:
+            time.sleep(0.02)
+        before = last_step(tmp, name)
+        victims = ranks_of(p.pid)
+        if not victims or p.poll() is not None:
+            row.fail(f"no ranks to hit at fault {k + 1}")
+            break
+        os.kill(rng.choice(victims), signal_kind)
+        row.injected += 1
+        hit = time.time()
+        ended = k + 1
+        while open(out_path).read().count("restarting in") < ended and time.time() - hit < 120:
+            time.sleep(0.05)
+        row.detect.append(time.time() - hit)
+        if deadline is not None and row.detect[-1] > deadline:
+            row.fail(f"fault {k + 1} took {row.detect[-1]:.1f} s to end the job")
+        while not launch_log(tmp, name) or launch_log(tmp, name)[0].get("resumedFrom") is None:
+            if p.poll() is not None or time.time() - hit > 120:
+                break
+            time.sleep(0.05)
+        resumed = (launch_log(tmp, name)[0].get("resumedFrom") or {}).get("step", 0) if launch_log(tmp, name) else 0
+        row.lost.append(before + 1 - resumed)
+    try:
+        p.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        row.fail("supervise still running after 600 s")
+    out.close()
+    restarts = [e for e in events(tmp, name) if e["event"] == "restart"]
+    done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, name))
+    row.recovered = len(restarts) if p.returncode == 0 and done else 0
+    if p.returncode != 0 or not done or len(restarts) != row.injected:
+        row.fail(f"supervise exit {p.returncode}, {len(restarts)} restarts for {row.injected} faults, completed: {done}")
+    if reference is not None and final_crcs(tmp, name) != reference:
+        row.fail("final parameters and moments differ from the uninterrupted run")
+    elif reference is not None:
+        row.note = (row.note + "; " if row.note else "") + "final parameters and moments bitwise the uninterrupted run's"
+
+
+def kills(tmp):
+    row = Row("SIGKILL a rank at a random step (x10), supervised", "restart, resume, final state bitwise")
+    ref = subprocess.run(MPI + train_args(tmp, "kill-ref", 240, "checkpoint.every=20"), env=ENV, capture_output=True)
+    if ref.returncode != 0:
+        row.fail("the uninterrupted run failed")
+        return row
+    supervised(tmp, "kill10", 240, 10, row, signal.SIGKILL, "checkpoint.every=20",
+               reference=final_crcs(tmp, "kill-ref"))
+    if row.lost and max(row.lost) > 20:
+        row.fail(f"lost {max(row.lost)} steps, more than checkpoint.every = 20")
+    return row
+
+
+def stops(tmp):
+    row = Row("SIGSTOP a rank at a random step (x5), supervised", "ends within deadline + 10 s, run completes")
+    supervised(tmp, "stop5", 150, 5, row, signal.SIGSTOP, "checkpoint.every=20", "timeouts.collectiveSeconds=5",
+               deadline=5 + 10)
+    return row
+
+
+def kills_during_saves(tmp):
+    row = Row("SIGKILL during checkpoint writes (x20)", "every kept checkpoint verifies, resume works")
+    rng = random.Random("saves")
+    newest = -1
+    for k in range(20):
+        p = subprocess.Popen(MPI + train_args(tmp, "saves", 100000, "checkpoint.every=1"), env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0 + rng.random())
+        victims = ranks_of(p.pid)
+        os.kill(rng.choice(victims) if victims else p.pid, signal.SIGKILL)
+        hit = time.time()
+        p.wait(timeout=60)
+        row.injected += 1
+        row.detect.append(time.time() - hit)
+        root = os.path.join(tmp, "saves", "checkpoints")
+        kept = sorted(d for d in os.listdir(root) if d.startswith("step-")) if os.path.isdir(root) else []
+        bad = [d for d in kept if subprocess.run([BIN, "ckpt", "verify", os.path.join(root, d)], env=ENV,
+                                                capture_output=True).returncode != 0]
+        if bad:
+            row.fail(f"round {k}: {bad} do not verify")
+        if kept:
+            step = int(kept[-1][5:])
+            if step < newest:
+                row.fail(f"round {k}: newest checkpoint went back from {newest} to {step}")
+            newest = max(newest, step)
+            row.recovered += 1
+    r = subprocess.run(MPI + train_args(tmp, "saves", newest + 1, "checkpoint.every=1"), env=ENV, capture_output=True,
+                       text=True)
+    if r.returncode != 0 or "resumed from" not in r.stdout:
+        row.fail(f"resume after the kills: exit {r.returncode}")
+    row.note = f"newest checkpoint step {newest} after 20 kills; resume exit {r.returncode}"
+    return row
+
+
+def disk_full(tmp):
+    row = Row("disk full during a save", "clear message, previous checkpoint verifies")
+    mnt = os.path.join(tmp, "small-disk")
+    os.makedirs(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt], capture_output=True).returncode != 0:
+        row.note = "skipped: cannot mount a tmpfs (needs root)"
+        return row
+    try:
+        r = subprocess.run(MPI + train_args(mnt, "full", 12, "checkpoint.every=2", "checkpoint.keep=5"), env=ENV,
+                           capture_output=True, text=True)
+        row.injected = 1
+        root = os.path.join(mnt, "full", "checkpoints")
+        kept = sorted(d for d in os.listdir(root) if d.startswith("step-")) if os.path.isdir(root) else []
+        ok = all(subprocess.run([BIN, "ckpt", "verify", os.path.join(root, d)], env=ENV,
+                                capture_output=True).returncode == 0 for d in kept)
+        said = "disk is full" in r.stdout + r.stderr or "No space left" in r.stdout + r.stderr
+        if r.returncode != 1 or not kept or not ok or not said or "Fatal" in r.stderr:
+            row.fail(f"exit {r.returncode}, {len(kept)} kept, verify {ok}, message {said}")
+        else:
+            row.recovered = 1
+            row.note = f"exit 1 with the message; {len(kept)} earlier checkpoints verify"
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+    return row
+
+
+NETNS = os.path.abspath("cluster/netns")
+
+
+def netns_mpirun(hostfile, np_):
+    return ["mpirun", "--hostfile", hostfile, "--mca", "plm_rsh_agent", os.path.abspath("cluster/netns-agent"),
+            "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24", "--mca", "oob_tcp_if_include",
+            "10.77.0.0/24", "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS=1", "-np", str(np_)]
+
+
+def two_nodes(tmp, name, supervise, steps, *sets):
+    cmd = [NETNS, "run", "--", BIN, "supervise", *supervise, "--"] + netns_mpirun(
+        os.path.abspath("cluster/netns.hostfile"), 4) + train_args(tmp, name, steps, "layout.tp=2", *sets)
+    out = open(os.path.join(tmp, name + ".out"), "w")
+    return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def cut_link(tmp):
+    row = Row("a cut link between 2 netns nodes", "ends within deadline + 10 s; resumes with the link back")
+    if subprocess.run([NETNS, "check"], capture_output=True).returncode != 0:
+        row.note = "skipped: no network namespaces here"
+        return row
+    subprocess.run([NETNS, "up", "2"], check=True, capture_output=True)
+    try:
+        p = two_nodes(tmp, "cut", ["--backoff", "8"], 60, "checkpoint.every=10", "timeouts.collectiveSeconds=5")
+        wait_for_step(tmp, "cut", 25, timeout=240)
+        before = last_step(tmp, "cut")
+        subprocess.run(["ip", "-n", "sy-node1", "link", "set", "syv1", "down"], check=True)
+        hit = time.time()
+        row.injected = 1
+        while "restarting in" not in open(os.path.join(tmp, "cut.out")).read() and time.time() - hit < 60:
+            time.sleep(0.05)
+        row.detect.append(time.time() - hit)
+        subprocess.run(["ip", "-n", "sy-node1", "link", "set", "syv1", "up"], check=True)
+        p.wait(timeout=300)
+        resumed = (launch_log(tmp, "cut")[0].get("resumedFrom") or {}).get("step", 0)
+        row.lost.append(before + 1 - resumed)
+        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, "cut"))
+        if p.returncode == 0 and done:
+            row.recovered = 1
+        else:
+            row.fail(f"supervise exit {p.returncode}, completed {done}")
+        if row.detect[-1] > 15:
+            row.fail(f"the job ended {row.detect[-1]:.1f} s after the cut")
+    finally:
+        subprocess.run([NETNS, "down"], capture_output=True)
+    return row
+
+
+def node_lost(tmp):
+    row = Row("a node lost for good (4 ranks on 2 netns nodes)", "supervise --min-ranks 2 relaunches at world 2")
+    if subprocess.run([NETNS, "check"], capture_output=True).returncode != 0:
+        row.note = "skipped: no network namespaces here"
+        return row
+    subprocess.run([NETNS, "up", "2"], check=True, capture_output=True)
+    try:
+        p = two_nodes(tmp, "lost", ["--min-ranks", "2", "--backoff", "1", "--probe-timeout", "20"], 60,
+                      "checkpoint.every=10", "timeouts.collectiveSeconds=10")
+        wait_for_step(tmp, "lost", 25, timeout=240)
+        before = last_step(tmp, "lost")
+        pids = subprocess.run(["ip", "netns", "pids", "sy-node1"], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", "sy-node1"], check=True)
+        hit = time.time()
+        row.injected = 1
+        while "restarting in" not in open(os.path.join(tmp, "lost.out")).read() and time.time() - hit < 60:
+            time.sleep(0.05)
+        row.detect.append(time.time() - hit)
+        p.wait(timeout=300)
+        first = launch_log(tmp, "lost")[0]
+        resumed = (first.get("resumedFrom") or {}).get("step", 0)
+        row.lost.append(before + 1 - resumed)
+        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, "lost"))
+        if p.returncode == 0 and done and first.get("world") == 2:
+            row.recovered = 1
+            row.note = "relaunched at world 2 on sy-node0"
+        else:
+            row.fail(f"supervise exit {p.returncode}, completed {done}, world {first.get('world')}")
+    finally:
+        subprocess.run([NETNS, "down"], capture_output=True)
+    return row
+
+
+def single(fn, fault, expect):
+    """Wraps the one-shot rows (ok, seen) into a Row."""
+    def make(tmp):
+        row = Row(fault, expect)
+        ok, seen = fn(tmp)
+        row.injected, row.recovered, row.note = 1, 1 if ok else 0, seen
+        if not ok:
+            row.ok = False
+        return row
+    return make
+
+
+def fuzz_rows(tmp, count):
+    rows = []
+    corpus = os.path.join(tmp, "fuzz-corpus.txt")
+    open(corpus, "w").write("the quick brown fox jumps over the lazy dog. " * 40)
+    for kind, fn in [("jobs", fuzz.jobs), ("checkpoints", fuzz.checkpoints), ("logs", fuzz.logs),
+                     ("cli", fuzz.command_lines)]:
+        d = os.path.join(tmp, "fuzz-" + kind)
+        os.makedirs(d)
+        t = fn(BIN, d, corpus, count, random.Random(f"20261201-{kind}"))
+        row = Row(f"generated bad inputs: {t.kind}", "no crash or hang; clear rejection; corruption detected")
+        row.injected, row.recovered = t.runs, t.runs - len(t.failures)
+        row.note = f"{t.accepted} accepted, {t.rejected} rejected cleanly, {len(t.failures)} failures"
+        if t.failures:
+            row.fail("; ".join(t.failures[:3]))
+        rows.append(row)
+    return rows
+
+
 def main():
+    quick = "--quick" in sys.argv
     tmp = tempfile.mkdtemp(prefix="switchyard-faults.")
-    rows = [
-        ("a rank stops (SIGSTOP)", "the job ends non-zero within the deadline, naming the call", stopped_rank),
-        ("a rank is killed (SIGKILL), supervised", "restart, resume from the checkpoint, complete", killed_rank_under_supervise),
-        ("a rank is slowed (50% SIGSTOP)", "a straggler warning names rank 1", straggler),
-        ("a NaN gradient on rank 1 at step 12", "one skipped step everywhere, checkpoints verify", injected_nan),
-        ("a model too big for memory", "one line, exit 1 on every rank, nothing allocated", too_big),
+    makers = [
+        single(stopped_rank, "a rank stops (SIGSTOP), unsupervised", "ends non-zero within the deadline"),
+        kills, stops, kills_during_saves, disk_full,
+        single(straggler, "a rank is slowed (50% SIGSTOP)", "a straggler warning names rank 1"),
+        single(injected_nan, "a NaN gradient on rank 1 at step 12", "one skipped step, checkpoints verify"),
+        single(too_big, "a model too big for memory", "one line, exit 1 on every rank"),
+        cut_link, node_lost,
     ]
-    results = []
-    for fault, expect, fn in rows:
-        print(f"== {fault}", flush=True)
+    rows = []
+    for make in makers:
+        print(f"== {make.__name__}", flush=True)
         try:
-            ok, seen = fn(tmp)
+            rows.append(make(tmp))
         except Exception as e:  # a harness failure is a failed row, never a crash of the suite
-            ok, seen = False, f"harness error: {e}"
-        results.append((fault, expect, ok, seen))
-    print("\n== ops/test-faults (mpirun -np 2, jobs/tiny.json)")
-    print(f"{'fault':40} {'pass':5} {'expected':58} observed")
-    for fault, expect, ok, seen in results:
-        print(f"{fault:40} {'yes' if ok else 'NO':5} {expect:58} {seen}")
-    sys.exit(0 if all(r[2] for r in results) else 1)
+            r = Row(make.__name__, "")
+            r.fail(f"harness error: {e}")
+            rows.append(r)
+    print("== generated bad inputs", flush=True)
+    rows += fuzz_rows(tmp, 100 if quick else 1000)
+    print(f"\n== ops/test-faults (mpirun -np 2, jobs/tiny.json; {os.cpu_count()} cores)")
+    print(f"{'fault':52} {'pass':4} {'injected':>8} {'recovered':>9} {'lost steps':>10} {'detect s':>8}  observed")
+    for r in rows:
+        lost = str(max(r.lost)) if r.lost else "-"
+        det = f"{max(r.detect):.1f}" if r.detect else "-"
+        print(f"{r.fault:52} {'yes' if r.ok else 'NO':4} {r.injected:8} {r.recovered:9} {lost:>10} {det:>8}  {r.note}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(0 if all(r.ok for r in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             }
         }
         manifest.tensors = order.map { tensors[$0]! }
-        try writeFileSynced(Array(manifest.json.compact.utf8), to: p.partial + "/manifest.json")
+        try writeFileSynced(manifest.bytes, to: p.partial + "/manifest.json")
         try? FileManager.default.removeItem(atPath: p.final)  // a leftover from an aborted commit
         guard rename(p.partial, p.final) == 0 else {
             throw CheckpointError("\(p.final): cannot rename from .partial: \(String(cString: strerror(errno)))")

@@ -1,8 +1,9 @@
 // manifest.json: what a checkpoint holds and where. Written last by rank 0; a step directory
 // without a valid manifest is not a checkpoint.
-//   {"format": 1, "step": N, "adamStep": A, "job": {...}, "layout": {"world", "dp", "tp"},
+//   {"format": 2, "step": N, "adamStep": A, "job": {...}, "layout": {"world", "dp", "tp"},
 //    "placement": [...], "createdAt": t,
-//    "tensors": [{"name", "shape", "slices": [{"file", "key", "ranges": [[b, e], ...], "crc32c"}]}]}
+//    "tensors": [{"name", "shape", "slices": [{"file", "key", "ranges": [[b, e], ...], "crc32c"}]}],
+//    "manifestCrc32c": CRC32C of the text without this last field}
 // `step` is the number of steps done (the next step to run); the data position and every random
 // draw are functions of the step, so no iterator or RNG state is needed beyond it and the seed.
 import JSON
@@ -31,7 +32,9 @@ public struct TensorRecord: Equatable, Sendable {
 }
 
 public struct Manifest: Equatable, Sendable {
-    public static let formatVersion = 1
+    /// 2: the manifest ends with its own checksum (`manifestCrc32c`, CRC32C of the text with the
+    /// field left out); 1: no checksum (still read).
+    public static let formatVersion = 2
     public var step: Int
     public var adamStep: Int
     public var job: JSONValue
@@ -46,6 +49,31 @@ public struct Manifest: Equatable, Sendable {
     ) {
         self.step = step; self.adamStep = adamStep; self.job = job; self.world = world; self.dp = dp; self.tp = tp
         self.placement = placement; self.createdAt = createdAt; self.tensors = tensors
+    }
+
+    /// The bytes of manifest.json: the compact JSON, its checksum appended as the last field.
+    public var bytes: [UInt8] {
+        var text = Array(json.compact.utf8)
+        let crc = CRC32C.checksum(text)
+        text.removeLast()  // the closing brace
+        text += Array(",\"\(Manifest.checksumKey)\":\(crc)}".utf8)
+        return text
+    }
+
+    static let checksumKey = "manifestCrc32c"
+
+    /// CRC32C of a manifest's text with its trailing checksum field taken out (nil when the text
+    /// does not end with one).
+    static func checksum(withoutField text: [UInt8]) -> UInt32? {
+        var end = text.count
+        while end > 0, [UInt8(ascii: "\n"), UInt8(ascii: " "), UInt8(ascii: "\r")].contains(text[end - 1]) { end -= 1 }
+        let marker = Array(",\"\(checksumKey)\":".utf8)
+        guard end > 0, text[end - 1] == UInt8(ascii: "}") else { return nil }
+        var i = end - 2
+        while i >= 0, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(text[i]) { i -= 1 }
+        let start = i - marker.count + 1
+        guard start >= 0, Array(text[start...i]) == marker else { return nil }
+        return CRC32C.checksum(Array(text[..<start]) + [UInt8(ascii: "}")])
     }
 
     public var json: JSONValue {
@@ -123,8 +151,20 @@ public struct Manifest: Equatable, Sendable {
             throw bad("not valid JSON (\(error)); the manifest is corrupt")
         }
         guard let format = j["format"]?.intValue else { throw bad("no format version") }
-        guard format == formatVersion else {
-            throw bad("format version \(format); this switchyard reads version \(formatVersion)")
+        guard format == formatVersion || format == 1 else {
+            throw bad("format version \(format); this switchyard reads versions 1 and \(formatVersion)")
+        }
+        if format >= 2 {
+            guard let stored = j["manifestCrc32c"]?.intValue else {
+                throw bad(
+                    "no manifestCrc32c (format \(format) manifests carry their checksum); the manifest is corrupt")
+            }
+            let crc = Manifest.checksum(withoutField: text)
+            guard crc.map({ Int($0) == stored }) ?? false else {
+                throw bad(
+                    "checksum mismatch (crc32c \(crc.map(String.init) ?? "unreadable"), the manifest says \(stored)); "
+                        + "the manifest is corrupt")
+            }
         }
         func int(_ k: String, _ v: JSONValue? = nil) throws -> Int {
             guard let i = (v ?? j[k])?.intValue, i >= 0 else { throw bad("missing or bad '\(k)'") }

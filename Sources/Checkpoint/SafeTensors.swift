@@ -163,6 +163,13 @@ public final class SafeTensorsFile {
                 }
                 entries[name] = try SafeTensorsFile.entry(name, v, dataSize: fileSize - dataStart, path: path)
             }
+            // The format indexes the whole data buffer: bytes past the last tensor are not ours.
+            let end = entries.values.map(\.end).max() ?? 0
+            if end < fileSize - dataStart {
+                throw CheckpointError(
+                    "\(path): \(fileSize - dataStart - end) bytes after the last tensor's data; the file is corrupt "
+                        + "or was appended to")
+            }
             self.entries = entries
             metadata = meta
         } catch {

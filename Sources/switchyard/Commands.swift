@@ -16,7 +16,11 @@ enum Commands {
                     + "(default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
             OptionSpec(
                 ["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
-            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)")
+            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)"),
+            OptionSpec(
+                ["--check"],
+                "validate the job, its data, the layout at this world size and the memory estimate; print the "
+                    + "estimate and exit (nothing written)")
         ],
         details: jobKeysHelp + """
 

@@ -4,6 +4,8 @@ import Checkpoint
 import Comm
 import CommMPI
 import Foundation
+import Model
+import Placement
 import Tensor
 import Training
 
@@ -17,6 +19,7 @@ enum TrainCommand {
         CollectiveWatchdog.shared.configure(
             rank: world.rank, collectiveSeconds: defaults.collectiveSeconds, firstStepSeconds: defaults.firstStepSeconds
         )
+        if args.flags.contains("--check") { return check(args, world: world) }
         guard let prepared = prepare(args, world: world) else {
             MPICommunicator.finalize()
             return 1
@@ -55,17 +58,52 @@ enum TrainCommand {
         var prepared: (job: Job, data: TokenData, log: RunLog?)? = nil
         var failure: String? = nil
         do {
-            let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
-            let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-            let layout = try Trainer.validate(job: job, data: data, world: world.size)
-            let estimate = Trainer.memoryEstimate(
-                job: job, world: world.size, tp: layout.tp, plan: layout.plan, threads: Parallel.threads)
-            try Trainer.checkMemory(estimate, ranksOnNode: Runtime.ranksOnNode, available: NodeMemory.available())
+            let (job, data, _, _) = try validated(args, world: world)
             prepared = (job, data, world.rank == 0 ? try RunLog(job: job) : nil)
         } catch {
             failure = "\(error)"
         }
         return Runtime.everyRankSucceeded(failure, world: world) ? prepared : nil
+    }
+
+    /// The job and data, checked against the world size and the node's memory; nothing written.
+    static func validated(_ args: ParsedArgs, world: MPICommunicator) throws -> (
+        Job, TokenData, (dp: Int, tp: Int, plan: PlacementPlan), MemoryEstimate
+    ) {
+        let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+        let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+        let layout = try Trainer.validate(job: job, data: data, world: world.size)
+        let estimate = Trainer.memoryEstimate(
+            job: job, world: world.size, tp: layout.tp, plan: layout.plan, threads: Parallel.threads)
+        try Trainer.checkMemory(estimate, ranksOnNode: Runtime.ranksOnNode, available: NodeMemory.available())
+        return (job, data, layout, estimate)
+    }
+
+    /// train --check: every check of start-up on every rank, agreed on; exit 0 and one line when
+    /// all pass, else the error and exit 1.
+    static func check(_ args: ParsedArgs, world: MPICommunicator) -> Int32 {
+        var line: String? = nil, failure: String? = nil
+        do {
+            let (job, _, layout, estimate) = try validated(args, world: world)
+            line = checkLine(job, layout: layout, estimate: estimate, world: world.size)
+        } catch {
+            failure = "\(error)"
+        }
+        let ok = Runtime.everyRankSucceeded(failure, world: world)
+        if ok, world.rank == 0, let line { say(line) }
+        MPICommunicator.finalize()
+        return ok ? 0 : 1
+    }
+
+    /// What `train --check` prints for a job that passed every check.
+    static func checkLine(
+        _ job: Job, layout: (dp: Int, tp: Int, plan: PlacementPlan), estimate e: MemoryEstimate, world: Int
+    ) -> String {
+        String(
+            format: "switchyard: %@ is valid at world %d (dp %d x tp %d): %d parameters, about %.2f GB per rank "
+                + "(state %.2f, activations %.2f, checkpoint snapshot %.2f); run directory %@",
+            job.name as NSString, world, layout.dp, layout.tp, job.model.totalParams, e.totalBytes / 1e9,
+            e.stateBytes / 1e9, e.activationBytes / 1e9, e.checkpointBytes / 1e9, job.runDirectory as NSString)
     }
 
     /// Starting over never deletes work: earlier checkpoints are moved aside.

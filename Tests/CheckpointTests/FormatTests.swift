@@ -91,6 +91,7 @@ final class FormatTests: XCTestCase {
         )
         damaged("dtype", withHeader(#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#), "is not F32")
         damaged("shape", withHeader(#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#), "needs 12 bytes")
+        damaged("appended", good + Data([1, 2, 3]), "3 bytes after the last tensor's data")
     }
 
     func testManifestRoundTripAndErrors() throws {
@@ -105,19 +106,34 @@ final class FormatTests: XCTestCase {
                         SliceRecord(file: "rank-00001.safetensors", key: "w", ranges: [[2, 4], [0, 2]], crc32c: 9)
                     ])
             ])
-        XCTAssertEqual(try Manifest.parse(Array(m.json.compact.utf8), path: "m"), m)
+        XCTAssertEqual(try Manifest.parse(m.bytes, path: "m"), m)
         XCTAssertThrowsError(try Manifest.parse(Array("{".utf8), path: "m.json")) {
             XCTAssertTrue("\($0)".contains("m.json: not valid JSON"), "\($0)")
         }
-        var j = m.json.compact.replacingOccurrences(of: "\"format\":1", with: "\"format\":9")
+        // Format 2 carries its checksum: any change to the text, or a missing checksum, is corruption.
+        let text = String(decoding: m.bytes, as: UTF8.self)
+        XCTAssertTrue(text.hasSuffix(",\"manifestCrc32c\":\(CRC32C.checksum(Array(m.json.compact.utf8)))}"), text)
+        for (edit, says) in [
+            (text.replacingOccurrences(of: "\"createdAt\":1", with: "\"createdAt\":2"), "checksum mismatch"),
+            (text.replacingOccurrences(of: "\"name\":\"x\"", with: "\"name\":\"y\""), "checksum mismatch"),
+            (m.json.compact, "no manifestCrc32c")
+        ] {
+            XCTAssertThrowsError(try Manifest.parse(Array(edit.utf8), path: "m.json")) {
+                XCTAssertTrue("\($0)".contains(says) && "\($0)".contains("corrupt"), "\($0)")
+            }
+        }
+        // Format 1 (no checksum) is still read; its fields are checked as before.
+        let v1 = m.json.compact.replacingOccurrences(of: "\"format\":2", with: "\"format\":1")
+        XCTAssertEqual(try Manifest.parse(Array(v1.utf8), path: "m"), m)
+        var j = v1.replacingOccurrences(of: "\"format\":1", with: "\"format\":9")
         XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
             XCTAssertTrue("\($0)".contains("format version 9"), "\($0)")
         }
-        j = m.json.compact.replacingOccurrences(of: "[[2,4],[0,2]]", with: "[[2,5],[0,2]]")
+        j = v1.replacingOccurrences(of: "[[2,4],[0,2]]", with: "[[2,5],[0,2]]")
         XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
             XCTAssertTrue("\($0)".contains("outside dimension 0"), "\($0)")
         }
-        j = m.json.compact.replacingOccurrences(of: "rank-00001.safetensors", with: "../etc/passwd")
+        j = v1.replacingOccurrences(of: "rank-00001.safetensors", with: "../etc/passwd")
         XCTAssertThrowsError(try Manifest.parse(Array(j.utf8), path: "m.json")) {
             XCTAssertTrue("\($0)".contains("bad slice file"), "\($0)")
         }

@@ -204,8 +204,7 @@ final class MultiNodeTests: XCTestCase {
         let last = try Self.lastLaunch(log)
         XCTAssertEqual(last.restarts.count, 1)
         XCTAssertEqual(last.losses.keys.max(), 49, "the relaunch completed the run")
-        print(
-            "cut link: job ended \(String(format: "%.1f", detect)) s after the cut (deadline 5 s); resumed and completed"
-        )
+        let seconds = String(format: "%.1f", detect)
+        print("cut link: job ended \(seconds) s after the cut (deadline 5 s); resumed and completed")
     }
 }
