@@ -298,70 +298,63 @@ def two_nodes(tmp, name, supervise, steps, *sets):
     return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
-def cut_link(tmp):
-    row = Row("a cut link between 2 netns nodes", "ends within deadline + 10 s; resumes with the link back")
+def on_two_nodes(tmp, row, name, supervise, sets, inject, restore=None):
+    """A supervised 4-rank run on two netns nodes: `inject` after step 25, `restore` once the
+    job has ended; fills row (detect = fault to the job's end). Returns the newest launch's events."""
     if subprocess.run([NETNS, "check"], capture_output=True).returncode != 0:
         row.note = "skipped: no network namespaces here"
-        return row
+        return None
     subprocess.run([NETNS, "up", "2"], check=True, capture_output=True)
     try:
-        p = two_nodes(tmp, "cut", ["--backoff", "8"], 60, "checkpoint.every=10", "timeouts.collectiveSeconds=5")
-        wait_for_step(tmp, "cut", 25, timeout=240)
-        before = last_step(tmp, "cut")
-        subprocess.run(["ip", "-n", "sy-node1", "link", "set", "syv1", "down"], check=True)
+        p = two_nodes(tmp, name, supervise, 60, *sets)
+        wait_for_step(tmp, name, 25, timeout=240)
+        before = last_step(tmp, name)
+        inject()
         hit = time.time()
         row.injected = 1
-        while "restarting in" not in open(os.path.join(tmp, "cut.out")).read() and time.time() - hit < 60:
+        while "restarting in" not in open(os.path.join(tmp, name + ".out")).read() and time.time() - hit < 60:
             time.sleep(0.05)
         row.detect.append(time.time() - hit)
-        subprocess.run(["ip", "-n", "sy-node1", "link", "set", "syv1", "up"], check=True)
+        if restore:
+            restore()
         p.wait(timeout=300)
-        resumed = (launch_log(tmp, "cut")[0].get("resumedFrom") or {}).get("step", 0)
-        row.lost.append(before + 1 - resumed)
-        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, "cut"))
+        launch = launch_log(tmp, name)
+        row.lost.append(before + 1 - (launch[0].get("resumedFrom") or {}).get("step", 0))
+        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch)
         if p.returncode == 0 and done:
             row.recovered = 1
         else:
             row.fail(f"supervise exit {p.returncode}, completed {done}")
-        if row.detect[-1] > 15:
-            row.fail(f"the job ended {row.detect[-1]:.1f} s after the cut")
+        return launch
     finally:
         subprocess.run([NETNS, "down"], capture_output=True)
+
+
+def cut_link(tmp):
+    row = Row("a cut link between 2 netns nodes", "ends within deadline + 10 s; resumes with the link back")
+    link = ["ip", "-n", "sy-node1", "link", "set", "syv1"]
+    on_two_nodes(tmp, row, "cut", ["--backoff", "8"], ["checkpoint.every=10", "timeouts.collectiveSeconds=5"],
+                 lambda: subprocess.run(link + ["down"], check=True),
+                 lambda: subprocess.run(link + ["up"], check=True))
+    if row.detect and row.detect[-1] > 15:
+        row.fail(f"the job ended {row.detect[-1]:.1f} s after the cut")
     return row
 
 
 def node_lost(tmp):
     row = Row("a node lost for good (4 ranks on 2 netns nodes)", "supervise --min-ranks 2 relaunches at world 2")
-    if subprocess.run([NETNS, "check"], capture_output=True).returncode != 0:
-        row.note = "skipped: no network namespaces here"
-        return row
-    subprocess.run([NETNS, "up", "2"], check=True, capture_output=True)
-    try:
-        p = two_nodes(tmp, "lost", ["--min-ranks", "2", "--backoff", "1", "--probe-timeout", "20"], 60,
-                      "checkpoint.every=10", "timeouts.collectiveSeconds=10")
-        wait_for_step(tmp, "lost", 25, timeout=240)
-        before = last_step(tmp, "lost")
-        pids = subprocess.run(["ip", "netns", "pids", "sy-node1"], capture_output=True, text=True).stdout.split()
-        for pid in pids:
+
+    def kill_node():
+        for pid in subprocess.run(["ip", "netns", "pids", "sy-node1"], capture_output=True, text=True).stdout.split():
             os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", "sy-node1"], check=True)
-        hit = time.time()
-        row.injected = 1
-        while "restarting in" not in open(os.path.join(tmp, "lost.out")).read() and time.time() - hit < 60:
-            time.sleep(0.05)
-        row.detect.append(time.time() - hit)
-        p.wait(timeout=300)
-        first = launch_log(tmp, "lost")[0]
-        resumed = (first.get("resumedFrom") or {}).get("step", 0)
-        row.lost.append(before + 1 - resumed)
-        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, "lost"))
-        if p.returncode == 0 and done and first.get("world") == 2:
-            row.recovered = 1
-            row.note = "relaunched at world 2 on sy-node0"
-        else:
-            row.fail(f"supervise exit {p.returncode}, completed {done}, world {first.get('world')}")
-    finally:
-        subprocess.run([NETNS, "down"], capture_output=True)
+
+    launch = on_two_nodes(tmp, row, "lost", ["--min-ranks", "2", "--backoff", "1", "--probe-timeout", "20"],
+                          ["checkpoint.every=10", "timeouts.collectiveSeconds=10"], kill_node)
+    if launch and launch[0].get("world") != 2:
+        row.fail(f"relaunched at world {launch[0].get('world')}, not 2")
+    elif launch:
+        row.note = "relaunched at world 2 on sy-node0"
     return row
 
 

@@ -82,16 +82,23 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public func validate() throws {
         func fail(_ f: String, _ m: String) -> ModelConfigError { ModelConfigError(field: f, message: m) }
         if vocabSize < 2 || vocabSize > 65536 { throw fail("vocabSize", "must be in 2...65536, got \(vocabSize)") }
-        if seqLen < 1 { throw fail("seqLen", "must be >= 1, got \(seqLen)") }
-        if nLayer < 1 { throw fail("nLayer", "must be >= 1, got \(nLayer)") }
-        if nEmbd < 1 { throw fail("nEmbd", "must be >= 1, got \(nEmbd)") }
-        if nHead < 1 { throw fail("nHead", "must be >= 1, got \(nHead)") }
+        // Upper bounds keep every count below Int overflow and every per-layer table small before
+        // the memory pre-check sizes the model (which rejects what a node cannot hold).
+        if seqLen < 1 || seqLen > 1 << 24 { throw fail("seqLen", "must be in 1...\(1 << 24), got \(seqLen)") }
+        if nLayer < 1 || nLayer > 65536 { throw fail("nLayer", "must be in 1...65536, got \(nLayer)") }
+        if nEmbd < 1 || nEmbd > 1 << 31 { throw fail("nEmbd", "must be in 1...\(1 << 31), got \(nEmbd)") }
+        if nHead < 1 || nHead > 65536 { throw fail("nHead", "must be in 1...65536, got \(nHead)") }
         if nEmbd % nHead != 0 {
             throw fail("nEmbd", "\(nEmbd) is not divisible by model.nHead = \(nHead); choose C = H x head size")
         }
-        if ffHidden < 1 { throw fail("ffHidden", "must be >= 1, got \(ffHidden)") }
+        if ffHidden < 1 || ffHidden > 1 << 31 { throw fail("ffHidden", "must be in 1...\(1 << 31), got \(ffHidden)") }
         if moeEvery < 0 { throw fail("moeEvery", "must be >= 0 (0 = no MoE blocks), got \(moeEvery)") }
-        if nExpert < 1 { throw fail("nExpert", "must be >= 1, got \(nExpert)") }
+        if nExpert < 1 || nExpert > 65536 { throw fail("nExpert", "must be in 1...65536, got \(nExpert)") }
+        if nLayer * nExpert > 1 << 20 {
+            throw fail(
+                "nExpert", "\(nExpert) experts x model.nLayer = \(nLayer) blocks exceeds \(1 << 20) (expert placements)"
+            )
+        }
         if topK < 1 { throw fail("topK", "must be >= 1, got \(topK)") }
         if topK > nExpert {
             throw fail("topK", "\(topK) exceeds model.nExpert = \(nExpert); k experts must exist to choose from")
@@ -101,7 +108,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         }
         if ffn != "gelu" && ffn != "swiglu" { throw fail("ffn", "must be \"gelu\" or \"swiglu\", got \"\(ffn)\"") }
         if !(ropeTheta > 1) || !ropeTheta.isFinite { throw fail("ropeTheta", "must be a number > 1, got \(ropeTheta)") }
-        if nSharedExperts < 0 { throw fail("nSharedExperts", "must be >= 0, got \(nSharedExperts)") }
+        if nSharedExperts < 0 || nSharedExperts > 65536 {
+            throw fail("nSharedExperts", "must be in 0...65536, got \(nSharedExperts)")
+        }
         if router != "learned" && router != "random" {
             throw fail("router", "must be \"learned\" or \"random\", got \"\(router)\"")
         }

@@ -190,8 +190,12 @@ extension Job {
     /// The optimisation keys (train.*) but the routing skew.
     func validateTrain() throws {
         let t = train
-        if t.steps < 1 { throw JobError(key: "train.steps", "must be >= 1, got \(t.steps)") }
-        if t.batchSize < 1 { throw JobError(key: "train.batchSize", "must be >= 1, got \(t.batchSize)") }
+        if t.steps < 1 || t.steps > 1 << 40 {
+            throw JobError(key: "train.steps", "must be in 1...\(1 << 40), got \(t.steps)")
+        }
+        if t.batchSize < 1 || t.batchSize > 1 << 24 {
+            throw JobError(key: "train.batchSize", "must be in 1...\(1 << 24), got \(t.batchSize)")
+        }
         if t.microBatches < 1 { throw JobError(key: "train.microBatches", "must be >= 1, got \(t.microBatches)") }
         if Recompute(rawValue: t.recompute) == nil {
             throw JobError(key: "train.recompute", "must be none, attention or block, got \"\(t.recompute)\"")
@@ -219,7 +223,9 @@ extension Job {
         if t.evalEvery < 0 {
             throw JobError(key: "train.evalEvery", "must be >= 0 (0 disables eval), got \(t.evalEvery)")
         }
-        if t.evalWindows < 1 { throw JobError(key: "train.evalWindows", "must be >= 1, got \(t.evalWindows)") }
+        if t.evalWindows < 1 || t.evalWindows > 1 << 24 {
+            throw JobError(key: "train.evalWindows", "must be in 1...\(1 << 24), got \(t.evalWindows)")
+        }
         if !(t.peakGflops >= 0) {
             throw JobError(key: "train.peakGflops", "must be >= 0 (0 measures at start), got \(t.peakGflops)")
         }
@@ -238,8 +244,9 @@ extension Job {
         if !(train.stragglerRatio >= 0 && train.stragglerRatio.isFinite) {
             throw JobError(key: "train.stragglerRatio", "must be >= 0 (0: off), got \(train.stragglerRatio)")
         }
-        if train.stragglerWindow < 1 {
-            throw JobError(key: "train.stragglerWindow", "must be >= 1 step, got \(train.stragglerWindow)")
+        if train.stragglerWindow < 1 || train.stragglerWindow > 1 << 20 {
+            throw JobError(
+                key: "train.stragglerWindow", "must be in 1...\(1 << 20) steps, got \(train.stragglerWindow)")
         }
         for (key, v) in [
             ("timeouts.collectiveSeconds", timeouts.collectiveSeconds),

@@ -27,7 +27,8 @@ enum SuperviseCommand {
             supervise reads its JOB and --set to find the run directory. A command that ends 0 ends
             supervision with 0; one that ends non-zero is restarted after the backoff, unless it ended
             --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
-            SIGTERM/SIGINT are forwarded to the command, and supervision ends with its exit status.
+            SIGTERM/SIGINT are forwarded to the command, and supervision ends with its exit status (0 when
+            the run's log shows it saved its last step and ended by the signal, whatever mpirun returned).
 
             With --min-ranks M the command must be mpirun --hostfile FILE ... -np N ...: before each
             restart every host of FILE is probed (mpirun with the command's options, --host H -np 1 true);
@@ -65,6 +66,12 @@ enum SuperviseCommand {
             let before = newestCheckpointStep(runDir)
             let status = try signals.run(command)
             if signals.received {
+                // mpirun reports a job it forwarded SIGTERM to as failed even when every rank
+                // finished its step and saved: the run's own end event says whether it stopped cleanly.
+                if let saved = cleanStop(runDir) {
+                    say("switchyard supervise: stopped by signal; the run saved step \(saved) and ended cleanly")
+                    return 0
+                }
                 say("switchyard supervise: stopped by signal; the command ended with status \(status)")
                 return status
             }
@@ -136,6 +143,18 @@ enum SuperviseCommand {
             i += 1
         }
         return try Job.load(path: command[t + 1], overrides: sets).runDirectory
+    }
+
+    /// The checkpoint step of a launch that ended by a signal after its final save: the log's
+    /// last events are that save and an `end` event with reason "signal" (nil otherwise).
+    static func cleanStop(_ runDir: String) -> Int? {
+        guard let text = try? String(contentsOfFile: runDir + "/log.jsonl", encoding: .utf8) else { return nil }
+        let events = text.split(separator: "\n").suffix(4).compactMap { try? JSONValue.parse(String($0)) }
+        guard let end = events.last, end["event"]?.stringValue == "end", end["reason"]?.stringValue == "signal",
+            let last = end["step"]?.intValue,
+            events.contains(where: { $0["event"]?.stringValue == "checkpoint" && $0["step"]?.intValue == last + 1 })
+        else { return nil }
+        return last + 1
     }
 
     /// The step of the newest complete checkpoint of the run (-1: none).

@@ -94,7 +94,7 @@ final class CLITests: XCTestCase {
                 "the job needs about"
             ),
             (
-                ["train", tiny, "--set", "model.ffHidden=4000000000", "--set", "data.path=\(fortunes)"],
+                ["train", tiny, "--set", "model.ffHidden=2000000000", "--set", "data.path=\(fortunes)"],
                 "but the node offers"
             )
         ]
@@ -107,5 +107,25 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(c.expect), "\(c.args): '\(r.stderr)' lacks '\(c.expect)'")
             XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), r.stderr)
         }
+    }
+
+    /// train --check: every start-up check, one line with the estimate, nothing written; a bad job
+    /// is the usual one-line error; under mpirun the layout is checked at that world size.
+    func testTrainCheckValidatesWithoutWriting() throws {
+        let ws = Workspace()
+        let args = ws.tinyArgs(steps: 5) + ["--check"]
+        let ok = try Harness.switchyard(args, cwd: ws.dir)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("tiny is valid at world 1 (dp 1 x tp 1)"), ok.stdout)
+        XCTAssertTrue(ok.stdout.contains("GB per rank"), ok.stdout)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: ws.dir + "/runs/tiny"), "--check writes nothing")
+        let two = try Harness.mpi(2, args + ["--set", "layout.tp=2"], cwd: ws.dir)
+        XCTAssertEqual(two.status, 0, two.stderr)
+        XCTAssertTrue(two.stdout.contains("valid at world 2 (dp 1 x tp 2)"), two.stdout)
+        XCTAssertEqual(two.stdout.split(separator: "\n").count, 1, "one line from rank 0: \(two.stdout)")
+        let bad = try Harness.mpi(2, args + ["--set", "layout.tp=3"], cwd: ws.dir)
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("layout.tp"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: ws.dir + "/runs/tiny"))
     }
 }

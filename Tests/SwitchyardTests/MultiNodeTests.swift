@@ -83,6 +83,29 @@ final class MultiNodeTests: XCTestCase {
         ]
     }
 
+    /// Two netns nodes up (the caller takes them down): the netns script and mpirun; skips where
+    /// namespaces or mpirun are missing.
+    static func twoNodes(_ test: String) throws -> (netns: String, mpirun: String) {
+        let netns = Harness.root + "/cluster/netns"
+        guard try Harness.run(netns, ["check"], timeout: 30).status == 0 else {
+            throw XCTSkip("network namespaces are unavailable here (needs root and iproute2); \(test) test skipped")
+        }
+        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
+        XCTAssertEqual(try Harness.run(netns, ["up", "2"], timeout: 60).status, 0)
+        return (netns, mpirun)
+    }
+
+    /// Starts `command` on node 0 with stdout and stderr into a file; the process and the file.
+    static func startOnNode0(_ netns: String, _ command: [String], cwd: String) throws -> (Process, String) {
+        let p = Harness.process(netns, ["run", "--"] + command, cwd: cwd)
+        let out = cwd + "/supervise.out"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        p.standardError = p.standardOutput
+        try p.run()
+        return (p, out)
+    }
+
     /// Losses of the step events after the last start event of a run's log (the last launch).
     static func lastLaunch(_ log: String) throws -> (start: JSONValue, losses: [Int: UInt32], restarts: [JSONValue]) {
         let events = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap {
@@ -101,12 +124,7 @@ final class MultiNodeTests: XCTestCase {
     /// world 2 on node 0 (the checkpoint reshards: dp 2 x tp 2 -> dp 1 x tp 2), and the run
     /// completes; its losses after the restart equal a world-2 resume from the same checkpoint bitwise.
     func testElasticRelaunchOnTheRemainingNode() throws {
-        let netns = Harness.root + "/cluster/netns"
-        guard try Harness.run(netns, ["check"], timeout: 30).status == 0 else {
-            throw XCTSkip("network namespaces are unavailable here (needs root and iproute2); elastic test skipped")
-        }
-        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
-        XCTAssertEqual(try Harness.run(netns, ["up", "2"], timeout: 60).status, 0)
+        let (netns, mpirun) = try Self.twoNodes("elastic")
         defer { _ = try? Harness.run(netns, ["down"], timeout: 60) }
         let ws = Workspace()
         let options = [
@@ -117,12 +135,7 @@ final class MultiNodeTests: XCTestCase {
         let command =
             [Harness.binary, "supervise", "--min-ranks", "2", "--backoff", "1", "--probe-timeout", "20", "--"]
             + Self.mpirunOver(Harness.root + "/cluster/netns.hostfile", np: 4, mpirun) + train
-        let p = Harness.process(netns, ["run", "--"] + command, cwd: ws.dir)
-        let out = ws.dir + "/supervise.out"
-        _ = FileManager.default.createFile(atPath: out, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        p.standardError = p.standardOutput
-        try p.run()
+        let (p, out) = try Self.startOnNode0(netns, command, cwd: ws.dir)
         let log = ws.dir + "/runs/elastic/log.jsonl"
         XCTAssertTrue(Harness.waitUntil(seconds: 240) { Harness.file(log, contains: "\"step\":25,") }, "step 25")
         // Node 1 dies for good: everything in its namespace is killed, and the namespace is gone.
@@ -162,12 +175,7 @@ final class MultiNodeTests: XCTestCase {
     /// after its grace, so the job ends within deadline + 10 s. With the link back, supervise's
     /// relaunch resumes from the newest checkpoint and the run completes.
     func testCutLinkEndsTheJobAtTheDeadlineAndSuperviseResumes() throws {
-        let netns = Harness.root + "/cluster/netns"
-        guard try Harness.run(netns, ["check"], timeout: 30).status == 0 else {
-            throw XCTSkip("network namespaces are unavailable here (needs root and iproute2); cut-link test skipped")
-        }
-        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
-        XCTAssertEqual(try Harness.run(netns, ["up", "2"], timeout: 60).status, 0)
+        let (netns, mpirun) = try Self.twoNodes("cut-link")
         defer { _ = try? Harness.run(netns, ["down"], timeout: 60) }
         let ws = Workspace()
         let train = ws.tinyArgs(
@@ -179,12 +187,7 @@ final class MultiNodeTests: XCTestCase {
         let command =
             [Harness.binary, "supervise", "--backoff", "8", "--"]
             + Self.mpirunOver(Harness.root + "/cluster/netns.hostfile", np: 4, mpirun) + train
-        let p = Harness.process(netns, ["run", "--"] + command, cwd: ws.dir)
-        let out = ws.dir + "/supervise.out"
-        _ = FileManager.default.createFile(atPath: out, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        p.standardError = p.standardOutput
-        try p.run()
+        let (p, out) = try Self.startOnNode0(netns, command, cwd: ws.dir)
         let log = ws.dir + "/runs/cut/log.jsonl"
         XCTAssertTrue(Harness.waitUntil(seconds: 240) { Harness.file(log, contains: "\"step\":25,") }, "step 25")
         let ip = "/usr/sbin/ip"

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import XCTest
 
 /// `switchyard supervise` against real train processes.
@@ -58,5 +59,35 @@ final class SuperviseTests: XCTestCase {
         let noTrain = try Harness.switchyard(["supervise", "--", "/bin/true"])
         XCTAssertEqual(noTrain.status, 64)
         XCTAssertTrue(noTrain.stderr.contains("must contain 'train JOB'"), noTrain.stderr)
+    }
+
+    /// SIGTERM to supervise under real mpirun: it reaches the ranks, they finish their step and
+    /// save (no step of work lost), and supervise ends 0 although mpirun reports the signal.
+    func testSigtermUnderMpirunSavesTheLastStepAndEndsZero() throws {
+        guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
+        let ws = Workspace()
+        let p = Harness.process(
+            Harness.binary,
+            ["supervise", "--backoff", "0", "--", mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
+                + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=1000"]), cwd: ws.dir)
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let log = "\(ws.dir)/runs/tiny/log.jsonl"
+        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":30,") })
+        kill(p.processIdentifier, SIGTERM)
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, output)
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        let end = text.split(separator: "\n").last { $0.contains("\"event\":\"end\"") }
+        XCTAssertTrue(end?.contains("\"reason\":\"signal\"") ?? false, "\(end ?? "no end event")")
+        guard let last = text.split(separator: "\n").last(where: { $0.contains("\"event\":\"step\"") }),
+            let step = (try? JSONValue.parse(String(last)))?["step"]?.intValue
+        else { return XCTFail("no step event") }
+        let saved = "\(ws.dir)/runs/tiny/checkpoints/step-" + String(format: "%09d", step + 1) + "/manifest.json"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: saved), "step \(step) saved: no work lost")
+        XCTAssertTrue(output.contains("saved step \(step + 1) and ended cleanly"), output)
     }
 }

@@ -74,6 +74,13 @@ final class JobTests: XCTestCase {
         assertJobError(
             "{\(base), \"model\": {\"nExpert\": 2, \"topK\": 3}}", key: "model.topK", contains: "exceeds model.nExpert")
         assertJobError("{\(base), \"model\": {\"topK\": 0}}", key: "model.topK", contains: ">= 1")
+        // Found by ops/fuzz.py: nLayer = 2^63 - 1 passed validation and crashed counting its MoE blocks.
+        assertJobError(
+            "{\(base), \"model\": {\"nLayer\": 9223372036854775807}}", key: "model.nLayer", contains: "1...65536")
+        assertJobError(
+            "{\(base), \"model\": {\"nLayer\": 4096, \"nExpert\": 4096}}", key: "model.nExpert",
+            contains: "expert placements")
+        assertJobError("{\(base), \"train\": {\"steps\": 9223372036854775807}}", key: "train.steps", contains: "1...")
         assertJobError(
             "{\(base), \"model\": {\"nExpert\": 1, \"topK\": 2}}", key: "model.topK", contains: "exceeds model.nExpert")
         assertJobError("{\(base), \"train\": {\"minLr\": 1}}", key: "train.minLr", contains: "train.lr")
