@@ -61,7 +61,7 @@ extension Trainer {
     {
         let dp = world / tp
         var model = job.model
-        model.topK = job.topKSchedule.maxK  // the MoE's buffers serve the most experts per token
+        model.topK = max(model.topK, job.topKSchedule.maxK)  // the MoE's buffers serve the most experts per token
         return (0..<world).map { rank -> MemoryEstimate in
             MemoryEstimate.perRank(
                 config: model, tp: tp, plan: plan, rank: rank,
