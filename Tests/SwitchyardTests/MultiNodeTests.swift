@@ -106,6 +106,17 @@ final class MultiNodeTests: XCTestCase {
         return (p, out)
     }
 
+    /// Waits for supervise to end (stopping it after `within` seconds), expects exit 0, and
+    /// returns what it printed.
+    static func finished(_ p: Process, _ out: String, within seconds: Double) -> String {
+        XCTAssertTrue(Harness.waitUntil(seconds: seconds) { !p.isRunning }, "supervise finishes")
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, said)
+        return said
+    }
+
     /// Losses of the step events after the last start event of a run's log (the last launch).
     static func lastLaunch(_ log: String) throws -> (start: JSONValue, losses: [Int: UInt32], restarts: [JSONValue]) {
         let events = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap {
@@ -143,11 +154,7 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertFalse(pids.isEmpty, "ranks run on node 1")
         for pid in pids.compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
         XCTAssertEqual(try Harness.run("/usr/sbin/ip", ["netns", "del", "sy-node1"]).status, 0)
-        XCTAssertTrue(Harness.waitUntil(seconds: 400) { !p.isRunning }, "supervise finishes")
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-        XCTAssertEqual(p.terminationStatus, 0, said)
+        let said = Self.finished(p, out, within: 400)
         XCTAssertTrue(said.contains("relaunching at world 2 on sy-node0; not answering: sy-node1"), said)
         let elastic = try Self.lastLaunch(log)
         XCTAssertEqual(elastic.restarts.last?["world"]?.intValue, 2)
@@ -198,11 +205,7 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(ended, "the job ended after the cut")
         XCTAssertLessThan(detect, 5 + 10, "ended \(detect) s after the cut (deadline 5 s)")
         XCTAssertEqual(try Harness.run(ip, ["-n", "sy-node1", "link", "set", "syv1", "up"]).status, 0)
-        XCTAssertTrue(Harness.waitUntil(seconds: 300) { !p.isRunning }, "supervise finishes")
-        if p.isRunning { p.terminate() }
-        p.waitUntilExit()
-        let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-        XCTAssertEqual(p.terminationStatus, 0, said)
+        let said = Self.finished(p, out, within: 300)
         XCTAssertTrue(said.contains("no progress from the other rank(s)"), said)
         let last = try Self.lastLaunch(log)
         XCTAssertEqual(last.restarts.count, 1)

@@ -13,10 +13,12 @@ final class SparseDesignCLITests: XCTestCase {
         "--set", "train.auxLossCoef=0"
     ]
 
-    func testMixtureOfHeadsAndSMoEDropoutUnderMpirunAndAtInference() throws {
+    /// Trains `options` for 30 steps at np 1, tp 2 (np 2) and dp 2 x tp 2 (np 4): the losses agree
+    /// within 1e-4 (relative) of np 1. Returns the workspace (runs "w1", "tp2", "dp2xtp2").
+    func assertLayoutsMatchUnderMpirun(_ options: [String]) throws -> Workspace {
         let ws = Workspace()
         func train(_ np: Int, _ name: String, _ extra: [String] = []) throws -> [UInt32] {
-            let args = ws.tinyArgs(steps: 30, extra: Self.options + ["--set", "name=\(name)"] + extra)
+            let args = ws.tinyArgs(steps: 30, extra: options + ["--set", "name=\(name)"] + extra)
             let r = try Harness.mpi(np, args, cwd: ws.dir, timeout: 240)
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             return try ws.lossBits(run: name)
@@ -28,8 +30,21 @@ final class SparseDesignCLITests: XCTestCase {
             let worst = zip(got, ref).map {
                 abs(Double(Float(bitPattern: $0) - Float(bitPattern: $1))) / Double(Float(bitPattern: $1))
             }.max()!
-            XCTAssertLessThan(worst, 1e-4, "\(name): max relative loss difference \(worst) vs np 1")
+            XCTAssertLessThan(worst, 1e-4, "\(options) \(name): max relative loss difference \(worst) vs np 1")
         }
+        return ws
+    }
+
+    /// Shared experts, aux-loss-free balancing and the router z-loss together under real mpirun.
+    func testSharedExpertsBiasAndZLossUnderMpirun() throws {
+        _ = try assertLayoutsMatchUnderMpirun([
+            "--set", "model.nSharedExperts=1", "--set", "train.routerBiasRate=0.001", "--set", "train.auxLossCoef=0",
+            "--set", "train.zLossCoef=0.01"
+        ])
+    }
+
+    func testMixtureOfHeadsAndSMoEDropoutUnderMpirunAndAtInference() throws {
+        let ws = try assertLayoutsMatchUnderMpirun(Self.options)
         let log = try String(contentsOfFile: ws.dir + "/runs/w1/log.jsonl", encoding: .utf8)
         let ks = log.split(separator: "\n").compactMap { try? JSONValue.parse(String($0)) }
             .filter { $0["event"]?.stringValue == "step" }.compactMap { $0["topK"]?.intValue }
