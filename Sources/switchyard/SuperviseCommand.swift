@@ -65,16 +65,7 @@ enum SuperviseCommand {
             attempt += 1
             let before = newestCheckpointStep(runDir)
             let status = try signals.run(command)
-            if signals.received {
-                // mpirun reports a job it forwarded SIGTERM to as failed even when every rank
-                // finished its step and saved: the run's own end event says whether it stopped cleanly.
-                if let saved = cleanStop(runDir) {
-                    say("switchyard supervise: stopped by signal; the run saved step \(saved) and ended cleanly")
-                    return 0
-                }
-                say("switchyard supervise: stopped by signal; the command ended with status \(status)")
-                return status
-            }
+            if signals.received { return stoppedBySignal(runDir, status: status) }
             if status == 0 {
                 say("switchyard supervise: the command completed (attempt \(attempt))")
                 return 0
@@ -94,20 +85,44 @@ enum SuperviseCommand {
                 + (after < 0 ? "step 0 (no checkpoint yet)" : "the checkpoint of step \(after)")
             say("switchyard supervise: " + message)
             if signals.sleep(backoff) { return status }
-            var event: [(String, JSONValue)] = [
-                ("event", "restart"), ("time", .number(Date().timeIntervalSince1970)), ("attempt", .integer(attempt)),
-                ("exitStatus", .integer(Int(status))), ("checkpointStep", after < 0 ? .null : .integer(after)),
-                ("message", .string(message))
-            ]
+            var plan: ElasticLaunch.Plan? = nil
             if let elastic {
-                guard let plan = relaunchPlan(elastic, &command, runDir: runDir) else { return 1 }
-                event += [
-                    ("world", .integer(plan.world)), ("hosts", .array(plan.hosts.map { JSONValue.string($0) })),
-                    ("lostHosts", .array(plan.lost.map { JSONValue.string($0) }))
-                ]
+                plan = relaunchPlan(elastic, &command, runDir: runDir)
+                if plan == nil { return 1 }
             }
-            appendEvent(runDir, .object(event))
+            appendEvent(
+                runDir, restartEvent(attempt: attempt, status: status, checkpoint: after, message: message, plan: plan))
         }
+    }
+
+    /// Supervision's end after SIGTERM/SIGINT: mpirun reports a job it forwarded the signal to as
+    /// failed even when every rank finished its step and saved, so the run's own end event says
+    /// whether it stopped cleanly (exit 0).
+    static func stoppedBySignal(_ runDir: String, status: Int32) -> Int32 {
+        if let saved = cleanStop(runDir) {
+            say("switchyard supervise: stopped by signal; the run saved step \(saved) and ended cleanly")
+            return 0
+        }
+        say("switchyard supervise: stopped by signal; the command ended with status \(status)")
+        return status
+    }
+
+    /// The `restart` event (with an elastic relaunch's world and hosts).
+    static func restartEvent(attempt: Int, status: Int32, checkpoint: Int, message: String, plan: ElasticLaunch.Plan?)
+        -> JSONValue
+    {
+        var event: [(String, JSONValue)] = [
+            ("event", "restart"), ("time", .number(Date().timeIntervalSince1970)), ("attempt", .integer(attempt)),
+            ("exitStatus", .integer(Int(status))), ("checkpointStep", checkpoint < 0 ? .null : .integer(checkpoint)),
+            ("message", .string(message))
+        ]
+        if let plan {
+            event += [
+                ("world", .integer(plan.world)), ("hosts", .array(plan.hosts.map { JSONValue.string($0) })),
+                ("lostHosts", .array(plan.lost.map { JSONValue.string($0) }))
+            ]
+        }
+        return .object(event)
     }
 
     /// The elastic relaunch on the hosts that answer (the command rewritten), or nil after
