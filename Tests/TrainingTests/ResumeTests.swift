@@ -129,16 +129,19 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(straight.state["router.selectionBias"]?.contains { $0 != 0 } ?? false, "biases moved and saved")
     }
 
-    /// Mixture-of-Head attention (its head routers saved with their moments) and SMoE-Dropout's
-    /// random router with a topK schedule (k is a function of the step) resume bitwise.
+    /// Mixture-of-Head attention (its head routers saved with their moments), SMoE-Dropout's
+    /// random router with a topK schedule (k is a function of the step), a shared expert and the
+    /// router z-loss, all in one job, resume bitwise.
     func testMixtureOfHeadsAndTopKScheduleResumeBitwise() throws {
         let straight = try assertBitwiseResume(world: 2, "moh") {
             var j = $0
             j.model.attention = "moh"; j.model.mohSharedHeads = 1; j.model.mohActiveHeads = 2
             j.model.router = "random"; j.model.topK = 1; j.train.topKSchedule = "0:1,15:2,30:3"
+            j.model.nSharedExperts = 1; j.train.zLossCoef = 0.01  // and the other designs' state
             return j
         }
         XCTAssertNotNil(straight.state["optim.m.layers.1.attn.router.weight"])
+        XCTAssertNotNil(straight.state["optim.v.layers.2.moe.shared.0.w1.weight"])
     }
 
     /// shardOptimizer: resume bitwise at dp 2; resharded within 1e-5 from sharded dp 4 to plain
