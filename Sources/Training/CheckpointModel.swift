@@ -52,7 +52,7 @@ public enum CheckpointModel {
     /// `requested` (1...model.nExpert, else an error naming `option`), or by default the k its last
     /// step trained with (model.topK, or train.topKSchedule's k at that step).
     public static func expertsPerToken(_ requested: Int?, option: String, job: Job, step: Int) throws -> Int {
-        guard let k = requested else { return job.topKSchedule.k(at: max(0, step - 1)) }
+        guard let k = requested else { return job.trainedTopK(afterSteps: step) }
         guard k >= 1 && k <= job.model.nExpert else {
             throw CheckpointError(
                 "\(option) \(k): the model has model.nExpert = \(job.model.nExpert) experts per MoE block; "

@@ -116,6 +116,10 @@ public struct Job: Equatable, Sendable {
             ?? TopKSchedule(fixed: model.topK)
     }
 
+    /// Experts per token of the last step a checkpoint written after `steps` steps trained with
+    /// (model.topK, or train.topKSchedule's k there): inference's default and the HF export's.
+    public func trainedTopK(afterSteps steps: Int) -> Int { topKSchedule.k(at: max(0, steps - 1)) }
+
     /// The run directory, `<runsDir>/<name>`.
     public var runDirectory: String { runsDir.hasSuffix("/") ? runsDir + name : runsDir + "/" + name }
 }

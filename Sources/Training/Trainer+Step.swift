@@ -69,7 +69,7 @@ extension Trainer {
         ctx.stats = CommStats()
         let lr = schedule.lr(at: step)
         model.store.grads.zero()
-        model.activeTopK = job.topKSchedule.k(at: step)
+        model.activeTopK = topKSchedule.k(at: step)
         let routing = try microBatches(step)
         if step == job.train.testNaNStep && ctx.mesh.rank == job.train.testNaNRank { model.store.grads[0] = .nan }
         let tClip = monotonicSeconds()

@@ -71,6 +71,8 @@ public final class Trainer {
 
     /// Aux-loss-free balancing's selection biases (train.routerBiasRate > 0), else nil.
     public let routerBias: RouterBias?
+    /// Experts per token by step (train.topKSchedule, parsed once).
+    let topKSchedule: TopKSchedule
 
     /// Called after every applied step with its index (benchmarks use it to skip warmup).
     public var onStepEnd: ((Int) -> Void)?
@@ -139,6 +141,7 @@ public final class Trainer {
         let mine = Trainer.samples(dpIndex: ctx.mesh.dpIndex, dp: dp, batch: job.train.batchSize)
         sampleStart = mine.lowerBound
         sampleEnd = mine.upperBound
+        topKSchedule = job.topKSchedule
         routerBias =
             job.train.routerBiasRate > 0
             ? RouterBias(layers: job.model.moeLayerCount, experts: job.model.nExpert) : nil
@@ -147,7 +150,7 @@ public final class Trainer {
             moe: MoEOptions(
                 capacityFactor: job.train.capacityFactor,
                 logitBias: job.train.routerSkewBias(experts: job.model.nExpert), selectionBias: routerBias),
-            recompute: Recompute(rawValue: job.train.recompute) ?? .none, maxTopK: job.topKSchedule.maxK)
+            recompute: Recompute(rawValue: job.train.recompute) ?? .none, maxTopK: topKSchedule.maxK)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
         adam = AdamWConfig(

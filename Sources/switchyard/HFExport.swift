@@ -64,7 +64,7 @@ enum HFExport {
 
     /// config.json for a checkpoint of `job` after `step` steps.
     static func config(_ job: Job, step: Int) -> JSONValue {
-        let m = job.model, k = job.topKSchedule.k(at: max(0, step - 1))
+        let m = job.model, k = job.trainedTopK(afterSteps: step)
         func n(_ x: Int) -> JSONValue { .integer(x) }
         return [
             "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": n(m.vocabSize),

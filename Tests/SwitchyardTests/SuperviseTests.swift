@@ -4,18 +4,22 @@ import XCTest
 
 /// `switchyard supervise` against real train processes.
 final class SuperviseTests: XCTestCase {
-    /// A train process killed (SIGKILL) after its first checkpoint is restarted, resumes from
-    /// that checkpoint and completes; supervise exits 0 and the log holds one restart event.
-    func testKilledTrainIsRestartedAndResumes() throws {
-        let ws = Workspace()
-        let p = Harness.process(
-            Harness.binary,
-            ["supervise", "--backoff", "0", "--", Harness.binary]
-                + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=20"]), cwd: ws.dir)
+    /// Starts `supervise --backoff 0 ARGS` in the workspace, its stdout in a pipe.
+    func supervise(_ args: [String], _ ws: Workspace) throws -> (Process, Pipe) {
+        let p = Harness.process(Harness.binary, ["supervise", "--backoff", "0"] + args, cwd: ws.dir)
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
+        return (p, out)
+    }
+
+    /// A train process killed (SIGKILL) after its first checkpoint is restarted, resumes from
+    /// that checkpoint and completes; supervise exits 0 and the log holds one restart event.
+    func testKilledTrainIsRestartedAndResumes() throws {
+        let ws = Workspace()
+        let (p, out) = try supervise(
+            ["--", Harness.binary] + ws.tinyArgs(steps: 400, extra: ["--set", "checkpoint.every=20"]), ws)
         let checkpoints = "\(ws.dir)/runs/tiny/checkpoints/step-000000020"
         Harness.waitUntil(seconds: 120) { FileManager.default.fileExists(atPath: checkpoints) }
         let children = try Harness.children(of: p.processIdentifier)
@@ -66,14 +70,9 @@ final class SuperviseTests: XCTestCase {
     func testSigtermUnderMpirunSavesTheLastStepAndEndsZero() throws {
         guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
         let ws = Workspace()
-        let p = Harness.process(
-            Harness.binary,
-            ["supervise", "--backoff", "0", "--", mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
-                + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=1000"]), cwd: ws.dir)
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let (p, out) = try supervise(
+            ["--", mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
+                + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=1000"]), ws)
         let log = "\(ws.dir)/runs/tiny/log.jsonl"
         XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":30,") })
         kill(p.processIdentifier, SIGTERM)
