@@ -5,6 +5,7 @@ happen, printed as one table: times injected, runs recovered, steps of work lost
 detect. Then the generated bad inputs of ops/fuzz.py. Standard library only; the release binary
 must be built (ops/test-faults builds it). Exit 0 when every row passes."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -53,11 +54,27 @@ def ranks_of(pid):
     return nested or kids
 
 
+def rank_of(pid):
+    """The MPI rank of a rank process, from the launcher's environment (-1 when unreadable)."""
+    try:
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return -1
+    rank = [v.split(b"=", 1)[1] for v in env if v.startswith(b"OMPI_COMM_WORLD_RANK=")]
+    return int(rank[0]) if rank else -1
+
+
+def names(text, rank):
+    """Whether a deadline message names `rank` as the one waited for."""
+    return re.search(rf"no progress from rank\(s\) ([0-9, ]*\b{rank}\b)", text) is not None
+
+
 def stopped_rank(tmp):
     p = subprocess.Popen(MPI + train_args(tmp, "stop", 100000, "checkpoint.every=0", "timeouts.collectiveSeconds=5"),
                          env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for_step(tmp, "stop", 20)
     victim = max(ranks_of(p.pid))
+    rank = rank_of(victim)
     os.kill(victim, signal.SIGSTOP)
     t0 = time.time()
     try:
@@ -67,8 +84,8 @@ def stopped_rank(tmp):
         p.kill()
         return False, "still running 60 s after the stop"
     took = time.time() - t0
-    ok = p.returncode != 0 and "no progress from the other rank(s)" in err and took < 30
-    return ok, f"exit {p.returncode} {took:.1f} s after SIGSTOP of one rank; message: {'yes' if 'no progress' in err else 'no'}"
+    ok = p.returncode != 0 and names(err, rank) and took < 30
+    return ok, f"exit {p.returncode} {took:.1f} s after SIGSTOP of rank {rank}; named: {'yes' if names(err, rank) else 'no'}"
 
 
 def straggler(tmp):
@@ -154,10 +171,11 @@ def final_crcs(tmp, name):
     return m["step"], sorted((t["name"], s["file"], s["crc32c"]) for t in m["tensors"] for s in t["slices"])
 
 
-def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None, deadline=None):
+def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None, deadline=None, named=False):
     """A supervised run of `steps` steps with `faults` injections of `signal_kind` into a random
     rank at random steps (seeded); fills `row`. With `reference`, the final checkpoint must equal
-    it bitwise (parameters and moments, through the manifest's checksums)."""
+    it bitwise (parameters and moments, through the manifest's checksums). With `named`, each
+    job's deadline message must name the rank hit."""
     rng = random.Random(f"faults-{name}")
     out_path = os.path.join(tmp, name + ".out")
     out = open(out_path, "w")
@@ -175,7 +193,9 @@ def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None
         if not victims or p.poll() is not None:
             row.fail(f"no ranks to hit at fault {k + 1}")
             break
-        os.kill(rng.choice(victims), signal_kind)
+        victim = rng.choice(victims)
+        rank = rank_of(victim)
+        os.kill(victim, signal_kind)
         row.injected += 1
         hit = time.time()
         ended = k + 1
@@ -184,6 +204,9 @@ def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None
         row.detect.append(time.time() - hit)
         if deadline is not None and row.detect[-1] > deadline:
             row.fail(f"fault {k + 1} took {row.detect[-1]:.1f} s to end the job")
+        said = open(out_path).read().split("restarting in")[k]
+        if named and not names(said, rank):
+            row.fail(f"fault {k + 1}: the deadline message does not name rank {rank}")
         while starts(tmp, name) <= k + 1 and p.poll() is None and time.time() - hit < 120:
             time.sleep(0.05)  # until the relaunch's start event (launch k + 2) is in the log
         resumed = (launch_log(tmp, name)[0].get("resumedFrom") or {}).get("step", 0) if launch_log(tmp, name) else 0
@@ -223,7 +246,9 @@ def kills(tmp):
 def stops(tmp):
     row = Row("SIGSTOP a rank at a random step (x5), supervised", "ends within deadline + 10 s, run completes")
     supervised(tmp, "stop5", 1500, 5, row, signal.SIGSTOP, "checkpoint.every=100", "timeouts.collectiveSeconds=5",
-               deadline=5 + 10)
+               deadline=5 + 10, named=True)
+    if row.ok:
+        row.note = "each deadline message named the stopped rank"
     return row
 
 
@@ -345,6 +370,11 @@ def cut_link(tmp):
                  lambda: subprocess.run(link + ["up"], check=True))
     if row.detect and row.detect[-1] > 15:
         row.fail(f"the job ended {row.detect[-1]:.1f} s after the cut")
+    said = open(os.path.join(tmp, "cut.out")).read().split("restarting in")[0]
+    if row.detect and not (names(said, 2) and names(said, 3) and "on sy-node1: no heartbeat" in said):
+        row.fail("no deadline message names node sy-node1's ranks 2 and 3")
+    elif row.detect:
+        row.note = "named ranks 2, 3 on sy-node1"
     return row
 
 

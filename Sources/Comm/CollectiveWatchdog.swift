@@ -2,7 +2,8 @@
 // watchdog thread ends the process when one makes no progress for longer than the limit. mpirun
 // then ends the other ranks, so a stopped rank, a frozen node or a cut link never hangs a job (a
 // launcher still waiting for an unreachable node after a grace period is killed).
-// The message names the rank, the call, the step and how long it waited.
+// The message names the rank, the call, the step and how long it waited, and, from the heartbeat,
+// the rank(s) it waits for and what was last seen of them.
 import Clock
 import Foundation
 
@@ -19,6 +20,7 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     private var rank = 0
     private var patience = 0
     private var started = false
+    private var heartbeat: Heartbeat?
 
     /// Arms the deadlines (seconds; 0: none) and starts the watchdog thread once.
     public func configure(rank: Int, collectiveSeconds: Double, firstStepSeconds: Double) {
@@ -30,6 +32,15 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         started = true
         lock.unlock()
         if start { Thread.detachNewThread { [self] in watch() } }
+    }
+
+    /// Starts the heartbeat between the ranks of `comm` (collective; world size 1: none), so that
+    /// a deadline names the ranks it waits for. A failure here leaves the deadline unnamed.
+    public func connect(_ comm: any Communicator, host: String) throws {
+        let beat = try Heartbeat.connect(comm, host: host)
+        lock.lock()
+        heartbeat = beat
+        lock.unlock()
     }
 
     /// The step the rank works on, and the first step of this run (its allowance is longer).
@@ -72,28 +83,44 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         return try body()
     }
 
-    /// The message and exit when the current call passed its deadline, checked twice a second.
+    /// The heartbeat, then the message and exit when the current call passed its deadline; twice
+    /// a second.
     private func watch() {
         while true {
             Thread.sleep(forTimeInterval: 0.5)
             lock.lock()
+            let (beat, current, at) = (heartbeat, call, step)
             let deadline =
                 (step <= firstStep ? firstStepLimit : limit) * (patience > 0 ? CollectiveWatchdog.patienceFactor : 1)
             let waited = monotonicSeconds() - since
             let expired = call != nil && deadline > 0 && waited > deadline
-            let message =
-                "switchyard: error: rank \(rank): no progress from the other rank(s) in \(call ?? "") at "
-                + (step < 0 ? "start-up" : "step \(step)") + " for \(Int(waited)) s (deadline "
-                + (step <= firstStep ? "timeouts.firstStepSeconds" : "timeouts.collectiveSeconds")
+            let which =
+                (step <= firstStep ? "timeouts.firstStepSeconds" : "timeouts.collectiveSeconds")
                 + (patience > 0 ? " x \(CollectiveWatchdog.patienceFactor) during a checkpoint save" : "")
-                + " = \(deadline) s): a rank stopped, its node froze or a link is cut; ending the job\n"
             lock.unlock()
+            beat?.send(step: at, call: current)
             if expired {
+                let message = expiry(current ?? "", step: at, waited: waited, deadline: "\(which) = \(deadline) s")
                 FileHandle.standardError.write(Data(message.utf8))
                 CollectiveWatchdog.stopLauncherLater(seconds: CollectiveWatchdog.launcherGraceSeconds)
                 _exit(1)
             }
         }
+    }
+
+    /// `rank R: no progress from rank(s) ... in CALL at step S for N s (deadline ...): what the
+    /// heartbeat saw of them`; "the other rank(s)" when it names none.
+    private func expiry(_ call: String, step: Int, waited: Double, deadline: String) -> String {
+        let blamed = heartbeat?.blame(step: step) ?? []
+        let whom =
+            blamed.isEmpty ? "the other rank(s)" : "rank(s) " + blamed.map { "\($0.rank)" }.joined(separator: ", ")
+        let seen =
+            blamed.isEmpty
+            ? "a rank stopped, its node froze or a link is cut"
+            : blamed.prefix(8).map(\.seen).joined(separator: "; ") + (blamed.count > 8 ? "; ..." : "")
+        return "switchyard: error: rank \(rank): no progress from \(whom) in \(call) at "
+            + (step < 0 ? "start-up" : "step \(step)") + " for \(Int(waited)) s (deadline \(deadline)): \(seen); "
+            + "ending the job\n"
     }
 
     /// How long the launcher has to end the job on its own after a rank gave up.

@@ -1,5 +1,6 @@
 // Process-level concerns: the BLAS core choice (re-exec before MPI_Init), threads per rank,
 // signals, host facts, and how errors leave the process on one rank or many.
+import Comm
 import CommMPI
 import Foundation
 import Tensor
@@ -83,6 +84,15 @@ enum Runtime {
         guard let firstBad = failedRanks.firstIndex(of: 1) else { return true }
         if world.rank == firstBad, let failure { printError(failure, rank: world.rank, world: world.size) }
         return false
+    }
+
+    /// The ranks' heartbeat, so that a collective's deadline names the rank(s) it waits for.
+    /// Collective; an MPI failure here aborts every rank.
+    static func startHeartbeat(_ world: MPICommunicator) {
+        do { try CollectiveWatchdog.shared.connect(world, host: hostName) } catch {
+            printError("\(error)", rank: world.rank, world: world.size)
+            MPICommunicator.abortWorld(code: 1)
+        }
     }
 
     static func printError(_ message: String, rank: Int? = nil, world: Int = 1) {

@@ -61,6 +61,7 @@ enum SampleCommand {
         CollectiveWatchdog.shared.configure(
             rank: world.rank, collectiveSeconds: TimeoutSpec().collectiveSeconds,
             firstStepSeconds: TimeoutSpec().firstStepSeconds)
+        Runtime.startHeartbeat(world)
         guard let setup = prepare(args, request: request, world: world) else {
             MPICommunicator.finalize()
             return 1

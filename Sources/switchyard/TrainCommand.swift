@@ -28,6 +28,7 @@ enum TrainCommand {
         CollectiveWatchdog.shared.configure(
             rank: world.rank, collectiveSeconds: timeouts.collectiveSeconds, firstStepSeconds: timeouts.firstStepSeconds
         )
+        Runtime.startHeartbeat(world)
         let choice: ResumeChoice =
             args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
         if choice == .none && world.rank == 0 { moveCheckpointsAside(prepared.job) }

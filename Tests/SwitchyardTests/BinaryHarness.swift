@@ -104,6 +104,14 @@ enum Harness {
         try run("/usr/bin/pgrep", ["-P", "\(pid)"]).stdout.split(separator: "\n").compactMap { Int32($0) }
     }
 
+    /// The MPI rank of a rank process (OMPI_COMM_WORLD_RANK in its environment).
+    static func mpiRank(of pid: Int32) throws -> Int {
+        let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))
+        let rank = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            .first { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }?.dropFirst("OMPI_COMM_WORLD_RANK=".count)
+        return try XCTUnwrap(rank.flatMap { Int($0) }, "no OMPI_COMM_WORLD_RANK in process \(pid)'s environment")
+    }
+
     /// Runs the binary as a plain process.
     static func switchyard(_ args: [String], cwd: String? = nil, timeout: Double = 120) throws -> RunResult {
         try run(binary, args, cwd: cwd, timeout: timeout)

@@ -185,8 +185,9 @@ final class MultiRankTests: XCTestCase {
     }
 
     /// A rank that stops (SIGSTOP: a frozen node looks the same to the others) does not hang the
-    /// job: the other rank's collective passes its deadline, it names the call and the step and
-    /// exits 1, and mpirun ends the job, the stopped rank included, within seconds.
+    /// job: the other rank's collective passes its deadline, it names the stopped rank (silent on
+    /// the heartbeat), the call and the step and exits 1, and mpirun ends the job, the stopped rank
+    /// included, within seconds.
     func testStoppedRankEndsTheJobAtTheCollectiveDeadline() throws {
         guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
         let ws = Workspace()
@@ -205,6 +206,7 @@ final class MultiRankTests: XCTestCase {
         let ranks = try Harness.children(of: p.processIdentifier)
         XCTAssertEqual(ranks.count, 2, "mpirun's rank processes")
         guard let victim = ranks.max() else { p.terminate(); return }
+        let rank = try Harness.mpiRank(of: victim)
         kill(victim, SIGSTOP)
         let stopped = Date()
         while p.isRunning && Date().timeIntervalSince(stopped) < 60 { Thread.sleep(forTimeInterval: 0.1) }
@@ -218,7 +220,8 @@ final class MultiRankTests: XCTestCase {
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertNotEqual(p.terminationStatus, 0)
         XCTAssertLessThan(waited, 30, "ended \(waited) s after the stop")
-        XCTAssertTrue(stderr.contains("no progress from the other rank(s) in MPI_"), stderr)
+        XCTAssertTrue(stderr.contains("rank \(1 - rank): no progress from rank(s) \(rank) in MPI_"), stderr)
+        XCTAssertTrue(stderr.contains("rank \(rank) on \(ProcessInfo.processInfo.hostName): no heartbeat for "), stderr)
         XCTAssertTrue(stderr.contains("timeouts.collectiveSeconds = 3.0 s"), stderr)
         XCTAssertFalse(stderr.contains("Fatal error"), stderr)
         // Gone, or a zombie waiting to be reaped: /proc/PID/stat's state field is then Z.
