@@ -1,7 +1,9 @@
 // Bytes one rank allocates for training, estimated from the shapes before anything is allocated
 // (the pre-check in `train`), in Double so that absurd sizes give a figure instead of an overflow.
-// Shape legend as in Transformer.swift; N = B*T rows of this rank's dp slice, R = N*K routed rows
-// (on average a rank receives as many as it sends), W threads per rank.
+// Shape legend as in Transformer.swift; N = B*T rows of this rank's dp slice, W threads per rank.
+// A rank routes S = ceil(N / tp) rows and sends S*K; it can receive up to world*S*min(K, local
+// experts) (every token choosing its experts), and dropless routing of an untrained router comes
+// close to that, so the MoE's received-row buffers are counted at that bound (they are capped there).
 import Placement
 
 public struct MemoryEstimate: Sendable, Equatable {
@@ -29,15 +31,16 @@ public struct MemoryEstimate: Sendable, Equatable {
         self.checkpointBytes = checkpointBytes; self.parameters = parameters; self.runtimeBytes = runtimeBytes
     }
 
-    /// The estimate for `rank` of a layout with `tp` and `plan`, batch rows `maxBatch` x T, and
+    /// The estimate for `rank` of a layout of `world` ranks with `tp` and `plan`, batch rows `maxBatch` x T, and
     /// the saved activations `recompute` keeps (shared buffers counted once).
     public static func perRank(
-        config m: ModelConfig, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int, threads: Int,
-        checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
+        config m: ModelConfig, world worldSize: Int, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int,
+        threads: Int, checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
     ) -> MemoryEstimate {
         let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
         let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
-        let n = Double(maxBatch) * t, r = n * k
+        let n = Double(maxBatch) * t, routed = (n / Double(max(tp, 1))).rounded(.up), sent = routed * k
+        let world = Double(max(worldSize, 1))
         let mats = Double(m.ffnMatrices.count), pre = Double(m.ffnPreactWidth)
         var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
@@ -50,9 +53,10 @@ public struct MemoryEstimate: Sendable, Equatable {
         // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (logits,
         // probs, top-k; send, back, recv, xe, o; pre, a).
         let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t + heads, half = 2 * n * c + n
-        // The MoE's row buffers grow on demand by a quarter more than asked (GrowBuffer).
-        let shared = Double(m.nSharedExperts)
-        let dense = n * (f + pre), moe = 2 * n * e + 2 * n * k + 1.25 * (5 * r * c + r * (f + pre)) + shared * dense
+        let shared = Double(m.nSharedExperts), dense = n * (f + pre)
+        // An MoE block's state: router rows, sent rows (send, back) and received rows at their
+        // bound (recv, xe, o; pre, a). Its received rows also size the one backward exchange set.
+        var moe: [Double] = [], received = 0.0
         var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c + hr * c
@@ -61,6 +65,9 @@ public struct MemoryEstimate: Sendable, Equatable {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
                 params += e * c + (local + shared) * mats * c * f
                 ownMoments += e * c + local * mats * c * f
+                let most = world * routed * min(k, local)
+                received = max(received, most)
+                moe.append(2 * n * e + 2 * n * k + 2 * sent * c + most * (3 * c + f + pre) + shared * dense)
                 moeLayer += 1
             } else {
                 params += mats * c * f
@@ -69,16 +76,17 @@ public struct MemoryEstimate: Sendable, Equatable {
         // Moments of everything replicated over dp are split over dp with train.shardOptimizer.
         let moments = ownMoments + (params - ownMoments) / Double(max(dp, 1))
         let moeBlocks = Double(m.moeLayerCount), denseBlocks = Double(m.nLayer) - moeBlocks
+        let allMoE = moe.reduce(0, +), oneMoE = moe.max() ?? 0
         switch recompute {
-        case .none: acts += Double(m.nLayer) * (attention + half) + moeBlocks * moe + denseBlocks * dense
-        case .attention: acts += attention + Double(m.nLayer) * half + moeBlocks * moe + denseBlocks * dense
+        case .none: acts += Double(m.nLayer) * (attention + half) + allMoE + denseBlocks * dense
+        case .attention: acts += attention + Double(m.nLayer) * half + allMoE + denseBlocks * dense
         case .block:
-            acts += attention + (moeBlocks > 0 ? half + moe : 0) + (denseBlocks > 0 ? half + dense : 0)
+            acts += attention + (moeBlocks > 0 ? half + oneMoE : 0) + (denseBlocks > 0 ? half + dense : 0)
         }
-        // The MoE backward's exchange scratch (dSend, dRecv, dXe, dOe), one set for all blocks.
-        if moeBlocks > 0 { acts += 1.25 * 4 * r * c }
-        // Experts' backward scratch per thread: the busiest expert, taken as twice the mean.
-        acts += Double(max(threads, 1)) * (2 * r / max(e, 1)) * (f + pre)
+        // The MoE backward's exchange scratch (dSend; dRecv, dXe, dOe), one set for all blocks.
+        if moeBlocks > 0 { acts += sent * c + 3 * received * c }
+        // Experts' backward scratch per thread: the busiest expert, at most every token of the world.
+        if received > 0 { acts += Double(max(threads, 1)) * min(world * routed, received) * (f + pre) }
         return MemoryEstimate(
             stateBytes: 8 * params + 8 * moments, activationBytes: 4 * acts,
             checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,

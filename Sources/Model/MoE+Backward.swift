@@ -42,7 +42,7 @@ extension MoELayer {
     /// Combine's backward: dTopWeight[r, j] = dOut[r] . o (0 for a dropped assignment) and the
     /// gradient of each kept assignment's output row, wt * dOut[r], into sc.dSend (send order).
     func combineBackward(s: MoEState, sc: MoEScratch, dOut: UnsafePointer<Float>) {
-        sc.dSend.reserve(s.sendRows.reduce(0, +) * c)
+        sc.dSend.reserve(s.sendRows.reduce(0, +) * c, atMost: mostSentRows(s) * c)
         let dTW = sc.dTopWeight.base
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {
@@ -70,10 +70,11 @@ extension MoELayer {
     /// sc.dOe; sc.dXe zeroed for the experts' input gradients.
     func sendGradientsToExperts(s: MoEState, sc: MoEScratch) throws {
         let recvTotal = s.recvRows.reduce(0, +)
-        sc.dRecv.reserve(recvTotal * c)
+        let most = mostReceivedRows(s, localExperts: s.expertRows.count) * c
+        sc.dRecv.reserve(recvTotal * c, atMost: most)
         try toExperts(s: s, send: sc.dSend.base, recv: sc.dRecv.base)
-        sc.dOe.reserve(recvTotal * c)
-        sc.dXe.reserve(recvTotal * c)
+        sc.dOe.reserve(recvTotal * c, atMost: most)
+        sc.dXe.reserve(recvTotal * c, atMost: most)
         expertMajor(s: s, from: sc.dRecv.base, into: sc.dOe.base)
         sc.dXe.base.update(repeating: 0, count: recvTotal * c)
     }

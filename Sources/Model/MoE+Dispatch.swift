@@ -15,7 +15,7 @@ extension MoELayer {
         let recvCounts = try exchangeCounts(s: s, bucket: bucket)
         let recvTotal = s.recvRows.reduce(0, +)
         ctx.stats.expertRowsReceived += recvTotal
-        s.recv.reserve(recvTotal * c)
+        s.recv.reserve(recvTotal * c, atMost: mostReceivedRows(s, localExperts: experts.count) * c)
         try toExperts(s: s, send: s.send.base, recv: s.recv.base)
         permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts)
     }
@@ -43,8 +43,8 @@ extension MoELayer {
             fill[i] = acc
             acc += bucket[i]
         }
-        s.send.reserve(acc * c)
-        s.back.reserve(acc * c)
+        s.send.reserve(acc * c, atMost: mostSentRows(s) * c)
+        s.back.reserve(acc * c, atMost: mostSentRows(s) * c)
         for r in 0..<rows {
             for j in 0..<k where !s.dropped[r * k + j] {
                 let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
@@ -104,10 +104,11 @@ extension MoELayer {
             s.expertRows.append(s.perm.count - s.expertStart.last!)
         }
         precondition(s.perm.count == recvTotal, "a rank received rows for an expert it does not hold")
-        s.xe.reserve(recvTotal * c)
-        s.o.reserve(recvTotal * c)
-        s.h.reserve(recvTotal * preWidth)
-        s.a.reserve(recvTotal * f)
+        let most = mostReceivedRows(s, localExperts: experts.count)
+        s.xe.reserve(recvTotal * c, atMost: most * c)
+        s.o.reserve(recvTotal * c, atMost: most * c)
+        s.h.reserve(recvTotal * preWidth, atMost: most * preWidth)
+        s.a.reserve(recvTotal * f, atMost: most * f)
         expertMajor(s: s, from: s.recv.base, into: s.xe.base)
     }
 

@@ -40,6 +40,7 @@ public struct MoEOptions: Sendable {
 final class MoEState {
     let e: Int
     let maxK: Int  // the most experts per token its [N, K] buffers hold
+    let capacityRows: Int  // N: the most rows of its [N, ...] buffers
     var rowStart = 0, rows = 0
     let logits, probs: FloatBuffer  // [N, E] (first `rows` used)
     let topIndex: UnsafeMutablePointer<Int32>  // [N, K]
@@ -61,6 +62,7 @@ final class MoEState {
     init(n: Int, e: Int, k: Int) {
         self.e = e
         self.maxK = k
+        capacityRows = n
         logits = FloatBuffer(count: n * e)
         probs = FloatBuffer(count: n * e)
         topIndex = .allocate(capacity: n * k)
@@ -107,6 +109,19 @@ struct MoELayer {
     var trainRouter = true
     /// Floats of pre-activation per routed row.
     var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }
+
+    /// The most rows this rank sends in one exchange: its routed rows (at most ceil(N / tp)), K each.
+    func mostSentRows(_ s: MoEState) -> Int {
+        (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size * s.maxK
+    }
+
+    /// The most rows this rank can receive in one exchange: every rank's routed rows, each to at
+    /// most min(K, local experts) of this rank's experts (a token picks an expert once). Dropless
+    /// routing can reach it when every token picks this rank; MemoryEstimate counts it.
+    func mostReceivedRows(_ s: MoEState, localExperts: Int) -> Int {
+        ctx.comms.world.size * (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size
+            * min(s.maxK, localExperts)
+    }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
     /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).

@@ -130,8 +130,10 @@ public final class ParallelContext: @unchecked Sendable {
 final class GrowBuffer {
     private(set) var buffer = FloatBuffer(count: 0)
     var base: UnsafeMutablePointer<Float> { buffer.base }
-    /// Makes room for `count` floats; contents are not kept when it grows.
-    func reserve(_ count: Int) {
-        if count > buffer.count { buffer = FloatBuffer(count: count + count / 4) }
+    /// Makes room for `count` floats, a quarter more when it grows but never more than `atMost`
+    /// (the most it can ever be asked for, so that the memory estimate's bound holds); contents
+    /// are not kept when it grows.
+    func reserve(_ count: Int, atMost: Int) {
+        if count > buffer.count { buffer = FloatBuffer(count: max(count, min(count + count / 4, atMost))) }
     }
 }

@@ -64,7 +64,7 @@ extension Trainer {
         model.topK = max(model.topK, job.topKSchedule.maxK)  // the MoE's buffers serve the most experts per token
         return (0..<world).map { rank -> MemoryEstimate in
             MemoryEstimate.perRank(
-                config: model, tp: tp, plan: plan, rank: rank,
+                config: model, world: world, tp: tp, plan: plan, rank: rank,
                 maxBatch: Trainer.largestMicroBatch(job: job, dp: dp),
                 threads: threads, checkpoints: job.checkpoint.every > 0,
                 recompute: Recompute(rawValue: job.train.recompute) ?? .none,

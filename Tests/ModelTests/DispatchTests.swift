@@ -62,7 +62,7 @@ final class DispatchTests: XCTestCase {
                 }
             }
             // Identity experts: o = xe. Combine must give x back exactly (0.5 x + 0.5 x).
-            s.o.reserve(p.rows.received * c)
+            s.o.reserve(p.rows.received * c, atMost: p.rows.received * c)
             s.o.base.update(from: s.xe.base, count: p.rows.received * c)
             let out = FloatBuffer(count: rows * c)
             let scratch = FloatBuffer(count: 2 * rows * c)

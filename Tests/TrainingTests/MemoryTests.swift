@@ -1,7 +1,8 @@
 import Comm
-import Model
 import Training
 import XCTest
+
+@testable import Model
 
 final class MemoryTests: XCTestCase {
     static let env = RunEnvironment(blasCore: "test", blasThreads: 1, host: "test", cpu: "test")
@@ -23,13 +24,48 @@ final class MemoryTests: XCTestCase {
             let plan = try job.resolveLayout(world: world).plan
             for rank in 0..<world {
                 let e = MemoryEstimate.perRank(
-                    config: job.model, tp: tp, plan: plan, rank: rank, maxBatch: 3, threads: 1, checkpoints: true)
+                    config: job.model, world: world, tp: tp, plan: plan, rank: rank, maxBatch: 3, threads: 1,
+                    checkpoints: true)
                 XCTAssertEqual(
                     Int(e.parameters), counts[rank], "world \(world) tp \(tp) moh \(moh) rank \(rank): parameters")
                 XCTAssertEqual(e.stateBytes, 16 * e.parameters)
                 XCTAssertEqual(e.checkpointBytes, 12 * e.parameters)
             }
         }
+    }
+
+    /// Dropless routing can send every token to one rank. A router skewed so that each token's two
+    /// experts are 0 and 2, both on rank 0 of 2, makes rank 0 receive world x S x K rows per block
+    /// (S = 48 rows per rank): the bound the estimate counts. The received-row buffers reach it and
+    /// no more (GrowBuffer's quarter of headroom is capped there); rank 1 receives nothing.
+    func testReceivedRowBuffersReachTheEstimatesBoundAndNoMore() throws {
+        var job = layoutJob(steps: 3).0
+        let data = layoutJob().1
+        job.train.routerSkew = 60
+        job.train.routerSkewStride = 2
+        job.train.evalEvery = 0
+        let edited = job
+        let sizes = try LocalCommunicator.run(size: 2) { comm -> [[Int]] in
+            let t = try Trainer(job: edited, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            _ = try t.run(stopRequested: { false })
+            return t.model.blocks.map { b in
+                guard let s = b.moe else { return [] }
+                return [s.recv, s.xe, s.o, s.h, s.a, s.send].map(\.buffer.count)
+            }
+        }
+        let c = job.model.nEmbd, f = job.model.ffHidden, bound = 2 * 48 * 2
+        for (l, block) in sizes[0].enumerated() {
+            XCTAssertEqual(block, [bound * c, bound * c, bound * c, bound * f, bound * f, 48 * 2 * c], "rank 0 block \(l)")
+        }
+        for (l, block) in sizes[1].enumerated() {
+            XCTAssertEqual(Array(block.prefix(5)), [0, 0, 0, 0, 0], "rank 1 block \(l) received rows")
+        }
+        let plan = try job.resolveLayout(world: 2).plan
+        let e = MemoryEstimate.perRank(
+            config: job.model, world: 2, tp: 1, plan: plan, rank: 0, maxBatch: 3, threads: 1, checkpoints: false)
+        // Counting received rows at the mean (S x K) instead would take this much off the estimate.
+        let atMean = Double(job.model.nLayer) * Double(bound / 2) * Double(3 * c + 2 * f) * 4
+        XCTAssertGreaterThan(e.activationBytes, atMean, "the estimate must count the received rows at the bound")
     }
 
     /// Activations grow linearly in T (the attention keeps no T x T matrix) and in the batch.
@@ -39,7 +75,7 @@ final class MemoryTests: XCTestCase {
         func acts(t: Int, b: Int) -> Double {
             job.model.seqLen = t
             return MemoryEstimate.perRank(
-                config: job.model, tp: 1, plan: plan, rank: 0, maxBatch: b, threads: 1, checkpoints: false
+                config: job.model, world: 1, tp: 1, plan: plan, rank: 0, maxBatch: b, threads: 1, checkpoints: false
             ).activationBytes
         }
         XCTAssertEqual(acts(t: 4096, b: 4) / acts(t: 1024, b: 4), 4, accuracy: 1e-9)
