@@ -55,7 +55,8 @@ final class MemoryTests: XCTestCase {
         }
         let c = job.model.nEmbd, f = job.model.ffHidden, bound = 2 * 48 * 2
         for (l, block) in sizes[0].enumerated() {
-            XCTAssertEqual(block, [bound * c, bound * c, bound * c, bound * f, bound * f, 48 * 2 * c], "rank 0 block \(l)")
+            XCTAssertEqual(
+                block, [bound * c, bound * c, bound * c, bound * f, bound * f, 48 * 2 * c], "rank 0 block \(l)")
         }
         for (l, block) in sizes[1].enumerated() {
             XCTAssertEqual(Array(block.prefix(5)), [0, 0, 0, 0, 0], "rank 1 block \(l) received rows")
