@@ -28,7 +28,9 @@ enum Commands {
             over dp groups, attention heads over the tp ranks of a group, experts over all ranks
             (placement). The run directory <runsDir>/<name> gets job.json (the resolved spec) and
             log.jsonl (one JSON event per line: start, step, eval, checkpoint, placement, warning,
-            error, end). SIGINT/SIGTERM finish the current step, save a checkpoint and stop (exit 0).
+            error, end). SIGINT/SIGTERM/SIGUSR1 finish the current step, save a checkpoint and stop
+            (exit 0). Under mpirun send SIGUSR1 to mpirun (it forwards it to every rank): on SIGTERM
+            or SIGINT mpirun gives the ranks about a second before it kills them.
             `train` resumes from the run's newest checkpoint that verifies
             (runs/<name>/checkpoints/LATEST), at any world size or layout; the architecture comes
             from the checkpoint.

@@ -101,11 +101,15 @@ enum Runtime {
     }
 }
 
-/// Set by SIGINT/SIGTERM; the step loop checks it between steps.
+/// Set by SIGINT/SIGTERM/SIGUSR1; the step loop checks it between steps.
 nonisolated(unsafe) var stopSignalCount: Int32 = 0
 
+/// SIGUSR1 is the stop request that reaches every rank under mpirun: Open MPI forwards SIGUSR1 to
+/// all ranks and leaves them be, while on SIGTERM it gives them odls_base_sigkill_timeout (1 s)
+/// before SIGKILL, too little for a step and a save of a large model.
 func installStopSignals() {
     let handler: @convention(c) (Int32) -> Void = { _ in stopSignalCount += 1 }
     signal(SIGINT, handler)
     signal(SIGTERM, handler)
+    signal(SIGUSR1, handler)
 }

@@ -2,7 +2,8 @@
 // (mpirun ... switchyard train JOB, or train alone) and restarts it when it ends non-zero; train
 // resumes from the newest checkpoint that verifies. Progress is the newest complete checkpoint's
 // step: N restarts in a row without progress end supervision with a summary. SIGTERM and SIGINT
-// go to the command (train then finishes its step and saves), and supervision ends with it.
+// reach the command as SIGUSR1 (train then finishes its step and saves; mpirun forwards it to every
+// rank), a second one as itself, and supervision ends with the command.
 // Each restart is a `restart` event in the run's log, which `tail` and `status` show.
 import Dispatch
 import Foundation
@@ -27,8 +28,10 @@ enum SuperviseCommand {
             supervise reads its JOB and --set to find the run directory. A command that ends 0 ends
             supervision with 0; one that ends non-zero is restarted after the backoff, unless it ended
             --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
-            SIGTERM/SIGINT are forwarded to the command, and supervision ends with its exit status (0 when
-            the run's log shows it saved its last step and ended by the signal, whatever mpirun returned).
+            The first SIGTERM/SIGINT reaches the command as SIGUSR1 (mpirun forwards it to every rank;
+            train finishes its step and saves, however long that takes), a second one as itself (mpirun
+            then kills the ranks within about a second). Supervision ends with the command's status (0
+            when the run's log shows it saved its last step and ended by the signal).
 
             With --min-ranks M the command must be mpirun --hostfile FILE ... -np N ...: before each
             restart every host of FILE is probed (mpirun with the command's options, --host H -np 1 true);
@@ -190,7 +193,10 @@ enum SuperviseCommand {
     }
 }
 
-/// Runs commands with SIGTERM and SIGINT forwarded to them; remembers that one came.
+/// Runs commands with SIGTERM and SIGINT passed on to them; remembers that one came. The first is
+/// passed on as SIGUSR1, train's stop request, which mpirun forwards to every rank and then waits
+/// for them (on SIGTERM it would SIGKILL them after odls_base_sigkill_timeout, 1 s: a step and a
+/// save of a large model take longer). A second one is passed on as it came.
 final class ForwardedSignals: @unchecked Sendable {
     private let lock = NSLock()
     private var child: Int32 = 0
@@ -210,11 +216,11 @@ final class ForwardedSignals: @unchecked Sendable {
     var received: Bool { lock.withLock { got } }
 
     private func forward(_ sig: Int32) {
-        let pid = lock.withLock { () -> Int32 in
-            got = true
-            return child
+        let (pid, first) = lock.withLock { () -> (Int32, Bool) in
+            defer { got = true }
+            return (child, !got)
         }
-        if pid > 0 { kill(pid, sig) }
+        if pid > 0 { kill(pid, first ? SIGUSR1 : sig) }
     }
 
     /// Runs `command` (found on PATH if it has no slash) and returns its exit status (128 + signal).

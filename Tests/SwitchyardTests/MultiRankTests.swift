@@ -169,19 +169,23 @@ final class MultiRankTests: XCTestCase {
         XCTAssertTrue(start.contains("\"blasCoreOverride\":\"Prescott->\(best)\""), String(start))
     }
 
-    /// SIGTERM finishes the step, writes the end event and exits 0.
+    /// SIGTERM, and SIGUSR1 (the stop request mpirun forwards), finish the step, write the end
+    /// event and exit 0.
     func testSigtermStopsCleanly() throws {
-        let ws = Workspace()
-        let p = Harness.process(Harness.binary, ws.tinyArgs(steps: 100000), cwd: ws.dir)
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        Harness.waitUntil(seconds: 60) { Harness.file(log, contains: "\"step\":3,") }
-        kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
-        let last = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last ?? ""
-        XCTAssertTrue(last.contains("\"event\":\"end\"") && last.contains("\"reason\":\"signal\""), String(last))
+        for sig in [SIGTERM, SIGUSR1] {
+            let ws = Workspace()
+            let p = Harness.process(Harness.binary, ws.tinyArgs(steps: 100000), cwd: ws.dir)
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let log = "\(ws.dir)/runs/tiny/log.jsonl"
+            Harness.waitUntil(seconds: 60) { Harness.file(log, contains: "\"step\":3,") }
+            kill(p.processIdentifier, sig)
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "signal \(sig)")
+            let last = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last ?? ""
+            XCTAssertTrue(
+                last.contains("\"event\":\"end\"") && last.contains("\"reason\":\"signal\""), "\(sig): \(last)")
+        }
     }
 
     /// A rank that stops (SIGSTOP: a frozen node looks the same to the others) does not hang the

@@ -65,16 +65,22 @@ final class SuperviseTests: XCTestCase {
         XCTAssertTrue(noTrain.stderr.contains("must contain 'train JOB'"), noTrain.stderr)
     }
 
-    /// SIGTERM to supervise under real mpirun: it reaches the ranks, they finish their step and
-    /// save (no step of work lost), and supervise ends 0 although mpirun reports the signal.
+    /// SIGTERM to supervise under real mpirun: it reaches the ranks (as SIGUSR1, which mpirun
+    /// forwards and waits for), they finish their step and save (no step of work lost), and
+    /// supervise ends 0. The model is large enough (about 0.7 s a step and 1.2 s a save of 0.9 GB
+    /// here) that mpirun's SIGTERM path, SIGKILL after 1 s, would leave a .partial checkpoint.
     func testSigtermUnderMpirunSavesTheLastStepAndEndsZero() throws {
         guard let mpirun = Harness.mpirun else { throw XCTSkip("mpirun not installed") }
         let ws = Workspace()
+        let big = [
+            "model.nLayer=8", "model.nEmbd=512", "model.nHead=8", "model.ffHidden=1024", "model.nExpert=8",
+            "checkpoint.every=1000", "train.logEvery=1"
+        ].flatMap { ["--set", $0] }
         let (p, out) = try supervise(
             ["--", mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
-                + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=1000"]), ws)
+                + ws.tinyArgs(steps: 100000, extra: big), ws)
         let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":30,") })
+        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":2,") })
         kill(p.processIdentifier, SIGTERM)
         let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
