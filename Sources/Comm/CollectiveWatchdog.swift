@@ -86,8 +86,10 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     /// The heartbeat, then the message and exit when the current call passed its deadline; twice
     /// a second.
     private func watch() {
+        var tick = 0
         while true {
             Thread.sleep(forTimeInterval: 0.5)
+            tick += 1
             lock.lock()
             let (beat, current, at) = (heartbeat, call, step)
             let deadline =
@@ -98,7 +100,7 @@ public final class CollectiveWatchdog: @unchecked Sendable {
                 (step <= firstStep ? "timeouts.firstStepSeconds" : "timeouts.collectiveSeconds")
                 + (patience > 0 ? " x \(CollectiveWatchdog.patienceFactor) during a checkpoint save" : "")
             lock.unlock()
-            beat?.send(step: at, call: current)
+            if let beat, tick % beat.everyTicks == 0 { beat.send(step: at, call: current) }
             if expired {
                 let message = expiry(current ?? "", step: at, waited: waited, deadline: "\(which) = \(deadline) s")
                 FileHandle.standardError.write(Data(message.utf8))

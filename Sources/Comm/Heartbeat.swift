@@ -20,8 +20,12 @@ public final class Heartbeat: @unchecked Sendable {
         var call: String?
     }
 
-    /// After this long without a datagram a peer counts as silent.
+    /// After this long without a datagram a peer counts as silent (at up to 64 ranks).
     static let silentSeconds = 2.0
+    /// Every rank sends to every other, so beyond 64 ranks the watchdog sends only every
+    /// `everyTicks` ticks (ceil(world / 64)) and silence is judged over as many times longer.
+    let everyTicks: Int
+    var silentAfter: Double { Self.silentSeconds * Double(everyTicks) }
     static let magic: UInt32 = 0x5359_4842  // "SYHB"
     static let callBytes = 48
     static let size = 4 + 8 + 4 + 4 + 8 + 1 + callBytes
@@ -42,6 +46,7 @@ public final class Heartbeat: @unchecked Sendable {
         self.socketFD = socketFD
         self.nonce = nonce
         self.targets = targets
+        everyTicks = (targets.count + 63) / 64
     }
 
     /// Opens this rank's socket and learns every rank's (collective: two allgathers). nil when
@@ -107,7 +112,7 @@ public final class Heartbeat: @unchecked Sendable {
                 continue
             }
             let age = now - p.heard
-            if age > Self.silentSeconds {
+            if age > silentAfter {
                 silent.append(
                     (r, on + String(format: ": no heartbeat for %.1f s (stopped, frozen or unreachable)", age)))
             } else if p.call == nil {
