@@ -31,8 +31,8 @@ public struct MemoryEstimate: Sendable, Equatable {
         self.checkpointBytes = checkpointBytes; self.parameters = parameters; self.runtimeBytes = runtimeBytes
     }
 
-    /// The estimate for `rank` of a layout of `world` ranks with `tp` and `plan`, batch rows `maxBatch` x T, and
-    /// the saved activations `recompute` keeps (shared buffers counted once).
+    /// The estimate for `rank` of a layout of `world` ranks with `tp` and `plan`, batch rows
+    /// `maxBatch` x T, and the saved activations `recompute` keeps (shared buffers counted once).
     public static func perRank(
         config m: ModelConfig, world worldSize: Int, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int,
         threads: Int, checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
