@@ -97,18 +97,25 @@ public final class Heartbeat: @unchecked Sendable {
         }
     }
 
-    /// The peers this rank waits for, waiting at `step`: the silent ones, or (none silent) the
-    /// ones alive outside any collective or at an earlier step. Each with what was seen of it.
+    /// The peers this rank waits for, waiting at `step`: the ones that fell silent, else the ones
+    /// alive outside any collective or at an earlier step, else the ones never heard from (they
+    /// may have stopped before start-up ended, or UDP from their node may be blocked). Each with
+    /// what was seen of it.
     func blame(step: Int) -> [(rank: Int, seen: String)] {
         let now = monotonicSeconds()
         lock.lock()
         let known = peers
         lock.unlock()
-        var silent: [(Int, String)] = [], behind: [(Int, String)] = []
+        var silent: [(Int, String)] = [], behind: [(Int, String)] = [], never: [(Int, String)] = []
         for r in targets.indices where r != rank {
             let on = "rank \(r) on \(hosts[r])"
             guard let p = known[r] else {
-                silent.append((r, on + ": no heartbeat since start-up (\(Int(now - started)) s)"))
+                never.append(
+                    (
+                        r,
+                        on + ": no heartbeat in \(Int(now - started)) s since start-up (stopped early, or UDP from "
+                            + "its node is blocked)"
+                    ))
                 continue
             }
             let age = now - p.heard
@@ -121,7 +128,8 @@ public final class Heartbeat: @unchecked Sendable {
                 behind.append((r, on + ": alive, waiting in \(p.call ?? "") at step \(p.step)"))
             }
         }
-        return (silent.isEmpty ? behind : silent).map { (rank: $0.0, seen: $0.1) }
+        let named = !silent.isEmpty ? silent : (!behind.isEmpty ? behind : never)
+        return named.map { (rank: $0.0, seen: $0.1) }
     }
 
     /// Reads datagrams until the process ends.

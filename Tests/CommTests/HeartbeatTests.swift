@@ -24,7 +24,8 @@ final class HeartbeatTests: XCTestCase {
         // Before anyone spoke, rank 0 waits for both others.
         let first = b[0].blame(step: 5)
         XCTAssertEqual(first.map(\.rank), [1, 2])
-        XCTAssertTrue(first[0].seen.hasPrefix("rank 1 on node-a: no heartbeat since start-up"), first[0].seen)
+        XCTAssertTrue(first[0].seen.hasPrefix("rank 1 on node-a: no heartbeat in "), first[0].seen)
+        XCTAssertTrue(first[0].seen.contains("since start-up"), first[0].seen)
         // Rank 1 waits in the same call; rank 2 computes: rank 2 is the one.
         let waiting = (5, Optional("MPI_Allreduce"))
         XCTAssertTrue(eventually(b, waiting, (5, nil)) { b[0].blame(step: 5).map(\.rank) == [2] })
@@ -39,6 +40,11 @@ final class HeartbeatTests: XCTestCase {
             })
         // Everyone in a collective of this step: nobody to name.
         XCTAssertTrue(eventually(b, waiting, waiting) { b[0].blame(step: 5).isEmpty })
+        // Rank 1's view: rank 0 never spoke. With rank 2 computing, rank 2 is named (a rank seen
+        // alive outside a collective beats one never heard from); with rank 2 waiting, rank 0 is.
+        XCTAssertTrue(eventually(b, waiting, (5, nil)) { b[1].blame(step: 5).map(\.rank) == [2] })
+        XCTAssertTrue(eventually(b, waiting, waiting) { b[1].blame(step: 5).map(\.rank) == [0] })
+        XCTAssertTrue(b[1].blame(step: 5).first?.seen.contains("since start-up") == true)
         // Rank 1 goes on talking, rank 2 falls silent: the silent one is named, and only it.
         let until = Date().addingTimeInterval(Heartbeat.silentSeconds + 0.5)
         while Date() < until {
