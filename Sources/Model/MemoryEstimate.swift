@@ -44,7 +44,7 @@ public struct MemoryEstimate: Sendable, Equatable {
         let mats = Double(m.ffnMatrices.count), pre = Double(m.ffnPreactWidth)
         var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
-        acts += 2 * n * c + 4 * n * cl + n * (f + pre)  // backward scratch
+        acts += 2 * n * c + 4 * n * cl + (m.hasDenseMLP ? n * (f + pre) : 0)  // backward scratch
         // MoH: the head router's state (logits, probs, gates, chosen, gated rows) and scratch.
         let hr = Double(m.headRouterRows), h = Double(m.nHead)
         let heads = m.usesMoH ? n * (2 * hr + 2 * h + cl) : 0

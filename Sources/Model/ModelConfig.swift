@@ -77,6 +77,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
 
     /// Number of MoE blocks.
     public var moeLayerCount: Int { (0..<nLayer).filter(isMoE).count }
+    /// Whether any block runs a dense MLP (a dense FFN block, or shared experts beside the routed
+    /// ones): only then does backward need the dense scratch [N, F + pre-activation].
+    public var hasDenseMLP: Bool { moeLayerCount < nLayer || nSharedExperts > 0 }
 
     /// Throws the first invalid field, naming it.
     public func validate() throws {

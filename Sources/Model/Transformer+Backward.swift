@@ -18,7 +18,8 @@ final class BackwardScratch {
         dResid = FloatBuffer(count: n * c); dLn = FloatBuffer(count: n * c)
         dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
         dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
-        dH = FloatBuffer(count: n * m.ffnPreactWidth); dA = FloatBuffer(count: n * m.ffHidden)
+        let dense = m.hasDenseMLP ? n : 0
+        dH = FloatBuffer(count: dense * m.ffnPreactWidth); dA = FloatBuffer(count: dense * m.ffHidden)
         dLogits = FloatBuffer(count: n * m.vocabSize)
         moe = MoEScratch(n: n, e: m.nExpert, k: maxTopK)
         heads = m.usesMoH ? HeadGateScratch(config: m, n: n, tp: tp) : nil
