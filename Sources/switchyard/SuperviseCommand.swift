@@ -1,8 +1,8 @@
 // `switchyard supervise [--max-restarts N] [--backoff S] -- COMMAND...`: runs a training command
 // (mpirun ... switchyard train JOB, or train alone) and restarts it when it ends non-zero; train
 // resumes from the newest checkpoint that verifies. Progress is the newest complete checkpoint's
-// step: N restarts in a row without progress end supervision with a summary. SIGTERM and SIGINT
-// reach the command as SIGUSR1 (train then finishes its step and saves; mpirun forwards it to every
+// step: N restarts in a row without progress end supervision with a summary. SIGTERM, SIGINT and
+// SIGUSR1 reach the command as SIGUSR1 (train then finishes its step and saves; mpirun forwards it to every
 // rank), a second one as itself, and supervision ends with the command.
 // Each restart is a `restart` event in the run's log, which `tail` and `status` show.
 import Dispatch
@@ -28,7 +28,7 @@ enum SuperviseCommand {
             supervise reads its JOB and --set to find the run directory. A command that ends 0 ends
             supervision with 0; one that ends non-zero is restarted after the backoff, unless it ended
             --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
-            The first SIGTERM/SIGINT reaches the command as SIGUSR1 (mpirun forwards it to every rank;
+            The first SIGTERM/SIGINT/SIGUSR1 reaches the command as SIGUSR1 (mpirun forwards it to every rank;
             train finishes its step and saves, however long that takes), a second one as itself (mpirun
             then kills the ranks within about a second). Supervision ends with the command's status (0
             when the run's log shows it saved its last step and ended by the signal).
@@ -193,8 +193,9 @@ enum SuperviseCommand {
     }
 }
 
-/// Runs commands with SIGTERM and SIGINT passed on to them; remembers that one came. The first is
-/// passed on as SIGUSR1, train's stop request, which mpirun forwards to every rank and then waits
+/// Runs commands with SIGTERM, SIGINT and SIGUSR1 (a batch system's warning before preemption)
+/// passed on to them; remembers that one came. The first is passed on as SIGUSR1, train's stop
+/// request, which mpirun forwards to every rank and then waits
 /// for them (on SIGTERM it would SIGKILL them after odls_base_sigkill_timeout, 1 s: a step and a
 /// save of a large model take longer). A second one is passed on as it came.
 final class ForwardedSignals: @unchecked Sendable {
@@ -204,7 +205,7 @@ final class ForwardedSignals: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
 
     init() {
-        for sig in [SIGTERM, SIGINT] {
+        for sig in [SIGTERM, SIGINT, SIGUSR1] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler { [self] in forward(sig) }

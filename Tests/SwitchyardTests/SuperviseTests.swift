@@ -14,6 +14,24 @@ final class SuperviseTests: XCTestCase {
         return (p, out)
     }
 
+    /// SIGUSR1 to supervise (a batch system's preemption warning, e.g. Slurm's --signal=USR1@60)
+    /// stops the run as SIGTERM does: train saves its last step, and supervise ends 0.
+    func testSigusr1StopsTheRunCleanly() throws {
+        let ws = Workspace()
+        let (p, out) = try supervise(
+            ["--", Harness.binary] + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=100000"]), ws)
+        let log = "\(ws.dir)/runs/tiny/log.jsonl"
+        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":20,") })
+        kill(p.processIdentifier, SIGUSR1)
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, output)
+        XCTAssertTrue(output.contains("ended cleanly"), output)
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertTrue(text.contains("\"reason\":\"signal\""), "no end event by signal")
+        XCTAssertFalse(text.contains("\"event\":\"restart\""), "a clean stop was restarted")
+    }
+
     /// A train process killed (SIGKILL) after its first checkpoint is restarted, resumes from
     /// that checkpoint and completes; supervise exits 0 and the log holds one restart event.
     func testKilledTrainIsRestartedAndResumes() throws {
