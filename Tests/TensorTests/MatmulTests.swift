@@ -48,6 +48,41 @@ final class MatmulTests: XCTestCase {
         assertGradient("Linear dW", x: w, analytic: dw.toArray()) { objective(x, $0) }
     }
 
+    /// Shapes that span several items of both kinds, with remainders (rows 2 x rowGrain + 37,
+    /// weight rows weightRowGrain + 44): dInp and dW against a Double reference, accumulated
+    /// onto what was there, and the same bits at 1 and 2 threads.
+    func testLinearBackwardOverSeveralItemsMatchesReference() {
+        let n = 2 * Linear.rowGrain + 37, i = 9, o = Linear.weightRowGrain + 44
+        let x = randomValues(n * i, seed: 20), w = randomValues(o * i, seed: 21), d = randomValues(n * o, seed: 22)
+        func run(threads: Int) -> ([Float], [Float]) {
+            let saved = Parallel.threads
+            Parallel.threads = threads
+            defer { Parallel.threads = saved }
+            let dx = FloatBuffer([Float](repeating: 1, count: n * i)),
+                dw = FloatBuffer([Float](repeating: 2, count: o * i))
+            Linear.backward(
+                dInp: dx.base, dWeight: dw.base, dOut: keep(d), inp: keep(x), weight: keep(w),
+                n: n, inFeatures: i, outFeatures: o)
+            return (dx.toArray(), dw.toArray())
+        }
+        let (dx, dw) = run(threads: 1)
+        for r in stride(from: 0, to: n, by: 7) {
+            for c in 0..<i {
+                let ref = 1 + (0..<o).reduce(0.0) { $0 + Double(d[r * o + $1]) * Double(w[$1 * i + c]) }
+                XCTAssertEqual(Double(dx[r * i + c]), ref, accuracy: 1e-3 * max(1, abs(ref)), "dInp[\(r), \(c)]")
+            }
+        }
+        for r in stride(from: 0, to: o, by: 5) {
+            for c in 0..<i {
+                let ref = 2 + (0..<n).reduce(0.0) { $0 + Double(d[$1 * o + r]) * Double(x[$1 * i + c]) }
+                XCTAssertEqual(Double(dw[r * i + c]), ref, accuracy: 1e-3 * max(1, abs(ref)), "dW[\(r), \(c)]")
+            }
+        }
+        let (dx2, dw2) = run(threads: 2)
+        XCTAssertEqual(dx2.map(\.bitPattern), dx.map(\.bitPattern), "dInp differs at 2 threads")
+        XCTAssertEqual(dw2.map(\.bitPattern), dw.map(\.bitPattern), "dW differs at 2 threads")
+    }
+
     func testLinearBackwardAccumulates() {
         let dx = FloatBuffer([1, 1]), dw = FloatBuffer([1, 1])
         // n = 1, in = 2, out = 1: dx += dOut * w, dW += dOut * x.
