@@ -21,8 +21,9 @@ extension MoELayer {
         let maxRows = s.expertRows.max() ?? 0
         let hidden = sc.hidden.reserve(maxRows * (f + preWidth))
         // One work item per local expert: its own weight gradients, rows of dXe and scratch.
-        Parallel.forEach(w.experts.count) { li, worker in
-            let st = s.expertStart[li], dA = hidden[worker]
+        let order = s.busiestFirst
+        Parallel.forEach(order.count) { item, worker in
+            let li = order[item], st = s.expertStart[li], dA = hidden[worker]
             MLP.backward(
                 dx: sc.dXe.base + st * c, g: g.ffn[li], dOut: sc.dOe.base + st * c, x: s.xe.base + st * c,
                 pre: s.h.base + st * preWidth, a: s.a.base + st * f, w: w.ffn[li],

@@ -55,6 +55,10 @@ final class MoEState {
     var sendRows: [Int] = [], recvRows: [Int] = []  // rows to / from each rank
     var perm: [Int32] = []  // expert-major row i <- received row perm[i]
     var expertStart: [Int] = [], expertRows: [Int] = []
+    /// Local experts by rows received, most first (ties by index): the order work items are
+    /// handed out in, so that a busy expert does not start last. Each item writes only its own
+    /// outputs, so the order changes no bit.
+    var busiestFirst: [Int] { expertRows.indices.sorted { (-expertRows[$0], $0) < (-expertRows[$1], $1) } }
     let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()  // [S, C], [S, C], [R, C]
     // [R, C], pre-activations [R, F] (SwiGLU: per expert [2, rows, F]), activations [R, F], [R, C]
     let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()
@@ -141,8 +145,9 @@ struct MoELayer {
         try dispatch(s: s, x: xs, experts: w.experts, tokenOffset: tokenOffset + mine.start)
         clock.lap(.dispatchCombine)
         // One work item per local expert: each writes its own rows of o, h and a.
-        Parallel.forEach(w.experts.count) { li, _ in
-            let st = s.expertStart[li]
+        let order = s.busiestFirst
+        Parallel.forEach(order.count) { item, _ in
+            let li = order[item], st = s.expertStart[li]
             MLP.forward(
                 o: s.o.base + st * c, pre: s.h.base + st * preWidth, a: s.a.base + st * f, x: s.xe.base + st * c,
                 w: w.ffn[li], n: s.expertRows[li], c: c, f: f)
