@@ -14,20 +14,29 @@ final class SuperviseTests: XCTestCase {
         return (p, out)
     }
 
+    /// Supervises `command` (a tiny run), sends supervise `sig` once the run logged `step`, and
+    /// returns supervise's exit status, its output and the run's log.
+    func stop(_ command: [String], _ ws: Workspace, atStep step: Int, with sig: Int32) throws
+        -> (status: Int32, output: String, log: String)
+    {
+        let (p, out) = try supervise(["--"] + command, ws)
+        let log = "\(ws.dir)/runs/tiny/log.jsonl"
+        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":\(step),") })
+        kill(p.processIdentifier, sig)
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, output, try String(contentsOfFile: log, encoding: .utf8))
+    }
+
     /// SIGUSR1 to supervise (a batch system's preemption warning, e.g. Slurm's --signal=USR1@60)
     /// stops the run as SIGTERM does: train saves its last step, and supervise ends 0.
     func testSigusr1StopsTheRunCleanly() throws {
         let ws = Workspace()
-        let (p, out) = try supervise(
-            ["--", Harness.binary] + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=100000"]), ws)
-        let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":20,") })
-        kill(p.processIdentifier, SIGUSR1)
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, output)
+        let (status, output, text) = try stop(
+            [Harness.binary] + ws.tinyArgs(steps: 100000, extra: ["--set", "checkpoint.every=100000"]), ws,
+            atStep: 20, with: SIGUSR1)
+        XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("ended cleanly"), output)
-        let text = try String(contentsOfFile: log, encoding: .utf8)
         XCTAssertTrue(text.contains("\"reason\":\"signal\""), "no end event by signal")
         XCTAssertFalse(text.contains("\"event\":\"restart\""), "a clean stop was restarted")
     }
@@ -94,16 +103,10 @@ final class SuperviseTests: XCTestCase {
             "model.nLayer=8", "model.nEmbd=512", "model.nHead=8", "model.ffHidden=1024", "model.nExpert=8",
             "checkpoint.every=1000", "train.logEvery=1"
         ].flatMap { ["--set", $0] }
-        let (p, out) = try supervise(
-            ["--", mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
-                + ws.tinyArgs(steps: 100000, extra: big), ws)
-        let log = "\(ws.dir)/runs/tiny/log.jsonl"
-        XCTAssertTrue(Harness.waitUntil(seconds: 120) { Harness.file(log, contains: "\"step\":2,") })
-        kill(p.processIdentifier, SIGTERM)
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, output)
-        let text = try String(contentsOfFile: log, encoding: .utf8)
+        let (status, output, text) = try stop(
+            [mpirun, "-np", "2", "-x", "OPENBLAS_NUM_THREADS=1", Harness.binary]
+                + ws.tinyArgs(steps: 100000, extra: big), ws, atStep: 2, with: SIGTERM)
+        XCTAssertEqual(status, 0, output)
         let end = text.split(separator: "\n").last { $0.contains("\"event\":\"end\"") }
         XCTAssertTrue(end?.contains("\"reason\":\"signal\"") ?? false, "\(end ?? "no end event")")
         guard let last = text.split(separator: "\n").last(where: { $0.contains("\"event\":\"step\"") }),
