@@ -35,7 +35,8 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     }
 
     /// Starts the heartbeat between the ranks of `comm` (collective; world size 1: none), so that
-    /// a deadline names the ranks it waits for. A failure here leaves the deadline unnamed.
+    /// a deadline names the ranks it waits for. Without a socket the deadline names none; only a
+    /// failed collective throws.
     public func connect(_ comm: any Communicator, host: String) throws {
         let beat = try Heartbeat.connect(comm, host: host)
         lock.lock()
@@ -102,7 +103,8 @@ public final class CollectiveWatchdog: @unchecked Sendable {
             lock.unlock()
             if let beat, tick % beat.everyTicks == 0 { beat.send(step: at, call: current) }
             if expired {
-                let message = expiry(current ?? "", step: at, waited: waited, deadline: "\(which) = \(deadline) s")
+                let message = expiry(
+                    current ?? "", step: at, waited: waited, deadline: "\(which) = \(deadline) s", beat: beat)
                 FileHandle.standardError.write(Data(message.utf8))
                 CollectiveWatchdog.stopLauncherLater(seconds: CollectiveWatchdog.launcherGraceSeconds)
                 _exit(1)
@@ -112,8 +114,8 @@ public final class CollectiveWatchdog: @unchecked Sendable {
 
     /// `rank R: no progress from rank(s) ... in CALL at step S for N s (deadline ...): what the
     /// heartbeat saw of them`; "the other rank(s)" when it names none.
-    private func expiry(_ call: String, step: Int, waited: Double, deadline: String) -> String {
-        let blamed = heartbeat?.blame(step: step) ?? []
+    private func expiry(_ call: String, step: Int, waited: Double, deadline: String, beat: Heartbeat?) -> String {
+        let blamed = beat?.blame(step: step) ?? []
         let whom =
             blamed.isEmpty ? "the other rank(s)" : "rank(s) " + blamed.map { "\($0.rank)" }.joined(separator: ", ")
         let seen =

@@ -12,6 +12,10 @@ extension Heartbeat {
     static let maxAddresses = 6
     /// 127.0.0.1 in host order.
     static let loopback: UInt32 = 0x7F00_0001
+    static let magic: UInt32 = 0x5359_4842  // "SYHB"
+    static let callBytes = 48
+    /// Bytes of a datagram.
+    static let size = 4 + 8 + 4 + 4 + 8 + 1 + callBytes
 
     static func pack(nonce: UInt64, from: Int, to: Int, step: Int, call: String?) -> [UInt8] {
         var out: [UInt8] = []

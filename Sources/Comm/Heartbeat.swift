@@ -26,9 +26,6 @@ public final class Heartbeat: @unchecked Sendable {
     /// `everyTicks` ticks (ceil(world / 64)) and silence is judged over as many times longer.
     let everyTicks: Int
     var silentAfter: Double { Self.silentSeconds * Double(everyTicks) }
-    static let magic: UInt32 = 0x5359_4842  // "SYHB"
-    static let callBytes = 48
-    static let size = 4 + 8 + 4 + 4 + 8 + 1 + callBytes
 
     let rank: Int
     let hosts: [String]

@@ -85,8 +85,9 @@ public struct MemoryEstimate: Sendable, Equatable {
         }
         // The MoE backward's exchange scratch (dSend; dRecv, dXe, dOe), one set for all blocks.
         if moeBlocks > 0 { acts += sent * c + 3 * received * c }
-        // Experts' backward scratch per thread: the busiest expert, at most every token of the world.
-        if received > 0 { acts += Double(max(threads, 1)) * min(world * routed, received) * (f + pre) }
+        // Experts' backward scratch per thread: the busiest expert, at most every token of the world
+        // (on a rank that holds experts: received > 0).
+        if received > 0 { acts += Double(max(threads, 1)) * world * routed * (f + pre) }
         return MemoryEstimate(
             stateBytes: 8 * params + 8 * moments, activationBytes: 4 * acts,
             checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,

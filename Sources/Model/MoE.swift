@@ -114,17 +114,17 @@ struct MoELayer {
     /// Floats of pre-activation per routed row.
     var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }
 
-    /// The most rows this rank sends in one exchange: its routed rows (at most ceil(N / tp)), K each.
-    func mostSentRows(_ s: MoEState) -> Int {
-        (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size * s.maxK
-    }
+    /// The most rows a rank routes: its tp share of the state's N rows, ceil(N / tp).
+    func mostRoutedRows(_ s: MoEState) -> Int { (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size }
+
+    /// The most rows this rank sends in one exchange: its routed rows, K each.
+    func mostSentRows(_ s: MoEState) -> Int { mostRoutedRows(s) * s.maxK }
 
     /// The most rows this rank can receive in one exchange: every rank's routed rows, each to at
     /// most min(K, local experts) of this rank's experts (a token picks an expert once). Dropless
     /// routing can reach it when every token picks this rank; MemoryEstimate counts it.
     func mostReceivedRows(_ s: MoEState, localExperts: Int) -> Int {
-        ctx.comms.world.size * (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size
-            * min(s.maxK, localExperts)
+        ctx.comms.world.size * mostRoutedRows(s) * min(s.maxK, localExperts)
     }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);

@@ -1,9 +1,9 @@
 // `switchyard supervise [--max-restarts N] [--backoff S] -- COMMAND...`: runs a training command
 // (mpirun ... switchyard train JOB, or train alone) and restarts it when it ends non-zero; train
 // resumes from the newest checkpoint that verifies. Progress is the newest complete checkpoint's
-// step: N restarts in a row without progress end supervision with a summary. SIGTERM, SIGINT and
-// SIGUSR1 reach the command as SIGUSR1 (train then finishes its step and saves; mpirun forwards it to every
-// rank), a second one as itself, and supervision ends with the command.
+// step: N restarts in a row without progress end supervision with a summary. The first SIGTERM,
+// SIGINT or SIGUSR1 reaches the command as SIGUSR1 (mpirun forwards it to every rank; train finishes
+// its step and saves), a second one as itself, and supervision ends with the command.
 // Each restart is a `restart` event in the run's log, which `tail` and `status` show.
 import Dispatch
 import Foundation
@@ -28,10 +28,10 @@ enum SuperviseCommand {
             supervise reads its JOB and --set to find the run directory. A command that ends 0 ends
             supervision with 0; one that ends non-zero is restarted after the backoff, unless it ended
             --max-restarts times in a row without a newer checkpoint (then exit 1 with a summary).
-            The first SIGTERM/SIGINT/SIGUSR1 reaches the command as SIGUSR1 (mpirun forwards it to every rank;
-            train finishes its step and saves, however long that takes), a second one as itself (mpirun
-            then kills the ranks within about a second). Supervision ends with the command's status (0
-            when the run's log shows it saved its last step and ended by the signal).
+            The first SIGTERM/SIGINT/SIGUSR1 reaches the command as SIGUSR1 (mpirun forwards it to
+            every rank; train finishes its step and saves, however long that takes), a second one as
+            itself (mpirun then kills the ranks within about a second). Supervision ends with the
+            command's status (0 when the run's log shows it saved its last step and ended by the signal).
 
             With --min-ranks M the command must be mpirun --hostfile FILE ... -np N ...: before each
             restart every host of FILE is probed (mpirun with the command's options, --host H -np 1 true);
@@ -98,9 +98,9 @@ enum SuperviseCommand {
         }
     }
 
-    /// Supervision's end after SIGTERM/SIGINT: mpirun reports a job it forwarded the signal to as
-    /// failed even when every rank finished its step and saved, so the run's own end event says
-    /// whether it stopped cleanly (exit 0).
+    /// Supervision's end after a stop signal. The run's own end event says whether it stopped
+    /// cleanly (exit 0): after a second signal, passed on as SIGTERM, mpirun reports the job as
+    /// failed even when every rank finished its step and saved.
     static func stoppedBySignal(_ runDir: String, status: Int32) -> Int32 {
         if let saved = cleanStop(runDir) {
             say("switchyard supervise: stopped by signal; the run saved step \(saved) and ended cleanly")
@@ -195,9 +195,9 @@ enum SuperviseCommand {
 
 /// Runs commands with SIGTERM, SIGINT and SIGUSR1 (a batch system's warning before preemption)
 /// passed on to them; remembers that one came. The first is passed on as SIGUSR1, train's stop
-/// request, which mpirun forwards to every rank and then waits
-/// for them (on SIGTERM it would SIGKILL them after odls_base_sigkill_timeout, 1 s: a step and a
-/// save of a large model take longer). A second one is passed on as it came.
+/// request, which mpirun forwards to every rank and then waits for them (on SIGTERM it would
+/// SIGKILL them after odls_base_sigkill_timeout, 1 s: a step and a save of a large model take
+/// longer). A second one is passed on as it came.
 final class ForwardedSignals: @unchecked Sendable {
     private let lock = NSLock()
     private var child: Int32 = 0
