@@ -50,12 +50,15 @@ enum BenchCommand {
         say(
             "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
                 + "host \(Runtime.hostName)")
-        say("OpenBLAS core: \(BLAS.coreName)\(override), \(threads) thread(s), 1 rank")
+        say(
+            "OpenBLAS core: \(BLAS.coreName)\(override), \(threads) thread(s), 1 rank; kernels: \(Runtime.kernelTarget)"
+        )
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
         record = [
             ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
-            ("blasCore", .string(BLAS.coreName)), ("threads", .integer(threads)),
+            ("blasCore", .string(BLAS.coreName)), ("kernels", .string(Runtime.kernelTarget)),
+            ("threads", .integer(threads)),
             ("sgemmPeakGflops", .number(peak / 1e9))
         ]
         defer { writeRecord(args.value("--json")) }

@@ -92,5 +92,5 @@ enum Commands {
         return s
     }()
 
-    static let version = "switchyard 0.1.0"
+    static var version: String { "switchyard 0.1.0 (kernels compiled for \(Runtime.kernelTarget))" }
 }

@@ -1,7 +1,9 @@
-// switchyard: the one executable. Picks the BLAS core (may re-exec), parses the command line,
-// and runs the subcommand its spec names. Exit codes: 0 success, 1 failure, 64 usage error.
+// switchyard: the one executable. Checks that the CPU runs its kernels, picks the BLAS core (may
+// re-exec), parses the command line, and runs the subcommand its spec names. Exit codes: 0 success,
+// 1 failure, 64 usage error.
 import Foundation
 
+Runtime.checkKernelCPU()
 Runtime.chooseBLASCore()
 
 func dispatch(_ argv: [String]) -> Int32 {
