@@ -64,15 +64,20 @@ extension MoELayer {
 
     /// Phase 2, count exchange: every rank learns how many rows of each expert it receives from
     /// each source (alltoallv of the counts). Sets s.recvRows; returns the counts, [world * E].
+    /// A local layer (ParallelContext.localLayers) sends only to itself: its counts are the bucket.
     func exchangeCounts(s: MoEState, bucket: [Int]) throws -> [Int] {
         let world = ctx.comms.world.size
+        if ctx.localLayers[layer] {
+            s.recvRows = (0..<world).map { src in bucket[(src * e)..<((src + 1) * e)].reduce(0, +) }
+            return bucket
+        }
         let counts64 = bucket.map { Int64($0) }
         var recvCounts64 = [Int64](repeating: 0, count: world * e)
         try counts64.withUnsafeBufferPointer { sp in
             try recvCounts64.withUnsafeMutableBufferPointer { rp in
                 try ctx.alltoallv(
                     send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
-                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
+                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world), layer: layer)
             }
         }
         let recvCounts = recvCounts64.map { Int($0) }
@@ -136,13 +141,15 @@ extension MoELayer {
     /// Rows in send order [S, C] to the ranks serving their experts, arriving in received order [R, C].
     func toExperts(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
         try ctx.alltoallv(
-            send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c })
+            send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c },
+            layer: layer)
     }
 
     /// Rows in received order [R, C] back to the ranks that sent them, arriving in send order [S, C].
     func toOwners(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
         try ctx.alltoallv(
-            send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c })
+            send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c },
+            layer: layer)
     }
 
     /// dst[i] = src[perm[i]]: received order [R, C] to expert-major order.

@@ -19,9 +19,12 @@ public final class ParallelContext: @unchecked Sendable {
     public let plan: PlacementPlan
     /// Node of every world rank (ranks on one host share a node); all 0 on one machine.
     public let nodeOf: [Int]
-    /// servers[layer][expert]: the ranks that serve this rank's tokens for that expert (its
-    /// replicas on this rank's node, or all of them; see PlacementPlan.servers).
+    /// servers[layer][expert]: the ranks that serve this rank's tokens for that expert (itself if
+    /// it holds a replica, else the replicas on its node, else all; see PlacementPlan.servers).
     let servers: [[[Int]]]
+    /// localLayers[layer]: every rank holds every expert of that MoE layer, so each serves its own
+    /// rows (PlacementPlan.servers) and the layer's exchanges are local copies, no collective.
+    let localLayers: [Bool]
     public var stats = CommStats()
     /// AdamW moments of dp-replicated tensors split over the dp group (train.shardOptimizer).
     public let shardMoments: Bool
@@ -36,10 +39,12 @@ public final class ParallelContext: @unchecked Sendable {
         let nodes = nodeOf ?? [Int](repeating: 0, count: comms.world.size)
         precondition(nodes.count == comms.world.size, "nodeOf needs one entry per world rank")
         self.nodeOf = nodes
-        let mine = nodes[comms.world.rank]
+        let me = comms.world.rank
         servers = plan.layers.indices.map { l in
-            plan.layers[l].indices.map { plan.servers(layer: l, expert: $0, node: mine, nodeOf: nodes) }
+            plan.layers[l].indices.map { plan.servers(layer: l, expert: $0, rank: me, nodeOf: nodes) }
         }
+        let world = comms.world.size
+        localLayers = plan.layers.map { $0.allSatisfy { Set($0) == Set(0..<world) } }
     }
 
     /// World size 1 on the calling thread, experts all local.
@@ -111,11 +116,15 @@ public final class ParallelContext: @unchecked Sendable {
 
     /// alltoallv over the world, timed.
     func alltoallv<T: CommScalar>(
-        send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int]
+        send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int],
+        layer: Int
     ) throws {
-        if comms.world.size == 1 {
-            precondition(sendCounts == recvCounts, "alltoallv to self with different counts")
-            recv.update(from: send, count: sendCounts[0])
+        if comms.world.size == 1 || localLayers[layer] {
+            let me = comms.world.rank
+            precondition(
+                sendCounts == recvCounts && sendCounts.indices.allSatisfy { $0 == me || sendCounts[$0] == 0 },
+                "a local MoE layer's exchange has rows for another rank")
+            recv.update(from: send, count: sendCounts[me])
             return
         }
         let t0 = monotonicSeconds()

@@ -67,12 +67,14 @@ public struct PlacementPlan: Equatable, Sendable {
         servers.count == 1 ? servers[0] : servers[token % servers.count]
     }
 
-    /// The replicas of `expert` that serve tokens sent from a rank on node `node` (`nodeOf[r]` is
-    /// rank r's node): the ones on that node, so the traffic stays inside it, or every replica if
-    /// the node holds none. Among them tokens split by index (`replica(of:token:)`).
-    public func servers(layer: Int, expert: Int, node: Int, nodeOf: [Int]) -> [Int] {
+    /// The replicas of `expert` that serve tokens sent from rank `rank` (`nodeOf[r]` is rank r's
+    /// node): the rank itself when it holds one (its rows then never leave it: a fully replicated
+    /// expert is data parallel), else the ones on its node, so the traffic stays inside it, else
+    /// every replica. Among several, tokens split by index (`replica(of:token:)`).
+    public func servers(layer: Int, expert: Int, rank: Int, nodeOf: [Int]) -> [Int] {
         let all = layers[layer][expert]
-        let near = all.filter { nodeOf[$0] == node }
+        if all.count > 1 && all.contains(rank) { return [rank] }
+        let near = all.filter { nodeOf[$0] == nodeOf[rank] }
         return near.isEmpty ? all : near
     }
 }

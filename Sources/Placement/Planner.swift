@@ -43,7 +43,7 @@ public enum Planner {
     /// `tokens` tokens per step. Dispatch and combine (forward and backward: 4 exchanges of C
     /// floats per assignment) cost bytes / bandwidth, on the slower link when the token's source
     /// and the expert's rank are on different nodes; sources are spread evenly over the ranks, and
-    /// a replicated expert serves each source from the replicas on its node when there are any.
+    /// a replicated expert serves each source from its own replica, else from those on its node.
     /// Every MoE layer's alltoallv is a barrier, so the step takes the dense share plus, per
     /// layer, the time of that layer's slowest rank (an imbalance in one layer is not made up by
     /// the opposite imbalance in another). Replicated experts add one world allreduce of their
@@ -102,8 +102,8 @@ public enum Planner {
 
     /// One MoE layer's work per rank: expert compute seconds, alltoallv seconds (latency
     /// included) and the assignments each rank serves. Tokens come from every rank in equal
-    /// parts; each source sends to the replicas that serve it (those on its node, else all:
-    /// PlacementPlan.servers).
+    /// parts; each source sends to the replicas that serve it (itself if it holds one, else those
+    /// on its node, else all: PlacementPlan.servers).
     static func layerWork(
         plan: PlacementPlan, layer l: Int, load: [[Double]], shape: MoEShape, cluster: Cluster, nodeOf: [Int],
         latency: Double
@@ -115,7 +115,7 @@ public enum Planner {
         for (e, ranks) in plan.layers[l].enumerated() {
             let le = l < load.count && e < load[l].count ? load[l][e] : 0
             for s in 0..<world {
-                let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, node: nodeOf[s], nodeOf: nodeOf)
+                let to = ranks.count == 1 ? ranks : plan.servers(layer: l, expert: e, rank: s, nodeOf: nodeOf)
                 let part = le / Double(world) / Double(to.count)
                 for r in to {
                     served[r] += part

@@ -51,12 +51,16 @@ final class DispatchTests: XCTestCase {
                     let src = Int(s.xe.base[i * c]), row = Int(s.xe.base[i * c + 1])
                     let (first, second) = Self.route(seed: seed, rank: src, row: row, experts: e)
                     if ex != first && ex != second { p.wrongExpert += 1 }
-                    // The replica its token index picks among those serving src's node (all, on one node).
-                    let servers = plan.servers(layer: 0, expert: ex, node: nodes[src], nodeOf: nodes)
+                    // src's own replica if it holds one, else the one its token index picks among
+                    // those on src's node (all, on one node).
+                    let replicas = plan.layers[0][ex]
+                    let servers = replicas.filter { nodes[$0] == nodes[src] }
                     let picked =
-                        nodeOf == nil
-                        ? plan.rank(layer: 0, expert: ex, token: src * 1000 + row)
-                        : servers[(src * 1000 + row) % servers.count]
+                        replicas.contains(src)
+                        ? src
+                        : nodeOf == nil || servers.isEmpty
+                            ? plan.rank(layer: 0, expert: ex, token: src * 1000 + row)
+                            : servers[(src * 1000 + row) % servers.count]
                     if picked != comm.rank { p.wrongReplica += 1 }
                     if s.xe.base[i * c + 2] != Float(src * 100 + row) { p.wrongPayload += 1 }
                 }
@@ -99,17 +103,24 @@ final class DispatchTests: XCTestCase {
         // World 4: every expert replicated twice.
         let plan4 = PlacementPlan(layers: [[[0, 1], [2, 3], [0, 3], [1, 2], [0, 2]]])
         try check(world: 4, experts: 5, plan: plan4, seed: 12)
+        // World 3, every expert on every rank: a local layer, its exchanges plain copies.
+        let everywhere = PlacementPlan(layers: [[[Int]](repeating: [0, 1, 2], count: 5)])
+        try check(world: 3, experts: 5, plan: everywhere, seed: 14)
     }
 
-    /// Two nodes of two ranks: a replicated expert serves each node's tokens from the replica on
-    /// that node (none crosses), an expert with replicas on one node only serves everyone.
-    func testReplicasServeTheirOwnNode() throws {
+    /// Two nodes of two ranks: a replicated expert serves a rank's tokens from that rank's own
+    /// replica, else from the replica on its node (none crosses); an expert with replicas on one
+    /// node only serves everyone.
+    func testReplicasServeTheirOwnRankThenTheirOwnNode() throws {
         let plan = PlacementPlan(layers: [[[0, 2], [1, 3], [0, 1], [3], [2]]])
         try check(world: 4, experts: 5, plan: plan, seed: 13, nodeOf: [0, 0, 1, 1])
-        XCTAssertEqual(plan.servers(layer: 0, expert: 0, node: 1, nodeOf: [0, 0, 1, 1]), [2])
-        XCTAssertEqual(
-            plan.servers(layer: 0, expert: 2, node: 1, nodeOf: [0, 0, 1, 1]), [0, 1], "no replica on node 1: all")
-        XCTAssertEqual(plan.servers(layer: 0, expert: 2, node: 0, nodeOf: [0, 0, 0, 0]), [0, 1])
+        let nodes = [0, 0, 1, 1]
+        XCTAssertEqual(plan.servers(layer: 0, expert: 0, rank: 3, nodeOf: nodes), [2], "rank 3: node 1's replica")
+        XCTAssertEqual(plan.servers(layer: 0, expert: 0, rank: 2, nodeOf: nodes), [2], "rank 2: its own")
+        XCTAssertEqual(plan.servers(layer: 0, expert: 0, rank: 0, nodeOf: nodes), [0], "rank 0: its own")
+        XCTAssertEqual(plan.servers(layer: 0, expert: 2, rank: 2, nodeOf: nodes), [0, 1], "no replica on node 1: all")
+        XCTAssertEqual(plan.servers(layer: 0, expert: 2, rank: 3, nodeOf: [0, 0, 0, 0]), [0, 1])
+        XCTAssertEqual(plan.servers(layer: 0, expert: 3, rank: 0, nodeOf: nodes), [3], "a single replica")
     }
 
     /// The capacity rule drops the same assignments whatever the number of ranks the global batch is
