@@ -48,16 +48,17 @@ enum MLP {
         dA: UnsafeMutablePointer<Float>, dPre: UnsafeMutablePointer<Float>, n: Int, c: Int, f: Int
     ) {
         guard n > 0 else { return }
-        dA.update(repeating: 0, count: n * f)
-        Linear.backward(dInp: dA, dWeight: g.w2, dOut: dOut, inp: a, weight: w.w2, n: n, inFeatures: f, outFeatures: c)
-        let swiglu = w.w3 != nil
-        dPre.update(repeating: 0, count: n * preWidth(f: f, swiglu: swiglu))
+        // dA and dPre are written, not accumulated into: no zeroing pass.
+        Linear.backward(
+            dInp: dA, dWeight: g.w2, dOut: dOut, inp: a, weight: w.w2, n: n, inFeatures: f, outFeatures: c,
+            overwriteInput: true)
         if let w3 = w.w3, let g3 = g.w3 {
+            dPre.update(repeating: 0, count: n * preWidth(f: f, swiglu: true))
             SwiGLU.backward(dG: dPre, dU: dPre + n * f, dOut: dA, g: pre, u: pre + n * f, count: n * f)
             Linear.backward(
                 dInp: dx, dWeight: g3, dOut: dPre + n * f, inp: x, weight: w3, n: n, inFeatures: c, outFeatures: f)
         } else {
-            GELU.backward(dInp: dPre, dOut: dA, inp: pre, count: n * f)
+            GELU.backward(dInp: dPre, dOut: dA, inp: pre, count: n * f, overwrite: true)
         }
         Linear.backward(dInp: dx, dWeight: g.w1, dOut: dPre, inp: x, weight: w.w1, n: n, inFeatures: c, outFeatures: f)
     }

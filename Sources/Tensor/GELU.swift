@@ -37,16 +37,23 @@ public enum GELU {
         }
     }
 
-    /// dInp[i] += dOut[i] * gelu'(inp[i]), gelu'(x) = Phi(x) + x * phi(x).
+    /// dInp[i] += dOut[i] * gelu'(inp[i]), gelu'(x) = Phi(x) + x * phi(x); with `overwrite`,
+    /// dInp[i] = (scratch that would otherwise be zeroed first; the same bits).
     public static func backward(
         dInp: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-        inp: UnsafePointer<Float>, count: Int
+        inp: UnsafePointer<Float>, count: Int, overwrite: Bool = false
     ) {
-        for i in 0..<count {
-            let x = inp[i]
-            let cdf = 0.5 * (1 + erf(x * invSqrt2))
-            let pdf = invSqrt2Pi * FastMath.exp(-0.5 * x * x)
-            dInp[i] += dOut[i] * (cdf + x * pdf)
+        if overwrite {
+            for i in 0..<count { dInp[i] = dOut[i] * derivative(inp[i]) }
+        } else {
+            for i in 0..<count { dInp[i] += dOut[i] * derivative(inp[i]) }
         }
+    }
+
+    @inline(__always)
+    static func derivative(_ x: Float) -> Float {
+        let cdf = 0.5 * (1 + erf(x * invSqrt2))
+        let pdf = invSqrt2Pi * FastMath.exp(-0.5 * x * x)
+        return cdf + x * pdf
     }
 }

@@ -55,11 +55,12 @@ public enum Linear {
     }
 
     /// dInp[N, I] += dOut[N, O] @ w[O, I];  dW[O, I] += dOut^T @ inp.
-    /// Pass nil for a gradient that is not needed.
+    /// Pass nil for a gradient that is not needed. `overwriteInput`: dInp = instead of +=, for
+    /// scratch that would otherwise be zeroed first (the same bits: 0 + x = x).
     public static func backward(
         dInp: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
         dOut: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        n: Int, inFeatures: Int, outFeatures: Int
+        n: Int, inFeatures: Int, outFeatures: Int, overwriteInput: Bool = false
     ) {
         let rowItems = dInp == nil ? 0 : blocks(n, rowGrain)
         let weightItems = dWeight == nil || n == 0 ? 0 : blocks(outFeatures, weightRowGrain)
@@ -75,7 +76,8 @@ public enum Linear {
                 let r0 = (item - weightItems) * rowGrain, rows = min(rowGrain, n - r0)
                 sgemm(
                     .no, .no, m: rows, n: inFeatures, k: outFeatures, a: dOut + r0 * outFeatures, lda: outFeatures,
-                    b: weight, ldb: inFeatures, beta: 1, c: dInp + r0 * inFeatures, ldc: inFeatures)
+                    b: weight, ldb: inFeatures, beta: overwriteInput ? 0 : 1, c: dInp + r0 * inFeatures,
+                    ldc: inFeatures)
             }
         }
     }

@@ -71,6 +71,11 @@ final class LayerKernelTests: XCTestCase {
         let dx = FloatBuffer(count: 64)
         GELU.backward(dInp: dx.base, dOut: keep(r), inp: keep(xs), count: 64)
         assertGradient("GELU dx", x: xs, analytic: dx.toArray(), h: 1e-3) { dot(run($0), r) }
+        // overwrite: writes over whatever the scratch held, the bits of accumulating into zeros.
+        let over = FloatBuffer(count: 64)
+        over.base.update(repeating: .nan, count: 64)
+        GELU.backward(dInp: over.base, dOut: keep(r), inp: keep(xs), count: 64, overwrite: true)
+        XCTAssertEqual(over.toArray(), dx.toArray(), "GELU backward with overwrite differs from += into zeros")
     }
 
     func testFastExpAccuracy() {

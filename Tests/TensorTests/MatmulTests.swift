@@ -91,5 +91,11 @@ final class MatmulTests: XCTestCase {
             weight: keep([5, 6]), n: 1, inFeatures: 2, outFeatures: 1)
         XCTAssertEqual(dx.toArray(), [11, 13])
         XCTAssertEqual(dw.toArray(), [7, 9])
+        // overwriteInput: dx is written (its old contents ignored), dW still accumulates.
+        Linear.backward(
+            dInp: dx.base, dWeight: dw.base, dOut: keep([2]), inp: keep([3, 4]),
+            weight: keep([5, 6]), n: 1, inFeatures: 2, outFeatures: 1, overwriteInput: true)
+        XCTAssertEqual(dx.toArray(), [10, 12], "overwriteInput must replace dx, not add to it")
+        XCTAssertEqual(dw.toArray(), [13, 17])
     }
 }
