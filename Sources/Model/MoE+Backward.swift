@@ -73,17 +73,17 @@ extension MoELayer {
         let recvTotal = s.recvRows.reduce(0, +)
         let most = mostReceivedRows(s, localExperts: s.expertRows.count) * c
         sc.dRecv.reserve(recvTotal * c, atMost: most)
-        try toExperts(s: s, send: sc.dSend.base, recv: sc.dRecv.base)
+        let arrived = try toExperts(s: s, send: sc.dSend.base, recv: sc.dRecv.base)
         sc.dOe.reserve(recvTotal * c, atMost: most)
         sc.dXe.reserve(recvTotal * c, atMost: most)
-        expertMajor(s: s, from: sc.dRecv.base, into: sc.dOe.base)
+        expertMajor(s: s, from: arrived, into: sc.dOe.base)
         sc.dXe.base.update(repeating: 0, count: recvTotal * c)
     }
 
     /// The experts' input gradients sc.dXe back to received order and home (alltoallv), added
     /// per token in slot order into dxs [rows, C].
     func returnGradientsHome(s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>) throws {
-        receivedOrder(s: s, from: sc.dXe.base, into: sc.dRecv.base)
+        receivedOrder(s: s, from: sc.dXe.base, into: isLocal ? sc.dSend.base : sc.dRecv.base)
         try toOwners(s: s, send: sc.dRecv.base, recv: sc.dSend.base)
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {

@@ -16,8 +16,8 @@ extension MoELayer {
         let recvTotal = s.recvRows.reduce(0, +)
         ctx.stats.expertRowsReceived += recvTotal
         s.recv.reserve(recvTotal * c, atMost: mostReceivedRows(s, localExperts: experts.count) * c)
-        try toExperts(s: s, send: s.send.base, recv: s.recv.base)
-        permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts)
+        let arrived = try toExperts(s: s, send: s.send.base, recv: s.recv.base)
+        permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts, arrived: arrived)
     }
 
     /// Phase 1, counting sort: each kept assignment's destination (the replica that serves the
@@ -86,8 +86,9 @@ extension MoELayer {
     }
 
     /// Phase 3, expert-major permutation: for each local expert, the rows from source 0, 1, ...
-    /// in token order (s.perm, s.expertStart/Rows); copies them into s.xe and sizes the expert buffers.
-    func permuteExpertMajor(s: MoEState, recvCounts: [Int], experts: [Int]) {
+    /// in token order (s.perm, s.expertStart/Rows); copies them from `arrived` (received order)
+    /// into s.xe and sizes the expert buffers.
+    func permuteExpertMajor(s: MoEState, recvCounts: [Int], experts: [Int], arrived: UnsafePointer<Float>) {
         let world = ctx.comms.world.size
         let recvTotal = s.recvRows.reduce(0, +)
         var srcStart = [Int](repeating: 0, count: world)
@@ -114,7 +115,7 @@ extension MoELayer {
         s.o.reserve(recvTotal * c, atMost: most * c)
         s.h.reserve(recvTotal * preWidth, atMost: most * preWidth)
         s.a.reserve(recvTotal * f, atMost: most * f)
-        expertMajor(s: s, from: s.recv.base, into: s.xe.base)
+        expertMajor(s: s, from: arrived, into: s.xe.base)
     }
 
     /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
@@ -122,8 +123,8 @@ extension MoELayer {
     func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>)
         throws
     {
-        // Outputs back to received order, then home.
-        receivedOrder(s: s, from: s.o.base, into: s.recv.base)
+        // Outputs back to received order, then home (straight into s.back in a local layer).
+        receivedOrder(s: s, from: s.o.base, into: isLocal ? s.back.base : s.recv.base)
         try toOwners(s: s, send: s.recv.base, recv: s.back.base)
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {
@@ -138,15 +139,26 @@ extension MoELayer {
         try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
     }
 
-    /// Rows in send order [S, C] to the ranks serving their experts, arriving in received order [R, C].
-    func toExperts(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
+    /// Whether this layer's exchanges are the identity (every expert on every rank, or world 1:
+    /// ParallelContext.localLayers): send order is received order, and nothing is copied.
+    var isLocal: Bool { ctx.localLayers[layer] }
+
+    /// Rows in send order [S, C] to the ranks serving their experts, arriving in received order
+    /// [R, C] in `recv`; returns where they are: `recv`, or `send` itself in a local layer.
+    func toExperts(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws
+        -> UnsafePointer<Float>
+    {
+        if isLocal { return send }
         try ctx.alltoallv(
             send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c },
             layer: layer)
+        return UnsafePointer(recv)
     }
 
-    /// Rows in received order [R, C] back to the ranks that sent them, arriving in send order [S, C].
+    /// Rows in received order [R, C] back to the ranks that sent them, arriving in send order
+    /// [S, C] in `recv`. A local layer does nothing: its caller wrote the rows into `recv` itself.
     func toOwners(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
+        if isLocal { return }
         try ctx.alltoallv(
             send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c },
             layer: layer)
