@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The driver of ops/bench: runs every measurement in one run on this machine and prints one table
 (and, with --json FILE, writes it). Rows: jobs/small.json and jobs/medium.json at 1 rank x 1 thread,
-1 rank x 2 threads and 2 ranks x 1 thread (mpirun); attention at T = 256, 1024, 4096; checkpoint
-save throughput against a plain write + fsync of the same bytes. With --compare-torch, the PyTorch
-eager reference (ops/torch_reference.py) runs beside each row with the same threads in total.
+1 rank x 2 threads and 2 ranks x 1 thread (mpirun; also with every expert on both ranks); attention
+at T = 256, 1024, 4096; checkpoint save throughput against a plain write + fsync of the same bytes.
+With --compare-torch, the PyTorch eager reference (ops/torch_reference.py) runs beside each row with the same threads in total.
 Standard library only; the switchyard binary must be built (ops/bench builds it)."""
 import argparse
 import json
@@ -107,6 +107,9 @@ def main():
         if "checkpoint" in one:
             result["checkpoint"] = {"1x1": one["checkpoint"], "1x2": two["checkpoint"]}
         dp = summarise_train(train_log(job, 2, args.steps + 2, tmp, "dp2-" + os.path.basename(job)))
+        # The same 2 ranks with every expert on both (data-parallel experts: no exchange, a larger allreduce).
+        everywhere = "placement=" + json.dumps([[0, 1]] * json.load(open(job))["model"]["nExpert"]).replace(" ", "")
+        rep = summarise_train(train_log(job, 2, args.steps + 2, tmp, "rep2-" + os.path.basename(job), [everywhere]))
         rows = [
             {"job": job, "layout": "1x1", "tokensPerSec": one["tokensPerSec"], "modelGflops": one["modelGflops"],
              "mfu": one["mfu"], "peakGflops": one["sgemmPeakGflops"], "peakRssMB": one["trainingPeakRssMB"],
@@ -118,11 +121,17 @@ def main():
              "modelGflops": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9,
              "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": dp["peakRssMB"],
              "commShare": dp["commShare"]},
+            {"job": job, "layout": "2x1*", "tokensPerSec": rep["tokensPerSec"],
+             "modelGflops": rep["tokensPerSec"] * rep["flopsPerToken"] / 1e9,
+             "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": rep["peakRssMB"],
+             "commShare": rep["commShare"]},
         ]
         if args.compare_torch:
             t1 = torch_row(args.compare_torch, job, 1, args.steps)
             t2 = torch_row(args.compare_torch, job, 2, args.steps)
-            rows[0]["torch"], rows[1]["torch"], rows[2]["torch"] = t1, t2, t2
+            rows[0]["torch"] = t1
+            for r in rows[1:]:
+                r["torch"] = t2
         result["rows"] += rows
     result["memory"] = []
     for job in jobs:
@@ -159,7 +168,7 @@ def main():
     # noisy; the best is the conservative choice for MFU).
     peaks = {"1x1": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x1"),
              "1x2": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x2")}
-    peaks["2x1"] = 2 * peaks["1x1"]
+    peaks["2x1"] = peaks["2x1*"] = 2 * peaks["1x1"]
     for r in result["rows"]:
         r["peakGflops"] = peaks[r["layout"]]
         r["mfu"] = r["modelGflops"] / r["peakGflops"]
@@ -177,7 +186,8 @@ def report(result, args):
           f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
           f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
     print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread peak; "
-          "2x1: twice the 1-thread peak); 2x1 on 2 cores is not oversubscribed")
+          "2x1: twice the 1-thread peak); 2x1 on 2 cores is not oversubscribed; 2x1: the default placement "
+          "(experts split over the ranks), 2x1*: every expert on both ranks (data parallel, no exchange)")
     head = f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MB':>12} {'vs 1x1':>7}"
     if args.compare_torch:
         head += f" {'torch tok/s':>12} {'ratio':>6}"
@@ -200,7 +210,7 @@ def report(result, args):
         else:
             print(f"  {r['job']} {r['layout']}: communication {100 * r['commShare']:.1f}% of step time")
     if args.compare_torch:
-        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2 and 2x1 vs "
+        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2, 2x1 and 2x1* vs "
               "torch 2 threads")
     print("attention (B 4): core alone fwd/bwd ms; small.json at that T: step ms, peak RSS, RSS above the "
           "parameters + gradients + moments")
