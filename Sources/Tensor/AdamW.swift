@@ -28,7 +28,21 @@ public enum AdamW {
         let c2 = 1 / (1 - Float(powDouble(Double(b2), step)))
         let wd = decay ? config.weightDecay : 0
         let eps = config.eps
-        for i in 0..<count {
+        // 8 lanes at a time (the compiler leaves the scalar loop scalar: four pointers that may
+        // alias), then the tail; each lane does the scalar loop's operations in its order, and
+        // IEEE sqrt and division are exact per lane, so the bits are the scalar loop's.
+        var i = 0
+        while i + 8 <= count {
+            let p = load(params + i), g = load(grads + i) * gradScale
+            let mi = b1 * load(m + i) + (1 - b1) * g
+            let vi = b2 * load(v + i) + (1 - b2) * g * g
+            store(mi, m + i)
+            store(vi, v + i)
+            let mhat = mi * c1, vhat = vi * c2
+            store(p - lr * (mhat / (vhat.squareRoot() + eps) + wd * p), params + i)
+            i += 8
+        }
+        while i < count {
             let g = grads[i] * gradScale
             let mi = b1 * m[i] + (1 - b1) * g
             let vi = b2 * v[i] + (1 - b2) * g * g
@@ -36,7 +50,16 @@ public enum AdamW {
             v[i] = vi
             let mhat = mi * c1, vhat = vi * c2
             params[i] -= lr * (mhat / (vhat.squareRoot() + eps) + wd * params[i])
+            i += 1
         }
+    }
+
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    @inline(__always) static func store(_ x: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: x, as: SIMD8<Float>.self)
     }
 
     /// Elements per work item of `updateAll`.
@@ -75,13 +98,32 @@ public enum AdamW {
 }
 
 public enum GradClip {
+    /// Floats per partial sum of `norm`.
+    static let normBlock = 4096
+
     /// The global L2 norm of `count` gradients, accumulated in Double.
     public static func norm(_ grads: UnsafePointer<Float>, count: Int) -> Double {
         var s: Double = 0
         var i = 0
         // Blocks of Float partial sums keep it fast; Double across blocks keeps it accurate.
+        // Eight whole blocks at a time, one per lane: each lane adds its block's squares in the
+        // order the scalar loop below does (eight independent chains instead of one), and the
+        // partials go into s in block order, so the bits are the one-block-at-a-time loop's.
+        let b = normBlock
+        while i + 8 * b <= count {
+            var part = SIMD8<Float>(repeating: 0)
+            let g = grads + i
+            for j in 0..<b {
+                let x = SIMD8<Float>(
+                    g[j], g[b + j], g[2 * b + j], g[3 * b + j], g[4 * b + j], g[5 * b + j], g[6 * b + j],
+                    g[7 * b + j])
+                part += x * x
+            }
+            for l in 0..<8 { s += Double(part[l]) }
+            i += 8 * b
+        }
         while i < count {
-            let end = min(i + 4096, count)
+            let end = min(i + b, count)
             var part: Float = 0
             for j in i..<end { part += grads[j] * grads[j] }
             s += Double(part)

@@ -1,5 +1,6 @@
-import Tensor
 import XCTest
+
+@testable import Tensor
 
 final class OptimizerTests: XCTestCase {
     func testAdamWFirstStepsClosedForm() {
@@ -18,6 +19,41 @@ final class OptimizerTests: XCTestCase {
         AdamW.update(
             params: p.base, grads: g.base, m: m.base, v: v.base, count: 2, lr: 0.01, step: 2, config: cfg, decay: false)
         XCTAssertEqual(p[0], before - 0.01 * 1, accuracy: 1e-6)
+    }
+
+    /// The 8-lane AdamW gives the scalar formula's bits, lanes and tail alike.
+    func testAdamWVectorLanesMatchTheScalarFormulaBitForBit() {
+        let n = 8 * 5 + 3, cfg = AdamWConfig()
+        let p0 = randomValues(n, seed: 1), g = randomValues(n, seed: 2), m0 = randomValues(n, seed: 3)
+        let v0 = randomValues(n, seed: 4).map { $0 * $0 }
+        let p = FloatBuffer(p0), m = FloatBuffer(m0), v = FloatBuffer(v0)
+        AdamW.update(
+            params: p.base, grads: keep(g), m: m.base, v: v.base, count: n, lr: 0.003, step: 7, config: cfg,
+            decay: true, gradScale: 0.5)
+        // The bias corrections as AdamW computes them (from the Float betas, in Double).
+        let c1 = 1 / (1 - Float(AdamW.powDouble(Double(cfg.beta1), 7)))
+        let c2 = 1 / (1 - Float(AdamW.powDouble(Double(cfg.beta2), 7)))
+        for i in 0..<n {
+            let gi = g[i] * 0.5
+            let mi = 0.9 * m0[i] + (1 - 0.9) * gi, vi = 0.95 * v0[i] + (1 - 0.95) * gi * gi
+            let want = p0[i] - 0.003 * (mi * c1 / ((vi * c2).squareRoot() + 1e-8) + 0.1 * p0[i])
+            XCTAssertEqual(p[i].bitPattern, want.bitPattern, "parameter \(i): \(p[i]) vs \(want)")
+            XCTAssertEqual(m[i].bitPattern, mi.bitPattern, "m \(i)")
+            XCTAssertEqual(v[i].bitPattern, vi.bitPattern, "v \(i)")
+        }
+    }
+
+    /// The norm's eight-blocks-at-a-time loop gives the bits of summing one block at a time.
+    func testGradNormMatchesTheBlockAtATimeSumBitForBit() {
+        let n = 8 * 4096 * 2 + 3 * 4096 + 123
+        let g = randomValues(n, seed: 9)
+        var want = 0.0
+        for start in stride(from: 0, to: n, by: 4096) {
+            var part: Float = 0
+            for j in start..<min(start + 4096, n) { part += g[j] * g[j] }
+            want += Double(part)
+        }
+        XCTAssertEqual(GradClip.norm(keep(g), count: n).bitPattern, want.squareRoot().bitPattern)
     }
 
     func testGradClipScalesToMaxNorm() {
