@@ -10,11 +10,10 @@ public enum CrossEntropy {
     ) {
         forEachRow(n) { r in
             let l = logits + r * v
-            var mx = -Float.infinity
-            for j in 0..<v where l[j] > mx { mx = l[j] }
-            var sum: Float = 0
-            for j in 0..<v { sum += FastMath.exp(l[j] - mx) }
-            losses[r] = (mx + log(sum)) - l[Int(targets[r])]
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: v) { ex in
+                let (mx, sum) = shiftedExps(l, v, into: ex.baseAddress!)
+                losses[r] = (mx + log(sum)) - l[Int(targets[r])]
+            }
         }
     }
 
@@ -26,14 +25,28 @@ public enum CrossEntropy {
     ) {
         forEachRow(n) { r in
             let l = logits + r * v, d = dLogits + r * v
-            var mx = -Float.infinity
-            for j in 0..<v where l[j] > mx { mx = l[j] }
-            var sum: Float = 0
-            for j in 0..<v { sum += FastMath.exp(l[j] - mx) }
-            let inv = 1 / sum
-            for j in 0..<v { d[j] += dLoss * FastMath.exp(l[j] - mx) * inv }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: v) { buffer in
+                let ex = buffer.baseAddress!
+                let (_, sum) = shiftedExps(l, v, into: ex)
+                let inv = 1 / sum
+                for j in 0..<v { d[j] += dLoss * ex[j] * inv }
+            }
             d[Int(targets[r])] -= dLoss
         }
+    }
+
+    /// ex[j] = e^(l[j] - max) for j < v (a loop the compiler vectorises), and (max, the sum of
+    /// ex in index order: one add after another, as a loop summing the exps as it goes would).
+    @inline(__always)
+    static func shiftedExps(_ l: UnsafePointer<Float>, _ v: Int, into ex: UnsafeMutablePointer<Float>)
+        -> (max: Float, sum: Float)
+    {
+        var mx = -Float.infinity
+        for j in 0..<v where l[j] > mx { mx = l[j] }
+        for j in 0..<v { ex[j] = FastMath.exp(l[j] - mx) }
+        var sum: Float = 0
+        for j in 0..<v { sum += ex[j] }
+        return (mx, sum)
     }
 }
 
