@@ -67,7 +67,7 @@ extension MoELayer {
     /// A local layer (ParallelContext.localLayers) sends only to itself: its counts are the bucket.
     func exchangeCounts(s: MoEState, bucket: [Int]) throws -> [Int] {
         let world = ctx.comms.world.size
-        if ctx.localLayers[layer] {
+        if isLocal {
             s.recvRows = (0..<world).map { src in bucket[(src * e)..<((src + 1) * e)].reduce(0, +) }
             return bucket
         }
@@ -77,7 +77,7 @@ extension MoELayer {
             try recvCounts64.withUnsafeMutableBufferPointer { rp in
                 try ctx.alltoallv(
                     send: sp.baseAddress!, sendCounts: Array(repeating: e, count: world),
-                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world), layer: layer)
+                    recv: rp.baseAddress!, recvCounts: Array(repeating: e, count: world))
             }
         }
         let recvCounts = recvCounts64.map { Int($0) }
@@ -150,8 +150,7 @@ extension MoELayer {
     {
         if isLocal { return send }
         try ctx.alltoallv(
-            send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c },
-            layer: layer)
+            send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c })
         return UnsafePointer(recv)
     }
 
@@ -160,8 +159,7 @@ extension MoELayer {
     func toOwners(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
         if isLocal { return }
         try ctx.alltoallv(
-            send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c },
-            layer: layer)
+            send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c })
     }
 
     /// dst[i] = src[perm[i]]: received order [R, C] to expert-major order.

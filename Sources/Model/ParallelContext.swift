@@ -23,7 +23,8 @@ public final class ParallelContext: @unchecked Sendable {
     /// it holds a replica, else the replicas on its node, else all; see PlacementPlan.servers).
     let servers: [[[Int]]]
     /// localLayers[layer]: every rank holds every expert of that MoE layer, so each serves its own
-    /// rows (PlacementPlan.servers) and the layer's exchanges are local copies, no collective.
+    /// rows (PlacementPlan.servers) and the layer's exchanges are the identity: no collective, no
+    /// copy (MoELayer.isLocal).
     let localLayers: [Bool]
     public var stats = CommStats()
     /// AdamW moments of dp-replicated tensors split over the dp group (train.shardOptimizer).
@@ -116,15 +117,11 @@ public final class ParallelContext: @unchecked Sendable {
 
     /// alltoallv over the world, timed.
     func alltoallv<T: CommScalar>(
-        send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int],
-        layer: Int
+        send: UnsafePointer<T>, sendCounts: [Int], recv: UnsafeMutablePointer<T>, recvCounts: [Int]
     ) throws {
-        if comms.world.size == 1 || localLayers[layer] {
-            let me = comms.world.rank
-            precondition(
-                sendCounts == recvCounts && sendCounts.indices.allSatisfy { $0 == me || sendCounts[$0] == 0 },
-                "a local MoE layer's exchange has rows for another rank")
-            recv.update(from: send, count: sendCounts[me])
+        if comms.world.size == 1 {
+            precondition(sendCounts == recvCounts, "alltoallv to self with different counts")
+            recv.update(from: send, count: sendCounts[0])
             return
         }
         let t0 = monotonicSeconds()

@@ -8,12 +8,10 @@ public enum CrossEntropy {
         losses: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
         targets: UnsafePointer<Int32>, n: Int, v: Int
     ) {
-        forEachRow(n) { r in
+        forEachRowWithExps(n, v) { r, ex in
             let l = logits + r * v
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: v) { ex in
-                let (mx, sum) = shiftedExps(l, v, into: ex.baseAddress!)
-                losses[r] = (mx + log(sum)) - l[Int(targets[r])]
-            }
+            let (mx, sum) = shiftedExps(l, v, into: ex)
+            losses[r] = (mx + log(sum)) - l[Int(targets[r])]
         }
     }
 
@@ -23,15 +21,23 @@ public enum CrossEntropy {
         dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
         targets: UnsafePointer<Int32>, dLoss: Float, n: Int, v: Int
     ) {
-        forEachRow(n) { r in
+        forEachRowWithExps(n, v) { r, ex in
             let l = logits + r * v, d = dLogits + r * v
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: v) { buffer in
-                let ex = buffer.baseAddress!
-                let (_, sum) = shiftedExps(l, v, into: ex)
-                let inv = 1 / sum
-                for j in 0..<v { d[j] += dLoss * ex[j] * inv }
-            }
+            let (_, sum) = shiftedExps(l, v, into: ex)
+            let inv = 1 / sum
+            for j in 0..<v { d[j] += dLoss * ex[j] * inv }
             d[Int(targets[r])] -= dLoss
+        }
+    }
+
+    /// body(r, ex) for every row, as forEachRow's items, with a row buffer ex [V] allocated once
+    /// per item.
+    @inline(__always)
+    static func forEachRowWithExps(_ n: Int, _ v: Int, _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        Parallel.forEachBlock(n, grain: rowItemGrain) { rows in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: v) { ex in
+                for r in rows { body(r, ex.baseAddress!) }
+            }
         }
     }
 

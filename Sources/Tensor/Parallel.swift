@@ -46,9 +46,13 @@ public enum Parallel {
     }
 }
 
-/// Runs body for rows 0..<n in work items of 64 rows, for row-wise kernels (each row independent).
+/// Rows per work item of the row-wise kernels (`forEachRow`).
+let rowItemGrain = 64
+
+/// Runs body for rows 0..<n in work items of `rowItemGrain` rows, for row-wise kernels (each row
+/// independent).
 @inline(__always) func forEachRow(_ n: Int, _ body: (Int) -> Void) {
-    Parallel.forEachBlock(n, grain: 64) { rows in for r in rows { body(r) } }
+    Parallel.forEachBlock(n, grain: rowItemGrain) { rows in for r in rows { body(r) } }
 }
 
 /// Carries a non-Sendable closure into the worker threads; the items it runs write disjoint outputs.
