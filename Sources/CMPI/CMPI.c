@@ -28,3 +28,30 @@ int CMPI_Waitall(int n, MPI_Request *requests, MPI_Datatype type, int *counts) {
     free(st);
     return rc;
 }
+
+int CMPI_Split_shared(MPI_Comm comm, MPI_Comm *node) {
+    return MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node);
+}
+
+int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **bases) {
+    float *mine = NULL;
+    int rc = MPI_Win_allocate_shared(bytes, (int)sizeof(float), MPI_INFO_NULL, node, &mine, win);
+    if (rc != MPI_SUCCESS) return rc;
+    if ((rc = MPI_Win_set_errhandler(*win, MPI_ERRORS_RETURN)) != MPI_SUCCESS) return rc;
+    int size = 0;
+    if ((rc = MPI_Comm_size(node, &size)) != MPI_SUCCESS) return rc;
+    for (int q = 0; q < size; q++) {
+        MPI_Aint got = 0;
+        int unit = 0;
+        if ((rc = MPI_Win_shared_query(*win, q, &got, &unit, &bases[q])) != MPI_SUCCESS) return rc;
+    }
+    return MPI_Win_lock_all(MPI_MODE_NOCHECK, *win);
+}
+
+int CMPI_Win_sync(MPI_Win win) { return MPI_Win_sync(win); }
+
+int CMPI_Win_release(MPI_Win *win) {
+    int rc = MPI_Win_unlock_all(*win);
+    int rc2 = MPI_Win_free(win);
+    return rc != MPI_SUCCESS ? rc : rc2;
+}

@@ -34,6 +34,15 @@ public struct CollectiveChecks {
         try comm.allreduce(&xs, op: .sum)
         let badSum = (0..<len).first { xs[$0] != Float(n * (n + 1) / 2) + Float(n) * Float($0) * 0.5 }
         expect(badSum == nil, "allreduce(Float, sum) element \(badSum ?? 0) = \(badSum.map { xs[$0] } ?? 0)")
+        // A long Float sum (MPICommunicator takes its shared-memory path from 2^20 elements, in
+        // pieces of 2^21): x_i = (r + 1) * (i % 1024) -> n(n+1)/2 * (i % 1024), exact.
+        let long = (1 << 21) * 2 + 12_345
+        var ls = (0..<long).map { Float(r + 1) * Float($0 % 1024) }
+        try comm.allreduce(&ls, op: .sum)
+        let badLong = (0..<long).first { ls[$0] != Float(n * (n + 1) / 2) * Float($0 % 1024) }
+        expect(
+            badLong == nil, "allreduce(Float, sum) of \(long): element \(badLong ?? 0) = \(badLong.map { ls[$0] } ?? 0)"
+        )
         // max and min, Double: x_i = r * 10 + i -> (n-1) * 10 + i and i.
         var ds = (0..<7).map { Double(r * 10 + $0) }
         try comm.allreduce(&ds, op: .max)

@@ -11,6 +11,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     let comm: MPI_Comm
     public let rank: Int
     public let size: Int
+    /// The shared-memory window for large sums: not yet asked (nil), none (ranks on several nodes,
+    /// or turned off), or made. Touched by the main thread only (MPI_THREAD_FUNNELED).
+    var shared: SharedSum?? = nil
     /// Every blocking call runs under the process's collective deadline.
     var watch: CollectiveWatchdog { .shared }
 
@@ -54,6 +57,15 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func allreduce<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         guard buffer.count > 0 else { return }
+        if T.self == Float.self, op == .sum, buffer.count >= SharedSum.threshold, let shared = try sharedSum() {
+            let floats = UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: Float.self)
+            try shared.sum(floats, count: buffer.count) {
+                try watch.watched("MPI_Barrier (shared-memory allreduce)") {
+                    try check(MPI_Barrier(comm), "MPI_Barrier (shared-memory allreduce)")
+                }
+            }
+            return
+        }
         let n = try count32(buffer.count, "MPI_Allreduce")
         try watch.watched("MPI_Allreduce") {
             try check(
@@ -186,6 +198,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
         guard let c = newComm else { throw CommError("MPI_Comm_split returned no communicator") }
         return try MPICommunicator(comm: c)
+    }
+
+    /// The window, made on the first large sum (collective: every rank makes the same call).
+    func sharedSum() throws -> SharedSum? {
+        if let made = shared { return made }
+        let made = sharedSumEnabled && size > 1 ? try SharedSum.make(comm: comm, rank: rank, size: size) : nil
+        shared = .some(made)
+        return made
     }
 
     func datatype<T: CommScalar>(_ t: T.Type) -> MPI_Datatype {

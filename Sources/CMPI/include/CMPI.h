@@ -23,4 +23,14 @@ void *CMPI_IN_PLACE(void);
 /// MPI_Waitall over `n` requests; for receives, `counts` (n entries, or NULL) gets the number of
 /// `type` elements that arrived in each (MPI_Get_count), so a short message is noticed.
 int CMPI_Waitall(int n, MPI_Request *requests, MPI_Datatype type, int *counts);
+/// The ranks of `comm` that share this rank's memory (MPI_Comm_split_type, MPI_COMM_TYPE_SHARED).
+int CMPI_Split_shared(MPI_Comm comm, MPI_Comm *node);
+/// A shared-memory window over `node` of `bytes` per rank (MPI_Win_allocate_shared), errors
+/// returned, a passive epoch open on every rank (lock_all, no check); bases[q] (q < size of
+/// node) is rank q's segment as this process maps it.
+int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **bases);
+/// MPI_Win_sync: makes this process's stores to the window visible, and others' to it.
+int CMPI_Win_sync(MPI_Win win);
+/// Closes the epoch and frees the window (collective over its group).
+int CMPI_Win_release(MPI_Win *win);
 #endif
