@@ -52,11 +52,13 @@ final class ParallelLayoutTests: XCTestCase {
         return Outcome(losses: per[0].0.losses, evals: per[0].0.evals.map { $0.loss }, params: params, drops: per[0].2)
     }
 
-    func assertMatches(_ o: Outcome, _ ref: Outcome, _ label: String, parameterTolerance: Double = 2e-5) {
+    func assertMatches(
+        _ o: Outcome, _ ref: Outcome, _ label: String, lossTolerance: Double = 1e-5, parameterTolerance: Double = 2e-5
+    ) {
         XCTAssertEqual(o.losses.count, ref.losses.count, label)
         var worstLoss = 0.0, worstParam = 0.0
         for (a, b) in zip(o.losses, ref.losses) { worstLoss = max(worstLoss, abs(Double(a - b)) / abs(Double(b))) }
-        XCTAssertLessThan(worstLoss, 1e-5, "\(label): per-step loss relative difference")
+        XCTAssertLessThan(worstLoss, lossTolerance, "\(label): per-step loss relative difference")
         XCTAssertEqual(Set(o.params.keys), Set(ref.params.keys), label)
         for (name, v) in ref.params {
             for (a, b) in zip(o.params[name]!, v) { worstParam = max(worstParam, abs(Double(a - b))) }
@@ -145,8 +147,11 @@ final class ParallelLayoutTests: XCTestCase {
             j.layout.dp = dp; j.layout.tp = tp
             // The bias moves by a whole step on the sign of an integer count difference: where
             // reassociation flips one top-k choice, a bias (and then the weights) part ways by
-            // ~1e-5 while the losses stay within 1e-5 (measured: 7.5e-6 at dp2 x tp2).
-            assertMatches(try train(world: world, j, data), ref, "routerBiasRate \(label)", parameterTolerance: 1e-4)
+            // ~1e-5, and the losses by about as much (measured at dp2 x tp2: 7.5e-6 with OpenBLAS's
+            // SkylakeX kernels on an Intel Xeon, 1.03e-5 with its Cooperlake kernels on an AMD EPYC).
+            assertMatches(
+                try train(world: world, j, data), ref, "routerBiasRate \(label)", lossTolerance: 3e-5,
+                parameterTolerance: 1e-4)
         }
         func imbalance(rate: Double) throws -> Double {
             var j = layoutJob(steps: 40).0
