@@ -49,9 +49,3 @@ int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **base
 }
 
 int CMPI_Win_sync(MPI_Win win) { return MPI_Win_sync(win); }
-
-int CMPI_Win_release(MPI_Win *win) {
-    int rc = MPI_Win_unlock_all(*win);
-    int rc2 = MPI_Win_free(win);
-    return rc != MPI_SUCCESS ? rc : rc2;
-}

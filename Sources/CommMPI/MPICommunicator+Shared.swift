@@ -12,7 +12,8 @@ import Comm
     import Glibc
 #endif
 
-/// A shared-memory window over a communicator whose ranks are all on one node.
+/// A shared-memory window over a communicator whose ranks are all on one node. It lives as long
+/// as the process (MPI_Finalize reclaims it): one per communicator, made on its first large sum.
 final class SharedSum {
     /// Buffers of at least this many floats take the window; smaller ones, MPI_Allreduce.
     static let threshold = 1 << 20

@@ -31,6 +31,4 @@ int CMPI_Split_shared(MPI_Comm comm, MPI_Comm *node);
 int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **bases);
 /// MPI_Win_sync: makes this process's stores to the window visible, and others' to it.
 int CMPI_Win_sync(MPI_Win win);
-/// Closes the epoch and frees the window (collective over its group).
-int CMPI_Win_release(MPI_Win *win);
 #endif
