@@ -10,26 +10,27 @@ public enum Parallel {
     /// Threads this rank spreads its items over (set once at start-up, before any work).
     nonisolated(unsafe) public static var threads = 1
 
-    /// 1 while a parallel region runs. Regions start only from the rank's main thread, so a
-    /// region started meanwhile is nested inside an item and runs on that item's thread.
+    /// 1 while a parallel region runs. A region asked for meanwhile (nested inside an item, or
+    /// from another rank-thread of a LocalCommunicator test) runs serially on its caller's thread.
     private static let active = Atomic<Int>(0)
+    /// The helper threads (Parallel+Pool.swift), made on the first parallel region.
+    private static let pool = WorkerPool()
 
     /// Runs body(item, worker) for every item in 0..<count, over up to `threads` threads.
     /// `worker` (0..<threads) names the thread, for per-thread scratch; items are taken in
     /// order from a shared counter, so long and short items balance. Inside another region's
     /// item it runs serially with worker 0, so bodies that index per-worker scratch must not nest.
     public static func forEach(_ count: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
-        let width = min(threads, count)
-        if width <= 1 || active.load(ordering: .acquiring) != 0 {
+        let width = min(threads, count, WorkerPool.maxHelpers + 1)
+        if width <= 1 || !active.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged {
             for i in 0..<count { body(i, 0) }
             return
         }
-        active.store(1, ordering: .releasing)
         defer { active.store(0, ordering: .releasing) }
         let next = Atomic<Int>(0)
         withoutActuallyEscaping(body) { body in
             let work = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: width) { worker in
+            pool.run(extra: width - 1) { worker in
                 while true {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     if i >= count { break }
