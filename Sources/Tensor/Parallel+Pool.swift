@@ -1,10 +1,10 @@
 // The threads behind Parallel.forEach: helper threads that wait for the next region by spinning
 // on a generation counter (yielding the core every 64 turns) for up to `spinNanoseconds`, then
-// sleep on a condition variable. A step runs hundreds of regions a few hundred microseconds
-// long; libdispatch's concurrentPerform woke its second thread ~100 us late on this project's
-// 2-core VMs (a probe: 300 us of work per region took 405 us, with this pool 305 us), which was
-// a tenth of a small.json region's time at 2 threads. Which thread runs which item changes no
-// bit (Parallel.swift), so the pool only changes when items start.
+// sleep on a condition variable. A step runs many regions of a fraction of a millisecond to a
+// few milliseconds; libdispatch's concurrentPerform woke its second thread ~100 us late on this
+// project's 2-core VMs (a probe: 300 us of work per region took 405 us, with this pool 305 us).
+// Which thread runs which item changes no bit (Parallel.swift), so the pool only changes when
+// items start.
 import Dispatch
 import Synchronization
 

@@ -3,7 +3,6 @@
 // own fixed order. Any schedule of the items over any number of threads therefore gives the
 // same bits, so a job at 1 and at 2 threads per rank computes the same losses.
 // OpenBLAS runs single-threaded inside each item (`BLAS.setThreads(1)`).
-import Dispatch
 import Synchronization
 
 public enum Parallel {
@@ -29,12 +28,11 @@ public enum Parallel {
         defer { active.store(0, ordering: .releasing) }
         let next = Atomic<Int>(0)
         withoutActuallyEscaping(body) { body in
-            let work = UncheckedBox(body)
             pool.run(extra: width - 1) { worker in
                 while true {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     if i >= count { break }
-                    work.value(i, worker)
+                    body(i, worker)
                 }
             }
         }
@@ -54,12 +52,6 @@ let rowItemGrain = 64
 /// independent).
 @inline(__always) func forEachRow(_ n: Int, _ body: (Int) -> Void) {
     Parallel.forEachBlock(n, grain: rowItemGrain) { rows in for r in rows { body(r) } }
-}
-
-/// Carries a non-Sendable closure into the worker threads; the items it runs write disjoint outputs.
-private struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 /// Per-thread scratch: one buffer of `count` floats for each of `Parallel.threads` workers,
