@@ -14,7 +14,8 @@ public enum ReduceGroup: Equatable, Sendable {
     case dp
     /// Every rank computes it from a disjoint share of the tokens (the router): sum over the world.
     case world
-    /// An expert: summed over the ranks holding a replica of it (nothing when there is one).
+    /// An expert on some ranks: summed over the ranks holding a replica of it (nothing when there
+    /// is one). An expert on every rank is `.world`.
     case replicas(layer: Int, expert: Int, ranks: [Int])
 }
 
@@ -168,7 +169,11 @@ public final class ParameterStore: @unchecked Sendable {
                 for e in layout.plan.localExperts(layer: moeIndex, rank: layout.mesh.rank) {
                     let ranks = layout.plan.layers[moeIndex][e]
                     let first = ranks.min() == layout.mesh.rank
-                    let red = ReduceGroup.replicas(layer: moeIndex, expert: e, ranks: ranks)
+                    // An expert on every rank is data parallel: summed over the world in place, with
+                    // the other tensors of its run (see Transformer.reduceGradients).
+                    let red: ReduceGroup =
+                        ranks.count == layout.mesh.world
+                        ? .world : .replicas(layer: moeIndex, expert: e, ranks: ranks)
                     for w in c.ffnMatrices {
                         list.add(
                             p + "moe.experts.\(e).\(w).weight", w == "w2" ? [C, F] : [F, C], reduce: red,

@@ -1,55 +1,84 @@
 // After backward: sum each parameter's gradient over the group its shard spec names, and the
 // global gradient norm (each element counted once, on the rank its spec says).
 import Comm
+import Placement
 import Tensor
+
+/// One collective of the gradient reduction, over a contiguous range of store.grads.
+enum GradientReduction {
+    case allreduce(ReduceGroup, Range<Int>)
+    /// ZeRO-1: the dp ranks' chunks of one tensor.
+    case reduceScatter(offset: Int, counts: [Int])
+}
 
 extension Transformer {
     /// Sums gradients over their reduce groups: contiguous runs of `.dp` tensors over the dp group,
-    /// `.world` tensors (routers) over the world, replicated experts over their replica ranks.
+    /// `.world` tensors (routers, experts on every rank) over the world, replicated experts over
+    /// their replica ranks.
     public func reduceGradients() throws {
         let g = store.grads
-        // Coalesce adjacent tensors of the same group into one call each.
-        var runStart = -1, runEnd = -1
-        var runGroup: ReduceGroup? = nil
-        func flush() throws {
-            guard let grp = runGroup, runEnd > runStart else { return }
-            switch grp {
-            case .dp: try ctx.allreduce(g.base + runStart, runEnd - runStart, over: ctx.comms.dp)
-            case .world: try ctx.allreduce(g.base + runStart, runEnd - runStart, over: ctx.comms.world)
-            case .replicas: break
-            }
-            runGroup = nil
-        }
-        for info in store.infos {
-            if case .replicas = info.shard.reduce { try flush(); continue }
-            if info.shard.momentsOverDP {
-                // ZeRO-1: only this rank's moment rows need the sum.
-                try flush()
-                try ctx.reduceScatter(
-                    g.base + info.offset, counts: info.dpChunkCounts(dp: ctx.mesh.dp), over: ctx.comms.dp)
-                continue
-            }
-            if runGroup == info.shard.reduce && runEnd == info.offset {
-                runEnd = info.offset + info.count
-            } else {
-                try flush()
-                runGroup = info.shard.reduce; runStart = info.offset; runEnd = info.offset + info.count
+        for r in gradientReductions {
+            switch r {
+            case .allreduce(.dp, let range): try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.dp)
+            case .allreduce(let grp, let range):
+                precondition(grp == .world, "replicated experts are reduced by reduceReplicatedExperts")
+                try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.world)
+            case .reduceScatter(let offset, let counts):
+                try ctx.reduceScatter(g.base + offset, counts: counts, over: ctx.comms.dp)
             }
         }
-        try flush()
         try reduceReplicatedExperts()
     }
 
-    /// Replicated experts: every rank takes part in one world allreduce over a buffer holding all
-    /// replicated experts' gradients (zeros where this rank holds no replica). Replication is for
-    /// a few hot experts, so the buffer is small; one collective keeps every rank in step.
+    /// Adjacent tensors of one group coalesce into one call. Without tp the dp group is the world,
+    /// so the two are one group (with every expert on every rank, the whole buffer is one call).
+    /// A run continues only over tensors that are neighbours in the full tensor list (every expert
+    /// held): an expert this rank lacks ends it here as on the ranks that hold it, so every rank of
+    /// a group makes the same calls with the same counts.
+    func planGradientReductions() -> [GradientReduction] {
+        let mesh = ctx.mesh
+        let allLocal = PlacementPlan(layers: ctx.plan.layers.map { $0.map { _ in [mesh.rank] } })
+        let full = ParameterStore.tensors(config: config, layout: ShardLayout(mesh: mesh, plan: allLocal))
+        var previousInFull: [String: String] = [:]
+        for i in full.indices.dropFirst() { previousInFull[full[i].name] = full[i - 1].name }
+        func group(_ info: ParameterInfo) -> ReduceGroup {
+            info.shard.reduce == .world && mesh.tp == 1 ? .dp : info.shard.reduce
+        }
+        var out: [GradientReduction] = []
+        var run: (group: ReduceGroup, start: Int, end: Int, last: String)? = nil
+        func flush() {
+            if let r = run { out.append(.allreduce(r.group, r.start..<r.end)) }
+            run = nil
+        }
+        for info in store.infos {
+            if case .replicas = info.shard.reduce { flush(); continue }
+            if info.shard.momentsOverDP {  // ZeRO-1: only this rank's moment rows need the sum
+                flush()
+                out.append(.reduceScatter(offset: info.offset, counts: info.dpChunkCounts(dp: mesh.dp)))
+                continue
+            }
+            if let r = run, r.group == group(info), r.end == info.offset, previousInFull[info.name] == r.last {
+                run = (r.group, r.start, info.offset + info.count, info.name)
+            } else {
+                flush()
+                run = (group(info), info.offset, info.offset + info.count, info.name)
+            }
+        }
+        flush()
+        return out
+    }
+
+    /// Experts on some ranks but not all: every rank takes part in one world allreduce over a
+    /// buffer holding all such experts' gradients (zeros where this rank holds no replica).
+    /// Replication is for a few hot experts, so the buffer is small; one collective keeps every
+    /// rank in step. (An expert on every rank is reduced in place with the `.world` tensors.)
     func reduceReplicatedExperts() throws {
-        let plan = ctx.plan
+        let plan = ctx.plan, world = ctx.mesh.world
         var segments: [(layer: Int, expert: Int, offset: Int)] = []
         var total = 0
         let matrix = config.nEmbd * config.ffHidden, perExpert = config.ffnMatrices.count * matrix
         for (l, layer) in plan.layers.enumerated() {
-            for (e, ranks) in layer.enumerated() where ranks.count > 1 {
+            for (e, ranks) in layer.enumerated() where ranks.count > 1 && ranks.count < world {
                 segments.append((l, e, total)); total += perExpert
             }
         }

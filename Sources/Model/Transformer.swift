@@ -40,6 +40,8 @@ public final class Transformer: @unchecked Sendable {
     var scratch: BackwardScratch
     /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
     var replicaGradScratch: FloatBuffer?
+    /// The collectives of reduceGradients, fixed by the store's layout (made on first use).
+    lazy var gradientReductions: [GradientReduction] = planGradientReductions()
 
     /// Balance loss of each MoE block in the last forward (global, in block order).
     public private(set) var lastAux: [Float] = []

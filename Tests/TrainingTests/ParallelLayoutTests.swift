@@ -82,7 +82,16 @@ final class ParallelLayoutTests: XCTestCase {
             ("dp3 (4 experts on 3 ranks)", 3, layoutJob(dp: 3).0),
             ("world4 experts over 4 ranks", 4, layoutJob().0),
             ("dp2 replicated experts", 2, layoutJob(placement: [[[0, 1], [1], [0], [0, 1]]]).0),
-            ("dp1xtp2 replicated, rank 1 holds all", 2, layoutJob(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0)
+            (
+                "dp1xtp2 replicated, rank 1 holds all", 2,
+                layoutJob(dp: 1, tp: 2, placement: [[[1], [0, 1], [1], [1]]]).0
+            ),
+            // Experts on every rank are reduced in place with the world's tensors (one run at tp 1).
+            ("dp4, every expert on every rank", 4, layoutJob(placement: [Array(repeating: [0, 1, 2, 3], count: 4)]).0),
+            (
+                "dp2xtp2, experts on every rank and on two", 4,
+                layoutJob(dp: 2, tp: 2, placement: [[[0, 1, 2, 3], [1, 2], [2], [0, 1, 2, 3]]]).0
+            )
         ]
         for (label, world, j) in cases {
             assertMatches(try train(world: world, j, data), ref, label)
