@@ -47,7 +47,9 @@ def train_log(job, ranks, steps, tmp, name, sets=()):
 def summarise_train(events):
     start = next(e for e in events if e["event"] == "start")
     steps = [e for e in events if e["event"] == "step" and e["step"] >= 2]
-    secs = sum(e["stepMs"] for e in steps) / 1000
+    # Re-placement (planning and migration, slowest rank) between timed steps is training time too.
+    replans = [e for e in events if e["event"] == "placement" and e.get("phase") == "decision" and e["step"] >= 2]
+    secs = (sum(e["stepMs"] for e in steps) + sum(e["replanMs"] for e in replans)) / 1000
     tps = start["tokensPerStep"] * len(steps) / secs
     ranks = len(steps[0]["rankStepMs"])
     comm = sum((e["rankAlltoallvMs"][r] + e["rankAllreduceMs"][r]) / e["rankStepMs"][r]

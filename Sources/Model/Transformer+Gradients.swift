@@ -19,7 +19,8 @@ extension Transformer {
         let g = store.grads
         for r in gradientReductions {
             switch r {
-            case .allreduce(.dp, let range): try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.dp)
+            case .allreduce(.dp, let range):
+                try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.dp)
             case .allreduce(let grp, let range):
                 precondition(grp == .world, "replicated experts are reduced by reduceReplicatedExperts")
                 try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.world)

@@ -16,6 +16,11 @@ public struct PlacementPlan: Equatable, Sendable {
 
     public init(layers: [[[Int]]]) { self.layers = layers }
 
+    /// Every expert of every layer on every rank (data-parallel experts: no exchange).
+    public static func everywhere(moeLayers: Int, experts: Int, world: Int) -> PlacementPlan {
+        PlacementPlan(layers: Array(repeating: Array(repeating: Array(0..<world), count: experts), count: moeLayers))
+    }
+
     /// Expert e on rank e % world, for every layer.
     public static func roundRobin(moeLayers: Int, experts: Int, world: Int) -> PlacementPlan {
         PlacementPlan(layers: Array(repeating: (0..<experts).map { [$0 % world] }, count: moeLayers))

@@ -23,16 +23,19 @@ extension Planner {
     /// Whether to adopt `proposed`: its predicted gain over `horizon` steps must beat the time
     /// to move the weights and moments (over the slower link).
     /// `rebuildBytes`: bytes every migration handles whatever moves (a rank rebuilding its
-    /// parameter store copies all of it), charged at the same rate.
+    /// parameter store copies all of it), charged at the same rate. With `stepLoads`, the step
+    /// times are the means over those single steps' loads (see `plan`).
     public static func shouldAdopt(
         current: PlacementPlan, proposed: PlacementPlan, load: [[Double]], tokens: Double, shape: MoEShape,
         cluster: Cluster, nodeOf: [Int], horizon: Int,
-        rebuildBytes: Double = 0
+        rebuildBytes: Double = 0, stepLoads: [[[Double]]] = []
     ) -> (adopt: Bool, gainSeconds: Double, migrationSeconds: Double) {
-        let now = predict(plan: current, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
-            .stepSeconds
-        let then = predict(plan: proposed, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
-            .stepSeconds
+        func seconds(_ p: PlacementPlan) -> Double {
+            expectedStepSeconds(
+                plan: p, load: load, stepLoads: stepLoads, tokens: tokens, shape: shape, cluster: cluster,
+                nodeOf: nodeOf)
+        }
+        let now = seconds(current), then = seconds(proposed)
         let gain = (now - then) * Double(horizon)
         let moved = migrationBytes(from: current, to: proposed, shape: shape)
         let move = moved > 0 ? (moved + rebuildBytes) / (min(cluster.intraNodeGBps, cluster.interNodeGBps) * 1e9) : 0

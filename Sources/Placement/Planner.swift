@@ -100,6 +100,21 @@ public enum Planner {
             stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
     }
 
+    /// The step time placements are compared by: `predict`'s at `load`, or with `stepLoads`
+    /// (single steps' loads) the mean of its step times over them.
+    public static func expectedStepSeconds(
+        plan: PlacementPlan, load: [[Double]], stepLoads: [[[Double]]], tokens: Double, shape: MoEShape,
+        cluster: Cluster, nodeOf: [Int]
+    ) -> Double {
+        let loads = stepLoads.isEmpty ? [load] : stepLoads
+        let total = loads.reduce(0.0) {
+            $0
+                + predict(plan: plan, load: $1, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
+                .stepSeconds
+        }
+        return total / Double(loads.count)
+    }
+
     /// One MoE layer's work per rank: expert compute seconds, alltoallv seconds (latency
     /// included) and the assignments each rank serves. Tokens come from every rank in equal
     /// parts; each source sends to the replicas that serve it (itself if it holds one, else those
@@ -111,7 +126,9 @@ public enum Planner {
         let world = nodeOf.count, rate = cluster.gflopsPerSlot * 1e9
         let rowBytes = 4.0 * 4 * Double(shape.nEmbd)
         var compute = [Double](repeating: 0, count: world), served = compute
-        var comm = [Double](repeating: 4 * latency, count: world)
+        // A layer with every expert on every rank serves each rank's rows there: no exchange at all.
+        let local = plan.layers[l].allSatisfy { $0.count == world }
+        var comm = [Double](repeating: local ? 0 : 4 * latency, count: world)
         for (e, ranks) in plan.layers[l].enumerated() {
             let le = l < load.count && e < load[l].count ? load[l][e] : 0
             for s in 0..<world {
@@ -138,12 +155,16 @@ public enum Planner {
     /// `nodeOf` gives each rank's node when ranks do not fill the cluster's nodes in order.
     /// With `current`, each layer's ranks are relabelled within their nodes so that as many
     /// experts as possible stay where they are (`keepingRanks`): the same loads, less to move.
+    /// With `stepLoads` (single steps' loads), candidates are compared by their mean predicted step
+    /// time over those steps: the routing swings from step to step, and a placement balanced for
+    /// the mean load still waits on the busier rank of each step.
     public static func plan(
         load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int? = nil,
-        nodeOf given: [Int]? = nil, current: PlacementPlan? = nil
+        nodeOf given: [Int]? = nil, current: PlacementPlan? = nil, stepLoads: [[[Double]]] = []
     ) throws -> PlacementPlan {
         let chosen = try balancedPlan(
-            load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given)
+            load: load, shape: shape, cluster: cluster, world: world, maxReplicas: maxReplicas, nodeOf: given,
+            stepLoads: stepLoads)
         guard let current else { return chosen }
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
         return keepingRanks(
@@ -152,9 +173,13 @@ public enum Planner {
 
     static func balancedPlan(
         load: [[Double]], shape: MoEShape, cluster: Cluster, world: Int, maxReplicas: Int?,
-        nodeOf given: [Int]?
+        nodeOf given: [Int]?, stepLoads: [[[Double]]]
     ) throws -> PlacementPlan {
         let nodeOf = try given ?? cluster.nodeOfRank(world: world)
+        func score(_ p: PlacementPlan) -> Double {
+            expectedStepSeconds(
+                plan: p, load: load, stepLoads: stepLoads, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf)
+        }
         precondition(
             nodeOf.count == world && nodeOf.allSatisfy { $0 >= 0 && $0 < cluster.nodes.count },
             "nodeOf: one node of the cluster per rank")
@@ -184,27 +209,29 @@ public enum Planner {
             layers.append(best.holders.map { $0.sorted() })
         }
         // Replicas cost a gradient allreduce every step: keep them only if the cost model says
-        // they pay for it against the best plan without any.
-        let replicated = PlacementPlan(layers: layers)
-        guard layers.contains(where: { $0.contains { $0.count > 1 } }) else { return replicated }
-        var single: [[[Int]]] = []
-        var freeSingle = perRankSlots
-        for l in 0..<shape.moeLayers {
-            guard
-                let a = lpt(
-                    layerLoad(l), replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle, world: world,
-                    nodeOf: nodeOf)
-            else { return replicated }
-            freeSingle = a.free
-            single.append(a.holders.map { $0.sorted() })
+        // they pay for it against the best plan without any, or against every expert on every
+        // rank (no exchange, all expert gradients summed) where each rank has room for them all.
+        var candidates = [PlacementPlan(layers: layers)]
+        if layers.contains(where: { $0.contains { $0.count > 1 } }) {
+            var single: [[[Int]]] = []
+            var freeSingle = perRankSlots
+            for l in 0..<shape.moeLayers {
+                guard
+                    let a = lpt(
+                        layerLoad(l), replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle,
+                        world: world, nodeOf: nodeOf)
+                else { break }
+                freeSingle = a.free
+                single.append(a.holders.map { $0.sorted() })
+            }
+            if single.count == shape.moeLayers { candidates.insert(PlacementPlan(layers: single), at: 0) }
         }
-        let plain = PlacementPlan(layers: single)
-        let withReplicas = predict(
-            plan: replicated, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf
-        ).stepSeconds
-        let without = predict(plan: plain, load: load, tokens: 0, shape: shape, cluster: cluster, nodeOf: nodeOf)
-            .stepSeconds
-        return without <= withReplicas ? plain : replicated
+        if world > 1 && perRankSlots.allSatisfy({ $0 >= needed }) {
+            candidates.append(.everywhere(moeLayers: shape.moeLayers, experts: shape.nExpert, world: world))
+        }
+        // The first of the cheapest (fewer replicas first on ties).
+        let costs = candidates.map(score)
+        return candidates[costs.indices.min { costs[$0] < costs[$1] }!]
     }
 
     /// One layer's assignment: replicate the expert with the largest load per replica while it

@@ -1,5 +1,6 @@
-// Online re-placement: measured routing load (an EMA of tokens per expert), a plan from the
-// scheduler's planner every `replan.every` steps, adopted only when its predicted gain over
+// Online re-placement: measured routing load (an EMA of tokens per expert, and the last steps'
+// counts), a plan from the scheduler's planner every `replan.every` steps (placements compared by
+// their mean predicted step time over those steps), adopted only when its predicted gain over
 // `replan.horizon` steps beats the predicted migration cost; migration moves each expert's
 // weights and both AdamW moments to its new ranks exactly (point-to-point, raw floats), so training
 // continues as if it had resumed from a checkpoint with the new placement.
@@ -70,19 +71,31 @@ extension Trainer {
         let rebuild = 12 * Double(model.store.count)
         var moveCluster = cluster
         if let g = migrationGBps { moveCluster.intraNodeGBps = g; moveCluster.interNodeGBps = g }
+        let steps = load.recent
         var proposed = try Planner.plan(
-            load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf, current: ctx.plan)
+            load: loadEMA, shape: shape, cluster: cluster, world: ctx.mesh.world, nodeOf: nodeOf, current: ctx.plan,
+            stepLoads: steps)
         // A gain accrues only over the steps this run still has.
         let horizon = min(job.replan.horizon, job.train.steps - step - 1)
         var d = Planner.shouldAdopt(
             current: ctx.plan, proposed: proposed, load: loadEMA, tokens: tokens, shape: shape,
-            cluster: moveCluster, nodeOf: nodeOf, horizon: horizon, rebuildBytes: rebuild)
+            cluster: moveCluster, nodeOf: nodeOf, horizon: horizon, rebuildBytes: rebuild, stepLoads: steps)
         // Every rank computed the same from the same global counts, unless a rate differs in the
         // last bit; rank 0's decision is the one every rank carries out.
         (proposed, d.adopt) = try agree(plan: proposed, adopt: d.adopt)
+        if d.adopt, let short = try migrationMemoryShortfall(proposed) {
+            d.adopt = false
+            let message = "placement: step \(step): not migrating to the proposed placement: \(short)"
+            log?.write([
+                "event": "warning", "step": .number(Double(step)), "time": .number(unixTime()),
+                "kind": "placement-memory", "message": .string(message)
+            ])
+            say("warning: " + message)
+        }
         func predicted(_ p: PlacementPlan) -> Double {
-            Planner.predict(plan: p, load: loadEMA, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
-                .stepSeconds
+            Planner.expectedStepSeconds(
+                plan: p, load: loadEMA, stepLoads: steps, tokens: tokens, shape: shape, cluster: cluster,
+                nodeOf: nodeOf)
         }
         var o = ReplanOutcome(
             step: step, oldPlan: ctx.plan, newPlan: proposed, decision: d, horizon: horizon,
@@ -132,10 +145,9 @@ extension Trainer {
     {
         let atPeak = costInputs(rate: peakFlops, link: link!)
         guard measuredMs > 0 else { return atPeak }
-        let seconds = Planner.predict(
-            plan: ctx.plan, load: loadEMA, tokens: tokens, shape: atPeak.shape, cluster: atPeak.cluster,
-            nodeOf: atPeak.nodeOf
-        ).stepSeconds
+        let seconds = Planner.expectedStepSeconds(
+            plan: ctx.plan, load: loadEMA, stepLoads: load.recent, tokens: tokens, shape: atPeak.shape,
+            cluster: atPeak.cluster, nodeOf: atPeak.nodeOf)
         return costInputs(rate: peakFlops * seconds / (measuredMs / 1000), link: link!)
     }
 
@@ -166,6 +178,22 @@ extension Trainer {
             "computeGflopsPerRank": .number(o.gflopsPerRank),
             "load": .array(loadEMA.map { .array($0.map { .number($0) }) })
         ]
+    }
+
+    /// Migration builds the new store beside the old one, so each node needs the new placement's
+    /// parameters, gradients and moments free for its ranks on top of what they hold now. nil when
+    /// every node has that room, else what is short (the same on every rank). Collective.
+    func migrationMemoryShortfall(_ plan: PlacementPlan) throws -> String? {
+        let e = Trainer.memoryEstimate(
+            job: job, world: ctx.mesh.world, tp: ctx.mesh.tp, plan: plan, threads: env.blasThreads)
+        let onNode = ctx.nodeOf.filter { $0 == ctx.nodeOf[ctx.mesh.rank] }.count
+        var short = [e.stateBytes * Double(onNode) - freeMemory()]
+        try ctx.comms.world.allreduce(&short, op: .max)
+        guard short[0] > 0 else { return nil }
+        return String(
+            format: "its parameters, gradients and moments (%.2f GB a rank) need %.2f GB more than a node has "
+                + "free; the run keeps its placement (free memory on the nodes, or leave replan.every at 0)",
+            e.stateBytes / 1e9, short[0] / 1e9)
     }
 
     /// Rank 0's plan and adoption, broadcast: (adopt, then for every layer, expert and rank

@@ -68,6 +68,8 @@ public final class Trainer {
     var link: Link?
     /// Effective GB/s of the last migration (allocation and copies included); nil before one.
     var migrationGBps: Double?
+    /// Bytes this node has free (NodeMemory); a re-plan migrates only if the new store fits.
+    public var freeMemory: () -> Double = { NodeMemory.available().bytes }
 
     /// Aux-loss-free balancing's selection biases (train.routerBiasRate > 0), else nil.
     public let routerBias: RouterBias?

@@ -36,6 +36,39 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(perRank.allSatisfy { $0 <= 9 }, "memory limit respected: \(perRank)")
     }
 
+    /// Routing that swings from step to step: each step one of two experts takes 90% of a layer's
+    /// tokens. Balanced for the mean load, one expert per rank waits every step on the rank with
+    /// that step's hot expert; compared over the single steps, every expert on every rank (no
+    /// exchange, a small gradient allreduce) wins, where each rank has room for all of them.
+    func testSwingingStepLoadsPutEveryExpertOnEveryRank() throws {
+        let shape = MoEShape(
+            nEmbd: 256, ffHidden: 512, nExpert: 2, moeLayers: 2, denseFlopsPerToken: 1e7, baseBytesPerRank: 50e6)
+        func cluster(gb: Double) -> Cluster {
+            Cluster(
+                nodes: [ClusterNode(name: "n0", slots: 2, memoryPerSlotGB: gb)], intraNodeGBps: 10, interNodeGBps: 1,
+                intraNodeLatencyUs: 5, interNodeLatencyUs: 50, gflopsPerSlot: 100)
+        }
+        let mean: [[Double]] = [[200, 200], [200, 200]]
+        let steps: [[[Double]]] = [[[360, 40], [360, 40]], [[40, 360], [40, 360]]]
+        let everywhere = PlacementPlan.everywhere(moeLayers: 2, experts: 2, world: 2)
+        let split = try Planner.plan(load: mean, shape: shape, cluster: cluster(gb: 16), world: 2)
+        XCTAssertTrue(
+            split.layers.allSatisfy { $0.allSatisfy { $0.count == 1 } },
+            "for the mean load the exchange costs less than the allreduce: \(split.layers)")
+        let swung = try Planner.plan(load: mean, shape: shape, cluster: cluster(gb: 16), world: 2, stepLoads: steps)
+        XCTAssertEqual(swung, everywhere)
+        func seconds(_ p: PlacementPlan) -> Double {
+            Planner.expectedStepSeconds(
+                plan: p, load: mean, stepLoads: steps, tokens: 0, shape: shape, cluster: cluster(gb: 16),
+                nodeOf: [0, 0])
+        }
+        XCTAssertLessThan(seconds(everywhere), 0.8 * seconds(split), "the MoE layers alone (tokens 0: no dense share)")
+        // Room for three experts a rank (four are needed on each): the split placement.
+        let tight = cluster(gb: (50e6 + 3.5 * shape.bytesPerExpert) / 1e9)
+        let q = try Planner.plan(load: mean, shape: shape, cluster: tight, world: 2, stepLoads: steps)
+        XCTAssertNotEqual(q, everywhere)
+    }
+
     func testZipfLoadOn4RanksIsWithinTenPercentOfTheIdealMean() throws {
         let load = [Self.zipf(1.2, experts: 16, total: 4096)]
         var shape = Self.shape
@@ -204,5 +237,10 @@ final class LoadStatsTests: XCTestCase {
         var last = LoadStats(decay: 0)
         last.add([[5, 5]]); last.add([[9, 1]])
         XCTAssertEqual(last.mean, [[9, 1]], "decay 0 keeps only the last step")
+        var window = LoadStats(decay: 0.5, keep: 2)
+        for c in [[[1, 0]], [[2, 0]], [[3, 0]]] { window.add(c) }
+        XCTAssertEqual(window.recent, [[[2, 0]], [[3, 0]]], "the last `keep` steps as they were, oldest first")
+        window.add([[1], [2]])
+        XCTAssertEqual(window.recent, [[[1], [2]]], "another shape restarts the window too")
     }
 }

@@ -18,6 +18,38 @@ final class ReplanTests: XCTestCase {
         for sharded in [false, true] { try replacementMatchesResume(shardOptimizer: sharded) }
     }
 
+    /// A plan whose store would not fit beside the current one is not migrated to: a warning
+    /// names the shortfall, the placement stays, training goes on.
+    func testNoMigrationWhenTheNewStoreDoesNotFit() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var (job, tokens) = layoutJob(steps: 12)
+        let data = tokens
+        job.runsDir = dir
+        job.name = "tight"
+        job.train.routerSkew = 3
+        job.train.evalEvery = 0
+        job.replan.every = 10
+        job.replan.horizon = 1_000_000
+        let j = job
+        let plans = try LocalCommunicator.run(size: 2) { comm -> [[[Int]]] in
+            let t = try Trainer(
+                job: j, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: j) : nil,
+                environment: Self.env, say: { _ in })
+            t.freeMemory = { comm.rank == 1 ? 1e3 : 1e12 }  // one node short is enough to keep the plan
+            _ = try t.run()
+            return t.ctx.plan.layers
+        }
+        XCTAssertEqual(plans[0], PlacementPlan.roundRobin(moeLayers: 3, experts: 4, world: 2).layers)
+        let events = try String(contentsOfFile: "\(dir)/tight/log.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONValue.parse(String($0)) }
+        let warning = events.first { $0["kind"] == "placement-memory" }
+        XCTAssertNotNil(warning, "a warning names the memory shortfall")
+        XCTAssertTrue(warning?["message"]?.stringValue?.contains("GB") ?? false)
+        XCTAssertEqual(events.first { $0["event"] == "placement" }?["adopted"], false)
+        XCTAssertEqual(events.filter { $0["event"] == "step" }.count, 12, "training went on")
+    }
+
     func replacementMatchesResume(shardOptimizer: Bool) throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
