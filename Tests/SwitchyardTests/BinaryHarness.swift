@@ -30,10 +30,11 @@ enum Harness {
     }
 
     /// `executable args` in `cwd`, not started, with the environment every test launch gets:
-    /// Open MPI allowed as root, one BLAS thread unless the caller's environment sets it, `env` on top.
-    static func process(_ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:])
-        -> Process
-    {
+    /// Open MPI allowed as root, one BLAS thread unless the caller's environment sets it, `env` on top,
+    /// the variables named in `unset` removed.
+    static func process(
+        _ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:], unset: [String] = []
+    ) -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
@@ -43,6 +44,7 @@ enum Harness {
         e["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         e["OPENBLAS_NUM_THREADS"] = e["OPENBLAS_NUM_THREADS"] ?? "1"
         for (k, v) in env { e[k] = v }
+        for k in unset { e[k] = nil }
         p.environment = e
         return p
     }
@@ -50,9 +52,9 @@ enum Harness {
     /// Runs `executable args` in `cwd` with extra environment, killing it after `timeout` seconds.
     static func run(
         _ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:],
-        timeout: Double = 120
+        unset: [String] = [], timeout: Double = 120
     ) throws -> RunResult {
-        let p = process(executable, args, cwd: cwd, env: env)
+        let p = process(executable, args, cwd: cwd, env: env, unset: unset)
         let outFile = NSTemporaryDirectory() + "sy-out-" + UUID().uuidString
         let errFile = NSTemporaryDirectory() + "sy-err-" + UUID().uuidString
         _ = FileManager.default.createFile(atPath: outFile, contents: nil)

@@ -149,7 +149,8 @@ final class MultiRankTests: XCTestCase {
 
     /// When OpenBLAS reports a generic core, switchyard sets OPENBLAS_CORETYPE to the best core
     /// the CPU supports and re-executes itself before MPI_Init; the start event shows the result.
-    /// (The generic detection is simulated with SWITCHYARD_PRETEND_BLAS_CORE on CPUs OpenBLAS knows.)
+    /// (The generic detection is simulated with SWITCHYARD_PRETEND_BLAS_CORE on CPUs OpenBLAS knows;
+    /// a caller's own OPENBLAS_CORETYPE, which always wins, is removed for the launch.)
     func testGenericBLASCoreIsReplacedByReexecUnderMpirun() throws {
         let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
         guard let best = BLASCore.bestCore(cpuFlags: BLASCore.flags(fromCPUInfo: cpuinfo)) else {
@@ -161,7 +162,7 @@ final class MultiRankTests: XCTestCase {
             [
                 "--oversubscribe", "-np", "1", "-x", "SWITCHYARD_PRETEND_BLAS_CORE=Prescott",
                 Harness.binary
-            ] + ws.tinyArgs(steps: 2), cwd: ws.dir)
+            ] + ws.tinyArgs(steps: 2), cwd: ws.dir, unset: ["OPENBLAS_CORETYPE"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let start = try String(contentsOfFile: "\(ws.dir)/runs/tiny/log.jsonl", encoding: .utf8).split(separator: "\n")[
             0]
