@@ -55,7 +55,11 @@ def summarise_train(events):
     comm = sum((e["rankAlltoallvMs"][r] + e["rankAllreduceMs"][r]) / e["rankStepMs"][r]
                for e in steps for r in range(ranks)) / (len(steps) * ranks)
     end = next(e for e in events if e["event"] == "end")
+    replan_ms = sum(e["replanMs"] for e in replans)
+    steps_only = start["tokensPerStep"] * len(steps) / (secs - replan_ms / 1000)
     return {"tokensPerSec": tps, "stepMs": 1000 * secs / len(steps), "flopsPerToken": start["flopsPerToken"],
+            "replanMs": replan_ms, "migrations": sum(1 for e in replans if e["adopted"]),
+            "tokensPerSecStepsOnly": steps_only,
             "parameters": start["parameters"], "peakRssMB": max(end["rankPeakRssMB"]), "commShare": comm,
             "lastLoss": steps[-1]["loss"]}
 
@@ -126,7 +130,8 @@ def main():
              "modelGflops": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9,
              "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": dp["peakRssMB"],
              "commShare": dp["commShare"]},
-            {"job": job, "layout": "2x1r", "tokensPerSec": moved["tokensPerSec"],
+            {"job": job, "layout": "2x1r", "tokensPerSec": moved["tokensPerSec"], "replanMs": moved["replanMs"],
+             "migrations": moved["migrations"], "tokensPerSecStepsOnly": moved["tokensPerSecStepsOnly"],
              "modelGflops": moved["tokensPerSec"] * moved["flopsPerToken"] / 1e9,
              "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": moved["peakRssMB"],
              "commShare": moved["commShare"]},
@@ -212,6 +217,10 @@ def report(result, args):
         if "torch" in r:
             line += f" {r['torch']['tokensPerSec']:12.0f} {r['tokensPerSec'] / r['torch']['tokensPerSec']:6.2f}"
         print(line)
+    for r in result["rows"]:
+        if r["layout"] == "2x1r":
+            print(f"  {r['job']} 2x1r: {r['migrations']} migration(s); re-placement took {r['replanMs']:.0f} ms of the "
+                  f"timed steps (counted above); the steps alone: {r['tokensPerSecStepsOnly']:.0f} tok/s")
     print("time split (profiled pass, ms/step):")
     for r in result["rows"]:
         if "split" in r:
