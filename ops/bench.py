@@ -44,6 +44,28 @@ def train_log(job, ranks, steps, tmp, name, sets=()):
     return [json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))]
 
 
+def side_by_side_ones(job, steps, tmp):
+    """Two independent 1 rank x 1 thread runs at once, pinned to cores 0 and 1: what this machine's
+    two cores give together right now, the ceiling a 2-rank run is measured against in the same run."""
+    runs = os.path.join(tmp, "runs")
+    procs = []
+    for core in (0, 1):
+        name = f"pair{core}-{os.path.basename(job)}"
+        cmd = ["taskset", "-c", str(core), BIN, "train", job, "--threads", "1", "--no-resume",
+               "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
+               "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}"]
+        print("command (side by side): " + " ".join(cmd), flush=True)
+        procs.append((name, subprocess.Popen(cmd, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    total = 0.0
+    for name, p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"ops/bench: side-by-side run failed ({p.returncode}):\n{err[-2000:]}")
+        total += summarise_train([json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))])["tokensPerSec"]
+    return total
+
+
 def summarise_train(events):
     start = next(e for e in events if e["event"] == "start")
     steps = [e for e in events if e["event"] == "step" and e["step"] >= 2]
@@ -119,6 +141,7 @@ def main():
         # The default placement re-placed from the measured load every 3 steps (migration steps counted).
         moved = summarise_train(train_log(job, 2, args.steps + 2, tmp, "replan2-" + os.path.basename(job),
                                           ["replan.every=3"]))
+        pair = side_by_side_ones(job, args.steps + 2, tmp) if (os.cpu_count() or 1) >= 2 else None
         rows = [
             {"job": job, "layout": "1x1", "tokensPerSec": one["tokensPerSec"], "modelGflops": one["modelGflops"],
              "mfu": one["mfu"], "peakGflops": one["sgemmPeakGflops"], "peakRssMB": one["trainingPeakRssMB"],
@@ -140,6 +163,10 @@ def main():
              "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": rep["peakRssMB"],
              "commShare": rep["commShare"]},
         ]
+        if pair:
+            for r in rows[2:]:
+                r["vsSideBySide"] = r["tokensPerSec"] / pair
+            rows[0]["sideBySideTokensPerSec"] = pair
         if args.compare_torch:
             t1 = torch_row(args.compare_torch, job, 1, args.steps)
             t2 = torch_row(args.compare_torch, job, 2, args.steps)
@@ -218,6 +245,11 @@ def report(result, args):
             line += f" {r['torch']['tokensPerSec']:12.0f} {r['tokensPerSec'] / r['torch']['tokensPerSec']:6.2f}"
         print(line)
     for r in result["rows"]:
+        if "sideBySideTokensPerSec" in r:
+            print(f"  {r['job']}: two 1x1 runs side by side (cores 0 and 1, at once) {r['sideBySideTokensPerSec']:.0f} "
+                  f"tok/s together = {r['sideBySideTokensPerSec'] / r['tokensPerSec']:.2f}x the 1x1 row; 2x1, 2x1r, "
+                  "2x1* against them: " + ", ".join(f"{x['vsSideBySide']:.2f}" for x in result["rows"]
+                                                     if x["job"] == r["job"] and "vsSideBySide" in x))
         if r["layout"] == "2x1r":
             print(f"  {r['job']} 2x1r: {r['migrations']} migration(s); re-placement took {r['replanMs']:.0f} ms of the "
                   f"timed steps (counted above); the steps alone: {r['tokensPerSecStepsOnly']:.0f} tok/s")

@@ -226,7 +226,7 @@ public enum Planner {
             }
             if single.count == shape.moeLayers { candidates.insert(PlacementPlan(layers: single), at: 0) }
         }
-        if world > 1 && perRankSlots.allSatisfy({ $0 >= needed }) {
+        if world > 1 && cap == world && perRankSlots.allSatisfy({ $0 >= needed }) {
             candidates.append(.everywhere(moeLayers: shape.moeLayers, experts: shape.nExpert, world: world))
         }
         // The first of the cheapest (fewer replicas first on ties).

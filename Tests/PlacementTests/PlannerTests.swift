@@ -67,6 +67,10 @@ final class PlannerTests: XCTestCase {
         let tight = cluster(gb: (50e6 + 3.5 * shape.bytesPerExpert) / 1e9)
         let q = try Planner.plan(load: mean, shape: shape, cluster: tight, world: 2, stepLoads: steps)
         XCTAssertNotEqual(q, everywhere)
+        // Nor with fewer replicas allowed than ranks.
+        let capped = try Planner.plan(
+            load: mean, shape: shape, cluster: cluster(gb: 16), world: 2, maxReplicas: 1, stepLoads: steps)
+        XCTAssertNotEqual(capped, everywhere)
     }
 
     func testZipfLoadOn4RanksIsWithinTenPercentOfTheIdealMean() throws {
