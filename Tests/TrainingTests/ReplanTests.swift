@@ -18,20 +18,24 @@ final class ReplanTests: XCTestCase {
         for sharded in [false, true] { try replacementMatchesResume(shardOptimizer: sharded) }
     }
 
+    /// layoutJob with skewed routing, re-planned at step 10 with a horizon that always pays.
+    static func skewedReplanJob(steps: Int, dir: String, name: String) -> (Job, TokenData) {
+        var (job, data) = layoutJob(steps: steps)
+        job.runsDir = dir
+        job.name = name
+        job.train.routerSkew = 3
+        job.train.evalEvery = 0
+        job.replan.every = 10
+        job.replan.horizon = 1_000_000
+        return (job, data)
+    }
+
     /// A plan whose store would not fit beside the current one is not migrated to: a warning
     /// names the shortfall, the placement stays, training goes on.
     func testNoMigrationWhenTheNewStoreDoesNotFit() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var (job, tokens) = layoutJob(steps: 12)
-        let data = tokens
-        job.runsDir = dir
-        job.name = "tight"
-        job.train.routerSkew = 3
-        job.train.evalEvery = 0
-        job.replan.every = 10
-        job.replan.horizon = 1_000_000
-        let j = job
+        let (j, data) = Self.skewedReplanJob(steps: 12, dir: dir, name: "tight")
         let plans = try LocalCommunicator.run(size: 2) { comm -> [[[Int]]] in
             let t = try Trainer(
                 job: j, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: j) : nil,
@@ -125,14 +129,8 @@ final class ReplanTests: XCTestCase {
     func testCheckpointAfterReplacementResumesAtAnotherWorldSize() throws {
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var (job, tokens) = layoutJob(steps: 20)
+        var (job, tokens) = Self.skewedReplanJob(steps: 20, dir: dir, name: "moved")
         let data = tokens
-        job.runsDir = dir
-        job.name = "moved"
-        job.train.routerSkew = 3
-        job.train.evalEvery = 0
-        job.replan.every = 10
-        job.replan.horizon = 1_000_000
         job.checkpoint.every = 5
         let ja = job
         let runA = try LocalCommunicator.run(size: 2) { comm -> (TrainSummary, [[[Int]]]) in
