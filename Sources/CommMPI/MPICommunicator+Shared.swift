@@ -80,7 +80,7 @@ final class SharedSum {
         func term(_ q: Int) -> UnsafePointer<Float> { UnsafePointer(q == rank ? out : segments[q] + mine.lowerBound) }
         let t0 = term(0), t1 = term(1)
         for i in 0..<mine.count { sum[i] = t0[i] + t1[i] }
-        for q in 2..<max(2, size) {
+        for q in 2..<size {
             let t = term(q)
             for i in 0..<mine.count { sum[i] += t[i] }
         }

@@ -1,7 +1,6 @@
 // After backward: sum each parameter's gradient over the group its shard spec names, and the
 // global gradient norm (each element counted once, on the rank its spec says).
 import Comm
-import Placement
 import Tensor
 
 /// One collective of the gradient reduction, over a contiguous range of store.grads.
@@ -38,8 +37,7 @@ extension Transformer {
     /// a group makes the same calls with the same counts.
     func planGradientReductions() -> [GradientReduction] {
         let mesh = ctx.mesh
-        let allLocal = PlacementPlan(layers: ctx.plan.layers.map { $0.map { _ in [mesh.rank] } })
-        let full = ParameterStore.tensors(config: config, layout: ShardLayout(mesh: mesh, plan: allLocal))
+        let full = ParameterStore.tensors(config: config, layout: .single(config))  // every tensor, by name
         var previousInFull: [String: String] = [:]
         for i in full.indices.dropFirst() { previousInFull[full[i].name] = full[i - 1].name }
         func group(_ info: ParameterInfo) -> ReduceGroup {
