@@ -34,14 +34,23 @@ def bench_row(job, threads, steps, tmp, extra=()):
     return json.load(open(path))
 
 
+def train_cmd(job, steps, runs, name, sets=()):
+    """switchyard train at 1 thread, no checkpoints or eval, logging to runs/name/log.jsonl."""
+    return [BIN, "train", job, "--threads", "1", "--no-resume",
+            "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
+            "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}",
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def run_log(runs, name):
+    return [json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))]
+
+
 def train_log(job, ranks, steps, tmp, name, sets=()):
     runs = os.path.join(tmp, "runs")
     over = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] if ranks > os.cpu_count() else []
-    run(MPI + over + ["-np", str(ranks), BIN, "train", job, "--threads", "1", "--no-resume",
-                      "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
-                      "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}",
-                      *[a for s in sets for a in ("--set", s)]])
-    return [json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))]
+    run(MPI + over + ["-np", str(ranks)] + train_cmd(job, steps, runs, name, sets))
+    return run_log(runs, name)
 
 
 def side_by_side_ones(job, steps, tmp):
@@ -51,9 +60,7 @@ def side_by_side_ones(job, steps, tmp):
     procs = []
     for core in (0, 1):
         name = f"pair{core}-{os.path.basename(job)}"
-        cmd = ["taskset", "-c", str(core), BIN, "train", job, "--threads", "1", "--no-resume",
-               "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
-               "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}"]
+        cmd = ["taskset", "-c", str(core)] + train_cmd(job, steps, runs, name)
         print("command (side by side): " + " ".join(cmd), flush=True)
         procs.append((name, subprocess.Popen(cmd, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
@@ -62,8 +69,15 @@ def side_by_side_ones(job, steps, tmp):
         _, err = p.communicate()
         if p.returncode != 0:
             sys.exit(f"ops/bench: side-by-side run failed ({p.returncode}):\n{err[-2000:]}")
-        total += summarise_train([json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))])["tokensPerSec"]
+        total += summarise_train(run_log(runs, name))["tokensPerSec"]
     return total
+
+
+def two_rank_row(job, layout, s, one):
+    """A 2 ranks x 1 thread row from summarise_train's `s`; its peak is twice the 1-thread one."""
+    return {"job": job, "layout": layout, "tokensPerSec": s["tokensPerSec"],
+            "modelGflops": s["tokensPerSec"] * s["flopsPerToken"] / 1e9,
+            "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": s["peakRssMB"], "commShare": s["commShare"]}
 
 
 def summarise_train(events):
@@ -71,13 +85,13 @@ def summarise_train(events):
     steps = [e for e in events if e["event"] == "step" and e["step"] >= 2]
     # Re-placement (planning and migration, slowest rank) between timed steps is training time too.
     replans = [e for e in events if e["event"] == "placement" and e.get("phase") == "decision" and e["step"] >= 2]
-    secs = (sum(e["stepMs"] for e in steps) + sum(e["replanMs"] for e in replans)) / 1000
+    replan_ms = sum(e["replanMs"] for e in replans)
+    secs = (sum(e["stepMs"] for e in steps) + replan_ms) / 1000
     tps = start["tokensPerStep"] * len(steps) / secs
     ranks = len(steps[0]["rankStepMs"])
     comm = sum((e["rankAlltoallvMs"][r] + e["rankAllreduceMs"][r]) / e["rankStepMs"][r]
                for e in steps for r in range(ranks)) / (len(steps) * ranks)
     end = next(e for e in events if e["event"] == "end")
-    replan_ms = sum(e["replanMs"] for e in replans)
     steps_only = start["tokensPerStep"] * len(steps) / (secs - replan_ms / 1000)
     return {"tokensPerSec": tps, "stepMs": 1000 * secs / len(steps), "flopsPerToken": start["flopsPerToken"],
             "replanMs": replan_ms, "migrations": sum(1 for e in replans if e["adopted"]),
@@ -149,19 +163,10 @@ def main():
             {"job": job, "layout": "1x2", "tokensPerSec": two["tokensPerSec"], "modelGflops": two["modelGflops"],
              "mfu": two["mfu"], "peakGflops": two["sgemmPeakGflops"], "peakRssMB": two["trainingPeakRssMB"],
              "split": two["profiledMsPerStep"]},
-            {"job": job, "layout": "2x1", "tokensPerSec": dp["tokensPerSec"],
-             "modelGflops": dp["tokensPerSec"] * dp["flopsPerToken"] / 1e9,
-             "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": dp["peakRssMB"],
-             "commShare": dp["commShare"]},
-            {"job": job, "layout": "2x1r", "tokensPerSec": moved["tokensPerSec"], "replanMs": moved["replanMs"],
-             "migrations": moved["migrations"], "tokensPerSecStepsOnly": moved["tokensPerSecStepsOnly"],
-             "modelGflops": moved["tokensPerSec"] * moved["flopsPerToken"] / 1e9,
-             "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": moved["peakRssMB"],
-             "commShare": moved["commShare"]},
-            {"job": job, "layout": "2x1*", "tokensPerSec": rep["tokensPerSec"],
-             "modelGflops": rep["tokensPerSec"] * rep["flopsPerToken"] / 1e9,
-             "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": rep["peakRssMB"],
-             "commShare": rep["commShare"]},
+            two_rank_row(job, "2x1", dp, one),
+            dict(two_rank_row(job, "2x1r", moved, one), replanMs=moved["replanMs"], migrations=moved["migrations"],
+                 tokensPerSecStepsOnly=moved["tokensPerSecStepsOnly"]),
+            two_rank_row(job, "2x1*", rep, one),
         ]
         if pair:
             for r in rows[2:]:
