@@ -1,5 +1,15 @@
+#define _GNU_SOURCE
 #include "CChecksum.h"
+#include <fcntl.h>
 #include <string.h>
+
+int cchecksum_o_direct_flag(void) {
+#ifdef O_DIRECT
+    return O_DIRECT;
+#else
+    return 0;
+#endif
+}
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>

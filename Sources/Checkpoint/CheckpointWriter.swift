@@ -66,7 +66,10 @@ public final class CheckpointWriter: @unchecked Sendable {
         precondition(pending == nil, "cannot grow the snapshot buffer during a save")
         snapshotBuffer?.deallocate()
         snapshotCapacity = max(floats, 1)
-        snapshotBuffer = .allocate(capacity: snapshotCapacity)
+        // Aligned so that the file's data can go out with O_DIRECT straight from it.
+        snapshotBuffer = UnsafeMutableRawPointer.allocate(
+            byteCount: 4 * snapshotCapacity, alignment: SafeTensors.directAlignment
+        ).bindMemory(to: Float.self, capacity: snapshotCapacity)
         snapshotBuffer!.initialize(repeating: 0, count: snapshotCapacity)
     }
 
@@ -154,7 +157,8 @@ public final class CheckpointWriter: @unchecked Sendable {
             let file = CheckpointWriter.fileName(rank)
             let written = try SafeTensors.write(
                 sources.map { SafeTensorSource(name: $0.0.name, shape: $0.0.localShape, data: snapshot + $0.1) },
-                to: partial + "/" + file, maxRunBytes: Snapshot.groupBytes, ready: { job.waitCopied(through: $0) })
+                to: partial + "/" + file, maxRunBytes: Snapshot.groupBytes, direct: true,
+                ready: { job.waitCopied(through: $0) })
             // The sidecar tells rank 0 which slices this file holds, with their checksums, in
             // the manifest's own form (Manifest.json / parseTensors).
             let records = zip(sources, written).map { src, w in

@@ -36,10 +36,12 @@ public enum SafeTensors {
     /// Writes `tensors` to `path` (created or truncated) and fsyncs it. Returns each tensor's
     /// entry and CRC32C of its bytes, in order. Errors (disk full...) name the file.
     /// `ready(i)` is called before tensor i's bytes are read (a writer that follows a copy waits
-    /// there); writes of back-to-back tensors are coalesced up to `maxRunBytes`.
+    /// there); writes of back-to-back tensors are coalesced up to `maxRunBytes`. `direct`: pad
+    /// the header to `directAlignment` and write with O_DIRECT where memory and file allow
+    /// (SafeTensors+Direct.swift); the data then goes out without a page-cache copy.
     public static func write(
         _ tensors: [SafeTensorSource], to path: String, metadata: [String: String] = [:],
-        maxRunBytes: Int = Int.max, ready: @escaping @Sendable (Int) -> Void = { _ in }
+        maxRunBytes: Int = Int.max, direct: Bool = false, ready: @escaping @Sendable (Int) -> Void = { _ in }
     ) throws -> [(SafeTensorEntry, UInt32)] {
         var entries: [SafeTensorEntry] = []
         var offset = 0
@@ -61,14 +63,10 @@ public enum SafeTensors {
                 ))
             offset = e.end
         }
-        var headerBytes = Array(JSONValue.object(header).compact.utf8)
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }  // pad with spaces, as the format allows
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var len = UInt64(headerBytes.count).littleEndian
-        try withUnsafeBytes(of: &len) { try writeAll(fd, $0.baseAddress!, 8, path) }
-        try headerBytes.withUnsafeBytes { try writeAll(fd, $0.baseAddress!, $0.count, path) }
+        let out = try DirectOutput(path: path, direct: direct)
+        let head = headBytes(JSONValue.object(header).compact, alignment: direct ? directAlignment : 8)
+        defer { head.deallocate() }
+        try out.append(UnsafeRawPointer(head.baseAddress!), head.count)
         // The checksums are computed on a second thread while the bytes go out: both only read.
         let crcs = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: max(tensors.count, 1))
         defer { crcs.deallocate() }
@@ -80,23 +78,33 @@ public enum SafeTensors {
                     work.crcs[i] = CRC32C.checksum(UnsafeRawPointer(t.data), count: 4 * t.count)
                 }
             } else {
-                do { try writeRuns(work.tensors, fd: fd, path: path, maxRunBytes: maxRunBytes, ready: ready) } catch {
+                do { try writeRuns(work.tensors, to: out, maxRunBytes: maxRunBytes, ready: ready) } catch {
                     work.error = error
                 }
             }
         }
         if let error = work.error { throw error }
-        let out = (0..<tensors.count).map { (entries[$0], crcs[$0]) }
-        guard fsync(fd) == 0 else {
-            throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))")
+        try out.finish()
+        return (0..<tensors.count).map { (entries[$0], crcs[$0]) }
+    }
+
+    /// The 8-byte little-endian length and the header JSON, padded with spaces (as the format
+    /// allows) so that the data starts at a multiple of `alignment`; in an `alignment`-aligned buffer.
+    static func headBytes(_ json: String, alignment: Int) -> UnsafeMutableRawBufferPointer {
+        var header = Array(json.utf8)
+        while (8 + header.count) % alignment != 0 { header.append(0x20) }
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 + header.count, alignment: alignment)
+        buf.storeBytes(of: UInt64(header.count).littleEndian, toByteOffset: 0, as: UInt64.self)
+        header.withUnsafeBytes {
+            buf.baseAddress!.advanced(by: 8).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
         }
-        return out
+        return buf
     }
 
     /// Writes the tensors' bytes in order; tensors that lie back to back in memory (a save's
     /// snapshot) go out in one write.
     static func writeRuns(
-        _ tensors: [SafeTensorSource], fd: Int32, path: String, maxRunBytes: Int, ready: (Int) -> Void
+        _ tensors: [SafeTensorSource], to out: DirectOutput, maxRunBytes: Int, ready: (Int) -> Void
     ) throws {
         var runStart = 0, runBytes = 0
         for i in 0..<tensors.count {
@@ -104,7 +112,7 @@ public enum SafeTensors {
             runBytes += 4 * t.count
             if i == tensors.count - 1 || tensors[i + 1].data != t.data + t.count || runBytes >= maxRunBytes {
                 ready(i)
-                try writeAll(fd, UnsafeRawPointer(tensors[runStart].data), runBytes, path)
+                try out.append(UnsafeRawPointer(tensors[runStart].data), runBytes)
                 runStart = i + 1
                 runBytes = 0
             }
@@ -115,15 +123,16 @@ public enum SafeTensors {
         var done = 0
         while done < count {
             let n = Foundation.write(fd, p + done, min(count - done, 1 << 30))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw CheckpointError(
-                    "\(path): write "
-                        + "failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")"
-                )
-            }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw writeError(path) }
             done += n
         }
+    }
+
+    /// The error of a failed write to `path`, from errno (a full disk said as such).
+    static func writeError(_ path: String) -> CheckpointError {
+        CheckpointError(
+            "\(path): write failed: \(String(cString: strerror(errno)))\(errno == ENOSPC ? " (the disk is full)" : "")")
     }
 }
 

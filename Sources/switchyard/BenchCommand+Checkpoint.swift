@@ -19,8 +19,9 @@ extension BenchCommand {
         try saveStall(job: base, data: data, env: env, dir: dir)
     }
 
-    /// One save's timings: whole save, the plain write of the same bytes, the snapshot, the background write.
-    struct SaveRound { let save: Double, plain: Double, snapshot: Double, write: Double }
+    /// One save's timings: whole save, the plain writes of the same bytes (buffered; O_DIRECT where
+    /// allowed), the snapshot, the background write.
+    struct SaveRound { let save: Double, plain: Double, plainDirect: Double?, snapshot: Double, write: Double }
 
     /// Save throughput vs a plain write + fsync of the same number of bytes, alternating, 3 rounds each.
     static func saveThroughput(job base: Job, data: TokenData, env: RunEnvironment, dir: String) throws {
@@ -46,27 +47,39 @@ extension BenchCommand {
                 let snapshot = monotonicSeconds() - t0
                 let r = try w.poll(block: true)
                 let save = monotonicSeconds() - t0
-                let plain = try plainWrite(bytes: bytes, path: dir + "/plain.bin")
-                out.append(SaveRound(save: save, plain: plain, snapshot: snapshot, write: r?.writeSeconds ?? 0))
+                let plain = try plainWrite(bytes: bytes, path: dir + "/plain.bin")!
+                let plainDirect = try plainWrite(bytes: bytes, path: dir + "/plain.bin", direct: true)
+                out.append(
+                    SaveRound(
+                        save: save, plain: plain, plainDirect: plainDirect, snapshot: snapshot,
+                        write: r?.writeSeconds ?? 0))
             }
             return (bytes, out)
         }[0]
         let save = rows.map(\.save).min()!, plain = rows.map(\.plain).min()!
+        let direct = rows.compactMap(\.plainDirect).min()
         let best = rows.min { $0.save < $1.save }!
-        record.append(
-            (
-                "checkpoint",
-                .object([
-                    ("bytes", .integer(bytes)), ("saveSeconds", .number(save)), ("plainWriteSeconds", .number(plain)),
-                    ("ratio", .number(plain / save))
-                ])
-            ))
+        var fields: [(String, JSONValue)] = [
+            ("bytes", .integer(bytes)), ("saveSeconds", .number(save)), ("plainWriteSeconds", .number(plain)),
+            ("ratio", .number(plain / save))
+        ]
+        if let direct {
+            fields += [("plainDirectWriteSeconds", .number(direct)), ("directRatio", .number(direct / save))]
+        }
+        record.append(("checkpoint", .object(fields)))
         let mb = Double(bytes) / 1e6, gb = Double(bytes) / 1e9
         say(
             String(format: "  save of %.1f MB (parameters + AdamW moments): %.3f s = %.2f GB/s; ", mb, save, gb / save)
                 + String(
                     format: "plain write + fsync of the same bytes: %.3f s = %.2f GB/s; ratio %.2fx (best of 3 each)",
                     plain, gb / plain, plain / save))
+        say(
+            direct.map {
+                String(
+                    format: "    plain O_DIRECT write + fsync (as the save writes): %.3f s = %.2f GB/s; ratio %.2fx",
+                    $0,
+                    gb / $0, $0 / save)
+            } ?? "    plain O_DIRECT write: refused by this file system (the save writes buffered here too)")
         say(
             String(
                 format: "    of which: snapshot %.0f ms (in the step loop; the write follows it), ",
@@ -128,24 +141,34 @@ extension BenchCommand {
         }[0]
     }
 
-    /// Seconds to write `bytes` bytes to `path` and fsync (one buffer, large writes).
-    static func plainWrite(bytes: Int, path: String) throws -> Double {
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    /// Seconds to write `bytes` bytes to `path` and fsync (one buffer, large writes). `direct`:
+    /// with O_DIRECT, as the save does (the last partial block buffered); nil where refused.
+    static func plainWrite(bytes: Int, path: String, direct: Bool = false) throws -> Double? {
+        let a = SafeTensors.directAlignment
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: a)
         defer { buf.deallocate() }
         memset(buf, 0x5A, bytes)
+        if direct && SafeTensors.oDirect == 0 { return nil }
         let t0 = monotonicSeconds()
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CheckpointError("\(path): cannot create") }
-        var done = 0
-        while done < bytes {
-            let n = write(fd, buf + done, min(bytes - done, 1 << 30))
-            guard n > 0 else { close(fd); throw CheckpointError("\(path): write failed") }
-            done += n
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | (direct ? SafeTensors.oDirect : 0), 0o644)
+        guard fd >= 0 else {
+            if direct { return nil }
+            throw CheckpointError("\(path): cannot create")
         }
+        defer { close(fd); unlink(path) }
+        func put(_ from: Int, _ to: Int) throws {
+            var done = from
+            while done < to {
+                let n = write(fd, buf + done, min(to - done, 1 << 30))
+                guard n > 0 else { throw CheckpointError("\(path): write failed") }
+                done += n
+            }
+        }
+        let head = direct ? bytes / a * a : bytes
+        try put(0, head)
+        if direct { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~SafeTensors.oDirect) }
+        try put(head, bytes)
         fsync(fd)
-        close(fd)
-        let s = monotonicSeconds() - t0
-        unlink(path)
-        return s
+        return monotonicSeconds() - t0
     }
 }
