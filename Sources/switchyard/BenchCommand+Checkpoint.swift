@@ -77,8 +77,7 @@ extension BenchCommand {
             direct.map {
                 String(
                     format: "    plain O_DIRECT write + fsync (as the save writes): %.3f s = %.2f GB/s; ratio %.2fx",
-                    $0,
-                    gb / $0, $0 / save)
+                    $0, gb / $0, $0 / save)
             } ?? "    plain O_DIRECT write: refused by this file system (the save writes buffered here too)")
         say(
             String(
