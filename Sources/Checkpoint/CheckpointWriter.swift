@@ -317,11 +317,9 @@ final class Snapshot: @unchecked Sendable {
 func writeFileSynced(_ bytes: [UInt8], to path: String) throws { try writeFile(bytes, to: path, sync: true) }
 
 func writeFile(_ bytes: [UInt8], to path: String, sync: Bool) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { throw CheckpointError("\(path): cannot create: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    try bytes.withUnsafeBytes { try SafeTensors.writeAll(fd, $0.baseAddress!, $0.count, path) }
-    if sync, fsync(fd) != 0 { throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+    try bytes.withUnsafeBytes {
+        _ = try SafeTensors.writeBytes($0.baseAddress!, count: $0.count, to: path, direct: false, sync: sync)
+    }
 }
 
 /// fsyncs a directory so that renames inside it survive a crash.

@@ -14,6 +14,20 @@ extension SafeTensors {
     public static let directAlignment = 4096
     /// open(2)'s O_DIRECT (not exported to Swift by Glibc); 0 where the platform has none.
     public static let oDirect = cchecksum_o_direct_flag()
+
+    /// Writes `count` bytes at `p` to `path` (created or truncated), fsynced when `sync`; with
+    /// O_DIRECT where `direct`, the file system and `p`'s alignment allow (the last partial block
+    /// buffered). Returns whether O_DIRECT was still in use before that last block.
+    @discardableResult
+    public static func writeBytes(
+        _ p: UnsafeRawPointer, count: Int, to path: String, direct: Bool, sync: Bool = true
+    ) throws -> Bool {
+        let out = try DirectOutput(path: path, direct: direct)
+        try out.append(p, count)
+        let wentDirect = out.direct
+        try out.finish(sync: sync)
+        return wentDirect
+    }
 }
 
 /// An output file taking appends of byte runs, written with O_DIRECT while they stay aligned.
@@ -58,10 +72,10 @@ final class DirectOutput: @unchecked Sendable {
         if n < aligned { try flushBuffered() }
     }
 
-    /// Writes whatever is pending (buffered) and fsyncs the file.
-    func finish() throws {
+    /// Writes whatever is pending (buffered) and fsyncs the file when `sync`.
+    func finish(sync: Bool = true) throws {
         try flushBuffered()
-        guard fsync(fd) == 0 else {
+        guard !sync || fsync(fd) == 0 else {
             throw CheckpointError("\(path): fsync failed: \(String(cString: strerror(errno)))")
         }
     }

@@ -143,31 +143,13 @@ extension BenchCommand {
     /// Seconds to write `bytes` bytes to `path` and fsync (one buffer, large writes). `direct`:
     /// with O_DIRECT, as the save does (the last partial block buffered); nil where refused.
     static func plainWrite(bytes: Int, path: String, direct: Bool = false) throws -> Double? {
-        let a = SafeTensors.directAlignment
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: a)
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: SafeTensors.directAlignment)
         defer { buf.deallocate() }
         memset(buf, 0x5A, bytes)
-        if direct && SafeTensors.oDirect == 0 { return nil }
+        defer { unlink(path) }
         let t0 = monotonicSeconds()
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | (direct ? SafeTensors.oDirect : 0), 0o644)
-        guard fd >= 0 else {
-            if direct { return nil }
-            throw CheckpointError("\(path): cannot create")
-        }
-        defer { close(fd); unlink(path) }
-        func put(_ from: Int, _ to: Int) throws {
-            var done = from
-            while done < to {
-                let n = write(fd, buf + done, min(to - done, 1 << 30))
-                guard n > 0 else { throw CheckpointError("\(path): write failed") }
-                done += n
-            }
-        }
-        let head = direct ? bytes / a * a : bytes
-        try put(0, head)
-        if direct { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~SafeTensors.oDirect) }
-        try put(head, bytes)
-        fsync(fd)
-        return monotonicSeconds() - t0
+        let wentDirect = try SafeTensors.writeBytes(buf, count: bytes, to: path, direct: direct)
+        let seconds = monotonicSeconds() - t0
+        return direct && !wentDirect ? nil : seconds
     }
 }
