@@ -51,12 +51,13 @@ public struct MemoryEstimate: Sendable, Equatable {
         if m.usesMoH { acts += n * (cl + h + hr) }
         // A block's saved activations: attention (ln1, attnOut, q, k, v, y, rstd1, lse), the FFN
         // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (logits,
-        // probs, top-k; send, back, recv, xe, o; pre, a).
+        // probs, top-k; send, back, recv, xe, o; pre, a; a local layer only xe, o, pre, a).
         let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t + heads, half = 2 * n * c + n
         let shared = Double(m.nSharedExperts), dense = n * (f + pre)
         // An MoE block's state: router rows, sent rows (send, back) and received rows at their
-        // bound (recv, xe, o; pre, a). Its received rows also size the one backward exchange set.
-        var moe: [Double] = [], received = 0.0
+        // bound (recv, xe, o; pre, a). Its received rows also size the one backward exchange set
+        // (dSend; dRecv, dXe, dOe), of which a local layer needs only dXe and dOe.
+        var moe: [Double] = [], received = 0.0, exchanging = false
         var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
         for l in 0..<m.nLayer {
             params += 4 * c * cl + 2 * c + hr * c
@@ -65,9 +66,12 @@ public struct MemoryEstimate: Sendable, Equatable {
                 let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
                 params += e * c + (local + shared) * mats * c * f
                 ownMoments += e * c + local * mats * c * f
-                let most = world * routed * min(k, local)
+                let isLocal = plan.isLocal(layer: moeLayer, world: worldSize)
+                let most = (isLocal ? 1 : world) * routed * min(k, local)
                 received = max(received, most)
-                moe.append(2 * n * e + 2 * n * k + 2 * sent * c + most * (3 * c + f + pre) + shared * dense)
+                exchanging = exchanging || !isLocal
+                let rows = isLocal ? most * (2 * c + f + pre) : 2 * sent * c + most * (3 * c + f + pre)
+                moe.append(2 * n * e + 2 * n * k + rows + shared * dense)
                 moeLayer += 1
             } else {
                 params += mats * c * f
@@ -83,8 +87,8 @@ public struct MemoryEstimate: Sendable, Equatable {
         case .block:
             acts += attention + (moeBlocks > 0 ? half + oneMoE : 0) + (denseBlocks > 0 ? half + dense : 0)
         }
-        // The MoE backward's exchange scratch (dSend; dRecv, dXe, dOe), one set for all blocks.
-        if moeBlocks > 0 { acts += sent * c + 3 * received * c }
+        // The MoE backward's exchange scratch, one set for all blocks.
+        if moeBlocks > 0 { acts += exchanging ? sent * c + 3 * received * c : 2 * received * c }
         // Experts' backward scratch per thread: the busiest expert, at most every token of the world
         // (on a rank that holds experts: received > 0).
         if received > 0 { acts += Double(max(threads, 1)) * world * routed * (f + pre) }

@@ -41,10 +41,16 @@ extension MoELayer {
     }
 
     /// Combine's backward: dTopWeight[r, j] = dOut[r] . o (0 for a dropped assignment) and the
-    /// gradient of each kept assignment's output row, wt * dOut[r], into sc.dSend (send order).
+    /// gradient of each kept assignment's output row, wt * dOut[r], into sc.dSend (send order), or
+    /// in a local layer straight into sc.dOe (send order is expert-major there).
     func combineBackward(s: MoEState, sc: MoEScratch, dOut: UnsafePointer<Float>) {
-        sc.dSend.reserve(s.sendRows.reduce(0, +) * c, atMost: mostSentRows(s) * c)
-        let dTW = sc.dTopWeight.base
+        let sent = s.sendRows.reduce(0, +)
+        if isLocal {
+            sc.dOe.reserve(sent * c, atMost: mostReceivedRows(s, localExperts: s.expertRows.count) * c)
+        } else {
+            sc.dSend.reserve(sent * c, atMost: mostSentRows(s) * c)
+        }
+        let dTW = sc.dTopWeight.base, home = returned(s), into = isLocal ? sc.dOe.base : sc.dSend.base
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {
                 let d = dOut + (s.rowStart + r) * c
@@ -54,7 +60,7 @@ extension MoELayer {
                         continue
                     }
                     let slot = Int(s.sendSlot[r * k + j])
-                    let o = s.back.base + slot * c, dst = sc.dSend.base + slot * c
+                    let o = home + slot * c, dst = into + slot * c
                     let wt = s.topWeight.base[r * k + j]
                     var dot: Float = 0
                     for i in 0..<c {
@@ -68,28 +74,32 @@ extension MoELayer {
     }
 
     /// The output-row gradients to the experts' ranks (alltoallv), permuted expert-major into
-    /// sc.dOe; sc.dXe zeroed for the experts' input gradients.
+    /// sc.dOe (a local layer's are there already); sc.dXe zeroed for the experts' input gradients.
     func sendGradientsToExperts(s: MoEState, sc: MoEScratch) throws {
         let recvTotal = s.recvRows.reduce(0, +)
         let most = mostReceivedRows(s, localExperts: s.expertRows.count) * c
+        sc.dXe.reserve(recvTotal * c, atMost: most)
+        sc.dXe.base.update(repeating: 0, count: recvTotal * c)
+        if isLocal { return }
         sc.dRecv.reserve(recvTotal * c, atMost: most)
         let arrived = try toExperts(s: s, send: sc.dSend.base, recv: sc.dRecv.base)
         sc.dOe.reserve(recvTotal * c, atMost: most)
-        sc.dXe.reserve(recvTotal * c, atMost: most)
         expertMajor(s: s, from: arrived, into: sc.dOe.base)
-        sc.dXe.base.update(repeating: 0, count: recvTotal * c)
     }
 
-    /// The experts' input gradients sc.dXe back to received order and home (alltoallv), added
-    /// per token in slot order into dxs [rows, C].
+    /// The experts' input gradients sc.dXe back to received order and home (alltoallv; a local
+    /// layer's are in send order already), added per token in slot order into dxs [rows, C].
     func returnGradientsHome(s: MoEState, sc: MoEScratch, dxs: UnsafeMutablePointer<Float>) throws {
-        receivedOrder(s: s, from: sc.dXe.base, into: isLocal ? sc.dSend.base : sc.dRecv.base)
-        try toOwners(s: s, send: sc.dRecv.base, recv: sc.dSend.base)
+        if !isLocal {
+            receivedOrder(s: s, from: sc.dXe.base, into: sc.dRecv.base)
+            try toOwners(s: s, send: sc.dRecv.base, recv: sc.dSend.base)
+        }
+        let home = isLocal ? sc.dXe.base : sc.dSend.base
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {
                 let d = dxs + r * c
                 for j in 0..<k where !s.dropped[r * k + j] {
-                    let src = sc.dSend.base + Int(s.sendSlot[r * k + j]) * c
+                    let src = home + Int(s.sendSlot[r * k + j]) * c
                     for i in 0..<c { d[i] += src[i] }
                 }
             }

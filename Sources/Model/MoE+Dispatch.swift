@@ -11,10 +11,14 @@ extension MoELayer {
     /// to the rank serving its expert; leaves the received rows expert-major in s.xe, with s.perm,
     /// s.expertStart/Rows set. `tokenOffset`: global index of xs's first row (replica choice).
     func dispatch(s: MoEState, x xs: UnsafePointer<Float>, experts: [Int], tokenOffset: Int) throws {
-        let bucket = packSendRows(s: s, x: xs, tokenOffset: tokenOffset)
+        let bucket = packSendRows(s: s, x: xs, tokenOffset: tokenOffset, experts: experts.count)
         let recvCounts = try exchangeCounts(s: s, bucket: bucket)
         let recvTotal = s.recvRows.reduce(0, +)
         ctx.stats.expertRowsReceived += recvTotal
+        if isLocal {
+            expertRanges(s: s, recvCounts: recvCounts, experts: experts)
+            return
+        }
         s.recv.reserve(recvTotal * c, atMost: mostReceivedRows(s, localExperts: experts.count) * c)
         let arrived = try toExperts(s: s, send: s.send.base, recv: s.recv.base)
         permuteExpertMajor(s: s, recvCounts: recvCounts, experts: experts, arrived: arrived)
@@ -22,8 +26,9 @@ extension MoELayer {
 
     /// Phase 1, counting sort: each kept assignment's destination (the replica that serves the
     /// token, PlacementPlan.replica), its row in send order (s.sendSlot) and that row copied into
-    /// s.send. Sets s.sendRows; returns the rows per (destination, expert), [world * E].
-    func packSendRows(s: MoEState, x xs: UnsafePointer<Float>, tokenOffset: Int) -> [Int] {
+    /// s.send, or in a local layer straight into s.xe (send order is expert-major there). Sets
+    /// s.sendRows; returns the rows per (destination, expert), [world * E].
+    func packSendRows(s: MoEState, x xs: UnsafePointer<Float>, tokenOffset: Int, experts: Int) -> [Int] {
         let world = ctx.comms.world.size, rows = s.rows
         var bucket = [Int](repeating: 0, count: world * e)
         var destOf = [Int32](repeating: 0, count: rows * k)
@@ -43,8 +48,13 @@ extension MoELayer {
             fill[i] = acc
             acc += bucket[i]
         }
-        s.send.reserve(acc * c, atMost: mostSentRows(s) * c)
-        s.back.reserve(acc * c, atMost: mostSentRows(s) * c)
+        if isLocal {
+            s.xe.reserve(acc * c, atMost: mostReceivedRows(s, localExperts: experts) * c)
+        } else {
+            s.send.reserve(acc * c, atMost: mostSentRows(s) * c)
+            s.back.reserve(acc * c, atMost: mostSentRows(s) * c)
+        }
+        let into = isLocal ? s.xe.base : s.send.base
         for r in 0..<rows {
             for j in 0..<k where !s.dropped[r * k + j] {
                 let key = Int(destOf[r * k + j]) * e + Int(s.topIndex[r * k + j])
@@ -55,7 +65,7 @@ extension MoELayer {
         Parallel.forEachBlock(rows, grain: Self.rowGrain) { block in
             for r in block {
                 for j in 0..<k where !s.dropped[r * k + j] {
-                    (s.send.base + Int(s.sendSlot[r * k + j]) * c).update(from: xs + r * c, count: c)
+                    (into + Int(s.sendSlot[r * k + j]) * c).update(from: xs + r * c, count: c)
                 }
             }
         }
@@ -89,6 +99,14 @@ extension MoELayer {
     /// in token order (s.perm, s.expertStart/Rows); copies them from `arrived` (received order)
     /// into s.xe and sizes the expert buffers.
     func permuteExpertMajor(s: MoEState, recvCounts: [Int], experts: [Int], arrived: UnsafePointer<Float>) {
+        expertRanges(s: s, recvCounts: recvCounts, experts: experts)
+        expertMajor(s: s, from: arrived, into: s.xe.base)
+    }
+
+    /// s.perm, s.expertStart/Rows and the expert buffers' sizes for the rows received. A local
+    /// layer's perm is the identity (its experts are every expert, in order, and its only source
+    /// is itself), so it is left empty and s.xe already holds the rows.
+    func expertRanges(s: MoEState, recvCounts: [Int], experts: [Int]) {
         let world = ctx.comms.world.size
         let recvTotal = s.recvRows.reduce(0, +)
         var srcStart = [Int](repeating: 0, count: world)
@@ -98,24 +116,27 @@ extension MoELayer {
             acc += s.recvRows[src]
         }
         s.perm = []
-        s.perm.reserveCapacity(recvTotal)
         s.expertStart = []
         s.expertRows = []
+        var placed = 0
+        if !isLocal { s.perm.reserveCapacity(recvTotal) }
         for ex in experts {
-            s.expertStart.append(s.perm.count)
+            s.expertStart.append(placed)
             for src in 0..<world {
                 let first = srcStart[src] + recvCounts[(src * e)..<(src * e + ex)].reduce(0, +)
-                for i in 0..<recvCounts[src * e + ex] { s.perm.append(Int32(first + i)) }
+                let count = recvCounts[src * e + ex]
+                precondition(!isLocal || count == 0 || first == placed, "a local layer's rows arrive expert-major")
+                if !isLocal { for i in 0..<count { s.perm.append(Int32(first + i)) } }
+                placed += count
             }
-            s.expertRows.append(s.perm.count - s.expertStart.last!)
+            s.expertRows.append(placed - s.expertStart.last!)
         }
-        precondition(s.perm.count == recvTotal, "a rank received rows for an expert it does not hold")
+        precondition(placed == recvTotal, "a rank received rows for an expert it does not hold")
         let most = mostReceivedRows(s, localExperts: experts.count)
-        s.xe.reserve(recvTotal * c, atMost: most * c)
+        if !isLocal { s.xe.reserve(recvTotal * c, atMost: most * c) }
         s.o.reserve(recvTotal * c, atMost: most * c)
         s.h.reserve(recvTotal * preWidth, atMost: most * preWidth)
         s.a.reserve(recvTotal * f, atMost: most * f)
-        expertMajor(s: s, from: arrived, into: s.xe.base)
     }
 
     /// Returns the expert outputs s.o (expert-major) to the rows' owners and adds
@@ -123,15 +144,18 @@ extension MoELayer {
     func combine(s: MoEState, out: UnsafeMutablePointer<Float>, n: Int, gatherScratch: UnsafeMutablePointer<Float>)
         throws
     {
-        // Outputs back to received order, then home (straight into s.back in a local layer).
-        receivedOrder(s: s, from: s.o.base, into: isLocal ? s.back.base : s.recv.base)
-        try toOwners(s: s, send: s.recv.base, recv: s.back.base)
+        // Outputs back to received order, then home (a local layer's s.o is in send order already).
+        if !isLocal {
+            receivedOrder(s: s, from: s.o.base, into: s.recv.base)
+            try toOwners(s: s, send: s.recv.base, recv: s.back.base)
+        }
+        let home = returned(s)
         Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
             for r in block {
                 let dst = out + (s.rowStart + r) * c
                 for j in 0..<k where !s.dropped[r * k + j] {
                     let wt = s.topWeight.base[r * k + j]
-                    let src = s.back.base + Int(s.sendSlot[r * k + j]) * c
+                    let src = home + Int(s.sendSlot[r * k + j]) * c
                     for i in 0..<c { dst[i] += wt * src[i] }
                 }
             }
@@ -140,24 +164,27 @@ extension MoELayer {
     }
 
     /// Whether this layer's exchanges are the identity (every expert on every rank, or world 1:
-    /// ParallelContext.localLayers): send order is received order, and nothing is copied.
+    /// ParallelContext.localLayers): send order is expert-major order, and nothing is copied.
     var isLocal: Bool { ctx.localLayers[layer] }
 
+    /// The expert outputs back home in send order [S, C]: s.back, or s.o itself in a local layer.
+    func returned(_ s: MoEState) -> UnsafeMutablePointer<Float> { isLocal ? s.o.base : s.back.base }
+
     /// Rows in send order [S, C] to the ranks serving their experts, arriving in received order
-    /// [R, C] in `recv`; returns where they are: `recv`, or `send` itself in a local layer.
+    /// [R, C] in `recv` (not called in a local layer, which packs its rows expert-major).
     func toExperts(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws
         -> UnsafePointer<Float>
     {
-        if isLocal { return send }
+        precondition(!isLocal, "a local layer exchanges nothing")
         try ctx.alltoallv(
             send: send, sendCounts: s.sendRows.map { $0 * c }, recv: recv, recvCounts: s.recvRows.map { $0 * c })
         return UnsafePointer(recv)
     }
 
     /// Rows in received order [R, C] back to the ranks that sent them, arriving in send order
-    /// [S, C] in `recv`. A local layer does nothing: its caller wrote the rows into `recv` itself.
+    /// [S, C] in `recv` (not called in a local layer).
     func toOwners(s: MoEState, send: UnsafePointer<Float>, recv: UnsafeMutablePointer<Float>) throws {
-        if isLocal { return }
+        precondition(!isLocal, "a local layer exchanges nothing")
         try ctx.alltoallv(
             send: send, sendCounts: s.recvRows.map { $0 * c }, recv: recv, recvCounts: s.sendRows.map { $0 * c })
     }

@@ -120,11 +120,12 @@ struct MoELayer {
     /// The most rows this rank sends in one exchange: its routed rows, K each.
     func mostSentRows(_ s: MoEState) -> Int { mostRoutedRows(s) * s.maxK }
 
-    /// The most rows this rank can receive in one exchange: every rank's routed rows, each to at
-    /// most min(K, local experts) of this rank's experts (a token picks an expert once). Dropless
-    /// routing can reach it when every token picks this rank; MemoryEstimate counts it.
+    /// The most rows this rank can receive in one exchange: every rank's routed rows (only its own
+    /// in a local layer), each to at most min(K, local experts) of this rank's experts (a token
+    /// picks an expert once). Dropless routing can reach it when every token picks this rank;
+    /// MemoryEstimate counts it.
     func mostReceivedRows(_ s: MoEState, localExperts: Int) -> Int {
-        ctx.comms.world.size * mostRoutedRows(s) * min(s.maxK, localExperts)
+        (isLocal ? 1 : ctx.comms.world.size) * mostRoutedRows(s) * min(s.maxK, localExperts)
     }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);

@@ -45,7 +45,7 @@ public final class ParallelContext: @unchecked Sendable {
             plan.layers[l].indices.map { plan.servers(layer: l, expert: $0, rank: me, nodeOf: nodes) }
         }
         let world = comms.world.size
-        localLayers = plan.layers.map { $0.allSatisfy { Set($0) == Set(0..<world) } }
+        localLayers = plan.layers.indices.map { plan.isLocal(layer: $0, world: world) }
     }
 
     /// World size 1 on the calling thread, experts all local.

@@ -59,6 +59,12 @@ public struct PlacementPlan: Equatable, Sendable {
         layers[layer].indices.filter { layers[layer][$0].contains(rank) }
     }
 
+    /// Whether every rank of `world` holds every expert of MoE layer `layer`: each rank then serves
+    /// its own rows, and the layer exchanges nothing.
+    public func isLocal(layer: Int, world: Int) -> Bool {
+        layers[layer].allSatisfy { Set($0) == Set(0..<world) }
+    }
+
     /// The rank that serves global token `token` for expert `expert` when every replica may serve it.
     @inline(__always)
     public func rank(layer: Int, expert: Int, token: Int) -> Int {

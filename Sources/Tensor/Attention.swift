@@ -120,12 +120,7 @@ private struct Head {
     ) {
         let rows = min(Attention.queryTile, t - r0), kt = Attention.keyTile
         let dyTile = g.dy + r0 * ldc
-        for i in 0..<rows {
-            let dyr = dyTile + i * ldc, yr = g.y + (r0 + i) * ldc
-            var dot: Float = 0
-            for x in 0..<d { dot += dyr[x] * yr[x] }
-            rowDot[i] = dot
-        }
+        for i in 0..<rows { rowDot[i] = RowMath.dot(dyTile + i * ldc, g.y + (r0 + i) * ldc, d) }
         for c0 in stride(from: 0, to: r0 + rows, by: kt) {
             let cols = keyColumns(r0: r0, rows: rows, c0: c0)
             scores(r0: r0, rows: rows, c0: c0, cols: cols, into: s)

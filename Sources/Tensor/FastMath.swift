@@ -48,6 +48,26 @@ public enum RowMath {
         return m
     }
 
+    /// sum of a[j] * b[j] for j < n.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            acc +=
+                UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
+            j += 8
+        }
+        var s: Float = 0
+        for l in 0..<8 { s += acc[l] }
+        while j < n {
+            s += a[j] * b[j]
+            j += 1
+        }
+        return s
+    }
+
     /// p[j] = e^(p[j] - shift) for j < n; returns their sum.
     @inline(__always)
     public static func expShiftedSum(_ p: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {

@@ -1,4 +1,5 @@
 import Comm
+import Placement
 import Training
 import XCTest
 
@@ -67,6 +68,49 @@ final class MemoryTests: XCTestCase {
         // Counting received rows at the mean (S x K) instead would take this much off the estimate.
         let atMean = Double(job.model.nLayer) * Double(bound / 2) * Double(3 * c + 2 * f) * 4
         XCTAssertGreaterThan(e.activationBytes, atMean, "the estimate must count the received rows at the bound")
+    }
+
+    /// With every expert on both ranks (local layers) each rank serves only its own rows: the same
+    /// skewed router fills xe and o with its S x K = 96 rows per block and no more (not world x S x K),
+    /// the exchange buffers (send, back, recv; dSend, dRecv) stay empty, and the estimate drops them.
+    func testLocalLayersKeepOnlyTheirOwnRowsAndNoExchangeBuffers() throws {
+        var job = layoutJob(placement: [[[Int]]](repeating: [[0, 1], [0, 1], [0, 1], [0, 1]], count: 3), steps: 3).0
+        let data = layoutJob().1
+        job.train.routerSkew = 60
+        job.train.routerSkewStride = 2
+        job.train.evalEvery = 0
+        let edited = job
+        let sizes = try LocalCommunicator.run(size: 2) { comm -> [[Int]] in
+            let t = try Trainer(job: edited, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
+            _ = try t.run(stopRequested: { false })
+            let sc = t.model.scratch.moe
+            return t.model.blocks.map { b in
+                guard let s = b.moe else { return [] }
+                return [s.xe, s.o, s.send, s.back, s.recv, sc.dSend, sc.dRecv].map(\.buffer.count)
+            }
+        }
+        let c = job.model.nEmbd, own = 48 * 2
+        for rank in 0..<2 {
+            for (l, block) in sizes[rank].enumerated() {
+                XCTAssertEqual(
+                    block, [own * c, own * c, 0, 0, 0, 0, 0], "rank \(rank) block \(l): xe, o, exchange buffers")
+            }
+        }
+        let plan = try job.resolveLayout(world: 2).plan
+        let split = try layoutJob().0.resolveLayout(world: 2).plan
+        func acts(_ p: PlacementPlan) -> Double {
+            MemoryEstimate.perRank(
+                config: job.model, world: 2, tp: 1, plan: p, rank: 0, maxBatch: 3, threads: 1, checkpoints: false
+            ).activationBytes
+        }
+        // Rank 0 of the split plan holds 2 of the 4 experts and may receive world x S x K = 192 rows a
+        // block; the local plan's bound is its own 96. Per block the split one also keeps send and
+        // back (96 rows each) and recv; the backward set drops dSend and dRecv.
+        let f = job.model.ffHidden, pre = job.model.ffnPreactWidth, layers = job.model.nLayer
+        let splitBlock = 2 * own * c + 2 * own * (3 * c + f + pre), localBlock = own * (2 * c + f + pre)
+        let splitBackward = own * c + 3 * (2 * own) * c, localBackward = 2 * own * c
+        let floats = layers * (splitBlock - localBlock) + splitBackward - localBackward
+        XCTAssertEqual(acts(split) - acts(plan), Double(4 * floats), "the estimate drops the exchange buffers")
     }
 
     /// Activations grow linearly in T (the attention keeps no T x T matrix) and in the batch.
