@@ -30,14 +30,17 @@ final class PlanCLITests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("layout: dp 4 x tp 1 = 4 ranks, but the world has 1"), bad.stderr)
     }
 
-    /// jobs/wide-batch.json fits a 12.6 GB slot only with its memory options: without them plan
-    /// rejects every layout naming the options; with them it prints the headroom.
+    /// jobs/wide-batch.json fits a 12.6 GB slot with its memory options and prints the headroom;
+    /// without them and at 1.5x its batch plan rejects every layout, naming the options. (Without
+    /// them at its own batch, dp 2 with every expert on both ranks fits since local layers keep
+    /// only their own rows: 11.08 GB predicted.)
     func testPlanRejectsLayoutsThatDoNotFitAndPrintsHeadroom() throws {
         let base = ["plan", Harness.root + "/jobs/wide-batch.json", "--cluster", Harness.root + "/cluster/local.json"]
         let fits = try Harness.switchyard(base)
         XCTAssertEqual(fits.status, 0, fits.stderr)
         XCTAssertTrue(fits.stdout.contains("of 12.60 GB per rank (headroom"), fits.stdout)
-        let none = try Harness.switchyard(base + ["--set", "train.recompute=none", "--set", "train.microBatches=1"])
+        let none = try Harness.switchyard(
+            base + ["--set", "train.recompute=none", "--set", "train.microBatches=1", "--set", "train.batchSize=960"])
         XCTAssertEqual(none.status, 1, none.stdout)
         XCTAssertTrue(none.stdout.contains("a slot has 12.60 GB (train.recompute, train.microBatches"), none.stdout)
         XCTAssertTrue(none.stderr.contains("no layout fits this cluster"), none.stderr)
