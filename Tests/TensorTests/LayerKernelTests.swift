@@ -89,4 +89,23 @@ final class LayerKernelTests: XCTestCase {
         XCTAssertEqual(FastMath.exp(-100), 0)
         XCTAssertEqual(FastMath.exp(-Float.infinity), 0)
     }
+
+    /// RowMath.dot in 8 lanes, then the lanes, then the tail: against a Double sum for lengths
+    /// around the lane width (0 to 41) and its fixed order (lane sums first) exactly.
+    func testRowDotMatchesADoubleSumAndItsLaneOrder() {
+        let a = (0..<41).map { Float(sinDouble(Double($0) * 0.7)) }, b = (0..<41).map { Float(Double($0 % 7) - 2.5) }
+        for n in 0...41 {
+            let got = RowMath.dot(a, b, n)
+            var want = 0.0
+            for j in 0..<n { want += Double(a[j]) * Double(b[j]) }
+            XCTAssertEqual(Double(got), want, accuracy: 1e-5 * max(1, abs(want)), "dot of length \(n)")
+            var lanes = [Float](repeating: 0, count: 8)
+            let full = n / 8 * 8
+            for j in 0..<full { lanes[j % 8] += a[j] * b[j] }
+            var ordered: Float = 0
+            for l in 0..<8 { ordered += lanes[l] }
+            for j in full..<n { ordered += a[j] * b[j] }
+            XCTAssertEqual(got, ordered, "length \(n): the lane order")
+        }
+    }
 }
