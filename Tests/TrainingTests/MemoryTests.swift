@@ -40,20 +40,8 @@ final class MemoryTests: XCTestCase {
     /// (S = 48 rows per rank): the bound the estimate counts. The received-row buffers reach it and
     /// no more (GrowBuffer's quarter of headroom is capped there); rank 1 receives nothing.
     func testReceivedRowBuffersReachTheEstimatesBoundAndNoMore() throws {
-        var job = layoutJob(steps: 3).0
-        let data = layoutJob().1
-        job.train.routerSkew = 60
-        job.train.routerSkewStride = 2
-        job.train.evalEvery = 0
-        let edited = job
-        let sizes = try LocalCommunicator.run(size: 2) { comm -> [[Int]] in
-            let t = try Trainer(job: edited, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
-            _ = try t.run(stopRequested: { false })
-            return t.model.blocks.map { b in
-                guard let s = b.moe else { return [] }
-                return [s.recv, s.xe, s.o, s.h, s.a, s.send].map(\.buffer.count)
-            }
-        }
+        let job = Self.skewedJob(placement: nil)
+        let sizes = try Self.bufferSizes(job) { s, _ in [s.recv, s.xe, s.o, s.h, s.a, s.send] }
         let c = job.model.nEmbd, f = job.model.ffHidden, bound = 2 * 48 * 2
         for (l, block) in sizes[0].enumerated() {
             XCTAssertEqual(
@@ -74,21 +62,8 @@ final class MemoryTests: XCTestCase {
     /// skewed router fills xe and o with its S x K = 96 rows per block and no more (not world x S x K),
     /// the exchange buffers (send, back, recv; dSend, dRecv) stay empty, and the estimate drops them.
     func testLocalLayersKeepOnlyTheirOwnRowsAndNoExchangeBuffers() throws {
-        var job = layoutJob(placement: [[[Int]]](repeating: [[0, 1], [0, 1], [0, 1], [0, 1]], count: 3), steps: 3).0
-        let data = layoutJob().1
-        job.train.routerSkew = 60
-        job.train.routerSkewStride = 2
-        job.train.evalEvery = 0
-        let edited = job
-        let sizes = try LocalCommunicator.run(size: 2) { comm -> [[Int]] in
-            let t = try Trainer(job: edited, comm: comm, data: data, log: nil, environment: Self.env, say: { _ in })
-            _ = try t.run(stopRequested: { false })
-            let sc = t.model.scratch.moe
-            return t.model.blocks.map { b in
-                guard let s = b.moe else { return [] }
-                return [s.xe, s.o, s.send, s.back, s.recv, sc.dSend, sc.dRecv].map(\.buffer.count)
-            }
-        }
+        let job = Self.skewedJob(placement: [[[Int]]](repeating: [[0, 1], [0, 1], [0, 1], [0, 1]], count: 3))
+        let sizes = try Self.bufferSizes(job) { s, sc in [s.xe, s.o, s.send, s.back, s.recv, sc.dSend, sc.dRecv] }
         let c = job.model.nEmbd, own = 48 * 2
         for rank in 0..<2 {
             for (l, block) in sizes[rank].enumerated() {
@@ -111,6 +86,27 @@ final class MemoryTests: XCTestCase {
         let splitBackward = own * c + 3 * (2 * own) * c, localBackward = 2 * own * c
         let floats = layers * (splitBlock - localBlock) + splitBackward - localBackward
         XCTAssertEqual(acts(split) - acts(plan), Double(4 * floats), "the estimate drops the exchange buffers")
+    }
+
+    /// layoutJob for 3 steps with a router skewed so that each token's two experts are 0 and 2.
+    static func skewedJob(placement: [[[Int]]]?) -> Job {
+        var job = layoutJob(placement: placement, steps: 3).0
+        job.train.routerSkew = 60
+        job.train.routerSkewStride = 2
+        job.train.evalEvery = 0
+        return job
+    }
+
+    /// Trains `job` on 2 ranks and returns, per rank and block, the sizes of the buffers `pick` names.
+    static func bufferSizes(_ job: Job, _ pick: @escaping @Sendable (MoEState, MoEScratch) -> [GrowBuffer]) throws
+        -> [[[Int]]]
+    {
+        let data = layoutJob().1
+        return try LocalCommunicator.run(size: 2) { comm -> [[Int]] in
+            let t = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
+            _ = try t.run(stopRequested: { false })
+            return t.model.blocks.map { b in b.moe.map { pick($0, t.model.scratch.moe).map(\.buffer.count) } ?? [] }
+        }
     }
 
     /// Activations grow linearly in T (the attention keeps no T x T matrix) and in the batch.
