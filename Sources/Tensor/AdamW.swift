@@ -22,10 +22,30 @@ public enum AdamW {
         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
         count: Int, lr: Float, step: Int, config: AdamWConfig, decay: Bool, gradScale: Float = 1
     ) {
-        precondition(step >= 1, "AdamW step is 1-based")
+        update(
+            params: params, grads: grads, m: m, v: v, count: count, lr: lr,
+            correction: BiasCorrection(config: config, step: step), config: config, decay: decay,
+            gradScale: gradScale)
+    }
+
+    /// The bias corrections 1 / (1 - beta^step) of both moments. beta^step is `step`
+    /// multiplications, so a step computes them once, not once per chunk of the buffers.
+    struct BiasCorrection: Sendable {
+        let c1, c2: Float
+        init(config: AdamWConfig, step: Int) {
+            precondition(step >= 1, "AdamW step is 1-based")
+            c1 = 1 / (1 - Float(AdamW.powDouble(Double(config.beta1), step)))
+            c2 = 1 / (1 - Float(AdamW.powDouble(Double(config.beta2), step)))
+        }
+    }
+
+    static func update(
+        params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
+        m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
+        count: Int, lr: Float, correction: BiasCorrection, config: AdamWConfig, decay: Bool, gradScale: Float
+    ) {
         let b1 = config.beta1, b2 = config.beta2
-        let c1 = 1 / (1 - Float(powDouble(Double(b1), step)))
-        let c2 = 1 / (1 - Float(powDouble(Double(b2), step)))
+        let c1 = correction.c1, c2 = correction.c2
         let wd = decay ? config.weightDecay : 0
         let eps = config.eps
         // 8 lanes at a time (the compiler leaves the scalar loop scalar: four pointers that may
@@ -81,12 +101,13 @@ public enum AdamW {
                 items.append((r.offset + o, r.momentOffset + o, min(grain, r.count - o), r.decay))
             }
         }
+        let correction = BiasCorrection(config: config, step: step)
         Parallel.forEach(items.count) { i, _ in
             let it = items[i]
             update(
                 params: params + it.offset, grads: grads + it.offset, m: m + it.momentOffset,
-                v: v + it.momentOffset, count: it.count, lr: lr, step: step, config: config, decay: it.decay,
-                gradScale: gradScale)
+                v: v + it.momentOffset, count: it.count, lr: lr, correction: correction, config: config,
+                decay: it.decay, gradScale: gradScale)
         }
     }
 
