@@ -19,7 +19,10 @@ extension MoELayer {
         try sendGradientsToExperts(s: s, sc: sc)
         clock.lap(.dispatchCombine)
         let maxRows = s.expertRows.max() ?? 0
-        let hidden = sc.hidden.reserve(maxRows * (f + preWidth))
+        // An expert receives each token at most once: its rows are bounded by the rows one expert
+        // can be sent (mostReceivedRows with one local expert), as MemoryEstimate counts them.
+        let hidden = sc.hidden.reserve(
+            maxRows * (f + preWidth), atMost: mostReceivedRows(s, localExperts: 1) * (f + preWidth))
         // One work item per local expert: its own weight gradients, rows of dXe and scratch.
         let order = s.busiestFirst
         Parallel.forEach(order.count) { item, worker in

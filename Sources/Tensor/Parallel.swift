@@ -61,12 +61,19 @@ public final class WorkerScratch: @unchecked Sendable {
     public init() {}
 
     /// Buffers of at least `count` floats for workers 0..<Parallel.threads. Call outside the
-    /// parallel region, then index the result by worker inside it.
-    public func reserve(_ count: Int) -> [UnsafeMutablePointer<Float>] {
+    /// parallel region, then index the result by worker inside it. A count that varies from call
+    /// to call (the busiest expert's rows) passes `atMost`, the most it can ever be: growing then
+    /// takes a quarter more, up to that bound, so that the buffers are not reallocated (and their
+    /// fresh pages faulted in) each time the count sets a new record.
+    public func reserve(_ count: Int, atMost: Int? = nil) -> [UnsafeMutablePointer<Float>] {
         let need = max(1, Parallel.threads)
         if buffers.count != need || (buffers.first?.count ?? 0) < count {
-            buffers = (0..<need).map { _ in FloatBuffer(count: max(count, 1)) }
+            let size = max(count, min(count + count / 4, atMost ?? count), 1)
+            buffers = (0..<need).map { _ in FloatBuffer(count: size) }
         }
         return buffers.map(\.base)
     }
+
+    /// Floats in each worker's buffer (0 before the first reserve).
+    public var capacity: Int { buffers.first?.count ?? 0 }
 }

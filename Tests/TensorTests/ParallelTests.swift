@@ -71,4 +71,17 @@ final class ParallelTests: XCTestCase {
             XCTAssertEqual(total.load(ordering: .relaxed), 4 * 200 * 8)
         }
     }
+
+    /// A varying count grows the buffers with a quarter to spare, never past atMost, and a count
+    /// below the capacity keeps the same buffers; without atMost the size is the count.
+    func testWorkerScratchGrowsWithSlackUpToItsBound() {
+        let scratch = WorkerScratch()
+        let first = scratch.reserve(1000, atMost: 10_000)
+        XCTAssertEqual(scratch.capacity, 1250)
+        XCTAssertEqual(scratch.reserve(1200, atMost: 10_000), first, "a count under the capacity reallocated")
+        _ = scratch.reserve(9000, atMost: 10_000)
+        XCTAssertEqual(scratch.capacity, 10_000, "growth went past atMost")
+        _ = scratch.reserve(12_000)
+        XCTAssertEqual(scratch.capacity, 12_000)
+    }
 }
