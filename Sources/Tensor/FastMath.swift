@@ -68,6 +68,29 @@ public enum RowMath {
         return s
     }
 
+    /// sum of (a[j] * b[j]) * c[j] for j < n, in dot's order.
+    @inline(__always)
+    public static func dot(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ n: Int
+    ) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        var j = 0
+        while j + 8 <= n {
+            acc +=
+                UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(c + j).loadUnaligned(as: SIMD8<Float>.self)
+            j += 8
+        }
+        var s: Float = 0
+        for l in 0..<8 { s += acc[l] }
+        while j < n {
+            s += a[j] * b[j] * c[j]
+            j += 1
+        }
+        return s
+    }
+
     /// p[j] = e^(p[j] - shift) for j < n; returns their sum.
     @inline(__always)
     public static func expShiftedSum(_ p: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {

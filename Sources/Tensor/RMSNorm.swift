@@ -1,5 +1,6 @@
 // RMSNorm: y = x / sqrt(mean(x^2) + 1e-5) * w, no bias.
-// Shape legend: N rows (B*T tokens), C channels.
+// Shape legend: N rows (B*T tokens), C channels. The row sums (x . x forward, (w dy) . x
+// backward) are RowMath.dot's 8 lanes, not one serial chain.
 // Backward *accumulates* into dx and dw.
 
 public enum RMSNorm {
@@ -14,9 +15,7 @@ public enum RMSNorm {
     ) {
         forEachRow(n) { r in
             let xr = x + r * c, o = out + r * c
-            var ss: Float = 0
-            for i in 0..<c { ss += xr[i] * xr[i] }
-            let s = 1 / (ss / Float(c) + eps).squareRoot()
+            let s = 1 / (RowMath.dot(xr, xr, c) / Float(c) + eps).squareRoot()
             rstd[r] = s
             for i in 0..<c { o[i] = xr[i] * s * weight[i] }
         }
@@ -39,9 +38,7 @@ public enum RMSNorm {
             for r in (item * rowGrain)..<min(n, item * rowGrain + rowGrain) {
                 let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
                 let s = rstd[r]
-                var dot: Float = 0
-                for i in 0..<c { dot += weight[i] * dy[i] * xr[i] }
-                let k = s * s * dot / Float(c)
+                let k = s * s * RowMath.dot(weight, dy, xr, c) / Float(c)
                 for i in 0..<c {
                     dxr[i] += s * (weight[i] * dy[i] - xr[i] * k)
                     dw[i] += dy[i] * xr[i] * s

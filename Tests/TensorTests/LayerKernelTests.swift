@@ -108,4 +108,23 @@ final class LayerKernelTests: XCTestCase {
             XCTAssertEqual(got, ordered, "length \(n): the lane order")
         }
     }
+
+    /// The three-way row dot RMSNorm's backward uses: (a * b) * c per element, in dot's lane order.
+    func testThreeWayRowDotMatchesADoubleSumAndItsLaneOrder() {
+        let a = (0..<41).map { Float(sinDouble(Double($0) * 0.7)) }, b = (0..<41).map { Float(Double($0 % 7) - 2.5) }
+        let c = (0..<41).map { Float(Double($0 % 5) * 0.3 - 0.4) }
+        for n in 0...41 {
+            let got = RowMath.dot(a, b, c, n)
+            var want = 0.0
+            for j in 0..<n { want += Double(a[j]) * Double(b[j]) * Double(c[j]) }
+            XCTAssertEqual(Double(got), want, accuracy: 1e-5 * max(1, abs(want)), "dot of length \(n)")
+            var lanes = [Float](repeating: 0, count: 8)
+            let full = n / 8 * 8
+            for j in 0..<full { lanes[j % 8] += a[j] * b[j] * c[j] }
+            var ordered: Float = 0
+            for l in 0..<8 { ordered += lanes[l] }
+            for j in full..<n { ordered += a[j] * b[j] * c[j] }
+            XCTAssertEqual(got, ordered, "length \(n): the lane order")
+        }
+    }
 }
