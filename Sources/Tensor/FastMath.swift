@@ -51,21 +51,7 @@ public enum RowMath {
     /// sum of a[j] * b[j] for j < n.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>(repeating: 0)
-        var j = 0
-        while j + 8 <= n {
-            acc +=
-                UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
-            j += 8
-        }
-        var s: Float = 0
-        for l in 0..<8 { s += acc[l] }
-        while j < n {
-            s += a[j] * b[j]
-            j += 1
-        }
-        return s
+        laneSum(n, { load(a + $0) * load(b + $0) }, { a[$0] * b[$0] })
     }
 
     /// sum of (a[j] * b[j]) * c[j] for j < n, in dot's order.
@@ -73,40 +59,37 @@ public enum RowMath {
     public static func dot(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>, _ n: Int
     ) -> Float {
+        laneSum(n, { load(a + $0) * load(b + $0) * load(c + $0) }, { a[$0] * b[$0] * c[$0] })
+    }
+
+    /// The fixed order of every sum here: `block(j)` (terms j ..< j + 8) added lane-wise over the
+    /// whole blocks, the eight lanes in order, then `term(j)` of the tail one by one.
+    @inline(__always)
+    static func laneSum(_ n: Int, _ block: (Int) -> SIMD8<Float>, _ term: (Int) -> Float) -> Float {
         var acc = SIMD8<Float>(repeating: 0)
         var j = 0
         while j + 8 <= n {
-            acc +=
-                UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(c + j).loadUnaligned(as: SIMD8<Float>.self)
+            acc += block(j)
             j += 8
         }
         var s: Float = 0
         for l in 0..<8 { s += acc[l] }
         while j < n {
-            s += a[j] * b[j] * c[j]
+            s += term(j)
             j += 1
         }
         return s
+    }
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
     }
 
     /// p[j] = e^(p[j] - shift) for j < n; returns their sum.
     @inline(__always)
     public static func expShiftedSum(_ p: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
         for j in 0..<n { p[j] = FastMath.exp(p[j] - shift) }
-        var acc = SIMD8<Float>(repeating: 0)
-        var j = 0
-        while j + 8 <= n {
-            acc += UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self)
-            j += 8
-        }
-        var s: Float = 0
-        for l in 0..<8 { s += acc[l] }
-        while j < n {
-            s += p[j]
-            j += 1
-        }
-        return s
+        return laneSum(n, { load(p + $0) }, { p[$0] })
     }
 }
