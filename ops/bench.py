@@ -145,7 +145,7 @@ def main():
         ckpt = ["--checkpoints", os.path.abspath("runs")] if job == jobs[0] else []
         one = bench_row(job, 1, args.steps, tmp, ckpt)
         two = bench_row(job, 2, args.steps, tmp, ckpt)
-        result["machine"] = {k: one[k] for k in ("cpu", "cores", "blasCore")}
+        result["machine"] = {k: one[k] for k in ("cpu", "cores", "blasCore", "blasCoreChosenBy")}
         if "checkpoint" in one:
             result["checkpoint"] = {"1x1": one["checkpoint"], "1x2": two["checkpoint"]}
         dp = summarise_train(train_log(job, 2, args.steps + 2, tmp, "dp2-" + os.path.basename(job)))
@@ -228,7 +228,8 @@ def main():
 
 def report(result, args):
     m = result["machine"]
-    print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']}, "
+    print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']} "
+          f"(chosen by {m.get('blasCoreChosenBy', '?')}), "
           f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
           f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
     print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread peak; "

@@ -45,19 +45,18 @@ enum BenchCommand {
         job.checkpoint.every = 0
         job.train.logEvery = Int.max / 2
         let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
-        let override =
-            ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"].map { " (set by switchyard: \($0))" } ?? ""
         say(
             "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
                 + "host \(Runtime.hostName)")
         say(
-            "OpenBLAS core: \(BLAS.coreName)\(override), \(threads) thread(s), 1 rank; kernels: \(Runtime.kernelTarget)"
-        )
+            "OpenBLAS core: \(BLAS.coreName) (chosen by \(Runtime.blasCoreChosenBy)), \(threads) thread(s), 1 rank; "
+                + "kernels: \(Runtime.kernelTarget)")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
         record = [
             ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
-            ("blasCore", .string(BLAS.coreName)), ("kernels", .string(Runtime.kernelTarget)),
+            ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(Runtime.blasCoreChosenBy)),
+            ("kernels", .string(Runtime.kernelTarget)),
             ("threads", .integer(threads)),
             ("sgemmPeakGflops", .number(peak / 1e9))
         ]

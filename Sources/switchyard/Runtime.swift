@@ -68,6 +68,17 @@ enum Runtime {
     /// "Prescott->SkylakeX" when this process was re-executed with a better core, else nil.
     static var blasCoreOverride: String? { ProcessInfo.processInfo.environment["SWITCHYARD_BLAS_REEXEC"] }
 
+    /// Who chose the BLAS core, for benchmark output: "switchyard: Prescott->SkylakeX" (the re-exec),
+    /// "OPENBLAS_CORETYPE=Haswell from the environment" (a caller's choice, which always wins, even
+    /// on a CPU whose own choice would be faster), or "OpenBLAS" (its detection at load).
+    static var blasCoreChosenBy: String {
+        if let r = blasCoreOverride { return "switchyard: \(r)" }
+        if let u = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], !u.isEmpty {
+            return "OPENBLAS_CORETYPE=\(u) from the environment"
+        }
+        return "OpenBLAS"
+    }
+
     static var hostName: String { ProcessInfo.processInfo.hostName }
 
     /// This process's rank before MPI_Init (from the launcher's environment), for messages.

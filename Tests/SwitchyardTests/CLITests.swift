@@ -36,6 +36,28 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(ok.stdout, version)
     }
 
+    /// bench says who chose the BLAS core: a caller's OPENBLAS_CORETYPE (kept, even where the CPU's
+    /// own choice would be faster), else OpenBLAS's detection or switchyard's re-exec.
+    func testBenchNamesWhoChoseTheBLASCore() throws {
+        let ws = Workspace()
+        let args = [
+            "bench", Harness.root + "/jobs/tiny.json", "--set", "data.path=\(ws.corpus)", "--steps", "1",
+            "--sgemm-n", "64", "--json", ws.dir + "/bench.json"
+        ]
+        let forced = try Harness.run(Harness.binary, args, env: ["OPENBLAS_CORETYPE": "Prescott"])
+        XCTAssertEqual(forced.status, 0, forced.stderr)
+        XCTAssertTrue(
+            forced.stdout.contains(
+                "OpenBLAS core: Prescott (chosen by OPENBLAS_CORETYPE=Prescott from the environment)"),
+            forced.stdout)
+        let record = try String(contentsOfFile: ws.dir + "/bench.json", encoding: .utf8)
+        XCTAssertTrue(record.contains("OPENBLAS_CORETYPE=Prescott from the environment"), record)
+        let own = try Harness.run(Harness.binary, args, unset: ["OPENBLAS_CORETYPE"])
+        XCTAssertEqual(own.status, 0, own.stderr)
+        XCTAssertTrue(
+            own.stdout.contains("(chosen by OpenBLAS)") || own.stdout.contains("(chosen by switchyard: "), own.stdout)
+    }
+
     /// Every option a command's help shows is accepted by its parser, and the train help lists
     /// every job key.
     func testEachAdvertisedOptionIsAccepted() throws {
