@@ -9,8 +9,10 @@ let haswellFlags: Set<Substring> = ["avx", "avx2", "fma", "bmi1", "bmi2", "f16c"
 
 /// Whether the kernels are compiled for haswell: on an x86-64 build host that has its features
 /// (every machine this project runs on: AMD Zen 3, Intel Skylake-X), unless SWITCHYARD_PORTABLE=1
-/// asks for a binary that runs on any x86-64. The 8-wide vectors change no result (no FMA
-/// contraction: Swift does not fuse a * b + c), and `switchyard` refuses to start on a CPU without them.
+/// asks for a binary that runs on any x86-64. The 8-wide vectors change no result (Swift does not
+/// fuse a * b + c on its own); the polynomials of exp and erf use fused multiply-adds where the
+/// target has them (`FastMath.mulAdd`), so a portable build's exp and erf may differ from this
+/// build's in the last bit. `switchyard` refuses to start on a CPU without these features.
 let kernelsForHaswell: Bool = {
     #if arch(x86_64)
         guard ProcessInfo.processInfo.environment["SWITCHYARD_PORTABLE"] != "1",
@@ -29,11 +31,19 @@ let kernelsForHaswell: Bool = {
 // semantics becomes a compare, vsqrtss and a call to sqrtf for negative inputs, lane by lane,
 // so SIMD8's squareRoot was never one vsqrtps (AdamW over 5.6e7 floats: 97 -> 51-56 ms, the same
 // bits: IEEE sqrt is correctly rounded either way; only errno is no longer set).
-let kernelFlags: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(["-Xcc", "-fno-math-errno"]),
-    .unsafeFlags(kernelsForHaswell ? ["-target-cpu", "haswell"] : [])
-]
+// HARDWARE_FMA: the target has a fused multiply-add instruction (haswell, every arm64); without
+// one, Float.addingProduct is a call to libm's fmaf per element, so FastMath.mulAdd is a * b + c.
+#if arch(arm64)
+    let hardwareFMA = true
+#else
+    let hardwareFMA = kernelsForHaswell
+#endif
+let kernelFlags: [SwiftSetting] =
+    [
+        .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+        .unsafeFlags(["-Xcc", "-fno-math-errno"]),
+        .unsafeFlags(kernelsForHaswell ? ["-target-cpu", "haswell"] : [])
+    ] + (hardwareFMA ? [.define("HARDWARE_FMA")] : [])
 
 let package = Package(
     name: "Switchyard",

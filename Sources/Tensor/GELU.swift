@@ -10,19 +10,20 @@ public enum GELU {
     public static func erf(_ v: Float) -> Float {
         let x = v < -4 ? -4 : (v > 4 ? 4 : v)
         let x2 = x * x
+        // Horner steps as fused multiply-adds where the target has them (FastMath.mulAdd).
         var p: Float = -2.72614225801306e-10
-        p = p * x2 + 2.77068142495902e-08
-        p = p * x2 - 2.10102402082508e-06
-        p = p * x2 - 5.69250639462346e-05
-        p = p * x2 - 7.34990630326855e-04
-        p = p * x2 - 2.95459980854025e-03
-        p = p * x2 - 1.60960333262415e-02
+        p = FastMath.mulAdd(p, x2, 2.77068142495902e-08)
+        p = FastMath.mulAdd(p, x2, -2.10102402082508e-06)
+        p = FastMath.mulAdd(p, x2, -5.69250639462346e-05)
+        p = FastMath.mulAdd(p, x2, -7.34990630326855e-04)
+        p = FastMath.mulAdd(p, x2, -2.95459980854025e-03)
+        p = FastMath.mulAdd(p, x2, -1.60960333262415e-02)
         p = p * x
         var q: Float = -1.45660718464996e-05
-        q = q * x2 - 2.13374055278905e-04
-        q = q * x2 - 1.68282697438203e-03
-        q = q * x2 - 7.37332916720468e-03
-        q = q * x2 - 1.42647390514189e-02
+        q = FastMath.mulAdd(q, x2, -2.13374055278905e-04)
+        q = FastMath.mulAdd(q, x2, -1.68282697438203e-03)
+        q = FastMath.mulAdd(q, x2, -7.37332916720468e-03)
+        q = FastMath.mulAdd(q, x2, -1.42647390514189e-02)
         return p / q
     }
 

@@ -90,6 +90,14 @@ final class LayerKernelTests: XCTestCase {
         XCTAssertEqual(FastMath.exp(-Float.infinity), 0)
     }
 
+    /// mulAdd rounds once where the target fuses (haswell, arm64) and twice elsewhere:
+    /// (1 + 2^-12)^2 - (1 + 2^-11) is 2^-24 exactly, and 0 when the product is rounded first.
+    func testMulAddIsFusedExactlyWhereTheTargetSaysSo() {
+        let a: Float = 1 + 0x1p-12, c: Float = -(1 + 0x1p-11)
+        let got = FastMath.mulAdd(a, a, c)
+        XCTAssertEqual(got, FastMath.fusedMultiplyAdd ? 0x1p-24 : 0, "fused: \(FastMath.fusedMultiplyAdd)")
+    }
+
     /// RowMath.dot in 8 lanes, then the lanes, then the tail: against a Double sum for lengths
     /// around the lane width (0 to 41) and its fixed order (lane sums first) exactly.
     func testRowDotMatchesADoubleSumAndItsLaneOrder() {
