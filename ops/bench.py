@@ -229,7 +229,7 @@ def main():
 def report(result, args):
     m = result["machine"]
     print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']} "
-          f"(chosen by {m.get('blasCoreChosenBy', '?')}), "
+          f"(chosen by {m['blasCoreChosenBy']}), "
           f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
           f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
     print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread peak; "

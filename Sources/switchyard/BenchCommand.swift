@@ -45,17 +45,18 @@ enum BenchCommand {
         job.checkpoint.every = 0
         job.train.logEvery = Int.max / 2
         let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+        let chosenBy = Runtime.blasCoreChosenBy
         say(
             "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "
                 + "host \(Runtime.hostName)")
         say(
-            "OpenBLAS core: \(BLAS.coreName) (chosen by \(Runtime.blasCoreChosenBy)), \(threads) thread(s), 1 rank; "
+            "OpenBLAS core: \(BLAS.coreName) (chosen by \(chosenBy)), \(threads) thread(s), 1 rank; "
                 + "kernels: \(Runtime.kernelTarget)")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let peak = SgemmPeak.measure(n: n, seconds: 2.0)
         record = [
             ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
-            ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(Runtime.blasCoreChosenBy)),
+            ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(chosenBy)),
             ("kernels", .string(Runtime.kernelTarget)),
             ("threads", .integer(threads)),
             ("sgemmPeakGflops", .number(peak / 1e9))
