@@ -227,6 +227,13 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
             throw CommError("reduceScatter: counts \(counts) do not split \(buffer.count) elements over \(size) ranks")
         }
         try allreduce(buffer, op: .sum)
+        // Outside its own chunk a rank's buffer is undefined after a reduce-scatter (MPI leaves its
+        // input there): poison it, so that a test reading another rank's chunk fails here as it
+        // would under MPI instead of finding the whole sum.
+        guard let base = buffer.baseAddress else { return }
+        let mine = counts[..<rank].reduce(0, +)
+        base.update(repeating: .nan, count: mine)
+        (base + mine + counts[rank]).update(repeating: .nan, count: buffer.count - mine - counts[rank])
     }
 
     /// Each rank copies the other ranks' chunks from their buffers; no rank writes its own chunk,

@@ -50,10 +50,10 @@ public final class Decoder {
         tokens.withUnsafeBufferPointer {
             Embedding.forward(out: x, tokens: $0.baseAddress!, wte: wte, wpe: wpe, rows: n, c: c) { pos[$0] }
         }
-        model.globalTokens = n * model.ctx.mesh.dp
+        let rows = PassRows(batch: n, time: 1, tokenOffset: 0, globalTokens: n * model.ctx.mesh.dp)
         for l in 0..<m.nLayer {
             try attend(layer: l, n: n, seqs: seqs, pos: pos)
-            _ = try model.feedForward(layer: l, n: n, tokenOffset: 0)
+            _ = try model.feedForward(layer: l, rows)
         }
         let lnf = model.lnf.base, logits = model.logits.base
         RMSNorm.forward(

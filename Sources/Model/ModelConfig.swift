@@ -38,9 +38,12 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// outputs weighted by a head router before the output projection (HeadRouter).
     public var attention: String = "mha"
     /// MoH: heads 0..<mohSharedHeads are always active; of the rest, each token takes its top
-    /// mohActiveHeads by router score.
+    /// mohActiveHeads by router score (0: half the routed heads, at least one; `activeRoutedHeads`).
     public var mohSharedHeads: Int = 0
     public var mohActiveHeads: Int = 0
+    /// The routed heads each token takes under MoH: mohActiveHeads, or half the routed heads when
+    /// it is left at 0.
+    public var activeRoutedHeads: Int { mohActiveHeads > 0 ? mohActiveHeads : max(1, (nHead - mohSharedHeads) / 2) }
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
@@ -77,6 +80,18 @@ public struct ModelConfig: Equatable, Sendable, Codable {
 
     /// Number of MoE blocks.
     public var moeLayerCount: Int { (0..<nLayer).filter(isMoE).count }
+    /// The block index of each MoE layer: moeBlocks[moeLayer] is the block it sits in (the
+    /// placement counts MoE layers; parameter names count blocks).
+    public var moeBlocks: [Int] { (0..<nLayer).filter(isMoE) }
+    /// "layers.{block}.moe.experts.{expert}.": the prefix of one routed expert's matrices (the
+    /// one place expert parameter names are built; `expertWeight` adds the matrix).
+    public static func expertPrefix(block: Int, expert: Int) -> String { "layers.\(block).moe.experts.\(expert)." }
+    /// The name of one matrix ("w1", "w2", "w3") of routed expert `expert` of block `block`.
+    public static func expertWeight(block: Int, expert: Int, matrix: String) -> String {
+        expertPrefix(block: block, expert: expert) + matrix + ".weight"
+    }
+    /// Whether a parameter name is a routed expert's (the tensors re-placement migrates).
+    public static func isExpertParameter(_ name: String) -> Bool { name.contains(".moe.experts.") }
     /// Whether any block runs a dense MLP (a dense FFN block, or shared experts beside the routed
     /// ones): only then does backward need the dense scratch [N, F + pre-activation].
     public var hasDenseMLP: Bool { moeLayerCount < nLayer || nSharedExperts > 0 }
@@ -138,10 +153,11 @@ public struct ModelConfig: Equatable, Sendable, Codable {
             throw fail("mohSharedHeads", "must be in 0..<model.nHead (\(nHead)), got \(mohSharedHeads)")
         }
         let routed = nHead - mohSharedHeads
-        if mohActiveHeads < 1 || mohActiveHeads > routed {
+        if mohActiveHeads < 0 || mohActiveHeads > routed {
             throw fail(
                 "mohActiveHeads",
-                "must be in 1...\(routed) (model.nHead - model.mohSharedHeads routed heads), got \(mohActiveHeads)")
+                "must be in 1...\(routed) (model.nHead - model.mohSharedHeads routed heads; 0: half of them), "
+                    + "got \(mohActiveHeads)")
         }
     }
 

@@ -73,9 +73,11 @@ public struct ParameterInfo: Equatable, Sendable {
     public static func dpRows(_ rows: Int, _ d: Int, _ dp: Int) -> Range<Int> {
         (d * rows / dp)..<((d + 1) * rows / dp)
     }
-    /// Whether this rank counts its moment rows in the gradient norm and writes them to
-    /// checkpoints: every tp rank holds other elements of a split tensor; of a replicated one, tp rank 0.
-    public func ownsMoments(tpIndex: Int) -> Bool {
+    /// Whether this rank's moment rows (`momentRows`) are the primary copy of those elements: then
+    /// it counts them in the global gradient norm and writes them to checkpoints, so that each
+    /// element is counted and written once. Without ZeRO-1 that is `isPrimaryCopy`; with it, every
+    /// tp rank holds other elements of a split tensor, and of a replicated one tp rank 0 counts.
+    public func holdsPrimaryRows(tpIndex: Int) -> Bool {
         guard shard.momentsOverDP else { return isPrimaryCopy }
         return shard.splitDim != nil || tpIndex == 0
     }
@@ -170,13 +172,14 @@ public final class ParameterStore: @unchecked Sendable {
                     let ranks = layout.plan.layers[moeIndex][e]
                     let first = ranks.min() == layout.mesh.rank
                     // An expert on every rank is data parallel: summed over the world in place, with
-                    // the other tensors of its run (see Transformer.reduceGradients).
+                    // the other tensors of its run (see ShardedAdamW.reduceGradients).
                     let red: ReduceGroup =
                         ranks.count == layout.mesh.world
                         ? .world : .replicas(layer: moeIndex, expert: e, ranks: ranks)
                     for w in c.ffnMatrices {
                         list.add(
-                            p + "moe.experts.\(e).\(w).weight", w == "w2" ? [C, F] : [F, C], reduce: red,
+                            ModelConfig.expertWeight(block: l, expert: e, matrix: w), w == "w2" ? [C, F] : [F, C],
+                            reduce: red,
                             initStd: w == "w2" ? outStd : TensorList.std, isPrimaryCopy: first)
                     }
                 }

@@ -1,6 +1,7 @@
-// The backward pass of Transformer, in reverse block order. Gradients *accumulate* into
-// store.grads (callers zero them once per step) and are this rank's partial sums until
-// `reduceGradients` (Transformer+Gradients.swift) sums them over the groups the shard specs name.
+// The backward pass of Transformer, in reverse block order (run by `forwardBackward` on the rows
+// its forward loaded). Gradients *accumulate* into store.grads (the optimizer zeroes them once per
+// step) and are this rank's partial sums until ShardedAdamW sums them over the groups the shard
+// specs name.
 // Shape legend: as in Transformer.swift.
 import Tensor
 
@@ -27,31 +28,29 @@ final class BackwardScratch {
 }
 
 extension Transformer {
-    /// Backpropagates the objective `lossScale * sum(token losses) + auxCoef * sum(block aux)
-    /// + zCoef * sum(block router z-loss)`
-    /// of the last forward. For the mean loss over the global batch, lossScale = 1 / (global B*T).
-    /// Every rank of the world must call it (the MoE exchanges rows).
-    public func backward(lossScale: Float, auxCoef: Float, zCoef: Float = 0) throws {
-        let b = batch, t = time, n = b * t, c = config.nEmbd
+    /// Backpropagates `objective` over `rows`, which forwardPass just ran. Every rank of the world
+    /// must call it (the MoE exchanges rows).
+    func backward(_ rows: PassRows, objective: Objective) throws {
+        let n = rows.n, c = config.nEmbd
         let s = scratch, g = store.grads
-        headBackward(lossScale: lossScale, n: n)
+        headBackward(lossScale: objective.lossScale, n: n)
         for l in stride(from: config.nLayer - 1, through: 0, by: -1) {
             // Recomputation writes the same bits forward wrote (same kernels, inputs and order);
             // a block's recomputed output overwrites resid[l + 1], whose readers are done.
             if recompute == .block {
-                try attentionForward(layer: l, n: n)
-                _ = try feedForward(layer: l, n: n, tokenOffset: tokenOffset)
+                try attentionForward(layer: l, rows)
+                _ = try feedForward(layer: l, rows)
             }
-            try feedForwardBackward(layer: l, n: n, auxCoef: auxCoef, zCoef: zCoef)
-            if recompute == .attention { try attentionForward(layer: l, n: n) }
-            try attentionBackward(layer: l, n: n)
+            try feedForwardBackward(layer: l, rows, objective: objective)
+            if recompute == .attention { try attentionForward(layer: l, rows) }
+            try attentionBackward(layer: l, rows)
         }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.backward(
                     dwte: store.pointer("embed.weight", in: g),
                     dwpe: rope == nil ? store.pointer("pos.weight", in: g) : nil,
-                    dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: b, t: t, c: c)
+                    dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: rows.batch, t: rows.time, c: c)
             }
         }
     }
@@ -82,14 +81,15 @@ extension Transformer {
 
     /// FFN: resid[l+1] = mid + ffn(rmsnorm2(mid)); dResid flows to mid unchanged and through the
     /// FFN (MoE or dense): on return scratch.dResid holds d(mid).
-    func feedForwardBackward(layer l: Int, n: Int, auxCoef: Float, zCoef: Float) throws {
-        let c = config.nEmbd, s = scratch
+    func feedForwardBackward(layer l: Int, _ rows: PassRows, objective: Objective) throws {
+        let n = rows.n, c = config.nEmbd, s = scratch
         let w = weights[l], gw = gradients[l], a = blocks[l]
         zero(s.dLn, n * c)
         if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
             try layer.backward(
                 dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
-                auxCoef: auxCoef, zCoef: zCoef, n: n, globalTokens: globalTokens, gatherScratch: gatherScratch.base,
+                auxCoef: objective.auxCoef, zCoef: objective.zCoef, n: n, globalTokens: rows.globalTokens,
+                gatherScratch: gatherScratch.base,
                 profile: profile)
             // After the MoE's backward, which writes every row of dLn: the shared experts add theirs.
             timed(.denseFFN) {
@@ -115,8 +115,8 @@ extension Transformer {
 
     /// Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T); on return
     /// scratch.dResid holds d(resid[l]).
-    func attentionBackward(layer l: Int, n: Int) throws {
-        let m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp, s = scratch
+    func attentionBackward(layer l: Int, _ rows: PassRows) throws {
+        let n = rows.n, m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp, s = scratch
         let w = weights[l], gw = gradients[l], a = blocks[l]
         timed(.attnProjections) {
             zero(s.dy, n * cl)
@@ -133,8 +133,8 @@ extension Transformer {
             Attention.backward(
                 dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
                 v: a.v.base, y: a.y.base, lse: a.lse.base,
-                b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: s.attention)
-            if let rope { rotate(s.dq.base, s.dk.base, n: n, table: rope, inverse: true) }
+                b: rows.batch, t: rows.time, h: hl, d: m.headSize, ldc: cl, scratch: s.attention)
+            if let rope { rotate(s.dq.base, s.dk.base, rows, table: rope, inverse: true) }
         }
         timed(.attnProjections) {
             zero(s.dLn, n * c)

@@ -45,7 +45,7 @@ extension Transformer {
             outFeatures: m.headRouterRows)
         HeadRouter.forward(
             gates: hs.gates.base, probs: hs.probs.base, chosen: hs.chosen.base, logits: hs.logits.base, n: n,
-            h: m.nHead, shared: m.mohSharedHeads, active: m.mohActiveHeads)
+            h: m.nHead, shared: m.mohSharedHeads, active: m.activeRoutedHeads)
         HeadRouter.scale(
             out: hs.gated.base, y: a.y.base, gates: hs.gates.base, n: n, heads: hl, first: ctx.mesh.tpIndex * hl,
             h: m.nHead, d: m.headSize, ldc: m.nEmbd / tp)

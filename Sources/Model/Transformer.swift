@@ -9,8 +9,9 @@
 import Comm
 import Tensor
 
-/// One rank's share of the model: forward computes the loss of its rows, backward accumulates
-/// gradients into `store.grads` (reduce them with `reduceGradients`).
+/// One rank's share of the model: `forward` computes the loss of its rows, `forwardBackward` also
+/// accumulates their gradients into `store.grads` (ShardedAdamW reduces them and updates).
+/// Both return what they computed (StepOutputs).
 public final class Transformer: @unchecked Sendable {
     public let config: ModelConfig
     public let store: ParameterStore
@@ -36,19 +37,7 @@ public final class Transformer: @unchecked Sendable {
     let gatherScratch: FloatBuffer  // tp all-gather of rows
     var tokens: [Int32]  // [N]
     var targets: [Int32]  // [N]
-    var batch = 0, time = 0, globalTokens = 0, tokenOffset = 0
     var scratch: BackwardScratch
-    /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
-    var replicaGradScratch: FloatBuffer?
-    /// The collectives of reduceGradients, fixed by the store's layout (made on first use).
-    lazy var gradientReductions: [GradientReduction] = planGradientReductions()
-
-    /// Balance loss of each MoE block in the last forward (global, in block order).
-    public private(set) var lastAux: [Float] = []
-    /// Router z-loss of each MoE block in the last forward (global, in block order).
-    public private(set) var lastZ: [Float] = []
-    /// Sum of this rank's token losses in the last forward.
-    public private(set) var lastLossSum: Double = 0
 
     /// The most experts per token `activeTopK` may be set to (the MoE state is sized for it).
     public let maxTopK: Int
@@ -181,7 +170,9 @@ public final class Transformer: @unchecked Sendable {
             config.isMoE(l)
             ? MoEWeights(
                 router: ptr("moe.router.weight"), experts: experts,
-                ffn: experts.map { FFNWeights(s, buf, prefix: p + "moe.experts.\($0).", swiglu: swiglu) }) : nil
+                ffn: experts.map {
+                    FFNWeights(s, buf, prefix: ModelConfig.expertPrefix(block: l, expert: $0), swiglu: swiglu)
+                }) : nil
         return BlockWeights(
             norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
@@ -194,53 +185,65 @@ public final class Transformer: @unchecked Sendable {
                 })
     }
 
-    /// Runs the model on tokens [B, T] and returns the mean cross-entropy of these rows against
-    /// targets [B, T]. Every rank of the world must call it (the MoE exchanges rows), tp ranks with
-    /// the same rows. `tokenOffset`: global index of this rank's first token; `globalTokens`: the
-    /// tokens of the whole batch (default B*T, world size 1).
-    @discardableResult
-    public func forward(
-        tokens tok: [Int32], targets tgt: [Int32], batch b: Int, time t: Int,
-        tokenOffset: Int = 0, globalTokens: Int? = nil
-    ) throws -> Float {
-        let m = config
-        precondition(b >= 1 && b <= maxBatch && t >= 1 && t <= m.seqLen, "batch/time outside the allocated shape")
-        precondition(tok.count == b * t && tgt.count == b * t, "tokens/targets must hold B*T entries")
-        let n = b * t, c = m.nEmbd
-        batch = b
-        time = t
-        self.globalTokens = globalTokens ?? n
-        self.tokenOffset = tokenOffset
-        for i in 0..<n { tokens[i] = tok[i]; targets[i] = tgt[i] }
+    /// Runs the model on a micro-batch [B, T] and returns its loss sum, routing and balance losses
+    /// (and the logits [N, V] when `keepLogits`). Every rank of the world must call it (the MoE
+    /// exchanges rows), tp ranks with the same rows.
+    public func forward(_ mb: MicroBatch, keepLogits: Bool = false) throws -> StepOutputs {
+        let rows = try load(mb)
+        var out = try forwardPass(rows)
+        if keepLogits { out.logits = Array(UnsafeBufferPointer(start: logits.base, count: rows.n * config.vocabSize)) }
+        return out
+    }
+
+    /// Forward, then backward of `objective`, accumulating this rank's gradients into store.grads
+    /// (zeroed by the optimizer once per step; micro-batches add up). Collective, as `forward`.
+    public func forwardBackward(_ mb: MicroBatch, objective: Objective) throws -> StepOutputs {
+        let rows = try load(mb)
+        let out = try forwardPass(rows)
+        try backward(rows, objective: objective)
+        return out
+    }
+
+    /// Copies the micro-batch's tokens and targets into the model's buffers; its rows.
+    func load(_ mb: MicroBatch) throws -> PassRows {
+        let b = mb.batch, t = mb.time
+        precondition(b >= 1 && b <= maxBatch && t >= 1 && t <= config.seqLen, "batch/time outside the allocated shape")
+        precondition(mb.tokens.count == b * t && mb.targets.count == b * t, "tokens/targets must hold B*T entries")
+        for i in 0..<(b * t) { tokens[i] = mb.tokens[i]; targets[i] = mb.targets[i] }
+        return mb.rows
+    }
+
+    /// Embedding, every block, the head and the loss of the loaded rows.
+    func forwardPass(_ rows: PassRows) throws -> StepOutputs {
+        let m = config, n = rows.n
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
                 Embedding.forward(
                     out: resid[0].base, tokens: tokenIds.baseAddress!,
                     wte: store.pointer("embed.weight", in: store.params),
-                    wpe: rope == nil ? store.pointer("pos.weight", in: store.params) : nil, b: b, t: t, c: c)
+                    wpe: rope == nil ? store.pointer("pos.weight", in: store.params) : nil, b: rows.batch,
+                    t: rows.time, c: m.nEmbd)
             }
         }
-        var aux: [Float] = [], zs: [Float] = [], counts: [[Int]] = [], dropped: [Int] = []
+        var out = StepOutputs()
         for l in 0..<m.nLayer {
-            try attentionForward(layer: l, n: n)
-            if let moeAux = try feedForward(layer: l, n: n, tokenOffset: tokenOffset) { aux.append(moeAux) }
+            try attentionForward(layer: l, rows)
+            if let moeAux = try feedForward(layer: l, rows) { out.aux.append(moeAux) }
             // Read now: with recompute = block the MoE blocks share one state.
             if let s = blocks[l].moe {
-                zs.append(s.zLoss)
-                counts.append(s.globalCounts)
-                dropped.append(s.droppedGlobal)
+                out.z.append(s.zLoss)
+                out.expertCounts.append(s.globalCounts)
+                out.dropped.append(s.droppedGlobal)
             }
         }
-        lastAux = aux
-        lastZ = zs
-        expertTokenCounts = counts
-        droppedAssignments = dropped
-        return headForward(n: n)
+        out.lossSum = headForward(n: n)
+        out.tokens = n
+        return out
     }
 
     /// Block l's attention half: a.mid = x + wo(attention(rmsnorm1(x))), reduced over tp.
-    func attentionForward(layer l: Int, n: Int) throws {
-        let m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
+    func attentionForward(layer l: Int, _ rows: PassRows) throws {
+        let n = rows.n, m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
         let w = weights[l], a = blocks[l], x = resid[l].base
         timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
         timed(.attnProjections) {
@@ -248,11 +251,11 @@ public final class Transformer: @unchecked Sendable {
             Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
             Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
         }
-        if let rope { timed(.attnCore) { rotate(a.q.base, a.k.base, n: n, table: rope, inverse: false) } }
+        if let rope { timed(.attnCore) { rotate(a.q.base, a.k.base, rows, table: rope, inverse: false) } }
         timed(.attnCore) {
             Attention.forward(
                 y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                b: batch, t: time, h: hl, d: m.headSize, ldc: cl, scratch: scratch.attention)
+                b: rows.batch, t: rows.time, h: hl, d: m.headSize, ldc: cl, scratch: scratch.attention)
         }
         let y = timed(.attnProjections) { gateHeads(layer: l, n: n) }
         if tp == 1 {
@@ -274,10 +277,11 @@ public final class Transformer: @unchecked Sendable {
     /// Rope on this rank's heads of q and k [N, Cl] in place (inverse: backward on dq and dk),
     /// rows of batch position t at position t, in row blocks.
     func rotate(
-        _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, n: Int, table: RopeTable, inverse: Bool
+        _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, _ rows: PassRows, table: RopeTable,
+        inverse: Bool
     ) {
-        let hl = config.nHead / ctx.mesh.tp, d = config.headSize, cl = config.nEmbd / ctx.mesh.tp, t = time
-        Parallel.forEachBlock(n, grain: Linear.rowGrain) { block in
+        let hl = config.nHead / ctx.mesh.tp, d = config.headSize, cl = config.nEmbd / ctx.mesh.tp, t = rows.time
+        Parallel.forEachBlock(rows.n, grain: Linear.rowGrain) { block in
             for x in [q, k] {
                 Rope.apply(
                     x + block.lowerBound * cl, rows: block.count, heads: hl, d: d, ldc: cl, table: table,
@@ -289,8 +293,8 @@ public final class Transformer: @unchecked Sendable {
 
     /// Block l's FFN half: resid[l + 1] = a.mid + ffn(rmsnorm2(a.mid)), MoE or dense. Returns the
     /// MoE block's balance loss (nil for a dense block).
-    func feedForward(layer l: Int, n: Int, tokenOffset: Int) throws -> Float? {
-        let c = config.nEmbd
+    func feedForward(layer l: Int, _ rows: PassRows) throws -> Float? {
+        let n = rows.n, c = config.nEmbd
         let w = weights[l], a = blocks[l], out = resid[l + 1].base
         timed(.norms) {
             RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
@@ -298,8 +302,8 @@ public final class Transformer: @unchecked Sendable {
         out.update(from: a.mid.base, count: n * c)
         if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
             let aux = try layer.forward(
-                out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: tokenOffset,
-                globalTokens: globalTokens, gatherScratch: gatherScratch.base, profile: profile)
+                out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: rows.tokenOffset,
+                globalTokens: rows.globalTokens, gatherScratch: gatherScratch.base, profile: profile)
             // Shared experts: every row, on every tp rank (replicated like the dense FFN).
             timed(.denseFFN) {
                 for (i, sw) in w.shared.enumerated() {
@@ -318,8 +322,8 @@ public final class Transformer: @unchecked Sendable {
         return nil
     }
 
-    /// Final norm, output head and cross-entropy; sets lastLossSum, returns the mean loss of the rows.
-    func headForward(n: Int) -> Float {
+    /// Final norm, output head and cross-entropy; returns the sum of the rows' losses.
+    func headForward(n: Int) -> Double {
         let m = config, c = m.nEmbd
         timed(.norms) {
             RMSNorm.forward(
@@ -337,21 +341,7 @@ public final class Transformer: @unchecked Sendable {
         }
         var sum: Double = 0
         for i in 0..<n { sum += Double(losses.base[i]) }
-        lastLossSum = sum
-        return Float(sum / Double(n))
+        return sum
     }
 
-    /// Assignments dropped by the capacity limit in the last forward, per MoE block (global).
-    public private(set) var droppedAssignments: [Int] = []
-
-    /// Tokens routed to each expert over the global batch in the last forward: [MoE block][expert].
-    public private(set) var expertTokenCounts: [[Int]] = []
-
-    /// Logits of the last forward, [B*T, V].
-    public var lastLogits: [Float] {
-        Array(UnsafeBufferPointer(start: logits.base, count: batch * time * config.vocabSize))
-    }
-
-    /// Per-token losses of the last forward, [B*T].
-    public var lastTokenLosses: [Float] { Array(UnsafeBufferPointer(start: losses.base, count: batch * time)) }
 }

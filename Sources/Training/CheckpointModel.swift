@@ -24,7 +24,7 @@ extension ParameterStore {
                     ShardView(
                         name: prefix + info.name, globalShape: info.globalShape,
                         ranges: globalRanges(info, rows: info.momentRows), data: buf.base + info.momentOffset,
-                        writes: info.ownsMoments(tpIndex: tpIndex)))
+                        writes: info.holdsPrimaryRows(tpIndex: tpIndex)))
             }
         }
         return views

@@ -41,7 +41,7 @@ extension Job {
             doc: "MoH: heads always active (0..<nHead); they share a weight with the routed ones (two-stage)"),
         JobField(
             key: "model.mohActiveHeads", ref: .int(\.model.mohActiveHeads),
-            doc: "MoH: routed heads each token takes by router score (1...nHead - mohSharedHeads)"),
+            doc: "MoH: routed heads each token takes by router score (1...nHead - mohSharedHeads; 0: half of them)"),
         JobField(
             key: "data.path", ref: .string(\.data.path),
             doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),

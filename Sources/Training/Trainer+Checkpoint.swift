@@ -25,7 +25,7 @@ extension Trainer {
 
     /// This rank's parameters and both AdamW moments as checkpoint views (global names and ranges).
     public func shardViews() -> [ShardView] {
-        guard let b = routerBias else { return model.store.shardViews(moments: true) }
+        guard let b = optimizer.routerBias else { return model.store.shardViews(moments: true) }
         return model.store.shardViews(moments: true) + [
             ShardView(
                 name: RouterBias.tensorName, globalShape: [b.layers, b.experts],
@@ -71,7 +71,7 @@ extension Trainer {
             try CheckpointStore.load(
                 dir: dir, manifest: manifest, views: shardViews().filter { saved.contains($0.name) })
             startStep = manifest.step
-            adamStep = manifest.adamStep
+            optimizer.updates = manifest.adamStep
             return ResumeInfo(path: dir, step: manifest.step, skipped: skipped)
         }
         if !skipped.isEmpty {
@@ -103,7 +103,7 @@ extension Trainer {
     /// Sizes the writer's snapshot buffer for `store`: the primary copies of the parameters and of
     /// both AdamW moments (what a checkpoint holds).
     func reserveSnapshot(for store: ParameterStore) {
-        let bias = routerBias.map { $0.layers * $0.experts } ?? 0
+        let bias = optimizer.routerBias.map { $0.layers * $0.experts } ?? 0
         writer?.reserve(floats: store.shardViews(moments: true).filter(\.writes).reduce(bias) { $0 + $1.count })
     }
 
@@ -126,7 +126,7 @@ extension Trainer {
             return
         }
         let m = Manifest(
-            step: steps, adamStep: adamStep, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
+            step: steps, adamStep: optimizer.updates, job: job.resolvedJSON, world: ctx.mesh.world, dp: ctx.mesh.dp,
             tp: ctx.mesh.tp, placement: ctx.plan.layers, createdAt: Date().timeIntervalSince1970, tensors: [])
         w.start(step: steps, manifest: m, views: shardViews())
     }

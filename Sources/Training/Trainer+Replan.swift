@@ -224,7 +224,7 @@ extension Trainer {
             comms: ctx.comms, plan: newPlan, nodeOf: ctx.nodeOf, shardMoments: ctx.shardMoments)
         let fresh = ParameterStore(config: job.model, layout: newCtx.layout, zeroed: false)
         // Everything but the experts keeps its layout.
-        for info in fresh.infos where !info.name.contains(".moe.experts.") {
+        for info in fresh.infos where !ModelConfig.isExpertParameter(info.name) {
             guard let o = old.info(info.name) else { continue }
             (fresh.params.base + info.offset).update(from: old.params.base + o.offset, count: info.count)
             for (a, b) in [(old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
@@ -235,16 +235,16 @@ extension Trainer {
         // a new holder receives weights and moments from the lowest old holder, point-to-point,
         // straight from the old store into the new one (no staging buffers).
         let me = ctx.comms.world.rank
-        let moeBlocks = (0..<job.model.nLayer).filter(job.model.isMoE)
+        let moeBlocks = job.model.moeBlocks
         let half = job.model.nEmbd * job.model.ffHidden
         var sends: [PeerBuffer<Float>] = [], receives: [PeerMutableBuffer<Float>] = []
         for (l, layer) in newPlan.layers.enumerated() {
             for (e, ranks) in layer.enumerated() {
                 let held = oldPlan.layers[l][e], src = held.min()!
-                let p = "layers.\(moeBlocks[l]).moe.experts.\(e)."
                 for d in ranks {
                     for (from, to) in [(old.params, fresh.params), (old.adamM, fresh.adamM), (old.adamV, fresh.adamV)] {
-                        for n in job.model.ffnMatrices.map({ p + $0 + ".weight" }) {
+                        for w in job.model.ffnMatrices {
+                            let n = ModelConfig.expertWeight(block: moeBlocks[l], expert: e, matrix: w)
                             if d == me && held.contains(me) {
                                 fresh.pointer(n, in: to).update(from: old.pointer(n, in: from), count: half)
                             } else if d == me {
@@ -262,6 +262,7 @@ extension Trainer {
         }
         try ctx.comms.world.exchange(sends: sends, receives: receives)
         model = Transformer(rebinding: model, context: newCtx, store: fresh)
+        optimizer.rebind(store: fresh, context: newCtx)
         ctx = newCtx
         reserveSnapshot(for: fresh)
     }

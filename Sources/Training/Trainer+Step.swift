@@ -1,6 +1,6 @@
-// One optimizer step and its record: batch -> forward -> backward -> gradient reduction -> clip
-// -> AdamW (skipped, parameters unchanged, when the loss or gradient norm is not finite), then
-// the step event, the progress line and the run's throughput accounting.
+// One optimizer step and its record, as llm.c's loop: the batch, model.forwardBackward per
+// micro-batch, optimizer.step (ShardedAdamW: skipped, parameters unchanged, when the loss or
+// gradient norm is not finite), then the step event, the progress line and the throughput.
 import Clock
 import Comm
 import JSON
@@ -8,24 +8,65 @@ import Model
 import Placement
 import Tensor
 
-/// What one step measured (the same on every rank, except `ranks`' own entries).
+/// One rank's share of a step's time, gathered from every rank once per step.
+struct RankTiming {
+    var stepMs: Double
+    var alltoallvMs: Double
+    var allreduceMs: Double
+    var expertRows: Double  // rows this rank's experts received
+    /// Time not spent in the exchanges or reductions.
+    var computeMs: Double { stepMs - alltoallvMs - allreduceMs }
+
+    var values: [Double] { [stepMs, alltoallvMs, allreduceMs, expertRows] }
+    /// Every rank's timing from one allgather of `values` (rank-major).
+    static func gather(_ mine: RankTiming, over world: any Communicator) throws -> [RankTiming] {
+        let all = try world.allgather(mine.values), n = mine.values.count
+        return stride(from: 0, to: all.count, by: n).map {
+            RankTiming(stepMs: all[$0], alltoallvMs: all[$0 + 1], allreduceMs: all[$0 + 2], expertRows: all[$0 + 3])
+        }
+    }
+}
+
+/// A step's model outputs over its micro-batches: loss sums, routing counts and drops summed, the
+/// balance and z losses (each a mean over the MoE blocks) averaged over the micro-batches.
+struct MicroBatchTotals {
+    var lossSum = 0.0
+    var aux = 0.0, z = 0.0
+    var expertCounts: [[Int]] = []  // [MoE block][E], global
+    var dropped: [Int] = []  // per MoE block, global
+    var microBatches = 0
+
+    mutating func add(_ o: StepOutputs) {
+        lossSum += o.lossSum
+        aux += o.meanAux
+        z += o.meanZ
+        expertCounts =
+            expertCounts.isEmpty ? o.expertCounts : zip(expertCounts, o.expertCounts).map { zip($0, $1).map(+) }
+        dropped = dropped.isEmpty ? o.dropped : zip(dropped, o.dropped).map(+)
+        microBatches += 1
+    }
+
+    /// The means over the micro-batches.
+    var meanAux: Double { aux / Double(microBatches) }
+    var meanZ: Double { z / Double(microBatches) }
+}
+
+/// What one step measured (the same on every rank).
 struct StepResult {
     let step: Int
     let loss: Float  // global mean over the step's tokens
     let norm: Double  // global gradient norm before clipping
-    let aux: Double  // mean balance loss over the MoE blocks
     let lr: Double
     let stop: Bool  // some rank was asked to stop
-    var zLoss = 0.0  // mean router z-loss over the MoE blocks (and micro-batches)
-    var expertCounts: [[Int]] = []  // tokens per expert per MoE block, global, summed over micro-batches
-    var dropped: [Int] = []  // assignments over capacity per MoE block, global, summed over micro-batches
+    let outputs: MicroBatchTotals
     var applied = false  // false: non-finite loss or norm, the update was skipped
     var topK = 0  // experts per token at this step (train.topKSchedule)
-    /// Per rank: step ms, alltoallv ms, allreduce ms, expert rows received (4 values a rank).
-    var ranks: [Double] = []
+    var ranks: [RankTiming] = []  // every rank's, in rank order (applied steps)
 
+    var aux: Double { outputs.meanAux }
+    var zLoss: Double { outputs.meanZ }
     /// Wall-clock seconds of the slowest rank (what the step cost the world).
-    var slowestSeconds: Double { stride(from: 0, to: ranks.count, by: 4).map { ranks[$0] }.max()! / 1000 }
+    var slowestSeconds: Double { ranks.map(\.stepMs).max()! / 1000 }
 }
 
 /// What a run has done so far (and the non-finite steps in a row).
@@ -48,8 +89,7 @@ extension Trainer {
 
     /// A warning event (and a line) when a window of steps finds a straggler.
     func reportStraggler(_ r: StepResult, _ watch: inout StragglerWatch) {
-        let compute = stride(from: 0, to: r.ranks.count, by: 4).map { r.ranks[$0] - r.ranks[$0 + 1] - r.ranks[$0 + 2] }
-        guard let s = watch.add(step: r.step, computeMs: compute) else { return }
+        guard let s = watch.add(step: r.step, computeMs: r.ranks.map(\.computeMs)) else { return }
         let message =
             "rank \(s.rank) is a straggler: over steps \(s.firstStep)-\(s.lastStep) it computed "
             + String(
@@ -68,38 +108,26 @@ extension Trainer {
         let t0 = monotonicSeconds()
         ctx.stats = CommStats()
         let lr = schedule.lr(at: step)
-        // The gradients zeroed in 1 MB blocks over the rank's threads (every step, 4 bytes a parameter).
-        let grads = model.store.grads
-        Parallel.forEachBlock(grads.count, grain: 1 << 18) { r in
-            (grads.base + r.lowerBound).update(repeating: 0, count: r.count)
-        }
+        optimizer.zeroGradients()
         model.activeTopK = topKSchedule.k(at: step)
-        let routing = try microBatches(step)
+        let out = try forwardBackward(step)
         if step == job.train.testNaNStep && ctx.mesh.rank == job.train.testNaNRank { model.store.grads[0] = .nan }
-        let tClip = monotonicSeconds()
-        try model.reduceGradients()
-        let norm = try model.globalGradNorm()
         // One world allreduce: the global loss (tp rank 0 of each dp group counts its rows) and the stop flag.
-        var shared = [ctx.mesh.tpIndex == 0 ? routing.lossSum : 0, stopRequested() ? 1 : 0]
+        var shared = [ctx.mesh.tpIndex == 0 ? out.lossSum : 0, stopRequested() ? 1 : 0]
         try ctx.allreduceWorld(&shared)
+        let loss = Float(shared[0] / Double(tokensPerStep))
+        let update = try optimizer.step(lr: lr, loss: loss, expertCounts: out.expertCounts)
         var r = StepResult(
-            step: step, loss: Float(shared[0] / Double(tokensPerStep)), norm: norm, aux: routing.aux, lr: lr,
-            stop: shared[1] > 0, zLoss: routing.z, expertCounts: routing.counts, dropped: routing.dropped,
+            step: step, loss: loss, norm: update.gradNorm, lr: lr, stop: shared[1] > 0, outputs: out,
             topK: model.activeTopK)
-        model.profile?.add(.optimizer, monotonicSeconds() - tClip)
-        guard r.loss.isFinite && norm.isFinite else { return r }
-        adamStep += 1
-        let tAdam = monotonicSeconds()
-        applyAdamW(lr: Float(lr), step: adamStep, gradScale: GradClip.factor(norm: norm, maxNorm: job.train.gradClip))
-        try model.gatherShardedParameters()
-        routerBias?.update(counts: routing.counts, rate: Float(job.train.routerBiasRate))
-        model.profile?.add(.optimizer, monotonicSeconds() - tAdam)
+        guard update.applied else { return r }
         let seconds = monotonicSeconds() - t0
         stepSeconds.append(seconds)
         let s = ctx.stats
-        r.ranks = try ctx.comms.world.allgather([
-            seconds * 1000, s.alltoallvSeconds * 1000, s.allreduceSeconds * 1000, Double(s.expertRowsReceived)
-        ])
+        let mine = RankTiming(
+            stepMs: seconds * 1000, alltoallvMs: s.alltoallvSeconds * 1000, allreduceMs: s.allreduceSeconds * 1000,
+            expertRows: Double(s.expertRowsReceived))
+        r.ranks = try RankTiming.gather(mine, over: ctx.comms.world)
         r.applied = true
         return r
     }
@@ -107,31 +135,26 @@ extension Trainer {
     /// Forward and backward of this rank's slice as train.microBatches micro-batches, gradients
     /// accumulated in store.grads. The loss is the mean over the step's tokens; the balance loss
     /// of each micro-batch is computed over the whole world's m-th micro-batch, and the objective
-    /// takes their mean. Returns this rank's loss sum, the mean balance loss over blocks and
-    /// micro-batches, and the routing counts summed over them.
-    func microBatches(_ step: Int) throws -> (
-        lossSum: Double, aux: Double, z: Double, counts: [[Int]], dropped: [Int]
-    ) {
+    /// takes their mean. Returns this rank's loss sum, the routing counts and drops summed over
+    /// the micro-batches, and each block's balance and z losses as their mean over them.
+    func forwardBackward(_ step: Int) throws -> MicroBatchTotals {
         let micro = job.train.microBatches, seqLen = job.model.seqLen, rows = sampleEnd - sampleStart
-        var lossSum = 0.0, auxSum = 0.0, zSum = 0.0, counts: [[Int]] = [], dropped: [Int] = []
+        let objective = Objective(
+            lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro),
+            zCoef: Float(job.train.zLossCoef) / Float(micro))
+        var total = MicroBatchTotals()
         for m in 0..<micro {
             let part = Trainer.microBatch(m, of: micro, rows: rows)
             let first = sampleStart + part.lowerBound
             let (x, y) = sampler.batch(step: step, first: first, count: part.count)
-            _ = try model.forward(
-                tokens: x, targets: y, batch: part.count, time: seqLen, tokenOffset: first * seqLen,
-                globalTokens: microTokens(m))
-            try model.backward(
-                lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro),
-                zCoef: Float(job.train.zLossCoef) / Float(micro))
-            lossSum += model.lastLossSum
-            if !model.lastAux.isEmpty { auxSum += Double(model.lastAux.reduce(0, +)) / Double(model.lastAux.count) }
-            if !model.lastZ.isEmpty { zSum += Double(model.lastZ.reduce(0, +)) / Double(model.lastZ.count) }
-            let c = model.expertTokenCounts, d = model.droppedAssignments
-            counts = counts.isEmpty ? c : zip(counts, c).map { zip($0, $1).map(+) }
-            dropped = dropped.isEmpty ? d : zip(dropped, d).map(+)
+            let out = try model.forwardBackward(
+                MicroBatch(
+                    tokens: x, targets: y, batch: part.count, time: seqLen, tokenOffset: first * seqLen,
+                    globalTokens: microTokens(m)),
+                objective: objective)
+            total.add(out)
         }
-        return (lossSum, auxSum / Double(micro), zSum / Double(micro), counts, dropped)
+        return total
     }
 
     /// Logs a step: a skipped one as a warning (too many in a row end the run), an applied one as
@@ -165,7 +188,9 @@ extension Trainer {
             progress.timedTokens += tokensPerStep
         }
         progress.summary.losses.append(r.loss)
-        updateLoad(r.expertCounts, stepMs: slowest * 1000)
+        progress.summary.lastExpertCounts = r.outputs.expertCounts
+        progress.summary.lastDropped = r.outputs.dropped
+        updateLoad(r.outputs.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest
         let mfu = tps * flopsPerToken(topK: r.topK) / (peakFlops * Double(ctx.mesh.world))
@@ -220,10 +245,8 @@ extension Trainer {
     }
 
     func stepEvent(_ r: StepResult, tps: Double) -> JSONValue {
-        func column(_ i: Int) -> JSONValue {
-            .array(stride(from: i, to: r.ranks.count, by: 4).map { .number(r.ranks[$0]) })
-        }
-        let load: [JSONValue] = r.expertCounts.map { .array($0.map { .number(Double($0)) }) }
+        func column(_ value: (RankTiming) -> Double) -> JSONValue { .array(r.ranks.map { .number(value($0)) }) }
+        let load: [JSONValue] = r.outputs.expertCounts.map { .array($0.map { .number(Double($0)) }) }
         let mflops = tps * flopsPerToken(topK: r.topK)
         return [
             "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
@@ -231,9 +254,9 @@ extension Trainer {
             "lr": .number(r.lr),
             "gradNorm": .number(r.norm), "stepMs": .number(r.slowestSeconds * 1000), "tokensPerSec": .number(tps),
             "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
-            "expertLoad": .array(load), "droppedTokens": .array(r.dropped.map { .number(Double($0)) }),
-            "rankStepMs": column(0), "rankAlltoallvMs": column(1), "rankAllreduceMs": column(2),
-            "rankExpertRows": column(3), "topK": .integer(r.topK)
+            "expertLoad": .array(load), "droppedTokens": .array(r.outputs.dropped.map { .number(Double($0)) }),
+            "rankStepMs": column(\.stepMs), "rankAlltoallvMs": column(\.alltoallvMs),
+            "rankAllreduceMs": column(\.allreduceMs), "rankExpertRows": column(\.expertRows), "topK": .integer(r.topK)
         ]
     }
 }

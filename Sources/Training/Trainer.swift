@@ -1,5 +1,5 @@
-// The step loop: batch -> forward -> backward -> clip -> AdamW, with logging, evaluation,
-// non-finite-step protection and a clean stop on request (SIGTERM/SIGINT).
+// The step loop: batch -> model.forwardBackward -> optimizer.step -> record, with logging,
+// evaluation, non-finite-step protection and a clean stop on request (SIGTERM/SIGINT).
 // Every rank runs the loop: its dp group's slice of the global batch, the model share its
 // (dp, tp) position and the expert placement give it; gradients are reduced per shard spec.
 import Checkpoint
@@ -36,6 +36,10 @@ public struct TrainSummary: Sendable {
     public var evals: [(step: Int, loss: Double)] = []
     public var stoppedEarly = false
     public var tokensPerSec = 0.0  // mean over the run, excluding the first step
+    /// The last applied step's global tokens per expert [MoE block][E] and dropped assignments per
+    /// MoE block (summed over its micro-batches).
+    public var lastExpertCounts: [[Int]] = []
+    public var lastDropped: [Int] = []
 }
 
 public final class Trainer {
@@ -46,13 +50,13 @@ public final class Trainer {
     let log: RunLog?
     let say: (String) -> Void
     let env: RunEnvironment
-    let adam: AdamWConfig
+    /// Owns the update: gradient reduction, norm, clipping, AdamW, ZeRO-1, router biases.
+    public internal(set) var optimizer: ShardedAdamW
     let schedule: LRSchedule
     /// This dp group's samples of every global batch: [sampleStart, sampleEnd).
     public let sampleStart: Int, sampleEnd: Int
-    /// The first step to run (set by `resume`) and the AdamW updates applied so far.
+    /// The first step to run (set by `resume`).
     public internal(set) var startStep = 0
-    public internal(set) var adamStep = 0
     /// Saves checkpoints (nil when checkpoint.every is 0).
     let writer: CheckpointWriter?
     /// Set by `resume`, for the start event.
@@ -71,8 +75,6 @@ public final class Trainer {
     /// Bytes this node has free (NodeMemory); a re-plan migrates only if the new store fits.
     public var freeMemory: () -> Double = { NodeMemory.available().bytes }
 
-    /// Aux-loss-free balancing's selection biases (train.routerBiasRate > 0), else nil.
-    public let routerBias: RouterBias?
     /// Experts per token by step (train.topKSchedule, parsed once).
     let topKSchedule: TopKSchedule
 
@@ -144,7 +146,7 @@ public final class Trainer {
         sampleStart = mine.lowerBound
         sampleEnd = mine.upperBound
         topKSchedule = job.topKSchedule
-        routerBias =
+        let routerBias =
             job.train.routerBiasRate > 0
             ? RouterBias(layers: job.model.moeLayerCount, experts: job.model.nExpert) : nil
         model = Transformer(
@@ -155,8 +157,11 @@ public final class Trainer {
             recompute: Recompute(rawValue: job.train.recompute) ?? .none, maxTopK: topKSchedule.maxK)
         model.store.initialize(seed: UInt64(job.seed))
         let t = job.train
-        adam = AdamWConfig(
-            beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay))
+        optimizer = ShardedAdamW(
+            store: model.store, context: ctx, model: job.model,
+            config: AdamWConfig(
+                beta1: Float(t.beta1), beta2: Float(t.beta2), eps: Float(t.eps), weightDecay: Float(t.weightDecay)),
+            maxGradNorm: t.gradClip, routerBias: routerBias, routerBiasRate: t.routerBiasRate)
         schedule = LRSchedule(maxLR: t.lr, minLR: t.minLr, warmup: t.warmupSteps, total: t.steps)
         peakFlops = t.peakGflops > 0 ? t.peakGflops * 1e9 : SgemmPeak.measure(seconds: 0.3)
         writer =
@@ -260,17 +265,6 @@ public final class Trainer {
         return summary
     }
 
-    /// Clip factor and AdamW in one pass over every trainable tensor (decay only where the tensor asks for it).
-    func applyAdamW(lr: Float, step: Int, gradScale: Float) {
-        let s = model.store
-        // Each rank updates the rows whose moments it holds (all rows unless they are split over dp).
-        AdamW.updateAll(
-            params: s.params.base, grads: s.grads.base, m: s.adamM.base, v: s.adamV.base,
-            ranges: s.infos.filter(\.trainable).map {
-                ($0.offset + $0.momentRows.lowerBound * $0.cols, $0.momentOffset, $0.momentCount, $0.decay)
-            }, gradScale: gradScale, lr: lr, step: step, config: adam)
-    }
-
     /// Mean cross-entropy over the fixed held-out windows. dp group d evaluates windows
     /// [d*N/dp, (d+1)*N/dp); every rank makes the same number of forward calls (groups that run
     /// out of windows repeat one and drop its loss), since each call exchanges rows.
@@ -288,10 +282,10 @@ public final class Trainer {
             let (x, y) =
                 count > 0
                 ? sampler.evalBatch(first: first, count: count, of: n) : sampler.evalBatch(first: 0, count: 1, of: n)
-            _ = try model.forward(
-                tokens: x, targets: y, batch: max(count, 1), time: t, tokenOffset: first * t,
-                globalTokens: n * t)
-            if count > 0 { total += model.lastLossSum }
+            let out = try model.forward(
+                MicroBatch(
+                    tokens: x, targets: y, batch: max(count, 1), time: t, tokenOffset: first * t, globalTokens: n * t))
+            if count > 0 { total += out.lossSum }
         }
         var v = [ctx.mesh.tpIndex == 0 ? total : 0]
         try ctx.allreduceWorld(&v)

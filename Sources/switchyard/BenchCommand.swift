@@ -126,6 +126,7 @@ enum BenchCommand {
             let profiled = try Trainer(job: job, comm: comm, data: data, log: nil, environment: env, say: { _ in })
             let profile = KernelProfile()
             profiled.model.profile = profile
+            profiled.optimizer.profile = profile
             // Warmup steps (first-touch page faults of the activation buffers) are not profiled.
             profiled.onStepEnd = { if $0 == 1 { profile.reset() } }
             _ = try profiled.run()

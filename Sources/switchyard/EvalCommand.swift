@@ -91,8 +91,7 @@ enum EvalCommand {
                     y.append(Int32(tokens[o + k + 1]))
                 }
             }
-            try model.forward(tokens: x, targets: y, batch: count, time: t)
-            total += model.lastLossSum
+            total += try model.forward(MicroBatch(tokens: x, targets: y, batch: count, time: t)).lossSum
             first += count
         }
         return total / Double(windows * t)

@@ -11,6 +11,23 @@ final class LocalCommunicatorTests: XCTestCase {
         }
     }
 
+    /// reduceScatter leaves each rank its own chunk of the sum and NaN everywhere else, as MPI may
+    /// leave anything there: a caller that reads another rank's chunk fails in-process too.
+    func testReduceScatterPoisonsEverythingButTheRanksChunk() throws {
+        let counts = [2, 0, 3]  // an empty chunk in the middle
+        let got = try LocalCommunicator.run(size: 3) { comm -> [Float] in
+            var xs = (0..<5).map { Float(10 * comm.rank + $0) }
+            try xs.withUnsafeMutableBufferPointer { try comm.reduceScatter($0, counts: counts) }
+            return xs
+        }
+        let sums: [Float] = (0..<5).map { i in Float((0..<3).map { 10 * $0 + i }.reduce(0, +)) }
+        XCTAssertEqual(Array(got[0][0..<2]), Array(sums[0..<2]), "rank 0's chunk")
+        XCTAssertTrue(got[0][2...].allSatisfy(\.isNaN), "rank 0 outside its chunk: \(got[0])")
+        XCTAssertTrue(got[1].allSatisfy(\.isNaN), "rank 1 owns nothing: \(got[1])")
+        XCTAssertTrue(got[2][0..<2].allSatisfy(\.isNaN), "rank 2 outside its chunk: \(got[2])")
+        XCTAssertEqual(Array(got[2][2...]), Array(sums[2...]), "rank 2's chunk")
+    }
+
     /// A failing rank makes the others' collectives throw instead of hanging, and the real
     /// error (not the echo) is what run() rethrows.
     func testFailingRankAbortsTheOthers() {

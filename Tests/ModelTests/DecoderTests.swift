@@ -19,8 +19,10 @@ final class DecoderTests: XCTestCase {
             for i in 0..<model.store.count { model.store.params.base[i] *= 10 }
             let a = (0..<12).map { Int32(CounterRNG.below(19, CounterRNG.hash(1, UInt64($0)))) }
             let b = (0..<12).map { Int32(CounterRNG.below(19, CounterRNG.hash(2, UInt64($0)))) }
-            try model.forward(tokens: a + b, targets: a + b, batch: 2, time: 12)
-            let full = model.lastLogits, v = cfg.vocabSize
+            let full = try model.forward(
+                MicroBatch(tokens: a + b, targets: a + b, batch: 2, time: 12), keepLogits: true
+            ).logits!
+            let v = cfg.vocabSize
             // Sequence 0: a prompt of 5 at once, then one by one; sequence 1 one by one, interleaved.
             let dec = Decoder(model: model, sequences: 2, capacity: 12)
             var got0 = try dec.append(tokens: Array(a[0..<5]), seqs: [0, 0, 0, 0, 0])

@@ -56,11 +56,14 @@ final class TransformerTests: XCTestCase {
         let m = Transformer(config: Self.config, maxBatch: 4)
         m.store.initialize(seed: 1)
         let (x, y) = batch(4, 6, seed: 2)
-        let loss = try m.forward(tokens: x, targets: y, batch: 4, time: 6)
-        XCTAssertEqual(Double(loss), 2.3979, accuracy: 0.05)  // ln 11
-        XCTAssertEqual(m.expertTokenCounts.count, 1)
-        XCTAssertEqual(m.expertTokenCounts[0].reduce(0, +), 4 * 6 * 2, "every token reaches K experts")
-        XCTAssertEqual(m.lastAux.count, 1)
+        let out = try m.forward(MicroBatch(tokens: x, targets: y, batch: 4, time: 6))
+        XCTAssertEqual(Double(out.meanLoss), 2.3979, accuracy: 0.05)  // ln 11
+        XCTAssertEqual(out.tokens, 24)
+        XCTAssertEqual(out.expertCounts.count, 1)
+        XCTAssertEqual(out.expertCounts[0].reduce(0, +), 4 * 6 * 2, "every token reaches K experts")
+        XCTAssertEqual(out.aux.count, 1)
+        XCTAssertEqual(out.z.count, 1)
+        XCTAssertNil(out.logits, "logits are copied out only when asked for")
     }
 
     /// The whole model's backward (every parameter tensor) against central finite differences.
@@ -100,15 +103,16 @@ final class TransformerTests: XCTestCase {
             for i in 0..<s.count { s.params.base[i] *= 15 }
             let (x, y) = batch(2, 5, seed: 4)
             let auxCoef: Float = 0.3, zCoef: Float = 0.002
-            func objective() -> Double {
-                let l = try! m.forward(tokens: x, targets: y, batch: 2, time: 5)
-                return Double(l) + Double(auxCoef) * m.lastAux.map(Double.init).reduce(0, +)
-                    + Double(zCoef) * m.lastZ.map(Double.init).reduce(0, +)
+            let mb = MicroBatch(tokens: x, targets: y, batch: 2, time: 5)
+            func objective(_ o: StepOutputs) -> Double {
+                Double(o.meanLoss) + Double(auxCoef) * o.aux.map(Double.init).reduce(0, +)
+                    + Double(zCoef) * o.z.map(Double.init).reduce(0, +)
             }
-            _ = objective()
-            XCTAssertGreaterThan(m.lastZ.max() ?? 0, 1, "\(label): the z-loss term is not negligible")
+            func objective() -> Double { objective(try! m.forward(mb)) }
             s.grads.zero()
-            try m.backward(lossScale: 1 / 10, auxCoef: auxCoef, zCoef: zCoef)
+            let out = try m.forwardBackward(mb, objective: Objective(lossScale: 1 / 10, auxCoef: auxCoef, zCoef: zCoef))
+            XCTAssertEqual(objective(out), objective(), "forwardBackward's forward is forward's")
+            XCTAssertGreaterThan(out.z.max() ?? 0, 1, "\(label): the z-loss term is not negligible")
             // Richardson's extrapolation of central differences at h and h/2 cancels their h^2
             // error, which SwiGLU's products of three weights make large at these weights.
             func centralDifference(_ i: Int, _ h: Float) -> Double {
@@ -153,9 +157,10 @@ final class TransformerTests: XCTestCase {
                 let m = Transformer(config: cfg, maxBatch: 2, recompute: r)
                 m.store.initialize(seed: 4)
                 for i in 0..<m.store.count { m.store.params.base[i] *= 10 }
-                try m.forward(tokens: x, targets: y, batch: 2, time: 6)
-                try m.backward(lossScale: 0.1, auxCoef: 0.2)
-                return (m.store.grads.toArray().map(\.bitPattern), m.expertTokenCounts.flatMap { $0 })
+                let out = try m.forwardBackward(
+                    MicroBatch(tokens: x, targets: y, batch: 2, time: 6),
+                    objective: Objective(lossScale: 0.1, auxCoef: 0.2))
+                return (m.store.grads.toArray().map(\.bitPattern), out.expertCounts.flatMap { $0 })
             }
             let (none, counts) = try gradients(.none)
             for r in [Recompute.attention, .block] {
@@ -171,10 +176,11 @@ final class TransformerTests: XCTestCase {
         let a = Transformer(config: Self.config, maxBatch: 2), b = Transformer(config: Self.config, maxBatch: 2)
         a.store.initialize(seed: 9); b.store.initialize(seed: 9)
         let (x, y) = batch(2, 6, seed: 1)
+        let mb = MicroBatch(tokens: x, targets: y, batch: 2, time: 6)
+        let objective = Objective(lossScale: 0.1, auxCoef: 0.01)
         XCTAssertEqual(
-            try a.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern,
-            try b.forward(tokens: x, targets: y, batch: 2, time: 6).bitPattern)
-        try a.backward(lossScale: 0.1, auxCoef: 0.01); try b.backward(lossScale: 0.1, auxCoef: 0.01)
+            try a.forwardBackward(mb, objective: objective).meanLoss.bitPattern,
+            try b.forwardBackward(mb, objective: objective).meanLoss.bitPattern)
         XCTAssertEqual(a.store.grads.toArray(), b.store.grads.toArray())
     }
 

@@ -44,8 +44,9 @@ final class HFExportTests: XCTestCase {
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: ws.corpus)))
         let t = job.model.seqLen
         let windows = (0..<4).map { i in (0..<t).map { Int32(bytes[i * 997 + $0]) } }
-        try model.forward(tokens: windows.flatMap { $0 }, targets: windows.flatMap { $0 }, batch: 4, time: t)
-        let logits = model.lastLogits
+        let rows = windows.flatMap { $0 }
+        let logits = try model.forward(MicroBatch(tokens: rows, targets: rows, batch: 4, time: t), keepLogits: true)
+            .logits!
         let logitsPath = ws.dir + "/logits.f32"
         try logits.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: logitsPath)) }
         let windowsPath = ws.write(

@@ -117,7 +117,12 @@ final class JobTests: XCTestCase {
         assertJobError("{\(base)}", ["model.attention=gqa"], key: "model.attention", contains: "moh")
         assertJobError("{\(base)}", ["model.mohActiveHeads=2"], key: "model.attention", contains: "set it to")
         let moh = ["model.attention=moh", "model.nHead=4", "model.nEmbd=64"]
-        assertJobError("{\(base)}", moh, key: "model.mohActiveHeads", contains: "1...4")
+        // model.attention = moh alone is a valid job: half the routed heads are active.
+        let alone = try load("{\(base)}", moh)
+        XCTAssertEqual(alone.model.activeRoutedHeads, 2, "half of 4 routed heads")
+        XCTAssertEqual(try load("{\(base)}", moh + ["model.mohSharedHeads=3"]).model.activeRoutedHeads, 1)
+        assertJobError("{\(base)}", moh + ["model.mohActiveHeads=-1"], key: "model.mohActiveHeads", contains: "1...4")
+        assertJobError("{\(base)}", moh + ["model.mohActiveHeads=5"], key: "model.mohActiveHeads", contains: "1...4")
         assertJobError(
             "{\(base)}", moh + ["model.mohSharedHeads=4"], key: "model.mohSharedHeads", contains: "0..<model.nHead")
         assertJobError(

@@ -1,5 +1,6 @@
-// After backward: sum each parameter's gradient over the group its shard spec names, and the
-// global gradient norm (each element counted once, on the rank its spec says).
+// ShardedAdamW's collectives: sum each parameter's gradient over the group its shard spec names,
+// the global gradient norm (each element counted once, on the rank its spec says), and after the
+// update the ZeRO-1 rows back to every dp rank.
 import Comm
 import Tensor
 
@@ -10,13 +11,13 @@ enum GradientReduction {
     case reduceScatter(offset: Int, counts: [Int])
 }
 
-extension Transformer {
+extension ShardedAdamW {
     /// Sums gradients over their reduce groups: contiguous runs of `.dp` tensors over the dp group,
     /// `.world` tensors (routers, experts on every rank) over the world, replicated experts over
     /// their replica ranks.
-    public func reduceGradients() throws {
+    func reduceGradients() throws {
         let g = store.grads
-        for r in gradientReductions {
+        for r in reductions {
             switch r {
             case .allreduce(.dp, let range):
                 try ctx.allreduce(g.base + range.lowerBound, range.count, over: ctx.comms.dp)
@@ -37,7 +38,7 @@ extension Transformer {
     /// a group makes the same calls with the same counts.
     func planGradientReductions() -> [GradientReduction] {
         let mesh = ctx.mesh
-        let full = ParameterStore.tensors(config: config, layout: .single(config))  // every tensor, by name
+        let full = ParameterStore.tensors(config: model, layout: .single(model))  // every tensor, by name
         var previousInFull: [String: String] = [:]
         for i in full.indices.dropFirst() { previousInFull[full[i].name] = full[i - 1].name }
         func group(_ info: ParameterInfo) -> ReduceGroup {
@@ -75,7 +76,7 @@ extension Transformer {
         let plan = ctx.plan, world = ctx.mesh.world
         var segments: [(layer: Int, expert: Int, offset: Int)] = []
         var total = 0
-        let matrix = config.nEmbd * config.ffHidden, perExpert = config.ffnMatrices.count * matrix
+        let matrix = model.nEmbd * model.ffHidden, perExpert = model.ffnMatrices.count * matrix
         for (l, layer) in plan.layers.enumerated() {
             for (e, ranks) in layer.enumerated() where ranks.count > 1 && ranks.count < world {
                 segments.append((l, e, total)); total += perExpert
@@ -87,27 +88,27 @@ extension Transformer {
         if replicaGradScratch?.count != total { replicaGradScratch = FloatBuffer(count: total) }
         let buf = replicaGradScratch!
         buf.zero()
-        let moeBlocks = (0..<config.nLayer).filter(config.isMoE)
+        let moeBlocks = model.moeBlocks
+        func gradient(_ s: (layer: Int, expert: Int, offset: Int), _ w: String) -> UnsafeMutablePointer<Float> {
+            let name = ModelConfig.expertWeight(block: moeBlocks[s.layer], expert: s.expert, matrix: w)
+            return store.pointer(name, in: store.grads)
+        }
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
-            let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
-            for (i, w) in config.ffnMatrices.enumerated() {
-                (buf.base + s.offset + i * matrix).update(
-                    from: store.pointer(name + w + ".weight", in: store.grads), count: matrix)
+            for (i, w) in model.ffnMatrices.enumerated() {
+                (buf.base + s.offset + i * matrix).update(from: gradient(s, w), count: matrix)
             }
         }
         try ctx.allreduce(buf.base, total, over: ctx.comms.world)
         for s in segments where plan.layers[s.layer][s.expert].contains(ctx.mesh.rank) {
-            let name = "layers.\(moeBlocks[s.layer]).moe.experts.\(s.expert)."
-            for (i, w) in config.ffnMatrices.enumerated() {
-                store.pointer(name + w + ".weight", in: store.grads).update(
-                    from: buf.base + s.offset + i * matrix, count: matrix)
+            for (i, w) in model.ffnMatrices.enumerated() {
+                gradient(s, w).update(from: buf.base + s.offset + i * matrix, count: matrix)
             }
         }
     }
 
     /// After an update with moments split over dp: each dp rank's rows of those parameters to
     /// every rank of its dp group.
-    public func gatherShardedParameters() throws {
+    func gatherShardedParameters() throws {
         for info in store.infos where info.shard.momentsOverDP {
             try ctx.allgatherv(
                 store.params.base + info.offset, counts: info.dpChunkCounts(dp: ctx.mesh.dp), over: ctx.comms.dp)
@@ -117,10 +118,10 @@ extension Transformer {
     /// The global L2 norm of the (reduced) gradients: each rank sums the squares of the pieces it
     /// counts, then one world allreduce. With moments split over dp a rank holds the reduced
     /// gradient of its moment rows only, and counts those.
-    public func globalGradNorm() throws -> Double {
+    func globalGradNorm() throws -> Double {
         // One work item per tensor; the squares are summed in tensor order.
         let tpIndex = ctx.mesh.tpIndex
-        let counted = store.infos.filter { $0.ownsMoments(tpIndex: tpIndex) }
+        let counted = store.infos.filter { $0.holdsPrimaryRows(tpIndex: tpIndex) }
         let norms = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(counted.count, 1))
         defer { norms.deallocate() }
         Parallel.forEach(counted.count) { i, _ in
