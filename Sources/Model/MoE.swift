@@ -4,7 +4,8 @@
 // sort assignments by (destination rank, expert, token), exchange counts, alltoallv the rows,
 // permute them expert-major), one MLP (sgemm pair) per local expert over every row it received,
 // combine (reverse alltoallv, weighted sum per token in slot order: a fixed summation order), and
-// all-gather the slices over tp. At world size 1 the same code path sends everything to itself.
+// all-gather the slices over tp. The moving of rows is a TokenDispatcher's (MoE+Dispatch.swift):
+// an all-to-all one, or a local one that moves nothing (world 1, every expert on every rank).
 // Shape legend: N rows (this rank's B_local*T), C channels, F hidden, E experts, K top-k,
 // S send rows (this rank's assignments), R received rows (assignments this rank's experts serve).
 // Forward *adds* into the residual stream; backward *accumulates* into dx and weight grads.
@@ -59,7 +60,8 @@ final class MoEState {
     /// handed out in, so that a busy expert does not start last. Each item writes only its own
     /// outputs, so the order changes no bit.
     var busiestFirst: [Int] { expertRows.indices.sorted { (-expertRows[$0], $0) < (-expertRows[$1], $1) } }
-    let send = GrowBuffer(), back = GrowBuffer(), recv = GrowBuffer()  // [S, C], [S, C], [R, C]
+    /// The all-to-all dispatcher's wire buffers (empty in a local layer).
+    let exchange = ExchangeBuffers()
     // [R, C], pre-activations [R, F] (SwiGLU: per expert [2, rows, F]), activations [R, F], [R, C]
     let xe = GrowBuffer(), h = GrowBuffer(), a = GrowBuffer(), o = GrowBuffer()
 
@@ -89,7 +91,9 @@ final class MoEState {
 
 /// Backward scratch for MoE blocks.
 final class MoEScratch {
-    let dSend = GrowBuffer(), dRecv = GrowBuffer(), dXe = GrowBuffer(), dOe = GrowBuffer()
+    let dXe = GrowBuffer(), dOe = GrowBuffer()  // the experts' input and output gradients [R, C]
+    /// The all-to-all dispatcher's backward wire buffers (empty in local layers).
+    let exchange = GradientExchangeBuffers()
     let hidden = WorkerScratch()  // per thread: dA [rows, F] and dPre (as pre) of one expert
     let dLogits, dProbs, dTopWeight, rowScratch: FloatBuffer
     init(n: Int, e: Int, k: Int) {
@@ -100,8 +104,10 @@ final class MoEScratch {
     }
 }
 
+/// One MoE block at this rank: its weights' views, its state (shared between blocks under
+/// recompute = block) and scratch, and the dispatcher its placement calls for.
 struct MoELayer {
-    var ctx: ParallelContext  // replaced when a re-placement rebinds the model
+    private(set) var ctx: ParallelContext  // replaced when a re-placement rebinds the model
     let layer: Int  // MoE layer index (placement row)
     let c: Int, f: Int, e: Int
     /// Experts per token in this forward (train.topKSchedule and inference's --top-k change it;
@@ -111,28 +117,51 @@ struct MoELayer {
     let options: MoEOptions
     /// false: SMoE-Dropout's fixed random router; backward leaves its gradient at zero.
     var trainRouter = true
+    /// The router and local experts: parameters and gradients.
+    private(set) var w: MoEWeights, g: MoEWeights
+    let s: MoEState
+    let sc: MoEScratch
+    /// The tp all-gather's scratch (see ParallelContext.allgatherRowsTP).
+    let gatherScratch: UnsafeMutablePointer<Float>
+    private(set) var dispatcher: any TokenDispatcher
+
+    init(
+        ctx: ParallelContext, layer: Int, config m: ModelConfig, k: Int, options: MoEOptions,
+        weights: (w: MoEWeights, g: MoEWeights), state: MoEState, scratch: MoEScratch,
+        gatherScratch: UnsafeMutablePointer<Float>
+    ) {
+        self.ctx = ctx
+        self.layer = layer
+        (c, f, e, self.k, swiglu) = (m.nEmbd, m.ffHidden, m.nExpert, k, m.usesSwiGLU)
+        self.options = options
+        trainRouter = !m.usesRandomRouter
+        (w, g) = weights
+        s = state
+        sc = scratch
+        self.gatherScratch = gatherScratch
+        dispatcher = LocalDispatcher(shape: DispatchShape(ctx: ctx, layer: layer, c: 0, f: 0, e: 0, preWidth: 0))
+        dispatcher = MoELayer.dispatcher(shape)
+    }
+
+    /// The same block under a new placement: its context, weights and dispatcher.
+    func rebound(to context: ParallelContext, weights: (w: MoEWeights, g: MoEWeights)) -> MoELayer {
+        var m = self
+        m.ctx = context
+        (m.w, m.g) = weights
+        m.dispatcher = MoELayer.dispatcher(m.shape)
+        return m
+    }
+
+    /// The layer's shape and buffer bounds, as its dispatcher sees them.
+    var shape: DispatchShape { DispatchShape(ctx: ctx, layer: layer, c: c, f: f, e: e, preWidth: preWidth) }
+
     /// Floats of pre-activation per routed row.
     var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }
-
-    /// The most rows a rank routes: its tp share of the state's N rows, ceil(N / tp).
-    func mostRoutedRows(_ s: MoEState) -> Int { (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size }
-
-    /// The most rows this rank sends in one exchange: its routed rows, K each.
-    func mostSentRows(_ s: MoEState) -> Int { mostRoutedRows(s) * s.maxK }
-
-    /// The most rows this rank can receive in one exchange: every rank's routed rows (only its own
-    /// in a local layer), each to at most min(K, local experts) of this rank's experts (a token
-    /// picks an expert once). Dropless routing can reach it when every token picks this rank;
-    /// MemoryEstimate counts it.
-    func mostReceivedRows(_ s: MoEState, localExperts: Int) -> Int {
-        (isLocal ? 1 : ctx.comms.world.size) * mostRoutedRows(s) * min(s.maxK, localExperts)
-    }
 
     /// out[N, C] += MoE(x[N, C]). `tokenOffset` is the global index of row 0 (replica choice);
     /// `globalTokens` the tokens in the whole batch (balance loss). Returns aux (global).
     func forward(
-        out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: MoEWeights, s: MoEState,
-        n: Int, tokenOffset: Int, globalTokens: Int, gatherScratch: UnsafeMutablePointer<Float>,
+        out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, tokenOffset: Int, globalTokens: Int,
         profile: KernelProfile?
     ) throws -> Float {
         var clock = RegionClock(profile)
@@ -143,7 +172,7 @@ struct MoELayer {
         let aux = try route(s: s, x: xs, router: w.router, globalTokens: globalTokens)
         try applyCapacity(s: s, globalTokens: globalTokens)
         clock.lap(.router)
-        try dispatch(s: s, x: xs, experts: w.experts, tokenOffset: tokenOffset + mine.start)
+        try dispatcher.dispatch(s, x: xs, plan: sendPlan(s, tokenOffset: tokenOffset + mine.start))
         clock.lap(.dispatchCombine)
         // One work item per local expert: each writes its own rows of o, h and a.
         let order = s.busiestFirst
@@ -154,10 +183,31 @@ struct MoELayer {
                 w: w.ffn[li], n: s.expertRows[li], c: c, f: f)
         }
         clock.lap(.experts)
-        try combine(s: s, out: out, n: n, gatherScratch: gatherScratch)
+        try combine(out: out, n: n)
         clock.lap(.dispatchCombine)
         return aux
     }
+
+    /// The experts' outputs home, then out's owned rows += sum_k w[n, k] * o in slot order; then
+    /// the rows all-gathered over tp.
+    func combine(out: UnsafeMutablePointer<Float>, n: Int) throws {
+        let home = try dispatcher.combine(s)
+        Parallel.forEachBlock(s.rows, grain: Self.rowGrain) { block in
+            for r in block {
+                let dst = out + (s.rowStart + r) * c
+                for j in 0..<k where !s.dropped[r * k + j] {
+                    let wt = s.topWeight.base[r * k + j]
+                    let src = home + Int(s.sendSlot[r * k + j]) * c
+                    for i in 0..<c { dst[i] += wt * src[i] }
+                }
+            }
+        }
+        try ctx.allgatherRowsTP(out, n: n, c: c, scratch: gatherScratch)
+    }
+
+    /// Rows per work item of the copies and sums of dispatch and combine (each row writes only its
+    /// own outputs).
+    static var rowGrain: Int { 128 }
 
     /// Routes this rank's rows xs [rows, C]: logits (+ bias), softmax, top-k into s; the global
     /// expert counts and the balance loss (one world allreduce). Returns the balance loss.

@@ -85,12 +85,10 @@ extension Transformer {
         let n = rows.n, c = config.nEmbd, s = scratch
         let w = weights[l], gw = gradients[l], a = blocks[l]
         zero(s.dLn, n * c)
-        if let mw = w.moe, let mg = gw.moe, let ms = a.moe, let layer = moeLayers[l] {
+        if let layer = moeLayers[l] {
             try layer.backward(
-                dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, w: mw, g: mg, s: ms, sc: s.moe,
-                auxCoef: objective.auxCoef, zCoef: objective.zCoef, n: n, globalTokens: rows.globalTokens,
-                gatherScratch: gatherScratch.base,
-                profile: profile)
+                dx: s.dLn.base, dOut: s.dResid.base, x: a.ln2.base, n: n, globalTokens: rows.globalTokens,
+                objective: objective, profile: profile)
             // After the MoE's backward, which writes every row of dLn: the shared experts add theirs.
             timed(.denseFFN) {
                 for (i, sw) in w.shared.enumerated() {

@@ -61,21 +61,6 @@ public final class Transformer: @unchecked Sendable {
         (weights, gradients) = Transformer.bind(store, config: config, context: ctx)
         blocks = Transformer.activations(
             config: config, n: n, b: maxBatch, tp: tp, recompute: recompute, maxTopK: self.maxTopK)
-        var moes: [MoELayer?] = []
-        var moeIndex = 0
-        for l in 0..<config.nLayer {
-            if config.isMoE(l) {
-                moes.append(
-                    MoELayer(
-                        ctx: ctx, layer: moeIndex, c: config.nEmbd, f: config.ffHidden, e: config.nExpert,
-                        k: config.topK, swiglu: config.usesSwiGLU, options: options,
-                        trainRouter: !config.usesRandomRouter))
-                moeIndex += 1
-            } else {
-                moes.append(nil)
-            }
-        }
-        moeLayers = moes
         resid = (0...config.nLayer).map { _ in FloatBuffer(count: n * config.nEmbd) }
         lnf = FloatBuffer(count: n * config.nEmbd)
         rstdf = FloatBuffer(count: n)
@@ -88,6 +73,16 @@ public final class Transformer: @unchecked Sendable {
         tokens = Array(repeating: 0, count: n)
         targets = Array(repeating: 0, count: n)
         scratch = BackwardScratch(config: config, n: n, tp: tp, maxTopK: self.maxTopK)
+        moeLayers = []
+        for (l, moe) in config.moeBlocks.enumerated() {
+            while moeLayers.count < moe { moeLayers.append(nil) }
+            moeLayers.append(
+                MoELayer(
+                    ctx: ctx, layer: l, config: config, k: config.topK, options: options,
+                    weights: (weights[moe].moe!, gradients[moe].moe!), state: blocks[moe].moe!, scratch: scratch.moe,
+                    gatherScratch: gatherScratch.base))
+        }
+        while moeLayers.count < config.nLayer { moeLayers.append(nil) }
     }
 
     /// Experts per token of every MoE block from the next forward on (1...maxTopK).
@@ -111,10 +106,9 @@ public final class Transformer: @unchecked Sendable {
         config = other.config; maxBatch = other.maxBatch; ctx = context; self.store = store; profile = other.profile
         recompute = other.recompute; maxTopK = other.maxTopK
         (weights, gradients) = Transformer.bind(store, config: config, context: context)
-        moeLayers = other.moeLayers.map {
-            $0.map {
-                var m = $0; m.ctx = context; return m
-            }
+        let (w, g) = (weights, gradients)
+        moeLayers = other.moeLayers.enumerated().map { l, layer in
+            layer.map { $0.rebound(to: context, weights: (w[l].moe!, g[l].moe!)) }
         }
         blocks = other.blocks; resid = other.resid; lnf = other.lnf; rstdf = other.rstdf; logits = other.logits
         rope = other.rope
@@ -300,10 +294,10 @@ public final class Transformer: @unchecked Sendable {
             RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
         }
         out.update(from: a.mid.base, count: n * c)
-        if let mw = w.moe, let ms = a.moe, let layer = moeLayers[l] {
+        if let layer = moeLayers[l] {
             let aux = try layer.forward(
-                out: out, x: a.ln2.base, w: mw, s: ms, n: n, tokenOffset: rows.tokenOffset,
-                globalTokens: rows.globalTokens, gatherScratch: gatherScratch.base, profile: profile)
+                out: out, x: a.ln2.base, n: n, tokenOffset: rows.tokenOffset, globalTokens: rows.globalTokens,
+                profile: profile)
             // Shared experts: every row, on every tp rank (replicated like the dense FFN).
             timed(.denseFFN) {
                 for (i, sw) in w.shared.enumerated() {

@@ -24,14 +24,31 @@ final class DispatchTests: XCTestCase {
         return (first, (first + 1 + CounterRNG.below(e - 2, CounterRNG.mix(h))) % (e - 1))
     }
 
+    /// A layer of E experts of width c (hidden 4) over `state`, for dispatch and combine alone:
+    /// its weights are never read (router and expert views point at an unused buffer), nor is the
+    /// tp all-gather's scratch.
+    static func layer(
+        ctx: ParallelContext, c: Int, e: Int, k: Int, state: MoEState, options: MoEOptions = MoEOptions()
+    ) -> MoELayer {
+        let cfg = ModelConfig(
+            vocabSize: 2, seqLen: state.capacityRows, nLayer: 1, nEmbd: c, nHead: 1, nExpert: e, topK: k, ffHidden: 4,
+            moeEvery: 1)
+        let unused = MoEWeights(router: unusedWeights.base, experts: [], ffn: [])
+        return MoELayer(
+            ctx: ctx, layer: 0, config: cfg, k: k, options: options, weights: (unused, unused), state: state,
+            scratch: MoEScratch(n: state.capacityRows, e: e, k: k),
+            gatherScratch: unusedWeights.base)  // tp 1: the all-gather over tp does nothing
+    }
+    nonisolated(unsafe) static let unusedWeights = FloatBuffer(count: 64)
+
     func check(world: Int, experts e: Int, plan: PlacementPlan, seed: UInt64, nodeOf: [Int]? = nil) throws {
         let c = 3, k = 2
         let nodes = nodeOf ?? [Int](repeating: 0, count: world)
         let results = try LocalCommunicator.run(size: world) { comm -> Problems in
             let ctx = ParallelContext(comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan, nodeOf: nodes)
-            let layer = MoELayer(ctx: ctx, layer: 0, c: c, f: 4, e: e, k: k, swiglu: false, options: MoEOptions())
             let rows = 5 + comm.rank  // ranks hold different row counts
             let s = MoEState(n: rows, e: e, k: k)
+            let layer = Self.layer(ctx: ctx, c: c, e: e, k: k, state: s)
             s.rowStart = 0
             s.rows = rows
             // Rows encode (rank, row): x[r] = [rank, row, rank * 100 + row].
@@ -43,7 +60,7 @@ final class DispatchTests: XCTestCase {
                 (s.topWeight[r * k], s.topWeight[r * k + 1]) = (0.5, 0.5)
             }
             let local = plan.localExperts(layer: 0, rank: comm.rank)
-            try layer.dispatch(s: s, x: x.base, experts: local, tokenOffset: comm.rank * 1000)
+            try layer.dispatcher.dispatch(s, x: x.base, plan: layer.sendPlan(s, tokenOffset: comm.rank * 1000))
             var p = Problems()
             p.rows = (rows * k, s.recvRows.reduce(0, +))
             for (li, ex) in local.enumerated() {
@@ -69,8 +86,7 @@ final class DispatchTests: XCTestCase {
             s.o.reserve(p.rows.received * c, atMost: p.rows.received * c)
             s.o.base.update(from: s.xe.base, count: p.rows.received * c)
             let out = FloatBuffer(count: rows * c)
-            let scratch = FloatBuffer(count: 2 * rows * c)
-            try layer.combine(s: s, out: out.base, n: rows, gatherScratch: scratch.base)
+            try layer.combine(out: out.base, n: rows)
             p.combineMismatch = (0..<rows).filter { r in (0..<c).contains { out[r * c + $0] != x[r * c + $0] } }.count
             return p
         }
@@ -151,11 +167,10 @@ final class DispatchTests: XCTestCase {
                 let ctx = ParallelContext(
                     comms: try MeshComms(world: comm, dp: world, tp: 1), plan: plan,
                     nodeOf: Array(repeating: 0, count: world))
-                let layer = MoELayer(
-                    ctx: ctx, layer: 0, c: 1, f: 1, e: e, k: k, swiglu: false,
-                    options: MoEOptions(capacityFactor: factor))
                 let first = comm.rank * tokens / world, end = (comm.rank + 1) * tokens / world
                 let s = MoEState(n: end - first, e: e, k: k)
+                let layer = Self.layer(
+                    ctx: ctx, c: 1, e: e, k: k, state: s, options: MoEOptions(capacityFactor: factor))
                 s.rows = end - first
                 for t in first..<end { (s.topIndex[(t - first) * k], s.topIndex[(t - first) * k + 1]) = route(t) }
                 try layer.applyCapacity(s: s, globalTokens: tokens)

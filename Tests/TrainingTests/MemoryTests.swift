@@ -41,7 +41,9 @@ final class MemoryTests: XCTestCase {
     /// no more (GrowBuffer's quarter of headroom is capped there); rank 1 receives nothing.
     func testReceivedRowBuffersReachTheEstimatesBoundAndNoMore() throws {
         let job = Self.skewedJob(placement: nil)
-        let sizes = try Self.bufferSizes(job) { s, _ in [s.recv, s.xe, s.o, s.h, s.a, s.send] }
+        let sizes = try Self.bufferSizes(job) { s, _ in
+            [s.exchange.expertWire_RC, s.xe, s.o, s.h, s.a, s.exchange.ownerSend_SC]
+        }
         let c = job.model.nEmbd, f = job.model.ffHidden, bound = 2 * 48 * 2
         for (l, block) in sizes[0].enumerated() {
             XCTAssertEqual(
@@ -60,10 +62,16 @@ final class MemoryTests: XCTestCase {
 
     /// With every expert on both ranks (local layers) each rank serves only its own rows: the same
     /// skewed router fills xe and o with its S x K = 96 rows per block and no more (not world x S x K),
-    /// the exchange buffers (send, back, recv; dSend, dRecv) stay empty, and the estimate drops them.
+    /// the exchange's wire buffers (forward and backward) stay empty, and the estimate drops them.
     func testLocalLayersKeepOnlyTheirOwnRowsAndNoExchangeBuffers() throws {
         let job = Self.skewedJob(placement: [[[Int]]](repeating: [[0, 1], [0, 1], [0, 1], [0, 1]], count: 3))
-        let sizes = try Self.bufferSizes(job) { s, sc in [s.xe, s.o, s.send, s.back, s.recv, sc.dSend, sc.dRecv] }
+        let sizes = try Self.bufferSizes(job) { s, sc in
+            let wire = s.exchange, dWire = sc.exchange
+            return [
+                s.xe, s.o, wire.ownerSend_SC, wire.ownerReturn_SC, wire.expertWire_RC, dWire.dOwnerWire_SC,
+                dWire.dExpertWire_RC
+            ]
+        }
         let c = job.model.nEmbd, own = 48 * 2
         for rank in 0..<2 {
             for (l, block) in sizes[rank].enumerated() {
@@ -80,7 +88,7 @@ final class MemoryTests: XCTestCase {
         }
         // Rank 0 of the split plan holds 2 of the 4 experts and may receive world x S x K = 192 rows a
         // block; the local plan's bound is its own 96. Per block the split one also keeps send and
-        // back (96 rows each) and recv; the backward set drops dSend and dRecv.
+        // return (96 rows each) and the expert side; the backward set drops both wire buffers.
         let f = job.model.ffHidden, pre = job.model.ffnPreactWidth, layers = job.model.nLayer
         let splitBlock = 2 * own * c + 2 * own * (3 * c + f + pre), localBlock = own * (2 * c + f + pre)
         let splitBackward = own * c + 3 * (2 * own) * c, localBackward = 2 * own * c
