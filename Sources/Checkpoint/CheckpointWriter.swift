@@ -181,7 +181,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// outcome after rank 0 committed (or discarded) the save. No-op (nil) without a save.
     public func poll(block: Bool) throws -> SaveResult? {
         // A blocking poll's collectives wait for the slowest rank's disk: longer deadlines.
-        block ? try CollectiveWatchdog.shared.patient { try pollPending(block: true) } : try pollPending(block: false)
+        block ? try comm.patiently { try pollPending(block: true) } : try pollPending(block: false)
     }
 
     func pollPending(block: Bool) throws -> SaveResult? {

@@ -8,8 +8,9 @@ import Clock
 import Foundation
 
 public final class CollectiveWatchdog: @unchecked Sendable {
-    /// The process's watchdog (one rank per process).
-    public static let shared = CollectiveWatchdog()
+    /// A watchdog of its own for a communicator and the ones split from it (MPICommunicator makes
+    /// one per world); its thread starts at the first `configure`.
+    public init() {}
 
     private let lock = NSLock()
     private var call: String?

@@ -32,6 +32,8 @@ public struct CommError: Error, CustomStringConvertible, Sendable {
 public protocol Communicator: AnyObject, Sendable {
     /// This process's rank in the group, 0..<size.
     var rank: Int { get }
+    /// The deadline its blocking calls run under (nil: none, as for ranks that are threads).
+    var watchdog: CollectiveWatchdog? { get }
     /// Number of ranks in the group.
     var size: Int { get }
     /// Waits until every rank has arrived.
@@ -126,5 +128,14 @@ extension Communicator {
         guard sendCounts.reduce(0, +) <= sendCount, recvCounts.reduce(0, +) <= recvCount else {
             throw CommError("alltoallv: counts exceed the buffers (send \(sendCount), recv \(recvCount))")
         }
+    }
+}
+
+extension Communicator {
+    /// Runs `body` with this communicator's deadlines made longer (see CollectiveWatchdog.patient);
+    /// without a watchdog, just runs it.
+    public func patiently<R>(_ body: () throws -> R) rethrows -> R {
+        guard let w = watchdog else { return try body() }
+        return try w.patient(body)
     }
 }

@@ -99,6 +99,8 @@ final class LocalWorld: @unchecked Sendable {
 public final class LocalCommunicator: Communicator, @unchecked Sendable {
     public let rank: Int
     public var size: Int { world.size }
+    /// Ranks that are threads share a process: no process-wide deadline is armed for them.
+    public var watchdog: CollectiveWatchdog? { nil }
     let world: LocalWorld
 
     init(world: LocalWorld, rank: Int) {

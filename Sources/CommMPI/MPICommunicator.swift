@@ -14,11 +14,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// The shared-memory window for large sums: not yet asked (nil), none (ranks on several nodes,
     /// or turned off), or made. Touched by the main thread only (MPI_THREAD_FUNNELED).
     var shared: SharedSum?? = nil
-    /// Every blocking call runs under the process's collective deadline.
-    var watch: CollectiveWatchdog { .shared }
+    /// Every blocking call runs under this world's collective deadline (shared with the
+    /// communicators split from it).
+    public let watch: CollectiveWatchdog
+    public var watchdog: CollectiveWatchdog? { watch }
 
-    init(comm: MPI_Comm) throws {
+    init(comm: MPI_Comm, watchdog: CollectiveWatchdog) throws {
         self.comm = comm
+        self.watch = watchdog
         var r: Int32 = 0, s: Int32 = 0
         try check(MPI_Comm_set_errhandler(comm, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
         try check(MPI_Comm_rank(comm, &r), "MPI_Comm_rank")
@@ -32,7 +35,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     public static func initWorld() throws -> MPICommunicator {
         var provided: Int32 = 0
         try check(MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
-        return try MPICommunicator(comm: CMPI_COMM_WORLD())
+        return try MPICommunicator(comm: CMPI_COMM_WORLD(), watchdog: CollectiveWatchdog())
     }
 
     /// MPI_Finalize; call once at a clean exit.
@@ -197,7 +200,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             try check(MPI_Comm_split(comm, Int32(color), Int32(key), &newComm), "MPI_Comm_split")
         }
         guard let c = newComm else { throw CommError("MPI_Comm_split returned no communicator") }
-        return try MPICommunicator(comm: c)
+        return try MPICommunicator(comm: c, watchdog: watch)
     }
 
     /// The window, made on the first large sum (collective: every rank makes the same call).

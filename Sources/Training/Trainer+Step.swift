@@ -190,7 +190,7 @@ extension Trainer {
         progress.summary.losses.append(r.loss)
         progress.summary.lastExpertCounts = r.outputs.expertCounts
         progress.summary.lastDropped = r.outputs.dropped
-        updateLoad(r.outputs.expertCounts, stepMs: slowest * 1000)
+        replanner.record(counts: r.outputs.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest
         let mfu = tps * flopsPerToken(topK: r.topK) / (peakFlops * Double(ctx.mesh.world))

@@ -62,18 +62,8 @@ public final class Trainer {
     /// Set by `resume`, for the start event.
     public var resumeInfo: ResumeInfo?
 
-    /// Measured routing load: an exponential moving average of tokens per expert per MoE layer.
-    var load: LoadStats
-    /// Step times since the last re-placement decision (ms), and a plan waiting for its measurement.
-    var windowStepMs: [Double] = []
-    var adoptedAwaitingMeasure: (step: Int, predictedMs: Double)?
-    /// The world's alltoallv bandwidth (GB/s) inside and across nodes and its latency (us),
-    /// measured at the first re-plan.
-    var link: Link?
-    /// Effective GB/s of the last migration (allocation and copies included); nil before one.
-    var migrationGBps: Double?
-    /// Bytes this node has free (NodeMemory); a re-plan migrates only if the new store fits.
-    public var freeMemory: () -> Double = { NodeMemory.available().bytes }
+    /// Online re-placement of experts (replan.every): measured load, links, decisions, migration.
+    public let replanner: Replanner
 
     /// Experts per token by step (train.topKSchedule, parsed once).
     let topKSchedule: TopKSchedule
@@ -136,7 +126,6 @@ public final class Trainer {
         self.log = log
         self.say = say
         self.env = environment
-        load = LoadStats(decay: job.replan.emaDecay)
         let nodes = try nodeOf ?? NodeMap.byHost(comm, host: environment.host).nodeOf
         ctx = ParallelContext(
             comms: try MeshComms(world: comm, dp: dp, tp: tp), plan: plan, nodeOf: nodes,
@@ -164,6 +153,8 @@ public final class Trainer {
             maxGradNorm: t.gradClip, routerBias: routerBias, routerBiasRate: t.routerBiasRate)
         schedule = LRSchedule(maxLR: t.lr, minLR: t.minLr, warmup: t.warmupSteps, total: t.steps)
         peakFlops = t.peakGflops > 0 ? t.peakGflops * 1e9 : SgemmPeak.measure(seconds: 0.3)
+        replanner = Replanner(
+            job: job, log: log, say: say, peakFlops: peakFlops, threadsPerRank: environment.blasThreads)
         writer =
             job.checkpoint.every > 0
             ? CheckpointWriter(
@@ -183,7 +174,7 @@ public final class Trainer {
         say(startLine)
         do {
             for step in startStep..<job.train.steps {
-                CollectiveWatchdog.shared.setStep(step, first: startStep)
+                ctx.comms.world.watchdog?.setStep(step, first: startStep)
                 try pollSave(block: false)
                 let r = try self.step(step, stopRequested: stopRequested)
                 try record(r, into: &progress)
@@ -230,7 +221,19 @@ public final class Trainer {
     func replanIfDue(_ step: Int, last: Bool, into progress: inout RunProgress) throws {
         guard job.replan.every > 0 && (step + 1) % job.replan.every == 0 && !last else { return }
         try pollSave(block: true)
-        progress.timedSeconds += try replan(step: step)
+        progress.timedSeconds += try replanner.replan(step: step, ctx: ctx, parameters: model.store.count) {
+            try adopt(placement: $0)
+        }
+    }
+
+    /// Moves this rank's share to a new expert placement (experts and their moments migrate) and
+    /// rebuilds the model, the optimizer's view and the snapshot buffer on the new store.
+    func adopt(placement: PlacementPlan) throws {
+        let (newCtx, fresh) = try Replanner.migrate(model.store, ctx, to: placement, model: job.model)
+        model = Transformer(rebinding: model, context: newCtx, store: fresh)
+        optimizer.rebind(store: fresh, context: newCtx)
+        ctx = newCtx
+        reserveSnapshot(for: fresh)
     }
 
     /// Saves after `step` when checkpoint.every says so, and always on the run's final step (the

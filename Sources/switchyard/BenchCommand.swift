@@ -13,17 +13,17 @@ enum BenchCommand {
         summary: "Measure sgemm peak and a job's training throughput and MFU on this machine, in one run.",
         positionals: [("JOB", "job spec to train, e.g. jobs/small.json")],
         options: [
-            OptionSpec(["--steps"], value: "N", "timed training steps after 2 warmup steps (default 10)"),
-            OptionSpec(["--threads"], value: "N", "threads of the rank (default 1; OpenBLAS runs single-threaded)"),
-            OptionSpec(["--sgemm-n"], value: "N", "size of the square sgemm for the peak (default 2048)"),
-            OptionSpec(["--set"], value: "KEY=VALUE", repeatable: true, "override a job key"),
+            OptionSpec(.steps, value: "N", "timed training steps after 2 warmup steps (default 10)"),
+            OptionSpec(.threads, value: "N", "threads of the rank (default 1; OpenBLAS runs single-threaded)"),
+            OptionSpec(.sgemmN, value: "N", "size of the square sgemm for the peak (default 2048)"),
+            OptionSpec(.set, value: "KEY=VALUE", repeatable: true, "override a job key"),
             OptionSpec(
-                ["--attention"], value: "T,T,...",
+                .attention, value: "T,T,...",
                 "instead of training, time the attention core alone at these sequence lengths"),
-            OptionSpec(["--attention-batch"], value: "B", "batch of the attention timing (default 4)"),
-            OptionSpec(["--json"], value: "FILE", "also write the figures to FILE as one JSON object"),
+            OptionSpec(.attentionBatch, value: "B", "batch of the attention timing (default 4)"),
+            OptionSpec(.json, value: "FILE", "also write the figures to FILE as one JSON object"),
             OptionSpec(
-                ["--checkpoints"], value: "DIR",
+                .checkpoints, value: "DIR",
                 "also measure checkpoint saves, writing in DIR (use the disk your runs use)")
         ],
         details: """
@@ -35,11 +35,11 @@ enum BenchCommand {
     ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let steps = try args.positiveInt("--steps") ?? 10
-        let threads = try args.positiveInt("--threads") ?? 1
-        let n = try args.positiveInt("--sgemm-n") ?? 2048
+        let steps = try args.positiveInt(.steps) ?? 10
+        let threads = try args.positiveInt(.threads) ?? 1
+        let n = try args.positiveInt(.sgemmN) ?? 2048
         BLAS.setThreads(threads)
-        var job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+        var job = try Job.load(path: args.positionals[0], overrides: args.all(.set))
         job.train.steps = steps + 2
         job.train.evalEvery = 0
         job.checkpoint.every = 0
@@ -61,17 +61,17 @@ enum BenchCommand {
             ("threads", .integer(threads)),
             ("sgemmPeakGflops", .number(peak / 1e9))
         ]
-        defer { writeRecord(args.value("--json")) }
+        defer { writeRecord(args.value(.json)) }
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
         Runtime.useThreads(threads)
-        if let list = args.value("--attention") {
+        if let list = args.value(.attention) {
             let lengths = list.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
             guard !lengths.isEmpty, lengths.count == list.split(separator: ",").count else {
                 throw UsageError(
                     message: "--attention takes positive sequence lengths separated by commas, got '\(list)'",
                     command: "bench")
             }
-            let b = try args.positiveInt("--attention-batch") ?? 4
+            let b = try args.positiveInt(.attentionBatch) ?? 4
             let rows = attentionBench(job: job, lengths: lengths, batch: b, repeats: 3)
             reportAttention(rows, job: job, batch: b)
             record.append(
@@ -93,7 +93,7 @@ enum BenchCommand {
         let passes = try trainTwice(job: job, data: data, env: env)
         report(job: job, name: args.positionals[0], passes: passes, peak: peak)
         record.append(("trainingPeakRssMB", .number(ResidentMemory.peakMB)))
-        if let dir = args.value("--checkpoints") {
+        if let dir = args.value(.checkpoints) {
             try checkpointBench(job: job, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
         }
         return 0

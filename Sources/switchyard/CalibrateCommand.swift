@@ -14,21 +14,18 @@ enum CalibrateCommand {
             + "a cluster file.",
         positionals: [],
         options: [
-            OptionSpec(
-                ["--out"], value: "FILE", required: true, "the cluster file to write, e.g. cluster/measured.json"),
-            OptionSpec(["--threads"], value: "N", "BLAS threads per rank while measuring sgemm (default 1)")
+            OptionSpec(.out, value: "FILE", required: true, "the cluster file to write, e.g. cluster/measured.json"),
+            OptionSpec(.threads, value: "N", "BLAS threads per rank while measuring sgemm (default 1)")
         ],
         details:
             "Ranks with the same hostname form a node. Run it with the mpirun line (hosts, -np) you will train with.\n"
     ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let out = args.required("--out")
-        let threads = try args.positiveInt("--threads") ?? 1
+        let out = args.required(.out)
+        let threads = try args.positiveInt(.threads) ?? 1
         BLAS.setThreads(threads)
-        let world: MPICommunicator
-        do { world = try MPICommunicator.initWorld() } catch { Runtime.printError("\(error)"); return 1 }
-        do {
+        return Runtime.withWorld { world in
             // Nodes: ranks with the same hostname.
             let (nodeOf, nodeNames) = try NodeMap.byHost(world, host: Runtime.hostName)
 
@@ -69,11 +66,7 @@ enum CalibrateCommand {
                         (measuredIntra > 0 ? "" : " (not measured: no two ranks share a node)") as NSString,
                         inter, (measuredInter > 0 ? "" : " (not measured)") as NSString, latency, out as NSString))
             }
-            MPICommunicator.finalize()
             return 0
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
         }
     }
 

@@ -14,12 +14,12 @@ enum CkptCommand {
             ("PATH", "a run directory (runs/<name>) or a checkpoint directory (.../checkpoints/step-N)")
         ],
         options: [
-            OptionSpec(["--tensor"], value: "NAME", "inspect: show one tensor's slices and statistics"),
+            OptionSpec(.tensor, value: "NAME", "inspect: show one tensor's slices and statistics"),
             OptionSpec(
-                ["--out"], value: "PATH",
+                .out, value: "PATH",
                 "export: the safetensors file (flat) or the directory (hf) to write; never overwritten (hf)"),
             OptionSpec(
-                ["--format"], value: "F", "export: flat (default: Switchyard's names) | hf (Mixtral, for transformers)")
+                .format, value: "F", "export: flat (default: Switchyard's names) | hf (Mixtral, for transformers)")
         ],
         details: """
             ACTIONS:
@@ -40,10 +40,10 @@ enum CkptCommand {
         switch action {
         case "list": return try list(path)
         case "verify": return try verify(path)
-        case "inspect": return try inspect(path, tensor: args.value("--tensor"))
+        case "inspect": return try inspect(path, tensor: args.value(.tensor))
         case "export":
-            guard let out = args.value("--out") else { throw args.usageError("export needs --out PATH") }
-            switch args.value("--format") ?? "flat" {
+            guard let out = args.value(.out) else { throw args.usageError("export needs --out PATH") }
+            switch args.value(.format) ?? "flat" {
             case "flat": return try export(path, out: out)
             case "hf": return try exportHF(path, out: out)
             case let f: throw args.usageError("--format must be flat or hf, got '\(f)'")

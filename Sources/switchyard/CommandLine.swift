@@ -1,6 +1,8 @@
 // Command-line parsing shared by the subcommands: one spec per command holds its arguments, its
 // options (required ones included), its help and its `run`; the spec drives both the parser and
-// --help, so the help cannot list an option the parser does not take. Typed getters throw
+// --help, so the help cannot list an option the parser does not take. Options are named by the
+// `Option` enum (a misspelt name does not compile), and reading one a command does not declare
+// stops at once (a programming error any test of that command finds). Typed getters throw
 // UsageError, which main.swift turns into exit 64 in one place.
 
 /// A usage problem: exit 64 with the command's usage.
@@ -9,21 +11,68 @@ struct UsageError: Error {
     let command: String?
 }
 
+/// Every option any command takes, by its long name.
+enum Option: String, Sendable, CaseIterable {
+    case attention = "--attention"
+    case attentionBatch = "--attention-batch"
+    case backoff = "--backoff"
+    case check = "--check"
+    case checkpoints = "--checkpoints"
+    case cluster = "--cluster"
+    case data = "--data"
+    case every = "--every"
+    case follow = "--follow"
+    case format = "--format"
+    case json = "--json"
+    case load = "--load"
+    case maxRestarts = "--max-restarts"
+    case metric = "--metric"
+    case minRanks = "--min-ranks"
+    case noResume = "--no-resume"
+    case out = "--out"
+    case probeTimeout = "--probe-timeout"
+    case prompt = "--prompt"
+    case prompts = "--prompts"
+    case resumeFrom = "--resume-from"
+    case seed = "--seed"
+    case seq = "--seq"
+    case `set` = "--set"
+    case sgemmN = "--sgemm-n"
+    case skew = "--skew"
+    case staleAfter = "--stale-after"
+    case steps = "--steps"
+    case temperature = "--temperature"
+    case tensor = "--tensor"
+    case threads = "--threads"
+    case tokens = "--tokens"
+    case topK = "--top-k"
+    case topKExperts = "--top-k-experts"
+    case topP = "--top-p"
+    case windows = "--windows"
+    case world = "--world"
+}
+
 /// One option of a command.
 struct OptionSpec {
-    let names: [String]  // e.g. ["--set", "-s"]
+    let option: Option
+    let alias: String?  // a short name, e.g. "-f"
     let valueName: String?  // nil for a flag
     let help: String
     let repeatable: Bool
     let required: Bool  // the parser refuses a command line without it
-    init(_ names: [String], value: String? = nil, repeatable: Bool = false, required: Bool = false, _ help: String) {
-        self.names = names
+    init(
+        _ option: Option, alias: String? = nil, value: String? = nil, repeatable: Bool = false, required: Bool = false,
+        _ help: String
+    ) {
+        self.option = option
+        self.alias = alias
         self.valueName = value
         self.help = help
         self.repeatable = repeatable
         self.required = required
     }
-    var canonicalName: String { names.first { $0.hasPrefix("--") } ?? names[0] }
+    var names: [String] { [option.rawValue] + (alias.map { [$0] } ?? []) }
+    var canonicalName: String { option.rawValue }
 }
 
 /// A subcommand: positional arguments, options, help text, and what it runs. `run` returns the
@@ -50,8 +99,13 @@ struct CommandSpec: Sendable {
             for p in positionals { s += "  " + pad(p.name, 24) + p.help + "\n" }
         }
         s += "\nOPTIONS:\n"
-        for o in options + [OptionSpec(["-h", "--help"], "Show this help")] {
-            let left = o.names.joined(separator: ", ") + (o.valueName.map { " " + $0 } ?? "")
+        let lines = options.map { ($0.names.joined(separator: ", "), $0) } + [("-h, --help", nil)]
+        for (names, o) in lines {
+            guard let o else {
+                s += "  " + pad(names, 24) + "Show this help\n"
+                continue
+            }
+            let left = names + (o.valueName.map { " " + $0 } ?? "")
             s +=
                 "  " + pad(left, 24) + o.help + (o.required ? " (required)" : "")
                 + (o.repeatable ? " (repeatable)" : "") + "\n"
@@ -68,19 +122,33 @@ func pad(_ s: String, _ width: Int) -> String {
 /// Parsed arguments of one command.
 struct ParsedArgs: Sendable {
     let command: String
+    /// The options the command declares: reading any other is a programming error.
+    let declared: Set<Option>
     var positionals: [String] = []
-    var values: [String: [String]] = [:]  // canonical option name -> values
-    var flags: Set<String> = []
+    var values: [Option: [String]] = [:]
+    var flags: Set<Option> = []
     var wantsHelp = false
     var rest: [String] = []  // the words after `--` (a command to run), for specs that take one
 
-    func value(_ name: String) -> String? { values[name]?.last }
-    func all(_ name: String) -> [String] { values[name] ?? [] }
+    init(command: String, declared: Set<Option>) {
+        self.command = command
+        self.declared = declared
+    }
+
+    func value(_ o: Option) -> String? { checked(o).values[o]?.last }
+    func all(_ o: Option) -> [String] { checked(o).values[o] ?? [] }
+    func flag(_ o: Option) -> Bool { checked(o).flags.contains(o) }
+
+    /// Self, after checking that the command declares `o`.
+    private func checked(_ o: Option) -> ParsedArgs {
+        precondition(declared.contains(o), "\(command) reads \(o.rawValue), which its spec does not declare")
+        return self
+    }
 }
 
 /// Parses `args` (after the command name) against `spec`.
 func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
-    var out = ParsedArgs(command: spec.name)
+    var out = ParsedArgs(command: spec.name, declared: Set(spec.options.map(\.option)))
     var i = 0
     while i < args.count {
         let a = args[i]
@@ -97,7 +165,7 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
             guard let o = spec.options.first(where: { $0.names.contains(name) }) else {
                 throw UsageError(message: "unknown option '\(name)'", command: spec.name)
             }
-            let canonical = o.canonicalName
+            let canonical = o.option
             if o.valueName != nil {
                 let v: String
                 if let inline {
@@ -130,7 +198,7 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
         throw UsageError(
             message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
     }
-    if let o = spec.options.first(where: { $0.required && out.values[$0.canonicalName] == nil }) {
+    if let o = spec.options.first(where: { $0.required && out.values[$0.option] == nil }) {
         throw UsageError(message: "\(spec.name) needs \(o.canonicalName) \(o.valueName ?? "")", command: spec.name)
     }
     return out
@@ -138,14 +206,15 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
 
 extension ParsedArgs {
     /// The value of a required option (the parser has checked that it is there).
-    func required(_ name: String) -> String {
-        guard let v = value(name) else { preconditionFailure("\(name) is not a required option of \(command)") }
+    func required(_ o: Option) -> String {
+        guard let v = value(o) else { preconditionFailure("\(o.rawValue) is not a required option of \(command)") }
         return v
     }
 
     /// The value of option `name` as a whole number >= 1, nil when absent; a usage error otherwise.
-    func positiveInt(_ name: String) throws -> Int? {
-        guard let s = value(name) else { return nil }
+    func positiveInt(_ o: Option) throws -> Int? {
+        guard let s = value(o) else { return nil }
+        let name = o.rawValue
         guard let v = Int(s), v >= 1 else {
             throw UsageError(message: "\(name) needs a whole number >= 1, got '\(s)'", command: command)
         }
@@ -153,8 +222,9 @@ extension ParsedArgs {
     }
 
     /// The value of option `name` as a finite number > 0, nil when absent; a usage error otherwise.
-    func positiveDouble(_ name: String, what: String = "a number") throws -> Double? {
-        guard let s = value(name) else { return nil }
+    func positiveDouble(_ o: Option, what: String = "a number") throws -> Double? {
+        guard let s = value(o) else { return nil }
+        let name = o.rawValue
         guard let v = Double(s), v.isFinite, v > 0 else {
             throw UsageError(message: "\(name) needs \(what) > 0, got '\(s)'", command: command)
         }

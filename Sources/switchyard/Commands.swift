@@ -8,17 +8,16 @@ enum Commands {
         summary: "Train a job as a plain process or under mpirun -np N; resumes from the run's newest checkpoint.",
         positionals: [("JOB", "job spec (JSON), e.g. jobs/tiny.json")],
         options: [
+            OptionSpec(.set, value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
             OptionSpec(
-                ["--set"], value: "KEY=VALUE", repeatable: true, "override a job key, e.g. --set train.steps=50"),
-            OptionSpec(
-                ["--threads"], value: "N",
+                .threads, value: "N",
                 "threads per rank, OpenBLAS single-threaded inside each; the losses do not depend on N "
                     + "(default: $OPENBLAS_NUM_THREADS, else cores / ranks on this node)"),
             OptionSpec(
-                ["--no-resume"], "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
-            OptionSpec(["--resume-from"], value: "DIR", "resume from this checkpoint directory (any layout)"),
+                .noResume, "start at step 0 even if the run has checkpoints (they are moved aside, not deleted)"),
+            OptionSpec(.resumeFrom, value: "DIR", "resume from this checkpoint directory (any layout)"),
             OptionSpec(
-                ["--check"],
+                .check,
                 "validate the job, its data, the layout at this world size and the memory estimate; print the "
                     + "estimate and exit (nothing written)")
         ],

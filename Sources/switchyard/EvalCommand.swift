@@ -13,11 +13,11 @@ enum EvalCommand {
         summary: "Mean cross-entropy of a checkpoint's model over fixed windows of a file.",
         positionals: [("DIR", "a checkpoint directory (.../checkpoints/step-N) or a run directory (uses LATEST)")],
         options: [
-            OptionSpec(["--data"], value: "FILE", required: true, "text (bytes) or llm.c .bin file to evaluate on"),
-            OptionSpec(["--windows"], value: "N", "number of windows (default 64)"),
-            OptionSpec(["--seq"], value: "T", "window length, at most the model's seqLen (default: seqLen)"),
+            OptionSpec(.data, value: "FILE", required: true, "text (bytes) or llm.c .bin file to evaluate on"),
+            OptionSpec(.windows, value: "N", "number of windows (default 64)"),
+            OptionSpec(.seq, value: "T", "window length, at most the model's seqLen (default: seqLen)"),
             OptionSpec(
-                ["--top-k"], value: "K",
+                .topK, value: "K",
                 "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)")
         ],
         details:
@@ -25,15 +25,15 @@ enum EvalCommand {
     ) { try run($0) }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let dataPath = args.required("--data")
-        let windows = try args.positiveInt("--windows") ?? 64
+        let dataPath = args.required(.data)
+        let windows = try args.positiveInt(.windows) ?? 64
         let dir = try verifiedCheckpoint(args.positionals[0])
         let m = try CheckpointStore.readManifest(dir: dir)
         let job = try CheckpointModel.job(m, dir: dir), cfg = job.model
         let k = try CheckpointModel.expertsPerToken(
-            try args.positiveInt("--top-k"), option: "--top-k", job: job, step: m.step)
+            try args.positiveInt(.topK), option: "--top-k", job: job, step: m.step)
         var t = cfg.seqLen
-        if let s = args.value("--seq") {
+        if let s = args.value(.seq) {
             guard let n = Int(s), n >= 1, n <= cfg.seqLen else {
                 throw args.usageError("--seq must be in 1...\(cfg.seqLen) (the model's seqLen), got '\(s)'")
             }

@@ -10,10 +10,10 @@ enum MonitorCommands {
         positionals: [("RUN", "a run directory (runs/<name>) or its log.jsonl")],
         options: [
             OptionSpec(
-                ["--follow", "-f"],
+                .follow, alias: "-f",
                 "keep reading as the log grows (waits for it to appear; exits 0 at the run's end or on Ctrl-C)"),
-            OptionSpec(["--every"], value: "N", "show every N-th step (default 1)"),
-            OptionSpec(["--json"], "print the events as JSON lines instead of text")
+            OptionSpec(.every, value: "N", "show every N-th step (default 1)"),
+            OptionSpec(.json, "print the events as JSON lines instead of text")
         ],
         details:
             "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step\n"
@@ -26,7 +26,7 @@ enum MonitorCommands {
         positionals: [("PATH", "a run directory or a directory of runs (e.g. runs)")],
         options: [
             OptionSpec(
-                ["--stale-after"], value: "S",
+                .staleAfter, value: "S",
                 "seconds without log growth before a run without `end` is stale (default 300)")
         ],
         details: ""
@@ -37,8 +37,8 @@ enum MonitorCommands {
         summary: "Write an SVG chart of a run's metric.",
         positionals: [("RUN", "a run directory or its log.jsonl")],
         options: [
-            OptionSpec(["--out"], value: "FILE", required: true, "the SVG file to write"),
-            OptionSpec(["--metric"], value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
+            OptionSpec(.out, value: "FILE", required: true, "the SVG file to write"),
+            OptionSpec(.metric, value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
         ],
         details: ""
     ) { try runPlot($0) }
@@ -46,9 +46,9 @@ enum MonitorCommands {
     static func logPath(_ p: String) -> String { p.hasSuffix(".jsonl") ? p : p + "/log.jsonl" }
 
     static func runTail(_ args: ParsedArgs) throws -> Int32 {
-        let every = try args.positiveInt("--every") ?? 1
+        let every = try args.positiveInt(.every) ?? 1
         let path = logPath(args.positionals[0])
-        let follow = args.flags.contains("--follow"), json = args.flags.contains("--json")
+        let follow = args.flag(.follow), json = args.flag(.json)
         let terminal = isatty(1) == 1
         let style = Style(color: terminal && ProcessInfo.processInfo.environment["NO_COLOR"] == nil)
         let view = TailView(path: path, every: every, json: json, dashboard: follow && terminal && !json, style: style)
@@ -98,7 +98,7 @@ enum MonitorCommands {
     }
 
     static func runStatus(_ args: ParsedArgs) throws -> Int32 {
-        let stale = try args.positiveDouble("--stale-after", what: "seconds") ?? 300
+        let stale = try args.positiveDouble(.staleAfter, what: "seconds") ?? 300
         let path = args.positionals[0]
         var dirs: [String] = []
         if FileManager.default.fileExists(atPath: path + "/log.jsonl") {
@@ -116,8 +116,8 @@ enum MonitorCommands {
     }
 
     static func runPlot(_ args: ParsedArgs) throws -> Int32 {
-        let out = args.required("--out")
-        let metric = args.value("--metric") ?? "loss"
+        let out = args.required(.out)
+        let metric = args.value(.metric) ?? "loss"
         guard Plot.metrics.contains(metric) else {
             throw args.usageError("--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'")
         }

@@ -13,14 +13,14 @@ enum PlanCommand {
         summary: "Predict step times of the layouts a cluster can hold and place experts by load.",
         positionals: [("JOB", "job spec (JSON)")],
         options: [
-            OptionSpec(["--cluster"], value: "FILE", required: true, "cluster description, e.g. cluster/local.json"),
-            OptionSpec(["--world"], value: "N", "ranks (default: every slot of the cluster)"),
+            OptionSpec(.cluster, value: "FILE", required: true, "cluster description, e.g. cluster/local.json"),
+            OptionSpec(.world, value: "N", "ranks (default: every slot of the cluster)"),
             OptionSpec(
-                ["--skew"], value: "zipf:S", "routing load: Zipf with exponent S over the experts (default: uniform)"),
-            OptionSpec(["--load"], value: "FILE", "routing load: JSON [[tokens per expert] per MoE layer]"),
-            OptionSpec(["--out"], value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")"),
+                .skew, value: "zipf:S", "routing load: Zipf with exponent S over the experts (default: uniform)"),
+            OptionSpec(.load, value: "FILE", "routing load: JSON [[tokens per expert] per MoE layer]"),
+            OptionSpec(.out, value: "FILE", "write the best placement (use: --set placement=\"$(cat FILE)\")"),
             OptionSpec(
-                ["--set"], value: "KEY=VALUE", repeatable: true,
+                .set, value: "KEY=VALUE", repeatable: true,
                 "override a job key, e.g. --set train.recompute=block (the memory check counts it)")
         ],
         details: """
@@ -35,10 +35,10 @@ enum PlanCommand {
     struct Candidate { let tp: Int, dp: Int, seconds: Double, plan: PlacementPlan, pred: Prediction }
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let clusterPath = args.required("--cluster")
-        let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+        let clusterPath = args.required(.cluster)
+        let job = try Job.load(path: args.positionals[0], overrides: args.all(.set))
         let cluster = try ClusterFile.load(path: clusterPath)
-        let world = try args.positiveInt("--world") ?? cluster.slots
+        let world = try args.positiveInt(.world) ?? cluster.slots
         let m = job.model
         guard m.moeLayerCount > 0 else {
             throw JobError(key: "model.moeEvery", "the model has no MoE block: nothing to place")
@@ -53,7 +53,7 @@ enum PlanCommand {
             throw PlacementError("no layout fits this cluster (see the notes above)")
         }
         printBest(best, world: world)
-        if let out = args.value("--out") {
+        if let out = args.value(.out) {
             try Data((best.plan.json.compact + "\n").utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
             say("wrote \(out); use it with: --set layout.tp=\(best.tp) --set placement=\"$(cat \(out))\"")
         }
@@ -64,7 +64,7 @@ enum PlanCommand {
     static func routingLoad(_ args: ParsedArgs, job: Job) throws -> [[Double]] {
         let m = job.model, moe = m.moeLayerCount
         let assignments = Double(job.train.batchSize * m.seqLen * m.topK)
-        if let s = args.value("--skew") {
+        if let s = args.value(.skew) {
             guard s.hasPrefix("zipf:"), let e = Double(s.dropFirst(5)), e >= 0 else {
                 throw args.usageError("--skew must look like zipf:1.2, got '\(s)'")
             }
@@ -72,7 +72,7 @@ enum PlanCommand {
             let z = w.reduce(0, +)
             return Array(repeating: w.map { assignments * $0 / z }, count: moe)
         }
-        guard let f = args.value("--load") else {
+        guard let f = args.value(.load) else {
             return Array(repeating: Array(repeating: assignments / Double(m.nExpert), count: m.nExpert), count: moe)
         }
         guard let d = FileManager.default.contents(atPath: f), let j = try? JSONValue.parse(bytes: Array(d)),

@@ -86,23 +86,40 @@ enum Runtime {
 
     /// Whether every rank succeeded with its local checks (no collective before this one): when
     /// some failed, the lowest failing rank prints its `failure` and every rank returns false.
-    static func everyRankSucceeded(_ failure: String?, world: MPICommunicator) -> Bool {
-        let failedRanks: [Int64]
-        do { failedRanks = try world.allgather([failure == nil ? 0 : 1]) } catch {
-            printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
-        }
+    static func everyRankSucceeded(_ failure: String?, world: MPICommunicator) throws -> Bool {
+        let failedRanks = try world.allgather([failure == nil ? 0 : 1] as [Int64])
         guard let firstBad = failedRanks.firstIndex(of: 1) else { return true }
         if world.rank == firstBad, let failure { printError(failure, rank: world.rank, world: world.size) }
         return false
     }
 
-    /// The ranks' heartbeat, so that a collective's deadline names the rank(s) it waits for.
-    /// Collective; an MPI failure here aborts every rank.
-    static func startHeartbeat(_ world: MPICommunicator) {
-        do { try CollectiveWatchdog.shared.connect(world, host: hostName) } catch {
+    /// Arms the world's collective deadline (seconds; 0: none) and, with `heartbeat`, starts the
+    /// ranks' heartbeat so that a deadline names the rank(s) it waits for (collective).
+    static func armDeadlines(_ world: MPICommunicator, _ t: TimeoutSpec = TimeoutSpec(), heartbeat: Bool) throws {
+        world.watch.configure(
+            rank: world.rank, collectiveSeconds: t.collectiveSeconds, firstStepSeconds: t.firstStepSeconds)
+        if heartbeat { try world.watch.connect(world, host: hostName) }
+    }
+
+    /// The one way a command that uses MPI ends. MPI is initialised, `body` runs; the code it
+    /// returns (every rank agreed on it) ends the run with MPI_Finalize. An error it throws is
+    /// this rank's alone: printed with the rank, then MPI_Abort ends every rank with exit 1 (a
+    /// world of one finalizes and returns 1: there is no rank to stop).
+    static func withWorld(_ body: (MPICommunicator) throws -> Int32) -> Int32 {
+        let world: MPICommunicator
+        do { world = try MPICommunicator.initWorld() } catch {
+            printError("\(error)")
+            return 1
+        }
+        do {
+            let code = try body(world)
+            MPICommunicator.finalize()
+            return code
+        } catch {
             printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
+            if world.size > 1 { MPICommunicator.abortWorld(code: 1) }
+            MPICommunicator.finalize()
+            return 1
         }
     }
 

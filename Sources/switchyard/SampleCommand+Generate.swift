@@ -18,7 +18,7 @@ extension SampleCommand {
     }
 
     /// The checks every rank makes alone; nil on every rank when one failed (its message printed once).
-    static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) -> Setup? {
+    static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) throws -> Setup? {
         var local: (job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int)? = nil
         var failure: String? = nil
         do {
@@ -30,7 +30,7 @@ extension SampleCommand {
                 job.placement = nil
             }
             job.layout.dp = 0
-            for o in args.all("--set") { try job.applyOverride(o) }
+            for o in args.all(.set) { try job.applyOverride(o) }
             _ = try job.resolveLayout(world: world.size)
             let (tokens, note) = try budget(job, request: request)
             let k = try CheckpointModel.expertsPerToken(
@@ -39,30 +39,25 @@ extension SampleCommand {
         } catch {
             failure = "\(error)"
         }
-        guard Runtime.everyRankSucceeded(failure, world: world), let l = local else { return nil }
+        guard try Runtime.everyRankSucceeded(failure, world: world), let l = local else { return nil }
         if world.rank == 0, let note = l.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
-        do {
-            let (dp, tp, plan) = try l.job.resolveLayout(world: world.size)
-            let ctx = ParallelContext(
-                comms: try MeshComms(world: world, dp: dp, tp: tp), plan: plan,
-                nodeOf: try NodeMap.byHost(world, host: Runtime.hostName).nodeOf)
-            let cfg = l.job.model, longest = request.prompts.map(\.count).max()!
-            // Rows per call: a prompt chunk of seqLen, or one row per prompt.
-            let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
-            let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
-            let model = Transformer(
-                config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
-            model.activeTopK = l.experts
-            try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
-            let decoder = Decoder(model: model, sequences: request.prompts.count, capacity: longest + l.tokens)
-            let describe =
-                "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
-                + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
-            return Setup(decoder: decoder, tokens: l.tokens, describe: describe)
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
-        }
+        let (dp, tp, plan) = try l.job.resolveLayout(world: world.size)
+        let ctx = ParallelContext(
+            comms: try MeshComms(world: world, dp: dp, tp: tp), plan: plan,
+            nodeOf: try NodeMap.byHost(world, host: Runtime.hostName).nodeOf)
+        let cfg = l.job.model, longest = request.prompts.map(\.count).max()!
+        // Rows per call: a prompt chunk of seqLen, or one row per prompt.
+        let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
+        let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
+        let model = Transformer(
+            config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
+        model.activeTopK = l.experts
+        try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
+        let decoder = Decoder(model: model, sequences: request.prompts.count, capacity: longest + l.tokens)
+        let describe =
+            "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
+            + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
+        return Setup(decoder: decoder, tokens: l.tokens, describe: describe)
     }
 
     /// Tokens to generate per prompt, and a note when learned positions cut them.

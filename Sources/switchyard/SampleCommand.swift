@@ -17,20 +17,20 @@ enum SampleCommand {
         summary: "Generate text from a checkpoint's model (KV cache; under mpirun -np N, sharded like training).",
         positionals: [("PATH", "a run directory (uses LATEST) or a checkpoint directory (.../checkpoints/step-N)")],
         options: [
-            OptionSpec(["--prompt"], value: "TEXT", "the prompt (its UTF-8 bytes are the tokens)"),
-            OptionSpec(["--prompts"], value: "FILE", "one prompt per line, sampled together as one batch"),
-            OptionSpec(["--tokens"], value: "N", "tokens to generate per prompt (default 128)"),
-            OptionSpec(["--temperature"], value: "T", "0: greedy; else softmax(logits / T) (default 1)"),
-            OptionSpec(["--top-k"], value: "K", "draw among the K most likely tokens only (default: all)"),
-            OptionSpec(["--top-p"], value: "P", "draw among the fewest tokens whose probability reaches P (default 1)"),
+            OptionSpec(.prompt, value: "TEXT", "the prompt (its UTF-8 bytes are the tokens)"),
+            OptionSpec(.prompts, value: "FILE", "one prompt per line, sampled together as one batch"),
+            OptionSpec(.tokens, value: "N", "tokens to generate per prompt (default 128)"),
+            OptionSpec(.temperature, value: "T", "0: greedy; else softmax(logits / T) (default 1)"),
+            OptionSpec(.topK, value: "K", "draw among the K most likely tokens only (default: all)"),
+            OptionSpec(.topP, value: "P", "draw among the fewest tokens whose probability reaches P (default 1)"),
             OptionSpec(
-                ["--top-k-experts"], value: "K",
+                .topKExperts, value: "K",
                 "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)"),
-            OptionSpec(["--seed"], value: "S", "keys every draw: the same seed gives the same text (default 0)"),
+            OptionSpec(.seed, value: "S", "keys every draw: the same seed gives the same text (default 0)"),
             OptionSpec(
-                ["--set"], value: "KEY=VALUE", repeatable: true,
+                .set, value: "KEY=VALUE", repeatable: true,
                 "layout.dp, layout.tp or placement to shard with under mpirun"),
-            OptionSpec(["--threads"], value: "N", "threads per rank (default: as train)")
+            OptionSpec(.threads, value: "N", "threads per rank (default: as train)")
         ],
         details: """
             With --prompt the continuation (not the prompt) goes to stdout as raw bytes; with --prompts
@@ -56,60 +56,49 @@ enum SampleCommand {
 
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let request = try parse(args)
-        Runtime.useThreads(Runtime.threadsPerRank(option: try args.positiveInt("--threads")))
-        let world = try MPICommunicator.initWorld()
-        CollectiveWatchdog.shared.configure(
-            rank: world.rank, collectiveSeconds: TimeoutSpec().collectiveSeconds,
-            firstStepSeconds: TimeoutSpec().firstStepSeconds)
-        Runtime.startHeartbeat(world)
-        guard let setup = prepare(args, request: request, world: world) else {
-            MPICommunicator.finalize()
-            return 1
-        }
-        do {
+        Runtime.useThreads(Runtime.threadsPerRank(option: try args.positiveInt(.threads)))
+        return Runtime.withWorld { world in
+            try Runtime.armDeadlines(world, heartbeat: true)
+            guard let setup = try prepare(args, request: request, world: world) else { return 1 }
             try generate(setup, request, world: world)
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
+            return 0
         }
-        MPICommunicator.finalize()
-        return 0
     }
 
     static func parse(_ args: ParsedArgs) throws -> Request {
         var prompts: [[UInt8]] = []
-        if let p = args.value("--prompt") { prompts.append(Array(p.utf8)) }
-        if let file = args.value("--prompts") {
+        if let p = args.value(.prompt) { prompts.append(Array(p.utf8)) }
+        if let file = args.value(.prompts) {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw args.usageError("--prompts \(file): cannot read it as UTF-8 text")
             }
             prompts += text.split(separator: "\n", omittingEmptySubsequences: true).map { Array($0.utf8) }
         }
         guard !prompts.isEmpty else { throw args.usageError("give --prompt TEXT or --prompts FILE") }
-        for o in args.all("--set") where !["layout.dp=", "layout.tp=", "placement="].contains(where: o.hasPrefix) {
+        for o in args.all(.set) where !["layout.dp=", "layout.tp=", "placement="].contains(where: o.hasPrefix) {
             throw args.usageError(
                 "--set \(o): sample takes layout.dp, layout.tp or placement (the rest is the checkpoint's)")
         }
         guard prompts.allSatisfy({ !$0.isEmpty }) else { throw args.usageError("--prompt must not be empty") }
         var o = SamplingOptions()
-        if let t = args.value("--temperature") {
+        if let t = args.value(.temperature) {
             guard let v = Double(t), v.isFinite, v >= 0 else {
                 throw args.usageError("--temperature needs a number >= 0 (0: greedy), got '\(t)'")
             }
             o.temperature = v
         }
-        o.topK = try args.positiveInt("--top-k") ?? 0
-        if let p = try args.positiveDouble("--top-p") {
+        o.topK = try args.positiveInt(.topK) ?? 0
+        if let p = try args.positiveDouble(.topP) {
             guard p <= 1 else { throw args.usageError("--top-p needs a number in (0, 1], got '\(p)'") }
             o.topP = p
         }
         var seed: UInt64 = 0
-        if let s = args.value("--seed") {
+        if let s = args.value(.seed) {
             guard let v = UInt64(s) else { throw args.usageError("--seed needs a whole number >= 0, got '\(s)'") }
             seed = v
         }
         return Request(
-            prompts: prompts, tokens: try args.positiveInt("--tokens") ?? 128, options: o, seed: seed,
-            json: args.value("--prompts") != nil, experts: try args.positiveInt("--top-k-experts"))
+            prompts: prompts, tokens: try args.positiveInt(.tokens) ?? 128, options: o, seed: seed,
+            json: args.value(.prompts) != nil, experts: try args.positiveInt(.topKExperts))
     }
 }

@@ -16,12 +16,12 @@ enum SuperviseCommand {
         summary: "Run a training command and restart it when it fails; it resumes from the newest checkpoint.",
         positionals: [],
         options: [
-            OptionSpec(["--max-restarts"], value: "N", "restarts in a row without a newer checkpoint (default 3)"),
-            OptionSpec(["--backoff"], value: "S", "seconds to wait before each restart (default 10)"),
+            OptionSpec(.maxRestarts, value: "N", "restarts in a row without a newer checkpoint (default 3)"),
+            OptionSpec(.backoff, value: "S", "seconds to wait before each restart (default 10)"),
             OptionSpec(
-                ["--min-ranks"], value: "M",
+                .minRanks, value: "M",
                 "elastic: relaunch on the hostfile's hosts that answer, at a smaller world, down to M ranks"),
-            OptionSpec(["--probe-timeout"], value: "S", "--min-ranks: seconds a host has to answer (default 30)")
+            OptionSpec(.probeTimeout, value: "S", "--min-ranks: seconds a host has to answer (default 30)")
         ],
         details: """
             COMMAND is the usual launch, e.g. mpirun -np 4 switchyard train jobs/small.json --set k=v;
@@ -49,17 +49,17 @@ enum SuperviseCommand {
         guard !command.isEmpty else {
             throw UsageError(message: "supervise needs the command to run after --", command: "supervise")
         }
-        let maxRestarts = try args.positiveInt("--max-restarts") ?? 3
+        let maxRestarts = try args.positiveInt(.maxRestarts) ?? 3
         let backoff =
-            try args.value("--backoff").map { v -> Double in
+            try args.value(.backoff).map { v -> Double in
                 guard let s = Double(v), s >= 0, s.isFinite else {
                     throw UsageError(message: "--backoff takes seconds >= 0, got '\(v)'", command: "supervise")
                 }
                 return s
             } ?? 10
         let runDir = try runDirectory(of: command)
-        let elastic = try args.positiveInt("--min-ranks").map {
-            ElasticLaunch(minRanks: $0, probeSeconds: try args.positiveDouble("--probe-timeout") ?? 30)
+        let elastic = try args.positiveInt(.minRanks).map {
+            ElasticLaunch(minRanks: $0, probeSeconds: try args.positiveDouble(.probeTimeout) ?? 30)
         }
         if elastic != nil { _ = try ElasticLaunch.positions(command) }
         let signals = ForwardedSignals()

@@ -11,51 +11,35 @@ import Training
 
 enum TrainCommand {
     static func run(_ args: ParsedArgs) throws -> Int32 {
-        let threads = Runtime.threadsPerRank(option: try args.positiveInt("--threads"))
+        let threads = Runtime.threadsPerRank(option: try args.positiveInt(.threads))
         Runtime.useThreads(threads)
-        let world = try MPICommunicator.initWorld()
-        // Start-up's collectives run under the default deadline; the job's own from here on.
-        let defaults = TimeoutSpec()
-        CollectiveWatchdog.shared.configure(
-            rank: world.rank, collectiveSeconds: defaults.collectiveSeconds, firstStepSeconds: defaults.firstStepSeconds
-        )
-        if args.flags.contains("--check") { return check(args, world: world) }
-        guard let prepared = prepare(args, world: world) else {
-            MPICommunicator.finalize()
-            return 1
-        }
-        let timeouts = prepared.job.timeouts
-        CollectiveWatchdog.shared.configure(
-            rank: world.rank, collectiveSeconds: timeouts.collectiveSeconds, firstStepSeconds: timeouts.firstStepSeconds
-        )
-        Runtime.startHeartbeat(world)
-        let choice: ResumeChoice =
-            args.flags.contains("--no-resume") ? .none : (args.value("--resume-from").map { .from($0) } ?? .latest)
-        if choice == .none && world.rank == 0 { moveCheckpointsAside(prepared.job) }
-        var env = RunEnvironment(
-            blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
-        env.blasCoreOverride = Runtime.blasCoreOverride
-        let trainer: Trainer
-        do {
-            trainer = try Trainer(
+        return Runtime.withWorld { world in
+            // Start-up's collectives run under the default deadline; the job's own from here on.
+            try Runtime.armDeadlines(world, heartbeat: false)
+            if args.flag(.check) { return try check(args, world: world) }
+            guard let prepared = try prepare(args, world: world) else { return 1 }
+            try Runtime.armDeadlines(world, prepared.job.timeouts, heartbeat: true)
+            let choice: ResumeChoice =
+                args.flag(.noResume) ? .none : (args.value(.resumeFrom).map { .from($0) } ?? .latest)
+            if choice == .none && world.rank == 0 { moveCheckpointsAside(prepared.job) }
+            var env = RunEnvironment(
+                blasCore: BLAS.coreName, blasThreads: threads, host: Runtime.hostName, cpu: Runtime.cpuModel)
+            env.blasCoreOverride = Runtime.blasCoreOverride
+            let trainer = try Trainer(
                 job: prepared.job, comm: world, data: prepared.data, log: prepared.log, environment: env,
                 say: world.rank == 0 ? { say($0) } : { _ in })
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
+            if let code = try resume(trainer, choice, world: world) { return code }
+            installStopSignals()
+            try train(trainer, world: world)
+            return 0
         }
-        if let code = resume(trainer, choice, world: world) {
-            MPICommunicator.finalize()
-            return code
-        }
-        installStopSignals()
-        return train(trainer, world: world)
     }
 
     /// Loads and validates the job and its data on every rank without communicating; a failure
     /// anywhere stops every rank before the first collective, with one message (from the lowest
     /// failing rank). nil: stop (exit 1).
-    static func prepare(_ args: ParsedArgs, world: MPICommunicator) -> (job: Job, data: TokenData, log: RunLog?)? {
+    static func prepare(_ args: ParsedArgs, world: MPICommunicator) throws -> (job: Job, data: TokenData, log: RunLog?)?
+    {
         var prepared: (job: Job, data: TokenData, log: RunLog?)? = nil
         var failure: String? = nil
         do {
@@ -64,14 +48,14 @@ enum TrainCommand {
         } catch {
             failure = "\(error)"
         }
-        return Runtime.everyRankSucceeded(failure, world: world) ? prepared : nil
+        return try Runtime.everyRankSucceeded(failure, world: world) ? prepared : nil
     }
 
     /// The job and data, checked against the world size and the node's memory; nothing written.
     static func validated(_ args: ParsedArgs, world: MPICommunicator) throws -> (
         Job, TokenData, (dp: Int, tp: Int, plan: PlacementPlan), MemoryEstimate
     ) {
-        let job = try Job.load(path: args.positionals[0], overrides: args.all("--set"))
+        let job = try Job.load(path: args.positionals[0], overrides: args.all(.set))
         let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
         let layout = try Trainer.validate(job: job, data: data, world: world.size)
         let estimate = Trainer.memoryEstimate(
@@ -82,7 +66,7 @@ enum TrainCommand {
 
     /// train --check: every check of start-up on every rank, agreed on; exit 0 and one line when
     /// all pass, else the error and exit 1.
-    static func check(_ args: ParsedArgs, world: MPICommunicator) -> Int32 {
+    static func check(_ args: ParsedArgs, world: MPICommunicator) throws -> Int32 {
         var line: String? = nil, failure: String? = nil
         do {
             let (job, _, layout, estimate) = try validated(args, world: world)
@@ -90,9 +74,8 @@ enum TrainCommand {
         } catch {
             failure = "\(error)"
         }
-        let ok = Runtime.everyRankSucceeded(failure, world: world)
+        let ok = try Runtime.everyRankSucceeded(failure, world: world)
         if ok, world.rank == 0, let line { say(line) }
-        MPICommunicator.finalize()
         return ok ? 0 : 1
     }
 
@@ -119,8 +102,9 @@ enum TrainCommand {
 
     /// Resumes as `choice` says. Every rank reads the same checkpoint, so a problem with it (a job
     /// that changes the architecture, a --resume-from that does not verify) is the same on every
-    /// rank. Returns the exit code when the run must not train (already complete, a bad checkpoint).
-    static func resume(_ trainer: Trainer, _ choice: ResumeChoice, world: MPICommunicator) -> Int32? {
+    /// rank. Returns the exit code when the run must not train (already complete, a bad checkpoint);
+    /// any other error is this rank's and is thrown.
+    static func resume(_ trainer: Trainer, _ choice: ResumeChoice, world: MPICommunicator) throws -> Int32? {
         let job = trainer.job
         do {
             guard let info = try trainer.resume(choice) else { return nil }
@@ -147,44 +131,27 @@ enum TrainCommand {
         } catch let e as CheckpointError {
             if world.rank == 0 { Runtime.printError("\(e)") }
             return 1
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
         }
     }
 
     /// Runs the step loop; SIGINT/SIGTERM stop it after a step and a save.
-    static func train(_ trainer: Trainer, world: MPICommunicator) -> Int32 {
-        do {
-            let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
-            if world.rank == 0 {
-                let last = summary.losses.last { !$0.isNaN } ?? .nan
-                say(
-                    String(
-                        format: "switchyard: done: steps %d-%d, final loss %.4f, %.0f tokens/s", summary.firstStep,
-                        summary.firstStep + summary.losses.count - 1, last, summary.tokensPerSec)
-                        + (summary.stoppedEarly ? " (stopped by signal)" : "")
-                        + ". Log: \(trainer.job.runDirectory)/log.jsonl")
-            }
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            if world.size > 1 { MPICommunicator.abortWorld(code: 1) }
-            MPICommunicator.finalize()
-            return 1
+    static func train(_ trainer: Trainer, world: MPICommunicator) throws {
+        let summary = try trainer.run(stopRequested: { stopSignalCount > 0 })
+        if world.rank == 0 {
+            let last = summary.losses.last { !$0.isNaN } ?? .nan
+            say(
+                String(
+                    format: "switchyard: done: steps %d-%d, final loss %.4f, %.0f tokens/s", summary.firstStep,
+                    summary.firstStep + summary.losses.count - 1, last, summary.tokensPerSec)
+                    + (summary.stoppedEarly ? " (stopped by signal)" : "")
+                    + ". Log: \(trainer.job.runDirectory)/log.jsonl")
         }
-        MPICommunicator.finalize()
-        return 0
     }
 }
 
 enum SelftestCommand {
     static func run(_ args: ParsedArgs) -> Int32 {
-        let world: MPICommunicator
-        do { world = try MPICommunicator.initWorld() } catch {
-            Runtime.printError("\(error)")
-            return 1
-        }
-        do {
+        Runtime.withWorld { world in
             let failures = try CollectiveChecks.run(world)
             let all = try world.allgather([Int64(failures.count)])
             for f in failures { Runtime.printError(f, rank: world.rank, world: world.size) }
@@ -196,11 +163,7 @@ enum SelftestCommand {
                             + "alltoallv, split, point-to-point)"
                         : "selftest: \(bad) check(s) failed on \(world.size) rank(s)")
             }
-            MPICommunicator.finalize()
             return all.reduce(0, +) == 0 ? 0 : 1
-        } catch {
-            Runtime.printError("\(error)", rank: world.rank, world: world.size)
-            MPICommunicator.abortWorld(code: 1)
         }
     }
 }

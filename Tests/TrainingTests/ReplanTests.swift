@@ -40,7 +40,7 @@ final class ReplanTests: XCTestCase {
             let t = try Trainer(
                 job: j, comm: comm, data: data, log: comm.rank == 0 ? try RunLog(job: j) : nil,
                 environment: Self.env, say: { _ in })
-            t.freeMemory = { comm.rank == 1 ? 1e3 : 1e12 }  // one node short is enough to keep the plan
+            t.replanner.freeMemory = { comm.rank == 1 ? 1e3 : 1e12 }  // one node short is enough to keep the plan
             _ = try t.run()
             return t.ctx.plan.layers
         }
