@@ -63,16 +63,19 @@ let package = Package(
         .target(name: "Placement", dependencies: ["JSON"]),
         .target(name: "CommMPI", dependencies: ["Comm", "CMPI"]),
         .target(name: "Model", dependencies: ["Tensor", "Comm", "Placement", "Clock"], swiftSettings: kernelFlags),
-        .target(name: "Monitor", dependencies: ["JSON"]),
+        .target(name: "RunEvents", dependencies: ["JSON"]),
+        .target(name: "Monitor", dependencies: ["JSON", "RunEvents"]),
         .target(name: "CChecksum"),
         .target(name: "Checkpoint", dependencies: ["CChecksum", "Tensor", "Comm", "JSON", "Placement", "Clock"]),
         .target(
-            name: "Training", dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON", "Clock"],
+            name: "Training",
+            dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON", "RunEvents", "Clock"],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON", "Clock"
+                "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON",
+                "RunEvents", "Clock"
             ],
             swiftSettings: kernelsForHaswell ? [.define("KERNELS_HASWELL")] : []),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
@@ -81,7 +84,7 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "JSON"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm", "Placement"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Comm", "JSON", "Tensor"]),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "JSON"]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "JSON", "RunEvents"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),

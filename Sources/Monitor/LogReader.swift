@@ -5,14 +5,21 @@
 // run's `start`) and seeks to its tail.
 import Foundation
 import JSON
+import RunEvents
 
-/// One parsed line of a log.
+/// One parsed line of a log: an event of a known kind.
 public struct LogEvent: Sendable {
     public let json: JSONValue
-    public var kind: String { json["event"]?.stringValue ?? "?" }
-    public func number(_ key: String) -> Double? { json[key]?.doubleValue }
-    public var step: Int? { json["step"]?.intValue }
-    public init(json: JSONValue) { self.json = json }
+    public let kind: EventKind
+    public func number(_ key: EventKey) -> Double? { json[key]?.doubleValue }
+    public subscript(_ key: EventKey) -> JSONValue? { json[key] }
+    public var step: Int? { json[.step]?.intValue }
+    /// nil when `json` is not an event of a known kind.
+    public init?(json: JSONValue) {
+        guard let kind = json.eventKind else { return nil }
+        self.json = json
+        self.kind = kind
+    }
 }
 
 /// What a read produced: events in order, and warnings about lines that could not be used.
@@ -26,9 +33,6 @@ public struct ReadResult: Sendable {
 /// Follows one log file.
 public final class LogReader {
     public let path: String
-    public static let knownEvents: Set<String> = [
-        "start", "step", "eval", "checkpoint", "placement", "warning", "error", "end", "restart"
-    ]
     var offset: UInt64 = 0
     var inode: UInt64 = 0
     var pending = Data()
@@ -92,9 +96,9 @@ public final class LogReader {
             result.warnings.append("\(path): \(where_) is not a JSON object; skipped")
             return
         }
-        let e = LogEvent(json: j)
-        if !LogReader.knownEvents.contains(e.kind) {
-            result.warnings.append("\(path): \(where_): unknown event '\(e.kind)'; skipped")
+        guard let e = LogEvent(json: j) else {
+            let name = j["event"]?.stringValue ?? "?"
+            result.warnings.append("\(path): \(where_): unknown event '\(name)'; skipped")
             return
         }
         result.events.append(e)

@@ -2,6 +2,7 @@
 // a line per series (loss, tokensPerSec, mfu; rankStepMs: one per rank) or, for expertLoad, a
 // heatmap (rows: MoE layer x expert; colour: share of the layer's tokens).
 import Foundation
+import RunEvents
 
 public enum Plot {
     public static let metrics = ["loss", "tokensPerSec", "mfu", "expertLoad", "rankStepMs"]
@@ -9,17 +10,17 @@ public enum Plot {
     /// The SVG text for `metric` over the step events (at most `maxPoints` per series; longer
     /// series are thinned evenly). Throws when the log has no such values.
     public static func svg(events: [LogEvent], metric: String, title: String, maxPoints: Int = 5000) throws -> String {
-        let steps = events.filter { $0.kind == "step" && $0.step != nil }
+        let steps = events.filter { $0.kind == .step && $0.step != nil }
         if metric == "expertLoad" { return try heatmap(steps, title: title) }
         var series: [(String, [(Double, Double)])] = []
         if metric == "rankStepMs" {
-            let ranks = steps.compactMap { $0.json["rankStepMs"]?.arrayValue?.count }.max() ?? 0
+            let ranks = steps.compactMap { $0[.rankStepMs]?.arrayValue?.count }.max() ?? 0
             for r in 0..<ranks {
                 series.append(
                     (
                         "rank \(r)",
                         steps.compactMap { e in
-                            guard let v = e.json["rankStepMs"]?.arrayValue, r < v.count, let y = v[r].doubleValue else {
+                            guard let v = e[.rankStepMs]?.arrayValue, r < v.count, let y = v[r].doubleValue else {
                                 return nil
                             }
                             return (Double(e.step!), y)
@@ -27,7 +28,7 @@ public enum Plot {
                     ))
             }
         } else {
-            series.append((metric, steps.compactMap { e in e.number(metric).map { (Double(e.step!), $0) } }))
+            series.append((metric, steps.compactMap { e in e.json[metric]?.doubleValue.map { (Double(e.step!), $0) } }))
         }
         series = series.map { ($0.0, thin($0.1, maxPoints)) }.filter { !$0.1.isEmpty }
         guard !series.isEmpty else { throw PlotError("the log has no '\(metric)' values to plot") }
@@ -62,7 +63,7 @@ public enum Plot {
 
     static func heatmap(_ steps: [LogEvent], title: String) throws -> String {
         let rows = steps.compactMap { e -> (Double, [[Double]])? in
-            guard let l = e.json["expertLoad"]?.arrayValue, !l.isEmpty else { return nil }
+            guard let l = e[.expertLoad]?.arrayValue, !l.isEmpty else { return nil }
             return (Double(e.step!), l.map { ($0.arrayValue ?? []).compactMap(\.doubleValue) })
         }
         guard let first = rows.first else { throw PlotError("the log has no 'expertLoad' values to plot") }

@@ -1,6 +1,7 @@
 // Turning events into text: one plain line per event (pipes, logs), or a compact dashboard
 // redrawn in place on a terminal. Colour only on a terminal and never with NO_COLOR.
 import Foundation
+import RunEvents
 
 public struct Style: Sendable {
     public var color: Bool
@@ -39,54 +40,54 @@ public enum Render {
     /// The plain line for an event, or nil for a step that `every` skips.
     public static func line(_ e: LogEvent, state: RunState, every: Int, style: Style) -> String? {
         switch e.kind {
-        case "start":
+        case .start:
             var s =
-                "== start: job \(e.json["job"]?.stringValue ?? "?"), \(state.totalSteps) steps, "
-                + "world \(e.json["world"]?.intValue ?? 1)"
-            if let dp = e.json["dp"]?.intValue, let tp = e.json["tp"]?.intValue { s += " (dp \(dp) x tp \(tp))" }
-            if let r = e.json["resumedFrom"]?["step"]?.intValue { s += ", resumed from step \(r)" }
+                "== start: job \(e[.job]?.stringValue ?? "?"), \(state.totalSteps) steps, "
+                + "world \(e[.world]?.intValue ?? 1)"
+            if let dp = e[.dp]?.intValue, let tp = e[.tp]?.intValue { s += " (dp \(dp) x tp \(tp))" }
+            if let r = e[.resumedFrom]?["step"]?.intValue { s += ", resumed from step \(r)" }
             return style.bold(s)
-        case "step":
+        case .step:
             guard let st = e.step else { return nil }
             if every > 1 && st % every != 0 && st != state.totalSteps - 1 { return nil }
             return stepLine(state, style: style)
-        case "eval":
-            return "== eval at step \(e.step ?? -1): val loss " + String(format: "%.4f", e.number("valLoss") ?? .nan)
-        case "checkpoint":
+        case .eval:
+            return "== eval at step \(e.step ?? -1): val loss " + String(format: "%.4f", e.number(.valLoss) ?? .nan)
+        case .checkpoint:
             return String(
                 format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
-                e.step ?? -1, (e.number("bytes") ?? 0) / 1e6, e.number("GBps") ?? 0, e.number("stallMs") ?? 0)
-        case "placement":
+                e.step ?? -1, (e.number(.bytes) ?? 0) / 1e6, e.number(.gbps) ?? 0, e.number(.stallMs) ?? 0)
+        case .placement:
             let at = e.step ?? -1
-            if e.json["phase"]?.stringValue == "measured" {
+            if e[.phase]?.stringValue == "measured" {
                 return String(
                     format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f",
-                    e.json["adoptedAtStep"]?.intValue ?? -1,
-                    e.number("predictedStepMs") ?? .nan, e.number("measuredStepMs") ?? .nan)
+                    e[.adoptedAtStep]?.intValue ?? -1,
+                    e.number(.predictedStepMs) ?? .nan, e.number(.measuredStepMs) ?? .nan)
             }
-            if e.json["adopted"]?.boolValue == true {
+            if e[.adopted]?.boolValue == true {
                 return String(
                     format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
-                    e.number("predictedStepMsBefore") ?? .nan, e.number("predictedStepMsAfter") ?? .nan,
-                    (e.number("migrationBytes") ?? 0) / 1e6)
-                    + (e.number("migrationMs").map { String(format: " (took %.0f ms)", $0) } ?? "")
+                    e.number(.predictedStepMsBefore) ?? .nan, e.number(.predictedStepMsAfter) ?? .nan,
+                    (e.number(.migrationBytes) ?? 0) / 1e6)
+                    + (e.number(.migrationMs).map { String(format: " (took %.0f ms)", $0) } ?? "")
             }
-            if e.number("migrationBytes") == 0 {
+            if e.number(.migrationBytes) == 0 {
                 return "== placement kept at step \(at): the plan for the measured load is the current one"
             }
             return String(
                 format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
-                e.number("predictedGainMs") ?? .nan, e.number("predictedMigrationMs") ?? .nan)
-        case "warning": return style.yellow("!! warning: " + (e.json["message"]?.stringValue ?? "?"))
-        case "restart":
+                e.number(.predictedGainMs) ?? .nan, e.number(.predictedMigrationMs) ?? .nan)
+        case .warning: return style.yellow("!! warning: " + (e[.message]?.stringValue ?? "?"))
+        case .restart:
             // An elastic relaunch also names the world and the hosts that did not answer.
-            let world = e.json["world"]?.intValue.map { "; relaunched at world \($0)" } ?? ""
-            let lost = (e.json["lostHosts"]?.arrayValue ?? []).compactMap(\.stringValue)
+            let world = e[.world]?.intValue.map { "; relaunched at world \($0)" } ?? ""
+            let lost = (e[.lostHosts]?.arrayValue ?? []).compactMap(\.stringValue)
             return style.yellow(
-                "!! restart: " + (e.json["message"]?.stringValue ?? "?") + world
+                "!! restart: " + (e[.message]?.stringValue ?? "?") + world
                     + (lost.isEmpty ? "" : " (lost: \(lost.joined(separator: ", ")))"))
-        case "error": return style.red("!! error: " + (e.json["message"]?.stringValue ?? "?"))
-        case "end": return style.bold("== end: " + (e.json["reason"]?.stringValue ?? "completed"))
+        case .error: return style.red("!! error: " + (e[.message]?.stringValue ?? "?"))
+        case .end: return style.bold("== end: " + (e[.reason]?.stringValue ?? "completed"))
         default: return nil
         }
     }

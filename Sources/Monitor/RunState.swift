@@ -27,39 +27,39 @@ public struct RunState: Sendable {
 
     /// Folds one event in.
     public mutating func apply(_ e: LogEvent) {
-        if let t = e.number("time") { lastTime = t }
+        if let t = e.number(.time) { lastTime = t }
         switch e.kind {
-        case "start":
-            job = e.json["job"]?.stringValue ?? job
-            totalSteps = e.json["totalSteps"]?.intValue ?? totalSteps
-            startTime = e.number("time")
-            firstStepOfRun = e.json["resumedFrom"]?["step"]?.intValue ?? 0
+        case .start:
+            job = e[.job]?.stringValue ?? job
+            totalSteps = e[.totalSteps]?.intValue ?? totalSteps
+            startTime = e.number(.time)
+            firstStepOfRun = e[.resumedFrom]?["step"]?.intValue ?? 0
             ended = nil; failed = false; stepTimes = []
-        case "step":
-            guard let s = e.step, let l = e.number("loss") else { return }
+        case .step:
+            guard let s = e.step, let l = e.number(.loss) else { return }
             step = s
             loss = l
             lossAverage = lossAverage.map { 0.9 * $0 + 0.1 * l } ?? l
             recentLosses.append(l)
             if recentLosses.count > 200 { recentLosses.removeFirst(recentLosses.count - 200) }
-            lr = e.number("lr") ?? lr
-            tokensPerSec = e.number("tokensPerSec") ?? tokensPerSec
-            mfu = e.number("mfu") ?? mfu
-            gradNorm = e.number("gradNorm") ?? gradNorm
-            if let load = e.json["expertLoad"]?.arrayValue {
+            lr = e.number(.lr) ?? lr
+            tokensPerSec = e.number(.tokensPerSec) ?? tokensPerSec
+            mfu = e.number(.mfu) ?? mfu
+            gradNorm = e.number(.gradNorm) ?? gradNorm
+            if let load = e[.expertLoad]?.arrayValue {
                 expertLoad = load.map { ($0.arrayValue ?? []).compactMap(\.doubleValue) }
             }
-            if let r = e.json["rankStepMs"]?.arrayValue { rankStepMs = r.compactMap(\.doubleValue) }
-            if let t = e.number("time") {
+            if let r = e[.rankStepMs]?.arrayValue { rankStepMs = r.compactMap(\.doubleValue) }
+            if let t = e.number(.time) {
                 stepTimes.append((s, t))
                 if stepTimes.count > 50 { stepTimes.removeFirst() }
             }
-        case "eval": valLoss = e.number("valLoss")
-        case "checkpoint": if let s = e.step { lastCheckpoint = (s, e.number("time") ?? 0) }
-        case "error": failed = true
-        case "restart": restarts += 1
-        case "end":
-            ended = e.json["reason"]?.stringValue ?? "completed"
+        case .eval: valLoss = e.number(.valLoss)
+        case .checkpoint: if let s = e.step { lastCheckpoint = (s, e.number(.time) ?? 0) }
+        case .error: failed = true
+        case .restart: restarts += 1
+        case .end:
+            ended = e[.reason]?.stringValue ?? "completed"
             if ended == "checkpoint-error" { failed = true }
         default: break
         }

@@ -13,6 +13,7 @@ import Foundation
 import JSON
 import Model
 import Placement
+import RunEvents
 import Tensor
 
 /// Online re-placement's state and decisions. One per Trainer; every rank holds the same state
@@ -149,10 +150,13 @@ public final class Replanner {
         if d.adopt, let short = try migrationMemoryShortfall(ctx, plan: proposed) {
             d.adopt = false
             let message = "placement: step \(step): not migrating to the proposed placement: \(short)"
-            log?.write([
-                "event": "warning", "step": .number(Double(step)), "time": .number(unixTime()),
-                "kind": "placement-memory", "message": .string(message)
-            ])
+            log?.write(
+                .event(
+                    .warning,
+                    [
+                        .step: .number(Double(step)), .time: .number(unixTime()),
+                        .kind: "placement-memory", .message: .string(message)
+                    ]))
             say("warning: " + message)
         }
         func predicted(_ p: PlacementPlan) -> Double {
@@ -180,11 +184,14 @@ public final class Replanner {
         let measured = windowStepMs.isEmpty ? 0 : windowStepMs.reduce(0, +) / Double(windowStepMs.count)
         windowStepMs = []
         if let a = adoptedAwaitingMeasure {
-            log?.write([
-                "event": "placement", "step": .number(Double(step)), "time": .number(unixTime()), "phase": "measured",
-                "adoptedAtStep": .number(Double(a.step)), "predictedStepMs": .number(a.predictedMs),
-                "measuredStepMs": .number(measured)
-            ])
+            log?.write(
+                .event(
+                    .placement,
+                    [
+                        .step: .number(Double(step)), .time: .number(unixTime()), .phase: "measured",
+                        .adoptedAtStep: .number(Double(a.step)), .predictedStepMs: .number(a.predictedMs),
+                        .measuredStepMs: .number(measured)
+                    ]))
             adoptedAwaitingMeasure = nil
         }
         return measured
@@ -214,21 +221,23 @@ public final class Replanner {
 
     func decisionEvent(_ o: ReplanOutcome) -> JSONValue {
         let d = o.decision
-        return [
-            "event": "placement", "step": .number(Double(o.step)), "time": .number(unixTime()), "phase": "decision",
-            "adopted": .bool(d.adopt), "oldPlan": o.oldPlan.json, "newPlan": o.newPlan.json,
-            "predictedStepMsBefore": .number(o.before * 1000), "predictedStepMsAfter": .number(o.after * 1000),
-            "measuredStepMsBefore": .number(o.measuredMs), "predictedGainMs": .number(d.gainSeconds * 1000),
-            "migrationBytes": .number(o.movedBytes),
-            "predictedMigrationMs": .number(d.migrationSeconds * 1000), "horizonSteps": .number(Double(o.horizon)),
-            "migrationMs": .number(o.migrationSeconds * 1000),
-            "replanMs": .number(o.replanSeconds * 1000), "alltoallvGBps": .number(link!.intraGBps),
-            "alltoallvInterNodeGBps": .number(link!.interGBps),
-            "alltoallvLatencyUs": .number(link!.latencyUs),
-            "coresPerNode": .array(link!.cores.map { .number(Double($0)) }),
-            "computeGflopsPerRank": .number(o.gflopsPerRank),
-            "load": .array(loadEMA.map { .array($0.map { .number($0) }) })
-        ]
+        return .event(
+            .placement,
+            [
+                .step: .number(Double(o.step)), .time: .number(unixTime()), .phase: "decision",
+                .adopted: .bool(d.adopt), .oldPlan: o.oldPlan.json, .newPlan: o.newPlan.json,
+                .predictedStepMsBefore: .number(o.before * 1000), .predictedStepMsAfter: .number(o.after * 1000),
+                .measuredStepMsBefore: .number(o.measuredMs), .predictedGainMs: .number(d.gainSeconds * 1000),
+                .migrationBytes: .number(o.movedBytes),
+                .predictedMigrationMs: .number(d.migrationSeconds * 1000), .horizonSteps: .number(Double(o.horizon)),
+                .migrationMs: .number(o.migrationSeconds * 1000),
+                .replanMs: .number(o.replanSeconds * 1000), .alltoallvGBps: .number(link!.intraGBps),
+                .alltoallvInterNodeGBps: .number(link!.interGBps),
+                .alltoallvLatencyUs: .number(link!.latencyUs),
+                .coresPerNode: .array(link!.cores.map { .number(Double($0)) }),
+                .computeGflopsPerRank: .number(o.gflopsPerRank),
+                .load: .array(loadEMA.map { .array($0.map { .number($0) }) })
+            ])
     }
 
     /// Migration builds the new store beside the old one, so each node needs the new placement's

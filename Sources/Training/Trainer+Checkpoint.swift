@@ -5,6 +5,7 @@ import Comm
 import Foundation
 import JSON
 import Model
+import RunEvents
 
 /// Where `train` resumes from.
 public enum ResumeChoice: Sendable, Equatable {
@@ -118,10 +119,13 @@ extension Trainer {
             let message =
                 "checkpoint after step \(steps - 1) not written: \(Int(bad[0])) rank(s) hold non-finite parameters "
                 + "or AdamW moments; the previous checkpoint stays the newest"
-            log?.write([
-                "event": "warning", "step": .number(Double(steps - 1)), "time": .number(unixTime()),
-                "kind": "nonFiniteState", "message": .string(message)
-            ])
+            log?.write(
+                .event(
+                    .warning,
+                    [
+                        .step: .number(Double(steps - 1)), .time: .number(unixTime()),
+                        .kind: "nonFiniteState", .message: .string(message)
+                    ]))
             say("warning: " + message)
             return
         }
@@ -137,22 +141,28 @@ extension Trainer {
         guard let w = writer, let r = try w.poll(block: block) else { return }
         if r.ok {
             let gbps = r.writeSeconds > 0 ? Double(r.bytes) / r.writeSeconds / 1e9 : 0
-            log?.write([
-                "event": "checkpoint", "step": .number(Double(r.step)), "time": .number(unixTime()),
-                "path": .string(r.path), "bytes": .number(Double(r.bytes)), "seconds": .number(r.writeSeconds),
-                "GBps": .number(gbps), "stallMs": .number(r.stallSeconds * 1000),
-                "removed": .array(r.removed.map { .string($0) })
-            ])
+            log?.write(
+                .event(
+                    .checkpoint,
+                    [
+                        .step: .number(Double(r.step)), .time: .number(unixTime()),
+                        .path: .string(r.path), .bytes: .number(Double(r.bytes)), .seconds: .number(r.writeSeconds),
+                        .gbps: .number(gbps), .stallMs: .number(r.stallSeconds * 1000),
+                        .removed: .array(r.removed.map { .string($0) })
+                    ]))
             say(
                 String(
                     format: "checkpoint step %d: %.1f MB in %.2f s (%.2f GB/s), loop stalled %.1f ms -> %@",
                     r.step, Double(r.bytes) / 1e6, r.writeSeconds, gbps, r.stallSeconds * 1000, r.path as NSString))
             return
         }
-        log?.write([
-            "event": job.checkpoint.onError == "stop" ? "error" : "warning", "step": .number(Double(r.step)),
-            "time": .number(unixTime()), "message": .string("checkpoint failed: \(r.message)")
-        ])
+        log?.write(
+            .event(
+                job.checkpoint.onError == "stop" ? .error : .warning,
+                [
+                    .step: .number(Double(r.step)), .time: .number(unixTime()),
+                    .message: .string("checkpoint failed: \(r.message)")
+                ]))
         say("warning: checkpoint step \(r.step) failed: \(r.message)")
         if job.checkpoint.onError == "stop" { throw CheckpointSaveFailed() }
     }

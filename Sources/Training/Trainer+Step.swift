@@ -6,6 +6,7 @@ import Comm
 import JSON
 import Model
 import Placement
+import RunEvents
 import Tensor
 
 /// One rank's share of a step's time, gathered from every rank once per step.
@@ -96,10 +97,13 @@ extension Trainer {
                 format: "%.0f ms a step, %.2fx the median of the other ranks (%.0f ms)", s.meanMs, s.ratio,
                 s.othersMedianMs)
             + "; its node may be loaded, throttled or slower (train.stragglerRatio = \(job.train.stragglerRatio))"
-        log?.write([
-            "event": "warning", "step": .number(Double(r.step)), "time": .number(unixTime()),
-            "kind": "straggler", "rank": .integer(s.rank), "ratio": .number(s.ratio), "message": .string(message)
-        ])
+        log?.write(
+            .event(
+                .warning,
+                [
+                    .step: .number(Double(r.step)), .time: .number(unixTime()),
+                    .kind: "straggler", .rank: .integer(s.rank), .ratio: .number(s.ratio), .message: .string(message)
+                ]))
         say("warning: " + message)
     }
 
@@ -164,11 +168,15 @@ extension Trainer {
         guard r.applied else {
             progress.badInARow += 1
             progress.summary.losses.append(.nan)
-            log?.write([
-                "event": "warning", "step": .number(Double(r.step)), "time": .number(unixTime()),
-                "message": .string(
-                    "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, parameters unchanged")
-            ])
+            log?.write(
+                .event(
+                    .warning,
+                    [
+                        .step: .number(Double(r.step)), .time: .number(unixTime()),
+                        .message: .string(
+                            "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, "
+                                + "parameters unchanged")
+                    ]))
             say(
                 "warning: step \(r.step): non-finite loss or gradient; step skipped "
                     + "(\(progress.badInARow)/\(t.maxBadSteps))"
@@ -220,43 +228,49 @@ extension Trainer {
 
     func startEvent() -> JSONValue {
         let m = job.model
-        return [
-            "event": "start", "time": .number(unixTime()), "job": .string(job.name),
-            "world": .number(Double(ctx.mesh.world)), "dp": .number(Double(ctx.mesh.dp)),
-            "tp": .number(Double(ctx.mesh.tp)),
-            "nodeOfRank": .array(ctx.nodeOf.map { .number(Double($0)) }),
-            "placement": ctx.plan.json,
-            "totalSteps": .number(Double(job.train.steps)),
-            "parameters": .number(Double(m.totalParams)), "parametersRank0": .number(Double(model.store.count)),
-            "activeNonEmbeddingParameters": .number(Double(m.activeNonEmbeddingParams)),
-            "flopsPerToken": .number(flopsPerToken()), "tokensPerStep": .number(Double(tokensPerStep)),
-            "positions": .string(m.positions), "ffn": .string(m.ffn),
-            "flopsPerTokenParts": .object(
-                m.flopsPerTokenParts(seqLen: m.seqLen).sorted { $0.key < $1.key }.map { ($0.key, .number($0.value)) }),
-            "blasCore": .string(env.blasCore), "blasCoreOverride": env.blasCoreOverride.map { .string($0) } ?? .null,
-            "blasThreads": .number(Double(env.blasThreads)),
-            "memoryEstimateBytesPerRank": memoryEstimateJSON,
-            "peakFlops": .number(peakFlops), "host": .string(env.host), "cpu": .string(env.cpu),
-            "data": .string(sampler.data.path), "dataTokens": .number(Double(sampler.data.tokens.count)),
-            "resumedFrom": resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
-            "checkpointSkipped": .array(
-                (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })
-        ]
+        return .event(
+            .start,
+            [
+                .time: .number(unixTime()), .job: .string(job.name),
+                .world: .number(Double(ctx.mesh.world)), .dp: .number(Double(ctx.mesh.dp)),
+                .tp: .number(Double(ctx.mesh.tp)),
+                .nodeOfRank: .array(ctx.nodeOf.map { .number(Double($0)) }),
+                .placement: ctx.plan.json,
+                .totalSteps: .number(Double(job.train.steps)),
+                .parameters: .number(Double(m.totalParams)), .parametersRank0: .number(Double(model.store.count)),
+                .activeNonEmbeddingParameters: .number(Double(m.activeNonEmbeddingParams)),
+                .flopsPerToken: .number(flopsPerToken()), .tokensPerStep: .number(Double(tokensPerStep)),
+                .positions: .string(m.positions), .ffn: .string(m.ffn),
+                .flopsPerTokenParts: .object(
+                    m.flopsPerTokenParts(seqLen: m.seqLen).sorted { $0.key < $1.key }.map {
+                        ($0.key, .number($0.value))
+                    }),
+                .blasCore: .string(env.blasCore), .blasCoreOverride: env.blasCoreOverride.map { .string($0) } ?? .null,
+                .blasThreads: .number(Double(env.blasThreads)),
+                .memoryEstimateBytesPerRank: memoryEstimateJSON,
+                .peakFlops: .number(peakFlops), .host: .string(env.host), .cpu: .string(env.cpu),
+                .data: .string(sampler.data.path), .dataTokens: .number(Double(sampler.data.tokens.count)),
+                .resumedFrom: resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
+                .checkpointSkipped: .array(
+                    (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })
+            ])
     }
 
     func stepEvent(_ r: StepResult, tps: Double) -> JSONValue {
         func column(_ value: (RankTiming) -> Double) -> JSONValue { .array(r.ranks.map { .number(value($0)) }) }
         let load: [JSONValue] = r.outputs.expertCounts.map { .array($0.map { .number(Double($0)) }) }
         let mflops = tps * flopsPerToken(topK: r.topK)
-        return [
-            "event": "step", "step": .number(Double(r.step)), "time": .number(unixTime()),
-            "loss": .number(Double(r.loss)), "auxLoss": .number(r.aux), "zLoss": .number(r.zLoss),
-            "lr": .number(r.lr),
-            "gradNorm": .number(r.norm), "stepMs": .number(r.slowestSeconds * 1000), "tokensPerSec": .number(tps),
-            "modelFlopsPerSec": .number(mflops), "mfu": .number(mflops / (peakFlops * Double(ctx.mesh.world))),
-            "expertLoad": .array(load), "droppedTokens": .array(r.outputs.dropped.map { .number(Double($0)) }),
-            "rankStepMs": column(\.stepMs), "rankAlltoallvMs": column(\.alltoallvMs),
-            "rankAllreduceMs": column(\.allreduceMs), "rankExpertRows": column(\.expertRows), "topK": .integer(r.topK)
-        ]
+        return .event(
+            .step,
+            [
+                .step: .number(Double(r.step)), .time: .number(unixTime()),
+                .loss: .number(Double(r.loss)), .auxLoss: .number(r.aux), .zLoss: .number(r.zLoss),
+                .lr: .number(r.lr),
+                .gradNorm: .number(r.norm), .stepMs: .number(r.slowestSeconds * 1000), .tokensPerSec: .number(tps),
+                .modelFlopsPerSec: .number(mflops), .mfu: .number(mflops / (peakFlops * Double(ctx.mesh.world))),
+                .expertLoad: .array(load), .droppedTokens: .array(r.outputs.dropped.map { .number(Double($0)) }),
+                .rankStepMs: column(\.stepMs), .rankAlltoallvMs: column(\.alltoallvMs),
+                .rankAllreduceMs: column(\.allreduceMs), .rankExpertRows: column(\.expertRows), .topK: .integer(r.topK)
+            ])
     }
 }

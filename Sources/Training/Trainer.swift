@@ -7,6 +7,7 @@ import Comm
 import JSON
 import Model
 import Placement
+import RunEvents
 import Tensor
 
 /// Facts about where the run executes, for the `start` event and MFU.
@@ -195,7 +196,7 @@ public final class Trainer {
             }
             try pollSave(block: true)
         } catch is CheckpointSaveFailed {
-            log?.write(["event": "end", "time": .number(unixTime()), "reason": "checkpoint-error"])
+            log?.write(.event(.end, [.time: .number(unixTime()), .reason: "checkpoint-error"]))
             throw TrainError(
                 "a checkpoint could not be saved (see the warning above) and checkpoint.onError = stop; "
                     + "the last good checkpoint in \(checkpointRoot) is intact")
@@ -209,10 +210,13 @@ public final class Trainer {
         guard t.evalEvery > 0 && ((step + 1) % t.evalEvery == 0 || step == t.steps - 1) else { return }
         let v = try evaluate()
         progress.summary.evals.append((step, v))
-        log?.write([
-            "event": "eval", "step": .number(Double(step)), "time": .number(unixTime()),
-            "valLoss": .number(v), "windows": .number(Double(t.evalWindows))
-        ])
+        log?.write(
+            .event(
+                .eval,
+                [
+                    .step: .number(Double(step)), .time: .number(unixTime()),
+                    .valLoss: .number(v), .windows: .number(Double(t.evalWindows))
+                ]))
         say(String(format: "eval  step %5d | val loss %.4f over %d windows", step, v, t.evalWindows))
     }
 
@@ -258,13 +262,16 @@ public final class Trainer {
         var summary = progress.summary
         summary.tokensPerSec = progress.timedSeconds > 0 ? Double(progress.timedTokens) / progress.timedSeconds : 0
         let peaks = try ctx.comms.world.allgather([ResidentMemory.peakMB])
-        log?.write([
-            "event": "end", "time": .number(unixTime()),
-            "step": .number(Double(summary.firstStep + summary.losses.count - 1)),
-            "reason": .string(summary.stoppedEarly ? "signal" : "completed"),
-            "tokensPerSec": .number(summary.tokensPerSec),
-            "rankPeakRssMB": .array(peaks.map { .number($0) })
-        ])
+        log?.write(
+            .event(
+                .end,
+                [
+                    .time: .number(unixTime()),
+                    .step: .number(Double(summary.firstStep + summary.losses.count - 1)),
+                    .reason: .string(summary.stoppedEarly ? "signal" : "completed"),
+                    .tokensPerSec: .number(summary.tokensPerSec),
+                    .rankPeakRssMB: .array(peaks.map { .number($0) })
+                ]))
         return summary
     }
 

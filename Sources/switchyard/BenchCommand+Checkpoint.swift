@@ -7,6 +7,7 @@ import Comm
 import Foundation
 import JSON
 import Model
+import RunEvents
 import Tensor
 import Training
 
@@ -131,10 +132,8 @@ extension BenchCommand {
             _ = try t.run()
             let text = try String(contentsOfFile: log.path, encoding: .utf8)
             let stalls = text.split(separator: "\n").compactMap { line -> Double? in
-                guard let e = try? JSONValue.parse(String(line)), e["event"]?.stringValue == "checkpoint" else {
-                    return nil
-                }
-                return e["stallMs"]?.doubleValue
+                guard let e = try? JSONValue.parse(String(line)), e.eventKind == .checkpoint else { return nil }
+                return e[.stallMs]?.doubleValue
             }
             return (Array(t.stepSeconds.dropFirst(2)), stalls)
         }[0]

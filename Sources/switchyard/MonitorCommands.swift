@@ -2,6 +2,7 @@
 import Foundation
 import JSON
 import Monitor
+import RunEvents
 
 enum MonitorCommands {
     static let tail = CommandSpec(
@@ -132,7 +133,7 @@ enum MonitorCommands {
             r.events.forEach { state.apply($0) }
             let svg = try Plot.svg(events: r.events, metric: metric, title: "\(state.job): \(metric)")
             try Data(svg.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
-            say("wrote \(out) (\(metric), \(r.events.filter { $0.kind == "step" }.count) steps)")
+            say("wrote \(out) (\(metric), \(r.events.filter { $0.kind == .step }.count) steps)")
             return 0
         } catch {
             Runtime.printError("\(path): \(error)")

@@ -8,6 +8,7 @@
 import Dispatch
 import Foundation
 import JSON
+import RunEvents
 import Training
 
 enum SuperviseCommand {
@@ -114,18 +115,18 @@ enum SuperviseCommand {
     static func restartEvent(attempt: Int, status: Int32, checkpoint: Int, message: String, plan: ElasticLaunch.Plan?)
         -> JSONValue
     {
-        var event: [(String, JSONValue)] = [
-            ("event", "restart"), ("time", .number(Date().timeIntervalSince1970)), ("attempt", .integer(attempt)),
-            ("exitStatus", .integer(Int(status))), ("checkpointStep", checkpoint < 0 ? .null : .integer(checkpoint)),
-            ("message", .string(message))
+        var fields: [(EventKey, JSONValue)] = [
+            (.time, .number(Date().timeIntervalSince1970)), (.attempt, .integer(attempt)),
+            (.exitStatus, .integer(Int(status))), (.checkpointStep, checkpoint < 0 ? .null : .integer(checkpoint)),
+            (.message, .string(message))
         ]
         if let plan {
-            event += [
-                ("world", .integer(plan.world)), ("hosts", .array(plan.hosts.map { JSONValue.string($0) })),
-                ("lostHosts", .array(plan.lost.map { JSONValue.string($0) }))
+            fields += [
+                (.world, .integer(plan.world)), (.hosts, .array(plan.hosts.map { JSONValue.string($0) })),
+                (.lostHosts, .array(plan.lost.map { JSONValue.string($0) }))
             ]
         }
-        return .object(event)
+        return .event(.restart, fields)
     }
 
     /// The elastic relaunch on the hosts that answer (the command rewritten), or nil after
@@ -168,9 +169,9 @@ enum SuperviseCommand {
     static func cleanStop(_ runDir: String) -> Int? {
         guard let text = try? String(contentsOfFile: runDir + "/log.jsonl", encoding: .utf8) else { return nil }
         let events = text.split(separator: "\n").suffix(4).compactMap { try? JSONValue.parse(String($0)) }
-        guard let end = events.last, end["event"]?.stringValue == "end", end["reason"]?.stringValue == "signal",
-            let last = end["step"]?.intValue,
-            events.contains(where: { $0["event"]?.stringValue == "checkpoint" && $0["step"]?.intValue == last + 1 })
+        guard let end = events.last, end.eventKind == .end, end[.reason]?.stringValue == "signal",
+            let last = end[.step]?.intValue,
+            events.contains(where: { $0.eventKind == .checkpoint && $0[.step]?.intValue == last + 1 })
         else { return nil }
         return last + 1
     }

@@ -1,5 +1,6 @@
 import Foundation
 import JSON
+import RunEvents
 import XCTest
 
 @testable import Monitor
@@ -49,7 +50,7 @@ final class MonitorTests: XCTestCase {
         let line = Self.step(1)
         append(p, String(line.prefix(20)))
         let r = LogReader(path: p)
-        XCTAssertEqual(r.poll().events.map(\.kind), ["start", "step"])
+        XCTAssertEqual(r.poll().events.map(\.kind), [.start, .step])
         XCTAssertEqual(r.poll().events.count, 0, "a half-written line is not shown")
         append(p, String(line.dropFirst(20)) + "\n")
         let more = r.poll()
@@ -74,7 +75,7 @@ final class MonitorTests: XCTestCase {
         while steps.count < 300 && Date() < deadline {
             let got = r.poll()
             XCTAssertEqual(got.warnings, [])
-            steps += got.events.compactMap { $0.kind == "step" ? $0.step : nil }
+            steps += got.events.compactMap { $0.kind == .step ? $0.step : nil }
             usleep(1000)
         }
         XCTAssertEqual(steps, Array(0..<300), "every step once, in order")
@@ -84,13 +85,13 @@ final class MonitorTests: XCTestCase {
         let p = dir + "/log.jsonl"
         append(p, Self.start() + "\n{not json\n" + #"{"event":"mystery"}"# + "\n[1,2]\n" + Self.step(0) + "\n")
         let r = LogReader(path: p).poll()
-        XCTAssertEqual(r.events.map(\.kind), ["start", "step"])
+        XCTAssertEqual(r.events.map(\.kind), [.start, .step])
         XCTAssertEqual(r.warnings.count, 3, "\(r.warnings)")
         XCTAssertTrue(r.warnings[0].contains("line 2 is not a JSON object"), r.warnings[0])
         XCTAssertTrue(r.warnings[1].contains("unknown event 'mystery'"), r.warnings[1])
         // A step without a loss does not crash the state either.
         var s = RunState()
-        s.apply(LogEvent(json: ["event": "step", "step": 3]))
+        s.apply(LogEvent(json: ["event": "step", "step": 3])!)
         XCTAssertNil(s.loss)
     }
 
@@ -102,7 +103,7 @@ final class MonitorTests: XCTestCase {
         try Data((Self.start() + "\n").utf8).write(to: URL(fileURLWithPath: p))  // truncated to one line
         let again = r.poll()
         XCTAssertTrue(again.restarted)
-        XCTAssertEqual(again.events.map(\.kind), ["start"])
+        XCTAssertEqual(again.events.map(\.kind), [.start])
         // Replaced by a new file (another inode) of the same length or longer.
         try Data((Self.start() + "\n" + Self.step(7) + "\n").utf8).write(to: URL(fileURLWithPath: p + ".new"))
         XCTAssertEqual(rename(p + ".new", p), 0)
@@ -122,7 +123,7 @@ final class MonitorTests: XCTestCase {
             #"{"event":"end","reason":"signal"}"#, Self.start(resumedFrom: 10), Self.step(10, loss: 3.5)
         ]
         for line in events {
-            let e = LogEvent(json: try! JSONValue.parse(line))
+            let e = LogEvent(json: try! JSONValue.parse(line))!
             s.apply(e)
             if let l = Render.line(e, state: s, every: 1, style: plain) { out.append(l) }
         }
@@ -151,7 +152,7 @@ final class MonitorTests: XCTestCase {
                 + #""measuredStepMs":426.3}"#
         ]
         let rendered = placements.map {
-            Render.line(LogEvent(json: try! JSONValue.parse($0)), state: s, every: 1, style: plain)!
+            Render.line(LogEvent(json: try! JSONValue.parse($0))!, state: s, every: 1, style: plain)!
         }
         XCTAssertEqual(
             rendered,
@@ -163,9 +164,9 @@ final class MonitorTests: XCTestCase {
                 "== placement adopted at step 9: predicted 430.0 ms/step, measured 426.3"
             ])
         // --every 5 shows steps 0, 5, ... and the last.
-        XCTAssertNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(3))), state: s, every: 5, style: plain))
+        XCTAssertNil(Render.line(LogEvent(json: try! JSONValue.parse(Self.step(3)))!, state: s, every: 5, style: plain))
         XCTAssertNotNil(
-            Render.line(LogEvent(json: try! JSONValue.parse(Self.step(19))), state: s, every: 5, style: plain))
+            Render.line(LogEvent(json: try! JSONValue.parse(Self.step(19)))!, state: s, every: 5, style: plain))
         // The dashboard: expert load bars with max/mean, the straggler marked.
         let d = Render.dashboard(s, path: "p", style: plain).joined(separator: "\n")
         XCTAssertTrue(d.contains("moe 0 experts") && d.contains("max/mean 1.88"), d)
@@ -206,7 +207,7 @@ final class MonitorTests: XCTestCase {
 
     func testSVGParsesWithOnePointPerStep() throws {
         let events = ([Self.start()] + (0..<37).map { Self.step($0, loss: 5 - Double($0) * 0.05) }).map {
-            LogEvent(json: try! JSONValue.parse($0))
+            LogEvent(json: try! JSONValue.parse($0))!
         }
         for (metric, series) in [("loss", 1), ("rankStepMs", 3), ("mfu", 1)] {
             let svg = try Plot.svg(events: events, metric: metric, title: "t: \(metric)")
@@ -275,5 +276,18 @@ final class StatusTests: XCTestCase {
                 && f.contains("5000 tok/s") && f.contains("no checkpoint"), f)
         XCTAssertTrue(RunStatus.line(runDir: failed, now: now)!.contains("failed"))
         XCTAssertNil(RunStatus.line(runDir: root + "/none", now: now))
+    }
+
+    /// The typed events: the kind first, keys in the writer's order, spelt as the enum says; a
+    /// line of an unknown kind is not an event.
+    func testEventsAreWrittenInOrderAndReadByKey() throws {
+        let e = JSONValue.event(.checkpoint, [.step: 7, .gbps: 1.5, .stallMs: 2])
+        XCTAssertEqual(e.compact, #"{"event":"checkpoint","step":7,"GBps":1.5,"stallMs":2}"#)
+        XCTAssertEqual(e.eventKind, .checkpoint)
+        let read = try XCTUnwrap(LogEvent(json: try JSONValue.parse(e.compact)))
+        XCTAssertEqual(read.number(.gbps), 1.5)
+        XCTAssertEqual(read.step, 7)
+        XCTAssertNil(LogEvent(json: ["event": "stp", "step": 1]), "a misspelt kind is not an event")
+        XCTAssertEqual(Set(EventKey.allCases.map(\.rawValue)).count, EventKey.allCases.count, "keys are distinct")
     }
 }
