@@ -3,7 +3,8 @@
 (and, with --json FILE, writes it). Rows: jobs/small.json and jobs/medium.json at 1 rank x 1 thread,
 1 rank x 2 threads and 2 ranks x 1 thread (mpirun; also with every expert on both ranks); attention
 at T = 256, 1024, 4096; checkpoint save throughput against a plain write + fsync of the same bytes.
-With --compare-torch, the PyTorch eager reference (ops/torch_reference.py) runs beside each row with the same threads in total.
+With --compare-torch, the PyTorch eager reference (ops/torch_reference.py) runs beside each row with the same
+threads in total.
 Standard library only; the switchyard binary must be built (ops/bench builds it)."""
 import argparse
 import json
@@ -12,14 +13,13 @@ import subprocess
 import sys
 import tempfile
 
-BIN = ".build/release/switchyard"
-MPI = ["mpirun", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1"]
+import swy
+from swy import BIN
 
 
 def run(cmd, env=None):
     print("command: " + " ".join(cmd), flush=True)
-    full = dict(os.environ, OPENBLAS_NUM_THREADS="1", **(env or {}))
-    out = subprocess.run(cmd, env=full, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=swy.env(**(env or {})), capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"ops/bench: command failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     return out.stdout
@@ -36,20 +36,16 @@ def bench_row(job, threads, steps, tmp, extra=()):
 
 def train_cmd(job, steps, runs, name, sets=()):
     """switchyard train at 1 thread, no checkpoints or eval, logging to runs/name/log.jsonl."""
-    return [BIN, "train", job, "--threads", "1", "--no-resume",
-            "--set", f"train.steps={steps}", "--set", "checkpoint.every=0", "--set", "train.evalEvery=0",
-            "--set", "train.logEvery=1000", "--set", f"runsDir={runs}", "--set", f"name={name}",
-            *[a for s in sets for a in ("--set", s)]]
+    return swy.train_args(job, runs, name, steps, ["checkpoint.every=0", *sets])
 
 
 def run_log(runs, name):
-    return [json.loads(l) for l in open(os.path.join(runs, name, "log.jsonl"))]
+    return swy.read_log(os.path.join(runs, name))
 
 
 def train_log(job, ranks, steps, tmp, name, sets=()):
     runs = os.path.join(tmp, "runs")
-    over = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] if ranks > os.cpu_count() else []
-    run(MPI + over + ["-np", str(ranks)] + train_cmd(job, steps, runs, name, sets))
+    run(swy.mpirun(ranks) + train_cmd(job, steps, runs, name, sets))
     return run_log(runs, name)
 
 
@@ -62,7 +58,7 @@ def side_by_side_ones(job, steps, tmp):
         name = f"pair{core}-{os.path.basename(job)}"
         cmd = ["taskset", "-c", str(core)] + train_cmd(job, steps, runs, name)
         print("command (side by side): " + " ".join(cmd), flush=True)
-        procs.append((name, subprocess.Popen(cmd, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+        procs.append((name, subprocess.Popen(cmd, env=swy.env(),
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
     total = 0.0
     for name, p in procs:
@@ -81,17 +77,17 @@ def two_rank_row(job, layout, s, one):
 
 
 def summarise_train(events):
-    start = next(e for e in events if e["event"] == "start")
-    steps = [e for e in events if e["event"] == "step" and e["step"] >= 2]
+    start = swy.first(events, "start")
+    steps = [e for e in swy.of_kind(events, "step") if e["step"] >= 2]
     # Re-placement (planning and migration, slowest rank) between timed steps is training time too.
-    replans = [e for e in events if e["event"] == "placement" and e.get("phase") == "decision" and e["step"] >= 2]
+    replans = [e for e in swy.of_kind(events, "placement") if e.get("phase") == "decision" and e["step"] >= 2]
     replan_ms = sum(e["replanMs"] for e in replans)
     secs = (sum(e["stepMs"] for e in steps) + replan_ms) / 1000
     tps = start["tokensPerStep"] * len(steps) / secs
     ranks = len(steps[0]["rankStepMs"])
     comm = sum((e["rankAlltoallvMs"][r] + e["rankAllreduceMs"][r]) / e["rankStepMs"][r]
                for e in steps for r in range(ranks)) / (len(steps) * ranks)
-    end = next(e for e in events if e["event"] == "end")
+    end = swy.first(events, "end")
     steps_only = start["tokensPerStep"] * len(steps) / (secs - replan_ms / 1000)
     return {"tokensPerSec": tps, "stepMs": 1000 * secs / len(steps), "flopsPerToken": start["flopsPerToken"],
             "replanMs": replan_ms, "migrations": sum(1 for e in replans if e["adopted"]),
@@ -115,7 +111,7 @@ def memory_rows(job, steps, tmp):
     for i, (label, ranks, sets) in enumerate(cases):
         name = f"mem{i}-" + os.path.basename(job)
         events = train_log(job, ranks, steps, tmp, name, sets)
-        start = next(e for e in events if e["event"] == "start")
+        start = swy.first(events, "start")
         t = summarise_train(events)
         rows.append({"job": job, "case": label, "ranks": ranks, "tokensPerSec": t["tokensPerSec"],
                      "predictedMB": start["memoryEstimateBytesPerRank"]["total"] / 1e6,
@@ -125,8 +121,10 @@ def memory_rows(job, steps, tmp):
 
 
 def torch_row(python, job, threads, steps, sets=()):
-    text = run([python, "ops/torch_reference.py", job, "--steps", str(steps), "--threads", str(threads),
-                *[a for s in sets for a in ("--set", s)]])
+    """The PyTorch reference on the job as train resolves it (every key, Switchyard's defaults)."""
+    resolved = os.path.join(tempfile.mkdtemp(), "job.json")
+    json.dump(swy.resolved_job(job, sets), open(resolved, "w"))
+    text = run([python, "ops/torch_reference.py", resolved, "--steps", str(steps), "--threads", str(threads)])
     return json.loads(text.strip().splitlines()[-1])
 
 
@@ -188,9 +186,9 @@ def main():
         # without them the estimate is 15 GB per rank (switchyard plan says so).
         print("== jobs/wide-batch.json at 2 ranks (3 steps)", flush=True)
         events = train_log("jobs/wide-batch.json", 2, 3, tmp, "wide-batch")
-        start = next(e for e in events if e["event"] == "start")
-        end = next(e for e in events if e["event"] == "end")
-        steps = [e for e in events if e["event"] == "step"]
+        start = swy.first(events, "start")
+        end = swy.first(events, "end")
+        steps = swy.of_kind(events, "step")
         result["memory"].append({
             "job": "jobs/wide-batch.json", "case": "block + microBatches 4, dp 2", "ranks": 2,
             "tokensPerSec": steps[-1]["tokensPerSec"],
@@ -232,7 +230,8 @@ def report(result, args):
           f"(chosen by {m['blasCoreChosenBy']}), "
           f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
           f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
-    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread peak; "
+    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread "
+          "peak; "
           "2x1: twice the 1-thread peak); 2x1 on 2 cores is not oversubscribed; 2x1: the default placement "
           "(experts split over the ranks), 2x1r: that placement re-placed from the measured load every 3 steps "
           "(replan.every = 3; the steps that migrate are counted), 2x1*: every expert on both ranks (data parallel, "
@@ -268,12 +267,13 @@ def report(result, args):
         else:
             print(f"  {r['job']} {r['layout']}: communication {100 * r['commShare']:.1f}% of step time")
     if args.compare_torch:
-        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2, 2x1, 2x1r and 2x1* vs "
-              "torch 2 threads")
+        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2, 2x1, 2x1r "
+              "and 2x1* vs torch 2 threads")
     print("attention (B 4): core alone fwd/bwd ms; small.json at that T: step ms, peak RSS, RSS above the "
           "parameters + gradients + moments")
     for a in result["attention"]:
-        print(f"  T {a['t']:5}: core {a['forwardMs']:8.1f} / {a['backwardMs']:8.1f} ms; step {a['trainStepMs']:9.0f} ms; "
+        print(f"  T {a['t']:5}: core {a['forwardMs']:8.1f} / {a['backwardMs']:8.1f} ms; "
+              f"step {a['trainStepMs']:9.0f} ms; "
               f"peak RSS {a['peakRssMB']:7.0f} MB ({a['peakRssMB'] - a['stateMB']:7.0f} MB above the state)")
     by_t = {a["t"]: a for a in result["attention"]}
     if 1024 in by_t and 4096 in by_t:
@@ -282,7 +282,8 @@ def report(result, args):
     print("memory per rank: predicted (start event, busiest rank) vs measured peak RSS; 1 thread per rank")
     for r in result.get("memory", []):
         print(f"  {r['job']:18} {r['case']:40} predicted {r['predictedMB']:7.0f} MB (activations "
-              f"{r['activationsMB']:6.0f}), measured {r['measuredMB']:7.0f} MB, {r['measuredMB'] / r['predictedMB']:5.2f}x; "
+              f"{r['activationsMB']:6.0f}), measured {r['measuredMB']:7.0f} MB, "
+              f"{r['measuredMB'] / r['predictedMB']:5.2f}x; "
               f"{r['tokensPerSec']:7.0f} tok/s")
     for layout, c in result.get("checkpoint", {}).items():
         direct = (f"; vs a plain O_DIRECT write {c['plainDirectWriteSeconds']:.3f} s: {c['directRatio']:.2f}x"

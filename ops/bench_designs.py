@@ -11,13 +11,13 @@ vs re-placement (replan.every=5), each with the balance loss and with aux-loss-f
 (auxLossCoef 0, routerBiasRate 0.01): plans adopted and tokens/s over steps 12 to the end.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-SY = ".build/release/switchyard"
+import swy
+from swy import BIN as SY, sets
 DESIGNS = [
     ("baseline", []),
     ("MoH (1 shared + 2 of 3 routed heads)",
@@ -31,18 +31,12 @@ DESIGNS = [
 
 
 def mpirun(np_, args):
-    over = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] if np_ > os.cpu_count() else []
-    cmd = ["mpirun", *over, "-np", str(np_), "-x", "OPENBLAS_NUM_THREADS=1", SY, *args, "--threads", "1"]
+    cmd = swy.mpirun(np_, bind_none=False) + [SY, *args, "--threads", "1"]
     print("command:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=swy.env())
 
 
-def events(run_dir):
-    return [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
-
-
-def sets(pairs):
-    return [a for p in pairs for a in ("--set", p)]
+events = swy.read_log
 
 
 def nearest(rows, step, key):
@@ -58,11 +52,9 @@ def designs(runs, steps):
             f"runsDir={runs}", f"name={name}", f"train.steps={steps}", "train.logEvery=100000",
             f"checkpoint.every={steps}", *extra])])
         ev = events(os.path.join(runs, name))
-        st = [e for e in ev if e["event"] == "step"]
-        evals = [e for e in ev if e["event"] == "eval"]
-        end = [e for e in ev if e["event"] == "end"][-1]
+        st, evals, end = swy.of_kind(ev, "step"), swy.of_kind(ev, "eval"), swy.of_kind(ev, "end")[-1]
         load = st[-1]["expertLoad"]
-        imbalance = max(max(l) / (sum(l) / len(l)) for l in load)
+        imbalance = max(max(row) / (sum(row) / len(row)) for row in load)
         marks = [0, min(100, steps - 1), min(300, steps - 1), steps - 1]
         rows.append((label, name, [nearest(st, m, "loss")[0] for m in marks],
                      [nearest(evals, m, "valLoss") for m in marks[1:]], end["tokensPerSec"], imbalance,
@@ -98,7 +90,7 @@ def held_out_tail(runs):
 
 def evaluate(run, data, k):
     args = [SY, "eval", run, "--data", data, "--windows", "64"] + (["--top-k", str(k)] if k else [])
-    out = subprocess.run(args, check=True, capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    out = subprocess.run(args, check=True, capture_output=True, text=True, env=swy.env())
     return out.stdout.strip().split(": ", 1)[-1]
 
 
@@ -119,13 +111,13 @@ def skew(runs, steps):
                 f"runsDir={runs}", f"name={name}", f"train.steps={steps}", "train.logEvery=100000",
                 "checkpoint.every=0", "train.evalEvery=0", *extra])])
             ev = events(os.path.join(runs, name))
-            st = [e for e in ev if e["event"] == "step" and e["step"] >= 12]
-            decisions = [e for e in ev if e["event"] == "placement" and e.get("phase") == "decision"]
+            st = [e for e in swy.of_kind(ev, "step") if e["step"] >= 12]
+            decisions = [e for e in swy.of_kind(ev, "placement") if e.get("phase") == "decision"]
             replan_ms = sum(e["replanMs"] for e in decisions if e["step"] >= 11)
             tokens = sum(e["tokensPerSec"] * e["stepMs"] / 1000 for e in st)
             tps = tokens / ((sum(e["stepMs"] for e in st) + replan_ms) / 1000)
             load = st[-1]["expertLoad"]
-            imb = max(max(l) / (sum(l) / len(l)) for l in load)
+            imb = max(max(row) / (sum(row) / len(row)) for row in load)
             adopted = sum(1 for e in decisions if e["adopted"])
             results.append((balance, mode, tps, adopted, len(decisions), imb))
     for balance, mode, tps, adopted, decided, imb in results:

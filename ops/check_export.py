@@ -2,7 +2,8 @@
 """Reads a `switchyard ckpt export` file with the safetensors library and numpy, independently
 of Switchyard's reader, and checks it against expectations written by the Swift test:
 {"name": {"shape": [...], "sum": s, "first": f}, ...}. Exit 0 when everything matches."""
-import json, sys
+import json
+import sys
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -10,7 +11,8 @@ tensors = load_file(sys.argv[1])
 expected = json.load(open(sys.argv[2]))
 problems = []
 if set(tensors) != set(expected):
-    problems.append(f"names differ: extra {sorted(set(tensors) - set(expected))}, missing {sorted(set(expected) - set(tensors))}")
+    extra, missing = sorted(set(tensors) - set(expected)), sorted(set(expected) - set(tensors))
+    problems.append(f"names differ: extra {extra}, missing {missing}")
 for name, e in expected.items():
     t = tensors.get(name)
     if t is None:
@@ -24,5 +26,6 @@ for name, e in expected.items():
         problems.append(f"{name}: sum {s} != {e['sum']}")
     if float(t.reshape(-1)[0]) != e["first"]:
         problems.append(f"{name}: first value {float(t.reshape(-1)[0])} != {e['first']}")
-print("\n".join(problems) if problems else f"ok: {len(tensors)} tensors read with safetensors {__import__('safetensors').__version__} + numpy {np.__version__}")
+versions = f"safetensors {__import__('safetensors').__version__} + numpy {np.__version__}"
+print("\n".join(problems) if problems else f"ok: {len(tensors)} tensors read with {versions}")
 sys.exit(1 if problems else 0)

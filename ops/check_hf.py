@@ -1,12 +1,12 @@
 """ops/check-hf's comparison: a Switchyard HF export loaded by transformers, against Switchyard.
 
-usage: check_hf.py HF_DIR CORPUS PROMPT EVAL_TXT SAMPLE_BIN
-  EVAL_TXT: the output of `switchyard eval RUN --data CORPUS --windows 64`
+usage: check_hf.py HF_DIR CORPUS PROMPT EVAL_JSON SAMPLE_BIN
+  EVAL_JSON: the output of `switchyard eval RUN --data CORPUS --windows 64 --json`
   SAMPLE_BIN: the stdout of `switchyard sample RUN --prompt PROMPT --tokens 64 --temperature 0`
 Exits 1 when the losses differ by more than 1e-4 or the continuations differ.
 """
+import json
 import platform
-import re
 import sys
 
 import torch
@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def main():
-    hf, corpus, prompt, eval_txt, sample_bin = sys.argv[1:6]
+    hf, corpus, prompt, eval_json, sample_bin = sys.argv[1:6]
     torch.set_num_threads(2)
     model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32)
     model.eval()
@@ -40,7 +40,7 @@ def main():
             total += torch.nn.functional.cross_entropy(logits[0], w[0, 1:], reduction="sum").item()
             count += t
     hf_loss = total / count
-    ours = float(re.search(r"mean cross-entropy ([0-9.]+)", open(eval_txt).read()).group(1))
+    ours = json.load(open(eval_json))["meanLoss"]
     loss_ok = abs(hf_loss - ours) <= 1e-4
     print(f"mean loss, 64 windows of {t} tokens: transformers {hf_loss:.6f}, switchyard eval {ours:.6f}, "
           f"difference {abs(hf_loss - ours):.2e} ({'ok' if loss_ok else 'FAILED'}: within 1e-4)")

@@ -17,29 +17,26 @@ import shutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fuzz  # noqa: E402
+import swy  # noqa: E402
 
-BIN = os.path.abspath(".build/release/switchyard")
-MPI = ["mpirun", "--bind-to", "none", "-x", "OPENBLAS_NUM_THREADS=1", "-np", "2"]
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
+BIN = os.path.abspath(swy.BIN)
+MPI = swy.mpirun(2)
+ENV = swy.env()
 
 
 def train_args(tmp, name, steps, *sets):
-    args = [BIN, "train", "jobs/tiny.json", "--threads", "1", "--set", f"runsDir={tmp}", "--set", f"name={name}",
-            "--set", f"train.steps={steps}", "--set", "train.evalEvery=0", "--set", "train.logEvery=1000"]
-    for s in sets:
-        args += ["--set", s]
-    return args
+    """jobs/tiny.json into tmp/name; resumes (no --no-resume: the faults test resuming)."""
+    return swy.train_args("jobs/tiny.json", tmp, name, steps, sets, binary=BIN, extra=())
 
 
 def events(tmp, name):
-    path = os.path.join(tmp, name, "log.jsonl")
-    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+    return swy.read_log(os.path.join(tmp, name))
 
 
 def wait_for_step(tmp, name, step, timeout=120):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if any(e["event"] == "step" and e["step"] >= step for e in events(tmp, name)):
+        if any(e["step"] >= step for e in swy.of_kind(events(tmp, name), "step")):
             return True
         time.sleep(0.05)
     return False
@@ -85,7 +82,8 @@ def stopped_rank(tmp):
         return False, "still running 60 s after the stop"
     took = time.time() - t0
     ok = p.returncode != 0 and names(err, rank) and took < 30
-    return ok, f"exit {p.returncode} {took:.1f} s after SIGSTOP of rank {rank}; named: {'yes' if names(err, rank) else 'no'}"
+    named = "yes" if names(err, rank) else "no"
+    return ok, f"exit {p.returncode} {took:.1f} s after SIGSTOP of rank {rank}; named: {named}"
 
 
 def straggler(tmp):
@@ -102,7 +100,7 @@ def straggler(tmp):
             time.sleep(0.05)
         except ProcessLookupError:
             break
-    warned = [e for e in events(tmp, "slow") if e["event"] == "warning" and e.get("kind") == "straggler"]
+    warned = [e for e in swy.of_kind(events(tmp, "slow"), "warning") if e.get("kind") == "straggler"]
     ok = p.returncode == 0 and bool(warned) and all(e["rank"] == 1 for e in warned)
     ratios = ", ".join(f"{e['ratio']:.2f}x" for e in warned)
     return ok, f"exit {p.returncode}; straggler warnings naming rank(s) {sorted({e['rank'] for e in warned})}: {ratios}"
@@ -112,8 +110,8 @@ def injected_nan(tmp):
     r = subprocess.run(MPI + train_args(tmp, "nan", 30, "checkpoint.every=10", "train.testNaNStep=12",
                                         "train.testNaNRank=1"), env=ENV, capture_output=True, text=True)
     ev = events(tmp, "nan")
-    skipped = [e["step"] for e in ev if e["event"] == "warning" and "non-finite" in e.get("message", "")]
-    saves = [e["step"] for e in ev if e["event"] == "checkpoint"]
+    skipped = [e["step"] for e in swy.of_kind(ev, "warning") if e.get("kind") == "nonFiniteStep"]
+    saves = [e["step"] for e in swy.of_kind(ev, "checkpoint")]
     verify = subprocess.run([BIN, "ckpt", "verify", os.path.join(tmp, "nan")], env=ENV,
                             capture_output=True, text=True)
     ok = r.returncode == 0 and skipped == [12] and len(saves) == 3 and verify.returncode == 0
@@ -125,7 +123,7 @@ def too_big(tmp):
     r = subprocess.run(MPI + train_args(tmp, "big", 10, "model.nEmbd=65536", "model.nHead=1"), env=ENV,
                        capture_output=True, text=True, timeout=120)
     took = time.time() - t0
-    lines = [l for l in r.stderr.splitlines() if l.startswith("switchyard: error")]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("switchyard: error")]
     ok = r.returncode != 0 and len(lines) == 1 and "the job needs about" in lines[0] and "Fatal" not in r.stderr
     return ok, f"exit {r.returncode} in {took:.1f} s; {len(lines)} error line; nothing allocated"
 
@@ -156,11 +154,11 @@ def launch_log(tmp, name):
 
 def starts(tmp, name):
     """Launches so far (start events in the log)."""
-    return sum(1 for e in events(tmp, name) if e["event"] == "start")
+    return len(swy.of_kind(events(tmp, name), "start"))
 
 
 def last_step(tmp, name):
-    steps = [e["step"] for e in launch_log(tmp, name) if e["event"] == "step"]
+    steps = [e["step"] for e in swy.of_kind(launch_log(tmp, name), "step")]
     return max(steps) if steps else -1
 
 
@@ -217,15 +215,17 @@ def supervised(tmp, name, steps, faults, row, signal_kind, *sets, reference=None
         p.kill()
         row.fail("supervise still running after 600 s")
     out.close()
-    restarts = [e for e in events(tmp, name) if e["event"] == "restart"]
-    done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch_log(tmp, name))
+    restarts = swy.of_kind(events(tmp, name), "restart")
+    done = any(e.get("reason") == "completed" for e in swy.of_kind(launch_log(tmp, name), "end"))
     row.recovered = len(restarts) if p.returncode == 0 and done else 0
     if p.returncode != 0 or not done or len(restarts) != row.injected:
-        row.fail(f"supervise exit {p.returncode}, {len(restarts)} restarts for {row.injected} faults, completed: {done}")
+        row.fail(f"supervise exit {p.returncode}, {len(restarts)} restarts for {row.injected} faults, "
+                 f"completed: {done}")
     if reference is not None and final_crcs(tmp, name) != reference:
         row.fail("final parameters and moments differ from the uninterrupted run")
     elif reference is not None:
-        row.note = (row.note + "; " if row.note else "") + "final parameters and moments bitwise the uninterrupted run's"
+        row.note = ((row.note + "; " if row.note else "")
+                    + "final parameters and moments bitwise the uninterrupted run's")
 
 
 def kills(tmp):
@@ -352,7 +352,7 @@ def on_two_nodes(tmp, row, name, supervise, sets, inject, restore=None):
         p.wait(timeout=300)
         launch = launch_log(tmp, name)
         row.lost.append(before + 1 - (launch[0].get("resumedFrom") or {}).get("step", 0))
-        done = any(e["event"] == "end" and e.get("reason") == "completed" for e in launch)
+        done = any(e.get("reason") == "completed" for e in swy.of_kind(launch, "end"))
         if p.returncode == 0 and done:
             row.recovered = 1
         else:

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import swy  # noqa: E402
+
+ENV = swy.env(OMPI_MCA_rmaps_base_oversubscribe="1")
 CRASH_SIGNS = ("Fatal error", "Stack dump", "Segmentation fault", "Illegal instruction", "backtrace", "SIGSEGV",
                "SIGILL", "SIGABRT", "Current stack trace")
 

@@ -40,15 +40,21 @@ def counter_hash(*keys):
     return h
 
 
-def load_job(path, overrides):
+# What the reference models; a resolved job asking for anything else is refused, not approximated.
+SUPPORTED = {("model", "moeEvery"): 1, ("model", "positions"): "learned", ("model", "ffn"): "gelu",
+             ("model", "nSharedExperts"): 0, ("model", "router"): "learned", ("model", "attention"): "mha",
+             ("train", "capacityFactor"): 0, ("train", "zLossCoef"): 0, ("train", "routerBiasRate"): 0,
+             ("train", "microBatches"): 1, ("train", "topKSchedule"): ""}
+
+
+def load_job(path):
+    """The resolved job (`switchyard train JOB --check --print-job`): every key present, so the
+    reference runs Switchyard's defaults, not its own."""
     job = json.load(open(path))
-    for item in overrides:
-        key, value = item.split("=", 1)
-        node = job
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{tf" else value
+    for (section, key), want in SUPPORTED.items():
+        if job[section][key] != want:
+            raise SystemExit(f"torch_reference: {section}.{key} = {job[section][key]!r} is not modelled here "
+                             f"(only {want!r})")
     return job
 
 
@@ -109,29 +115,27 @@ class Model(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("job")
+    ap.add_argument("job", help="a resolved job: switchyard train JOB --check --print-job > job.json")
     ap.add_argument("--steps", type=int, default=10, help="timed steps after 2 warmup steps")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], help="job override KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    job = load_job(args.job, args.set)
-    m, tr = job["model"], job.get("train", {})
-    assert m.get("moeEvery", 1) == 1, "the reference models MoE in every block"
-    seed, t, bsz = job.get("seed", 0), m["seqLen"], tr.get("batchSize", 8)
+    job = load_job(args.job)
+    m, tr = job["model"], job["train"]
+    seed, t, bsz = job["seed"], m["seqLen"], tr["batchSize"]
     torch.manual_seed(seed)
     data = open(job["data"]["path"], "rb").read()
-    train_end = len(data) - int(len(data) * job["data"].get("valFraction", 0.05))
+    train_end = len(data) - int(len(data) * job["data"]["valFraction"])
     tokens = torch.tensor(list(data), dtype=torch.long)
     model = Model(m)
     decay = [p for n, p in model.named_parameters() if "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if "norm" in n]
-    lr, min_lr = tr.get("lr", 1e-3), tr.get("minLr", 1e-4)
-    warmup, steps = tr.get("warmupSteps", 10), args.steps + 2
+    lr, min_lr = tr["lr"], tr["minLr"]
+    warmup, steps = tr["warmupSteps"], args.steps + 2
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tr.get("weightDecay", 0.1)}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(tr.get("beta1", 0.9), tr.get("beta2", 0.95)), eps=tr.get("eps", 1e-8))
-    aux_coef, clip = tr.get("auxLossCoef", 0.01), tr.get("gradClip", 1.0)
+        [{"params": decay, "weight_decay": tr["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
+    aux_coef, clip = tr["auxLossCoef"], tr["gradClip"]
     times, losses = [], []
     for step in range(steps):
         t0 = time.perf_counter()

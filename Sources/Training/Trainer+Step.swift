@@ -172,7 +172,7 @@ extension Trainer {
                 .event(
                     .warning,
                     [
-                        .step: .number(Double(r.step)), .time: .number(unixTime()),
+                        .step: .number(Double(r.step)), .time: .number(unixTime()), .kind: "nonFiniteStep",
                         .message: .string(
                             "non-finite loss (\(r.loss)) or gradient norm (\(r.norm)); step skipped, "
                                 + "parameters unchanged")

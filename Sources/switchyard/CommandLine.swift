@@ -30,6 +30,7 @@ enum Option: String, Sendable, CaseIterable {
     case minRanks = "--min-ranks"
     case noResume = "--no-resume"
     case out = "--out"
+    case printJob = "--print-job"
     case probeTimeout = "--probe-timeout"
     case prompt = "--prompt"
     case prompts = "--prompts"

@@ -19,7 +19,11 @@ enum Commands {
             OptionSpec(
                 .check,
                 "validate the job, its data, the layout at this world size and the memory estimate; print the "
-                    + "estimate and exit (nothing written)")
+                    + "estimate and exit (nothing written)"),
+            OptionSpec(
+                .printJob,
+                "with --check: print the resolved job (every key, defaults filled in) as JSON instead of the "
+                    + "estimate, for tools that must run what train would")
         ],
         details: jobKeysHelp + """
 

@@ -18,7 +18,8 @@ enum EvalCommand {
             OptionSpec(.seq, value: "T", "window length, at most the model's seqLen (default: seqLen)"),
             OptionSpec(
                 .topK, value: "K",
-                "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)")
+                "experts per token (1...nExpert; default: what the last trained step used, e.g. SMoE-Dropout's)"),
+            OptionSpec(.json, "print one JSON object (meanLoss, windows, seqLen, step, checkpoint) instead of the line")
         ],
         details:
             "Window i of N starts at token i * (len - T - 1) / N (integer division); each predicts its T next tokens.\n"
@@ -50,6 +51,15 @@ enum EvalCommand {
         model.activeTopK = k
         try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
         let loss = try meanLoss(model, data.tokens, windows: windows, seq: t, batch: batch)
+        if args.flag(.json) {
+            let record: JSONValue = [
+                "meanLoss": .number(loss), "windows": .integer(windows), "seqLen": .integer(t),
+                "step": .integer(m.step),
+                "expertsPerToken": .integer(k), "checkpoint": .string(dir), "data": .string(dataPath)
+            ]
+            say(record.compact)
+            return 0
+        }
         say(
             String(
                 format:

@@ -13,6 +13,7 @@ enum TrainCommand {
     static func run(_ args: ParsedArgs) throws -> Int32 {
         let threads = Runtime.threadsPerRank(option: try args.positiveInt(.threads))
         Runtime.useThreads(threads)
+        if args.flag(.printJob) && !args.flag(.check) { throw args.usageError("--print-job goes with --check") }
         return Runtime.withWorld { world in
             // Start-up's collectives run under the default deadline; the job's own from here on.
             try Runtime.armDeadlines(world, heartbeat: false)
@@ -70,7 +71,9 @@ enum TrainCommand {
         var line: String? = nil, failure: String? = nil
         do {
             let (job, _, layout, estimate) = try validated(args, world: world)
-            line = checkLine(job, layout: layout, estimate: estimate, world: world.size)
+            line =
+                args.flag(.printJob)
+                ? job.resolvedJSON.pretty : checkLine(job, layout: layout, estimate: estimate, world: world.size)
         } catch {
             failure = "\(error)"
         }
