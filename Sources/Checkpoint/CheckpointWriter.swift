@@ -128,8 +128,14 @@ public final class CheckpointWriter: @unchecked Sendable {
             CheckpointWriter.write(job, rank: rank, partial: partial, into: p)
         }
         thread.start()
-        // The copies run in order, in groups of views of about 8 MB, each group as work items of
-        // the rank's threads (one per view; disjoint destinations).
+        CheckpointWriter.copy(job)
+        p.stall = monotonicSeconds() - t0
+    }
+
+    /// The snapshot's copies, in order, in groups of views of about 8 MB, each group as work items
+    /// of the rank's threads (one per view; disjoint destinations); `job.copied` follows them.
+    static func copy(_ job: Snapshot) {
+        let sources = job.sources, snapshot = job.base
         var g0 = 0
         while g0 < sources.count {
             var g1 = g0, bytes = 0
@@ -145,7 +151,6 @@ public final class CheckpointWriter: @unchecked Sendable {
             job.copied.store(g1, ordering: .releasing)
             g0 = g1
         }
-        p.stall = monotonicSeconds() - t0
     }
 
     /// The background half of a save: this rank's safetensors file and its sidecar, timed; a

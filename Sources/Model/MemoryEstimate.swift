@@ -37,12 +37,81 @@ public struct MemoryEstimate: Sendable, Equatable {
         config m: ModelConfig, world worldSize: Int, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int,
         threads: Int, checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
     ) -> MemoryEstimate {
-        let c = Double(m.nEmbd), f = Double(m.ffHidden), e = Double(m.nExpert), k = Double(m.topK)
-        let v = Double(m.vocabSize), t = Double(m.seqLen), cl = c / Double(tp), hl = Double(m.nHead / max(tp, 1))
-        let n = Double(maxBatch) * t, routed = (n / Double(max(tp, 1))).rounded(.up), sent = routed * k
-        let world = Double(max(worldSize, 1))
-        let mats = Double(m.ffnMatrices.count), pre = Double(m.ffnPreactWidth)
-        var params = 2 * v * c + (m.usesRope ? 0 : t * c) + c  // embed, head, positions, final norm
+        let s = EstimateShape(config: m, tp: tp, maxBatch: maxBatch, world: worldSize)
+        let b = s.blocks(plan: plan, rank: rank)
+        let params = s.outsideBlocks + b.params
+        // Moments of everything replicated over dp are split over dp with train.shardOptimizer.
+        let moments = b.ownMoments + (params - b.ownMoments) / Double(max(dp, 1))
+        return MemoryEstimate(
+            stateBytes: 8 * params + 8 * moments,
+            activationBytes: 4 * s.activations(b, recompute: recompute, threads: threads),
+            checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,
+            parameters: params, runtimeBytes: runtimeBaseline)
+    }
+}
+
+/// The shapes the estimate counts in floats (all whole numbers, so sums are exact in Double).
+struct EstimateShape {
+    let m: ModelConfig
+    let worldSize: Int
+    let c, f, e, k, v, t, cl, hl, n, routed, sent, world, mats, pre: Double
+    let maxBatch: Double
+
+    init(config m: ModelConfig, tp: Int, maxBatch: Int, world worldSize: Int) {
+        self.m = m
+        self.worldSize = worldSize
+        (c, f, e, k) = (Double(m.nEmbd), Double(m.ffHidden), Double(m.nExpert), Double(m.topK))
+        (v, t) = (Double(m.vocabSize), Double(m.seqLen))
+        (cl, hl) = (Double(m.nEmbd) / Double(tp), Double(m.nHead / max(tp, 1)))
+        self.maxBatch = Double(maxBatch)
+        n = Double(maxBatch) * Double(m.seqLen)
+        routed = (n / Double(max(tp, 1))).rounded(.up)
+        sent = routed * k
+        world = Double(max(worldSize, 1))
+        (mats, pre) = (Double(m.ffnMatrices.count), Double(m.ffnPreactWidth))
+    }
+
+    /// Parameters outside the blocks: embed, head, positions, final norm.
+    var outsideBlocks: Double { 2 * v * c + (m.usesRope ? 0 : t * c) + c }
+
+    /// What the blocks add up to at one rank.
+    struct Blocks {
+        var params = 0.0
+        var ownMoments = 0.0  // experts and routers: their moments are never split over dp
+        var moe: [Double] = []  // each MoE block's state
+        var received = 0.0  // the most rows one block's experts receive
+        var exchanging = false  // some MoE layer is not local
+    }
+
+    /// An MoE block's state: router rows, sent rows (send, return) and received rows at their
+    /// bound (the expert side, xe, o; pre, a); a local layer only xe, o, pre, a.
+    func blocks(plan: PlacementPlan, rank: Int) -> Blocks {
+        var b = Blocks()
+        let hr = Double(m.headRouterRows), shared = Double(m.nSharedExperts), dense = n * (f + pre)
+        var moeLayer = 0
+        for l in 0..<m.nLayer {
+            b.params += 4 * c * cl + 2 * c + hr * c
+            b.ownMoments += hr * c  // the head router reduces over the world: moments never split
+            guard m.isMoE(l) else {
+                b.params += mats * c * f
+                continue
+            }
+            let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
+            b.params += e * c + (local + shared) * mats * c * f
+            b.ownMoments += e * c + local * mats * c * f
+            let isLocal = plan.isLocal(layer: moeLayer, world: worldSize)
+            let most = (isLocal ? 1 : world) * routed * min(k, local)
+            b.received = max(b.received, most)
+            b.exchanging = b.exchanging || !isLocal
+            let rows = isLocal ? most * (2 * c + f + pre) : 2 * sent * c + most * (3 * c + f + pre)
+            b.moe.append(2 * n * e + 2 * n * k + rows + shared * dense)
+            moeLayer += 1
+        }
+        return b
+    }
+
+    /// Saved activations, backward scratch and the MoE's exchange buffers, in floats.
+    func activations(_ b: Blocks, recompute: Recompute, threads: Int) -> Double {
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
         acts += 2 * n * c + 4 * n * cl + (m.hasDenseMLP ? n * (f + pre) : 0)  // backward scratch
         // MoH: the head router's state (logits, probs, gates, chosen, gated rows) and scratch.
@@ -50,51 +119,24 @@ public struct MemoryEstimate: Sendable, Equatable {
         let heads = m.usesMoH ? n * (2 * hr + 2 * h + cl) : 0
         if m.usesMoH { acts += n * (cl + h + hr) }
         // A block's saved activations: attention (ln1, attnOut, q, k, v, y, rstd1, lse), the FFN
-        // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (logits,
-        // probs, top-k; send, back, recv, xe, o; pre, a; a local layer only xe, o, pre, a).
-        let attention = 2 * n * c + 4 * n * cl + n + Double(maxBatch) * hl * t + heads, half = 2 * n * c + n
-        let shared = Double(m.nSharedExperts), dense = n * (f + pre)
-        // An MoE block's state: router rows, sent rows (send, back) and received rows at their
-        // bound (recv, xe, o; pre, a). Its received rows also size the one backward exchange set
-        // (dSend; dRecv, dXe, dOe), of which a local layer needs only dXe and dOe.
-        var moe: [Double] = [], received = 0.0, exchanging = false
-        var moeLayer = 0, ownMoments = 0.0  // experts and routers: their moments are never split
-        for l in 0..<m.nLayer {
-            params += 4 * c * cl + 2 * c + hr * c
-            ownMoments += hr * c  // the head router reduces over the world: moments never split
-            if m.isMoE(l) {
-                let local = Double(plan.localExperts(layer: moeLayer, rank: rank).count)
-                params += e * c + (local + shared) * mats * c * f
-                ownMoments += e * c + local * mats * c * f
-                let isLocal = plan.isLocal(layer: moeLayer, world: worldSize)
-                let most = (isLocal ? 1 : world) * routed * min(k, local)
-                received = max(received, most)
-                exchanging = exchanging || !isLocal
-                let rows = isLocal ? most * (2 * c + f + pre) : 2 * sent * c + most * (3 * c + f + pre)
-                moe.append(2 * n * e + 2 * n * k + rows + shared * dense)
-                moeLayer += 1
-            } else {
-                params += mats * c * f
-            }
-        }
-        // Moments of everything replicated over dp are split over dp with train.shardOptimizer.
-        let moments = ownMoments + (params - ownMoments) / Double(max(dp, 1))
+        // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (`blocks`).
+        let attention = 2 * n * c + 4 * n * cl + n + maxBatch * hl * t + heads, half = 2 * n * c + n
+        let dense = n * (f + pre)
         let moeBlocks = Double(m.moeLayerCount), denseBlocks = Double(m.nLayer) - moeBlocks
-        let allMoE = moe.reduce(0, +), oneMoE = moe.max() ?? 0
+        let allMoE = b.moe.reduce(0, +), oneMoE = b.moe.max() ?? 0
         switch recompute {
         case .none: acts += Double(m.nLayer) * (attention + half) + allMoE + denseBlocks * dense
         case .attention: acts += attention + Double(m.nLayer) * half + allMoE + denseBlocks * dense
         case .block:
             acts += attention + (moeBlocks > 0 ? half + oneMoE : 0) + (denseBlocks > 0 ? half + dense : 0)
         }
-        // The MoE backward's exchange scratch, one set for all blocks.
-        if moeBlocks > 0 { acts += exchanging ? sent * c + 3 * received * c : 2 * received * c }
+        // The MoE backward's exchange scratch, one set for all blocks: its received rows size the
+        // wire buffers (dOwnerWire; dExpertWire) and dXe, dOe, of which a local layer needs only
+        // dXe and dOe.
+        if moeBlocks > 0 { acts += b.exchanging ? sent * c + 3 * b.received * c : 2 * b.received * c }
         // Experts' backward scratch per thread: the busiest expert, at most every token of the world
         // (on a rank that holds experts: received > 0).
-        if received > 0 { acts += Double(max(threads, 1)) * world * routed * (f + pre) }
-        return MemoryEstimate(
-            stateBytes: 8 * params + 8 * moments, activationBytes: 4 * acts,
-            checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,
-            parameters: params, runtimeBytes: runtimeBaseline)
+        if b.received > 0 { acts += Double(max(threads, 1)) * world * routed * (f + pre) }
+        return acts
     }
 }

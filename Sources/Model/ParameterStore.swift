@@ -160,29 +160,7 @@ public final class ParameterStore: @unchecked Sendable {
             if c.usesMoH { list.add(p + "attn.router.weight", [c.headRouterRows, C], reduce: .world) }
             list.add(p + "norm2.weight", [C], decay: false, initStd: 0)
             if c.isMoE(l) {
-                list.add(p + "moe.router.weight", [c.nExpert, C], reduce: .world, trainable: !c.usesRandomRouter)
-                for s in 0..<c.nSharedExperts {
-                    for w in c.ffnMatrices {
-                        list.add(
-                            p + "moe.shared.\(s).\(w).weight", w == "w2" ? [C, F] : [F, C],
-                            initStd: w == "w2" ? outStd : TensorList.std)
-                    }
-                }
-                for e in layout.plan.localExperts(layer: moeIndex, rank: layout.mesh.rank) {
-                    let ranks = layout.plan.layers[moeIndex][e]
-                    let first = ranks.min() == layout.mesh.rank
-                    // An expert on every rank is data parallel: summed over the world in place, with
-                    // the other tensors of its run (see ShardedAdamW.reduceGradients).
-                    let red: ReduceGroup =
-                        ranks.count == layout.mesh.world
-                        ? .world : .replicas(layer: moeIndex, expert: e, ranks: ranks)
-                    for w in c.ffnMatrices {
-                        list.add(
-                            ModelConfig.expertWeight(block: l, expert: e, matrix: w), w == "w2" ? [C, F] : [F, C],
-                            reduce: red,
-                            initStd: w == "w2" ? outStd : TensorList.std, isPrimaryCopy: first)
-                    }
-                }
+                list.addMoE(config: c, block: l, moeLayer: moeIndex, plan: layout.plan, outStd: outStd)
                 moeIndex += 1
             } else {
                 for w in c.ffnMatrices {
@@ -277,5 +255,36 @@ struct TensorList {
         infos.append(info)
         offset += info.count
         momentOffset += info.momentCount
+    }
+}
+
+extension TensorList {
+    /// MoE block `block` (MoE layer `moeLayer`): its router, shared experts and the routed experts
+    /// `plan` puts on this rank, each reduced over the world (on every rank) or its replicas.
+    mutating func addMoE(config c: ModelConfig, block l: Int, moeLayer: Int, plan: PlacementPlan, outStd: Float) {
+        let p = "layers.\(l).", C = c.nEmbd, F = c.ffHidden
+        add(p + "moe.router.weight", [c.nExpert, C], reduce: .world, trainable: !c.usesRandomRouter)
+        for s in 0..<c.nSharedExperts {
+            for w in c.ffnMatrices {
+                add(
+                    p + "moe.shared.\(s).\(w).weight", w == "w2" ? [C, F] : [F, C],
+                    initStd: w == "w2" ? outStd : Self.std)
+            }
+        }
+        for e in plan.localExperts(layer: moeLayer, rank: mesh.rank) {
+            let ranks = plan.layers[moeLayer][e]
+            let first = ranks.min() == mesh.rank
+            // An expert on every rank is data parallel: summed over the world in place, with
+            // the other tensors of its run (see ShardedAdamW.reduceGradients).
+            let red: ReduceGroup =
+                ranks.count == mesh.world
+                ? .world : .replicas(layer: moeLayer, expert: e, ranks: ranks)
+            for w in c.ffnMatrices {
+                add(
+                    ModelConfig.expertWeight(block: l, expert: e, matrix: w), w == "w2" ? [C, F] : [F, C],
+                    reduce: red,
+                    initStd: w == "w2" ? outStd : Self.std, isPrimaryCopy: first)
+            }
+        }
     }
 }

@@ -12,24 +12,7 @@ public enum Plot {
     public static func svg(events: [LogEvent], metric: String, title: String, maxPoints: Int = 5000) throws -> String {
         let steps = events.filter { $0.kind == .step && $0.step != nil }
         if metric == "expertLoad" { return try heatmap(steps, title: title) }
-        var series: [(String, [(Double, Double)])] = []
-        if metric == "rankStepMs" {
-            let ranks = steps.compactMap { $0[.rankStepMs]?.arrayValue?.count }.max() ?? 0
-            for r in 0..<ranks {
-                series.append(
-                    (
-                        "rank \(r)",
-                        steps.compactMap { e in
-                            guard let v = e[.rankStepMs]?.arrayValue, r < v.count, let y = v[r].doubleValue else {
-                                return nil
-                            }
-                            return (Double(e.step!), y)
-                        }
-                    ))
-            }
-        } else {
-            series.append((metric, steps.compactMap { e in e.json[metric]?.doubleValue.map { (Double(e.step!), $0) } }))
-        }
+        var series = metric == "rankStepMs" ? rankSeries(steps) : [(metric, metricSeries(steps, metric))]
         series = series.map { ($0.0, thin($0.1, maxPoints)) }.filter { !$0.1.isEmpty }
         guard !series.isEmpty else { throw PlotError("the log has no '\(metric)' values to plot") }
         let xs = series.flatMap { $0.1.map(\.0) }, ys = series.flatMap { $0.1.map(\.1) }
@@ -61,6 +44,30 @@ public enum Plot {
         return s + "</svg>\n"
     }
 
+    /// (step, value) of a per-step number.
+    static func metricSeries(_ steps: [LogEvent], _ metric: String) -> [(Double, Double)] {
+        steps.compactMap { e in e.json[metric]?.doubleValue.map { (Double(e.step!), $0) } }
+    }
+
+    /// One series per rank of rankStepMs.
+    static func rankSeries(_ steps: [LogEvent]) -> [(String, [(Double, Double)])] {
+        let ranks = steps.compactMap { $0[.rankStepMs]?.arrayValue?.count }.max() ?? 0
+        return (0..<ranks).map { r in
+            (
+                "rank \(r)",
+                steps.compactMap { e in
+                    guard let v = e[.rankStepMs]?.arrayValue, r < v.count, let y = v[r].doubleValue else { return nil }
+                    return (Double(e.step!), y)
+                }
+            )
+        }
+    }
+
+    /// The colour of a share t in 0...1 of the heatmap's scale (blue, green at 1/E, red).
+    static func heatColor(_ t: Double) -> String {
+        String(format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
+    }
+
     static func heatmap(_ steps: [LogEvent], title: String) throws -> String {
         let rows = steps.compactMap { e -> (Double, [[Double]])? in
             guard let l = e[.expertLoad]?.arrayValue, !l.isEmpty else { return nil }
@@ -80,9 +87,7 @@ public enum Plot {
                 let total = load[l].reduce(0, +)
                 for e in 0..<min(experts, load[l].count) {
                     let share = total > 0 ? load[l][e] / total : 0
-                    let t = min(1, share * Double(experts) / 2)  // 1/E (balanced) -> mid colour
-                    let color = String(
-                        format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
+                    let color = heatColor(min(1, share * Double(experts) / 2))  // 1/E (balanced) -> mid colour
                     s += String(
                         format:
                             "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%@\"/>",
@@ -102,18 +107,21 @@ public enum Plot {
         s += String(
             format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">step (%.0f to %.0f)</text>\n",
             (L + W - R) / 2, H - 20, x0, x1)
-        s += String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">share of tokens:</text>", W - R + 8, T + 10)
+        return s + heatLegend(x: W - R, top: T) + "</svg>\n"
+    }
+
+    /// The heatmap's legend, from (x, top).
+    static func heatLegend(x: Double, top T: Double) -> String {
+        var s = String(format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">share of tokens:</text>", x + 8, T + 10)
         for (i, (label, t)) in [("0", 0.0), ("1/E", 0.5), (">=2/E", 1.0)].enumerated() {
-            let color = String(
-                format: "rgb(%d,%d,%d)", Int(255 * t), Int(80 + 100 * (1 - abs(2 * t - 1))), Int(255 * (1 - t)))
+            let color = heatColor(t)
             s += String(
                 format:
                     "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"12\" fill=\"%@\"/><text x=\"%.0f\" y=\"%.0f\" "
                     + "font-size=\"11\" dominant-baseline=\"middle\">%@</text>\n",
-                W - R + 10, T + 22 + Double(i) * 18, color as NSString, W - R + 30, T + 28 + Double(i) * 18,
-                label as NSString)
+                x + 10, T + 22 + Double(i) * 18, color as NSString, x + 30, T + 28 + Double(i) * 18, label as NSString)
         }
-        return s + "</svg>\n"
+        return s
     }
 
     static func header(_ w: Double, _ h: Double, _ title: String) -> String {

@@ -40,13 +40,7 @@ public enum Render {
     /// The plain line for an event, or nil for a step that `every` skips.
     public static func line(_ e: LogEvent, state: RunState, every: Int, style: Style) -> String? {
         switch e.kind {
-        case .start:
-            var s =
-                "== start: job \(e[.job]?.stringValue ?? "?"), \(state.totalSteps) steps, "
-                + "world \(e[.world]?.intValue ?? 1)"
-            if let dp = e[.dp]?.intValue, let tp = e[.tp]?.intValue { s += " (dp \(dp) x tp \(tp))" }
-            if let r = e[.resumedFrom]?["step"]?.intValue { s += ", resumed from step \(r)" }
-            return style.bold(s)
+        case .start: return style.bold(startLine(e, state: state))
         case .step:
             guard let st = e.step else { return nil }
             if every > 1 && st % every != 0 && st != state.totalSteps - 1 { return nil }
@@ -57,27 +51,7 @@ public enum Render {
             return String(
                 format: "== checkpoint step %d saved: %.1f MB, %.2f GB/s, loop stalled %.1f ms",
                 e.step ?? -1, (e.number(.bytes) ?? 0) / 1e6, e.number(.gbps) ?? 0, e.number(.stallMs) ?? 0)
-        case .placement:
-            let at = e.step ?? -1
-            if e[.phase]?.stringValue == "measured" {
-                return String(
-                    format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f",
-                    e[.adoptedAtStep]?.intValue ?? -1,
-                    e.number(.predictedStepMs) ?? .nan, e.number(.measuredStepMs) ?? .nan)
-            }
-            if e[.adopted]?.boolValue == true {
-                return String(
-                    format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
-                    e.number(.predictedStepMsBefore) ?? .nan, e.number(.predictedStepMsAfter) ?? .nan,
-                    (e.number(.migrationBytes) ?? 0) / 1e6)
-                    + (e.number(.migrationMs).map { String(format: " (took %.0f ms)", $0) } ?? "")
-            }
-            if e.number(.migrationBytes) == 0 {
-                return "== placement kept at step \(at): the plan for the measured load is the current one"
-            }
-            return String(
-                format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
-                e.number(.predictedGainMs) ?? .nan, e.number(.predictedMigrationMs) ?? .nan)
+        case .placement: return placementLine(e)
         case .warning: return style.yellow("!! warning: " + (e[.message]?.stringValue ?? "?"))
         case .restart:
             // An elastic relaunch also names the world and the hosts that did not answer.
@@ -88,8 +62,41 @@ public enum Render {
                     + (lost.isEmpty ? "" : " (lost: \(lost.joined(separator: ", ")))"))
         case .error: return style.red("!! error: " + (e[.message]?.stringValue ?? "?"))
         case .end: return style.bold("== end: " + (e[.reason]?.stringValue ?? "completed"))
-        default: return nil
         }
+    }
+
+    /// A start event's line: the job, its steps and layout, where it resumed.
+    static func startLine(_ e: LogEvent, state: RunState) -> String {
+        var s =
+            "== start: job \(e[.job]?.stringValue ?? "?"), \(state.totalSteps) steps, "
+            + "world \(e[.world]?.intValue ?? 1)"
+        if let dp = e[.dp]?.intValue, let tp = e[.tp]?.intValue { s += " (dp \(dp) x tp \(tp))" }
+        if let r = e[.resumedFrom]?["step"]?.intValue { s += ", resumed from step \(r)" }
+        return s
+    }
+
+    /// A placement event's line: a measured plan, a change, or a kept placement and why.
+    static func placementLine(_ e: LogEvent) -> String {
+        let at = e.step ?? -1
+        if e[.phase]?.stringValue == "measured" {
+            return String(
+                format: "== placement adopted at step %d: predicted %.1f ms/step, measured %.1f",
+                e[.adoptedAtStep]?.intValue ?? -1,
+                e.number(.predictedStepMs) ?? .nan, e.number(.measuredStepMs) ?? .nan)
+        }
+        if e[.adopted]?.boolValue == true {
+            return String(
+                format: "== placement changed at step %d: predicted %.1f -> %.1f ms/step, moving %.1f MB", at,
+                e.number(.predictedStepMsBefore) ?? .nan, e.number(.predictedStepMsAfter) ?? .nan,
+                (e.number(.migrationBytes) ?? 0) / 1e6)
+                + (e.number(.migrationMs).map { String(format: " (took %.0f ms)", $0) } ?? "")
+        }
+        if e.number(.migrationBytes) == 0 {
+            return "== placement kept at step \(at): the plan for the measured load is the current one"
+        }
+        return String(
+            format: "== placement kept at step %d: predicted gain %.0f ms does not pay for moving (%.0f ms)", at,
+            e.number(.predictedGainMs) ?? .nan, e.number(.predictedMigrationMs) ?? .nan)
     }
 
     public static func stepLine(_ s: RunState, style: Style) -> String {

@@ -43,36 +43,38 @@ public enum ClusterFile {
         guard let nodesJ = j["nodes"]?.arrayValue else {
             throw ClusterFileError(key: "\(path): nodes", "missing or not a list")
         }
-        var nodes: [ClusterNode] = []
-        for (i, n) in nodesJ.enumerated() {
-            guard case .object(let fields) = n else {
-                throw ClusterFileError(key: "\(path): nodes[\(i)]", "not an object")
-            }
-            if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB", "cores"].contains($0.0) }) {
-                throw ClusterFileError(
-                    key: "\(path): nodes[\(i)].\(bad.0)",
-                    "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
-            }
-            guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue,
-                let mem = n["memoryPerSlotGB"]?.doubleValue
-            else {
-                throw ClusterFileError(
-                    key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
-            }
-            var cores: Int? = nil
-            if let c = n["cores"] {
-                guard let v = c.intValue else {
-                    throw ClusterFileError(key: "\(path): nodes[\(i)].cores", "not an integer")
-                }
-                cores = v
-            }
-            nodes.append(ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem, cores: cores))
-        }
+        let nodes = try nodesJ.enumerated().map { try node($1, at: $0, path: path) }
         let c = Cluster(
             nodes: nodes, intraNodeGBps: try number("intraNodeGBps"), interNodeGBps: try number("interNodeGBps"),
             intraNodeLatencyUs: try number("intraNodeLatencyUs"), interNodeLatencyUs: try number("interNodeLatencyUs"),
             gflopsPerSlot: try number("gflopsPerSlot"))
         do { try c.validate() } catch let e as PlacementError { throw ClusterFileError(key: path, e.message) }
         return c
+    }
+
+    /// nodes[i] of the file at `path`.
+    static func node(_ n: JSONValue, at i: Int, path: String) throws -> ClusterNode {
+        guard case .object(let fields) = n else {
+            throw ClusterFileError(key: "\(path): nodes[\(i)]", "not an object")
+        }
+        if let bad = fields.first(where: { !["name", "slots", "memoryPerSlotGB", "cores"].contains($0.0) }) {
+            throw ClusterFileError(
+                key: "\(path): nodes[\(i)].\(bad.0)",
+                "unknown field; known fields: name, slots, memoryPerSlotGB, cores")
+        }
+        guard let name = n["name"]?.stringValue, let slots = n["slots"]?.intValue,
+            let mem = n["memoryPerSlotGB"]?.doubleValue
+        else {
+            throw ClusterFileError(
+                key: "\(path): nodes[\(i)]", "needs name (string), slots (integer), memoryPerSlotGB (number)")
+        }
+        var cores: Int? = nil
+        if let c = n["cores"] {
+            guard let v = c.intValue else {
+                throw ClusterFileError(key: "\(path): nodes[\(i)].cores", "not an integer")
+            }
+            cores = v
+        }
+        return ClusterNode(name: name, slots: slots, memoryPerSlotGB: mem, cores: cores)
     }
 }

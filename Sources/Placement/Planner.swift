@@ -190,12 +190,7 @@ public enum Planner {
         }
         let totalSlots = perRankSlots.reduce(0, +)
         let needed = shape.moeLayers * shape.nExpert
-        guard totalSlots >= needed else {
-            throw PlacementError(
-                "memory: the ranks have room for \(totalSlots) experts (with AdamW moments) but the model "
-                    + "has \(needed); use more ranks or ranks with more memory"
-            )
-        }
+        try checkRoom(slots: totalSlots, needed: needed)
         var free = perRankSlots
         var layers: [[[Int]]] = []
         var extraBudget = totalSlots - needed
@@ -212,19 +207,11 @@ public enum Planner {
         // they pay for it against the best plan without any, or against every expert on every
         // rank (no exchange, all expert gradients summed) where each rank has room for them all.
         var candidates = [PlacementPlan(layers: layers)]
-        if layers.contains(where: { $0.contains { $0.count > 1 } }) {
-            var single: [[[Int]]] = []
-            var freeSingle = perRankSlots
-            for l in 0..<shape.moeLayers {
-                guard
-                    let a = lpt(
-                        layerLoad(l), replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle,
-                        world: world, nodeOf: nodeOf)
-                else { break }
-                freeSingle = a.free
-                single.append(a.holders.map { $0.sorted() })
-            }
-            if single.count == shape.moeLayers { candidates.insert(PlacementPlan(layers: single), at: 0) }
+        if layers.contains(where: { $0.contains { $0.count > 1 } }),
+            let single = withoutReplicas(
+                shape: shape, free: perRankSlots, world: world, nodeOf: nodeOf, load: layerLoad)
+        {
+            candidates.insert(single, at: 0)
         }
         if world > 1 && cap == world && perRankSlots.allSatisfy({ $0 >= needed }) {
             candidates.append(.everywhere(moeLayers: shape.moeLayers, experts: shape.nExpert, world: world))
@@ -232,6 +219,34 @@ public enum Planner {
         // The first of the cheapest (fewer replicas first on ties).
         let costs = candidates.map(score)
         return candidates[costs.indices.min { costs[$0] < costs[$1] }!]
+    }
+
+    /// Throws unless the ranks' expert slots hold every expert of the model once.
+    static func checkRoom(slots: Int, needed: Int) throws {
+        guard slots >= needed else {
+            throw PlacementError(
+                "memory: the ranks have room for \(slots) experts (with AdamW moments) but the model "
+                    + "has \(needed); use more ranks or ranks with more memory"
+            )
+        }
+    }
+
+    /// LPT of every layer with one copy of each expert (nil when the slots do not hold them).
+    static func withoutReplicas(
+        shape: MoEShape, free: [Int], world: Int, nodeOf: [Int], load layerLoad: (Int) -> [Double]
+    ) -> PlacementPlan? {
+        var single: [[[Int]]] = []
+        var freeSingle = free
+        for l in 0..<shape.moeLayers {
+            guard
+                let a = lpt(
+                    layerLoad(l), replicas: [Int](repeating: 1, count: shape.nExpert), free: freeSingle,
+                    world: world, nodeOf: nodeOf)
+            else { return nil }
+            freeSingle = a.free
+            single.append(a.holders.map { $0.sorted() })
+        }
+        return PlacementPlan(layers: single)
     }
 
     /// One layer's assignment: replicate the expert with the largest load per replica while it

@@ -238,9 +238,14 @@ extension Job {
         }
     }
 
-    /// Checkpoint, routing skew, re-placement and layout keys.
+    /// Checkpoint, watchdog, routing skew, re-placement and layout keys.
     func validateSavingRoutingAndLayout() throws {
-        let t = train
+        try validateSavingAndWatching()
+        try validateRoutingAndLayout()
+    }
+
+    /// Checkpoint, straggler and deadline keys.
+    func validateSavingAndWatching() throws {
         if checkpoint.every < 0 {
             throw JobError(key: "checkpoint.every", "must be >= 0 (0: never), got \(checkpoint.every)")
         }
@@ -265,6 +270,11 @@ extension Job {
         if !["stop", "continue"].contains(checkpoint.onError) {
             throw JobError(key: "checkpoint.onError", "must be stop or continue, got '\(checkpoint.onError)'")
         }
+    }
+
+    /// Routing skew, re-placement and layout keys.
+    func validateRoutingAndLayout() throws {
+        let t = train
         if t.routerSkewStride < 1 || model.nExpert % t.routerSkewStride != 0 {
             throw JobError(
                 key:

@@ -39,50 +39,52 @@ public struct TokenData: Sendable {
         }
         if data.isEmpty { throw fail("the file is empty") }
         let fmt = resolvedFormat(path: path, format: format)
-        var tokens: [UInt16]
         if fmt == "text" {
             if vocabSize < 256 {
                 throw fail("text data has byte tokens 0...255 but model.vocabSize is \(vocabSize); set it to 256")
             }
-            tokens = data.map { UInt16($0) }
-        } else {
-            guard data.count >= binHeaderBytes else {
-                throw fail(
-                    "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text "
-                        + "file? set data.format=text"
-                )
-            }
-            let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in
-                (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
-            }
-            guard header[0] == binMagic else {
-                throw fail(
-                    "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set "
-                        + "data.format=text"
-                )
-            }
-            guard header[1] == 1 else {
-                throw fail("unsupported .bin version \(header[1]); only version 1 (uint16 tokens) is read")
-            }
-            let n = Int(header[2])
-            guard n >= 0, data.count == binHeaderBytes + 2 * n else {
-                throw fail(
-                    "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file "
-                        + "has \(data.count) bytes; the file is truncated or corrupt"
-                )
-            }
-            if n == 0 { throw fail("the .bin file holds no tokens") }
-            tokens = data.withUnsafeBytes { raw in
-                (0..<n).map {
-                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: binHeaderBytes + 2 * $0, as: UInt16.self))
-                }
-            }
-            if let i = tokens.firstIndex(where: { Int($0) >= vocabSize }) {
-                throw fail(
-                    "token \(tokens[i]) at index \(i) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize")
+            return TokenData(path: path, format: fmt, tokens: data.map { UInt16($0) })
+        }
+        return TokenData(path: path, format: fmt, tokens: try binTokens(data, vocabSize: vocabSize, fail: fail))
+    }
+
+    /// The tokens of an llm.c .bin file's bytes, header and every id checked.
+    static func binTokens(_ data: Data, vocabSize: Int, fail: (String) -> DataError) throws -> [UInt16] {
+        guard data.count >= binHeaderBytes else {
+            throw fail(
+                "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text "
+                    + "file? set data.format=text"
+            )
+        }
+        let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in
+            (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+        }
+        guard header[0] == binMagic else {
+            throw fail(
+                "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set "
+                    + "data.format=text"
+            )
+        }
+        guard header[1] == 1 else {
+            throw fail("unsupported .bin version \(header[1]); only version 1 (uint16 tokens) is read")
+        }
+        let n = Int(header[2])
+        guard n >= 0, data.count == binHeaderBytes + 2 * n else {
+            throw fail(
+                "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file "
+                    + "has \(data.count) bytes; the file is truncated or corrupt"
+            )
+        }
+        if n == 0 { throw fail("the .bin file holds no tokens") }
+        let tokens = data.withUnsafeBytes { raw in
+            (0..<n).map {
+                UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: binHeaderBytes + 2 * $0, as: UInt16.self))
             }
         }
-        return TokenData(path: path, format: fmt, tokens: tokens)
+        if let i = tokens.firstIndex(where: { Int($0) >= vocabSize }) {
+            throw fail("token \(tokens[i]) at index \(i) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize")
+        }
+        return tokens
     }
 
     public init(path: String, format: String, tokens: [UInt16]) {

@@ -57,6 +57,11 @@ extension BenchCommand {
             }
             return (bytes, out)
         }[0]
+        reportSaveThroughput(bytes: bytes, rows: rows)
+    }
+
+    /// The save-throughput figures (best of the rounds) into the record and as lines.
+    static func reportSaveThroughput(bytes: Int, rows: [SaveRound]) {
         let save = rows.map(\.save).min()!, plain = rows.map(\.plain).min()!
         let direct = rows.compactMap(\.plainDirect).min()
         let best = rows.min { $0.save < $1.save }!

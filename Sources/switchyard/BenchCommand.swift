@@ -65,26 +65,7 @@ enum BenchCommand {
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
         Runtime.useThreads(threads)
         if let list = args.value(.attention) {
-            let lengths = list.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
-            guard !lengths.isEmpty, lengths.count == list.split(separator: ",").count else {
-                throw UsageError(
-                    message: "--attention takes positive sequence lengths separated by commas, got '\(list)'",
-                    command: "bench")
-            }
-            let b = try args.positiveInt(.attentionBatch) ?? 4
-            let rows = attentionBench(job: job, lengths: lengths, batch: b, repeats: 3)
-            reportAttention(rows, job: job, batch: b)
-            record.append(
-                (
-                    "attention",
-                    .array(
-                        rows.map {
-                            .object([
-                                ("t", .integer($0.t)), ("batch", .integer(b)), ("forwardMs", .number($0.forwardMs)),
-                                ("backwardMs", .number($0.backwardMs)), ("gflops", .number($0.gflops))
-                            ])
-                        })
-                ))
+            try attentionRows(args, list: list, job: job)
             return 0
         }
         job.train.peakGflops = peak / 1e9
@@ -97,6 +78,30 @@ enum BenchCommand {
             try checkpointBench(job: job, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
         }
         return 0
+    }
+
+    /// --attention: the attention core alone at each sequence length of `list`, reported and recorded.
+    static func attentionRows(_ args: ParsedArgs, list: String, job: Job) throws {
+        let lengths = list.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+        guard !lengths.isEmpty, lengths.count == list.split(separator: ",").count else {
+            throw UsageError(
+                message: "--attention takes positive sequence lengths separated by commas, got '\(list)'",
+                command: "bench")
+        }
+        let b = try args.positiveInt(.attentionBatch) ?? 4
+        let rows = attentionBench(job: job, lengths: lengths, batch: b, repeats: 3)
+        reportAttention(rows, job: job, batch: b)
+        record.append(
+            (
+                "attention",
+                .array(
+                    rows.map {
+                        .object([
+                            ("t", .integer($0.t)), ("batch", .integer(b)), ("forwardMs", .number($0.forwardMs)),
+                            ("backwardMs", .number($0.backwardMs)), ("gflops", .number($0.gflops))
+                        ])
+                    })
+            ))
     }
 
     /// What `--json` writes: the figures of this run, filled in as they are measured.

@@ -157,40 +157,51 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
             out.rest = Array(args[(i + 1)...])
             break
         }
-        if a == "-h" || a == "--help" { out.wantsHelp = true; i += 1; continue }
-        if a.hasPrefix("-") && a.count > 1 {
-            var name = a, inline: String? = nil
-            if let eq = a.firstIndex(of: "="), a.hasPrefix("--") {
-                name = String(a[..<eq]); inline = String(a[a.index(after: eq)...])
-            }
-            guard let o = spec.options.first(where: { $0.names.contains(name) }) else {
-                throw UsageError(message: "unknown option '\(name)'", command: spec.name)
-            }
-            let canonical = o.option
-            if o.valueName != nil {
-                let v: String
-                if let inline {
-                    v = inline
-                } else {
-                    guard i + 1 < args.count else {
-                        throw UsageError(message: "option \(name) needs a value \(o.valueName!)", command: spec.name)
-                    }
-                    v = args[i + 1]; i += 1
-                }
-                if !o.repeatable && out.values[canonical] != nil {
-                    throw UsageError(message: "option \(name) given twice", command: spec.name)
-                }
-                out.values[canonical, default: []].append(v)
-            } else {
-                if inline != nil { throw UsageError(message: "option \(name) takes no value", command: spec.name) }
-                out.flags.insert(canonical)
-            }
+        if a == "-h" || a == "--help" {
+            out.wantsHelp = true
+        } else if a.hasPrefix("-") && a.count > 1 {
+            try parseOption(args, at: &i, spec, into: &out)
         } else {
             out.positionals.append(a)
         }
         i += 1
     }
-    if out.wantsHelp { return out }
+    if !out.wantsHelp { try checkComplete(out, spec) }
+    return out
+}
+
+/// The option at args[i] (`--name value`, `--name=value` or a flag) into `out`; i moves past its value.
+private func parseOption(_ args: [String], at i: inout Int, _ spec: CommandSpec, into out: inout ParsedArgs) throws {
+    let a = args[i]
+    var name = a, inline: String? = nil
+    if let eq = a.firstIndex(of: "="), a.hasPrefix("--") {
+        name = String(a[..<eq]); inline = String(a[a.index(after: eq)...])
+    }
+    guard let o = spec.options.first(where: { $0.names.contains(name) }) else {
+        throw UsageError(message: "unknown option '\(name)'", command: spec.name)
+    }
+    guard o.valueName != nil else {
+        if inline != nil { throw UsageError(message: "option \(name) takes no value", command: spec.name) }
+        out.flags.insert(o.option)
+        return
+    }
+    let v: String
+    if let inline {
+        v = inline
+    } else {
+        guard i + 1 < args.count else {
+            throw UsageError(message: "option \(name) needs a value \(o.valueName!)", command: spec.name)
+        }
+        v = args[i + 1]; i += 1
+    }
+    if !o.repeatable && out.values[o.option] != nil {
+        throw UsageError(message: "option \(name) given twice", command: spec.name)
+    }
+    out.values[o.option, default: []].append(v)
+}
+
+/// The positional arguments the spec wants, and its required options.
+private func checkComplete(_ out: ParsedArgs, _ spec: CommandSpec) throws {
     if out.positionals.count < spec.positionals.count {
         let missing = spec.positionals[out.positionals.count].name
         throw UsageError(message: "missing argument \(missing)", command: spec.name)
@@ -202,7 +213,6 @@ func parse(_ args: [String], _ spec: CommandSpec) throws -> ParsedArgs {
     if let o = spec.options.first(where: { $0.required && out.values[$0.option] == nil }) {
         throw UsageError(message: "\(spec.name) needs \(o.canonicalName) \(o.valueName ?? "")", command: spec.name)
     }
-    return out
 }
 
 extension ParsedArgs {

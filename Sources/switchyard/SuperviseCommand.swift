@@ -45,19 +45,31 @@ enum SuperviseCommand {
         takesCommand: true
     ) { try run($0) }
 
+    /// --backoff: seconds >= 0 (default 10).
+    static func backoffSeconds(_ args: ParsedArgs) throws -> Double {
+        guard let v = args.value(.backoff) else { return 10 }
+        guard let s = Double(v), s >= 0, s.isFinite else {
+            throw UsageError(message: "--backoff takes seconds >= 0, got '\(v)'", command: "supervise")
+        }
+        return s
+    }
+
+    /// The error supervision ends with when restarts stop making progress.
+    static func giveUp(status: Int32, times: Int, newest: Int, attempts: Int, runDir: String) {
+        let newest = newest < 0 ? "none" : "step \(newest)"
+        Runtime.printError(
+            "supervise: giving up: the command ended non-zero (last status \(status)) \(times) "
+                + "time(s) in a row without a newer checkpoint (newest: \(newest)); \(attempts) attempt(s) "
+                + "in all; see \(runDir)/log.jsonl", rank: 0, world: 1)
+    }
+
     static func run(_ args: ParsedArgs) throws -> Int32 {
         var command = args.rest
         guard !command.isEmpty else {
             throw UsageError(message: "supervise needs the command to run after --", command: "supervise")
         }
         let maxRestarts = try args.positiveInt(.maxRestarts) ?? 3
-        let backoff =
-            try args.value(.backoff).map { v -> Double in
-                guard let s = Double(v), s >= 0, s.isFinite else {
-                    throw UsageError(message: "--backoff takes seconds >= 0, got '\(v)'", command: "supervise")
-                }
-                return s
-            } ?? 10
+        let backoff = try backoffSeconds(args)
         let runDir = try runDirectory(of: command)
         let elastic = try args.positiveInt(.minRanks).map {
             ElasticLaunch(minRanks: $0, probeSeconds: try args.positiveDouble(.probeTimeout) ?? 30)
@@ -77,11 +89,7 @@ enum SuperviseCommand {
             let after = newestCheckpointStep(runDir)
             withoutProgress = after > before ? 0 : withoutProgress + 1
             if withoutProgress > maxRestarts {
-                let newest = after < 0 ? "none" : "step \(after)"
-                Runtime.printError(
-                    "supervise: giving up: the command ended non-zero (last status \(status)) \(withoutProgress) "
-                        + "time(s) in a row without a newer checkpoint (newest: \(newest)); \(attempt) attempt(s) "
-                        + "in all; see \(runDir)/log.jsonl", rank: 0, world: 1)
+                giveUp(status: status, times: withoutProgress, newest: after, attempts: attempt, runDir: runDir)
                 return 1
             }
             let message =
