@@ -196,8 +196,8 @@ extension Trainer {
             progress.timedTokens += tokensPerStep
         }
         progress.summary.losses.append(r.loss)
-        progress.summary.lastExpertCounts = r.outputs.expertCounts
-        progress.summary.lastDropped = r.outputs.dropped
+        progress.summary.finalStepExpertCounts = r.outputs.expertCounts
+        progress.summary.finalStepDropped = r.outputs.dropped
         replanner.record(counts: r.outputs.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest

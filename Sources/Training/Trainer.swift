@@ -39,8 +39,8 @@ public struct TrainSummary: Sendable {
     public var tokensPerSec = 0.0  // mean over the run, excluding the first step
     /// The last applied step's global tokens per expert [MoE block][E] and dropped assignments per
     /// MoE block (summed over its micro-batches).
-    public var lastExpertCounts: [[Int]] = []
-    public var lastDropped: [Int] = []
+    public var finalStepExpertCounts: [[Int]] = []
+    public var finalStepDropped: [Int] = []
 }
 
 public final class Trainer {

@@ -39,7 +39,7 @@ final class DispatchTests: XCTestCase {
             scratch: MoEScratch(n: state.capacityRows, e: e, k: k),
             gatherScratch: unusedWeights.base)  // tp 1: the all-gather over tp does nothing
     }
-    nonisolated(unsafe) static let unusedWeights = FloatBuffer(count: 64)
+    static let unusedWeights = FloatBuffer(count: 64)
 
     func check(world: Int, experts e: Int, plan: PlacementPlan, seed: UInt64, nodeOf: [Int]? = nil) throws {
         let c = 3, k = 2

@@ -24,7 +24,7 @@ final class ParallelLayoutTests: XCTestCase {
             return (
                 s,
                 st.infos.map { ($0, Array(UnsafeBufferPointer(start: st.params.base + $0.offset, count: $0.count))) },
-                s.lastDropped
+                s.finalStepDropped
             )
         }
         var params: [String: [Float]] = [:]
@@ -168,7 +168,7 @@ final class ParallelLayoutTests: XCTestCase {
             let job = j, tokens = data
             return try LocalCommunicator.run(size: 1) { comm -> Double in
                 let t = try Trainer(job: job, comm: comm, data: tokens, log: nil, environment: Self.env, say: { _ in })
-                let c = try t.run().lastExpertCounts[0]
+                let c = try t.run().finalStepExpertCounts[0]
                 return Double(c.max()!) / (Double(c.reduce(0, +)) / Double(c.count))
             }[0]
         }
@@ -228,7 +228,7 @@ final class ParallelLayoutTests: XCTestCase {
         let job = j1, tokens = data
         let last = try LocalCommunicator.run(size: 1) { comm -> [[Int]] in
             let t = try Trainer(job: job, comm: comm, data: tokens, log: nil, environment: Self.env, say: { _ in })
-            return try t.run().lastExpertCounts
+            return try t.run().finalStepExpertCounts
         }[0]
         XCTAssertEqual(last.map { $0.reduce(0, +) }, [384, 384, 384], "6 x 16 tokens x 4 experts per block")
     }
