@@ -65,17 +65,20 @@ let package = Package(
         .target(name: "Model", dependencies: ["Tensor", "Comm", "Placement", "Clock"], swiftSettings: kernelFlags),
         .target(name: "RunEvents", dependencies: ["JSON"]),
         .target(name: "Monitor", dependencies: ["JSON", "RunEvents"]),
+        .target(name: "TensorBoard", dependencies: ["JSON", "RunEvents", "Checkpoint"]),
         .target(name: "CChecksum"),
         .target(name: "Checkpoint", dependencies: ["CChecksum", "Tensor", "Comm", "JSON", "Placement", "Clock"]),
         .target(
             name: "Training",
-            dependencies: ["Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON", "RunEvents", "Clock"],
+            dependencies: [
+                "Tensor", "Comm", "Placement", "Model", "Checkpoint", "JSON", "RunEvents", "TensorBoard", "Clock"
+            ],
             swiftSettings: kernelFlags),
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON",
-                "RunEvents", "Clock"
+                "RunEvents", "TensorBoard", "Clock"
             ],
             swiftSettings: kernelsForHaswell ? [.define("KERNELS_HASWELL")] : []),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
@@ -84,7 +87,7 @@ let package = Package(
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "JSON"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm", "Placement"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Comm", "JSON", "Tensor"]),
-        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "JSON", "RunEvents"]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "JSON", "RunEvents", "TensorBoard"]),
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),

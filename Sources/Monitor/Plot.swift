@@ -7,39 +7,37 @@ import RunEvents
 public enum Plot {
     public static let metrics = ["loss", "tokensPerSec", "mfu", "expertLoad", "rankStepMs"]
 
-    /// The SVG text for `metric` over the step events (at most `maxPoints` per series; longer
-    /// series are thinned evenly). Throws when the log has no such values.
+    /// The SVG text for `metric` over one run's step events (see `svg(runs:...)`).
     public static func svg(events: [LogEvent], metric: String, title: String, maxPoints: Int = 5000) throws -> String {
-        let steps = events.filter { $0.kind == .step && $0.step != nil }
-        if metric == "expertLoad" { return try heatmap(steps, title: title) }
-        var series = metric == "rankStepMs" ? rankSeries(steps) : [(metric, metricSeries(steps, metric))]
-        series = series.map { ($0.0, thin($0.1, maxPoints)) }.filter { !$0.1.isEmpty }
-        guard !series.isEmpty else { throw PlotError("the log has no '\(metric)' values to plot") }
-        let xs = series.flatMap { $0.1.map(\.0) }, ys = series.flatMap { $0.1.map(\.1) }
-        var (y0, y1) = (ys.min()!, ys.max()!)
-        if y0 == y1 { y0 -= 1; y1 += 1 }
-        let x0 = xs.min()!, x1 = max(xs.max()!, x0 + 1)
-        let W = 800.0, H = 450.0, L = 80.0, R = 140.0, T = 40.0, B = 60.0
-        func px(_ x: Double) -> Double { L + (x - x0) / (x1 - x0) * (W - L - R) }
-        func py(_ y: Double) -> Double { H - B - (y - y0) / (y1 - y0) * (H - T - B) }
-        var s = header(W, H, title)
-        s += axes(
-            W: W, H: H, L: L, R: R, T: T, B: B, x0: x0, x1: x1, y0: y0, y1: y1, xLabel: "step", yLabel: metric, px: px,
-            py: py)
-        let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-        for (i, (name, pts)) in series.enumerated() {
-            let c = colors[i % colors.count]
-            let d = pts.map { String(format: "%.2f,%.2f", px($0.0), py($0.1)) }.joined(separator: " ")
-            s +=
-                "<polyline class=\"series\" data-name=\"\(esc(name))\" fill=\"none\" stroke=\"\(c)\" "
-                + "stroke-width=\"1.5\" points=\"\(d)\"/>\n"
-            let ly = T + 16 * Double(i)
-            s += String(
-                format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%@\" stroke-width=\"3\"/>",
-                W - R + 10, ly, W - R + 30, ly, c as NSString)
-            s += String(
-                format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" dominant-baseline=\"middle\">%@</text>\n",
-                W - R + 36, ly, esc(name) as NSString)
+        var o = PlotOptions()
+        o.maxPoints = maxPoints
+        return try svg(runs: [PlotRun(name: metric, events: events)], metric: metric, title: title, options: o)
+    }
+
+    /// The SVG text for `metric` over the step events of each run, one colour per run (at most
+    /// `maxPoints` per series; longer series are thinned evenly). For loss, each eval's validation
+    /// loss is a marker on the same chart. Throws when the logs have no such values.
+    public static func svg(runs: [PlotRun], metric: String, title: String, options o: PlotOptions = PlotOptions())
+        throws -> String
+    {
+        if metric == "expertLoad" {
+            guard runs.count == 1 else { throw PlotError("expertLoad is a heatmap of one run; give one run") }
+            return try heatmap(runs[0].events.filter { $0.kind == .step && $0.step != nil }, title: title)
+        }
+        let series = try PlotSeries.build(runs, metric: metric, options: o)
+        let xs = series.flatMap { $0.points.map(\.0) }, ys = series.flatMap { $0.points.map(\.1) }
+        if o.logScale && ys.contains(where: { $0 <= 0 }) {
+            throw PlotError("a log scale needs positive values; '\(metric)' has some <= 0")
+        }
+        let x = Scale.linear(xs.min()!, max(xs.max()!, xs.min()! + 1))
+        let y = o.logScale ? Scale.logarithmic(ys.min()!, ys.max()!) : Scale.linear(ys.min()!, ys.max()!)
+        let frame = Frame(x: x, y: y)
+        var s = header(frame.W, frame.H, title)
+        s += axes(frame, xLabel: "step", yLabel: metric + (o.logScale ? " (log scale)" : ""))
+        var row = 0
+        for series in series {
+            s += series.svg(frame, legendRow: row)
+            if series.kind != .faded { row += 1 }
         }
         return s + "</svg>\n"
     }
@@ -134,31 +132,30 @@ public enum Plot {
             w, h, w, h, w / 2, esc(title) as NSString)
     }
 
-    static func axes(
-        W: Double, H: Double, L: Double, R: Double, T: Double, B: Double, x0: Double, x1: Double, y0: Double,
-        y1: Double,
-        xLabel: String, yLabel: String, px: (Double) -> Double, py: (Double) -> Double
-    ) -> String {
+    /// The axes, their round ticks and grid lines, and the axis labels.
+    static func axes(_ f: Frame, xLabel: String, yLabel: String) -> String {
+        let (W, H, L, R, T, B) = (f.W, f.H, f.L, f.R, f.T, f.B)
         var s = String(
             format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>", L, H - B, W - R, H - B)
         s += String(
             format: "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B)
-        for i in 0...5 {
-            let x = x0 + (x1 - x0) * Double(i) / 5, y = y0 + (y1 - y0) * Double(i) / 5
+        for x in f.x.ticks {
             s += String(
                 format:
                     "<line class=\"tick\" x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"black\"/><text "
-                    + "x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>",
-                px(x), H - B, px(x), H - B + 5, px(x), H - B + 18, tick(x) as NSString)
+                    + "class=\"xtick\" x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%@</text>\n",
+                f.px(x), H - B, f.px(x), H - B + 5, f.px(x), H - B + 18, Scale.label(x) as NSString)
+        }
+        for y in f.y.ticks {
             s += String(
                 format:
                     "<line class=\"tick\" x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"black\"/><text "
-                    + "x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" "
+                    + "class=\"ytick\" x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" "
                     + "dominant-baseline=\"middle\">%@</text>",
-                L - 5, py(y), L, py(y), L - 8, py(y), tick(y) as NSString)
+                L - 5, f.py(y), L, f.py(y), L - 8, f.py(y), Scale.label(y) as NSString)
             s += String(
-                format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, py(y), W - R,
-                py(y))
+                format: "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, f.py(y),
+                W - R, f.py(y))
         }
         s += String(
             format: "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">%@</text>\n", (L + W - R) / 2,
@@ -169,11 +166,6 @@ public enum Plot {
                 + "%.0f)\">%@</text>\n",
             (T + H - B) / 2, (T + H - B) / 2, esc(yLabel) as NSString)
         return s
-    }
-
-    static func tick(_ v: Double) -> String {
-        if v == v.rounded() && abs(v) < 1e7 { return String(Int(v)) }
-        return abs(v) >= 1000 || abs(v) < 0.01 ? String(format: "%.2g", v) : String(format: "%.3g", v)
     }
 
     static func thin(_ pts: [(Double, Double)], _ n: Int) -> [(Double, Double)] {

@@ -31,7 +31,9 @@ public enum RunStatus {
             + phase.padding(toLength: 18, withPad: " ", startingAt: 0)
         s += "step \((state.step ?? -1) + 1)/\(state.totalSteps)"
         if let l = state.loss { s += String(format: "  loss %.4f", l) }
+        if let v = state.valLoss { s += String(format: "  val %.4f", v) }
         if let t = state.tokensPerSec { s += String(format: "  %.0f tok/s", t) }
+        if phase == "running", let eta = state.eta { s += "  eta " + Render.duration(eta) }
         let ck = runDir + "/checkpoints/LATEST"
         if let latest = try? String(contentsOfFile: ck, encoding: .utf8).trimmingCharacters(
             in: .whitespacesAndNewlines),

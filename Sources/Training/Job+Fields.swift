@@ -86,6 +86,9 @@ extension Job {
             doc: "stop after this many consecutive non-finite steps"),
         JobField(key: "train.logEvery", ref: .int(\.train.logEvery), doc: "progress line every N steps"),
         JobField(
+            key: "train.tensorboard", ref: .bool(\.train.tensorboard),
+            doc: "rank 0 also writes RUN/tb/events.out.tfevents.* for TensorBoard (flushed every logEvery steps)"),
+        JobField(
             key: "train.evalEvery", ref: .int(\.train.evalEvery), doc: "eval every N steps and at the end (0: never)"),
         JobField(key: "train.evalWindows", ref: .int(\.train.evalWindows), doc: "fixed windows per eval"),
         JobField(

@@ -35,6 +35,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var topKSchedule = ""
     public var maxBadSteps = 3
     public var logEvery = 10
+    public var tensorboard = false
     public var evalEvery = 100
     public var evalWindows = 16
     public var peakGflops = 0.0

@@ -3,12 +3,17 @@
 // `jq` can follow it. Only rank 0 writes.
 import Foundation
 import JSON
+import RunEvents
+import TensorBoard
 
 /// An append-only JSON-lines log in a run directory.
 public final class RunLog: @unchecked Sendable {
     public let directory: String
     public let path: String
     private let file: UnsafeMutablePointer<FILE>
+    /// TensorBoard's event file beside the log (train.tensorboard), and how often it is flushed.
+    public let tensorboard: EventFileWriter?
+    let flushEvery: Int
 
     /// Creates the run directory if needed, writes job.json, and opens log.jsonl for appending
     /// (a re-run appends a new `start` event; earlier lines are never rewritten).
@@ -31,15 +36,28 @@ public final class RunLog: @unchecked Sendable {
             throw JobError(key: "runsDir", "cannot open \(path) for appending: \(String(cString: strerror(errno)))")
         }
         file = f
+        flushEvery = max(1, job.train.logEvery)
+        do {
+            tensorboard =
+                job.train.tensorboard
+                ? try EventFileWriter(directory: directory + "/tb", host: ProcessInfo.processInfo.hostName) : nil
+        } catch {
+            throw JobError(key: "train.tensorboard", "\(error)")
+        }
     }
 
     deinit { fclose(file) }
 
-    /// Appends one event as a single line and flushes it.
+    /// Appends one event as a single line and flushes it; its scalars go to the TensorBoard file,
+    /// flushed at every train.logEvery-th step and at every other event (a buffered write: the
+    /// step does not wait for the disk).
     public func write(_ event: JSONValue) {
         let line = event.compact + "\n"
         fputs(line, file)
         fflush(file)
+        guard let tb = tensorboard else { return }
+        tb.append(logEvent: event)
+        if event.eventKind != .step || (event[.step]?.intValue ?? 0) % flushEvery == 0 { tb.flush() }
     }
 }
 

@@ -25,6 +25,7 @@ enum Option: String, Sendable, CaseIterable {
     case format = "--format"
     case json = "--json"
     case load = "--load"
+    case log = "--log"
     case maxRestarts = "--max-restarts"
     case metric = "--metric"
     case minRanks = "--min-ranks"
@@ -40,6 +41,7 @@ enum Option: String, Sendable, CaseIterable {
     case `set` = "--set"
     case sgemmN = "--sgemm-n"
     case skew = "--skew"
+    case smooth = "--smooth"
     case staleAfter = "--stale-after"
     case steps = "--steps"
     case temperature = "--temperature"
@@ -85,11 +87,12 @@ struct CommandSpec: Sendable {
     let options: [OptionSpec]
     let details: String
     var takesCommand = false  // `-- CMD...` ends the options; the words go to ParsedArgs.rest
+    var variadic = false  // the last positional takes one or more words
     let run: @Sendable (ParsedArgs) throws -> Int32
 
     var usageLine: String {
         let opts = options.isEmpty ? "" : " [options]"
-        return "switchyard \(name)\(opts)" + positionals.map { " \($0.name)" }.joined()
+        return "switchyard \(name)\(opts)" + positionals.map { " \($0.name)" }.joined() + (variadic ? "..." : "")
             + (takesCommand ? " -- COMMAND..." : "")
     }
 
@@ -206,7 +209,7 @@ private func checkComplete(_ out: ParsedArgs, _ spec: CommandSpec) throws {
         let missing = spec.positionals[out.positionals.count].name
         throw UsageError(message: "missing argument \(missing)", command: spec.name)
     }
-    if out.positionals.count > spec.positionals.count {
+    if out.positionals.count > spec.positionals.count && !spec.variadic {
         throw UsageError(
             message: "unexpected argument '\(out.positionals[spec.positionals.count])'", command: spec.name)
     }

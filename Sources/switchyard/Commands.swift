@@ -57,7 +57,8 @@ enum Commands {
     static let all = [
         train, selftest, CkptCommand.spec, EvalCommand.spec, SampleCommand.spec, MonitorCommands.tail,
         MonitorCommands.status,
-        MonitorCommands.plot, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec, SuperviseCommand.spec
+        MonitorCommands.plot, TensorBoardCommand.spec, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec,
+        SuperviseCommand.spec
     ]
 
     static var jobKeysHelp: String {

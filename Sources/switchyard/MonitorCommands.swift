@@ -35,13 +35,20 @@ enum MonitorCommands {
 
     static let plot = CommandSpec(
         name: "plot",
-        summary: "Write an SVG chart of a run's metric.",
-        positionals: [("RUN", "a run directory or its log.jsonl")],
+        summary: "Write an SVG chart of a metric of one run, or of several runs on one chart.",
+        positionals: [("RUN", "a run directory or its log.jsonl; several: one line per run, named by its directory")],
         options: [
             OptionSpec(.out, value: "FILE", required: true, "the SVG file to write"),
-            OptionSpec(.metric, value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)")
+            OptionSpec(.metric, value: "M", "loss | tokensPerSec | mfu | expertLoad | rankStepMs (default loss)"),
+            OptionSpec(
+                .smooth, value: "W",
+                "also draw an EMA of each line with weight W in [0, 1), e.g. 0.9 (the raw line faded)"),
+            OptionSpec(.log, "logarithmic y axis (positive values only, e.g. loss)")
         ],
-        details: ""
+        details:
+            "Ticks are round (1, 2 or 5 times a power of ten). The loss chart also marks each eval's validation\n"
+            + "loss. Several runs: switchyard plot runs/a runs/b --metric loss --out ab.svg\n",
+        variadic: true
     ) { try runPlot($0) }
 
     static func logPath(_ p: String) -> String { p.hasSuffix(".jsonl") ? p : p + "/log.jsonl" }
@@ -122,22 +129,46 @@ enum MonitorCommands {
         guard Plot.metrics.contains(metric) else {
             throw args.usageError("--metric must be one of \(Plot.metrics.joined(separator: ", ")), got '\(metric)'")
         }
-        let path = logPath(args.positionals[0])
-        let reader = LogReader(path: path)
-        guard reader.exists else { Runtime.printError("\(path): no such log"); return 1 }
-        reader.seekThreshold = UInt64.max  // a plot wants every point
-        let r = reader.poll()
-        for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
-        do {
-            var state = RunState()
+        var options = PlotOptions()
+        options.logScale = args.flag(.log)
+        if let w = args.value(.smooth) {
+            guard let v = Double(w), v >= 0, v < 1 else {
+                throw args.usageError("--smooth needs W in [0, 1), got '\(w)'")
+            }
+            options.smooth = v
+        }
+        var runs: [PlotRun] = [], state = RunState()
+        for arg in args.positionals {
+            let path = logPath(arg)
+            let reader = LogReader(path: path)
+            guard reader.exists else { Runtime.printError("\(path): no such log"); return 1 }
+            reader.seekThreshold = UInt64.max  // a plot wants every point
+            let r = reader.poll()
+            for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
             r.events.forEach { state.apply($0) }
-            let svg = try Plot.svg(events: r.events, metric: metric, title: "\(state.job): \(metric)")
+            runs.append(PlotRun(name: runName(arg), events: r.events))
+        }
+        if Set(runs.map(\.name)).count < runs.count {  // runs of one name in different directories
+            runs = zip(runs, args.positionals).map { PlotRun(name: runName($1, parents: 1), events: $0.events) }
+        }
+        let title = runs.count == 1 ? "\(state.job): \(metric)" : metric
+        do {
+            let svg = try Plot.svg(runs: runs, metric: metric, title: title, options: options)
             try Data(svg.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
-            say("wrote \(out) (\(metric), \(r.events.filter { $0.kind == .step }.count) steps)")
+            let steps = runs.map { $0.events.filter { $0.kind == .step }.count }
+            say("wrote \(out) (\(metric), \(steps.map(String.init).joined(separator: " + ")) steps)")
             return 0
         } catch {
-            Runtime.printError("\(path): \(error)")
+            Runtime.printError("\(args.positionals.joined(separator: ", ")): \(error)")
             return 1
         }
+    }
+
+    /// A run's name for a legend: its directory's name (runs/a/log.jsonl and runs/a both give a),
+    /// with `parents` directories above it (a/runs/x and b/runs/x: runs/x twice; with 1: a/runs/x).
+    static func runName(_ arg: String, parents: Int = 0) -> String {
+        let dir = arg.hasSuffix(".jsonl") ? (arg as NSString).deletingLastPathComponent : arg
+        let parts = (dir as NSString).standardizingPath.split(separator: "/")
+        return parts.suffix(parents + 1).joined(separator: "/")
     }
 }

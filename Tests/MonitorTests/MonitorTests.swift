@@ -218,7 +218,8 @@ final class MonitorTests: XCTestCase {
                 parser.parse(), "\(metric): the SVG is well-formed XML: \(String(describing: parser.parserError))")
             XCTAssertEqual(counter.polylines, series, metric)
             XCTAssertEqual(counter.points, 37 * series, metric)
-            XCTAssertEqual(counter.ticks, 12, "\(metric): 6 ticks per axis")
+            let x = Scale.linear(0, 36), y = Scale.linear(counter.yMin, counter.yMax)
+            XCTAssertEqual(counter.ticks, x.ticks.count + y.ticks.count, "\(metric): the scales' ticks")
             XCTAssertTrue(
                 counter.texts.contains(metric) && counter.texts.contains("step"), "\(metric): axis labels and legend")
         }
@@ -233,7 +234,11 @@ final class MonitorTests: XCTestCase {
 }
 
 final class SVGCounter: NSObject, XMLParserDelegate {
-    var polylines = 0, points = 0, ticks = 0, cells = 0
+    var polylines = 0, points = 0, ticks = 0, cells = 0, markers = 0
+    var xTicks: [String] = [], yTicks: [String] = []
+    var tickClass: String?
+    var yMin: Double { yTicks.compactMap(Double.init).min() ?? 0 }
+    var yMax: Double { yTicks.compactMap(Double.init).max() ?? 0 }
     var texts: [String] = []
     var inText = false
     func parser(
@@ -242,12 +247,96 @@ final class SVGCounter: NSObject, XMLParserDelegate {
     ) {
         if name == "polyline" { polylines += 1; points += (attributes["points"] ?? "").split(separator: " ").count }
         if name == "line" && attributes["class"] == "tick" { ticks += 1 }
+        if name == "circle" && attributes["class"] == "marker" { markers += 1 }
+        tickClass = attributes["class"] == "xtick" ? "x" : attributes["class"] == "ytick" ? "y" : nil
         if name == "rect" && attributes["class"] == "cell" { cells += 1 }
         inText = name == "text"
     }
-    func parser(_ parser: XMLParser, foundCharacters string: String) { if inText { texts.append(string) } }
+    func parser(_ parser: XMLParser, foundCharacters string: String) {
+        if inText { texts.append(string) }
+        if tickClass == "x" { xTicks.append(string) }
+        if tickClass == "y" { yTicks.append(string) }
+    }
     func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
         inText = false
+    }
+}
+
+/// The chart's scales and what `plot` puts on one chart.
+final class PlotTests: XCTestCase {
+    /// A round number: 1, 2 or 5 times a power of ten, times a whole number of steps.
+    func isRound(_ v: Double, step: Double) -> Bool {
+        abs(v / step - (v / step).rounded()) < 1e-9
+    }
+
+    func testTicksAreRoundStepsCoveringTheDataFrom1e3To1e6() {
+        var rng = SplitMix(seed: 7)
+        for decade in -3...6 {
+            for _ in 0..<40 {
+                let span = pow(10, Double(decade)) * (1 + 9 * rng.unit())
+                let lo = (rng.unit() - 0.3) * span * 3, hi = lo + span
+                let s = Scale.linear(lo, hi)
+                let step = s.ticks[1] - s.ticks[0]
+                let lead = step / pow(10, log10(step).rounded(.down))
+                XCTAssertTrue(
+                    [1, 2, 5, 10].contains { abs(lead - $0) < 1e-6 }, "step \(step) for [\(lo), \(hi)] is not 1-2-5")
+                XCTAssertTrue(s.ticks.allSatisfy { isRound($0, step: step) }, "ticks \(s.ticks) for [\(lo), \(hi)]")
+                XCTAssertLessThanOrEqual(s.low, lo)
+                XCTAssertGreaterThanOrEqual(s.high, hi)
+                XCTAssertTrue((4...11).contains(s.ticks.count - 1), "\(s.ticks.count - 1) intervals for [\(lo), \(hi)]")
+                XCTAssertTrue(s.ticks.allSatisfy { Scale.label($0).count <= 10 }, "labels of \(s.ticks)")
+            }
+        }
+        // The issue's example: steps 0-599 and losses 1.77-5.53.
+        XCTAssertEqual(Scale.linear(0, 599).ticks, [0, 100, 200, 300, 400, 500, 600])
+        XCTAssertEqual(Scale.linear(1.77, 5.53).ticks, [1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6])
+        XCTAssertEqual(
+            Scale.linear(1.77, 5.53).ticks.map(Scale.label),
+            ["1.5", "2", "2.5", "3", "3.5", "4", "4.5", "5", "5.5", "6"])
+        XCTAssertEqual(Scale.logarithmic(0.002, 40).ticks, [0.001, 0.01, 0.1, 1, 10, 100])
+        XCTAssertEqual(Scale.logarithmic(1.8, 5.5).ticks, [1, 2, 3, 5, 10])
+    }
+
+    func testSeveralRunsValidationMarkersSmoothingAndLogScale() throws {
+        func run(_ name: String, _ loss0: Double) -> PlotRun {
+            let lines =
+                [MonitorTests.start()] + (0..<20).map { MonitorTests.step($0, loss: loss0 - Double($0) * 0.1) }
+                + [#"{"event":"eval","step":9,"valLoss":3.5}"#, #"{"event":"eval","step":19,"valLoss":3.1}"#]
+            return PlotRun(name: name, events: lines.map { LogEvent(json: try! JSONValue.parse($0))! })
+        }
+        var o = PlotOptions()
+        o.smooth = 0.6
+        o.logScale = true
+        let svg = try Plot.svg(runs: [run("fp32", 5), run("bf16", 5.2)], metric: "loss", title: "loss", options: o)
+        let counter = SVGCounter()
+        let parser = XMLParser(data: Data(svg.utf8))
+        parser.delegate = counter
+        XCTAssertTrue(parser.parse())
+        XCTAssertEqual(counter.polylines, 4, "a raw and a smoothed line per run")
+        XCTAssertEqual(counter.markers, 4, "two evals per run")
+        for legend in ["fp32", "bf16", "fp32 val loss", "bf16 val loss"] {
+            XCTAssertTrue(counter.texts.contains(legend), "legend \(legend): \(counter.texts)")
+        }
+        XCTAssertTrue(counter.texts.contains("loss (log scale)"))
+        XCTAssertEqual(counter.yTicks, ["3", "5", "10"], "log ticks over losses 3.1-5.2")
+        var bad = PlotOptions()
+        bad.logScale = true
+        let zero = PlotRun(name: "z", events: [LogEvent(json: try JSONValue.parse(MonitorTests.step(0, loss: 0)))!])
+        XCTAssertThrowsError(try Plot.svg(runs: [zero], metric: "loss", title: "t", options: bad))
+        XCTAssertThrowsError(try Plot.svg(runs: [run("a", 5), run("b", 5)], metric: "expertLoad", title: "t"))
+    }
+}
+
+/// A deterministic source of test values.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func unit() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Double((z ^ (z >> 31)) >> 11) / Double(1 << 53)
     }
 }
 
@@ -262,11 +351,13 @@ final class StatusTests: XCTestCase {
             return d
         }
         let steps = (0..<5).map { MonitorTests.step($0, loss: 2.5) }
-        let running = run("a-running", [MonitorTests.start()] + steps)
+        let running = run("a-running", [MonitorTests.start()] + steps + [#"{"event":"eval","step":4,"valLoss":2.84}"#])
         let finished = run("b-finished", [MonitorTests.start()] + steps + [#"{"event":"end","reason":"completed"}"#])
         let failed = run("c-failed", [MonitorTests.start()] + steps + [#"{"event":"error","message":"boom"}"#])
         let now = Date().timeIntervalSince1970
-        XCTAssertTrue(RunStatus.line(runDir: running, now: now)!.contains("running"))
+        let r = RunStatus.line(runDir: running, now: now)!
+        // Steps 0-4 logged 1 s apart, 20 in all: 15 steps left at 1 s each.
+        XCTAssertTrue(r.contains("running") && r.contains("val 2.8400") && r.contains("eta 15s"), r)
         XCTAssertTrue(
             RunStatus.line(runDir: running, now: now + 1000, staleAfter: 300)!.contains("stale"),
             "no growth and no end for a while")
