@@ -99,52 +99,62 @@ public enum Render {
             e.number(.predictedGainMs) ?? .nan, e.number(.predictedMigrationMs) ?? .nan)
     }
 
-    public static func stepLine(_ s: RunState, style: Style) -> String {
-        let step = s.step ?? 0
-        let frac = s.totalSteps > 0 ? Double(step + 1) / Double(s.totalSteps) : 0
-        var out = "step \(step + 1)/\(s.totalSteps) [\(bar(frac, width: 20))] " + String(format: "%3.0f%%", 100 * frac)
-        out += " ETA " + (s.eta.map(duration) ?? "?")
-        out += String(format: " | loss %.4f (avg %.4f)", s.loss ?? .nan, s.lossAverage ?? .nan)
-        out += String(
-            format: " | lr %.2e | %.0f tok/s | mfu %.2f | gnorm %.3f", s.lr ?? .nan, s.tokensPerSec ?? .nan,
-            s.mfu ?? .nan, s.gradNorm ?? .nan)
-        return out
+    public static func stepLine(_ s: RunState, style: Style) -> String { stepItems(s).joined(separator: " | ") }
+
+    /// The dashboard for a terminal of `width` columns and `height` rows: progress, the loss
+    /// sparkline over the whole run, expert load per MoE block, per-rank step time, the newest
+    /// checkpoint. No line is wider than `width`; MoE rows give way when rows run short.
+    public static func dashboard(_ s: RunState, path: String, style: Style, width: Int = 80, height: Int = 24)
+        -> [String]
+    {
+        let w = max(width, 20)
+        var head = [fit(style.bold("switchyard tail \(path)") + style.dim("  (Ctrl-C to quit)"), width: w)]
+        head += pack(stepItems(s), width: w)
+        let val = s.valLoss.map { String(format: "  val %.4f", $0) } ?? ""
+        head.append(fit("loss " + sparkline(s.lossHistory, width: max(8, w - 5 - val.count)) + val, width: w))
+        var tail = rankLines(s, style: style, width: w)
+        if let c = s.lastCheckpoint {
+            tail.append(
+                fit(
+                    "checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? ""),
+                    width: w))
+        }
+        if s.restarts > 0 {
+            tail.append(fit(style.yellow("restarted \(s.restarts) time(s) by switchyard supervise"), width: w))
+        }
+        if let e = s.ended { tail.append(style.bold("ended: \(e)")) }
+        let moe = moeLines(s, style: style, width: w), room = max(0, height - 1 - head.count - tail.count)
+        let shown =
+            moe.count <= room
+            ? moe : Array(moe.prefix(max(0, room - 1))) + ["... \(moe.count - max(0, room - 1)) more MoE blocks"]
+        return head + (room > 0 ? shown : []) + tail
     }
 
-    /// The dashboard: progress, loss sparkline, expert load per layer, per-rank step time.
-    public static func dashboard(_ s: RunState, path: String, style: Style, width: Int = 80) -> [String] {
-        var lines: [String] = []
-        lines.append(style.bold("switchyard tail \(path)") + style.dim("  (Ctrl-C to quit)"))
-        lines.append(stepLine(s, style: style))
-        lines.append(
-            "loss " + sparkline(s.recentLosses, width: min(60, width - 10))
-                + (s.valLoss.map { String(format: "  val %.4f", $0) } ?? ""))
-        for (l, load) in s.expertLoad.enumerated() {
+    /// A line per MoE block: each expert's share of its tokens as a bar, and the busiest over the mean.
+    static func moeLines(_ s: RunState, style: Style, width: Int) -> [String] {
+        s.expertLoad.enumerated().map { l, load in
             let total = load.reduce(0, +), mean = total / Double(max(load.count, 1))
             let imb = mean > 0 ? (load.max() ?? 0) / mean : 0
             let bars = load.map { v -> String in
                 let share = total > 0 ? v / total : 0
                 return String(sparks[min(7, Int((share * Double(load.count) / 2 * 7).rounded()))])
             }.joined()
-            let text = "moe \(l) experts " + bars + String(format: "  max/mean %.2f", imb)
-            lines.append(imb > 1.5 ? style.yellow(text) : text)
+            let text = fit("moe \(l) experts " + bars + String(format: "  max/mean %.2f", imb), width: width)
+            return imb > 1.5 ? style.yellow(text) : text
         }
-        if !s.rankStepMs.isEmpty {
-            let sorted = s.rankStepMs.sorted(), median = sorted[sorted.count / 2]
-            let cells = s.rankStepMs.enumerated().map { r, ms -> String in
-                let t = String(format: "r%d %.0fms", r, ms)
-                return ms > 1.1 * median && s.rankStepMs.count > 1 ? style.red(t + "*") : t
-            }
-            let marked = s.rankStepMs.count > 1 && s.rankStepMs.contains { $0 > 1.1 * median }
-            lines.append(
-                "ranks " + cells.joined(separator: " ") + (marked ? style.dim("  (* straggler: >1.1x median)") : ""))
+    }
+
+    /// Each rank's step time, stragglers (over 1.1x the median) marked, packed into lines.
+    static func rankLines(_ s: RunState, style: Style, width: Int) -> [String] {
+        guard !s.rankStepMs.isEmpty else { return [] }
+        let sorted = s.rankStepMs.sorted(), median = sorted[sorted.count / 2]
+        let cells = s.rankStepMs.enumerated().map { r, ms -> String in
+            let t = String(format: "r%d %.0fms", r, ms)
+            return ms > 1.1 * median && s.rankStepMs.count > 1 ? style.red(t + "*") : t
         }
-        if let c = s.lastCheckpoint {
-            lines.append(
-                "checkpoint step \(c.step)" + (s.lastTime.map { " (" + duration($0 - c.time) + " ago)" } ?? ""))
-        }
-        if s.restarts > 0 { lines.append(style.yellow("restarted \(s.restarts) time(s) by switchyard supervise")) }
-        if let e = s.ended { lines.append(style.bold("ended: \(e)")) }
-        return lines
+        let marked = s.rankStepMs.count > 1 && s.rankStepMs.contains { $0 > 1.1 * median }
+        return pack(
+            ["ranks"] + cells + (marked ? [style.dim("(* straggler: >1.1x median)")] : []), width: width, separator: " "
+        )
     }
 }

@@ -7,7 +7,11 @@ public struct RunState: Sendable {
     public var firstStepOfRun = 0
     public var loss: Double?
     public var lossAverage: Double?  // exponential moving average (0.9)
-    public var recentLosses: [Double] = []  // up to 200, for the sparkline
+    /// The whole run's losses for the sparkline, downsampled: each entry is the mean of
+    /// `lossStride` consecutive steps (at 512 entries pairs are merged and the stride doubles).
+    public private(set) var lossHistory: [Double] = []
+    public private(set) var lossStride = 1
+    var lossBucket: (sum: Double, count: Int) = (0, 0)
     public var lr: Double?
     public var tokensPerSec: Double?
     public var mfu: Double?
@@ -40,8 +44,7 @@ public struct RunState: Sendable {
             step = s
             loss = l
             lossAverage = lossAverage.map { 0.9 * $0 + 0.1 * l } ?? l
-            recentLosses.append(l)
-            if recentLosses.count > 200 { recentLosses.removeFirst(recentLosses.count - 200) }
+            addToHistory(l)
             lr = e.number(.lr) ?? lr
             tokensPerSec = e.number(.tokensPerSec) ?? tokensPerSec
             mfu = e.number(.mfu) ?? mfu
@@ -62,6 +65,20 @@ public struct RunState: Sendable {
             ended = e[.reason]?.stringValue ?? "completed"
             if ended == "checkpoint-error" { failed = true }
         default: break
+        }
+    }
+
+    /// Folds a step's loss into the downsampled history.
+    mutating func addToHistory(_ l: Double) {
+        lossBucket = (lossBucket.sum + l, lossBucket.count + 1)
+        guard lossBucket.count == lossStride else { return }
+        lossHistory.append(lossBucket.sum / Double(lossBucket.count))
+        lossBucket = (0, 0)
+        if lossHistory.count == 512 {
+            lossHistory = stride(from: 0, to: lossHistory.count, by: 2).map {
+                (lossHistory[$0] + lossHistory[$0 + 1]) / 2
+            }
+            lossStride *= 2
         }
     }
 

@@ -17,8 +17,9 @@ enum MonitorCommands {
             OptionSpec(.json, "print the events as JSON lines instead of text")
         ],
         details:
-            "On a terminal, --follow draws a live dashboard (progress, loss sparkline, expert load, per-rank step\n"
-            + "time); piped, it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n"
+            "On a terminal, --follow draws a live dashboard (progress, the whole run's loss sparkline, expert load,\n"
+            + "per-rank step time) laid out for the terminal's width and height, redrawn when it is resized; piped,\n"
+            + "it prints plain lines. Colour only on a terminal and never with NO_COLOR set.\n"
     ) { try runTail($0) }
 
     static let status = CommandSpec(
@@ -66,11 +67,14 @@ enum MonitorCommands {
             return 1
         }
         installStopSignals()
+        if view.dashboard { signal(SIGWINCH) { _ in resizeSignalCount += 1 } }
         var state = RunState()
-        var waited = false
+        var waited = false, resizes = resizeSignalCount
         while true {
             if reader.exists {
-                view.show(reader.poll(), state: &state)
+                let resized = resizes != resizeSignalCount  // the terminal changed size: redraw for it
+                resizes = resizeSignalCount
+                view.show(reader.poll(), state: &state, redraw: resized)
             } else if !waited {
                 FileHandle.standardError.write(Data("switchyard tail: waiting for \(path) to appear...\n".utf8))
                 waited = true
@@ -84,7 +88,7 @@ enum MonitorCommands {
     struct TailView {
         let path: String, every: Int, json: Bool, dashboard: Bool, style: Style
 
-        func show(_ r: ReadResult, state: inout RunState) {
+        func show(_ r: ReadResult, state: inout RunState, redraw: Bool = false) {
             if r.restarted {
                 state = RunState()
                 if !dashboard { say("== the log was truncated or replaced; reading it again") }
@@ -99,8 +103,12 @@ enum MonitorCommands {
                     say(line)
                 }
             }
-            if dashboard && (!r.events.isEmpty || r.restarted) {
-                say("\u{1B}[H\u{1B}[2J" + Render.dashboard(state, path: path, style: style).joined(separator: "\n"))
+            if dashboard && (!r.events.isEmpty || r.restarted || redraw) {
+                // One column short of the terminal's: a line filling the last column may wrap on some.
+                let size = terminalSize()
+                let lines = Render.dashboard(
+                    state, path: path, style: style, width: size.width - 1, height: size.height)
+                say("\u{1B}[H\u{1B}[2J" + lines.joined(separator: "\n"))
             }
         }
     }
@@ -171,4 +179,14 @@ enum MonitorCommands {
         let parts = (dir as NSString).standardizingPath.split(separator: "/")
         return parts.suffix(parents + 1).joined(separator: "/")
     }
+}
+
+/// Set by SIGWINCH while `tail --follow` draws its dashboard: the terminal changed size.
+nonisolated(unsafe) var resizeSignalCount: Int32 = 0
+
+/// The terminal's columns and rows (80 x 24 when stdout is not a terminal or does not say).
+func terminalSize() -> (width: Int, height: Int) {
+    var w = winsize()
+    guard ioctl(1, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0, w.ws_row > 0 else { return (80, 24) }
+    return (Int(w.ws_col), Int(w.ws_row))
 }

@@ -175,6 +175,47 @@ final class MonitorTests: XCTestCase {
         XCTAssertTrue(Render.dashboard(s, path: "p", style: Style(color: true)).joined().contains("\u{1B}[31m"))
     }
 
+    /// The dashboard at 60, 80, 120 and 200 columns: no line wider than the terminal (none would
+    /// wrap), every field still there at 80, the sparkline over the whole run, rows kept to the height.
+    func testDashboardFitsTheTerminalAndSpansTheWholeRun() throws {
+        var s = RunState()
+        s.apply(LogEvent(json: try JSONValue.parse(Self.start(total: 1000, world: 16)))!)
+        for i in 0..<1000 {
+            var e = try JSONValue.parse(Self.step(i, loss: 5 - 3 * Double(i) / 999))
+            if case .object(var f) = e {
+                f.removeAll { $0.0 == "expertLoad" || $0.0 == "rankStepMs" }
+                f.append(("expertLoad", .array((0..<6).map { _ in .array((0..<32).map { .number(Double($0)) }) })))
+                f.append(("rankStepMs", .array((0..<16).map { .number(100 + Double($0)) })))
+                e = .object(f)
+            }
+            s.apply(LogEvent(json: e)!)
+        }
+        s.apply(LogEvent(json: try JSONValue.parse(#"{"event":"eval","step":999,"valLoss":2.1}"#))!)
+        XCTAssertLessThan(s.lossHistory.count, 512, "downsampled")
+        XCTAssertEqual(s.lossHistory.count * s.lossStride, 1000 - 1000 % s.lossStride, "every step in the history")
+        for width in [60, 80, 120, 200] {
+            for style in [Style(color: false), Style(color: true)] {
+                let lines = Render.dashboard(s, path: "runs/fortunes-mixtral", style: style, width: width, height: 50)
+                for l in lines {
+                    XCTAssertLessThanOrEqual(Render.visibleWidth(l), width, "at \(width) columns: \(l)")
+                }
+                let text = lines.joined(separator: "\n")
+                for field in ["step 1000/1000", "loss 2.0000", "tok/s", "mfu", "gnorm", "val 2.1000", "moe 5", "r15"] {
+                    XCTAssertTrue(text.contains(field), "at \(width) columns, \(field) is missing:\n\(text)")
+                }
+                let sparks = "▁▂▃▄▅▆▇█"
+                let line = lines.first { $0.hasPrefix("loss ") && sparks.contains($0.dropFirst(5).first!) }!
+                let spark = line.dropFirst(5).prefix { sparks.contains($0) }
+                XCTAssertEqual(spark.first, "█", "the run's start (loss 5) is the top")
+                XCTAssertEqual(spark.last, "▁", "its end (loss 2) the bottom")
+            }
+        }
+        let short = Render.dashboard(s, path: "p", style: Style(color: false), width: 80, height: 12)
+        XCTAssertLessThanOrEqual(short.count, 11, "a row is left for the cursor")
+        XCTAssertTrue(short.contains { $0.contains("more MoE blocks") }, short.joined(separator: "\n"))
+        XCTAssertEqual(Render.fit("\u{1B}[1mabcdef\u{1B}[0m", width: 3), "\u{1B}[1mabc\u{1B}[0m")
+    }
+
     /// A log of a million steps (~100 MB) starts in well under a second: the reader takes the
     /// first line and the tail, it does not parse everything.
     func testMillionStepLogStartsFast() throws {
