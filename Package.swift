@@ -91,6 +91,7 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Model", "Tensor", "Comm", "Placement", "Checkpoint", "JSON"]),
-        .testTarget(name: "SwitchyardTests", dependencies: ["Training", "Model", "Tensor", "Checkpoint", "JSON"])
+        .testTarget(
+            name: "SwitchyardTests", dependencies: ["Training", "Model", "Tensor", "Checkpoint", "JSON", "TensorBoard"])
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import TensorBoard
 import XCTest
 
 /// tail, status and plot through the binary, against real training runs.
@@ -45,6 +46,18 @@ final class MonitorCLITests: XCTestCase {
         XCTAssertTrue(try String(contentsOfFile: svg, encoding: .utf8).contains("data-name=\"rank 1\""))
         XCTAssertEqual(try Harness.switchyard(["plot", log, "--out", svg, "--metric", "nope"]).status, 64)
         XCTAssertEqual(try Harness.switchyard(["tail", ws.dir + "/runs/nothere"]).status, 1)
+
+        // tb: the log's 30 steps, the evals and the checkpoint as TensorBoard events, read back.
+        let tb = try Harness.switchyard(["tb", log])
+        XCTAssertEqual(tb.status, 0, tb.stderr)
+        let files = EventFile.files(in: log + "/tb")
+        XCTAssertEqual(files.count, 1)
+        let events = try EventFile.read(files[0])
+        let losses = events.compactMap { e in e.scalars.first { $0.tag == "train/loss" }.map { (e.step, $0.value) } }
+        XCTAssertEqual(losses.map(\.0), Array(0..<30), "one loss per step, in order")
+        XCTAssertTrue(events.contains { $0.scalars.contains { $0.tag == "ranks/rank1/step_ms" } })
+        XCTAssertTrue(events.contains { $0.step == 30 && $0.scalars.contains { $0.tag == "checkpoint/GBps" } })
+        XCTAssertEqual(try Harness.switchyard(["tb", ws.dir + "/runs/nothere"]).status, 1)
     }
 
     /// On a terminal (tmux), `tail --follow` draws the dashboard against a live mpirun training:
