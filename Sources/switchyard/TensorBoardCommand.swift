@@ -21,7 +21,8 @@ enum TensorBoardCommand {
             "Scalars: train/loss, aux_loss, z_loss, lr, grad_norm; perf/tokens_per_sec, mfu, step_ms;\n"
             + "eval/val_loss; moe/block{b}/max_over_mean_load and dropped_tokens; ranks/rank{r}/step_ms;\n"
             + "checkpoint/seconds and GBps. Earlier event files in RUN/tb are replaced (they are derived from\n"
-            + "log.jsonl). View with: tensorboard --logdir RUN/tb (several runs: --logdir_spec a:runs/a/tb,b:runs/b/tb)\n",
+            + "log.jsonl). View with: tensorboard --logdir RUN/tb\n"
+            + "(several runs: tensorboard --logdir_spec a:runs/a/tb,b:runs/b/tb)\n",
         variadic: true
     ) { try run($0) }
 
