@@ -42,9 +42,12 @@ def train_args(job, runs, name, steps, pairs=(), threads=1, binary=BIN, extra=("
 
 
 def read_log(run_dir):
-    """The events of run_dir/log.jsonl, in order ([] when there is no log yet)."""
+    """The events of run_dir/log.jsonl, in order ([] when there is no log yet). Only complete
+    lines: a line still being written (no newline yet) is left for the next read, as `tail` does."""
     path = os.path.join(run_dir, "log.jsonl")
-    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+    if not os.path.exists(path):
+        return []
+    return [json.loads(line) for line in open(path) if line.endswith("\n")]
 
 
 def of_kind(events, kind):
