@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generated bad inputs (ops/test-faults runs the full counts, ops/test a small subset): job files
 for `train --check`, mutated checkpoints for `ckpt verify` / `ckpt inspect` / `eval`, mutated logs
-for `tail` / `status` / `plot`, and random command lines for every subcommand. Fixed seeds.
+for `tail` / `status` / `plot` / `tb`, and random command lines for every subcommand. Fixed seeds.
 
 Every run must end by itself (no hang) with exit 0, 1 or 64 and no crash (no signal, no Swift
 fatal error or backtrace); every rejection (1 or 64) must say why on stderr; every checkpoint
@@ -265,7 +265,7 @@ def mutate_log(rng, lines):
 
 
 def logs(binary, tmp, corpus, count, rng):
-    t = Tally("logs (tail/status/plot)")
+    t = Tally("logs (tail/status/plot/tb)")
     job = os.path.join(tmp, "log-job.json")
     j = base_job(corpus)
     j["train"].update({"steps": 12, "evalEvery": 4, "logEvery": 1})
@@ -281,7 +281,8 @@ def logs(binary, tmp, corpus, count, rng):
         open(os.path.join(d, "log.jsonl"), "w", encoding="latin-1").write(mutate_log(rng, lines))
         cmd = rng.choice([["tail", d], ["tail", d, "--json"], ["status", d],
                           ["plot", d, "--out", os.path.join(d, "p.svg")],
-                          ["plot", d, "--out", os.path.join(d, "p.svg"), "--metric", "expertLoad"]])
+                          ["plot", d, "--out", os.path.join(d, "p.svg"), "--metric", "expertLoad"],
+                          ["plot", d, "--out", os.path.join(d, "p.svg"), "--smooth", "0.9", "--log"], ["tb", d]])
         run(binary, cmd, t, f"log {i} {cmd[0]}", timeout=30)
         shutil.rmtree(d)
     return t
@@ -297,11 +298,12 @@ def command_lines(binary, tmp, corpus, count, rng):
     open(job, "w").write(json.dumps(j))
     run_dir = os.path.join(tmp, "cliruns", "fuzz")
     subcommands = {
-        "train": [job, "--set", "--threads", "--no-resume", "--resume-from", "--check", "--help"],
-        "eval": [run_dir, "--data", "--windows", "--seq", "--top-k"],
+        "train": [job, "--set", "--threads", "--no-resume", "--resume-from", "--check", "--print-job", "--help"],
+        "eval": [run_dir, "--data", "--windows", "--seq", "--top-k", "--json"],
         "sample": [run_dir, "--prompt", "--prompts", "--tokens", "--temperature", "--top-k", "--top-p", "--seed",
                    "--set", "--top-k-experts"],
-        "tail": [run_dir, "--json", "--every"], "status": [run_dir], "plot": [run_dir, "--out", "--metric"],
+        "tail": [run_dir, "--json", "--every"], "status": [run_dir],
+        "plot": [run_dir, "--out", "--metric", "--smooth", "--log"], "tb": [run_dir],
         "plan": [job, "--cluster", "--set", "--out", "--world", "--load", "cluster/local.json"],
         "ckpt": ["verify", "inspect", "export", run_dir, "--format", "--out", "--tensor", "hf", "flat"],
         "bench": [job, "--steps", "--attention", "--threads", "--sgemm-n"], "calibrate": ["--out", "--threads"],

@@ -42,7 +42,7 @@ enum TensorBoardCommand {
         }
         installStopSignals()
         while true {
-            for c in conversions { c.step() }
+            for c in conversions { try c.step() }
             if !args.flag(.follow) || conversions.allSatisfy(\.ended) || stopSignalCount > 0 { break }
             usleep(500_000)
         }
@@ -52,7 +52,8 @@ enum TensorBoardCommand {
 
     /// One run's log being converted.
     final class Conversion {
-        let path: String, reader: LogReader, writer: EventFileWriter
+        let path: String, reader: LogReader
+        var writer: EventFileWriter
         var written = 0, ended = false
         init(path: String, reader: LogReader, writer: EventFileWriter) {
             self.path = path
@@ -60,9 +61,17 @@ enum TensorBoardCommand {
             self.writer = writer
         }
 
-        /// What the log gained since the last call, into the event file.
-        func step() {
+        /// What the log gained since the last call, into the event file; a log truncated or
+        /// replaced since (read again from its start) gets a fresh file instead of a second copy.
+        func step() throws {
             let r = reader.poll()
+            if r.restarted {
+                try? FileManager.default.removeItem(atPath: writer.path)
+                writer = try EventFileWriter(
+                    directory: (writer.path as NSString).deletingLastPathComponent, host: Runtime.hostName)
+                written = 0
+                ended = false
+            }
             for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
             for e in r.events {
                 if LogScalars.of(e.json) != nil { written += 1 }
