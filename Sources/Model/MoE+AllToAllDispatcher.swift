@@ -35,7 +35,7 @@ struct AllToAllDispatcher: TokenDispatcher {
         let received = try exchangeCounts(s, plan: plan)
         let arrived = s.recvRows.reduce(0, +)
         shape.ctx.stats.expertRowsReceived += arrived
-        let experts = shape.ctx.plan.localExperts(layer: shape.layer, rank: shape.ctx.comms.world.rank)
+        let experts = shape.experts
         let most = shape.mostReceivedRows(s, sources: sources, localExperts: experts.count) * c
         wire.expertWire_RC.reserve(arrived * c, atMost: most)
         try toExperts(s, send: wire.ownerSend_SC.base, recv: wire.expertWire_RC.base)

@@ -62,6 +62,13 @@ struct DispatchShape {
     let layer: Int  // MoE layer index (placement row)
     let c: Int, f: Int, e: Int
     let preWidth: Int  // floats of pre-activation per routed row
+    /// This rank's experts of the layer under ctx's placement, ascending (every expert in a local layer).
+    let experts: [Int]
+
+    init(ctx: ParallelContext, layer: Int, c: Int, f: Int, e: Int, preWidth: Int) {
+        (self.ctx, self.layer, self.c, self.f, self.e, self.preWidth) = (ctx, layer, c, f, e, preWidth)
+        experts = ctx.plan.localExperts(layer: layer, rank: ctx.comms.world.rank)
+    }
 
     /// The most rows a rank routes: its tp share of the state's N rows, ceil(N / tp).
     func mostRoutedRows(_ s: MoEState) -> Int { (s.capacityRows + ctx.comms.tp.size - 1) / ctx.comms.tp.size }

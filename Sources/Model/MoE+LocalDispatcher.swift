@@ -13,7 +13,7 @@ struct LocalDispatcher: TokenDispatcher {
 
     func dispatch(_ s: MoEState, x xs: UnsafePointer<Float>, plan: SendPlan) throws {
         let c = shape.c, sent = plan.total
-        let experts = shape.ctx.plan.localExperts(layer: shape.layer, rank: shape.ctx.comms.world.rank)  // all E
+        let experts = shape.experts  // all E
         s.recvRows = s.sendRows
         s.perm = []  // the identity
         shape.ctx.stats.expertRowsReceived += sent

@@ -123,6 +123,8 @@ struct MoELayer {
     let sc: MoEScratch
     /// The tp all-gather's scratch (see ParallelContext.allgatherRowsTP).
     let gatherScratch: UnsafeMutablePointer<Float>
+    /// The shape and buffer bounds its dispatcher sees, and the dispatcher (made again on rebinding).
+    private(set) var shape: DispatchShape
     private(set) var dispatcher: any TokenDispatcher
 
     init(
@@ -139,7 +141,9 @@ struct MoELayer {
         s = state
         sc = scratch
         self.gatherScratch = gatherScratch
-        dispatcher = LocalDispatcher(shape: DispatchShape(ctx: ctx, layer: layer, c: 0, f: 0, e: 0, preWidth: 0))
+        shape = DispatchShape(
+            ctx: ctx, layer: layer, c: m.nEmbd, f: m.ffHidden, e: m.nExpert,
+            preWidth: MLP.preWidth(f: m.ffHidden, swiglu: m.usesSwiGLU))
         dispatcher = MoELayer.dispatcher(shape)
     }
 
@@ -148,12 +152,10 @@ struct MoELayer {
         var m = self
         m.ctx = context
         (m.w, m.g) = weights
+        m.shape = DispatchShape(ctx: context, layer: layer, c: c, f: f, e: e, preWidth: preWidth)
         m.dispatcher = MoELayer.dispatcher(m.shape)
         return m
     }
-
-    /// The layer's shape and buffer bounds, as its dispatcher sees them.
-    var shape: DispatchShape { DispatchShape(ctx: ctx, layer: layer, c: c, f: f, e: e, preWidth: preWidth) }
 
     /// Floats of pre-activation per routed row.
     var preWidth: Int { MLP.preWidth(f: f, swiglu: swiglu) }

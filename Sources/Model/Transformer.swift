@@ -73,16 +73,15 @@ public final class Transformer: @unchecked Sendable {
         tokens = Array(repeating: 0, count: n)
         targets = Array(repeating: 0, count: n)
         scratch = BackwardScratch(config: config, n: n, tp: tp, maxTopK: self.maxTopK)
-        moeLayers = []
-        for (l, moe) in config.moeBlocks.enumerated() {
-            while moeLayers.count < moe { moeLayers.append(nil) }
-            moeLayers.append(
+        let moeLayerOf = Dictionary(uniqueKeysWithValues: config.moeBlocks.enumerated().map { ($1, $0) })
+        let (w, g, b, sc, gather) = (weights, gradients, blocks, scratch.moe, gatherScratch.base)
+        moeLayers = (0..<config.nLayer).map { l in
+            moeLayerOf[l].map {
                 MoELayer(
-                    ctx: ctx, layer: l, config: config, k: config.topK, options: options,
-                    weights: (weights[moe].moe!, gradients[moe].moe!), state: blocks[moe].moe!, scratch: scratch.moe,
-                    gatherScratch: gatherScratch.base))
+                    ctx: ctx, layer: $0, config: config, k: config.topK, options: options,
+                    weights: (w[l].moe!, g[l].moe!), state: b[l].moe!, scratch: sc, gatherScratch: gather)
+            }
         }
-        while moeLayers.count < config.nLayer { moeLayers.append(nil) }
     }
 
     /// Experts per token of every MoE block from the next forward on (1...maxTopK).
