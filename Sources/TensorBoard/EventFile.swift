@@ -29,9 +29,12 @@ public final class EventFileWriter: @unchecked Sendable {
     deinit { fclose(file) }
 
     /// Appends the scalars of one log event (nothing for an event without any); buffered.
-    public func append(logEvent e: JSONValue) {
-        guard let s = LogScalars.of(e) else { return }
+    /// Returns whether the event had scalars.
+    @discardableResult
+    public func append(logEvent e: JSONValue) -> Bool {
+        guard let s = LogScalars.of(e) else { return false }
         append(EventProto.scalarEvent(wallTime: s.time, step: s.step, scalars: s.scalars))
+        return true
     }
 
     func append(_ event: [UInt8]) {

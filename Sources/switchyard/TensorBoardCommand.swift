@@ -74,8 +74,7 @@ enum TensorBoardCommand {
             }
             for w in r.warnings { FileHandle.standardError.write(Data("!! \(w)\n".utf8)) }
             for e in r.events {
-                if LogScalars.of(e.json) != nil { written += 1 }
-                writer.append(logEvent: e.json)
+                if writer.append(logEvent: e.json) { written += 1 }
                 ended = ended || e.kind == .end
             }
             writer.flush()
