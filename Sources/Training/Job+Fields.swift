@@ -44,12 +44,17 @@ extension Job {
             doc: "MoH: routed heads each token takes by router score (1...nHead - mohSharedHeads; 0: half of them)"),
         JobField(
             key: "data.path", ref: .string(\.data.path),
-            doc: "text file (bytes are tokens) or llm.c .bin; relative to the working directory"),
+            doc:
+                "text file (bytes are tokens), llm.c .bin (uint16 or uint32), or a glob of shards (\"dir/train_*.bin\")"
+        ),
         JobField(
             key: "data.format", ref: .string(\.data.format), doc: "auto (.bin suffix -> bin, else text) | text | bin"),
         JobField(
             key: "data.valFraction", ref: .double(\.data.valFraction),
-            doc: "share of the file's tail held out for eval (0 disables eval)"),
+            doc: "share of the tokens' tail held out for eval when data.valPath is empty (0 disables eval)"),
+        JobField(
+            key: "data.valPath", ref: .string(\.data.valPath),
+            doc: "file or glob of held-out shards for eval (\"\": the tail data.valFraction of data.path)"),
         JobField(key: "train.steps", ref: .int(\.train.steps), doc: "optimizer steps"),
         JobField(key: "train.batchSize", ref: .int(\.train.batchSize), doc: "sequences per step (global batch)"),
         JobField(

@@ -11,6 +11,7 @@ public struct DataSpec: Equatable, Sendable {
     public var path = ""
     public var format = "auto"
     public var valFraction = 0.05
+    public var valPath = ""
 }
 
 /// The optimisation settings.
@@ -182,7 +183,7 @@ extension Job {
             throw JobError(key: "model." + e.field, e.message)
         }
         if data.path.isEmpty {
-            throw JobError(key: "data.path", "is required: the text or llm.c .bin file to train on")
+            throw JobError(key: "data.path", "is required: the text or llm.c .bin file (or glob of shards) to train on")
         }
         if !["auto", "text", "bin"].contains(data.format) {
             throw JobError(key: "data.format", "must be auto, text or bin, got '\(data.format)'")

@@ -1,186 +1,149 @@
-// Token sources: a text file (each byte is a token, vocab 256) or an llm.c .bin file
-// (a 256 x int32 header: magic 20240520, version 1, token count; then uint16 tokens).
-// Nothing read from disk is trusted: sizes, header and token ids are checked.
+// Token sources: `data.path` names a file or a glob of shard files (llm.c's
+// `fineweb_train_*.bin`), read as one stream in the glob's sorted order. Each file is
+// memory-mapped (TokenShard), so a 20 GB corpus costs a rank only the pages its batches touch,
+// and the ranks of a node share them. Nothing read from disk is trusted: headers and sizes are
+// checked when a file opens, every id against model.vocabSize when a window is read.
 import Foundation
 import Tensor
 
-/// A problem with the data file, naming it and saying what to do.
+/// A problem with the data, naming the file and saying what to do.
 public struct DataError: Error, CustomStringConvertible, Sendable {
     public let path: String
     public let message: String
-    public init(path: String, message: String) { self.path = path; self.message = message }
-    public var description: String { "data.path \(path): \(message)" }
+    public let key: String
+    public init(path: String, message: String, key: String = "data.path") {
+        self.path = path; self.message = message; self.key = key
+    }
+    public var description: String { "\(key) \(path): \(message)" }
 }
 
-/// The tokens of one file, with the split into training head and held-out tail.
-public struct TokenData: Sendable {
+/// The tokens of one or more files, read as one stream.
+public final class TokenData: @unchecked Sendable {
+    /// The file or glob as the job gave it.
     public let path: String
+    /// "text" (a byte per token) or "bin" (llm.c).
     public let format: String
-    public let tokens: [UInt16]
+    /// Tokens in all files.
+    public let count: Int
+    /// Ids at or above this are refused when read.
+    public let vocabSize: Int
+    /// Held-out tokens for eval (data.valPath); nil: the sampler holds out this stream's tail.
+    public let validation: TokenData?
+    /// The job key that named the files (data.path or data.valPath), for errors.
+    public let key: String
+    let shards: [TokenShard]
+    /// starts[i]: the stream index of shard i's first token; starts.last == count.
+    let starts: [Int]
 
-    public static let binMagic: Int32 = 20240520
-    public static let binHeaderBytes = 256 * 4
+    init(
+        path: String, format: String, shards: [TokenShard], vocabSize: Int, validation: TokenData? = nil,
+        key: String = "data.path"
+    ) {
+        self.path = path; self.format = format; self.shards = shards; self.vocabSize = vocabSize
+        self.validation = validation; self.key = key
+        var s = [0]
+        for shard in shards { s.append(s.last! + shard.count) }
+        starts = s
+        count = s.last!
+    }
+
+    /// An in-memory stream (tests and tools): bytes for "text", uint16 ids for "bin".
+    public convenience init(path: String, format: String, tokens: [UInt16], validation: TokenData? = nil) {
+        let width = format == "text" ? 1 : 2
+        let shard = TokenShard.owning(tokens.map(UInt32.init), width: width, path: path)
+        self.init(path: path, format: format, shards: [shard], vocabSize: 1 << 31, validation: validation)
+    }
+
+    /// The files read, in order.
+    public var files: [String] { shards.map(\.path) }
 
     /// "text" or "bin": what `format` "auto" means for `path` (a .bin suffix is llm.c's format).
     public static func resolvedFormat(path: String, format: String) -> String {
         format == "auto" ? (path.hasSuffix(".bin") ? "bin" : "text") : format
     }
 
-    /// Reads `path` as `format` ("auto", "text" or "bin") and checks every token id < vocabSize.
-    public static func load(path: String, format: String, vocabSize: Int) throws -> TokenData {
-        func fail(_ m: String) -> DataError { DataError(path: path, message: m) }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw fail("file not found (set data.path in the job or with --set data.path=FILE)")
-        }
-        if isDir.boolValue { throw fail("is a directory; data.path must be a file") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw fail("cannot read the file (permissions?)")
-        }
-        if data.isEmpty { throw fail("the file is empty") }
-        let fmt = resolvedFormat(path: path, format: format)
-        if fmt == "text" {
-            if vocabSize < 256 {
-                throw fail("text data has byte tokens 0...255 but model.vocabSize is \(vocabSize); set it to 256")
-            }
-            return TokenData(path: path, format: fmt, tokens: data.map { UInt16($0) })
-        }
-        return TokenData(path: path, format: fmt, tokens: try binTokens(data, vocabSize: vocabSize, fail: fail))
+    /// Opens `path` (a file or a glob) as `format` ("auto", "text" or "bin") for a model of
+    /// `vocabSize`, and `valPath` (if not empty) as its held-out stream.
+    public static func load(path: String, format: String, vocabSize: Int, valPath: String = "") throws -> TokenData {
+        let validation =
+            valPath.isEmpty
+            ? nil : try open(path: valPath, format: format, vocabSize: vocabSize, key: "data.valPath")
+        return try open(path: path, format: format, vocabSize: vocabSize, key: "data.path", validation: validation)
     }
 
-    /// The tokens of an llm.c .bin file's bytes, header and every id checked.
-    static func binTokens(_ data: Data, vocabSize: Int, fail: (String) -> DataError) throws -> [UInt16] {
-        guard data.count >= binHeaderBytes else {
-            throw fail(
-                "too short for an llm.c .bin header (\(data.count) bytes < \(binHeaderBytes)); is it a text "
-                    + "file? set data.format=text"
-            )
-        }
-        let header: [Int32] = data.prefix(12).withUnsafeBytes { raw in
-            (0..<3).map { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
-        }
-        guard header[0] == binMagic else {
-            throw fail(
-                "bad .bin header: magic \(header[0]), expected \(binMagic) (llm.c format); for plain text set "
-                    + "data.format=text"
-            )
-        }
-        guard header[1] == 1 else {
-            throw fail("unsupported .bin version \(header[1]); only version 1 (uint16 tokens) is read")
-        }
-        let n = Int(header[2])
-        guard n >= 0, data.count == binHeaderBytes + 2 * n else {
-            throw fail(
-                "header says \(n) tokens (\(binHeaderBytes + 2 * max(n, 0)) bytes) but the file "
-                    + "has \(data.count) bytes; the file is truncated or corrupt"
-            )
-        }
-        if n == 0 { throw fail("the .bin file holds no tokens") }
-        let tokens = data.withUnsafeBytes { raw in
-            (0..<n).map {
-                UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: binHeaderBytes + 2 * $0, as: UInt16.self))
-            }
-        }
-        if let i = tokens.firstIndex(where: { Int($0) >= vocabSize }) {
-            throw fail("token \(tokens[i]) at index \(i) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize")
-        }
-        return tokens
-    }
-
-    public init(path: String, format: String, tokens: [UInt16]) {
-        self.path = path; self.format = format; self.tokens = tokens
-    }
-
-    /// Writes tokens in llm.c's .bin format (tests and tools).
-    public static func writeBin(_ tokens: [UInt16], to path: String) throws {
-        var header = [Int32](repeating: 0, count: 256)
-        header[0] = binMagic; header[1] = 1; header[2] = Int32(tokens.count)
-        var bytes = Data()
-        header.withUnsafeBytes { bytes.append(contentsOf: $0) }
-        tokens.withUnsafeBytes { bytes.append(contentsOf: $0) }
-        try bytes.write(to: URL(fileURLWithPath: path))
-    }
-}
-
-/// Draws batches as a pure function of (seed, step, sample index), and fixed eval windows.
-/// The tail `valFraction` of the tokens is never drawn for training.
-public struct BatchSampler: Sendable {
-    public let data: TokenData
-    public let seqLen: Int
-    public let seed: UInt64
-    /// Tokens [0, trainEnd) are for training; [trainEnd, count) are held out.
-    public let trainEnd: Int
-
-    public init(data: TokenData, seqLen: Int, seed: Int, valFraction: Double, needsEval: Bool) throws {
-        let n = data.tokens.count
-        let held = Int(Double(n) * valFraction)
-        self.data = data
-        self.seqLen = seqLen
-        self.seed = UInt64(seed)
-        self.trainEnd = n - held
-        if trainEnd < seqLen + 1 {
+    public static func open(
+        path: String, format: String, vocabSize: Int, key: String = "data.path", validation: TokenData? = nil
+    ) throws -> TokenData {
+        let files = try expand(path, key: key)
+        let formats = Set(files.map { resolvedFormat(path: $0, format: format) })
+        guard formats.count == 1, let fmt = formats.first, let kind = TokenFileFormat(rawValue: fmt) else {
             throw DataError(
-                path: data.path,
-                message:
-                    "\(n) tokens\(held > 0 ? " (\(trainEnd) after holding out data.valFraction)" : "") is shorter "
-                    + "than one training sequence (model.seqLen + 1 = \(seqLen + 1)); use more data or a smaller "
-                    + "model.seqLen"
-            )
+                path: path, message: "matches both .bin and text files; name one kind or set data.format", key: key)
         }
-        if needsEval && held < seqLen + 1 {
+        if kind == .text && vocabSize < 256 {
             throw DataError(
-                path: data.path,
-                message:
-                    "the held-out tail (data.valFraction = \(valFraction)) has \(held) tokens, fewer than "
-                    + "model.seqLen + 1 = \(seqLen + 1); raise data.valFraction or set train.evalEvery=0"
-            )
+                path: path,
+                message: "text data has byte tokens 0...255 but model.vocabSize is \(vocabSize); set it to 256",
+                key: key)
         }
-    }
-
-    /// Start of sample `index` of global step `step`: uniform over the training head.
-    public func offset(step: Int, index: Int) -> Int {
-        CounterRNG.below(trainEnd - seqLen, CounterRNG.hash(seed, 0x4441_5441, UInt64(step), UInt64(index)))
-    }
-
-    /// Inputs and next-token targets [count, T] for samples first..<first+count of `step`.
-    public func batch(step: Int, first: Int, count: Int) -> (inputs: [Int32], targets: [Int32]) {
-        var x = [Int32](), y = [Int32]()
-        x.reserveCapacity(count * seqLen); y.reserveCapacity(count * seqLen)
-        for i in first..<(first + count) {
-            let o = offset(step: step, index: i)
-            for t in 0..<seqLen {
-                x.append(Int32(data.tokens[o + t]))
-                y.append(Int32(data.tokens[o + t + 1]))
+        let shards = try files.map { file in
+            do { return try TokenShard.open(path: file, format: kind) } catch let e as DataError {
+                throw DataError(path: e.path, message: e.message, key: key)
             }
         }
-        return (x, y)
+        return TokenData(
+            path: path, format: fmt, shards: shards, vocabSize: vocabSize, validation: validation, key: key)
     }
 
-    /// Start of eval window i of n: trainEnd + i * (heldOut - T - 1) / n (integer division).
-    public func evalWindowStart(_ i: Int, of n: Int) -> Int {
-        let held = data.tokens.count - trainEnd
-        return trainEnd + i * (held - seqLen - 1) / n
-    }
-
-    /// Inputs and targets of eval windows first..<first+count of n.
-    public func evalBatch(first: Int, count: Int, of n: Int) -> (inputs: [Int32], targets: [Int32]) {
-        var x = [Int32](), y = [Int32]()
-        for i in first..<(first + count) {
-            let o = evalWindowStart(i, of: n)
-            for t in 0..<seqLen {
-                x.append(Int32(data.tokens[o + t]))
-                y.append(Int32(data.tokens[o + t + 1]))
-            }
+    /// The files `path` names: itself, or a glob's matches in sorted order.
+    static func expand(_ path: String, key: String) throws -> [String] {
+        guard path.contains(where: { "*?[".contains($0) }) else { return [path] }
+        var g = glob_t()
+        defer { globfree(&g) }
+        let rc = glob(path, 0, nil, &g)
+        guard rc == 0, g.gl_pathc > 0 else {
+            throw DataError(
+                path: path, message: "no file matches the glob (check the folder and the pattern)", key: key)
         }
-        return (x, y)
+        return (0..<Int(g.gl_pathc)).compactMap { g.gl_pathv[$0].map { String(cString: $0) } }
     }
-}
 
-extension BatchSampler {
-    /// The sampler a job trains with: its sequence length, seed and held-out tail.
-    public init(job: Job, data: TokenData) throws {
-        try self.init(
-            data: data, seqLen: job.model.seqLen, seed: job.seed, valFraction: job.data.valFraction,
-            needsEval: job.train.evalEvery > 0)
+    /// Appends tokens [start, start + n) of the stream to `out` as Int32, checking every id.
+    public func read(_ start: Int, count n: Int, into out: inout [Int32]) throws {
+        precondition(start >= 0 && n >= 0 && start + n <= count, "read \(start)..<\(start + n) of \(count) tokens")
+        var i = start, left = n
+        var s = shardIndex(containing: start)
+        while left > 0 {
+            let shard = shards[s], local = i - starts[s], take = min(left, shard.count - local)
+            for k in local..<(local + take) {
+                let id = shard.id(k)
+                if id >= UInt32(min(vocabSize, Int(UInt32.max))) { throw badToken(id, at: k, of: shard) }
+                out.append(Int32(bitPattern: id))
+            }
+            i += take; left -= take; s += 1
+        }
+    }
+
+    /// Tokens [start, start + n) as Int32 (tests and tools).
+    public func ids(_ start: Int = 0, count n: Int? = nil) throws -> [Int32] {
+        var out: [Int32] = []
+        try read(start, count: n ?? (count - start), into: &out)
+        return out
+    }
+
+    func shardIndex(containing i: Int) -> Int {
+        var lo = 0, hi = shards.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if starts[mid] <= i { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    func badToken(_ id: UInt32, at k: Int, of shard: TokenShard) -> DataError {
+        DataError(
+            path: shard.path,
+            message: "token \(id) at index \(k) is >= model.vocabSize (\(vocabSize)); raise model.vocabSize or "
+                + "check that the file was made with this model's tokenizer", key: key)
     }
 }

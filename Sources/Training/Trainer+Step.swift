@@ -150,7 +150,7 @@ extension Trainer {
         for m in 0..<micro {
             let part = Trainer.microBatch(m, of: micro, rows: rows)
             let first = sampleStart + part.lowerBound
-            let (x, y) = sampler.batch(step: step, first: first, count: part.count)
+            let (x, y) = try sampler.batch(step: step, first: first, count: part.count)
             let out = try model.forwardBackward(
                 MicroBatch(
                     tokens: x, targets: y, batch: part.count, time: seqLen, tokenOffset: first * seqLen,
@@ -249,7 +249,7 @@ extension Trainer {
                 .blasThreads: .number(Double(env.blasThreads)),
                 .memoryEstimateBytesPerRank: memoryEstimateJSON,
                 .peakFlops: .number(peakFlops), .host: .string(env.host), .cpu: .string(env.cpu),
-                .data: .string(sampler.data.path), .dataTokens: .number(Double(sampler.data.tokens.count)),
+                .data: .string(sampler.data.path), .dataTokens: .number(Double(sampler.data.count)),
                 .resumedFrom: resumeInfo.map { ["step": .number(Double($0.step)), "path": .string($0.path)] } ?? .null,
                 .checkpointSkipped: .array(
                     (resumeInfo?.skipped ?? []).map { ["path": .string($0.path), "problem": .string($0.problem)] })

@@ -289,9 +289,7 @@ public final class Trainer {
         for call in 0..<calls {
             let first = w0 + call * b
             let count = max(0, min(b, w1 - first))
-            let (x, y) =
-                count > 0
-                ? sampler.evalBatch(first: first, count: count, of: n) : sampler.evalBatch(first: 0, count: 1, of: n)
+            let (x, y) = try sampler.evalBatch(first: count > 0 ? first : 0, count: max(count, 1), of: n)
             let out = try model.forward(
                 MicroBatch(
                     tokens: x, targets: y, batch: max(count, 1), time: t, tokenOffset: first * t, globalTokens: n * t))

@@ -44,7 +44,8 @@ enum BenchCommand {
         job.train.evalEvery = 0
         job.checkpoint.every = 0
         job.train.logEvery = Int.max / 2
-        let data = try TokenData.load(path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize)
+        let data = try TokenData.load(
+            path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize, valPath: job.data.valPath)
         let chosenBy = Runtime.blasCoreChosenBy
         say(
             "machine: \(Runtime.cpuModel), \(ProcessInfo.processInfo.activeProcessorCount) cores, "

@@ -40,17 +40,18 @@ enum EvalCommand {
             }
             t = n
         }
-        let data = try TokenData.load(path: dataPath, format: "auto", vocabSize: cfg.vocabSize)
-        guard data.tokens.count >= t + 1 else {
+        let data = try TokenData.open(path: dataPath, format: "auto", vocabSize: cfg.vocabSize, key: "--data")
+        guard data.count >= t + 1 else {
             throw DataError(
-                path: dataPath, message: "\(data.tokens.count) tokens is shorter than one window (T + 1 = \(t + 1))")
+                path: dataPath, message: "\(data.count) tokens is shorter than one window (T + 1 = \(t + 1))",
+                key: "--data")
         }
         let batch = 8
         let bias = try CheckpointModel.routerBias(dir: dir, manifest: m)
         let model = Transformer(config: cfg, maxBatch: batch, moe: MoEOptions(selectionBias: bias), maxTopK: k)
         model.activeTopK = k
         try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
-        let loss = try meanLoss(model, data.tokens, windows: windows, seq: t, batch: batch)
+        let loss = try meanLoss(model, data, windows: windows, seq: t, batch: batch)
         if args.flag(.json) {
             let record: JSONValue = [
                 "meanLoss": .number(loss), "windows": .integer(windows), "seqLen": .integer(t),
@@ -85,21 +86,19 @@ enum EvalCommand {
     }
 
     /// Mean cross-entropy over `windows` windows of `seq` tokens: window i starts at i * (len - T - 1) / N.
-    static func meanLoss(_ model: Transformer, _ tokens: [UInt16], windows: Int, seq t: Int, batch: Int) throws
+    static func meanLoss(_ model: Transformer, _ data: TokenData, windows: Int, seq t: Int, batch: Int) throws
         -> Double
     {
-        let len = tokens.count
+        let len = data.count
         var total = 0.0
         var first = 0
         while first < windows {
             let count = min(batch, windows - first)
-            var x: [Int32] = [], y: [Int32] = []
+            var x: [Int32] = [], y: [Int32] = [], window: [Int32] = []
             for i in first..<(first + count) {
-                let o = i * (len - t - 1) / windows
-                for k in 0..<t {
-                    x.append(Int32(tokens[o + k]))
-                    y.append(Int32(tokens[o + k + 1]))
-                }
+                window.removeAll(keepingCapacity: true)
+                try data.read(i * (len - t - 1) / windows, count: t + 1, into: &window)
+                x.append(contentsOf: window[0..<t]); y.append(contentsOf: window[1...t])
             }
             total += try model.forward(MicroBatch(tokens: x, targets: y, batch: count, time: t)).lossSum
             first += count
