@@ -64,6 +64,7 @@ let package = Package(
         .target(name: "CommMPI", dependencies: ["Comm", "CMPI"]),
         .target(name: "Model", dependencies: ["Tensor", "Comm", "Placement", "Clock"], swiftSettings: kernelFlags),
         .target(name: "RunEvents", dependencies: ["JSON"]),
+        .target(name: "Tokenizer", dependencies: ["JSON"], swiftSettings: kernelFlags),
         .target(name: "Monitor", dependencies: ["JSON", "RunEvents"]),
         .target(name: "TensorBoard", dependencies: ["JSON", "RunEvents", "Checkpoint"]),
         .target(name: "CChecksum"),
@@ -78,11 +79,12 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "Training", "Model", "Placement", "Checkpoint", "Monitor", "Tensor", "Comm", "CommMPI", "JSON",
-                "RunEvents", "TensorBoard", "Clock"
+                "RunEvents", "TensorBoard", "Clock", "Tokenizer"
             ],
             swiftSettings: kernelsForHaswell ? [.define("KERNELS_HASWELL")] : []),
         .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
         .testTarget(name: "JSONTests", dependencies: ["JSON"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "JSON"]),
         .testTarget(name: "CommTests", dependencies: ["Comm"]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement", "JSON"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tensor", "Comm", "Placement"]),

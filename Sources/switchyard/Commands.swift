@@ -58,7 +58,7 @@ enum Commands {
         train, selftest, CkptCommand.spec, EvalCommand.spec, SampleCommand.spec, MonitorCommands.tail,
         MonitorCommands.status,
         MonitorCommands.plot, TensorBoardCommand.spec, PlanCommand.spec, CalibrateCommand.spec, BenchCommand.spec,
-        SuperviseCommand.spec
+        SuperviseCommand.spec, TokenizerCommand.spec, DataCommand.spec
     ]
 
     static var jobKeysHelp: String {
