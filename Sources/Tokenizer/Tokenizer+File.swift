@@ -27,6 +27,9 @@ extension Tokenizer {
         guard case .object = root, let model = root["model"], case .object = model else {
             throw fail("model", "missing; expected a BPE model object")
         }
+        guard model["type"]?.stringValue ?? "BPE" == "BPE" else {
+            throw fail("model.type", "\(model["type"]!.compact) is not supported (BPE is)")
+        }
         let (pattern, prefix) = try preTokenizer(root["pre_tokenizer"] ?? .null, fail: fail)
         let nfc = try normalizer(root["normalizer"] ?? .null, fail: fail)
         try checkDecoder(root["decoder"] ?? .null, fail: fail)

@@ -5,9 +5,6 @@ import JSON
 
 extension Tokenizer {
     static func bpeModel(_ m: JSONValue, fail: Fail) throws -> ([Int: String], BPEModel) {
-        guard m["type"]?.stringValue ?? "BPE" == "BPE" else {
-            throw fail("model.type", "\(m["type"]!.compact) is not supported (BPE is)")
-        }
         if let p = m["continuing_subword_prefix"]?.stringValue {
             throw fail("model.continuing_subword_prefix", "'\(p)' is not supported")
         }

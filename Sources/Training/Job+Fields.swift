@@ -55,6 +55,9 @@ extension Job {
         JobField(
             key: "data.valPath", ref: .string(\.data.valPath),
             doc: "file or glob of held-out shards for eval (\"\": the tail data.valFraction of data.path)"),
+        JobField(
+            key: "data.tokenizer", ref: .string(\.data.tokenizer),
+            doc: "tokenizer.json that made the .bin ids: sample and eval encode and decode text with it"),
         JobField(key: "train.steps", ref: .int(\.train.steps), doc: "optimizer steps"),
         JobField(key: "train.batchSize", ref: .int(\.train.batchSize), doc: "sequences per step (global batch)"),
         JobField(

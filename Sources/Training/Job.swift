@@ -12,6 +12,7 @@ public struct DataSpec: Equatable, Sendable {
     public var format = "auto"
     public var valFraction = 0.05
     public var valPath = ""
+    public var tokenizer = ""
 }
 
 /// The optimisation settings.

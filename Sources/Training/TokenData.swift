@@ -54,6 +54,12 @@ public final class TokenData: @unchecked Sendable {
         self.init(path: path, format: format, shards: [shard], vocabSize: 1 << 31, validation: validation)
     }
 
+    /// An in-memory stream of token ids (text a tokenizer encoded), checked against `vocabSize`.
+    public convenience init(path: String, ids: [Int], vocabSize: Int) {
+        let shard = TokenShard.owning(ids.map { UInt32(truncatingIfNeeded: $0) }, width: 4, path: path)
+        self.init(path: path, format: "text", shards: [shard], vocabSize: vocabSize, key: "--data")
+    }
+
     /// The files read, in order.
     public var files: [String] { shards.map(\.path) }
 

@@ -13,7 +13,9 @@ enum EvalCommand {
         summary: "Mean cross-entropy of a checkpoint's model over fixed windows of a file.",
         positionals: [("DIR", "a checkpoint directory (.../checkpoints/step-N) or a run directory (uses LATEST)")],
         options: [
-            OptionSpec(.data, value: "FILE", required: true, "text (bytes) or llm.c .bin file to evaluate on"),
+            OptionSpec(
+                .data, value: "FILE", required: true,
+                "llm.c .bin, or text (encoded by the job's data.tokenizer, else a byte per token) to evaluate on"),
             OptionSpec(.windows, value: "N", "number of windows (default 64)"),
             OptionSpec(.seq, value: "T", "window length, at most the model's seqLen (default: seqLen)"),
             OptionSpec(
@@ -40,7 +42,7 @@ enum EvalCommand {
             }
             t = n
         }
-        let data = try TokenData.open(path: dataPath, format: "auto", vocabSize: cfg.vocabSize, key: "--data")
+        let data = try evalData(dataPath, job: job)
         guard data.count >= t + 1 else {
             throw DataError(
                 path: dataPath, message: "\(data.count) tokens is shorter than one window (T + 1 = \(t + 1))",
@@ -67,6 +69,19 @@ enum EvalCommand {
                     "eval %@ on %@: mean cross-entropy %.6f over %d windows of %d tokens (step %d, %d of %d experts)",
                 dir as NSString, dataPath as NSString, loss, windows, t, m.step, k, cfg.nExpert))
         return 0
+    }
+
+    /// The tokens of `path`: a .bin as it is; text through the job's tokenizer when it has one.
+    static func evalData(_ path: String, job: Job) throws -> TokenData {
+        let vocab = job.model.vocabSize
+        guard !job.data.tokenizer.isEmpty, TokenData.resolvedFormat(path: path, format: "auto") == "text" else {
+            return try TokenData.open(path: path, format: "auto", vocabSize: vocab, key: "--data")
+        }
+        let codec = try TextCodec(job: job)
+        guard let text = FileManager.default.contents(atPath: path) else {
+            throw DataError(path: path, message: "cannot read the file (missing or not readable)", key: "--data")
+        }
+        return TokenData(path: path, ids: try codec.encode(Array(text)).map(Int.init), vocabSize: vocab)
     }
 
     /// `path` if it is a checkpoint directory, else the LATEST checkpoint of a run directory;

@@ -1,6 +1,7 @@
 // `ckpt export DIR --format hf --out OUTDIR`: a directory that Hugging Face transformers loads as
 // MixtralForCausalLM: config.json, model.safetensors with Mixtral's tensor names,
-// generation_config.json, and for byte-level jobs a tokenizer under which token id = byte.
+// generation_config.json, and the job's data.tokenizer, or for byte-level jobs a tokenizer under
+// which token id = byte.
 // Only Mixtral-shaped checkpoints are exported; anything else is refused naming the job key.
 import Checkpoint
 import Foundation
@@ -116,6 +117,27 @@ enum HFExport {
         ]
     }
 
+    /// tokenizer.json and tokenizer_config.json: the job's data.tokenizer copied (its end-of-text
+    /// token named as eos), or for byte-level text jobs the token id = byte tokenizer; nil for a
+    /// token model without a tokenizer.
+    static func tokenizerFiles(_ job: Job) throws -> (Data, JSONValue)? {
+        var config: JSONValue = [
+            "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": .integer(job.model.seqLen),
+            "clean_up_tokenization_spaces": false
+        ]
+        if !job.data.tokenizer.isEmpty {
+            let codec = try TextCodec(job: job)
+            guard let t = codec.tokenizer, let data = FileManager.default.contents(atPath: t.path) else { return nil }
+            if let eot = t.addedTokens.first(where: { $0.special }), case .object(var members) = config {
+                members.append(("eos_token", .string(eot.content)))
+                config = .object(members)
+            }
+            return (data, config)
+        }
+        guard TokenData.resolvedFormat(path: job.data.path, format: job.data.format) == "text" else { return nil }
+        return (Data(tokenizer.prettyText(keepFractions: true).utf8), config)
+    }
+
     /// Writes the export of checkpoint `dir` (verified) into `out`, through a temporary sibling
     /// directory renamed at the end; an existing `out` is never replaced.
     static func write(dir: String, manifest m: Manifest, job: Job, out: String) throws -> Int {
@@ -132,16 +154,9 @@ enum HFExport {
         var files: [(String, JSONValue)] = [
             ("config.json", config(job, step: m.step)), ("generation_config.json", generationConfig)
         ]
-        if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) == "text" {
-            files.append(("tokenizer.json", tokenizer))
-            files.append(
-                (
-                    "tokenizer_config.json",
-                    [
-                        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": .integer(job.model.seqLen),
-                        "clean_up_tokenization_spaces": false
-                    ]
-                ))
+        if let (tokenizerFile, config) = try tokenizerFiles(job) {
+            try tokenizerFile.write(to: URL(fileURLWithPath: tmp + "/tokenizer.json"))
+            files.append(("tokenizer_config.json", config))
         }
         for (file, value) in files {
             // Floats as floats (10000.0): transformers checks the types of config fields.

@@ -15,11 +15,17 @@ extension SampleCommand {
         let decoder: Decoder
         let tokens: Int  // generated per prompt (cut at seqLen for learned positions)
         let describe: String
+        let prompts: [[Int32]]  // the prompts' token ids
+        let codec: TextCodec
     }
 
     /// The checks every rank makes alone; nil on every rank when one failed (its message printed once).
     static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) throws -> Setup? {
-        var local: (job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int)? = nil
+        var local:
+            (
+                job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int, codec: TextCodec,
+                prompts: [[Int32]]
+            )? = nil
         var failure: String? = nil
         do {
             let dir = try EvalCommand.verifiedCheckpoint(args.positionals[0])
@@ -32,10 +38,12 @@ extension SampleCommand {
             job.layout.dp = 0
             for o in args.all(.set) { try job.applyOverride(o) }
             _ = try job.resolveLayout(world: world.size)
-            let (tokens, note) = try budget(job, request: request)
+            let codec = try TextCodec(job: job)
+            let prompts = try request.prompts.map { try codec.encode($0) }
+            let (tokens, note) = try budget(job, request: request, longest: prompts.map(\.count).max()!)
             let k = try CheckpointModel.expertsPerToken(
                 request.experts, option: "--top-k-experts", job: job, step: m.step)
-            local = (job, dir, m, tokens, note, k)
+            local = (job, dir, m, tokens, note, k, codec, prompts)
         } catch {
             failure = "\(error)"
         }
@@ -45,7 +53,7 @@ extension SampleCommand {
         let ctx = ParallelContext(
             comms: try MeshComms(world: world, dp: dp, tp: tp), plan: plan,
             nodeOf: try NodeMap.byHost(world, host: Runtime.hostName).nodeOf)
-        let cfg = l.job.model, longest = request.prompts.map(\.count).max()!
+        let cfg = l.job.model, longest = l.prompts.map(\.count).max()!
         // Rows per call: a prompt chunk of seqLen, or one row per prompt.
         let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
         let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
@@ -57,17 +65,12 @@ extension SampleCommand {
         let describe =
             "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
             + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
-        return Setup(decoder: decoder, tokens: l.tokens, describe: describe)
+        return Setup(decoder: decoder, tokens: l.tokens, describe: describe, prompts: l.prompts, codec: l.codec)
     }
 
     /// Tokens to generate per prompt, and a note when learned positions cut them.
-    static func budget(_ job: Job, request: Request) throws -> (Int, String?) {
-        let m = job.model, longest = request.prompts.map(\.count).max()!
-        if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) != "text" || m.vocabSize < 256 {
-            throw CheckpointError(
-                "sample reads prompts as bytes; this model was trained on token ids (data.path \(job.data.path), "
-                    + "model.vocabSize \(m.vocabSize))")
-        }
+    static func budget(_ job: Job, request: Request, longest: Int) throws -> (Int, String?) {
+        let m = job.model
         guard !m.usesRope else { return (request.tokens, nil) }
         guard longest < m.seqLen else {
             throw CheckpointError(
@@ -86,13 +89,13 @@ extension SampleCommand {
     /// Prefill each prompt, then `tokens` steps of one token per prompt; rank 0 prints.
     static func generate(_ s: Setup, _ r: Request, world: MPICommunicator) throws {
         let dec = s.decoder, v = dec.model.config.vocabSize, count = r.prompts.count
-        var out = [[UInt8]](repeating: [], count: count)
+        var out = [[Int32]](repeating: [], count: count)
         var next = [Int64](repeating: 0, count: count)  // Int64: a CommScalar
         let t0 = Date()
-        for (p, prompt) in r.prompts.enumerated() {
+        for (p, prompt) in s.prompts.enumerated() {
             var logits: [Float] = []
             for chunk in stride(from: 0, to: prompt.count, by: dec.maxRows) {
-                let part = prompt[chunk..<min(prompt.count, chunk + dec.maxRows)].map { Int32($0) }
+                let part = Array(prompt[chunk..<min(prompt.count, chunk + dec.maxRows)])
                 logits = try dec.append(tokens: part, seqs: Array(repeating: p, count: part.count))
             }
             next[p] = choose(Array(logits[(logits.count - v)...]), r, prompt: p, index: 0)
@@ -100,7 +103,7 @@ extension SampleCommand {
         try world.broadcast(&next, root: 0)
         let prefill = Date().timeIntervalSince(t0)
         for i in 0..<s.tokens {
-            for p in 0..<count { out[p].append(UInt8(truncatingIfNeeded: next[p])) }
+            for p in 0..<count { out[p].append(Int32(truncatingIfNeeded: next[p])) }
             if i == s.tokens - 1 { break }
             var logits: [Float] = []
             for chunk in stride(from: 0, to: count, by: dec.maxRows) {
@@ -112,8 +115,8 @@ extension SampleCommand {
         }
         let total = Date().timeIntervalSince(t0)
         guard world.rank == 0 else { return }
-        writeContinuations(out, r)
-        let promptTokens = r.prompts.reduce(0) { $0 + $1.count }, generated = count * s.tokens
+        writeContinuations(out.map(s.codec.decode), r)
+        let promptTokens = s.prompts.reduce(0) { $0 + $1.count }, generated = count * s.tokens
         let mode = r.options.temperature == 0 ? "greedy" : "temperature \(r.options.temperature), seed \(r.seed)"
         FileHandle.standardError.write(
             Data(

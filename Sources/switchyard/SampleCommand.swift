@@ -17,7 +17,9 @@ enum SampleCommand {
         summary: "Generate text from a checkpoint's model (KV cache; under mpirun -np N, sharded like training).",
         positionals: [("PATH", "a run directory (uses LATEST) or a checkpoint directory (.../checkpoints/step-N)")],
         options: [
-            OptionSpec(.prompt, value: "TEXT", "the prompt (its UTF-8 bytes are the tokens)"),
+            OptionSpec(
+                .prompt, value: "TEXT",
+                "the prompt (encoded by the job's data.tokenizer, else its UTF-8 bytes are the tokens)"),
             OptionSpec(.prompts, value: "FILE", "one prompt per line, sampled together as one batch"),
             OptionSpec(.tokens, value: "N", "tokens to generate per prompt (default 128)"),
             OptionSpec(.temperature, value: "T", "0: greedy; else softmax(logits / T) (default 1)"),
@@ -29,7 +31,7 @@ enum SampleCommand {
             OptionSpec(.seed, value: "S", "keys every draw: the same seed gives the same text (default 0)"),
             OptionSpec(
                 .set, value: "KEY=VALUE", repeatable: true,
-                "layout.dp, layout.tp or placement to shard with under mpirun"),
+                "layout.dp, layout.tp or placement to shard with under mpirun; data.tokenizer"),
             OptionSpec(.threads, value: "N", "threads per rank (default: as train)")
         ],
         details: """
@@ -38,7 +40,9 @@ enum SampleCommand {
             stderr. With model.positions = learned a sequence ends at the model's seqLen (its position
             table ends there: say --tokens fewer, or train with rope); with rope it may run longer.
             Draw i of prompt p is keyed by (seed, p, i), so a prompt's text does not depend on the batch
-            it is in, and np 1, 2 or 4 give the same tokens. Byte-level models only (trained on text).
+            it is in, and np 1, 2 or 4 give the same tokens. Models trained on text read a byte per
+            token; models trained on token files need the job's data.tokenizer (the tokenizer.json
+            that made the data; --set data.tokenizer=FILE names it when the job did not).
 
             Exit codes: 0 success, 1 failure (bad checkpoint, prompt too long), 64 usage error.
 
@@ -75,9 +79,11 @@ enum SampleCommand {
             prompts += text.split(separator: "\n", omittingEmptySubsequences: true).map { Array($0.utf8) }
         }
         guard !prompts.isEmpty else { throw args.usageError("give --prompt TEXT or --prompts FILE") }
-        for o in args.all(.set) where !["layout.dp=", "layout.tp=", "placement="].contains(where: o.hasPrefix) {
+        for o in args.all(.set)
+        where !["layout.dp=", "layout.tp=", "placement=", "data.tokenizer="].contains(where: o.hasPrefix) {
             throw args.usageError(
-                "--set \(o): sample takes layout.dp, layout.tp or placement (the rest is the checkpoint's)")
+                "--set \(o): sample takes layout.dp, layout.tp, placement or data.tokenizer (the rest is the "
+                    + "checkpoint's)")
         }
         guard prompts.allSatisfy({ !$0.isEmpty }) else { throw args.usageError("--prompt must not be empty") }
         var o = SamplingOptions()

@@ -59,6 +59,7 @@ enum TrainCommand {
         let job = try Job.load(path: args.positionals[0], overrides: args.all(.set))
         let data = try TokenData.load(
             path: job.data.path, format: job.data.format, vocabSize: job.model.vocabSize, valPath: job.data.valPath)
+        if !job.data.tokenizer.isEmpty { _ = try TextCodec(job: job) }
         let layout = try Trainer.validate(job: job, data: data, world: world.size)
         let estimate = Trainer.memoryEstimate(
             job: job, world: world.size, tp: layout.tp, plan: layout.plan, threads: Parallel.threads)
