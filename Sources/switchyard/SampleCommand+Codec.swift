@@ -24,8 +24,8 @@ struct TextCodec {
         if TokenData.resolvedFormat(path: job.data.path, format: job.data.format) != "text" || m.vocabSize < 256 {
             throw CheckpointError(
                 "this model was trained on token ids (data.path \(job.data.path), model.vocabSize \(m.vocabSize)) and "
-                    + "its job names no tokenizer: pass --set data.tokenizer=FILE (the tokenizer.json that made the data)"
-            )
+                    + "its job names no tokenizer: pass --set data.tokenizer=FILE (the tokenizer.json that made "
+                    + "the data)")
         }
         tokenizer = nil
     }
