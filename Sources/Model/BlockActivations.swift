@@ -4,7 +4,8 @@ import Tensor
 
 /// Weight pointers of one block (into params or into grads).
 struct BlockWeights {
-    let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq/wk/wv [Cl, C], wo [C, Cl]
+    let norm1, wq, wk, wv, wo, norm2: UnsafeMutablePointer<Float>  // wq [Hl*D, C], wk/wv [Gl*D, C], wo [C, Hl*D]
+    let qkNorm: QKNormWeights?  // model.qkNorm: [D] each (head), or [Hl*D] and [Gl*D] (full)
     let headRouter: UnsafeMutablePointer<Float>?  // MoH: [R, C]
     let ffn: FFNWeights?  // dense blocks
     let moe: MoEWeights?  // MoE blocks
@@ -27,7 +28,9 @@ public enum Recompute: String, Sendable, CaseIterable {
 /// Activations of one block, sized for maxBatch x seqLen rows.
 final class BlockActivations {
     let ln1, mid, ln2, attnOut: FloatBuffer  // [N, C]
-    let q, k, v, y: FloatBuffer  // [N, Cl]
+    let q, y: FloatBuffer  // [N, Hl*D]
+    let k, v: FloatBuffer  // [N, Gl*D]
+    let qk: QKNormState?  // model.qkNorm: the projections before the norm, and its rstd
     let rstd1, rstd2: FloatBuffer  // [N]
     let lse: FloatBuffer  // [B, Hl, T] attention rows' log-sum-exp
     let h, a: FloatBuffer?  // dense blocks: pre-activations [N, F] (SwiGLU: [2, N, F]), activations [N, F]
@@ -40,17 +43,19 @@ final class BlockActivations {
         config m: ModelConfig, n: Int, b: Int, tp: Int, moe isMoE: Bool, maxTopK: Int,
         attention shared: BlockActivations? = nil
     ) {
-        let c = m.nEmbd, cl = m.nEmbd / tp
+        let c = m.nEmbd
         mid = FloatBuffer(count: n * c); ln2 = FloatBuffer(count: n * c); rstd2 = FloatBuffer(count: n)
         if let s = shared {
             ln1 = s.ln1; attnOut = s.attnOut; q = s.q; k = s.k; v = s.v; y = s.y; rstd1 = s.rstd1; lse = s.lse
-            heads = s.heads
+            heads = s.heads; qk = s.qk
         } else {
+            let sh = AttentionShape(config: m, tp: tp)
             ln1 = FloatBuffer(count: n * c); attnOut = FloatBuffer(count: n * c)
-            q = FloatBuffer(count: n * cl); k = FloatBuffer(count: n * cl); v = FloatBuffer(count: n * cl)
-            y = FloatBuffer(count: n * cl); rstd1 = FloatBuffer(count: n)
-            lse = FloatBuffer(count: b * (m.nHead / tp) * m.seqLen)
+            q = FloatBuffer(count: n * sh.ql); k = FloatBuffer(count: n * sh.kvl); v = FloatBuffer(count: n * sh.kvl)
+            y = FloatBuffer(count: n * sh.ql); rstd1 = FloatBuffer(count: n)
+            lse = FloatBuffer(count: b * sh.hl * m.seqLen)
             heads = m.usesMoH ? HeadGateState(config: m, n: n, tp: tp) : nil
+            qk = m.usesQKNorm ? QKNormState(config: m, n: n, shape: sh) : nil
         }
         sharedPre = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffnPreactWidth) } : []
         sharedAct = isMoE ? (0..<m.nSharedExperts).map { _ in FloatBuffer(count: n * m.ffHidden) } : []
@@ -61,5 +66,15 @@ final class BlockActivations {
             h = FloatBuffer(count: n * m.ffnPreactWidth); a = FloatBuffer(count: n * m.ffHidden)
             moe = nil
         }
+    }
+}
+
+/// The q/k norm's saved inputs and reciprocal RMS: per head ([N*Hl], [N*Gl]) or per row ([N]).
+final class QKNormState {
+    let qRaw, kRaw, qRstd, kRstd: FloatBuffer
+    init(config m: ModelConfig, n: Int, shape sh: AttentionShape) {
+        let perHead = m.qkNorm == "head"
+        qRaw = FloatBuffer(count: n * sh.ql); kRaw = FloatBuffer(count: n * sh.kvl)
+        qRstd = FloatBuffer(count: perHead ? n * sh.hl : n); kRstd = FloatBuffer(count: perHead ? n * sh.gl : n)
     }
 }

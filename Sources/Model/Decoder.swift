@@ -13,7 +13,7 @@ public final class Decoder {
     public let capacity: Int
     /// Tokens cached so far, per sequence.
     public private(set) var lengths: [Int]
-    let keys, values: [FloatBuffer]  // per block [S, P, Cl]
+    let keys, values: [FloatBuffer]  // per block [S, P, Gl*D]: only the key/value heads
     let rope: RopeTable?
     let attention = WorkerScratch()
 
@@ -25,9 +25,9 @@ public final class Decoder {
         self.model = model
         self.capacity = capacity
         lengths = Array(repeating: 0, count: sequences)
-        let cl = m.nEmbd / model.ctx.mesh.tp
-        keys = (0..<m.nLayer).map { _ in FloatBuffer(count: sequences * capacity * cl) }
-        values = (0..<m.nLayer).map { _ in FloatBuffer(count: sequences * capacity * cl) }
+        let kvl = model.attentionShape.kvl
+        keys = (0..<m.nLayer).map { _ in FloatBuffer(count: sequences * capacity * kvl) }
+        values = (0..<m.nLayer).map { _ in FloatBuffer(count: sequences * capacity * kvl) }
         rope = m.usesRope ? RopeTable(positions: capacity, headSize: m.headSize, theta: m.ropeTheta) : nil
     }
 
@@ -58,7 +58,7 @@ public final class Decoder {
         let lnf = model.lnf.base, logits = model.logits.base
         RMSNorm.forward(
             out: lnf, rstd: model.rstdf.base, x: model.resid[m.nLayer].base,
-            weight: model.store.pointer("norm.weight", in: model.store.params), n: n, c: c)
+            weight: model.store.pointer("norm.weight", in: model.store.params), n: n, c: c, eps: model.normEps)
         Linear.forward(
             out: logits, inp: lnf, weight: model.store.pointer("head.weight", in: model.store.params), n: n,
             inFeatures: c, outFeatures: m.vocabSize)
@@ -68,27 +68,19 @@ public final class Decoder {
     /// Block l's attention half for the new rows: q, k, v of this rank's heads, rope at each row's
     /// position, k and v into the cache, attention over the cache, wo, allreduce over tp.
     func attend(layer l: Int, n: Int, seqs: [Int], pos: [Int]) throws {
-        let mdl = model, m = mdl.config, c = m.nEmbd, tp = mdl.ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
+        let mdl = model, c = mdl.config.nEmbd, tp = mdl.ctx.mesh.tp, sh = mdl.attentionShape, kvl = sh.kvl
         let w = mdl.weights[l], a = mdl.blocks[l], x = mdl.resid[l].base
-        RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c)
-        Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
-        Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
-        Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
-        if let rope {
-            for buf in [a.q.base, a.k.base] {
-                Rope.apply(buf, rows: n, heads: hl, d: m.headSize, ldc: cl, table: rope) { pos[$0] }
-            }
-        }
+        try mdl.projectQKV(layer: l, n: n, rope: rope) { pos[$0] }
         for r in 0..<n {
-            let slot = (seqs[r] * capacity + pos[r]) * cl
-            (keys[l].base + slot).update(from: a.k.base + r * cl, count: cl)
-            (values[l].base + slot).update(from: a.v.base + r * cl, count: cl)
+            let slot = (seqs[r] * capacity + pos[r]) * kvl
+            (keys[l].base + slot).update(from: a.k.base + r * kvl, count: kvl)
+            (values[l].base + slot).update(from: a.v.base + r * kvl, count: kvl)
         }
         Attention.cached(
-            y: a.y.base, q: a.q.base, keys: keys[l].base, values: values[l].base, seq: seqs, pos: pos, heads: hl,
-            d: m.headSize, ldc: cl, capacity: capacity, scratch: attention)
+            y: a.y.base, q: a.q.base, keys: keys[l].base, values: values[l].base, seq: seqs, pos: pos,
+            heads: sh.hl, kvHeads: sh.gl, d: sh.d, ldq: sh.ql, ldkv: kvl, capacity: capacity, scratch: attention)
         let y = mdl.gateHeads(layer: l, n: n)  // MoH: the head router's gates
-        Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+        Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: sh.ql, outFeatures: c)
         if tp > 1 { try mdl.ctx.allreduce(a.attnOut.base, n * c, over: mdl.ctx.comms.tp) }
         for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
     }

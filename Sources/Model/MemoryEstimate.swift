@@ -54,7 +54,9 @@ public struct MemoryEstimate: Sendable, Equatable {
 struct EstimateShape {
     let m: ModelConfig
     let worldSize: Int
-    let c, f, e, k, v, t, cl, hl, n, routed, sent, world, mats, pre: Double
+    let c, f, e, k, v, t, hl, n, routed, sent, world, mats, pre: Double
+    /// This rank's q/y and k/v row widths (Hl*D, Gl*D) and key/value heads.
+    let ql, kvl, gl: Double
     let maxBatch: Double
 
     init(config m: ModelConfig, tp: Int, maxBatch: Int, world worldSize: Int) {
@@ -62,7 +64,9 @@ struct EstimateShape {
         self.worldSize = worldSize
         (c, f, e, k) = (Double(m.nEmbd), Double(m.ffHidden), Double(m.nExpert), Double(m.topK))
         (v, t) = (Double(m.vocabSize), Double(m.seqLen))
-        (cl, hl) = (Double(m.nEmbd) / Double(tp), Double(m.nHead / max(tp, 1)))
+        hl = Double(m.nHead / max(tp, 1))
+        (ql, kvl) = (Double(m.qWidth / max(tp, 1)), Double(m.kvWidth / max(tp, 1)))
+        gl = Double(m.kvHeads / max(tp, 1))
         self.maxBatch = Double(maxBatch)
         n = Double(maxBatch) * Double(m.seqLen)
         routed = (n / Double(max(tp, 1))).rounded(.up)
@@ -89,9 +93,12 @@ struct EstimateShape {
         var b = Blocks()
         let hr = Double(m.headRouterRows), shared = Double(m.nSharedExperts), dense = n * (f + pre)
         var moeLayer = 0
+        // q/k norm weights: per head [D] each, reduced over the world (moments never split), or
+        // the whole projection's, split over tp with wq and wk.
+        let d = Double(m.headSize), qkNorm = m.qkNorm == "head" ? 2 * d : m.qkNorm == "full" ? ql + kvl : 0
         for l in 0..<m.nLayer {
-            b.params += 4 * c * cl + 2 * c + hr * c
-            b.ownMoments += hr * c  // the head router reduces over the world: moments never split
+            b.params += 2 * c * (ql + kvl) + qkNorm + 2 * c + hr * c
+            b.ownMoments += hr * c + (m.qkNorm == "head" ? qkNorm : 0)  // reduced over the world
             guard m.isMoE(l) else {
                 b.params += mats * c * f
                 continue
@@ -113,14 +120,17 @@ struct EstimateShape {
     /// Saved activations, backward scratch and the MoE's exchange buffers, in floats.
     func activations(_ b: Blocks, recompute: Recompute, threads: Int) -> Double {
         var acts = Double(m.nLayer + 1) * n * c + 3 * n * c + n * v * 2 + 2 * n  // resid, lnf, gather, logits, dLogits
-        acts += 2 * n * c + 4 * n * cl + (m.hasDenseMLP ? n * (f + pre) : 0)  // backward scratch
+        acts += 2 * n * c + 2 * n * (ql + kvl) + (m.hasDenseMLP ? n * (f + pre) : 0)  // backward scratch
+        // q/k norm: the pre-norm rows and their rstd (per head or per row); dq, dk before the norm.
+        let qk = m.usesQKNorm ? n * (ql + kvl) + (m.qkNorm == "head" ? n * (hl + gl) : 2 * n) : 0
+        if m.usesQKNorm { acts += n * (ql + kvl) + (m.qkNorm == "full" ? n : 0) }
         // MoH: the head router's state (logits, probs, gates, chosen, gated rows) and scratch.
         let hr = Double(m.headRouterRows), h = Double(m.nHead)
-        let heads = m.usesMoH ? n * (2 * hr + 2 * h + cl) : 0
-        if m.usesMoH { acts += n * (cl + h + hr) }
-        // A block's saved activations: attention (ln1, attnOut, q, k, v, y, rstd1, lse), the FFN
-        // half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (`blocks`).
-        let attention = 2 * n * c + 4 * n * cl + n + maxBatch * hl * t + heads, half = 2 * n * c + n
+        let heads = m.usesMoH ? n * (2 * hr + 2 * h + ql) : 0
+        if m.usesMoH { acts += n * (ql + h + hr) }
+        // A block's saved activations: attention (ln1, attnOut, q, y, k, v, rstd1, lse, q/k norm),
+        // the FFN half's input (mid, ln2, rstd2), and the FFN's own: dense (pre, a) or MoE (`blocks`).
+        let attention = 2 * n * c + 2 * n * (ql + kvl) + n + maxBatch * hl * t + heads + qk, half = 2 * n * c + n
         let dense = n * (f + pre)
         let moeBlocks = Double(m.moeLayerCount), denseBlocks = Double(m.nLayer) - moeBlocks
         let allMoE = b.moe.reduce(0, +), oneMoE = b.moe.max() ?? 0

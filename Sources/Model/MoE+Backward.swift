@@ -100,7 +100,7 @@ extension MoELayer {
         Router.backward(
             dLogits: sc.dLogits.base, dTopWeight: sc.dTopWeight.base, dProbsExtra: sc.dProbs.base,
             probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, n: rows, e: e, k: k,
-            scratch: sc.rowScratch.base)
+            scratch: sc.rowScratch.base, normalize: normTopK)
         RouterZLoss.backward(
             dLogits: sc.dLogits.base, probs: s.probs.base, lse: s.lse.base, dZ: zCoef, n: rows, e: e, tokens: tokens)
         Linear.backward(

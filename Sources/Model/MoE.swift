@@ -114,6 +114,8 @@ struct MoELayer {
     /// at most the k the block's state was allocated for).
     var k: Int
     let swiglu: Bool
+    /// Renormalise the top-k weights (model.normTopK).
+    let normTopK: Bool
     let options: MoEOptions
     /// false: SMoE-Dropout's fixed random router; backward leaves its gradient at zero.
     var trainRouter = true
@@ -134,7 +136,7 @@ struct MoELayer {
     ) {
         self.ctx = ctx
         self.layer = layer
-        (c, f, e, self.k, swiglu) = (m.nEmbd, m.ffHidden, m.nExpert, k, m.usesSwiGLU)
+        (c, f, e, self.k, swiglu, normTopK) = (m.nEmbd, m.ffHidden, m.nExpert, k, m.usesSwiGLU, m.normTopK)
         self.options = options
         trainRouter = !m.usesRandomRouter
         (w, g) = weights
@@ -225,7 +227,7 @@ struct MoELayer {
         }
         Router.forward(
             probs: s.probs.base, topIndex: s.topIndex, topWeight: s.topWeight.base, logits: s.logits.base, n: rows,
-            e: e, k: k, selectionBias: options.selectionBias?.pointer(layer: layer))
+            e: e, k: k, selectionBias: options.selectionBias?.pointer(layer: layer), normalize: normTopK)
         var sums = [Double](repeating: 0, count: 2 * e + 1)  // counts, probability sums, sum of lse^2
         sums.withUnsafeMutableBufferPointer { p in
             LoadBalance.accumulate(

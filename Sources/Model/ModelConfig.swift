@@ -1,6 +1,7 @@
 // The architecture of the decoder-only MoE transformer (see DESIGN.md, "Model").
-// Shape legend: V vocab, T max sequence length, L layers, C channels, H heads,
-// E experts per MoE layer, K top-k, F expert hidden width.
+// Shape legend: V vocab, T max sequence length, L layers, C channels, H heads, G key/value heads
+// (grouped-query attention: H / G query heads share one), D head size, E experts per MoE layer,
+// K top-k, F expert hidden width.
 import Placement
 
 /// A model architecture problem a user can cause; the message names the field.
@@ -44,6 +45,18 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// The routed heads each token takes under MoH: mohActiveHeads, or half the routed heads when
     /// it is left at 0.
     public var activeRoutedHeads: Int { mohActiveHeads > 0 ? mohActiveHeads : max(1, (nHead - mohSharedHeads) / 2) }
+    /// G: key/value heads (grouped-query attention; 0: nHead, plain multi-head attention).
+    public var nKVHead: Int = 0
+    /// D when it is not C / H (Qwen3-MoE sets it; 0: C / H).
+    public var headDim: Int = 0
+    /// "none" | "head": RMSNorm over each head's q and k, weights [D] (Qwen3) | "full": RMSNorm
+    /// over the whole q [H*D] and k [G*D] projections, weights of those widths (OLMoE).
+    public var qkNorm: String = "none"
+    /// Renormalise the top-k gate weights to sum to 1 (Mixtral) or keep the softmax
+    /// probabilities (Qwen3-MoE, OLMoE).
+    public var normTopK: Bool = true
+    /// The epsilon of every RMSNorm.
+    public var rmsNormEps: Double = 1e-5
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
@@ -72,8 +85,28 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// and with shared heads two more for the shared/routed mix.
     public var headRouterRows: Int { usesMoH ? nHead + (mohSharedHeads > 0 ? 2 : 0) : 0 }
 
-    /// Head size D = C / H.
-    public var headSize: Int { nEmbd / nHead }
+    /// Head size D: headDim, or C / H.
+    public var headSize: Int { headDim > 0 ? headDim : nEmbd / nHead }
+    /// G: key/value heads.
+    public var kvHeads: Int { nKVHead > 0 ? nKVHead : nHead }
+    /// Width of the query projection and of the attention output, H * D (C unless headDim is set).
+    public var qWidth: Int { nHead * headSize }
+    /// Width of the key and value projections, G * D.
+    public var kvWidth: Int { kvHeads * headSize }
+    /// RMSNorm over q and k (per head or over the whole projection).
+    public var usesQKNorm: Bool { qkNorm != "none" }
+    /// Elements of one block's q-norm and k-norm weights: D each (head), H*D and G*D (full).
+    public var qkNormWidths: (q: Int, k: Int) {
+        switch qkNorm {
+        case "head": return (headSize, headSize)
+        case "full": return (qWidth, kvWidth)
+        default: return (0, 0)
+        }
+    }
+    /// Parameters of one block's attention: wq, wk, wv, wo and the q/k norm weights.
+    public var attentionParams: Int {
+        2 * nEmbd * qWidth + 2 * nEmbd * kvWidth + qkNormWidths.q + qkNormWidths.k
+    }
 
     /// Whether block `layer` (0-based) uses the MoE FFN: blocks moeEvery-1, 2*moeEvery-1, ...
     public func isMoE(_ layer: Int) -> Bool { moeEvery > 0 && (layer + 1) % moeEvery == 0 }
@@ -99,15 +132,18 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// Throws the first invalid field, naming it.
     public func validate() throws {
         func fail(_ f: String, _ m: String) -> ModelConfigError { ModelConfigError(field: f, message: m) }
-        if vocabSize < 2 || vocabSize > 65536 { throw fail("vocabSize", "must be in 2...65536, got \(vocabSize)") }
+        if vocabSize < 2 || vocabSize > 1 << 22 { throw fail("vocabSize", "must be in 2...\(1 << 22), got \(vocabSize)") }
         // Upper bounds keep every count below Int overflow and every per-layer table small before
         // the memory pre-check sizes the model (which rejects what a node cannot hold).
         if seqLen < 1 || seqLen > 1 << 24 { throw fail("seqLen", "must be in 1...\(1 << 24), got \(seqLen)") }
         if nLayer < 1 || nLayer > 65536 { throw fail("nLayer", "must be in 1...65536, got \(nLayer)") }
         if nEmbd < 1 || nEmbd > 1 << 31 { throw fail("nEmbd", "must be in 1...\(1 << 31), got \(nEmbd)") }
         if nHead < 1 || nHead > 65536 { throw fail("nHead", "must be in 1...65536, got \(nHead)") }
-        if nEmbd % nHead != 0 {
-            throw fail("nEmbd", "\(nEmbd) is not divisible by model.nHead = \(nHead); choose C = H x head size")
+        if headDim == 0 && nEmbd % nHead != 0 {
+            throw fail(
+                "nEmbd",
+                "\(nEmbd) is not divisible by model.nHead = \(nHead); choose C = H x head size or set "
+                    + "model.headDim")
         }
         if ffHidden < 1 || ffHidden > 1 << 31 { throw fail("ffHidden", "must be in 1...\(1 << 31), got \(ffHidden)") }
         if moeEvery < 0 { throw fail("moeEvery", "must be >= 0 (0 = no MoE blocks), got \(moeEvery)") }
@@ -133,8 +169,31 @@ public struct ModelConfig: Equatable, Sendable, Codable {
             throw fail("router", "must be \"learned\" or \"random\", got \"\(router)\"")
         }
         try validateAttention()
+        try validateHeads()
         if usesRope && headSize % 2 != 0 {
-            throw fail("positions", "rope rotates pairs of channels: the head size C / H = \(headSize) must be even")
+            throw fail("positions", "rope rotates pairs of channels: the head size D = \(headSize) must be even")
+        }
+    }
+
+    /// Grouped-query heads, the head size, q/k norm and the norm epsilon.
+    func validateHeads() throws {
+        func fail(_ f: String, _ m: String) -> ModelConfigError { ModelConfigError(field: f, message: m) }
+        if headDim < 0 || headDim > 1 << 16 { throw fail("headDim", "must be in 0...65536 (0: C / H), got \(headDim)") }
+        if nKVHead < 0 || nKVHead > nHead {
+            throw fail("nKVHead", "must be in 0...model.nHead (0: nHead), got \(nKVHead)")
+        }
+        if nHead % kvHeads != 0 {
+            throw fail(
+                "nKVHead",
+                "\(nKVHead) does not divide model.nHead = \(nHead); each key/value head serves nHead / "
+                    + "nKVHead query heads")
+        }
+        if !["none", "head", "full"].contains(qkNorm) {
+            throw fail("qkNorm", "must be \"none\", \"head\" or \"full\", got \"\(qkNorm)\"")
+        }
+        if !(rmsNormEps > 0 && rmsNormEps < 1) { throw fail("rmsNormEps", "must be in (0, 1), got \(rmsNormEps)") }
+        if usesMoH && kvHeads != nHead {
+            throw fail("nKVHead", "Mixture-of-Head attention (model.attention = moh) needs nKVHead = nHead")
         }
     }
 
@@ -167,7 +226,7 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         let c = nEmbd, mlp = ffnMatrices.count * nEmbd * ffHidden
         var n = 0
         for l in 0..<nLayer {
-            n += 4 * c * c + 2 * c + headRouterRows * c
+            n += attentionParams + 2 * c + headRouterRows * c
             n += isMoE(l) ? (c * nExpert + (topK + nSharedExperts) * mlp) : mlp
         }
         return n + c + vocabSize * c
@@ -179,17 +238,17 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         var n = vocabSize * c + (usesRope ? 0 : seqLen * c)
         for l in 0..<nLayer {
             n +=
-                4 * c * c + 2 * c + headRouterRows * c
+                attentionParams + 2 * c + headRouterRows * c
                 + (isMoE(l) ? c * nExpert + (nExpert + nSharedExperts) * mlp : mlp)
         }
         return n + c + vocabSize * c
     }
 
     /// Model FLOPs per token for training at sequence length `t`:
-    /// 6 x active non-embedding parameters + 12 x L x C x T (attention scores and values): the
+    /// 6 x active non-embedding parameters + 12 x L x (H x D) x T (attention scores and values): the
     /// matrix products MFU counts (SwiGLU's third matrix included; element-wise work is not).
     public func flopsPerToken(seqLen t: Int) -> Double {
-        6 * Double(activeNonEmbeddingParams) + 12 * Double(nLayer * nEmbd * t)
+        6 * Double(activeNonEmbeddingParams) + 12 * Double(nLayer * qWidth * t)
     }
 
     /// Training FLOPs per token by part: "matmuls" (6 x active non-embedding parameters),
@@ -199,8 +258,8 @@ public struct ModelConfig: Equatable, Sendable, Codable {
         let ffnRows = Double((0..<nLayer).reduce(0) { $0 + (isMoE($1) ? topK + nSharedExperts : 1) } * ffHidden)
         return [
             "matmuls": 6 * Double(activeNonEmbeddingParams),
-            "attention": 12 * Double(nLayer * nEmbd * t),
-            "rope": usesRope ? 6 * 2 * Double(nLayer * nEmbd) : 0,
+            "attention": 12 * Double(nLayer * qWidth * t),
+            "rope": usesRope ? 6 * Double(nLayer * (qWidth + kvWidth)) : 0,
             "ffnActivation": (usesSwiGLU ? 12 : 8) * ffnRows
         ]
     }

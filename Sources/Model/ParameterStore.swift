@@ -86,6 +86,7 @@ public struct ParameterInfo: Equatable, Sendable {
     @inline(__always)
     public func globalIndex(_ i: Int) -> Int {
         guard let dim = shard.splitDim else { return i }
+        if shape.count == 1 { return i + sliceStart }  // a split vector (the full q/k norm's weights)
         let cols = shape[shape.count - 1]
         let r = i / cols, c = i % cols
         return dim == 0 ? (r + sliceStart) * globalShape[1] + c : r * globalShape[1] + c + sliceStart
@@ -151,10 +152,11 @@ public final class ParameterStore: @unchecked Sendable {
         for l in 0..<c.nLayer {
             let p = "layers.\(l)."
             list.add(p + "norm1.weight", [C], decay: false, initStd: 0)
-            list.add(p + "attn.wq.weight", [C, C], split: 0)
-            list.add(p + "attn.wk.weight", [C, C], split: 0)
-            list.add(p + "attn.wv.weight", [C, C], split: 0)
-            list.add(p + "attn.wo.weight", [C, C], split: 1, initStd: outStd)
+            list.add(p + "attn.wq.weight", [c.qWidth, C], split: 0)
+            list.add(p + "attn.wk.weight", [c.kvWidth, C], split: 0)
+            list.add(p + "attn.wv.weight", [c.kvWidth, C], split: 0)
+            list.add(p + "attn.wo.weight", [C, c.qWidth], split: 1, initStd: outStd)
+            list.addQKNorm(config: c, prefix: p + "attn.")
             // MoH: every tp rank scores all heads from the same rows and backpropagates its own
             // heads' share, so the partial gradients sum over the world like the MoE router's.
             if c.usesMoH { list.add(p + "attn.router.weight", [c.headRouterRows, C], reduce: .world) }
@@ -285,6 +287,23 @@ extension TensorList {
                     reduce: red,
                     initStd: w == "w2" ? outStd : Self.std, isPrimaryCopy: first)
             }
+        }
+    }
+}
+
+extension TensorList {
+    /// The q/k norm weights of one block (model.qkNorm): per head, [D] each, replicated, every
+    /// tp rank adding its own heads' share of the gradient (so summed over the world, as the
+    /// MoH router); over the whole projection, [H*D] and [G*D], split by rows with wq and wk.
+    mutating func addQKNorm(config c: ModelConfig, prefix p: String) {
+        switch c.qkNorm {
+        case "head":
+            add(p + "qnorm.weight", [c.headSize], reduce: .world, decay: false, initStd: 0)
+            add(p + "knorm.weight", [c.headSize], reduce: .world, decay: false, initStd: 0)
+        case "full":
+            add(p + "qnorm.weight", [c.qWidth], split: 0, decay: false, initStd: 0)
+            add(p + "knorm.weight", [c.kvWidth], split: 0, decay: false, initStd: 0)
+        default: break
         }
     }
 }

@@ -8,17 +8,23 @@ import Tensor
 /// Backward scratch, shared by all blocks.
 final class BackwardScratch {
     let dResid, dLn: FloatBuffer  // [N, C]
-    let dq, dk, dv, dy: FloatBuffer  // [N, Cl]
+    let dq, dy: FloatBuffer  // [N, Hl*D]
+    let dk, dv: FloatBuffer  // [N, Gl*D]
+    let dqRaw, dkRaw: FloatBuffer?  // model.qkNorm: d(q), d(k) before the norm
+    let rowSums: FloatBuffer  // [N]: the full q/k norm's row sums (forward and backward)
     let dH, dA: FloatBuffer  // dense FFN: dPre (as pre), dA [N, F]
     let attention = WorkerScratch()  // attention tiles, per thread (forward and backward)
     let dLogits: FloatBuffer  // [N, V]
     let moe: MoEScratch
     let heads: HeadGateScratch?  // MoH
     init(config m: ModelConfig, n: Int, tp: Int, maxTopK: Int) {
-        let c = m.nEmbd, cl = c / tp
+        let c = m.nEmbd, sh = AttentionShape(config: m, tp: tp)
         dResid = FloatBuffer(count: n * c); dLn = FloatBuffer(count: n * c)
-        dq = FloatBuffer(count: n * cl); dk = FloatBuffer(count: n * cl)
-        dv = FloatBuffer(count: n * cl); dy = FloatBuffer(count: n * cl)
+        dq = FloatBuffer(count: n * sh.ql); dk = FloatBuffer(count: n * sh.kvl)
+        dv = FloatBuffer(count: n * sh.kvl); dy = FloatBuffer(count: n * sh.ql)
+        dqRaw = m.usesQKNorm ? FloatBuffer(count: n * sh.ql) : nil
+        dkRaw = m.usesQKNorm ? FloatBuffer(count: n * sh.kvl) : nil
+        rowSums = FloatBuffer(count: m.qkNorm == "full" ? n : 0)
         let dense = m.hasDenseMLP ? n : 0
         dH = FloatBuffer(count: dense * m.ffnPreactWidth); dA = FloatBuffer(count: dense * m.ffHidden)
         dLogits = FloatBuffer(count: n * m.vocabSize)
@@ -114,39 +120,26 @@ extension Transformer {
     /// Attention: mid = x + allreduce_tp(attn_local(rmsnorm1(x)) @ wo_local^T); on return
     /// scratch.dResid holds d(resid[l]).
     func attentionBackward(layer l: Int, _ rows: PassRows) throws {
-        let n = rows.n, m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp, s = scratch
+        let n = rows.n, m = config, c = m.nEmbd, sh = attentionShape, s = scratch
         let w = weights[l], gw = gradients[l], a = blocks[l]
         timed(.attnProjections) {
-            zero(s.dy, n * cl)
+            zero(s.dy, n * sh.ql)
             // With MoH, wo saw the gated rows: its input gradient goes to them, then to dy.
             Linear.backward(
                 dInp: woInputGradient(layer: l, n: n), dWeight: gw.wo, dOut: s.dResid.base,
-                inp: a.heads?.gated.base ?? a.y.base, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+                inp: a.heads?.gated.base ?? a.y.base, weight: w.wo, n: n, inFeatures: sh.ql, outFeatures: c)
             gateHeadsBackward(layer: l, n: n)
         }
         timed(.attnCore) {
-            zero(s.dq, n * cl)
-            zero(s.dk, n * cl)
-            zero(s.dv, n * cl)
+            zero(s.dq, n * sh.ql)
+            zero(s.dk, n * sh.kvl)
+            zero(s.dv, n * sh.kvl)
             Attention.backward(
                 dq: s.dq.base, dk: s.dk.base, dv: s.dv.base, dy: s.dy.base, q: a.q.base, k: a.k.base,
-                v: a.v.base, y: a.y.base, lse: a.lse.base,
-                b: rows.batch, t: rows.time, h: hl, d: m.headSize, ldc: cl, scratch: s.attention)
-            if let rope { rotate(s.dq.base, s.dk.base, rows, table: rope, inverse: true) }
+                v: a.v.base, y: a.y.base, lse: a.lse.base, b: rows.batch, t: rows.time, h: sh.hl, kvHeads: sh.gl,
+                d: sh.d, ldq: sh.ql, ldkv: sh.kvl, scratch: s.attention)
         }
-        timed(.attnProjections) {
-            zero(s.dLn, n * c)
-            Linear.backward(
-                dInp: s.dLn.base, dWeight: gw.wq, dOut: s.dq.base, inp: a.ln1.base, weight: w.wq, n: n,
-                inFeatures: c, outFeatures: cl)
-            Linear.backward(
-                dInp: s.dLn.base, dWeight: gw.wk, dOut: s.dk.base, inp: a.ln1.base, weight: w.wk, n: n,
-                inFeatures: c, outFeatures: cl)
-            Linear.backward(
-                dInp: s.dLn.base, dWeight: gw.wv, dOut: s.dv.base, inp: a.ln1.base, weight: w.wv, n: n,
-                inFeatures: c, outFeatures: cl)
-            headRouterBackward(layer: l, n: n)
-        }
+        try projectQKVBackward(layer: l, rows)
         // Each tp rank holds its heads' share of d(rmsnorm1 output): sum them.
         try ctx.allreduce(s.dLn.base, n * c, over: ctx.comms.tp)
         timed(.norms) {

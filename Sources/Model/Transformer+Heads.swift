@@ -17,7 +17,7 @@ final class HeadGateState {
         let r = m.headRouterRows, h = m.nHead
         logits = FloatBuffer(count: n * r); probs = FloatBuffer(count: n * r)
         gates = FloatBuffer(count: n * h); chosen = FloatBuffer(count: n * h)
-        gated = FloatBuffer(count: n * m.nEmbd / tp)
+        gated = FloatBuffer(count: n * m.qWidth / tp)
     }
 }
 
@@ -27,14 +27,14 @@ final class HeadGateScratch {
     let dGates: FloatBuffer  // [N, H]
     let dLogits: FloatBuffer  // [N, R]
     init(config m: ModelConfig, n: Int, tp: Int) {
-        dGated = FloatBuffer(count: n * m.nEmbd / tp)
+        dGated = FloatBuffer(count: n * m.qWidth / tp)
         dGates = FloatBuffer(count: n * m.nHead)
         dLogits = FloatBuffer(count: n * m.headRouterRows)
     }
 }
 
 extension Transformer {
-    /// wo's input for block l: its attention output y [N, Cl], or with MoH y gated per head from
+    /// wo's input for block l: its attention output y [N, Hl*D], or with MoH y gated per head from
     /// the router's scores of rmsnorm1's output (the state kept for backward).
     func gateHeads(layer l: Int, n: Int) -> UnsafeMutablePointer<Float> {
         let a = blocks[l]
@@ -48,7 +48,7 @@ extension Transformer {
             h: m.nHead, shared: m.mohSharedHeads, active: m.activeRoutedHeads)
         HeadRouter.scale(
             out: hs.gated.base, y: a.y.base, gates: hs.gates.base, n: n, heads: hl, first: ctx.mesh.tpIndex * hl,
-            h: m.nHead, d: m.headSize, ldc: m.nEmbd / tp)
+            h: m.nHead, d: m.headSize, ldc: m.qWidth / tp)
         return hs.gated.base
     }
 
@@ -56,7 +56,7 @@ extension Transformer {
     /// (zeroed), which `gateHeadsBackward` turns into dy.
     func woInputGradient(layer l: Int, n: Int) -> UnsafeMutablePointer<Float> {
         guard blocks[l].heads != nil, let hg = scratch.heads else { return scratch.dy.base }
-        let cl = config.nEmbd / ctx.mesh.tp
+        let cl = config.qWidth / ctx.mesh.tp
         hg.dGated.base.update(repeating: 0, count: n * cl)
         return hg.dGated.base
     }
@@ -70,7 +70,7 @@ extension Transformer {
         HeadRouter.scaleBackward(
             dy: scratch.dy.base, dGates: hg.dGates.base, dOut: hg.dGated.base, y: blocks[l].y.base,
             gates: hs.gates.base, n: n, heads: hl, first: ctx.mesh.tpIndex * hl, h: m.nHead, d: m.headSize,
-            ldc: m.nEmbd / tp)
+            ldc: m.qWidth / tp)
         hg.dLogits.base.update(repeating: 0, count: n * m.headRouterRows)
         HeadRouter.backward(
             dLogits: hg.dLogits.base, dGates: hg.dGates.base, probs: hs.probs.base, chosen: hs.chosen.base, n: n,

@@ -169,6 +169,7 @@ public final class Transformer: @unchecked Sendable {
         return BlockWeights(
             norm1: ptr("norm1.weight"), wq: ptr("attn.wq.weight"), wk: ptr("attn.wk.weight"),
             wv: ptr("attn.wv.weight"), wo: ptr("attn.wo.weight"), norm2: ptr("norm2.weight"),
+            qkNorm: config.usesQKNorm ? QKNormWeights(q: ptr("attn.qnorm.weight"), k: ptr("attn.knorm.weight")) : nil,
             headRouter: config.usesMoH ? ptr("attn.router.weight") : nil,
             ffn: moe == nil ? FFNWeights(s, buf, prefix: p + "ffn.", swiglu: swiglu) : nil, moe: moe,
             shared: moe == nil
@@ -236,51 +237,28 @@ public final class Transformer: @unchecked Sendable {
 
     /// Block l's attention half: a.mid = x + wo(attention(rmsnorm1(x))), reduced over tp.
     func attentionForward(layer l: Int, _ rows: PassRows) throws {
-        let n = rows.n, m = config, c = m.nEmbd, tp = ctx.mesh.tp, cl = c / tp, hl = m.nHead / tp
+        let n = rows.n, c = config.nEmbd, tp = ctx.mesh.tp, sh = attentionShape, t = rows.time
         let w = weights[l], a = blocks[l], x = resid[l].base
-        timed(.norms) { RMSNorm.forward(out: a.ln1.base, rstd: a.rstd1.base, x: x, weight: w.norm1, n: n, c: c) }
-        timed(.attnProjections) {
-            Linear.forward(out: a.q.base, inp: a.ln1.base, weight: w.wq, n: n, inFeatures: c, outFeatures: cl)
-            Linear.forward(out: a.k.base, inp: a.ln1.base, weight: w.wk, n: n, inFeatures: c, outFeatures: cl)
-            Linear.forward(out: a.v.base, inp: a.ln1.base, weight: w.wv, n: n, inFeatures: c, outFeatures: cl)
-        }
-        if let rope { timed(.attnCore) { rotate(a.q.base, a.k.base, rows, table: rope, inverse: false) } }
+        try projectQKV(layer: l, n: n, rope: rope) { $0 % t }
         timed(.attnCore) {
             Attention.forward(
-                y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base,
-                b: rows.batch, t: rows.time, h: hl, d: m.headSize, ldc: cl, scratch: scratch.attention)
+                y: a.y.base, lse: a.lse.base, q: a.q.base, k: a.k.base, v: a.v.base, b: rows.batch, t: t, h: sh.hl,
+                kvHeads: sh.gl, d: sh.d, ldq: sh.ql, ldkv: sh.kvl, scratch: scratch.attention)
         }
         let y = timed(.attnProjections) { gateHeads(layer: l, n: n) }
         if tp == 1 {
             timed(.attnProjections) {
                 a.mid.base.update(from: x, count: n * c)
                 Linear.forward(
-                    out: a.mid.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c,
+                    out: a.mid.base, inp: y, weight: w.wo, n: n, inFeatures: sh.ql, outFeatures: c,
                     accumulate: true)
             }
         } else {
             timed(.attnProjections) {
-                Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: cl, outFeatures: c)
+                Linear.forward(out: a.attnOut.base, inp: y, weight: w.wo, n: n, inFeatures: sh.ql, outFeatures: c)
             }
             try ctx.allreduce(a.attnOut.base, n * c, over: ctx.comms.tp)
             for i in 0..<(n * c) { a.mid.base[i] = x[i] + a.attnOut.base[i] }
-        }
-    }
-
-    /// Rope on this rank's heads of q and k [N, Cl] in place (inverse: backward on dq and dk),
-    /// rows of batch position t at position t, in row blocks.
-    func rotate(
-        _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, _ rows: PassRows, table: RopeTable,
-        inverse: Bool
-    ) {
-        let hl = config.nHead / ctx.mesh.tp, d = config.headSize, cl = config.nEmbd / ctx.mesh.tp, t = rows.time
-        Parallel.forEachBlock(rows.n, grain: Linear.rowGrain) { block in
-            for x in [q, k] {
-                Rope.apply(
-                    x + block.lowerBound * cl, rows: block.count, heads: hl, d: d, ldc: cl, table: table,
-                    inverse: inverse
-                ) { (block.lowerBound + $0) % t }
-            }
         }
     }
 
@@ -290,7 +268,8 @@ public final class Transformer: @unchecked Sendable {
         let n = rows.n, c = config.nEmbd
         let w = weights[l], a = blocks[l], out = resid[l + 1].base
         timed(.norms) {
-            RMSNorm.forward(out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c)
+            RMSNorm.forward(
+                out: a.ln2.base, rstd: a.rstd2.base, x: a.mid.base, weight: w.norm2, n: n, c: c, eps: normEps)
         }
         out.update(from: a.mid.base, count: n * c)
         if let layer = moeLayers[l] {
@@ -321,7 +300,7 @@ public final class Transformer: @unchecked Sendable {
         timed(.norms) {
             RMSNorm.forward(
                 out: lnf.base, rstd: rstdf.base, x: resid[m.nLayer].base,
-                weight: store.pointer("norm.weight", in: store.params), n: n, c: c)
+                weight: store.pointer("norm.weight", in: store.params), n: n, c: c, eps: normEps)
         }
         timed(.headLoss) {
             Linear.forward(

@@ -1,4 +1,4 @@
-// RMSNorm: y = x / sqrt(mean(x^2) + 1e-5) * w, no bias.
+// RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, no bias (eps: model.rmsNormEps, 1e-5 by default).
 // Shape legend: N rows (B*T tokens), C channels. The row sums (x . x forward, (w dy) . x
 // backward) are RowMath.dot's 8 lanes, not one serial chain.
 // Backward *accumulates* into dx and dw.
@@ -11,7 +11,7 @@ public enum RMSNorm {
     /// out[N, C] = x * rstd * w; rstd[N] is saved for backward.
     public static func forward(
         out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int
+        x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, eps: Float = RMSNorm.eps
     ) {
         forEachRow(n) { r in
             let xr = x + r * c, o = out + r * c

@@ -1,5 +1,6 @@
 // MoE router after its linear layer: softmax over experts in Float32, top-k by value
-// (the lower expert index wins ties), weights renormalised to sum to 1 over the k chosen.
+// (the lower expert index wins ties), weights renormalised to sum to 1 over the k chosen
+// (Mixtral), or with `normalize` false the chosen probabilities themselves (Qwen3-MoE, OLMoE).
 // Shape legend: N tokens, E experts, K top-k (1 or 2).
 // Backward *accumulates* into dLogits.
 
@@ -9,7 +10,7 @@ public enum Router {
     public static func forward(
         probs: UnsafeMutablePointer<Float>, topIndex: UnsafeMutablePointer<Int32>,
         topWeight: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-        n: Int, e: Int, k: Int, selectionBias: UnsafePointer<Float>? = nil
+        n: Int, e: Int, k: Int, selectionBias: UnsafePointer<Float>? = nil, normalize: Bool = true
     ) {
         precondition(k >= 1 && k <= e, "top-k must satisfy 1 <= k <= E")
         for r in 0..<n {
@@ -35,18 +36,19 @@ public enum Router {
                 topWeight[r * k + slot] = p[best]
                 chosenSum += p[best]
             }
-            for slot in 0..<k { topWeight[r * k + slot] /= chosenSum }
+            if normalize { for slot in 0..<k { topWeight[r * k + slot] /= chosenSum } }
         }
     }
 
     /// Backward from dTopWeight[N, K] (and optional dProbsExtra[N, E], e.g. the balance loss)
     /// to dLogits[N, E]. Through the renormalisation w_j = p_j / S:
-    /// dp_i = (dw_i - sum_j dw_j w_j) / S for chosen i; then the softmax backward.
+    /// dp_i = (dw_i - sum_j dw_j w_j) / S for chosen i (without it, dp_i = dw_i); then the softmax
+    /// backward.
     public static func backward(
         dLogits: UnsafeMutablePointer<Float>, dTopWeight: UnsafePointer<Float>,
         dProbsExtra: UnsafePointer<Float>?, probs: UnsafePointer<Float>,
         topIndex: UnsafePointer<Int32>, topWeight: UnsafePointer<Float>,
-        n: Int, e: Int, k: Int, scratch: UnsafeMutablePointer<Float>
+        n: Int, e: Int, k: Int, scratch: UnsafeMutablePointer<Float>, normalize: Bool = true
     ) {
         for r in 0..<n {
             let p = probs + r * e, dp = scratch
@@ -62,7 +64,8 @@ public enum Router {
                 dotWW += dTopWeight[r * k + slot] * topWeight[r * k + slot]
             }
             for slot in 0..<k {
-                dp[Int(topIndex[r * k + slot])] += (dTopWeight[r * k + slot] - dotWW) / s
+                dp[Int(topIndex[r * k + slot])] +=
+                    normalize ? (dTopWeight[r * k + slot] - dotWW) / s : dTopWeight[r * k + slot]
             }
             var dot: Float = 0
             for j in 0..<e { dot += p[j] * dp[j] }

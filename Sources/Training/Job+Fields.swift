@@ -43,6 +43,17 @@ extension Job {
             key: "model.mohActiveHeads", ref: .int(\.model.mohActiveHeads),
             doc: "MoH: routed heads each token takes by router score (1...nHead - mohSharedHeads; 0: half of them)"),
         JobField(
+            key: "model.nKVHead", ref: .int(\.model.nKVHead),
+            doc: "G: key/value heads, grouped-query attention (0: nHead); tp must divide it"),
+        JobField(key: "model.headDim", ref: .int(\.model.headDim), doc: "D: head size (0: nEmbd / nHead)"),
+        JobField(
+            key: "model.qkNorm", ref: .string(\.model.qkNorm),
+            doc: "none | head: RMSNorm of each head's q and k (Qwen3) | full: of the whole q and k (OLMoE)"),
+        JobField(
+            key: "model.normTopK", ref: .bool(\.model.normTopK),
+            doc: "renormalise the top-k gate weights to sum to 1 (Mixtral) or keep the probabilities (Qwen3, OLMoE)"),
+        JobField(key: "model.rmsNormEps", ref: .double(\.model.rmsNormEps), doc: "epsilon of every RMSNorm"),
+        JobField(
             key: "data.path", ref: .string(\.data.path),
             doc:
                 "text file (bytes are tokens), llm.c .bin (uint16 or uint32), or a glob of shards (\"dir/train_*.bin\")"

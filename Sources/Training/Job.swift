@@ -303,6 +303,12 @@ extension Job {
                 "\(layout.tp) does not divide model.nHead = \(model.nHead); attention heads are split over the tp ranks"
             )
         }
+        if model.kvHeads % layout.tp != 0 {
+            throw JobError(
+                key: "layout.tp",
+                "\(layout.tp) does not divide model.nKVHead = \(model.kvHeads); key/value heads are split over the tp "
+                    + "ranks with their query heads")
+        }
     }
 
     /// The (dp, tp) layout for `world` ranks and the expert placement, checked against the model

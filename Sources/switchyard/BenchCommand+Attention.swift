@@ -30,12 +30,12 @@ extension BenchCommand {
             for _ in 0..<repeats {
                 let t0 = monotonicSeconds()
                 Attention.forward(
-                    y: y.base, lse: lse.base, q: q.base, k: k.base, v: v.base, b: b, t: t, h: h, d: d, ldc: c,
-                    scratch: scratch)
+                    y: y.base, lse: lse.base, q: q.base, k: k.base, v: v.base, b: b, t: t, h: h, kvHeads: h, d: d,
+                    ldq: c, ldkv: c, scratch: scratch)
                 let t1 = monotonicSeconds()
                 Attention.backward(
                     dq: dq.base, dk: dk.base, dv: dv.base, dy: dy.base, q: q.base, k: k.base, v: v.base, y: y.base,
-                    lse: lse.base, b: b, t: t, h: h, d: d, ldc: c, scratch: scratch)
+                    lse: lse.base, b: b, t: t, h: h, kvHeads: h, d: d, ldq: c, ldkv: c, scratch: scratch)
                 fwd = min(fwd, t1 - t0)
                 bwd = min(bwd, monotonicSeconds() - t1)
             }

@@ -5,15 +5,22 @@ import XCTest
 /// The KV-cache decoder against the training forward: the same tokens give the same logits,
 /// whether fed at once, one at a time, or interleaved with another sequence.
 final class DecoderTests: XCTestCase {
-    func config(_ positions: String, _ ffn: String) -> ModelConfig {
-        ModelConfig(
+    func config(_ positions: String, _ ffn: String, qkNorm: String = "none") -> ModelConfig {
+        var c = ModelConfig(
             vocabSize: 19, seqLen: 12, nLayer: 2, nEmbd: 16, nHead: 4, nExpert: 3, topK: 2, ffHidden: 20,
             moeEvery: 1, positions: positions, ffn: ffn)
+        if qkNorm != "none" {  // grouped-query heads (the cache holds 2 of 4), head size 6, a q/k norm
+            c.nKVHead = 2; c.headDim = 6; c.qkNorm = qkNorm
+        }
+        return c
     }
 
     func testCachedLogitsEqualTheFullForward() throws {
-        for (positions, ffn) in [("learned", "gelu"), ("rope", "swiglu")] {
-            let cfg = config(positions, ffn)
+        for (positions, ffn, qkNorm) in [
+            ("learned", "gelu", "none"), ("rope", "swiglu", "none"), ("rope", "swiglu", "head"),
+            ("rope", "swiglu", "full")
+        ] {
+            let cfg = config(positions, ffn, qkNorm: qkNorm)
             let model = Transformer(config: cfg, maxBatch: 2)
             model.store.initialize(seed: 7)
             for i in 0..<model.store.count { model.store.params.base[i] *= 10 }
@@ -37,9 +44,10 @@ final class DecoderTests: XCTestCase {
             let want = Array(full[0..<(12 * v)]) + Array(full[(12 * v)...])
             let worst = zip(got0 + got1, want).map { abs($0 - $1) }.max()!
             let scale = want.map { abs($0) }.max()!
-            XCTAssertLessThan(worst, 1e-4 * max(1, scale), "\(positions) \(ffn): cached vs full forward")
+            XCTAssertLessThan(worst, 1e-4 * max(1, scale), "\(positions) \(ffn) \(qkNorm): cached vs full forward")
             XCTAssertGreaterThan(scale, 1, "logits are not trivially small")
-            print("decoder \(positions) \(ffn): max |cached - full| = \(worst) (logits up to \(scale))")
+            print(
+                "decoder \(positions) \(ffn) qkNorm \(qkNorm): max |cached - full| = \(worst) (logits up to \(scale))")
         }
     }
 

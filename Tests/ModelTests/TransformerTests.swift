@@ -95,6 +95,16 @@ final class TransformerTests: XCTestCase {
         random.nExpert = 2
         random.router = "random"
         configs.append(("random router", random))
+        // The open families' options: grouped-query heads with a head size not C / H and Qwen3's
+        // per-head q/k norm; one key/value head with OLMoE's whole-projection norm; unrenormalised
+        // top-k weights and another norm epsilon.
+        for (kv, headDim, qkNorm) in [(2, 4, "head"), (1, 0, "full")] {
+            var cfg = Self.config
+            cfg.nHead = 4; cfg.nKVHead = kv; cfg.headDim = headDim; cfg.qkNorm = qkNorm
+            cfg.positions = "rope"; cfg.ffn = "swiglu"; cfg.nExpert = 2; cfg.moeEvery = 1
+            cfg.normTopK = false; cfg.rmsNormEps = 1e-3
+            configs.append(("gqa H4 G\(kv) D\(cfg.headSize) qkNorm \(qkNorm) normTopK false", cfg))
+        }
         for (label, cfg) in configs {
             let m = Transformer(config: cfg, maxBatch: 2)
             let s = m.store
@@ -193,6 +203,35 @@ final class TransformerTests: XCTestCase {
         c = Self.config; c.nExpert = 1; c.topK = 2
         XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("exceeds model.nExpert"), "\($0)") }
         XCTAssertNoThrow(try Self.config.validate())
+        // The open families' keys: each refusal names its key.
+        for (edit, key) in [
+            ({ (c: inout ModelConfig) in c.nKVHead = 3 }, "model.nKVHead:"), ({ $0.nKVHead = 5 }, "model.nKVHead:"),
+            ({ $0.qkNorm = "layer" }, "model.qkNorm:"), ({ $0.rmsNormEps = 0 }, "model.rmsNormEps:"),
+            ({ $0.headDim = -1 }, "model.headDim:"),
+            (
+                {
+                    $0.positions = "rope"; $0.headDim = 3
+                }, "model.positions:"
+            )
+        ] as [((inout ModelConfig) -> Void, String)] {
+            c = Self.config
+            c.nHead = 4
+            edit(&c)
+            XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".hasPrefix(key), "\($0)") }
+        }
+        c = Self.config; c.nHead = 3; c.headDim = 4
+        XCTAssertNoThrow(try c.validate(), "with headDim set, nEmbd need not divide by nHead")
+        let gqa = { () -> ModelConfig in
+            var g = Self.config
+            g.nHead = 4; g.nKVHead = 2; g.headDim = 6; g.qkNorm = "full"
+            return g
+        }()
+        let store = ParameterStore(config: gqa)
+        XCTAssertEqual(store.info("layers.0.attn.wq.weight")?.shape, [24, 8])
+        XCTAssertEqual(store.info("layers.0.attn.wk.weight")?.shape, [12, 8])
+        XCTAssertEqual(store.info("layers.0.attn.wo.weight")?.shape, [8, 24])
+        XCTAssertEqual(store.info("layers.0.attn.knorm.weight")?.shape, [12])
+        XCTAssertEqual(store.count, gqa.totalParams, "totalParams counts grouped heads and the q/k norms")
     }
 
     func testMixtralShapeParametersAndValidation() throws {

@@ -11,11 +11,19 @@ final class MemoryTests: XCTestCase {
     /// The estimate's parameter share is each rank's real ParameterStore size, at world 1, dp 2
     /// (experts split over the ranks) and dp 2 x tp 2 (attention split too).
     func testEstimateCountsEachRanksParameters() throws {
-        for (world, tp, moh) in [(1, 1, false), (2, 1, false), (4, 2, false), (1, 1, true), (4, 2, true)] {
+        let cases: [(Int, Int, String)] = [
+            (1, 1, "mha"), (2, 1, "mha"), (4, 2, "mha"), (1, 1, "moh"), (4, 2, "moh"), (1, 1, "head"), (4, 2, "head"),
+            (4, 2, "full")
+        ]
+        for (world, tp, attention) in cases {
             var edited = layoutJob(tp: tp).0
             let data = layoutJob(tp: tp).1
+            let moh = attention == "moh"
             if moh {  // Mixture-of-Head attention adds a head router per block
                 edited.model.attention = "moh"; edited.model.mohSharedHeads = 1; edited.model.mohActiveHeads = 2
+            } else if attention != "mha" {  // grouped-query heads of size 16 (not C / H) and a q/k norm
+                edited.model.nKVHead = 2; edited.model.headDim = 16; edited.model.qkNorm = attention
+                edited.model.positions = "rope"
             }
             let job = edited
             let counts = try LocalCommunicator.run(size: world) { comm -> Int in
@@ -28,7 +36,7 @@ final class MemoryTests: XCTestCase {
                     config: job.model, world: world, tp: tp, plan: plan, rank: rank, maxBatch: 3, threads: 1,
                     checkpoints: true)
                 XCTAssertEqual(
-                    Int(e.parameters), counts[rank], "world \(world) tp \(tp) moh \(moh) rank \(rank): parameters")
+                    Int(e.parameters), counts[rank], "world \(world) tp \(tp) \(attention) rank \(rank): parameters")
                 XCTAssertEqual(e.stateBytes, 16 * e.parameters)
                 XCTAssertEqual(e.checkpointBytes, 12 * e.parameters)
             }
