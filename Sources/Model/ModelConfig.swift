@@ -57,6 +57,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     public var normTopK: Bool = true
     /// The epsilon of every RMSNorm.
     public var rmsNormEps: Double = 1e-5
+    /// The Hugging Face family the export writes ("": Mixtral; "mixtral", "qwen3_moe", "olmoe"):
+    /// set by `ckpt import`, or by the user.
+    public var family: String = ""
 
     public init(
         vocabSize: Int, seqLen: Int, nLayer: Int, nEmbd: Int, nHead: Int,
@@ -132,7 +135,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
     /// Throws the first invalid field, naming it.
     public func validate() throws {
         func fail(_ f: String, _ m: String) -> ModelConfigError { ModelConfigError(field: f, message: m) }
-        if vocabSize < 2 || vocabSize > 1 << 22 { throw fail("vocabSize", "must be in 2...\(1 << 22), got \(vocabSize)") }
+        if vocabSize < 2 || vocabSize > 1 << 22 {
+            throw fail("vocabSize", "must be in 2...\(1 << 22), got \(vocabSize)")
+        }
         // Upper bounds keep every count below Int overflow and every per-layer table small before
         // the memory pre-check sizes the model (which rejects what a node cannot hold).
         if seqLen < 1 || seqLen > 1 << 24 { throw fail("seqLen", "must be in 1...\(1 << 24), got \(seqLen)") }
@@ -192,6 +197,9 @@ public struct ModelConfig: Equatable, Sendable, Codable {
             throw fail("qkNorm", "must be \"none\", \"head\" or \"full\", got \"\(qkNorm)\"")
         }
         if !(rmsNormEps > 0 && rmsNormEps < 1) { throw fail("rmsNormEps", "must be in (0, 1), got \(rmsNormEps)") }
+        if !["", "mixtral", "qwen3_moe", "olmoe"].contains(family) {
+            throw fail("family", "must be \"\", \"mixtral\", \"qwen3_moe\" or \"olmoe\", got \"\(family)\"")
+        }
         if usesMoH && kvHeads != nHead {
             throw fail("nKVHead", "Mixture-of-Head attention (model.attention = moh) needs nKVHead = nHead")
         }

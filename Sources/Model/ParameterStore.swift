@@ -140,6 +140,12 @@ public final class ParameterStore: @unchecked Sendable {
         adamV = zeroed ? FloatBuffer(count: moments) : FloatBuffer(uninitializedCount: moments)
     }
 
+    /// Every tensor of the model at world 1, in buffer order, without allocating it (an import
+    /// lays a checkpoint out from it).
+    public static func worldOneTensors(config c: ModelConfig) -> [ParameterInfo] {
+        tensors(config: c, layout: .single(c))
+    }
+
     /// Every tensor this rank holds, in buffer order, with its shard spec.
     static func tensors(config c: ModelConfig, layout: ShardLayout) -> [ParameterInfo] {
         var list = TensorList(mesh: layout.mesh, shardMoments: layout.shardMoments)

@@ -54,6 +54,10 @@ extension Job {
             doc: "renormalise the top-k gate weights to sum to 1 (Mixtral) or keep the probabilities (Qwen3, OLMoE)"),
         JobField(key: "model.rmsNormEps", ref: .double(\.model.rmsNormEps), doc: "epsilon of every RMSNorm"),
         JobField(
+            key: "model.family", ref: .string(\.model.family),
+            doc: "Hugging Face family of the export: \"\" (mixtral) | mixtral | qwen3_moe | olmoe (ckpt import sets it)"
+        ),
+        JobField(
             key: "data.path", ref: .string(\.data.path),
             doc:
                 "text file (bytes are tokens), llm.c .bin (uint16 or uint32), or a glob of shards (\"dir/train_*.bin\")"

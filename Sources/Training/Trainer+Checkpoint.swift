@@ -67,10 +67,13 @@ extension Trainer {
             }
             let manifest = try CheckpointStore.readManifest(dir: dir)
             try checkArchitecture(manifest, dir: dir)
-            // A checkpoint saved without aux-loss-free balancing starts its biases at zero.
-            let saved = Set(manifest.tensors.map(\.name))
-            try CheckpointStore.load(
-                dir: dir, manifest: manifest, views: shardViews().filter { saved.contains($0.name) })
+            // A checkpoint saved without aux-loss-free balancing starts its biases at zero, and an
+            // imported one (ckpt import) its AdamW moments; a missing parameter is an error.
+            let saved = Set(manifest.tensors.map(\.name)), views = shardViews()
+            if let missing = views.first(where: { !saved.contains($0.name) && !Self.mayBeAbsent($0.name) }) {
+                throw CheckpointError("\(dir): the checkpoint has no tensor \(missing.name)")
+            }
+            try CheckpointStore.load(dir: dir, manifest: manifest, views: views.filter { saved.contains($0.name) })
             startStep = manifest.step
             optimizer.updates = manifest.adamStep
             return ResumeInfo(path: dir, step: manifest.step, skipped: skipped)
@@ -85,13 +88,18 @@ extension Trainer {
         return nil
     }
 
-    /// The architecture comes from the checkpoint: a job that changes a shape is an error naming the field.
+    /// Tensors a checkpoint may lack, which then start at zero: AdamW moments, router biases.
+    static func mayBeAbsent(_ name: String) -> Bool { name.hasPrefix("optim.") || name == "router.selectionBias" }
+
+    /// The architecture comes from the checkpoint: a job that changes a shape is an error naming
+    /// the field (a rope model's seqLen is no shape: it may change, to fine-tune at another length).
     func checkArchitecture(_ m: Manifest, dir: String) throws {
         // Keys a checkpoint predates (model.positions, model.ffn, ...) take their defaults.
         let saved = try CheckpointModel.job(m, dir: dir)
         let mine = job.resolvedJSON["model"], theirs = saved.resolvedJSON["model"]
         guard case .object(let fields)? = mine else { return }
-        for (k, v) in fields where theirs?[k] != v {
+        let ropeBoth = job.model.usesRope && saved.model.usesRope
+        for (k, v) in fields where theirs?[k] != v && !(ropeBoth && k == "seqLen") {
             throw JobError(
                 key: "model.\(k)",
                 "the checkpoint \(dir) was trained with model.\(k) = \(theirs?[k]?.compact ?? "?"), the job "

@@ -1,4 +1,5 @@
-// `switchyard ckpt list|verify|inspect|export`: look into checkpoints without training.
+// `switchyard ckpt list|verify|inspect|export|import`: look into checkpoints without training,
+// and convert them to and from Hugging Face's format.
 import Checkpoint
 import Foundation
 import JSON
@@ -8,18 +9,24 @@ import Training
 enum CkptCommand {
     static let spec = CommandSpec(
         name: "ckpt",
-        summary: "List, verify, inspect and export checkpoints.",
+        summary: "List, verify, inspect, export and import checkpoints.",
         positionals: [
-            ("ACTION", "list | verify | inspect | export"),
-            ("PATH", "a run directory (runs/<name>) or a checkpoint directory (.../checkpoints/step-N)")
+            ("ACTION", "list | verify | inspect | export | import"),
+            (
+                "PATH",
+                "a run directory (runs/<name>) or a checkpoint directory (.../checkpoints/step-N); import: a Hugging "
+                    + "Face model directory"
+            )
         ],
         options: [
             OptionSpec(.tensor, value: "NAME", "inspect: show one tensor's slices and statistics"),
             OptionSpec(
                 .out, value: "PATH",
-                "export: the safetensors file (flat) or the directory (hf) to write; never overwritten (hf)"),
+                "export: the safetensors file (flat) or the directory (hf) to write, never overwritten (hf); "
+                    + "import: the run directory to make"),
             OptionSpec(
-                .format, value: "F", "export: flat (default: Switchyard's names) | hf (Mixtral, for transformers)")
+                .format, value: "F",
+                "export: flat (default: Switchyard's names) | hf (model.family's names, for transformers); import: hf")
         ],
         details: """
             ACTIONS:
@@ -29,8 +36,13 @@ enum CkptCommand {
               export DIR --out F    one safetensors file of whole weights with PyTorch-style names (no optimizer state)
               export DIR --format hf --out D
                                     a directory transformers.AutoModelForCausalLM.from_pretrained(D) loads as
-                                    MixtralForCausalLM (config, weights, generation config, byte tokenizer for text
+                                    model.family's architecture (Mixtral by default, Qwen3-MoE, OLMoE): config,
+                                    weights, generation config, the job's tokenizer (or a byte tokenizer for text
                                     jobs); needs model.positions=rope, model.ffn=swiglu, model.moeEvery=1
+              import HFDIR --format hf --out RUN
+                                    a run directory from a Mixtral, Qwen3-MoE or OLMoE checkpoint (config.json,
+                                    *.safetensors, the index, tokenizer.json): RUN/job.json and a step-0 checkpoint;
+                                    then: switchyard train RUN/job.json --set data.path=FILE (any world size)
 
             """
     ) { try run($0) }
@@ -41,6 +53,12 @@ enum CkptCommand {
         case "list": return try list(path)
         case "verify": return try verify(path)
         case "inspect": return try inspect(path, tensor: args.value(.tensor))
+        case "import":
+            guard args.value(.format) == "hf" else { throw args.usageError("import needs --format hf") }
+            guard let out = args.value(.out) else {
+                throw args.usageError("import needs --out RUN (the run directory to make)")
+            }
+            return try HFImport.run(dir: path, out: out)
         case "export":
             guard let out = args.value(.out) else { throw args.usageError("export needs --out PATH") }
             switch args.value(.format) ?? "flat" {
@@ -49,7 +67,7 @@ enum CkptCommand {
             case let f: throw args.usageError("--format must be flat or hf, got '\(f)'")
             }
         default:
-            throw args.usageError("unknown action '\(action)' (list, verify, inspect, export)")
+            throw args.usageError("unknown action '\(action)' (list, verify, inspect, export, import)")
         }
     }
 

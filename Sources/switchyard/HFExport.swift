@@ -1,15 +1,15 @@
 // `ckpt export DIR --format hf --out OUTDIR`: a directory that Hugging Face transformers loads as
-// MixtralForCausalLM: config.json, model.safetensors with Mixtral's tensor names,
-// generation_config.json, and the job's data.tokenizer, or for byte-level jobs a tokenizer under
-// which token id = byte.
-// Only Mixtral-shaped checkpoints are exported; anything else is refused naming the job key.
+// the job's model.family (MixtralForCausalLM by default, Qwen3MoeForCausalLM, OlmoeForCausalLM):
+// config.json, model.safetensors with the family's tensor names, generation_config.json, and the
+// job's data.tokenizer, or for byte-level jobs a tokenizer under which token id = byte.
+// Only models the family can express are exported; anything else is refused naming the job key.
 import Checkpoint
 import Foundation
 import JSON
 import Training
 
 enum HFExport {
-    /// Why Mixtral cannot express `job`'s model (the job key, the value it needs), or nil. The
+    /// Why the family cannot express `job`'s model (the job key, the value it needs), or nil. The
     /// router z-loss, micro-batches, recompute and the sharded optimizer change training only; a
     /// random router is a fixed gate Mixtral holds like a trained one, and a topKSchedule exports
     /// the k of the checkpoint's last step.
@@ -40,44 +40,7 @@ enum HFExport {
         if job.train.routerSkew != 0 {
             return "train.routerSkew = \(job.train.routerSkew): Mixtral's router has no logit bias; it needs 0"
         }
-        return nil
-    }
-
-    /// Mixtral's name for one of Switchyard's tensors.
-    static func name(_ ours: String) -> String {
-        let fixed = [
-            "embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-            "head.weight": "lm_head.weight"
-        ]
-        if let n = fixed[ours] { return n }
-        // layers.{i}.<rest>
-        let parts = ours.split(separator: ".", maxSplits: 2).map(String.init)
-        let rest = parts[2]
-        let map = [
-            "norm1.weight": "input_layernorm.weight", "norm2.weight": "post_attention_layernorm.weight",
-            "attn.wq.weight": "self_attn.q_proj.weight", "attn.wk.weight": "self_attn.k_proj.weight",
-            "attn.wv.weight": "self_attn.v_proj.weight", "attn.wo.weight": "self_attn.o_proj.weight",
-            "moe.router.weight": "block_sparse_moe.gate.weight"
-        ]
-        let mapped = map[rest] ?? rest.replacingOccurrences(of: "moe.experts.", with: "block_sparse_moe.experts.")
-        return "model.layers.\(parts[1])." + mapped
-    }
-
-    /// config.json for a checkpoint of `job` after `step` steps.
-    static func config(_ job: Job, step: Int) -> JSONValue {
-        let m = job.model, k = job.trainedTopK(afterSteps: step)
-        func n(_ x: Int) -> JSONValue { .integer(x) }
-        return [
-            "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": n(m.vocabSize),
-            "hidden_size": n(m.nEmbd), "intermediate_size": n(m.ffHidden), "num_hidden_layers": n(m.nLayer),
-            "num_attention_heads": n(m.nHead), "num_key_value_heads": n(m.nHead), "head_dim": n(m.headSize),
-            "num_local_experts": n(m.nExpert), "num_experts_per_tok": n(k),
-            "max_position_embeddings": n(m.seqLen), "rms_norm_eps": .number(1e-5), "rope_theta": .number(m.ropeTheta),
-            "hidden_act": "silu", "tie_word_embeddings": false, "router_aux_loss_coef": .number(job.train.auxLossCoef),
-            "sliding_window": .null, "attention_dropout": .number(0), "router_jitter_noise": .number(0),
-            "output_router_logits": false, "initializer_range": .number(0.02), "use_cache": true,
-            "bos_token_id": .null, "eos_token_id": .null, "pad_token_id": .null, "torch_dtype": "float32"
-        ]
+        return HFFamily(model: m).refusal(m)
     }
 
     static let generationConfig: JSONValue = [
@@ -141,7 +104,10 @@ enum HFExport {
     /// Writes the export of checkpoint `dir` (verified) into `out`, through a temporary sibling
     /// directory renamed at the end; an existing `out` is never replaced.
     static func write(dir: String, manifest m: Manifest, job: Job, out: String) throws -> Int {
-        if let why = refusal(job) { throw CheckpointError("\(dir) cannot be exported as Mixtral: \(why)") }
+        let family = HFFamily(model: job.model)
+        if let why = refusal(job) {
+            throw CheckpointError("\(dir) cannot be exported as \(family.architecture): \(why)")
+        }
         guard !FileManager.default.fileExists(atPath: out) else {
             throw CheckpointError("\(out) exists; remove it or choose another --out (an export never overwrites)")
         }
@@ -149,10 +115,10 @@ enum HFExport {
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         let written = try CkptCommand.writeWeights(
-            dir: dir, manifest: m, to: tmp + "/model.safetensors", name: name,
+            dir: dir, manifest: m, to: tmp + "/model.safetensors", name: family.name,
             metadata: ["format": "pt", "source": "switchyard step \(m.step)"])
         var files: [(String, JSONValue)] = [
-            ("config.json", config(job, step: m.step)), ("generation_config.json", generationConfig)
+            ("config.json", family.config(job, step: m.step)), ("generation_config.json", generationConfig)
         ]
         if let (tokenizerFile, config) = try tokenizerFiles(job) {
             try tokenizerFile.write(to: URL(fileURLWithPath: tmp + "/tokenizer.json"))
