@@ -12,9 +12,12 @@
 /// A split pattern Switchyard can run.
 public enum SplitPattern: String, Sendable, CaseIterable {
     case gpt2, llama3, qwen2
+    /// No split: the text is one piece (ByteLevel with use_regex false and nothing before it).
+    case whole
 
     public var regex: String {
         switch self {
+        case .whole: return ""
         case .gpt2: return #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
         case .llama3:
             return #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"#
@@ -27,7 +30,7 @@ public enum SplitPattern: String, Sendable, CaseIterable {
 
     /// The pattern whose regex is `text`, if any.
     public init?(regex text: String) {
-        guard let p = SplitPattern.allCases.first(where: { $0.regex == text }) else { return nil }
+        guard !text.isEmpty, let p = SplitPattern.allCases.first(where: { $0.regex == text }) else { return nil }
         self = p
     }
 }
@@ -63,6 +66,7 @@ struct PreTokenizer {
 
     /// The pieces of `text` as ranges of its scalars (the pieces cover the text, in order).
     func split(_ s: [Unicode.Scalar], _ c: [ScalarClass]) -> [Range<Int>] {
+        if pattern == .whole { return s.isEmpty ? [] : [0..<s.count] }
         var out: [Range<Int>] = []
         var i = 0
         while i < s.count {

@@ -44,10 +44,7 @@ extension Tokenizer {
     static func preTokenizer(_ p: JSONValue, fail: Fail) throws -> (SplitPattern, Bool) {
         let type = p["type"]?.stringValue ?? "null"
         if type == "ByteLevel" {
-            guard p["use_regex"]?.boolValue ?? true else {
-                throw fail("pre_tokenizer", "ByteLevel without use_regex splits nothing; not supported alone")
-            }
-            return (.gpt2, p["add_prefix_space"]?.boolValue ?? false)
+            return (p["use_regex"]?.boolValue ?? true ? .gpt2 : .whole, p["add_prefix_space"]?.boolValue ?? false)
         }
         guard type == "Sequence", let parts = p["pretokenizers"]?.arrayValue, parts.count == 2,
             parts[0]["type"]?.stringValue == "Split", parts[1]["type"]?.stringValue == "ByteLevel"

@@ -111,7 +111,7 @@ public final class Tokenizer {
                     path, "the vocabulary has no token for a byte of '\(String(decoding: piece, as: UTF8.self))'")
             }
             if cache.count > 1 << 20 { cache.removeAll(keepingCapacity: true) }
-            cache[piece] = ids
+            if piece.count <= 256 { cache[piece] = ids }
             out.append(contentsOf: ids)
         }
     }

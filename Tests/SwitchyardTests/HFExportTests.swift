@@ -7,7 +7,7 @@ import XCTest
 
 /// `ckpt export --format hf`: a Mixtral-shaped checkpoint trained with experts split over two
 /// ranks, exported, and its logits recomputed by an independent numpy Mixtral
-/// (Tests/reference/mixtral_numpy.py); refusals name the job key.
+/// (Tests/reference/moe_numpy.py); refusals name the job key.
 final class HFExportTests: XCTestCase {
     static let mixtral = ["--set", "model.positions=rope", "--set", "model.ffn=swiglu", "--set", "model.ropeTheta=500"]
 
@@ -35,7 +35,12 @@ final class HFExportTests: XCTestCase {
             XCTFail("tokenizer.json has no vocab")
         }
 
-        // Switchyard's logits for 4 fixed windows of the corpus, at world 1.
+        try Self.checkAgainstNumpy(run: run, export: out, ws: ws, label: "Mixtral")
+    }
+
+    /// Switchyard's logits for 4 fixed windows of the corpus at world 1 from `run`'s newest
+    /// checkpoint, against the numpy forward of its export `export`; perturbed logits must fail.
+    static func checkAgainstNumpy(run: String, export out: String, ws: Workspace, label: String) throws {
         let dir = try XCTUnwrap(CheckpointStore.latest(root: run + "/checkpoints")).map { run + "/checkpoints/" + $0 }!
         let m = try CheckpointStore.readManifest(dir: dir)
         let job = try CheckpointModel.job(m, dir: dir)
@@ -56,16 +61,16 @@ final class HFExportTests: XCTestCase {
             throw XCTSkip("SWITCHYARD_PYTHON (a Python with numpy, made by ops/test) is not set: numpy check skipped")
         }
         let check = try Harness.run(
-            py, [Harness.root + "/Tests/reference/mixtral_numpy.py", out, windowsPath, logitsPath, "1e-4"])
+            py, [Harness.root + "/Tests/reference/moe_numpy.py", out, windowsPath, logitsPath, "1e-4"])
         XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
         XCTAssertTrue(check.stdout.hasPrefix("ok: max |logit difference|"), check.stdout)
-        print("numpy Mixtral: " + check.stdout)
+        print("numpy \(label): " + check.stdout)
         // The reference is not trivially satisfied: perturbed logits fail it.
         var bent = logits
         bent[17] += 1e-3
         try bent.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: logitsPath)) }
         let off = try Harness.run(
-            py, [Harness.root + "/Tests/reference/mixtral_numpy.py", out, windowsPath, logitsPath, "1e-4"])
+            py, [Harness.root + "/Tests/reference/moe_numpy.py", out, windowsPath, logitsPath, "1e-4"])
         XCTAssertEqual(off.status, 1, off.stdout)
     }
 
