@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Generated bad inputs (ops/test-faults runs the full counts, ops/test a small subset): job files
 for `train --check`, mutated checkpoints for `ckpt verify` / `ckpt inspect` / `eval`, mutated logs
-for `tail` / `status` / `plot` / `tb`, and random command lines for every subcommand. Fixed seeds.
+for `tail` / `status` / `plot` / `tb`, mutated Hugging Face models (config.json, index, safetensors)
+for `ckpt import` and tokenizer.json for `tokenizer encode` / `data prepare`, and random command
+lines for every subcommand. Fixed seeds.
 
 Every run must end by itself (no hang) with exit 0, 1 or 64 and no crash (no signal, no Swift
 fatal error or backtrace); every rejection (1 or 64) must say why on stderr; every checkpoint
@@ -288,6 +290,104 @@ def logs(binary, tmp, corpus, count, rng):
     return t
 
 
+# ---- imported models and tokenizers ----------------------------------------------------------
+
+def hf_model(binary, tmp, corpus):
+    """A tiny OLMoE-shaped model exported to Hugging Face's format, with a Switchyard BPE tokenizer."""
+    job = os.path.join(tmp, "hf-job.json")
+    j = base_job(corpus)
+    j["runsDir"] = os.path.join(tmp, "hfruns")
+    j["model"].update({"positions": "rope", "ffn": "swiglu", "nKVHead": 1, "qkNorm": "full", "normTopK": False,
+                       "family": "olmoe"})
+    j["checkpoint"] = {"every": 2}
+    open(job, "w").write(json.dumps(j))
+    subprocess.run([binary, "train", job], check=True, capture_output=True, env=ENV)
+    hf = os.path.join(tmp, "hf")
+    subprocess.run([binary, "ckpt", "export", os.path.join(tmp, "hfruns", "fuzz"), "--format", "hf", "--out", hf],
+                   check=True, capture_output=True, env=ENV)
+    os.remove(os.path.join(hf, "tokenizer.json"))
+    tok = os.path.join(hf, "tokenizer.json")
+    subprocess.run([binary, "tokenizer", "train", corpus, "--vocab", "300", "--out", tok], check=True,
+                   capture_output=True, env=ENV)
+    return hf
+
+
+def mutate_json_file(rng, path):
+    """One change to a JSON file: a field deleted, replaced by an odd value, or garbled bytes."""
+    text = open(path).read()
+    if rng.random() < 0.2:
+        b = bytearray(text.encode())
+        for _ in range(rng.randrange(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        open(path, "wb").write(bytes(b))
+        return "garbled bytes"
+    doc = json.loads(text)
+    node, where = doc, []
+    while isinstance(node, (dict, list)) and node and rng.random() < 0.6:
+        key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+        if not isinstance(node[key], (dict, list)) or not node[key]:
+            break
+        node, where = node[key], where + [key]
+    if not isinstance(node, (dict, list)) or not node:
+        node = doc
+    key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+    if rng.random() < 0.3:
+        del node[key]
+        what = f"{where + [key]} deleted"
+    else:
+        node[key] = rng.choice(ODD_VALUES)
+        what = f"{where + [key]} = {node[key]!r}"[:120]
+    open(path, "w").write(json.dumps(doc))
+    return what
+
+
+def imports(binary, tmp, corpus, count, rng):
+    """ckpt import of mutated config.json, index, safetensors; tokenizer encode and data prepare
+    of mutated tokenizer.json."""
+    t = Tally("imports and tokenizers")
+    src = hf_model(binary, tmp, corpus)
+    for i in range(count):
+        dst = os.path.join(tmp, f"hf-{i}")
+        shutil.copytree(src, dst)
+        kind = rng.randrange(4)
+        if kind == 0:
+            what = "config.json: " + mutate_json_file(rng, os.path.join(dst, "config.json"))
+        elif kind == 1:
+            what = "tokenizer.json: " + mutate_json_file(rng, os.path.join(dst, "tokenizer.json"))
+        elif kind == 2:  # shards: an index over the one file, then mutated
+            index = os.path.join(dst, "model.safetensors.index.json")
+            names = json.loads(open(os.path.join(src, "model.safetensors"), "rb").read()[8:][
+                :int.from_bytes(open(os.path.join(src, "model.safetensors"), "rb").read(8), "little")])
+            json.dump({"weight_map": {n: "model.safetensors" for n in names if n != "__metadata__"}}, open(index, "w"))
+            what = "index: " + mutate_json_file(rng, index)
+        else:
+            st = os.path.join(dst, "model.safetensors")
+            b = bytearray(open(st, "rb").read())
+            header = int.from_bytes(b[:8], "little")
+            choice = rng.randrange(3)
+            if choice == 0:
+                b = b[:rng.randrange(len(b))]
+            elif choice == 1:
+                dtype = rng.choice(["BF16", "F16", "I8", "F64"])
+                h = b[8:8 + header].decode("utf-8", "replace").replace("F32", dtype, 1)
+                b[8:8 + header] = h.encode()[:header].ljust(header, b" ")
+            else:
+                b[:8] = rng.choice([0, header + 9, 2**63]).to_bytes(8, "little")
+            open(st, "wb").write(bytes(b))
+            what = f"safetensors: {['truncated', 'dtype', 'header length'][choice]}"
+        label = f"hf {i} ({what})"
+        run(binary, ["ckpt", "import", dst, "--format", "hf", "--out", os.path.join(tmp, f"imp-{i}")], t,
+            label + " import", timeout=60)
+        if kind == 1:
+            tok = os.path.join(dst, "tokenizer.json")
+            run(binary, ["tokenizer", "encode", tok, corpus], t, label + " encode", timeout=60)
+            run(binary, ["data", "prepare", "--tokenizer", tok, corpus, "--out", os.path.join(dst, "d.bin")], t,
+                label + " prepare", timeout=60)
+        shutil.rmtree(dst)
+        shutil.rmtree(os.path.join(tmp, f"imp-{i}"), ignore_errors=True)
+    return t
+
+
 # ---- command lines ---------------------------------------------------------------------------
 
 def command_lines(binary, tmp, corpus, count, rng):
@@ -308,6 +408,8 @@ def command_lines(binary, tmp, corpus, count, rng):
         "ckpt": ["verify", "inspect", "export", run_dir, "--format", "--out", "--tensor", "hf", "flat"],
         "bench": [job, "--steps", "--attention", "--threads", "--sgemm-n"], "calibrate": ["--out", "--threads"],
         "supervise": ["--max-restarts", "--backoff", "--min-ranks", "--"],
+        "tokenizer": ["train", "encode", corpus, "--vocab", "--out", "--special", "--json"],
+        "data": ["prepare", corpus, "--tokenizer", "--out", "--eot", "--text-key", "--shard-tokens"],
     }
     values = ["", "0", "-1", "1", "2", "9999999999999999999999", "abc", "1.5", "nan", "-", "--", "/nonexistent",
               corpus, job, run_dir, "train.steps=1", "model.nHead=3", "layout.tp=2", "x=y", "\u00e9", "%s%n"]
@@ -329,14 +431,14 @@ def main():
     p.add_argument("--bin", default=".build/release/switchyard")
     p.add_argument("--count", type=int, default=1000, help="inputs of each kind (default 1000)")
     p.add_argument("--seed", type=int, default=20261201)
-    p.add_argument("--kinds", default="jobs,checkpoints,logs,cli")
+    p.add_argument("--kinds", default="jobs,checkpoints,logs,imports,cli")
     a = p.parse_args()
     binary = os.path.abspath(a.bin)
     tmp = tempfile.mkdtemp(prefix="switchyard-fuzz.")
     try:
         corpus = os.path.join(tmp, "corpus.txt")
         open(corpus, "w").write("the quick brown fox jumps over the lazy dog. " * 40)
-        kinds = {"jobs": jobs, "checkpoints": checkpoints, "logs": logs, "cli": command_lines}
+        kinds = {"jobs": jobs, "checkpoints": checkpoints, "logs": logs, "imports": imports, "cli": command_lines}
         tallies = []
         for k in a.kinds.split(","):
             tallies.append(kinds[k](binary, tmp, corpus, a.count, random.Random(f"{a.seed}-{k}")))
