@@ -9,14 +9,20 @@ final class PreTokenizerTests: XCTestCase {
         (.gpt2, "Hello world's  end!!\n\n  ok", ["Hello", " world", "'s", " ", " end", "!!", "\n\n ", " ok"]),
         (.gpt2, "I'LL don't 12345 x\t\ty", ["I", "'", "LL", " don", "'t", " 12345", " x", "\t", "\t", "y"]),
         (.gpt2, "  \n \n\tab", ["  \n \n", "\t", "ab"]),
-        (.gpt2, "¿Qué tal? 日本語テキスト ١٢٣٤", ["¿", "Qué", " tal", "?", " 日本語テキスト", " ١٢٣٤"]),
+        (
+            .gpt2, "¿Qué tal? 日本語テキスト ١٢٣٤",
+            ["¿", "Qué", " tal", "?", " 日本語テキスト", " ١٢٣٤"]
+        ),
         (.gpt2, "a\r\n\r\nb  ", ["a", "\r\n\r", "\n", "b", "  "]),
         (.gpt2, "$$$ 3.14159 'Re", ["$$$", " 3", ".", "14159", " '", "Re"]),
         (.gpt2, "emoji 🙂🙂 done\u{00A0}nbsp", ["emoji", " 🙂🙂", " done", "\u{00A0}", "nbsp"]),
         (.llama3, "Hello world's  end!!\n\n  ok", ["Hello", " world", "'s", " ", " end", "!!\n\n", " ", " ok"]),
         (.llama3, "I'LL don't 12345 x\t\ty", ["I", "'LL", " don", "'t", " ", "123", "45", " x", "\t", "\ty"]),
         (.llama3, "  \n \n\tab", ["  \n \n", "\tab"]),
-        (.llama3, "¿Qué tal? 日本語テキスト ١٢٣٤", ["¿Qué", " tal", "?", " 日本語テキスト", " ", "١٢٣", "٤"]),
+        (
+            .llama3, "¿Qué tal? 日本語テキスト ١٢٣٤",
+            ["¿Qué", " tal", "?", " 日本語テキスト", " ", "١٢٣", "٤"]
+        ),
         (.llama3, "a\r\n\r\nb  ", ["a", "\r\n\r\n", "b", "  "]),
         (.llama3, "$$$ 3.14159 'Re", ["$$$", " ", "3", ".", "141", "59", " '", "Re"]),
         (.llama3, "emoji 🙂🙂 done\u{00A0}nbsp", ["emoji", " 🙂🙂", " done", "\u{00A0}nbsp"]),
@@ -26,7 +32,10 @@ final class PreTokenizerTests: XCTestCase {
             ["I", "'LL", " don", "'t", " ", "1", "2", "3", "4", "5", " x", "\t", "\ty"]
         ),
         (.qwen2, "  \n \n\tab", ["  \n \n", "\tab"]),
-        (.qwen2, "¿Qué tal? 日本語テキスト ١٢٣٤", ["¿Qué", " tal", "?", " 日本語テキスト", " ", "١", "٢", "٣", "٤"]),
+        (
+            .qwen2, "¿Qué tal? 日本語テキスト ١٢٣٤",
+            ["¿Qué", " tal", "?", " 日本語テキスト", " ", "١", "٢", "٣", "٤"]
+        ),
         (.qwen2, "a\r\n\r\nb  ", ["a", "\r\n\r\n", "b", "  "]),
         (.qwen2, "$$$ 3.14159 'Re", ["$$$", " ", "3", ".", "1", "4", "1", "5", "9", " '", "Re"]),
         (.qwen2, "emoji 🙂🙂 done\u{00A0}nbsp", ["emoji", " 🙂🙂", " done", "\u{00A0}nbsp"])
