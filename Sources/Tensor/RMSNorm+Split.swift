@@ -33,6 +33,8 @@ extension RMSNorm {
     }
 
     /// dx += rstd * (w*dy - x * rstd^2 * dots / cTotal); dw += dy * x * rstd; dots are whole-row.
+    /// Work items of `rowGrain` rows; each sums its rows' dw into its own partial, and the
+    /// partials are added into dw in item order.
     public static func backwardSplit(
         dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
         x: UnsafePointer<Float>, weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>,

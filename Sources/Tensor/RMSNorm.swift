@@ -21,30 +21,17 @@ public enum RMSNorm {
         }
     }
 
-    /// dx += rstd * (w*dy - x * rstd^2 * mean(w*dy*x));  dw += dy * x * rstd.
+    /// dx += rstd * (w*dy - x * rstd^2 * mean(w*dy*x));  dw += dy * x * rstd: the split form
+    /// (RMSNorm+Split.swift) with the whole row on this rank.
     public static func backward(
         dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
         dOut: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rstd: UnsafePointer<Float>, n: Int, c: Int
     ) {
-        // Work items of `rowGrain` rows; each sums its rows' dw into its own partial, and the
-        // partials are added into dw in item order.
-        let items = (n + rowGrain - 1) / rowGrain
-        let partial = UnsafeMutablePointer<Float>.allocate(capacity: max(1, items * c))
-        defer { partial.deallocate() }
-        partial.initialize(repeating: 0, count: max(1, items * c))
-        Parallel.forEach(items) { item, _ in
-            let dw = partial + item * c
-            for r in (item * rowGrain)..<min(n, item * rowGrain + rowGrain) {
-                let xr = x + r * c, dy = dOut + r * c, dxr = dx + r * c
-                let s = rstd[r]
-                let k = s * s * RowMath.dot(weight, dy, xr, c) / Float(c)
-                for i in 0..<c {
-                    dxr[i] += s * (weight[i] * dy[i] - xr[i] * k)
-                    dw[i] += dy[i] * xr[i] * s
-                }
-            }
-        }
-        for item in 0..<items { for i in 0..<c { dWeight[i] += partial[item * c + i] } }
+        let dots = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+        defer { dots.deallocate() }
+        partialDots(dots, dOut: dOut, x: x, weight: weight, n: n, c: c)
+        backwardSplit(
+            dx: dx, dWeight: dWeight, dOut: dOut, x: x, weight: weight, rstd: rstd, dots: dots, n: n, c: c, cTotal: c)
     }
 }

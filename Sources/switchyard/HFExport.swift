@@ -6,6 +6,7 @@
 import Checkpoint
 import Foundation
 import JSON
+import Tokenizer
 import Training
 
 enum HFExport {
@@ -48,19 +49,7 @@ enum HFExport {
     ]
 
     /// GPT-2's byte-to-character table: printable bytes stand for themselves, the rest move to 256+.
-    static var byteSymbols: [String] {
-        var printable = Array(33...126) + Array(161...172) + Array(174...255)
-        var chars = printable
-        var extra = 0
-        for b in 0..<256 where !printable.contains(b) {
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-        }
-        var symbol = [String](repeating: "", count: 256)
-        for (b, c) in zip(printable, chars) { symbol[b] = String(Character(Unicode.Scalar(UInt32(c))!)) }
-        return symbol
-    }
+    static var byteSymbols: [String] { ByteLevel.symbols.map { String($0) } }
 
     /// A byte-level BPE of the 256 byte symbols with no merges: token id = byte.
     static var tokenizer: JSONValue {
