@@ -23,17 +23,18 @@ HEADER = 1024
 SHARD = 100_000_000
 
 
-def write_bin(path, body, tokens):
-    """An llm.c uint16 .bin of `tokens` tokens: `body` (token bytes) repeated and cut."""
+def write_bin(path, body, tokens, first=0):
+    """An llm.c uint16 .bin of tokens [first, first + tokens) of `body` (token bytes) repeated."""
     with open(path, "wb") as f:
         header = bytearray(HEADER)
         header[0:12] = (20240520).to_bytes(4, "little") + (1).to_bytes(4, "little") + tokens.to_bytes(4, "little")
         f.write(header)
-        left = 2 * tokens
+        at, left = (2 * first) % len(body), 2 * tokens
         while left > 0:
-            chunk = body[:left]
+            chunk = body[at:at + left]
             f.write(chunk)
             left -= len(chunk)
+            at = 0
 
 
 def train(sy, job, name, data, work):
@@ -60,9 +61,7 @@ def main():
     t0 = time.time()
     os.makedirs(f"{work}/shards")
     for i, first in enumerate(range(0, tokens, SHARD)):
-        n = min(SHARD, tokens - first)
-        offset = (2 * first) % len(body)
-        write_bin(f"{work}/shards/train_{i:06d}.bin", body[offset:] + body, n)
+        write_bin(f"{work}/shards/train_{i:06d}.bin", body, min(SHARD, tokens - first), first)
     write_bin(f"{work}/one.bin", body, tokens)
     write_bin(f"{work}/mb.bin", body, 500_000)  # 1 MB of tokens
     print(f"wrote {tokens} tokens twice ({4 * tokens / 1e9:.1f} GB) in {time.time() - t0:.0f} s", flush=True)

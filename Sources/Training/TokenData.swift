@@ -1,8 +1,8 @@
 // Token sources: `data.path` names a file or a glob of shard files (llm.c's
-// `fineweb_train_*.bin`), read as one stream in the glob's sorted order. Each file is
-// memory-mapped (TokenShard), so a 20 GB corpus costs a rank only the pages its batches touch,
-// and the ranks of a node share them. Nothing read from disk is trusted: headers and sizes are
-// checked when a file opens, every id against model.vocabSize when a window is read.
+// `fineweb_train_*.bin`), read as one stream in the glob's sorted order. Each file stays open and
+// is read a window at a time (TokenShard), so a 20 GB corpus costs a rank only its windows, and
+// the ranks of a node share the page cache. Nothing read from disk is trusted: headers and sizes
+// are checked when a file opens, every id against model.vocabSize when a window is read.
 import Foundation
 import Tensor
 
@@ -119,11 +119,15 @@ public final class TokenData: @unchecked Sendable {
         precondition(start >= 0 && n >= 0 && start + n <= count, "read \(start)..<\(start + n) of \(count) tokens")
         var i = start, left = n
         var s = shardIndex(containing: start)
+        let limit = UInt32(min(vocabSize, Int(UInt32.max)))
         while left > 0 {
             let shard = shards[s], local = i - starts[s], take = min(left, shard.count - local)
-            for k in local..<(local + take) {
-                let id = shard.id(k)
-                if id >= UInt32(min(vocabSize, Int(UInt32.max))) { throw badToken(id, at: k, of: shard) }
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, take * shard.width), alignment: 8)
+            defer { raw.deallocate() }
+            try shard.copyBytes(local, take, into: raw)
+            for k in 0..<take {
+                let id = shard.id(k, in: raw)
+                if id >= limit { throw badToken(id, at: local + k, of: shard) }
                 out.append(Int32(bitPattern: id))
             }
             i += take; left -= take; s += 1

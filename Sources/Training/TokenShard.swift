@@ -1,9 +1,12 @@
-// One file of tokens, memory-mapped read-only: a text file (each byte a token) or an llm.c .bin
+// One file of tokens, read a window at a time: a text file (each byte a token) or an llm.c .bin
 // (a 256 x int32 header: magic, version, token count; then the tokens). Version 1 (magic
 // 20240520) holds uint16 ids, version 7 (magic 20240801, llm.c's Llama 3 files) uint32 ids.
 // The header and the file size are checked when the file is opened; the ids as they are read
-// (TokenData.read), so that opening a 4 GB shard reads one page, and the ranks of a node share
-// the file's pages in the page cache instead of each holding a copy.
+// (TokenData.read), so that opening a 4 GB shard reads one page. Windows are read with pread,
+// not through a memory map: the ranks of a node still share the file's pages in the page cache,
+// but a mapping puts every page (on this kernel, every large page-cache folio) a window touches
+// into the rank's resident set, which grew ~9 MB a step on a 4 GB file; pread copies only the
+// window.
 import Foundation
 
 /// The layout of a token file: how wide each id is and where the ids start.
@@ -11,32 +14,55 @@ public enum TokenFileFormat: String, Sendable {
     case text, bin
 }
 
-/// A mapped (or, for tests, owned) run of fixed-width token ids.
+/// An open file's (or, for tests, owned bytes') run of fixed-width token ids.
 final class TokenShard: @unchecked Sendable {
     let path: String
     /// Bytes per id: 1 (text), 2 (uint16 .bin) or 4 (uint32 .bin).
     let width: Int
     let count: Int
-    /// The first id.
-    let ids: UnsafeRawPointer
+    /// Where the ids are: owned bytes, or a file descriptor and the offset of the first id.
+    enum Storage {
+        case memory(UnsafeRawPointer)
+        case file(fd: Int32, offset: Int)
+    }
+    let storage: Storage
     private let release: () -> Void
 
     static let headerBytes = 256 * 4
     static let magic16: Int32 = 20_240_520
     static let magic32: Int32 = 20_240_801
 
-    init(path: String, width: Int, count: Int, ids: UnsafeRawPointer, release: @escaping () -> Void) {
-        self.path = path; self.width = width; self.count = count; self.ids = ids; self.release = release
+    init(path: String, width: Int, count: Int, storage: Storage, release: @escaping () -> Void) {
+        self.path = path; self.width = width; self.count = count; self.storage = storage; self.release = release
     }
 
     deinit { release() }
 
-    /// Token `i` (0..<count), unchecked against the vocabulary.
-    @inline(__always) func id(_ i: Int) -> UInt32 {
+    /// Copies the bytes of ids [first, first + n) into `into` (n * width bytes).
+    func copyBytes(_ first: Int, _ n: Int, into: UnsafeMutableRawPointer) throws {
+        switch storage {
+        case .memory(let p): into.copyMemory(from: p + first * width, byteCount: n * width)
+        case .file(let fd, let offset):
+            var done = 0
+            let bytes = n * width, start = offset + first * width
+            while done < bytes {
+                let r = pread(fd, into + done, bytes - done, off_t(start + done))
+                if r < 0 && errno == EINTR { continue }
+                guard r > 0 else {
+                    throw DataError(
+                        path: path, message: "read failed at token \(first): the file shrank or is unreadable")
+                }
+                done += r
+            }
+        }
+    }
+
+    /// Id `i` of bytes `copyBytes` wrote, unchecked against the vocabulary.
+    @inline(__always) func id(_ i: Int, in raw: UnsafeRawPointer) -> UInt32 {
         switch width {
-        case 1: return UInt32(ids.load(fromByteOffset: i, as: UInt8.self))
-        case 2: return UInt32(UInt16(littleEndian: ids.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-        default: return UInt32(littleEndian: ids.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+        case 1: return UInt32(raw.load(fromByteOffset: i, as: UInt8.self))
+        case 2: return UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+        default: return UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
         }
     }
 
@@ -51,12 +77,12 @@ final class TokenShard: @unchecked Sendable {
             default: bytes.storeBytes(of: t.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
             }
         }
-        return TokenShard(path: path, width: width, count: tokens.count, ids: UnsafeRawPointer(bytes)) {
+        return TokenShard(path: path, width: width, count: tokens.count, storage: .memory(UnsafeRawPointer(bytes))) {
             bytes.deallocate()
         }
     }
 
-    /// Maps `path` read-only and checks its header (a .bin) and size; no id is read.
+    /// Opens `path` read-only and checks its header (a .bin) and size; no id is read.
     static func open(path: String, format: TokenFileFormat) throws -> TokenShard {
         func fail(_ m: String) -> DataError { DataError(path: path, message: m) }
         var isDir: ObjCBool = false
@@ -66,26 +92,24 @@ final class TokenShard: @unchecked Sendable {
         if isDir.boolValue { throw fail("is a directory; data.path must be a file or a glob of files") }
         let fd = Glibc.open(path, O_RDONLY)
         guard fd >= 0 else { throw fail("cannot open the file: \(String(cString: strerror(errno))) (permissions?)") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw fail("cannot stat the file: \(String(cString: strerror(errno)))") }
-        let size = Int(st.st_size)
-        if size == 0 { throw fail("the file is empty") }
-        guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw fail("cannot map the file: \(String(cString: strerror(errno)))")
-        }
-        // Batches read windows at random offsets: read ahead of them only wastes page cache.
-        _ = madvise(map, size, MADV_RANDOM)
-        let unmap = { _ = munmap(map, size) }
-        if format == .text {
-            return TokenShard(path: path, width: 1, count: size, ids: UnsafeRawPointer(map), release: unmap)
-        }
         do {
-            let (width, count) = try binLayout(UnsafeRawPointer(map), size: size, fail: fail)
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw fail("cannot stat the file: \(String(cString: strerror(errno)))") }
+            let size = Int(st.st_size)
+            if size == 0 { throw fail("the file is empty") }
+            // Batches read windows at random offsets: reading ahead of them only fills the page cache.
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
+            let close = { _ = Glibc.close(fd) }
+            if format == .text {
+                return TokenShard(path: path, width: 1, count: size, storage: .file(fd: fd, offset: 0), release: close)
+            }
+            var header = [UInt8](repeating: 0, count: min(size, headerBytes))
+            guard pread(fd, &header, header.count, 0) == header.count else { throw fail("cannot read the header") }
+            let (width, count) = try header.withUnsafeBytes { try binLayout($0.baseAddress!, size: size, fail: fail) }
             return TokenShard(
-                path: path, width: width, count: count, ids: UnsafeRawPointer(map) + headerBytes, release: unmap)
+                path: path, width: width, count: count, storage: .file(fd: fd, offset: headerBytes), release: close)
         } catch {
-            unmap()
+            Glibc.close(fd)
             throw error
         }
     }
