@@ -1,10 +1,12 @@
 """ops/check-hf's comparison: a Switchyard HF export loaded by transformers, against Switchyard.
 
-usage: check_hf.py HF_DIR CORPUS PROMPT EVAL_JSON SAMPLE_BIN
-  EVAL_JSON: the output of `switchyard eval RUN --data CORPUS --windows 64 --json`
+usage: check_hf.py HF_DIR DATA PROMPT EVAL_JSON SAMPLE_BIN
+  DATA: the text file (a byte-level model) or llm.c .bin (a tokenizer's ids) evaluated on
+  EVAL_JSON: the output of `switchyard eval RUN --data DATA --windows 64 --json`
   SAMPLE_BIN: the stdout of `switchyard sample RUN --prompt PROMPT --tokens 64 --temperature 0`
 Exits 1 when the losses differ by more than 1e-4 or the continuations differ.
 """
+import array
 import json
 import platform
 import sys
@@ -12,6 +14,19 @@ import sys
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def token_bytes(tok, ids):
+    """The exact bytes of byte-level tokens (GPT-2's alphabet back to bytes), partial UTF-8 included."""
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = {chr(c): b for b, c in zip(bs, cs)}
+    return bytes(table[ch] for t in tok.convert_ids_to_tokens(ids) for ch in t)
 
 
 def main():
@@ -23,13 +38,16 @@ def main():
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {platform.processor() or 'cpu'}")
     print(f"loaded {type(model).__name__} ({sum(p.numel() for p in model.parameters())} parameters) from {hf}")
 
-    # The tokenizer maps every byte to its own id.
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    assert ids == list(prompt.encode()), (ids, list(prompt.encode()))
-    assert tok.decode(list(range(32, 127))) == bytes(range(32, 127)).decode()
+    if corpus.endswith(".bin"):  # llm.c: a 256 x int32 header (magic 20240520: uint16 ids), then the ids
+        raw = open(corpus, "rb").read()
+        wide = int.from_bytes(raw[:4], "little") != 20240520
+        data = array.array("I" if wide else "H", raw[1024:]).tolist()
+    else:  # a byte-level model: its tokenizer maps every byte to its own id
+        assert ids == list(prompt.encode()), (ids, list(prompt.encode()))
+        data = open(corpus, "rb").read()
 
     # Mean loss over 64 windows, window i at i * (len - T - 1) // 64, as `switchyard eval` defines it.
-    data = open(corpus, "rb").read()
     t, n = model.config.max_position_embeddings, 64
     total, count = 0.0, 0
     with torch.no_grad():
@@ -48,10 +66,10 @@ def main():
     # Greedy continuation with transformers' generate (its own KV cache).
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False, pad_token_id=0)
-    theirs = bytes(out[0, len(ids):].tolist())
+    theirs = token_bytes(tok, out[0, len(ids):].tolist())
     mine = open(sample_bin, "rb").read()[:-1]  # sample ends its output with a newline
     same = theirs == mine
-    print(f"greedy 64-byte continuation of {prompt!r}: {'identical' if same else 'DIFFERENT'}")
+    print(f"greedy 64-token continuation of {prompt!r}: {'identical' if same else 'DIFFERENT'}")
     print(f"  transformers: {theirs!r}")
     print(f"  switchyard:   {mine!r}")
     sys.exit(0 if loss_ok and same else 1)

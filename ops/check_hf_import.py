@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -131,6 +132,15 @@ def check_family(family, work, tok_path, data, tokens):
     ok &= abs(theirs - ours) <= 1e-4
     print(f"  fine-tuned export in transformers: {theirs:.6f}, switchyard eval {ours:.6f}, "
           f"|diff| {abs(theirs - ours):.2e}")
+    # The export carries the tokenizer: transformers' AutoTokenizer gives Switchyard's ids.
+    text_path = os.path.join(work, "text.txt")
+    with open(text_path, "w") as f:
+        f.write("Hello, world! It's 2026; naïve café 日本 <|endoftext|> done.\n")
+    auto = AutoTokenizer.from_pretrained(tuned)
+    ids_ok = auto(open(text_path).read(), add_special_tokens=False)["input_ids"] == json.loads(
+        sy("tokenizer", "encode", tok_path, text_path, "--json"))["ids"]
+    ok &= ids_ok
+    print(f"  the export's tokenizer in transformers gives Switchyard's ids: {ids_ok}")
     print(f"{family}: {'PASS' if ok else 'FAIL'}")
     return ok
 

@@ -38,6 +38,15 @@ ensure_fortunes_corpus() {
     echo "ops: wrote $out ($(wc -c < "$out") bytes from ${#files[@]} fortunes files)"
 }
 
+# ensure_fortunes_bpe SWITCHYARD: a 4096-token byte-level BPE of the fortunes corpus
+# (data/fortunes-bpe.json) and the corpus prepared with it (data/fortunes-bpe.bin), unless there.
+ensure_fortunes_bpe() {
+    local sy="$1"
+    [ -s data/fortunes-bpe.json ] || "$sy" tokenizer train data/fortunes.txt --vocab 4096 --out data/fortunes-bpe.json
+    [ -s data/fortunes-bpe.bin ] || "$sy" data prepare --tokenizer data/fortunes-bpe.json data/fortunes.txt \
+        --out data/fortunes-bpe.bin
+}
+
 # swift_build ARGS... : builds quietly; on failure prints the errors and exits 1.
 swift_build() {
     local log
