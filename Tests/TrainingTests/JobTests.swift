@@ -149,7 +149,7 @@ final class JobTests: XCTestCase {
     func testShippedJobFilesLoad() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
-        for name in ["tiny", "small", "fortunes-mixtral"] {
+        for name in ["tiny", "small", "fortunes-mixtral", "fortunes-bpe", "medium", "wide-batch"] {
             let job = try Job.load(path: "\(root)/jobs/\(name).json")
             XCTAssertEqual(job.name, name)
         }
