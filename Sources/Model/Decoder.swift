@@ -1,7 +1,7 @@
 // Generation with a key/value cache: a batch of sequences, each fed its prompt and then one token
-// at a time. Every rank feeds the same rows; heads are split over tp as in training (each rank
-// caches its own heads' keys and values), experts over the ranks of the placement (the MoE
-// exchanges rows as in training, dropless). The block's weights, buffers and MoE layers are the
+// at a time. The ranks of a tp group feed the same rows (each dp group its own sequences); heads
+// are split over tp as in training (each rank caches its own heads' keys and values), experts
+// over the ranks of the placement (the MoE exchanges rows as in training, dropless). The block's weights, buffers and MoE layers are the
 // model's own; only the cache and the row positions are the decoder's.
 // Shape legend as in Transformer.swift; S sequences, P cache positions per sequence, N rows of
 // one call (at most the model's maxBatch x seqLen).
@@ -31,11 +31,16 @@ public final class Decoder {
         rope = m.usesRope ? RopeTable(positions: capacity, headSize: m.headSize, theta: m.ropeTheta) : nil
     }
 
+    /// Forgets sequence `seq`'s tokens (its next token goes to position 0 again): a spare
+    /// sequence's padding rows.
+    public func rewind(_ seq: Int) { lengths[seq] = 0 }
+
     /// The most rows one call takes.
     public var maxRows: Int { model.maxBatch * model.config.seqLen }
 
     /// Appends token `tokens[i]` to sequence `seqs[i]` (a sequence's rows in order) and returns the
-    /// logits [N, V] of every row. Collective: every rank calls it with the same rows.
+    /// logits [N, V] of every row. Collective: every rank calls it, the ranks of a tp group with
+    /// the same rows.
     public func append(tokens: [Int32], seqs: [Int]) throws -> [Float] {
         let n = tokens.count, m = model.config, c = m.nEmbd
         precondition(n >= 1 && n <= maxRows && seqs.count == n, "1...maxRows rows per call")

@@ -1,6 +1,6 @@
-// sample's two phases: prepare (every check that needs no other rank, agreed on by all, then the
-// model share and its weights) and generate (prefill each prompt, then one token per prompt per
-// step, rank 0's choice broadcast).
+// sample's first phase: every check that needs no other rank, agreed on by all, then the model
+// share, its weights and the decoder for this rank's dp group's prompts (the second phase,
+// generation: SampleCommand+Groups.swift).
 import Checkpoint
 import Comm
 import CommMPI
@@ -15,8 +15,11 @@ extension SampleCommand {
         let decoder: Decoder
         let tokens: Int  // generated per prompt (cut at seqLen for learned positions)
         let describe: String
-        let prompts: [[Int32]]  // the prompts' token ids
+        let prompts: [[Int32]]  // every prompt's token ids
         let codec: TextCodec
+        /// The prompts this rank's dp group feeds (global indices); its decoder holds them and a
+        /// spare sequence (index `mine.count`) for the padding rows of a group with less to do.
+        let mine: Range<Int>
     }
 
     /// The checks every rank makes alone; nil on every rank when one failed (its message printed once).
@@ -61,11 +64,14 @@ extension SampleCommand {
             config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
         model.activeTopK = l.experts
         try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
-        let decoder = Decoder(model: model, sequences: request.prompts.count, capacity: longest + l.tokens)
+        let mine = groupShare(ctx.mesh.dpIndex, of: dp, prompts: l.prompts.count)
+        let decoder = Decoder(model: model, sequences: mine.count + 1, capacity: longest + l.tokens)
         let describe =
-            "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
+            "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), prompts split over the "
+            + "dp groups, "
             + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
-        return Setup(decoder: decoder, tokens: l.tokens, describe: describe, prompts: l.prompts, codec: l.codec)
+        return Setup(
+            decoder: decoder, tokens: l.tokens, describe: describe, prompts: l.prompts, codec: l.codec, mine: mine)
     }
 
     /// Tokens to generate per prompt, and a note when learned positions cut them.
@@ -84,48 +90,6 @@ extension SampleCommand {
             "sample: model.positions = learned: generation stops at model.seqLen = \(m.seqLen) (\(room) tokens after "
                 + "the longest prompt, not --tokens \(request.tokens)); a rope model may run longer"
         )
-    }
-
-    /// Prefill each prompt, then `tokens` steps of one token per prompt; rank 0 prints.
-    static func generate(_ s: Setup, _ r: Request, world: MPICommunicator) throws {
-        let dec = s.decoder, v = dec.model.config.vocabSize, count = r.prompts.count
-        var out = [[Int32]](repeating: [], count: count)
-        var next = [Int64](repeating: 0, count: count)  // Int64: a CommScalar
-        let t0 = Date()
-        for (p, prompt) in s.prompts.enumerated() {
-            var logits: [Float] = []
-            for chunk in stride(from: 0, to: prompt.count, by: dec.maxRows) {
-                let part = Array(prompt[chunk..<min(prompt.count, chunk + dec.maxRows)])
-                logits = try dec.append(tokens: part, seqs: Array(repeating: p, count: part.count))
-            }
-            next[p] = choose(Array(logits[(logits.count - v)...]), r, prompt: p, index: 0)
-        }
-        try world.broadcast(&next, root: 0)
-        let prefill = Date().timeIntervalSince(t0)
-        for i in 0..<s.tokens {
-            for p in 0..<count { out[p].append(Int32(truncatingIfNeeded: next[p])) }
-            if i == s.tokens - 1 { break }
-            var logits: [Float] = []
-            for chunk in stride(from: 0, to: count, by: dec.maxRows) {
-                let rows = Array(chunk..<min(count, chunk + dec.maxRows))
-                logits += try dec.append(tokens: rows.map { Int32(next[$0]) }, seqs: rows)
-            }
-            for p in 0..<count { next[p] = choose(Array(logits[(p * v)..<((p + 1) * v)]), r, prompt: p, index: i + 1) }
-            try world.broadcast(&next, root: 0)
-        }
-        let total = Date().timeIntervalSince(t0)
-        guard world.rank == 0 else { return }
-        writeContinuations(out.map(s.codec.decode), r)
-        let promptTokens = s.prompts.reduce(0) { $0 + $1.count }, generated = count * s.tokens
-        let mode = r.options.temperature == 0 ? "greedy" : "temperature \(r.options.temperature), seed \(r.seed)"
-        FileHandle.standardError.write(
-            Data(
-                String(
-                    format: "sample: %d prompt(s) x %d tokens (%@): %.1f tokens/s generating, prefill %d tokens in "
-                        + "%.2f s; %@\n", count, s.tokens, mode,
-                    Double(max(generated - count, 0))
-                        / max(total - prefill, 1e-9), promptTokens, prefill, s.describe
-                ).utf8))
     }
 
     /// The next token from one row of logits; the draw is keyed by (seed, prompt, index).

@@ -1,8 +1,9 @@
 // `switchyard sample RUN|CKPT_DIR --prompt TEXT`: text from a checkpoint's model, with a KV cache.
 // At world 1 it reads any checkpoint; under mpirun -np N heads are split over tp and experts
 // over the ranks (the checkpoint's layout when N is its world size, else dp N x tp 1, or what
-// --set layout.* / placement say), and every rank feeds the same rows. Rank 0 chooses each
-// token and broadcasts it, so the ranks never disagree.
+// --set layout.* / placement say), and a batch's prompts are split over the dp groups
+// (SampleCommand+Groups.swift). Each group's tp rank 0 chooses its tokens and broadcasts them,
+// so the ranks never disagree; rank 0 gathers and prints every prompt's.
 import Checkpoint
 import Comm
 import CommMPI

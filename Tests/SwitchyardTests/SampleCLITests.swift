@@ -3,8 +3,8 @@ import JSON
 import XCTest
 
 /// `switchyard sample` through the binary: the same greedy tokens at np 1, np 2 (experts split
-/// over dp 2) and np 4 (tp 2 x dp 2), seeded determinism, batches of prompts, the learned
-/// positions' limit, and clear errors.
+/// over dp 2) and np 4 (tp 2 x dp 2), seeded determinism, batches of prompts (split over the dp
+/// groups under mpirun), the learned positions' limit, and clear errors.
 final class SampleCLITests: XCTestCase {
     func testGreedyTokensAreTheSameAtOneTwoAndFourRanks() throws {
         let ws = Workspace()
@@ -45,6 +45,15 @@ final class SampleCLITests: XCTestCase {
         XCTAssertEqual(lines.count, 3)
         XCTAssertEqual(lines[0]?["prompt"]?.stringValue, "A journey")
         XCTAssertEqual((lines[0]?["continuation"]?.stringValue ?? "") + "\n", one.stdout)
+        // Under mpirun the prompts are split over the dp groups (2 + 1 at dp 2; one group idle at
+        // dp 4): the same tokens as world 1.
+        let batchArgs = ["sample", run, "--prompts", file, "--tokens", "48", "--temperature", "0", "--threads", "1"]
+        for np in [2, 4] {
+            let split = try Harness.mpi(np, batchArgs)
+            XCTAssertEqual(split.status, 0, split.stderr)
+            XCTAssertTrue(split.stderr.contains("prompts split over the dp groups"), split.stderr)
+            XCTAssertEqual(split.stdout, batch.stdout, "np \(np): prompts split over dp \(np)")
+        }
     }
 
     func testLearnedPositionsStopAtSeqLenAndErrorsAreClear() throws {
