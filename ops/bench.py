@@ -73,7 +73,8 @@ def two_rank_row(job, layout, s, one):
     """A 2 ranks x 1 thread row from summarise_train's `s`; its peak is twice the 1-thread one."""
     return {"job": job, "layout": layout, "tokensPerSec": s["tokensPerSec"],
             "modelGflops": s["tokensPerSec"] * s["flopsPerToken"] / 1e9,
-            "peakGflops": 2 * one["sgemmPeakGflops"], "peakRssMB": s["peakRssMB"], "commShare": s["commShare"]}
+            "peakGflops": 2 * one["sgemmPeakGflops"], "fmaPeakGflops": 2 * one["fmaPeakGflops"],
+            "peakRssMB": s["peakRssMB"], "commShare": s["commShare"]}
 
 
 def summarise_train(events):
@@ -156,11 +157,11 @@ def main():
         pair = side_by_side_ones(job, args.steps + 2, tmp) if (os.cpu_count() or 1) >= 2 else None
         rows = [
             {"job": job, "layout": "1x1", "tokensPerSec": one["tokensPerSec"], "modelGflops": one["modelGflops"],
-             "mfu": one["mfu"], "peakGflops": one["sgemmPeakGflops"], "peakRssMB": one["trainingPeakRssMB"],
-             "split": one["profiledMsPerStep"]},
+             "mfu": one["mfu"], "peakGflops": one["sgemmPeakGflops"], "fmaPeakGflops": one["fmaPeakGflops"],
+             "peakRssMB": one["trainingPeakRssMB"], "split": one["profiledMsPerStep"]},
             {"job": job, "layout": "1x2", "tokensPerSec": two["tokensPerSec"], "modelGflops": two["modelGflops"],
-             "mfu": two["mfu"], "peakGflops": two["sgemmPeakGflops"], "peakRssMB": two["trainingPeakRssMB"],
-             "split": two["profiledMsPerStep"]},
+             "mfu": two["mfu"], "peakGflops": two["sgemmPeakGflops"], "fmaPeakGflops": two["fmaPeakGflops"],
+             "peakRssMB": two["trainingPeakRssMB"], "split": two["profiledMsPerStep"]},
             two_rank_row(job, "2x1", dp, one),
             dict(two_rank_row(job, "2x1r", moved, one), replanMs=moved["replanMs"], migrations=moved["migrations"],
                  tokensPerSecStepsOnly=moved["tokensPerSecStepsOnly"]),
@@ -213,11 +214,18 @@ def main():
     peaks = {"1x1": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x1"),
              "1x2": max(r["peakGflops"] for r in result["rows"] if r["layout"] == "1x2")}
     peaks["2x1"] = peaks["2x1r"] = peaks["2x1*"] = 2 * peaks["1x1"]
+    fma = {"1x1": max(r["fmaPeakGflops"] for r in result["rows"] if r["layout"] == "1x1"),
+           "1x2": max(r["fmaPeakGflops"] for r in result["rows"] if r["layout"] == "1x2")}
+    fma["2x1"] = fma["2x1r"] = fma["2x1*"] = 2 * fma["1x1"]
     for r in result["rows"]:
         r["peakGflops"] = peaks[r["layout"]]
         r["mfu"] = r["modelGflops"] / r["peakGflops"]
+        r["fmaPeakGflops"] = fma[r["layout"]]
+        r["mfuFma"] = r["modelGflops"] / r["fmaPeakGflops"]
     result["machine"]["sgemmPeak1ThreadGflops"] = peaks["1x1"]
     result["machine"]["sgemmPeak2ThreadsGflops"] = peaks["1x2"]
+    result["machine"]["fmaPeak1ThreadGflops"] = fma["1x1"]
+    result["machine"]["fmaPeak2ThreadsGflops"] = fma["1x2"]
     report(result, args)
     if args.json:
         json.dump(result, open(args.json, "w"), indent=2)
@@ -229,14 +237,16 @@ def report(result, args):
     print(f"\n== ops/bench table: {m['cpu']}, {m['cores']} cores, OpenBLAS core {m['blasCore']} "
           f"(chosen by {m['blasCoreChosenBy']}), "
           f"sgemm peak (n = 2048, best measured in this run) {m['sgemmPeak1ThreadGflops']:.1f} GFLOP/s at 1 thread, "
-          f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2")
-    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used (1x2: the 2-thread "
-          "peak; "
+          f"{m['sgemmPeak2ThreadsGflops']:.1f} at 2; FMA peak (independent FMAs of the widest vectors) "
+          f"{m['fmaPeak1ThreadGflops']:.1f} at 1 thread, {m['fmaPeak2ThreadsGflops']:.1f} at 2")
+    print("layout RxT = ranks x threads per rank; MFU against the sgemm peak of the cores used, MFU/FMA against "
+          "their FMA peak (1x2: the 2-thread peaks; "
           "2x1: twice the 1-thread peak); 2x1 on 2 cores is not oversubscribed; 2x1: the default placement "
           "(experts split over the ranks), 2x1r: that placement re-placed from the measured load every 3 steps "
           "(replan.every = 3; the steps that migrate are counted), 2x1*: every expert on both ranks (data parallel, "
           "no exchange)")
-    head = f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MB':>12} {'vs 1x1':>7}"
+    head = (f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'MFU/FMA':>7} {'peak RSS MB':>12} "
+            f"{'vs 1x1':>7}")
     if args.compare_torch:
         head += f" {'torch tok/s':>12} {'ratio':>6}"
     print(head)
@@ -245,7 +255,7 @@ def report(result, args):
         if r["layout"] == "1x1":
             base[r["job"]] = r["tokensPerSec"]
         line = (f"{r['job']:18} {r['layout']:4} {r['tokensPerSec']:9.0f} {r['modelGflops']:8.1f} {r['mfu']:6.3f} "
-                f"{r['peakRssMB']:12.0f} {r['tokensPerSec'] / base[r['job']]:7.2f}")
+                f"{r['mfuFma']:7.3f} {r['peakRssMB']:12.0f} {r['tokensPerSec'] / base[r['job']]:7.2f}")
         if "torch" in r:
             line += f" {r['torch']['tokensPerSec']:12.0f} {r['tokensPerSec'] / r['torch']['tokensPerSec']:6.2f}"
         print(line)

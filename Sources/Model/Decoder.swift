@@ -1,8 +1,9 @@
 // Generation with a key/value cache: a batch of sequences, each fed its prompt and then one token
 // at a time. The ranks of a tp group feed the same rows (each dp group its own sequences); heads
 // are split over tp as in training (each rank caches its own heads' keys and values), experts
-// over the ranks of the placement (the MoE exchanges rows as in training, dropless). The block's weights, buffers and MoE layers are the
-// model's own; only the cache and the row positions are the decoder's.
+// over the ranks of the placement (the MoE exchanges rows as in training, dropless). The block's
+// weights, buffers and MoE layers are the model's own; only the cache and the row positions are
+// the decoder's.
 // Shape legend as in Transformer.swift; S sequences, P cache positions per sequence, N rows of
 // one call (at most the model's maxBatch x seqLen).
 import Tensor

@@ -176,7 +176,7 @@ extension HFImport {
         let w = try SafeTensorStreamWriter(path: dir + "/" + file, tensors: infos.map { ($0.name, $0.globalShape) })
         let buf = UnsafeMutablePointer<Float>.allocate(capacity: max(1, infos.map(\.count).max() ?? 1))
         defer { buf.deallocate() }
-        for (info, s) in zip(infos, plan) {
+        for s in plan {
             try src.files[src.owner[s.name]!]!.read(s.name, first: s.first, count: s.count, into: buf)
             try w.append(buf)
         }

@@ -98,4 +98,13 @@ final class MatmulTests: XCTestCase {
         XCTAssertEqual(dx.toArray(), [10, 12], "overwriteInput must replace dx, not add to it")
         XCTAssertEqual(dw.toArray(), [13, 17])
     }
+
+    /// The FMA loop runs the CPU's widest FMA vectors and reaches a rate no core without FMAs
+    /// would (every machine this project builds for has FMA3; the sgemm peak is measured beside it).
+    func testFMAPeakRunsTheWidestVectors() {
+        XCTAssertTrue([256, 512].contains(FMAPeak.bits), "FMA vector width \(FMAPeak.bits)")
+        let peak = FMAPeak.measure(threads: 1, seconds: 0.05)
+        XCTAssertGreaterThan(peak, 4e9, "an FMA core does more than 4 GFLOP/s")
+        XCTAssertLessThan(peak, 1e12, "one core does not do a TFLOP/s: the loop was optimised away")
+    }
 }
