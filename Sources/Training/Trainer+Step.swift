@@ -201,7 +201,7 @@ extension Trainer {
         replanner.record(counts: r.outputs.expertCounts, stepMs: slowest * 1000)
         onStepEnd?(r.step)
         let tps = Double(tokensPerStep) / slowest
-        let mfu = tps * flopsPerToken(topK: r.topK) / (peakFlops * Double(ctx.mesh.world))
+        let mfu = tps * flopsPerToken(topK: r.topK) / runPeakFlops
         log?.write(stepEvent(r, tps: tps))
         if r.step % t.logEvery == 0 || r.step == t.steps - 1 {
             say(
@@ -267,7 +267,7 @@ extension Trainer {
                 .loss: .number(Double(r.loss)), .auxLoss: .number(r.aux), .zLoss: .number(r.zLoss),
                 .lr: .number(r.lr),
                 .gradNorm: .number(r.norm), .stepMs: .number(r.slowestSeconds * 1000), .tokensPerSec: .number(tps),
-                .modelFlopsPerSec: .number(mflops), .mfu: .number(mflops / (peakFlops * Double(ctx.mesh.world))),
+                .modelFlopsPerSec: .number(mflops), .mfu: .number(mflops / runPeakFlops),
                 .expertLoad: .array(load), .droppedTokens: .array(r.outputs.dropped.map { .number(Double($0)) }),
                 .rankStepMs: column(\.stepMs), .rankAlltoallvMs: column(\.alltoallvMs),
                 .rankAllreduceMs: column(\.allreduceMs), .rankExpertRows: column(\.expertRows), .topK: .integer(r.topK)

@@ -75,6 +75,9 @@ public final class Trainer {
     public internal(set) var stepSeconds: [Double] = []
     /// Per-rank sgemm peak (FLOP/s) used for MFU.
     public let peakFlops: Double
+    /// The sgemm peak of every core the run uses (the measured one-core peak x ranks x threads
+    /// per rank): MFU's denominator. (It counted ranks only, so 1 rank x 2 threads read as MFU > 1.)
+    var runPeakFlops: Double { peakFlops * Double(ctx.mesh.world * max(env.blasThreads, 1)) }
 
     /// Checks the job against the data and the world size without communicating, so every rank
     /// reaches the same verdict before the first collective. Returns the layout and placement.
