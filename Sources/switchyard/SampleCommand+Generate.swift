@@ -67,8 +67,8 @@ extension SampleCommand {
         let mine = groupShare(ctx.mesh.dpIndex, of: dp, prompts: l.prompts.count)
         let decoder = Decoder(model: model, sequences: mine.count + 1, capacity: longest + l.tokens)
         let describe =
-            "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), prompts split over the "
-            + "dp groups, "
+            "step \(l.manifest.step) of \(l.dir), world \(world.size) (dp \(dp) x tp \(tp)), "
+            + (dp > 1 ? "prompts split over the dp groups, " : "")
             + "\(Parallel.threads) thread(s) per rank, \(l.experts) of \(cfg.nExpert) experts per token"
         return Setup(
             decoder: decoder, tokens: l.tokens, describe: describe, prompts: l.prompts, codec: l.codec, mine: mine)
