@@ -8,6 +8,7 @@ Exits 1 when the losses differ by more than 1e-4 or the continuations differ.
 """
 import array
 import json
+import os
 import platform
 import sys
 
@@ -15,17 +16,13 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import swy  # noqa: E402
+
 
 def token_bytes(tok, ids):
     """The exact bytes of byte-level tokens (GPT-2's alphabet back to bytes), partial UTF-8 included."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = {chr(c): b for b, c in zip(bs, cs)}
+    table = swy.byte_decoder()
     return bytes(table[ch] for t in tok.convert_ids_to_tokens(ids) for ch in t)
 
 

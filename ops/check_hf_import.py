@@ -47,6 +47,9 @@ FAMILIES = {
     "olmoe": lambda: OlmoeForCausalLM(
         OlmoeConfig(**COMMON, intermediate_size=48, num_experts=4, norm_topk_prob=False, rope_theta=1e4)),
 }
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import swy  # noqa: E402
+
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OPENBLAS_NUM_THREADS="1")
 
 
@@ -56,18 +59,6 @@ def sy(*args, mpi=0, raw=False):
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout.decode(errors='replace')}\n{r.stderr.decode()}")
     return r.stdout if raw else r.stdout.decode()
-
-
-def byte_decoder():
-    """GPT-2's byte-level alphabet, character -> byte (a token's exact bytes, even a partial UTF-8 one)."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
 
 
 def hf_loss(model_dir, tokens):
@@ -105,7 +96,7 @@ def check_family(family, work, tok_path, data, tokens):
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=0)
-    table = byte_decoder()
+    table = swy.byte_decoder()
     theirs_bytes = bytes(table[ch] for t in tok.convert_ids_to_tokens(out[0, len(ids):].tolist()) for ch in t)
     ours_bytes = sy("sample", run, "--prompt", prompt, "--tokens", 24, "--temperature", 0, raw=True)[:-1]
     ok &= theirs_bytes == ours_bytes

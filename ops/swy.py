@@ -66,3 +66,16 @@ def resolved_job(job, pairs=(), binary=BIN):
     if out.returncode != 0:
         raise SystemExit(f"switchyard could not resolve {job}: {out.stderr.strip()}")
     return json.loads(out.stdout)
+
+
+def byte_decoder():
+    """GPT-2's byte-level alphabet, character -> byte: the exact bytes of a byte-level BPE token
+    (a partial UTF-8 sequence included), as Switchyard's sample prints them."""
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
