@@ -50,7 +50,9 @@ enum EvalCommand {
         }
         let batch = 8
         let bias = try CheckpointModel.routerBias(dir: dir, manifest: m)
-        let model = Transformer(config: cfg, maxBatch: batch, moe: MoEOptions(selectionBias: bias), maxTopK: k)
+        let model = Transformer(
+            config: cfg, maxBatch: batch, store: ParameterStore(config: cfg, training: false),
+            moe: MoEOptions(selectionBias: bias), maxTopK: k)
         model.activeTopK = k
         try CheckpointModel.loadWeights(dir: dir, manifest: m, into: model.store)
         let loss = try meanLoss(model, data, windows: windows, seq: t, batch: batch)

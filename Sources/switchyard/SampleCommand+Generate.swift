@@ -61,7 +61,10 @@ extension SampleCommand {
         let maxBatch = max(1, (request.prompts.count + cfg.seqLen - 1) / cfg.seqLen)
         let bias = try CheckpointModel.routerBias(dir: l.dir, manifest: l.manifest)
         let model = Transformer(
-            config: cfg, maxBatch: maxBatch, context: ctx, moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
+            config: cfg, maxBatch: maxBatch, context: ctx,
+            store: ParameterStore(config: cfg, layout: ctx.layout, training: false),
+            moe: MoEOptions(selectionBias: bias),
+            maxTopK: l.experts)
         model.activeTopK = l.experts
         try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
         let mine = groupShare(ctx.mesh.dpIndex, of: dp, prompts: l.prompts.count)
