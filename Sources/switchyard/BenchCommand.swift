@@ -56,23 +56,8 @@ enum BenchCommand {
             "OpenBLAS core: \(BLAS.coreName) (chosen by \(chosenBy)), \(threads) thread(s), 1 rank; "
                 + "kernels: \(Runtime.kernelTarget)")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
-        let peak = SgemmPeak.measure(n: n, seconds: 2.0)
-        let fma = FMAPeak.measure(threads: threads, seconds: 1.0)
-        record = [
-            ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
-            ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(chosenBy)),
-            ("kernels", .string(Runtime.kernelTarget)),
-            ("threads", .integer(threads)),
-            ("sgemmPeakGflops", .number(peak / 1e9)), ("fmaPeakGflops", .number(fma / 1e9)),
-            ("fmaBits", .integer(FMAPeak.bits))
-        ]
+        let (peak, fma) = measurePeaks(n: n, threads: threads, chosenBy: chosenBy)
         defer { writeRecord(args.value(.json)) }
-        say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
-        say(
-            String(
-                format:
-                    "FMA peak (independent %d-bit FMAs, %d thread(s), best of ~1 s): %.1f GFLOP/s; sgemm reaches %.2f "
-                    + "of it", FMAPeak.bits, threads, fma / 1e9, peak / fma))
         Runtime.useThreads(threads)
         if let list = args.value(.attention) {
             try attentionRows(args, list: list, job: job)
@@ -88,6 +73,26 @@ enum BenchCommand {
             try checkpointBench(job: job, data: data, env: env, dir: dir + "/switchyard-bench-\(getpid())")
         }
         return 0
+    }
+
+    /// The sgemm peak (n x n) and the FMA peak on `threads` threads, printed and recorded.
+    static func measurePeaks(n: Int, threads: Int, chosenBy: String) -> (sgemm: Double, fma: Double) {
+        let peak = SgemmPeak.measure(n: n, seconds: 2.0)
+        let fma = FMAPeak.measure(threads: threads, seconds: 1.0)
+        record = [
+            ("cpu", .string(Runtime.cpuModel)), ("cores", .integer(ProcessInfo.processInfo.activeProcessorCount)),
+            ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(chosenBy)),
+            ("kernels", .string(Runtime.kernelTarget)), ("threads", .integer(threads)),
+            ("sgemmPeakGflops", .number(peak / 1e9)), ("fmaPeakGflops", .number(fma / 1e9)),
+            ("fmaBits", .integer(FMAPeak.bits))
+        ]
+        say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
+        say(
+            String(
+                format:
+                    "FMA peak (independent %d-bit FMAs, %d thread(s), best of ~1 s): %.1f GFLOP/s; sgemm reaches %.2f "
+                    + "of it", FMAPeak.bits, threads, fma / 1e9, peak / fma))
+        return (peak, fma)
     }
 
     /// --attention: the attention core alone at each sequence length of `list`, reported and recorded.

@@ -108,15 +108,16 @@ extension HFImport {
         let job = importedJob(model, dir: dir, out: out)
         let tmp = out + ".partial"
         try? FileManager.default.removeItem(atPath: tmp)
-        let ckptDir = tmp + "/checkpoints/" + CheckpointStore.stepName(0)
-        try FileManager.default.createDirectory(atPath: ckptDir, withIntermediateDirectories: true)
         let t0 = Date()
-        let bytes = try writeCheckpoint(infos, plan: plan, src: src, job: job, dir: ckptDir)
-        try Data(job.resolvedJSON.prettyText(keepFractions: true).utf8).write(
-            to: URL(fileURLWithPath: tmp + "/job.json"))
-        try Data((CheckpointStore.stepName(0) + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/checkpoints/LATEST"))
-        guard rename(tmp, out) == 0 else {
-            throw CheckpointError("\(out): cannot rename \(tmp) into place: \(String(cString: strerror(errno)))")
+        let bytes: Int
+        do {
+            bytes = try writeRun(infos, plan: plan, src: src, job: job, tmp: tmp)
+            guard rename(tmp, out) == 0 else {
+                throw CheckpointError("\(out): cannot rename \(tmp) into place: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)  // a failed import leaves nothing behind
+            throw error
         }
         say(
             String(
@@ -154,6 +155,18 @@ extension HFImport {
                     + (unused.count > 6 ? ", ..." : "") + "; refusing to drop them")
         }
         return plan
+    }
+
+    /// The run directory's contents under `tmp`: the step-0 checkpoint, job.json and LATEST; the
+    /// checkpoint's bytes.
+    static func writeRun(_ infos: [ParameterInfo], plan: [Source], src: Sources, job: Job, tmp: String) throws -> Int {
+        let ckptDir = tmp + "/checkpoints/" + CheckpointStore.stepName(0)
+        try FileManager.default.createDirectory(atPath: ckptDir, withIntermediateDirectories: true)
+        let bytes = try writeCheckpoint(infos, plan: plan, src: src, job: job, dir: ckptDir)
+        try Data(job.resolvedJSON.prettyText(keepFractions: true).utf8).write(
+            to: URL(fileURLWithPath: tmp + "/job.json"))
+        try Data((CheckpointStore.stepName(0) + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/checkpoints/LATEST"))
+        return bytes
     }
 
     /// The job of an imported model: training keys at their defaults, the run at `out`.

@@ -22,34 +22,38 @@ extension SampleCommand {
         let mine: Range<Int>
     }
 
-    /// The checks every rank makes alone; nil on every rank when one failed (its message printed once).
-    static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) throws -> Setup? {
-        var local:
-            (
-                job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int, codec: TextCodec,
-                prompts: [[Int32]]
-            )? = nil
-        var failure: String? = nil
-        do {
-            let dir = try EvalCommand.verifiedCheckpoint(args.positionals[0])
-            let m = try CheckpointStore.readManifest(dir: dir)
-            var job = try CheckpointModel.job(m, dir: dir)
-            if world.size != m.world {
-                job.layout.tp = 1
-                job.placement = nil
-            }
-            job.layout.dp = 0
-            for o in args.all(.set) { try job.applyOverride(o) }
-            _ = try job.resolveLayout(world: world.size)
-            let codec = try TextCodec(job: job)
-            let prompts = try request.prompts.map { try codec.encode($0) }
-            let (tokens, note) = try budget(job, request: request, longest: prompts.map(\.count).max()!)
-            let k = try CheckpointModel.expertsPerToken(
-                request.experts, option: "--top-k-experts", job: job, step: m.step)
-            local = (job, dir, m, tokens, note, k, codec, prompts)
-        } catch {
-            failure = "\(error)"
+    /// What every rank works out alone from the checkpoint and the request.
+    struct Checked {
+        let job: Job, dir: String, manifest: Manifest, tokens: Int, note: String?, experts: Int
+        let codec: TextCodec, prompts: [[Int32]]
+    }
+
+    /// The checks every rank makes alone, before any collective; throws the first problem.
+    static func check(_ args: ParsedArgs, request: Request, world: MPICommunicator) throws -> Checked {
+        let dir = try EvalCommand.verifiedCheckpoint(args.positionals[0])
+        let m = try CheckpointStore.readManifest(dir: dir)
+        var job = try CheckpointModel.job(m, dir: dir)
+        if world.size != m.world {
+            job.layout.tp = 1
+            job.placement = nil
         }
+        job.layout.dp = 0
+        for o in args.all(.set) { try job.applyOverride(o) }
+        _ = try job.resolveLayout(world: world.size)
+        let codec = try TextCodec(job: job)
+        let prompts = try request.prompts.map { try codec.encode($0) }
+        let (tokens, note) = try budget(job, request: request, longest: prompts.map(\.count).max()!)
+        let k = try CheckpointModel.expertsPerToken(request.experts, option: "--top-k-experts", job: job, step: m.step)
+        return Checked(
+            job: job, dir: dir, manifest: m, tokens: tokens, note: note, experts: k, codec: codec, prompts: prompts)
+    }
+
+    /// The checks every rank makes alone, agreed on; then the model share, its weights and the
+    /// decoder. nil on every rank when a check failed (its message printed once).
+    static func prepare(_ args: ParsedArgs, request: Request, world: MPICommunicator) throws -> Setup? {
+        var local: Checked? = nil
+        var failure: String? = nil
+        do { local = try check(args, request: request, world: world) } catch { failure = "\(error)" }
         guard try Runtime.everyRankSucceeded(failure, world: world), let l = local else { return nil }
         if world.rank == 0, let note = l.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         let (dp, tp, plan) = try l.job.resolveLayout(world: world.size)
@@ -63,8 +67,7 @@ extension SampleCommand {
         let model = Transformer(
             config: cfg, maxBatch: maxBatch, context: ctx,
             store: ParameterStore(config: cfg, layout: ctx.layout, training: false),
-            moe: MoEOptions(selectionBias: bias),
-            maxTopK: l.experts)
+            moe: MoEOptions(selectionBias: bias), maxTopK: l.experts)
         model.activeTopK = l.experts
         try CheckpointModel.loadWeights(dir: l.dir, manifest: l.manifest, into: model.store)
         let mine = groupShare(ctx.mesh.dpIndex, of: dp, prompts: l.prompts.count)
