@@ -48,16 +48,13 @@ enum HFExport {
         "bos_token_id": .null, "eos_token_id": .null, "pad_token_id": .null, "do_sample": false
     ]
 
-    /// GPT-2's byte-to-character table: printable bytes stand for themselves, the rest move to 256+.
-    static var byteSymbols: [String] { ByteLevel.symbols.map { String($0) } }
-
     /// A byte-level BPE of the 256 byte symbols with no merges: token id = byte.
     static var tokenizer: JSONValue {
         let byteLevel: JSONValue = [
             "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
             "use_regex": false
         ]
-        let vocab = JSONValue.object(byteSymbols.enumerated().map { ($0.element, .integer($0.offset)) })
+        let vocab = JSONValue.object(ByteLevel.symbols.enumerated().map { (String($0.element), .integer($0.offset)) })
         return [
             "version": "1.0", "truncation": .null, "padding": .null, "added_tokens": [], "normalizer": .null,
             "pre_tokenizer": byteLevel, "post_processor": .null, "decoder": byteLevel,

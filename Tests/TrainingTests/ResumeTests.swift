@@ -100,21 +100,24 @@ final class ResumeTests: XCTestCase {
         return straight
     }
 
+    /// `edit`'s job trained at dp 2 x tp 2 for 20 steps, resumed at world 1 from that checkpoint:
+    /// each resumed step's relative loss difference from `straight` (the world-2 run's steps 20-39).
+    func reshardGaps(_ prefix: String, _ edit: (Job) -> Job, straight: Run) throws -> [Double] {
+        let data = job(world: 2, run: prefix).1
+        _ = try run(edit(job(world: 4, dp: 2, tp: 2, run: prefix + "-four").0), data, world: 4, stopAfter: 20)
+        let resumed = try run(
+            edit(job(world: 1, run: prefix + "-one").0), data, world: 1,
+            choice: .from("\(dir)/\(prefix)-four/checkpoints/step-000000020"))
+        XCTAssertEqual(resumed.summary.firstStep, 20, prefix)
+        return zip(resumed.summary.losses, straight.summary.losses[20..<40]).map { abs(Double($0 - $1)) / Double($1) }
+    }
+
     /// Mixtral-shaped (rope + SwiGLU): bitwise resume at world 2 (w3 and its moments saved and
     /// restored), and a resume of the world-4 checkpoint at world 1 within 1e-5.
     func testMixtralShapedResumeIsBitwiseAndReshards() throws {
-        let data = job(world: 2, run: "mx").1
         let straight = try assertBitwiseResume(world: 2, "mx", mixtralShaped)
         XCTAssertNotNil(straight.state["optim.m.layers.0.moe.experts.1.w3.weight"])
-        let four = mixtralShaped(job(world: 4, dp: 2, tp: 2, run: "mx-four").0)
-        _ = try run(four, data, world: 4, stopAfter: 20)
-        let one = mixtralShaped(job(world: 1, run: "mx-one").0)
-        let resumed = try run(one, data, world: 1, choice: .from("\(dir)/mx-four/checkpoints/step-000000020"))
-        XCTAssertEqual(resumed.summary.firstStep, 20)
-        let worst = zip(resumed.summary.losses, straight.summary.losses[20..<40]).map {
-            abs(Double($0 - $1)) / Double($1)
-        }
-        .max()!
+        let worst = try reshardGaps("mx", mixtralShaped, straight: straight).max()!
         XCTAssertLessThan(worst, 1e-5, "rope+swiglu 4 -> 1: max relative loss difference \(worst)")
     }
 
@@ -128,18 +131,9 @@ final class ResumeTests: XCTestCase {
                 m.model.nKVHead = 2; m.model.headDim = 12; m.model.qkNorm = qkNorm; m.model.normTopK = false
                 return m
             }
-            let data = job(world: 2, run: "gq").1
             let straight = try assertBitwiseResume(world: 2, "gq-\(qkNorm)", family)
             XCTAssertNotNil(straight.state["optim.m.layers.0.attn.qnorm.weight"])
-            let four = family(job(world: 4, dp: 2, tp: 2, run: "gq-four-\(qkNorm)").0)
-            _ = try run(four, data, world: 4, stopAfter: 20)
-            let one = family(job(world: 1, run: "gq-one-\(qkNorm)").0)
-            let resumed = try run(
-                one, data, world: 1, choice: .from("\(dir)/gq-four-\(qkNorm)/checkpoints/step-000000020"))
-            XCTAssertEqual(resumed.summary.firstStep, 20)
-            let gaps = zip(resumed.summary.losses, straight.summary.losses[20..<40]).map {
-                abs(Double($0 - $1)) / Double($1)
-            }
+            let gaps = try reshardGaps("gq-\(qkNorm)", family, straight: straight)
             // The first resumed step shows a misloaded tensor (>1e-3); later ones drift as any
             // two layouts do (measured: 1.3e-6 at step 20, up to 4.0e-5 by step 39 with the full
             // norm, whose row sums add over tp in another order; AMD EPYC).
