@@ -5,6 +5,7 @@
 // experts) (every token choosing its experts), and dropless routing of an untrained router comes
 // close to that, so the MoE's received-row buffers are counted at that bound (they are capped there).
 import Placement
+import Tensor
 
 public struct MemoryEstimate: Sendable, Equatable {
     /// Parameters, gradients and both AdamW moments.
@@ -15,7 +16,9 @@ public struct MemoryEstimate: Sendable, Equatable {
     public var checkpointBytes: Double
     /// Floats of this rank's parameter share.
     public var parameters: Double
-    /// The process before any model: the binary, Swift's runtime and Foundation, OpenBLAS and MPI.
+    /// The process before any model (the binary, Swift's runtime and Foundation, OpenBLAS and MPI),
+    /// and the matrix products' packing scratch (OpenBLAS's own buffers are in the baseline; CGemm's
+    /// packed weights are counted from the shapes).
     public var runtimeBytes: Double
 
     /// Measured: tiny.json (15 MB of model) peaks at 62 MB resident at world 1 on the CI machine.
@@ -46,7 +49,7 @@ public struct MemoryEstimate: Sendable, Equatable {
             stateBytes: 8 * params + 8 * moments,
             activationBytes: 4 * s.activations(b, recompute: recompute, threads: threads),
             checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,
-            parameters: params, runtimeBytes: runtimeBaseline)
+            parameters: params, runtimeBytes: runtimeBaseline + 4 * Double(max(threads, 1)) * s.packedWeight)
     }
 }
 
@@ -148,5 +151,14 @@ struct EstimateShape {
         // (on a rank that holds experts: received > 0).
         if b.received > 0 { acts += Double(max(threads, 1)) * world * routed * (f + pre) }
         return acts
+    }
+
+    /// A thread's packed W^T (Gemm.forward keeps one per thread, grown to the widest weight it
+    /// packed): the largest forward weight, its output features rounded up to 32-column panels.
+    /// Counted on every thread, an upper bound: helper threads pack only block weights, not the head.
+    var packedWeight: Double {
+        guard Gemm.engine == .own else { return 0 }
+        func packed(_ outputs: Double, _ inputs: Double) -> Double { (outputs / 32).rounded(.up) * 32 * inputs }
+        return [packed(v, c), packed(f, c), packed(c, f), packed(ql, c), packed(kvl, c), packed(c, ql)].max() ?? 0
     }
 }

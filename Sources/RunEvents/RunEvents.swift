@@ -72,6 +72,7 @@ public enum EventKey: String, CaseIterable, Sendable {
     case blasCore
     case blasCoreOverride
     case blasThreads
+    case gemm
     case memoryEstimateBytesPerRank
     case peakFlops
     case host

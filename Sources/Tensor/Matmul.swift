@@ -46,6 +46,12 @@ public enum Linear {
         weight: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int,
         accumulate: Bool = false
     ) {
+        if Gemm.engine == .own && n >= Gemm.ownForwardRows {
+            Gemm.forward(
+                out: out, inp: inp, weight: weight, n: n, inFeatures: inFeatures, outFeatures: outFeatures,
+                accumulate: accumulate, rowGrain: rowGrain)
+            return
+        }
         Parallel.forEachBlock(n, grain: rowGrain) { rows in
             sgemm(
                 .no, .yes, m: rows.count, n: outFeatures, k: inFeatures, a: inp + rows.lowerBound * inFeatures,
@@ -66,8 +72,13 @@ public enum Linear {
         let weightItems = dWeight == nil || n == 0 ? 0 : blocks(outFeatures, weightRowGrain)
         // The dW items first: each is the larger, so threads that take them early finish with
         // the rest (items are taken in order from a shared counter).
+        let own = Gemm.engine == .own
         Parallel.forEach(weightItems + rowItems) { item, _ in
-            if item < weightItems, let dWeight {
+            if own {
+                ownItem(
+                    item, weightItems: weightItems, dInp, dWeight, dOut, inp, weight, n, inFeatures, outFeatures,
+                    overwriteInput)
+            } else if item < weightItems, let dWeight {
                 let o0 = item * weightRowGrain, rows = min(weightRowGrain, outFeatures - o0)
                 sgemm(
                     .yes, .no, m: rows, n: inFeatures, k: n, a: dOut + o0, lda: outFeatures,
@@ -79,6 +90,25 @@ public enum Linear {
                     b: weight, ldb: inFeatures, beta: overwriteInput ? 0 : 1, c: dInp + r0 * inFeatures,
                     ldc: inFeatures)
             }
+        }
+    }
+
+    /// One backward work item on CGemm: weight rows first, then input rows, as the BLAS items.
+    @inline(__always) static func ownItem(
+        _ item: Int, weightItems: Int, _ dInp: UnsafeMutablePointer<Float>?, _ dWeight: UnsafeMutablePointer<Float>?,
+        _ dOut: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int,
+        _ inFeatures: Int, _ outFeatures: Int, _ overwriteInput: Bool
+    ) {
+        if item < weightItems, let dWeight {
+            let o0 = item * weightRowGrain
+            Gemm.weightGradient(
+                rows: o0..<min(outFeatures, o0 + weightRowGrain), dWeight: dWeight, dOut: dOut, inp: inp, n: n,
+                inFeatures: inFeatures, outFeatures: outFeatures)
+        } else if let dInp {
+            let r0 = (item - weightItems) * rowGrain
+            Gemm.inputGradient(
+                rows: r0..<min(n, r0 + rowGrain), dInp: dInp, dOut: dOut, weight: weight, inFeatures: inFeatures,
+                outFeatures: outFeatures, overwrite: overwriteInput)
         }
     }
 

@@ -223,7 +223,8 @@ extension Trainer {
         let m = job.model, mesh = ctx.mesh
         return "switchyard: training \(job.name) for \(job.train.steps) steps on \(mesh.world) rank(s) "
             + "(dp \(mesh.dp) x tp \(mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), "
-            + "\(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), log \(log?.path ?? "-")"
+            + "\(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), "
+            + "matrix products \(Gemm.engine == .own ? "CGemm \(Gemm.kernelBits)-bit" : "OpenBLAS"), log \(log?.path ?? "-")"
     }
 
     func startEvent() -> JSONValue {
@@ -247,6 +248,7 @@ extension Trainer {
                     }),
                 .blasCore: .string(env.blasCore), .blasCoreOverride: env.blasCoreOverride.map { .string($0) } ?? .null,
                 .blasThreads: .number(Double(env.blasThreads)),
+                .gemm: .string(Gemm.engine == .own ? "cgemm\(Gemm.kernelBits)" : "openblas"),
                 .memoryEstimateBytesPerRank: memoryEstimateJSON,
                 .peakFlops: .number(peakFlops), .host: .string(env.host), .cpu: .string(env.cpu),
                 .data: .string(sampler.data.path), .dataTokens: .number(Double(sampler.data.count)),

@@ -54,7 +54,7 @@ enum BenchCommand {
                 + "host \(Runtime.hostName)")
         say(
             "OpenBLAS core: \(BLAS.coreName) (chosen by \(chosenBy)), \(threads) thread(s), 1 rank; "
-                + "kernels: \(Runtime.kernelTarget)")
+                + "kernels: \(Runtime.kernelTarget); matrix products: \(Runtime.gemmDescription)")
         say("command: switchyard " + CommandLine.arguments.dropFirst().joined(separator: " "))
         let (peak, fma) = measurePeaks(n: n, threads: threads, chosenBy: chosenBy)
         defer { writeRecord(args.value(.json)) }
@@ -84,7 +84,8 @@ enum BenchCommand {
             ("blasCore", .string(BLAS.coreName)), ("blasCoreChosenBy", .string(chosenBy)),
             ("kernels", .string(Runtime.kernelTarget)), ("threads", .integer(threads)),
             ("sgemmPeakGflops", .number(peak / 1e9)), ("fmaPeakGflops", .number(fma / 1e9)),
-            ("fmaBits", .integer(FMAPeak.bits))
+            ("fmaBits", .integer(FMAPeak.bits)), ("gemm", .string(Gemm.engine.rawValue)),
+            ("gemmBits", .integer(Gemm.engine == .own ? Gemm.kernelBits : 0))
         ]
         say(String(format: "sgemm peak (n = %d, %d thread(s), best of ~2 s): %.1f GFLOP/s", n, threads, peak / 1e9))
         say(

@@ -2,6 +2,7 @@
 // host has its features (Package.swift); on a CPU without them they would die of SIGILL at the
 // first vector instruction. This target is compiled for any x86-64, so main checks here first.
 import Foundation
+import Tensor
 
 extension Runtime {
     /// The CPU features the kernels were compiled for, by /proc/cpuinfo name (none: portable build).
@@ -14,6 +15,13 @@ extension Runtime {
     }()
 
     /// What `--version` and `bench` say the kernels were compiled for.
+    /// Which engine runs Linear's products (Tensor/Gemm.swift), for bench headers and logs.
+    static var gemmDescription: String {
+        Gemm.engine == .own
+            ? "CGemm \(Gemm.kernelBits)-bit (SWITCHYARD_GEMM=blas for OpenBLAS)"
+            : "OpenBLAS (SWITCHYARD_GEMM=blas or no CGemm kernel for this CPU)"
+    }
+
     static var kernelTarget: String { kernelFeatures.isEmpty ? "the default target (portable)" : "haswell (AVX2)" }
 
     /// The kernel features this CPU lacks. `SWITCHYARD_PRETEND_CPU_FLAGS` (a test's) replaces the
