@@ -21,6 +21,10 @@ enum BenchCommand {
                 .attention, value: "T,T,...",
                 "instead of training, time the attention core alone at these sequence lengths"),
             OptionSpec(.attentionBatch, value: "B", "batch of the attention timing (default 4)"),
+            OptionSpec(
+                .gemm,
+                "instead of training, time the job's matrix products (projections, experts, head; forward and "
+                    + "both gradients) on CGemm and on OpenBLAS, alternated"),
             OptionSpec(.json, value: "FILE", "also write the figures to FILE as one JSON object"),
             OptionSpec(
                 .checkpoints, value: "DIR",
@@ -61,6 +65,10 @@ enum BenchCommand {
         Runtime.useThreads(threads)
         if let list = args.value(.attention) {
             try attentionRows(args, list: list, job: job)
+            return 0
+        }
+        if args.flag(.gemm) {
+            gemmRows(job: job, fmaPeak: fma, repeats: 5)
             return 0
         }
         job.train.peakGflops = peak / 1e9

@@ -24,6 +24,7 @@ enum Option: String, Sendable, CaseIterable {
     case every = "--every"
     case follow = "--follow"
     case format = "--format"
+    case gemm = "--gemm"
     case json = "--json"
     case load = "--load"
     case log = "--log"
