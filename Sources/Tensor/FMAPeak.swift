@@ -9,7 +9,13 @@ public enum FMAPeak {
     public static var bits: Int { Int(cpeak_fma_bits()) }
 
     /// FLOP/s of `threads` threads each running the FMA loop, best of rounds for about `seconds`.
+    /// Runs on `threads` threads whatever Parallel.threads is (restored after): bench measures the
+    /// peaks before it sets the rank's threads, and with 1 the loops had run one after the other,
+    /// so a 2-thread peak read as the 1-thread one.
     public static func measure(threads: Int = 1, seconds: Double = 0.5) -> Double {
+        let saved = Parallel.threads
+        Parallel.threads = max(threads, 1)
+        defer { Parallel.threads = saved }
         let iterations = 2_000_000
         let sinks = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(threads, 1))
         defer { sinks.deallocate() }
