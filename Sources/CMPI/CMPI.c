@@ -49,3 +49,11 @@ int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **base
 }
 
 int CMPI_Win_sync(MPI_Win win) { return MPI_Win_sync(win); }
+
+int CMPI_Iallreduce_float_sum(float *buffer, int count, MPI_Comm comm, MPI_Request *request) {
+    return MPI_Iallreduce(MPI_IN_PLACE, buffer, count, MPI_FLOAT, MPI_SUM, comm, request);
+}
+
+int CMPI_Test(MPI_Request *request, int *done) { return MPI_Test(request, done, MPI_STATUS_IGNORE); }
+
+int CMPI_Wait(MPI_Request *request) { return MPI_Wait(request, MPI_STATUS_IGNORE); }

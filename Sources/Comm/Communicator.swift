@@ -62,6 +62,34 @@ public protocol Communicator: AnyObject, Sendable {
     /// messages take part. Messages from one rank to another match in the order they are listed
     /// on both sides and must agree in length; a rank may send to itself.
     func exchange<T: CommScalar>(sends: [PeerBuffer<T>], receives: [PeerMutableBuffer<T>]) throws
+    /// Starts summing `buffer` over all ranks in place and may return before the sum is done
+    /// (MPI_Iallreduce across nodes); `buffer` is not to be read or written until the returned
+    /// request's `wait` returns. Collective: every rank starts it in the same order relative to the
+    /// group's other collectives. Gives the bits `allreduce` would where the implementation says so.
+    func startAllreduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any PendingCollective
+}
+
+/// A collective started by `startAllreduce`.
+public protocol PendingCollective: AnyObject {
+    /// Lets the operation progress; true once it is complete (then `wait` returns at once).
+    func test() throws -> Bool
+    /// Returns when the operation is complete (under the communicator's deadline).
+    func wait() throws
+}
+
+/// A collective that was complete when it was started.
+public final class CompletedCollective: PendingCollective {
+    public init() {}
+    public func test() throws -> Bool { true }
+    public func wait() throws {}
+}
+
+extension Communicator {
+    /// Default: the blocking sum, done before returning (ranks that are threads, and tests).
+    public func startAllreduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any PendingCollective {
+        try allreduce(buffer, op: .sum)
+        return CompletedCollective()
+    }
 }
 
 /// A message to send to `peer`.

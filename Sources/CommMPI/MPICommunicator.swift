@@ -77,6 +77,23 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         }
     }
 
+    /// Ranks on one node sum at once, through `allreduce` (the shared-memory window or
+    /// MPI_Allreduce: its bits, and nothing in flight to overlap on loopback); ranks on several
+    /// nodes start MPI_Iallreduce (libnbc's schedule: for two ranks the same bits as MPI_Allreduce,
+    /// a + b either way; for more, Open MPI's algorithms choose the order, as MPI_Allreduce's do).
+    public func startAllreduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any PendingCollective {
+        guard buffer.count > 0, size > 1, try sharedSum() == nil else {
+            try allreduce(buffer, op: .sum)
+            return CompletedCollective()
+        }
+        let request = MPIPendingCollective(watch: watch)
+        try check(
+            CMPI_Iallreduce_float_sum(
+                buffer.baseAddress, try count32(buffer.count, "MPI_Iallreduce"), comm, &request.request),
+            "MPI_Iallreduce")
+        return request
+    }
+
     public func broadcast<T: CommScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
         guard root >= 0 && root < size else { throw CommError("broadcast: root \(root) outside 0..<\(size)") }
         guard buffer.count > 0 else { return }
@@ -254,5 +271,29 @@ func mpiOp(_ op: ReduceOp) -> MPI_Op {
     case .sum: return CMPI_SUM()
     case .max: return CMPI_MAX()
     case .min: return CMPI_MIN()
+    }
+}
+
+/// An MPI request of `startAllreduce`. Tested and waited on by the main thread only
+/// (MPI_THREAD_FUNNELED); `wait` runs under the world's collective deadline.
+final class MPIPendingCollective: PendingCollective {
+    var request: MPI_Request? = nil
+    var done = false
+    let watch: CollectiveWatchdog
+
+    init(watch: CollectiveWatchdog) { self.watch = watch }
+
+    func test() throws -> Bool {
+        if done { return true }
+        var flag: Int32 = 0
+        try check(CMPI_Test(&request, &flag), "MPI_Test (MPI_Iallreduce)")
+        done = flag != 0
+        return done
+    }
+
+    func wait() throws {
+        if done { return }
+        try watch.watched("MPI_Wait (MPI_Iallreduce)") { try check(CMPI_Wait(&request), "MPI_Wait (MPI_Iallreduce)") }
+        done = true
     }
 }

@@ -63,6 +63,17 @@ public final class ParallelContext: @unchecked Sendable {
         stats.allreduceSeconds += monotonicSeconds() - t0
     }
 
+    /// Starts the sum of `count` floats over `group` (nil when there is nothing to sum: one rank).
+    /// The time to start is counted; the wait is the caller's to count.
+    func startAllreduce(_ p: UnsafeMutablePointer<Float>, _ count: Int, over group: any Communicator) throws
+        -> (any PendingCollective)?
+    {
+        guard group.size > 1, count > 0 else { return nil }
+        let t0 = monotonicSeconds()
+        defer { stats.allreduceSeconds += monotonicSeconds() - t0 }
+        return try group.startAllreduce(UnsafeMutableBufferPointer(start: p, count: count))
+    }
+
     /// Reduce-scatter of `count` floats over `group` in `counts` chunks (see Communicator).
     func reduceScatter(_ p: UnsafeMutablePointer<Float>, counts: [Int], over group: any Communicator) throws {
         guard group.size > 1 else { return }

@@ -16,6 +16,7 @@ extension ShardedAdamW {
     /// `.world` tensors (routers, experts on every rank) over the world, replicated experts over
     /// their replica ranks.
     func reduceGradients() throws {
+        if let o = overlap { return try finishOverlappedReduction(o) }
         let g = store.grads
         for r in reductions {
             switch r {

@@ -42,6 +42,10 @@ public final class ShardedAdamW: @unchecked Sendable {
 
     /// The collectives of the gradient reduction, fixed by the store's layout (made on first use).
     lazy var reductions: [GradientReduction] = planGradientReductions()
+    /// The `.allreduce` reductions in the buckets an overlapped backward starts (train.overlapReduce).
+    lazy var buckets: [GradientBucket] = planBuckets()
+    /// The overlapped reduction of this step, between beginOverlappedReduction and step.
+    var overlap: OverlapState?
     /// Replicated experts' gradients gathered for their allreduce (allocated on first use).
     var replicaGradScratch: FloatBuffer?
 
@@ -65,6 +69,7 @@ public final class ShardedAdamW: @unchecked Sendable {
         self.store = store
         self.ctx = context
         reductions = planGradientReductions()
+        buckets = planBuckets()
         replicaGradScratch = nil
     }
 

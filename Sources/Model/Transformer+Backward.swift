@@ -40,6 +40,7 @@ extension Transformer {
         let n = rows.n, c = config.nEmbd
         let s = scratch, g = store.grads
         headBackward(lossScale: objective.lossScale, n: n)
+        try gradientsFinal?(2 * config.nLayer)
         for l in stride(from: config.nLayer - 1, through: 0, by: -1) {
             // Recomputation writes the same bits forward wrote (same kernels, inputs and order);
             // a block's recomputed output overwrites resid[l + 1], whose readers are done.
@@ -48,8 +49,10 @@ extension Transformer {
                 _ = try feedForward(layer: l, rows)
             }
             try feedForwardBackward(layer: l, rows, objective: objective)
+            try gradientsFinal?(2 * l + 1)
             if recompute == .attention { try attentionForward(layer: l, rows) }
             try attentionBackward(layer: l, rows)
+            try gradientsFinal?(2 * l)
         }
         timed(.embedding) {
             tokens.withUnsafeBufferPointer { tokenIds in
@@ -59,6 +62,7 @@ extension Transformer {
                     dOut: s.dResid.base, tokens: tokenIds.baseAddress!, b: rows.batch, t: rows.time, c: c)
             }
         }
+        try gradientsFinal?(-1)
     }
 
     /// Cross-entropy, output head and final norm: leaves d(resid[L]) in scratch.dResid.

@@ -20,6 +20,10 @@ public final class Transformer: @unchecked Sendable {
     public let maxBatch: Int
     /// When set, forward and backward charge their time to regions (see `switchyard bench`).
     public var profile: KernelProfile?
+    /// Called by backward after each stage that finishes gradients: the head and final norm
+    /// (2 nLayer), block l's FFN half (2l + 1) and attention half (2l), the embeddings (-1). The
+    /// trainer sets it for the last micro-batch of an overlapped reduction (ShardedAdamW.gradientsFinal).
+    public var gradientsFinal: ((Int) throws -> Void)?
     /// What backward recomputes (see `Recompute`).
     public let recompute: Recompute
 

@@ -22,7 +22,10 @@ public enum Parallel {
     public static func forEach(_ count: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
         let width = min(threads, count, WorkerPool.maxHelpers + 1)
         if width <= 1 || !active.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged {
-            for i in 0..<count { body(i, 0) }
+            for i in 0..<count {
+                body(i, 0)
+                BetweenItems.poll()
+            }
             return
         }
         defer { active.store(0, ordering: .releasing) }
@@ -33,6 +36,7 @@ public enum Parallel {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     if i >= count { break }
                     body(i, worker)
+                    if worker == 0 { BetweenItems.poll() }
                 }
             }
         }

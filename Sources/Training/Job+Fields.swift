@@ -82,6 +82,9 @@ extension Job {
             key: "train.shardOptimizer", ref: .bool(\.train.shardOptimizer),
             doc: "ZeRO-1: AdamW moments of dp-replicated tensors split over dp (reduce-scatter, update, allgather)"),
         JobField(
+            key: "train.overlapReduce", ref: .bool(\.train.overlapReduce),
+            doc: "start each block's gradient sum as its backward ends (MPI_Iallreduce across nodes), not after"),
+        JobField(
             key: "train.recompute", ref: .string(\.train.recompute),
             doc: "none | attention | block: activations backward recomputes instead of keeping (same gradients)"),
         JobField(key: "train.lr", ref: .double(\.train.lr), doc: "peak learning rate"),

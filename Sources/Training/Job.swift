@@ -47,6 +47,7 @@ public struct TrainSpec: Equatable, Sendable {
     public var microBatches = 1
     public var recompute = "none"
     public var shardOptimizer = false
+    public var overlapReduce = false
 }
 
 extension TrainSpec {

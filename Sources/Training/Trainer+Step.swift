@@ -147,7 +147,12 @@ extension Trainer {
             lossScale: 1 / Float(tokensPerStep), auxCoef: Float(job.train.auxLossCoef) / Float(micro),
             zCoef: Float(job.train.zLossCoef) / Float(micro))
         var total = MicroBatchTotals()
+        defer { model.gradientsFinal = nil }
         for m in 0..<micro {
+            if m == micro - 1 && job.train.overlapReduce {
+                optimizer.beginOverlappedReduction()
+                model.gradientsFinal = { [optimizer] stage in try optimizer.gradientsFinal(stage: stage) }
+            }
             let part = Trainer.microBatch(m, of: micro, rows: rows)
             let first = sampleStart + part.lowerBound
             let (x, y) = try sampler.batch(step: step, first: first, count: part.count)

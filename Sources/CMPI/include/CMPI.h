@@ -31,4 +31,7 @@ int CMPI_Split_shared(MPI_Comm comm, MPI_Comm *node);
 int CMPI_Shared_window(MPI_Comm node, MPI_Aint bytes, MPI_Win *win, float **bases);
 /// MPI_Win_sync: makes this process's stores to the window visible, and others' to it.
 int CMPI_Win_sync(MPI_Win win);
+int CMPI_Iallreduce_float_sum(float *buffer, int count, MPI_Comm comm, MPI_Request *request);
+int CMPI_Test(MPI_Request *request, int *done);
+int CMPI_Wait(MPI_Request *request);
 #endif
