@@ -149,8 +149,7 @@ extension Trainer {
         var total = MicroBatchTotals()
         defer { model.gradientsFinal = nil }
         for m in 0..<micro {
-            if m == micro - 1 && job.train.overlapReduce {
-                optimizer.beginOverlappedReduction()
+            if m == micro - 1 && job.train.overlapReduce && optimizer.beginOverlappedReduction() {
                 model.gradientsFinal = { [optimizer] stage in try optimizer.gradientsFinal(stage: stage) }
             }
             let part = Trainer.microBatch(m, of: micro, rows: rows)

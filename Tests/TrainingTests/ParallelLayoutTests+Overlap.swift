@@ -4,9 +4,10 @@ import XCTest
 
 @testable import Model
 
-/// train.overlapReduce: the gradient sums started during backward, bucket by bucket. Ranks that are
-/// threads sum at once when a bucket starts, so any bucket missed, started twice, or started
-/// before its gradients are final shows as different bits from the reduction after backward.
+/// train.overlapReduce: the gradient sums started during backward, bucket by bucket, on worlds
+/// that span nodes (here two nodes of thread ranks). Ranks that are threads sum at once when a
+/// bucket starts, so any bucket missed, started twice, or started before its gradients are final
+/// shows as different bits from the reduction after backward.
 extension ParallelLayoutTests {
     func testOverlappedReductionGivesTheSameBits() throws {
         var mixed = layoutJob(dp: 2, tp: 2, placement: [[[0, 1], [2], [3], [0, 3]]], steps: 6)
@@ -26,7 +27,9 @@ extension ParallelLayoutTests {
             var overlapped = job
             overlapped.train.overlapReduce = true
             let data = layoutJob().1
-            let plain = try train(world: world, job, data), o = try train(world: world, overlapped, data)
+            let nodes = (0..<world).map { $0 * 2 / world }
+            let plain = try train(world: world, job, data, nodeOf: nodes)
+            let o = try train(world: world, overlapped, data, nodeOf: nodes)
             XCTAssertEqual(o.losses.map(\.bitPattern), plain.losses.map(\.bitPattern), "\(label): losses")
             for (name, v) in plain.params {
                 XCTAssertEqual(o.params[name]!.map(\.bitPattern), v.map(\.bitPattern), "\(label): \(name)")
