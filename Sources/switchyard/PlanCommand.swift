@@ -116,6 +116,8 @@ enum PlanCommand {
                 // Two allreduces of the rows per block and step (forward, backward) inside each tp group.
                 let rowBytes = (tokens / Double(dp)) * Double(m.nEmbd) * 4
                 let tpComm = tp > 1 ? Double(2 * m.nLayer) * rowBytes / (cluster.intraNodeGBps * 1e9) : 0
+                let dpComm = denseGradientSeconds(
+                    floats: total - experts - attention, dp: dp, cluster: cluster, nodeOf: nodeOf)
                 // The whole rank: parameters, gradients, moments, activations, snapshot (the busiest rank).
                 let need = Trainer.memoryEstimate(job: job, world: world, tp: tp, plan: plan, threads: 1).totalBytes
                 guard need <= slotBytes else {
@@ -126,9 +128,10 @@ enum PlanCommand {
                                     + "train.microBatches or a larger tp lower it)", need / 1e9, slotBytes / 1e9))
                     continue
                 }
-                rows.append(Candidate(tp: tp, dp: dp, seconds: pred.stepSeconds + tpComm, plan: plan, pred: pred))
+                let seconds = pred.stepSeconds + tpComm + dpComm
+                rows.append(Candidate(tp: tp, dp: dp, seconds: seconds, plan: plan, pred: pred))
                 say(
-                    label + pad(String(format: "%.1f ms", (pred.stepSeconds + tpComm) * 1000), 18)
+                    label + pad(String(format: "%.1f ms", seconds * 1000), 18)
                         + String(
                             format: "memory %.2f of %.2f GB per rank (headroom %.2f GB)", need / 1e9, slotBytes / 1e9,
                             (slotBytes - need) / 1e9))
@@ -137,6 +140,19 @@ enum PlanCommand {
             }
         }
         return rows
+    }
+
+    /// The sum of a rank's dense gradients (`floats`: all but experts and its tp share of attention)
+    /// over its dp group, after backward: a ring moves 2 (dp - 1) / dp of the bytes over the slowest
+    /// link the group spans (tp groups stay inside a node, so dp groups span nodes when the world
+    /// does), plus two latencies. Experts replicated on several ranks are Planner.predict's to
+    /// count. Not overlapped: train.overlapReduce hides part of it, which this does not model.
+    static func denseGradientSeconds(floats: Double, dp: Int, cluster: Cluster, nodeOf: [Int]) -> Double {
+        guard dp > 1 else { return 0 }
+        let spans = Set(nodeOf).count > 1
+        let gb = spans ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
+        let latency = (spans ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
+        return 2 * Double(dp - 1) / Double(dp) * 4 * floats / (gb * 1e9) + 2 * latency
     }
 
     /// The best layout's per-layer placement and predicted load per rank, and memory per rank.
