@@ -3,8 +3,8 @@
 (and, with --json FILE, writes it). Rows: jobs/small.json and jobs/medium.json at 1 rank x 1 thread,
 1 rank x 2 threads and 2 ranks x 1 thread (mpirun; also with every expert on both ranks); attention
 at T = 256, 1024, 4096; checkpoint save throughput against a plain write + fsync of the same bytes.
-With --compare-torch, the PyTorch eager reference (ops/torch_reference.py) runs beside each row with the same
-threads in total.
+With --compare-torch, the PyTorch reference (ops/torch_reference.py) runs beside each row with the same
+threads in total, eager and through torch.compile; the ratio is against the better of the two.
 Standard library only; the switchyard binary must be built (ops/bench builds it)."""
 import argparse
 import json
@@ -122,11 +122,19 @@ def memory_rows(job, steps, tmp):
 
 
 def torch_row(python, job, threads, steps, sets=()):
-    """The PyTorch reference on the job as train resolves it (every key, Switchyard's defaults)."""
+    """The PyTorch reference on the job as train resolves it (every key, Switchyard's defaults), eager
+    and compiled: {"eager": ..., "compiled": ..., "tokensPerSec": the better}. A compile that fails
+    is reported and left out."""
     resolved = os.path.join(tempfile.mkdtemp(), "job.json")
     json.dump(swy.resolved_job(job, sets), open(resolved, "w"))
-    text = run([python, "ops/torch_reference.py", resolved, "--steps", str(steps), "--threads", str(threads)])
-    return json.loads(text.strip().splitlines()[-1])
+    base = [python, "ops/torch_reference.py", resolved, "--steps", str(steps), "--threads", str(threads)]
+    out = {"eager": json.loads(run(base).strip().splitlines()[-1])}
+    try:
+        out["compiled"] = json.loads(run(base + ["--compile"]).strip().splitlines()[-1])
+    except SystemExit as e:
+        print(f"torch.compile failed on {job} at {threads} thread(s); eager only: {e}", flush=True)
+    out["tokensPerSec"] = max(r["tokensPerSec"] for k, r in out.items() if k in ("eager", "compiled"))
+    return out
 
 
 def main():
@@ -248,7 +256,7 @@ def report(result, args):
     head = (f"{'job':18} {'RxT':4} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'MFU/FMA':>7} {'peak RSS MB':>12} "
             f"{'vs 1x1':>7}")
     if args.compare_torch:
-        head += f" {'torch tok/s':>12} {'ratio':>6}"
+        head += f" {'eager tok/s':>12} {'compile tok/s':>13} {'vs better':>9}"
     print(head)
     base = {}
     for r in result["rows"]:
@@ -257,7 +265,10 @@ def report(result, args):
         line = (f"{r['job']:18} {r['layout']:4} {r['tokensPerSec']:9.0f} {r['modelGflops']:8.1f} {r['mfu']:6.3f} "
                 f"{r['mfuFma']:7.3f} {r['peakRssMB']:12.0f} {r['tokensPerSec'] / base[r['job']]:7.2f}")
         if "torch" in r:
-            line += f" {r['torch']['tokensPerSec']:12.0f} {r['tokensPerSec'] / r['torch']['tokensPerSec']:6.2f}"
+            t = r["torch"]
+            compiled = f"{t['compiled']['tokensPerSec']:13.0f}" if "compiled" in t else f"{'-':>13}"
+            line += (f" {t['eager']['tokensPerSec']:12.0f} {compiled} "
+                     f"{r['tokensPerSec'] / t['tokensPerSec']:9.2f}")
         print(line)
     for r in result["rows"]:
         if "sideBySideTokensPerSec" in r:
@@ -277,8 +288,9 @@ def report(result, args):
         else:
             print(f"  {r['job']} {r['layout']}: communication {100 * r['commShare']:.1f}% of step time")
     if args.compare_torch:
-        print("torch rows: PyTorch eager, same model, optimizer and batches; 1x1 vs torch 1 thread, 1x2, 2x1, 2x1r "
-              "and 2x1* vs torch 2 threads")
+        print("torch columns: PyTorch eager and torch.compile (inductor), same model, optimizer and batches; 1x1 vs "
+              "torch 1 thread, 1x2, 2x1, 2x1r and 2x1* vs torch 2 threads; 'vs better': Switchyard / the faster of "
+              "the two")
     print("attention (B 4): core alone fwd/bwd ms; small.json at that T: step ms, peak RSS, RSS above the "
           "parameters + gradients + moments")
     for a in result["attention"]:

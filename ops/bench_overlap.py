@@ -1,6 +1,6 @@
 """Opt-in benchmark of train.overlapReduce (ops/bench-overlap; needs root for cluster/netns).
 
-usage: bench_overlap.py [--job JOB] [--steps N] [--rounds R] [--rates 1gbit,5gbit]
+usage: bench_overlap.py [--job JOB] [--steps N] [--rounds R] [--rates 1gbit,5gbit] [--progress poll|thread]
 
 2 ranks x 1 thread with every expert on both ranks (data-parallel experts: the gradient sum is
 the only communication). For each link: loopback (both ranks on this host), then 2 netns nodes
@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import swy  # noqa: E402
 
 NETNS = os.path.abspath("cluster/netns")
+PROGRESS = ["poll"]  # SWITCHYARD_MPI_PROGRESS for the ranks (--progress)
 
 
 def netns_prefix():
@@ -29,7 +30,7 @@ def netns_prefix():
             "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24",
             "--mca", "oob_tcp_if_include", "10.77.0.0/24",
             "-x", "OPENBLAS_NUM_THREADS=1", "-x", "OMPI_ALLOW_RUN_AS_ROOT", "-x", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
-            "-np", "2"]
+            "-x", "SWITCHYARD_MPI_PROGRESS", "-np", "2"]
 
 
 def run(prefix, job, steps, overlap, work, name):
@@ -38,7 +39,7 @@ def run(prefix, job, steps, overlap, work, name):
     args = prefix + swy.train_args(os.path.abspath(job), work, name, steps,
                                    [f"placement={placement}", f"train.overlapReduce={str(overlap).lower()}",
                                     "checkpoint.every=0"], binary=os.path.abspath(swy.BIN))
-    r = subprocess.run(args, capture_output=True, text=True, env=swy.env())
+    r = subprocess.run(args, capture_output=True, text=True, env=swy.env(SWITCHYARD_MPI_PROGRESS=PROGRESS[0]))
     if r.returncode != 0:
         raise SystemExit(f"{name}: train failed:\n{r.stdout[-1500:]}{r.stderr[-1500:]}")
     st = swy.of_kind(swy.read_log(os.path.join(work, name)), "step")[2:]
@@ -74,10 +75,14 @@ def main():
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--rates", default="1gbit,5gbit")
+    p.add_argument("--progress", choices=["poll", "thread"], default="poll",
+                   help="how non-blocking sums progress: MPI_Test between work items, or a progress thread")
     args = p.parse_args()
+    PROGRESS[0] = args.progress
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"== ops/bench-overlap: {args.job}, 2 ranks x 1 thread, every expert on both ranks; {cpu}, "
-          f"{os.cpu_count()} cores; {args.steps} steps a run (median of steps 2..), {args.rounds} rounds alternated")
+          f"{os.cpu_count()} cores; {args.steps} steps a run (median of steps 2..), {args.rounds} rounds alternated; "
+          f"progress: {args.progress}")
     ok = True
     with tempfile.TemporaryDirectory() as work:
         ok &= compare("loopback", swy.mpirun(2), args, work)

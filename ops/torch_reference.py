@@ -11,8 +11,12 @@ Switch balance loss (auxLossCoef), final RMSNorm and head, AdamW (beta1, beta2, 
 weight decay on matrices and embeddings only), global-norm clipping, warmup + cosine learning rate.
 Not the same: the initial weights (drawn by torch), hence the losses after step 0.
 
+With --compile the model runs through torch.compile (inductor, its default mode; the compile
+happens in the 2 warmup steps, which are not timed; routing's data-dependent shapes are marked
+dynamic so a step's new expert counts do not recompile).
+
 Prints one JSON object: tokensPerSec (mean over the steps after 2 warmup steps), stepMs, losses,
-peakRssMB, threads, torch version.
+peakRssMB, threads, torch version, compiled.
 """
 import argparse
 import json
@@ -118,6 +122,7 @@ def main():
     ap.add_argument("job", help="a resolved job: switchyard train JOB --check --print-job > job.json")
     ap.add_argument("--steps", type=int, default=10, help="timed steps after 2 warmup steps")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     job = load_job(args.job)
@@ -128,6 +133,7 @@ def main():
     train_end = len(data) - int(len(data) * job["data"]["valFraction"])
     tokens = torch.tensor(list(data), dtype=torch.long)
     model = Model(m)
+    run_model = torch.compile(model, dynamic=True) if args.compile else model
     decay = [p for n, p in model.named_parameters() if "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if "norm" in n]
     lr, min_lr = tr["lr"], tr["minLr"]
@@ -145,7 +151,7 @@ def main():
             min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1))))
         for g in opt.param_groups:
             g["lr"] = cur
-        loss, aux = model(win[:, :-1], win[:, 1:])
+        loss, aux = run_model(win[:, :-1], win[:, 1:])
         opt.zero_grad(set_to_none=True)
         (loss + aux_coef * aux).backward()
         if clip > 0:
@@ -157,7 +163,7 @@ def main():
     print(json.dumps({
         "tokensPerSec": bsz * t * len(timed) / sum(timed), "stepMs": [1000 * s for s in times], "losses": losses,
         "peakRssMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": args.threads,
-        "torch": torch.__version__}))
+        "torch": torch.__version__, "compiled": args.compile}))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ MPI_Op CMPI_MAX(void) { return MPI_MAX; }
 MPI_Op CMPI_MIN(void) { return MPI_MIN; }
 MPI_Errhandler CMPI_ERRORS_RETURN(void) { return MPI_ERRORS_RETURN; }
 int CMPI_THREAD_FUNNELED(void) { return MPI_THREAD_FUNNELED; }
+int CMPI_THREAD_MULTIPLE(void) { return MPI_THREAD_MULTIPLE; }
 int CMPI_SUCCESS(void) { return MPI_SUCCESS; }
 int CMPI_UNDEFINED(void) { return MPI_UNDEFINED; }
 int CMPI_MAX_ERROR_STRING(void) { return MPI_MAX_ERROR_STRING; }

@@ -34,7 +34,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// MPI_COMM_WORLD. Works without mpirun too (a singleton world of size 1).
     public static func initWorld() throws -> MPICommunicator {
         var provided: Int32 = 0
-        try check(MPI_Init_thread(nil, nil, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
+        let level = MPIProgress.requested ? CMPI_THREAD_MULTIPLE() : CMPI_THREAD_FUNNELED()
+        try check(MPI_Init_thread(nil, nil, level, &provided), "MPI_Init_thread")
+        if MPIProgress.requested && provided >= CMPI_THREAD_MULTIPLE() { MPIProgress.shared = MPIProgress() }
         return try MPICommunicator(comm: CMPI_COMM_WORLD(), watchdog: CollectiveWatchdog())
     }
 
@@ -91,6 +93,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             CMPI_Iallreduce_float_sum(
                 buffer.baseAddress, try count32(buffer.count, "MPI_Iallreduce"), comm, &request.request),
             "MPI_Iallreduce")
+        MPIProgress.shared?.add(request)
         return request
     }
 
@@ -283,7 +286,11 @@ final class MPIPendingCollective: PendingCollective {
 
     init(watch: CollectiveWatchdog) { self.watch = watch }
 
+    /// Set by the progress thread when its MPI_Test failed: the main thread's wait then reports it.
+    var testFailed = false
+
     func test() throws -> Bool {
+        if let progress = MPIProgress.shared { return progress.locked { done || testFailed } }
         if done { return true }
         var flag: Int32 = 0
         try check(CMPI_Test(&request, &flag), "MPI_Test (MPI_Iallreduce)")
@@ -292,6 +299,13 @@ final class MPIPendingCollective: PendingCollective {
     }
 
     func wait() throws {
+        if let progress = MPIProgress.shared {
+            let finished = progress.locked {
+                progress.take(self)
+                return done
+            }
+            if finished { return }
+        }
         if done { return }
         try watch.watched("MPI_Wait (MPI_Iallreduce)") { try check(CMPI_Wait(&request), "MPI_Wait (MPI_Iallreduce)") }
         done = true

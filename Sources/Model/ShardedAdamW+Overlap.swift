@@ -96,8 +96,8 @@ extension ShardedAdamW {
             overlap = nil
             BetweenItems.remove()
         }
+        try gradientsFinal(stage: Int.min)  // none left after the embeddings' stage; counts its own time
         let t0 = monotonicSeconds()
-        try gradientsFinal(stage: Int.min)
         for p in o.inFlight { try p.wait() }
         ctx.stats.allreduceSeconds += monotonicSeconds() - t0
         for case .reduceScatter(let offset, let counts) in reductions {

@@ -42,6 +42,7 @@ final class MultiNodeTests: XCTestCase {
         }.max()!
         XCTAssertLessThan(worst, 1e-4, "2 nodes x 2 ranks vs single node: max relative loss difference \(worst)")
         print("multi-node (2 netns nodes x 2 ranks, dp2 x tp2): max relative loss difference \(worst) vs 1 rank")
+        try checkOverlappedReduction(netns, args, ws: ws, reference: b)
         // dp 4 with experts replicated on both nodes: each replica serves its own node's tokens
         // (the ranks found their nodes by host name), and the losses still match.
         let rep = try Harness.run(
@@ -71,6 +72,21 @@ final class MultiNodeTests: XCTestCase {
             cwd: ws.dir, timeout: 120)
         XCTAssertEqual(cal.status, 0, cal.stdout + cal.stderr)
         XCTAssertTrue(cal.stdout.contains("4 rank(s) on 2 node(s)"), cal.stdout)
+    }
+
+    /// train.overlapReduce across the two nodes (MPI_Iallreduce on the dp pairs and the 4-rank world),
+    /// its requests tested between work items and, with SWITCHYARD_MPI_PROGRESS=thread, by a progress
+    /// thread: the same losses as the run without, bit for bit.
+    func checkOverlappedReduction(_ netns: String, _ args: [String], ws: Workspace, reference: [UInt32]) throws {
+        for (name, progress) in [("overlap", "poll"), ("overlap-thread", "thread")] {
+            let run = args.map { $0 == "name=nodes" ? "name=\(name)" : $0 } + ["--set", "train.overlapReduce=true"]
+            let withEnv =
+                Array(run.prefix(while: { $0 != "-np" })) + ["-x", "SWITCHYARD_MPI_PROGRESS=\(progress)"]
+                + Array(run.drop(while: { $0 != "-np" }))
+            let r = try Harness.run(netns, withEnv, cwd: ws.dir, timeout: 240)
+            XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+            XCTAssertEqual(try ws.lossBits(run: name), reference, "\(name): overlapped sums changed the losses")
+        }
     }
 
     /// mpirun over the netns cluster with `hostfile`: its options up to the program.

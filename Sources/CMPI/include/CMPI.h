@@ -15,6 +15,7 @@ MPI_Op CMPI_MAX(void);
 MPI_Op CMPI_MIN(void);
 MPI_Errhandler CMPI_ERRORS_RETURN(void);
 int CMPI_THREAD_FUNNELED(void);
+int CMPI_THREAD_MULTIPLE(void);
 int CMPI_SUCCESS(void);
 int CMPI_UNDEFINED(void);
 /// MPI_Error_string into a caller buffer of at least CMPI_MAX_ERROR_STRING() bytes.
