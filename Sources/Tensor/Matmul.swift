@@ -1,4 +1,5 @@
-// Matrix products through cblas_sgemm. Row-major throughout.
+// Matrix products: `sgemm` (cblas_sgemm) and `Linear`, which runs on CGemm (Gemm.swift) where the
+// CPU has a kernel and on sgemm otherwise or with SWITCHYARD_GEMM=blas. Row-major throughout.
 // Shape legend: N rows (tokens), I input features, O output features.
 // Weights are stored [O, I] (PyTorch's Linear layout), so forward is out = inp @ W^T.
 // Backward *accumulates* into dInp and dW (+=), as every backward in this target does.

@@ -96,6 +96,6 @@ extension BenchCommand {
                     ]))
             }
         }
-        record.append(("gemm", .array(recorded)))
+        record.append(("gemmShapes", .array(recorded)))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Training
 import XCTest
 
@@ -56,6 +57,32 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(own.status, 0, own.stderr)
         XCTAssertTrue(
             own.stdout.contains("(chosen by OpenBLAS)") || own.stdout.contains("(chosen by switchyard: "), own.stdout)
+    }
+
+    /// bench --gemm times tiny's five products (three passes each) on both engines and names them;
+    /// SWITCHYARD_GEMM=blas shows in the header and the run's start event.
+    func testBenchGemmTableAndTheEngineSwitch() throws {
+        let ws = Workspace()
+        let args = [
+            "bench", Harness.root + "/jobs/tiny.json", "--set", "data.path=\(ws.corpus)", "--gemm", "--sgemm-n", "64",
+            "--json", ws.dir + "/bench.json"
+        ]
+        let r = try Harness.run(Harness.binary, args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = r.stdout.split(separator: "\n").filter { $0.contains(" x W^T") || $0.contains(" dY W") }
+        XCTAssertEqual(rows.count, 10, r.stdout)
+        let record = try JSONValue.parse(try String(contentsOfFile: ws.dir + "/bench.json", encoding: .utf8))
+        XCTAssertEqual(record["gemmShapes"]?.arrayValue?.count, 15, "5 shapes x 3 passes in --json")
+        XCTAssertNotNil(record["gemm"]?.stringValue, "the engine in --json")
+        let blas = try Harness.run(Harness.binary, args, env: ["SWITCHYARD_GEMM": "blas"])
+        XCTAssertTrue(blas.stdout.contains("matrix products: OpenBLAS"), blas.stdout)
+        let train = try Harness.run(
+            Harness.binary, ws.tinyArgs(steps: 1, extra: ["--set", "name=blas"]), cwd: ws.dir,
+            env: ["SWITCHYARD_GEMM": "blas"])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let start = try String(contentsOfFile: "\(ws.dir)/runs/blas/log.jsonl", encoding: .utf8).split(separator: "\n")[
+            0]
+        XCTAssertTrue(start.contains("\"gemm\":\"openblas\""), String(start))
     }
 
     /// Every option a command's help shows is accepted by its parser, and the train help lists

@@ -107,6 +107,46 @@ final class GemmTests: XCTestCase {
         XCTAssertEqual(dx.toArray(), [Float](repeating: 0, count: 20), "k = 0 without accumulate must write zeros")
     }
 
+    /// Linear on each engine (CGemm, and the OpenBLAS path it replaced) against a Float64 product,
+    /// at a row count where the forward runs CGemm (>= Gemm.ownForwardRows) and one where it does not.
+    func testLinearMatchesFloat64OnBothEngines() throws {
+        let saved = Gemm.engine
+        defer { Gemm.engine = saved }
+        let i = 37, o = 45
+        for n in [Gemm.ownForwardRows + 3, 5] {
+            let x = randomValues(n * i, seed: 20), w = randomValues(o * i, seed: 21), dy = randomValues(n * o, seed: 22)
+            for engine in GemmEngine.allCases where engine == .blas || Gemm.kernelBits > 0 {
+                Gemm.engine = engine
+                let out = FloatBuffer(count: n * o), dx = FloatBuffer(count: n * i), dw = FloatBuffer(count: o * i)
+                Linear.forward(out: out.base, inp: keep(x), weight: keep(w), n: n, inFeatures: i, outFeatures: o)
+                Linear.backward(
+                    dInp: dx.base, dWeight: dw.base, dOut: keep(dy), inp: keep(x), weight: keep(w), n: n,
+                    inFeatures: i, outFeatures: o)
+                func dot(_ k: Int, _ a: (Int) -> Float, _ b: (Int) -> Float) -> Double {
+                    (0..<k).reduce(0.0) { $0 + Double(a($1)) * Double(b($1)) }
+                }
+                let label = "\(engine) engine, n \(n)"
+                for r in 0..<n {
+                    for j in 0..<o {
+                        let want = dot(i, { x[r * i + $0] }, { w[j * i + $0] })
+                        XCTAssertEqual(Double(out[r * o + j]), want, accuracy: 1e-5, "\(label): out")
+                    }
+                    for c in 0..<i {
+                        let want = dot(o, { dy[r * o + $0] }, { w[$0 * i + c] })
+                        XCTAssertEqual(Double(dx[r * i + c]), want, accuracy: 1e-5, "\(label): dInp")
+                    }
+                }
+                for j in 0..<o {
+                    for c in 0..<i {
+                        let want = dot(n, { dy[$0 * o + j] }, { x[$0 * i + c] })
+                        XCTAssertEqual(
+                            Double(dw[j * i + c]), want, accuracy: 2e-5 * Double(n).squareRoot(), "\(label): dW")
+                    }
+                }
+            }
+        }
+    }
+
     /// Linear on CGemm gives the same bits at 1 and 2 threads (rows and weight rows in items).
     func testLinearOnCGemmIsThreadCountInvariant() throws {
         try skipWithoutKernel()
