@@ -5,6 +5,10 @@
 import CMPI
 import Comm
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A rank of an MPI communicator.
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     // MPI_Comm is an OpaquePointer (not Sendable); this class is the wrapper that owns it.
@@ -80,14 +84,20 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     }
 
     /// Ranks on one node sum at once, through `allreduce` (the shared-memory window or
-    /// MPI_Allreduce: its bits, and nothing in flight to overlap on loopback); ranks on several
-    /// nodes start MPI_Iallreduce (libnbc's schedule: for two ranks the same bits as MPI_Allreduce,
-    /// a + b either way; for more, Open MPI's algorithms choose the order, as MPI_Allreduce's do).
+    /// MPI_Allreduce: its bits, and nothing in flight to overlap on loopback). Ranks on several
+    /// nodes: two exchange their buffers (MPIPairSum: a + b, MPI_Allreduce's bits at two ranks);
+    /// more start MPI_Iallreduce (Open MPI's algorithms choose the order, as MPI_Allreduce's do).
+    /// The pair holds a scratch copy of the buffer until it completes.
     public func startAllreduce(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> any PendingCollective {
         guard buffer.count > 0, size > 1, try sharedSum() == nil else {
             try allreduce(buffer, op: .sum)
             return CompletedCollective()
         }
+        // Two ranks: a pair of messages (MPIPairSum). MPI_Iallreduce moved its bytes slower than the
+        // blocking call under polling (small at 1 Gbit/s: 423 ms exposed against 388 blocking; with
+        // the pair, 120-150); SWITCHYARD_OVERLAP_SUM=iallreduce keeps it for comparison.
+        let iallreduce = getenv("SWITCHYARD_OVERLAP_SUM").map { String(cString: $0) == "iallreduce" } ?? false
+        if size == 2 && !iallreduce { return try MPIPairSum(buffer, peer: 1 - rank, comm: comm, watch: watch) }
         let request = MPIPendingCollective(watch: watch)
         try check(
             CMPI_Iallreduce_float_sum(

@@ -18,7 +18,8 @@ public struct MemoryEstimate: Sendable, Equatable {
     public var parameters: Double
     /// The process before any model (the binary, Swift's runtime and Foundation, OpenBLAS and MPI),
     /// and the matrix products' packing scratch (OpenBLAS's own buffers are in the baseline; CGemm's
-    /// packed weights are counted from the shapes).
+    /// packed weights are counted from the shapes); with train.overlapReduce, the two-rank sums'
+    /// copies of the gradients in flight (at most the rank's parameters; none on one node).
     public var runtimeBytes: Double
 
     /// Measured: tiny.json (15 MB of model) peaks at 62 MB resident at world 1 on the CI machine.
@@ -38,7 +39,8 @@ public struct MemoryEstimate: Sendable, Equatable {
     /// `maxBatch` x T, and the saved activations `recompute` keeps (shared buffers counted once).
     public static func perRank(
         config m: ModelConfig, world worldSize: Int, tp: Int, plan: PlacementPlan, rank: Int, maxBatch: Int,
-        threads: Int, checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1
+        threads: Int, checkpoints: Bool, recompute: Recompute = .none, momentsOverDP dp: Int = 1,
+        overlapReduce: Bool = false
     ) -> MemoryEstimate {
         let s = EstimateShape(config: m, tp: tp, maxBatch: maxBatch, world: worldSize)
         let b = s.blocks(plan: plan, rank: rank)
@@ -49,7 +51,9 @@ public struct MemoryEstimate: Sendable, Equatable {
             stateBytes: 8 * params + 8 * moments,
             activationBytes: 4 * s.activations(b, recompute: recompute, threads: threads),
             checkpointBytes: checkpoints ? 4 * params + 8 * moments : 0,
-            parameters: params, runtimeBytes: runtimeBaseline + 4 * Double(max(threads, 1)) * s.packedWeight)
+            parameters: params,
+            runtimeBytes: runtimeBaseline + 4 * Double(max(threads, 1)) * s.packedWeight
+                + (overlapReduce ? 4 * params : 0))
     }
 }
 

@@ -7,7 +7,7 @@
 // (MPI progresses a non-blocking collective only inside MPI calls), and `step` waits for them all
 // before the norm. ZeRO-1's reduce-scatters and the replicated experts' sum stay after backward.
 // Only a world on several nodes overlaps (on one node every sum is blocking). Sums are those of
-// `reduceGradients`: MPI_Iallreduce, the same bits at two ranks (MPICommunicator.startAllreduce).
+// `reduceGradients`: at two ranks the same bits (MPICommunicator.startAllreduce).
 import Clock
 import Comm
 import Tensor

@@ -83,7 +83,8 @@ extension Job {
             doc: "ZeRO-1: AdamW moments of dp-replicated tensors split over dp (reduce-scatter, update, allgather)"),
         JobField(
             key: "train.overlapReduce", ref: .bool(\.train.overlapReduce),
-            doc: "start each block's gradient sum as its backward ends (MPI_Iallreduce across nodes), not after"),
+            doc: "start each half-block's gradient sum as its backward ends, not after (across nodes only; "
+                + "holds a copy of the gradients in flight)"),
         JobField(
             key: "train.recompute", ref: .string(\.train.recompute),
             doc: "none | attention | block: activations backward recomputes instead of keeping (same gradients)"),

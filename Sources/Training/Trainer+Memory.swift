@@ -68,7 +68,7 @@ extension Trainer {
                 maxBatch: Trainer.largestMicroBatch(job: job, dp: dp),
                 threads: threads, checkpoints: job.checkpoint.every > 0,
                 recompute: Recompute(rawValue: job.train.recompute) ?? .none,
-                momentsOverDP: job.train.shardOptimizer ? dp : 1)
+                momentsOverDP: job.train.shardOptimizer ? dp : 1, overlapReduce: job.train.overlapReduce)
         }.max { $0.totalBytes < $1.totalBytes }!
     }
 

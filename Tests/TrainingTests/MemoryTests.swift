@@ -125,6 +125,17 @@ final class MemoryTests: XCTestCase {
         }
     }
 
+    /// train.overlapReduce adds the two-rank sums' copy of the gradients in flight: the rank's
+    /// parameters' floats, once, whatever the threads.
+    func testOverlapReduceCountsACopyOfTheGradients() throws {
+        var (job, _) = layoutJob(dp: 2)
+        let plan = try job.resolveLayout(world: 2).plan
+        let plain = Trainer.memoryEstimate(job: job, world: 2, tp: 1, plan: plan, threads: 2)
+        job.train.overlapReduce = true
+        let overlapped = Trainer.memoryEstimate(job: job, world: 2, tp: 1, plan: plan, threads: 2)
+        XCTAssertEqual(overlapped.totalBytes - plain.totalBytes, 4 * plain.parameters)
+    }
+
     /// Activations grow linearly in T (the attention keeps no T x T matrix) and in the batch.
     func testActivationsAreLinearInSequenceLength() throws {
         var (job, _) = layoutJob()
