@@ -113,11 +113,9 @@ enum PlanCommand {
                 let plan = try Planner.plan(load: load, shape: shape, cluster: cluster, world: world)
                 let pred = Planner.predict(
                     plan: plan, load: load, tokens: tokens, shape: shape, cluster: cluster, nodeOf: nodeOf)
-                // Two allreduces of the rows per block and step (forward, backward) inside each tp group.
-                let rowBytes = (tokens / Double(dp)) * Double(m.nEmbd) * 4
-                let tpComm = tp > 1 ? Double(2 * m.nLayer) * rowBytes / (cluster.intraNodeGBps * 1e9) : 0
-                let dpComm = denseGradientSeconds(
-                    floats: total - experts - attention, dp: dp, cluster: cluster, nodeOf: nodeOf)
+                let comm = denseCommSeconds(
+                    job: job, tp: tp, dp: dp, denseFloats: total - experts - attention, cluster: cluster,
+                    nodeOf: nodeOf)
                 // The whole rank: parameters, gradients, moments, activations, snapshot (the busiest rank).
                 let need = Trainer.memoryEstimate(job: job, world: world, tp: tp, plan: plan, threads: 1).totalBytes
                 guard need <= slotBytes else {
@@ -128,7 +126,7 @@ enum PlanCommand {
                                     + "train.microBatches or a larger tp lower it)", need / 1e9, slotBytes / 1e9))
                     continue
                 }
-                let seconds = pred.stepSeconds + tpComm + dpComm
+                let seconds = pred.stepSeconds + comm
                 rows.append(Candidate(tp: tp, dp: dp, seconds: seconds, plan: plan, pred: pred))
                 say(
                     label + pad(String(format: "%.1f ms", seconds * 1000), 18)
@@ -140,6 +138,17 @@ enum PlanCommand {
             }
         }
         return rows
+    }
+
+    /// Communication outside the MoE layers: two allreduces of the rows per block and step (forward,
+    /// backward) inside each tp group, and the dense gradients' sum over dp.
+    static func denseCommSeconds(
+        job: Job, tp: Int, dp: Int, denseFloats: Double, cluster: Cluster, nodeOf: [Int]
+    ) -> Double {
+        let m = job.model, tokens = Double(job.train.batchSize * m.seqLen)
+        let rowBytes = (tokens / Double(dp)) * Double(m.nEmbd) * 4
+        let tpComm = tp > 1 ? Double(2 * m.nLayer) * rowBytes / (cluster.intraNodeGBps * 1e9) : 0
+        return tpComm + denseGradientSeconds(floats: denseFloats, dp: dp, cluster: cluster, nodeOf: nodeOf)
     }
 
     /// The sum of a rank's dense gradients (`floats`: all but experts and its tp share of attention)
