@@ -24,13 +24,9 @@ PROGRESS = ["poll"]  # SWITCHYARD_MPI_PROGRESS for the ranks (--progress)
 
 
 def netns_prefix():
-    # --bind-to none: every node's daemon would bind its rank to core 0 of this one machine.
-    return [NETNS, "run", "--", "mpirun", "--bind-to", "none", "--hostfile", os.path.abspath("cluster/netns.hostfile"),
-            "--map-by", "node", "--mca", "plm_rsh_agent", os.path.abspath("cluster/netns-agent"),
-            "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24",
-            "--mca", "oob_tcp_if_include", "10.77.0.0/24",
-            "-x", "OPENBLAS_NUM_THREADS=1", "-x", "OMPI_ALLOW_RUN_AS_ROOT", "-x", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
-            "-x", "SWITCHYARD_MPI_PROGRESS", "-np", "2"]
+    return [NETNS, "run", "--"] + swy.netns_mpirun(2, [
+        "--bind-to", "none", "--map-by", "node", "-x", "OMPI_ALLOW_RUN_AS_ROOT", "-x", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
+        "-x", "SWITCHYARD_MPI_PROGRESS"])
 
 
 def run(prefix, job, steps, overlap, work, name):

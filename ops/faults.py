@@ -317,15 +317,10 @@ def disk_full(tmp):
 NETNS = os.path.abspath("cluster/netns")
 
 
-def netns_mpirun(hostfile, np_):
-    return ["mpirun", "--hostfile", hostfile, "--mca", "plm_rsh_agent", os.path.abspath("cluster/netns-agent"),
-            "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.0.0/24", "--mca", "oob_tcp_if_include",
-            "10.77.0.0/24", "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS=1", "-np", str(np_)]
-
-
 def two_nodes(tmp, name, supervise, steps, *sets):
-    cmd = [NETNS, "run", "--", BIN, "supervise", *supervise, "--"] + netns_mpirun(
-        os.path.abspath("cluster/netns.hostfile"), 4) + train_args(tmp, name, steps, "layout.tp=2", *sets)
+    cmd = ([NETNS, "run", "--", BIN, "supervise", *supervise, "--"]
+           + swy.netns_mpirun(4, ["--mca", "mpi_yield_when_idle", "1"])
+           + train_args(tmp, name, steps, "layout.tp=2", *sets))
     out = open(os.path.join(tmp, name + ".out"), "w")
     return subprocess.Popen(cmd, env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
 

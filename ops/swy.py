@@ -1,4 +1,4 @@
-"""Shared by the Python in ops/ (bench, bench_designs, bench_skew, faults, fuzz): the binary, the
+"""Shared by the Python in ops/ (bench, bench_designs, bench_skew, bench_overlap, faults, fuzz): the binary, the
 environment every launch gets, mpirun and train command lines, and a run directory's log and
 resolved job. The log's event kinds and keys are Switchyard's (Sources/RunEvents): scripts read
 them from the events, never from the human-readable lines. Standard library only."""
@@ -27,6 +27,15 @@ def mpirun(np_, bind_none=True):
     """The mpirun prefix for np_ ranks, each with OPENBLAS_NUM_THREADS=1."""
     return (["mpirun"] + (["--bind-to", "none"] if bind_none else []) + oversubscribe(np_)
             + ["-np", str(np_), "-x", "OPENBLAS_NUM_THREADS=1"])
+
+
+def netns_mpirun(np_, extra=()):
+    """mpirun over cluster/netns's nodes (TCP on their subnet), up to the program; `extra` goes
+    before -np (timed runs need --bind-to none: each node's first rank is bound to core 0 otherwise)."""
+    return ["mpirun", "--hostfile", os.path.abspath("cluster/netns.hostfile"), "--mca", "plm_rsh_agent",
+            os.path.abspath("cluster/netns-agent"), "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include",
+            "10.77.0.0/24", "--mca", "oob_tcp_if_include", "10.77.0.0/24", *extra, "-x", "OPENBLAS_NUM_THREADS=1",
+            "-np", str(np_)]
 
 
 def sets(pairs):

@@ -129,13 +129,16 @@ static inline __attribute__((always_inline, target("avx512f"))) void tile512(
     }
 }
 
-#define TILE512_CASE(M) \
+// One case of a kernel's switch over the row count M: the tile specialised for the A layout and
+// for whether the panel is full (nr == WIDTH) or an edge (masked B loads).
+#define TILE_CASE(TILE, WIDTH, M) \
     case M: \
-        if (layout == A_ROWS && nr == NR512) tile512(M, 0, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else if (layout == A_ROWS) tile512(M, 1, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else if (nr == NR512) tile512(M, 0, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else tile512(M, 1, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
+        if (layout == A_ROWS && nr == WIDTH) TILE(M, 0, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
+        else if (layout == A_ROWS) TILE(M, 1, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
+        else if (nr == WIDTH) TILE(M, 0, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
+        else TILE(M, 1, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
         break;
+#define TILE512_CASE(M) TILE_CASE(tile512, NR512, M)
 
 __attribute__((target("avx512f"))) static void kernel512(int64_t mr, int layout, int64_t kc, const float *ap,
                                                          const float *bp, int64_t ldb, float *c, int64_t ldc, int load,
@@ -184,13 +187,7 @@ static inline __attribute__((always_inline, target("avx2,fma"))) void tile256(
     }
 }
 
-#define TILE256_CASE(M) \
-    case M: \
-        if (layout == A_ROWS && nr == NR256) tile256(M, 0, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else if (layout == A_ROWS) tile256(M, 1, A_ROWS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else if (nr == NR256) tile256(M, 0, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        else tile256(M, 1, A_COLUMNS, kc, ap, bp, ldb, c, ldc, load, nr); \
-        break;
+#define TILE256_CASE(M) TILE_CASE(tile256, NR256, M)
 
 __attribute__((target("avx2,fma"))) static void kernel256(int64_t mr, int layout, int64_t kc, const float *ap,
                                                          const float *bp, int64_t ldb, float *c, int64_t ldc, int load,

@@ -93,11 +93,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             try allreduce(buffer, op: .sum)
             return CompletedCollective()
         }
-        // Two ranks: a pair of messages (MPIPairSum). MPI_Iallreduce moved its bytes slower than the
-        // blocking call under polling (small at 1 Gbit/s: 423 ms exposed against 388 blocking; with
-        // the pair, 120-150); SWITCHYARD_OVERLAP_SUM=iallreduce keeps it for comparison.
-        let iallreduce = getenv("SWITCHYARD_OVERLAP_SUM").map { String(cString: $0) == "iallreduce" } ?? false
-        if size == 2 && !iallreduce { return try MPIPairSum(buffer, peer: 1 - rank, comm: comm, watch: watch) }
+        if size == 2 && pairSumsEnabled { return try MPIPairSum(buffer, peer: 1 - rank, comm: comm, watch: watch) }
         let request = MPIPendingCollective(watch: watch)
         try check(
             CMPI_Iallreduce_float_sum(
@@ -287,8 +283,16 @@ func mpiOp(_ op: ReduceOp) -> MPI_Op {
     }
 }
 
-/// An MPI request of `startAllreduce`. Tested and waited on by the main thread only
-/// (MPI_THREAD_FUNNELED); `wait` runs under the world's collective deadline.
+/// Whether a two-rank startAllreduce is a pair of messages (MPIPairSum). MPI_Iallreduce moved its
+/// bytes slower than the blocking call under polling (small at 1 Gbit/s: 423 ms exposed against
+/// 388 blocking; the pair, 120-150); SWITCHYARD_OVERLAP_SUM=iallreduce keeps it for comparison.
+let pairSumsEnabled: Bool = {
+    guard let v = getenv("SWITCHYARD_OVERLAP_SUM") else { return true }
+    return String(cString: v) != "iallreduce"
+}()
+
+/// An MPI request of `startAllreduce`, tested by the main thread (MPI_THREAD_FUNNELED) or, with
+/// MPIProgress, by the progress thread; `wait` runs under the world's collective deadline.
 final class MPIPendingCollective: PendingCollective {
     var request: MPI_Request? = nil
     var done = false
@@ -300,7 +304,8 @@ final class MPIPendingCollective: PendingCollective {
     var testFailed = false
 
     func test() throws -> Bool {
-        if let progress = MPIProgress.shared { return progress.locked { done || testFailed } }
+        // A request whose test failed is not done: it stays in flight, and `wait` reports the error.
+        if let progress = MPIProgress.shared { return progress.locked { done } }
         if done { return true }
         var flag: Int32 = 0
         try check(CMPI_Test(&request, &flag), "MPI_Test (MPI_Iallreduce)")

@@ -1,10 +1,10 @@
 // The gradient reduction started during backward (train.overlapReduce): the `.allreduce`
 // reductions are cut into buckets at the backward stages that finish their tensors (the head and
 // final norm, then from the last block each block's FFN half and its attention half, the
-// embeddings), and a bucket's sum starts as soon as its
-// stage is done on the last micro-batch, while earlier blocks still compute. Buckets start in one
-// fixed order (stage, then offset) on every rank; each stage boundary tests the ones in flight
-// (MPI progresses a non-blocking collective only inside MPI calls), and `step` waits for them all
+// embeddings), and a bucket's sum starts as soon as its stage is done on the last micro-batch,
+// while earlier blocks still compute. Buckets start in one fixed order (stage, then offset) on
+// every rank; the ones in flight are tested at each stage boundary and between work items (MPI
+// progresses non-blocking operations only inside MPI calls), and `step` waits for them all
 // before the norm. ZeRO-1's reduce-scatters and the replicated experts' sum stay after backward.
 // Only a world on several nodes overlaps (on one node every sum is blocking). Sums are those of
 // `reduceGradients`: at two ranks the same bits (MPICommunicator.startAllreduce).

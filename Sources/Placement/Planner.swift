@@ -86,18 +86,25 @@ public enum Planner {
         }
         let replicated = plan.layers.reduce(0) { $0 + $1.filter { $0.count > 1 }.count }
         if replicated > 0 && world > 1 {
-            let gb =
-                nodeOf.contains { $0 != nodeOf[0] }
-                ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
-            let sync =
-                2 * Double(world - 1) / Double(world) * Double(replicated) * replicaGradientBytes(shape) / (gb * 1e9)
-                + 2 * latency
+            let sync = ringAllreduceSeconds(
+                units: Double(replicated), bytesPerUnit: replicaGradientBytes(shape), ranks: world, cluster: cluster,
+                spansNodes: nodeOf.contains { $0 != nodeOf[0] })
             step += sync
             for r in 0..<world { busy[r] += sync }
         }
         let total = (0..<world).map { r in served.reduce(0) { $0 + $1[r] } }
         return Prediction(
             stepSeconds: step, rankSeconds: busy, rankLoad: total, layerRankLoad: served, rankBytes: bytes)
+    }
+
+    /// A ring all-reduce of `units` x `bytesPerUnit` bytes over `ranks` ranks: 2 (ranks - 1) / ranks
+    /// of the bytes over the slowest link the group spans, plus two latencies.
+    public static func ringAllreduceSeconds(
+        units: Double, bytesPerUnit: Double, ranks: Int, cluster: Cluster, spansNodes: Bool
+    ) -> Double {
+        let gb = spansNodes ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
+        let latency = (spansNodes ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
+        return 2 * Double(ranks - 1) / Double(ranks) * units * bytesPerUnit / (gb * 1e9) + 2 * latency
     }
 
     /// The step time placements are compared by: `predict`'s at `load`, or with `stepLoads`

@@ -27,6 +27,9 @@ public enum Gemm {
     /// width in use. Call before any product (tests, and bench's kernel comparison).
     @discardableResult public static func useKernel(bits: Int) -> Int { Int(cgemm_use_bits(Int32(bits))) }
 
+    /// The engine in words, for run headers: "CGemm 512-bit" or "OpenBLAS".
+    public static var engineName: String { engine == .own ? "CGemm \(kernelBits)-bit" : "OpenBLAS" }
+
     /// `own` if this CPU has a kernel and SWITCHYARD_GEMM is not `blas`.
     public static var defaultEngine: GemmEngine {
         if let raw = getenv("SWITCHYARD_GEMM"), String(cString: raw) == "blas" { return .blas }
@@ -79,10 +82,5 @@ public enum Gemm {
         cgemm_run(
             Int64(rows.lowerBound), Int64(rows.upperBound), Int64(i), Int64(n), dOut, 1, Int64(o), inp, Int64(i),
             dWeight, Int64(i), 1)
-    }
-
-    /// Floats of the packed W^T a forward of a [O, I] weight keeps in its thread's scratch.
-    public static func packedFloats(inFeatures i: Int, outFeatures o: Int) -> Int {
-        Int(cgemm_packed_size(Int64(i), Int64(o)))
     }
 }

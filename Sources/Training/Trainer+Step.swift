@@ -225,11 +225,10 @@ extension Trainer {
     /// The line `train` prints first.
     var startLine: String {
         let m = job.model, mesh = ctx.mesh
-        let gemm = Gemm.engine == .own ? "CGemm \(Gemm.kernelBits)-bit" : "OpenBLAS"
         return "switchyard: training \(job.name) for \(job.train.steps) steps on \(mesh.world) rank(s) "
             + "(dp \(mesh.dp) x tp \(mesh.tp)), \(m.totalParams) parameters (\(model.store.count) on rank 0), "
             + "\(tokensPerStep) tokens/step, BLAS core \(env.blasCore) x\(env.blasThreads), "
-            + "matrix products \(gemm), log \(log?.path ?? "-")"
+            + "matrix products \(Gemm.engineName), log \(log?.path ?? "-")"
     }
 
     func startEvent() -> JSONValue {

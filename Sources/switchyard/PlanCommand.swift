@@ -152,16 +152,13 @@ enum PlanCommand {
     }
 
     /// The sum of a rank's dense gradients (`floats`: all but experts and its tp share of attention)
-    /// over its dp group, after backward: a ring moves 2 (dp - 1) / dp of the bytes over the slowest
-    /// link the group spans (tp groups stay inside a node, so dp groups span nodes when the world
-    /// does), plus two latencies. Experts replicated on several ranks are Planner.predict's to
+    /// over its dp group, after backward, as a ring (tp groups stay inside a node, so dp groups span
+    /// nodes when the world does). Experts replicated on several ranks are Planner.predict's to
     /// count. Not overlapped: train.overlapReduce hides part of it, which this does not model.
     static func denseGradientSeconds(floats: Double, dp: Int, cluster: Cluster, nodeOf: [Int]) -> Double {
         guard dp > 1 else { return 0 }
-        let spans = Set(nodeOf).count > 1
-        let gb = spans ? min(cluster.intraNodeGBps, cluster.interNodeGBps) : cluster.intraNodeGBps
-        let latency = (spans ? cluster.interNodeLatencyUs : cluster.intraNodeLatencyUs) * 1e-6
-        return 2 * Double(dp - 1) / Double(dp) * 4 * floats / (gb * 1e9) + 2 * latency
+        return Planner.ringAllreduceSeconds(
+            units: floats, bytesPerUnit: 4, ranks: dp, cluster: cluster, spansNodes: Set(nodeOf).count > 1)
     }
 
     /// The best layout's per-layer placement and predicted load per rank, and memory per rank.

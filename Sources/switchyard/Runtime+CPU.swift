@@ -14,14 +14,14 @@ extension Runtime {
         #endif
     }()
 
-    /// What `--version` and `bench` say the kernels were compiled for.
-    /// Which engine runs Linear's products (Tensor/Gemm.swift), for bench headers and logs.
+    /// Which engine runs Linear's products (Tensor/Gemm.swift), for bench headers.
     static var gemmDescription: String {
-        Gemm.engine == .own
-            ? "CGemm \(Gemm.kernelBits)-bit (SWITCHYARD_GEMM=blas for OpenBLAS)"
-            : "OpenBLAS (SWITCHYARD_GEMM=blas or no CGemm kernel for this CPU)"
+        Gemm.engineName
+            + (Gemm.engine == .own
+                ? " (SWITCHYARD_GEMM=blas for OpenBLAS)" : " (SWITCHYARD_GEMM=blas or no CGemm kernel for this CPU)")
     }
 
+    /// What `--version` and `bench` say the kernels were compiled for.
     static var kernelTarget: String { kernelFeatures.isEmpty ? "the default target (portable)" : "haswell (AVX2)" }
 
     /// The kernel features this CPU lacks. `SWITCHYARD_PRETEND_CPU_FLAGS` (a test's) replaces the

@@ -24,6 +24,17 @@ final class GemmTests: XCTestCase {
         }
     }
 
+    /// An output's references: the Float FMA chain in ascending k from `start`, and the sum in Float64.
+    func references(_ start: Float, _ k: Int, _ a: (Int) -> Float, _ b: (Int) -> Float) -> (chain: Float, wide: Double)
+    {
+        var chain = start, wide = Double(start)
+        for p in 0..<k {
+            chain = chain.addingProduct(a(p), b(p))
+            wide += Double(a(p)) * Double(b(p))
+        }
+        return (chain, wide)
+    }
+
     func testForwardIsTheAscendingFMAChainAndMatchesFloat64() throws {
         try skipWithoutKernel()
         forEachKernel { bits in forwardChecks(bits) }
@@ -39,11 +50,8 @@ final class GemmTests: XCTestCase {
                     accumulate: accumulate, rowGrain: 8)
                 for r in 0..<n {
                     for j in 0..<o {
-                        var acc: Float = accumulate ? c0[r * o + j] : 0, wide = Double(accumulate ? c0[r * o + j] : 0)
-                        for p in 0..<i {
-                            acc = acc.addingProduct(x[r * i + p], w[j * i + p])
-                            wide += Double(x[r * i + p]) * Double(w[j * i + p])
-                        }
+                        let (acc, wide) = references(
+                            accumulate ? c0[r * o + j] : 0, i, { x[r * i + $0] }, { w[j * i + $0] })
                         let got = out[r * o + j],
                             at = "\(bits)-bit forward \(n)x\(i)x\(o) accumulate \(accumulate) (\(r), \(j))"
                         XCTAssertEqual(got.bitPattern, acc.bitPattern, "\(at): \(got) is not the FMA chain's \(acc)")
@@ -71,19 +79,14 @@ final class GemmTests: XCTestCase {
                 rows: 0..<o, dWeight: dw.base, dOut: keep(dy), inp: keep(x), n: n, inFeatures: i, outFeatures: o)
             for r in 0..<n {
                 for c in 0..<i {
-                    var acc = dx0[r * i + c]
-                    for p in 0..<o { acc = acc.addingProduct(dy[r * o + p], w[p * i + c]) }
+                    let acc = references(dx0[r * i + c], o, { dy[r * o + $0] }, { w[$0 * i + c] }).chain
                     XCTAssertEqual(
                         dx[r * i + c].bitPattern, acc.bitPattern, "\(bits)-bit dInp \(n)x\(i)x\(o) (\(r), \(c))")
                 }
             }
             for j in 0..<o {
                 for c in 0..<i {
-                    var acc = dw0[j * i + c], wide = Double(dw0[j * i + c])
-                    for p in 0..<n {
-                        acc = acc.addingProduct(dy[p * o + j], x[p * i + c])
-                        wide += Double(dy[p * o + j]) * Double(x[p * i + c])
-                    }
+                    let (acc, wide) = references(dw0[j * i + c], n, { dy[$0 * o + j] }, { x[$0 * i + c] })
                     XCTAssertEqual(
                         dw[j * i + c].bitPattern, acc.bitPattern, "\(bits)-bit dW \(n)x\(i)x\(o) (\(j), \(c))")
                     XCTAssertEqual(Double(dw[j * i + c]), wide, accuracy: 1e-5 * Double(n).squareRoot() + 1e-6)
@@ -122,9 +125,7 @@ final class GemmTests: XCTestCase {
                 Linear.backward(
                     dInp: dx.base, dWeight: dw.base, dOut: keep(dy), inp: keep(x), weight: keep(w), n: n,
                     inFeatures: i, outFeatures: o)
-                func dot(_ k: Int, _ a: (Int) -> Float, _ b: (Int) -> Float) -> Double {
-                    (0..<k).reduce(0.0) { $0 + Double(a($1)) * Double(b($1)) }
-                }
+                func dot(_ k: Int, _ a: (Int) -> Float, _ b: (Int) -> Float) -> Double { references(0, k, a, b).wide }
                 let label = "\(engine) engine, n \(n)"
                 for r in 0..<n {
                     for j in 0..<o {

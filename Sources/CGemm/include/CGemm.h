@@ -1,7 +1,8 @@
 // CGemm: Switchyard's own single-threaded fp32 matrix product for the shapes a model step runs
 // (projections, experts, heads: tens to thousands of rows, 64-4096 columns), written so that no
-// operand is re-packed per call more than once: B is packed into column panels by the caller
-// (once per call, or once per step for weights) and each thread packs only the A rows it owns.
+// operand is re-packed per call more than once: B is read in place when its rows are contiguous,
+// else packed into column panels by the caller once per call, and each thread copies only the A
+// micro-panels of the rows it owns.
 // A register-blocked microkernel of fused multiply-adds: 14 x 32 with AVX-512F, 6 x 16 with
 // AVX2+FMA, chosen at run time. The sum over k runs in a fixed order (k blocks of CGEMM_KC, each
 // in ascending k) that depends only on the shape, never on the thread count or the ISA's tile.
@@ -34,8 +35,8 @@ void cgemm_pack_b(int64_t k, int64_t n, int64_t j0, int64_t j1, const float *b, 
 
 /// C[i, j] (+)= sum_kk A(i, kk) B(kk, j) for rows [i0, i1) of C, all n columns, with A(i, kk) at
 /// a[i * rsa + kk * csa], B(kk, j) at b[kk * ldb + j], or, with ldb == 0, B packed by
-/// cgemm_pack_b, and C(i, j) at c[i * ldc + j]. accumulate == 0
-/// overwrites C (beta 0: C is not read), otherwise adds to it (beta 1). Rows are computed
+/// cgemm_pack_b, and C(i, j) at c[i * ldc + j]. accumulate == 0 overwrites C (beta 0: C is not
+/// read), otherwise adds to it (beta 1). Rows are computed
 /// independently of one another and of [i0, i1): any split of the rows gives the same bits.
 void cgemm_run(int64_t i0, int64_t i1, int64_t n, int64_t k, const float *a, int64_t rsa, int64_t csa,
                const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
